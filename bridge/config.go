@@ -1,0 +1,287 @@
+package bridge
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"net/netip"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/opaque-edge/gatewayd/coap"
+)
+
+// Config is the root of gatewayd.toml. Each section belongs to the package
+// that uses it; Validate checks all of them.
+type Config struct {
+	Proxy ProxyConfig   `toml:"proxy"`
+	Route []RouteConfig `toml:"route"`
+}
+
+// ProxyConfig is the [proxy] section.
+type ProxyConfig struct {
+	// Listen are the endpoints: "udp://host:port" or "dtls://host:port".
+	Listen []string `toml:"listen"`
+	// Allow are the CIDR prefixes of targets the proxy may reach.
+	Allow []string `toml:"allow"`
+	// Clients are the CIDR prefixes of clients that may use the proxy;
+	// datagrams from elsewhere are dropped unanswered.
+	Clients []string `toml:"clients"`
+	// Timeout bounds a whole upstream exchange; then 5.04.
+	Timeout Duration `toml:"timeout"`
+	// NextHop, when set, is a proxy ("coap://host:port") every forward
+	// request goes to, with Proxy-Uri or Proxy-Scheme kept (PR1.1, PR1.2).
+	NextHop string `toml:"next_hop"`
+	// HopLimit is inserted when a request has none (RFC 8768 §3).
+	HopLimit int `toml:"hop_limit"`
+	// Name identifies this proxy in 5.08 diagnostics (RFC 8768 §4).
+	Name string `toml:"name"`
+	// Rate and Burst are each client's token bucket: requests per second
+	// and bucket size. Rate 0 disables the limit.
+	Rate  float64 `toml:"rate"`
+	Burst int     `toml:"burst"`
+	// PSKFile holds DTLS pre-shared keys, one "identity:key" per line.
+	PSKFile string `toml:"psk_file"`
+}
+
+// RouteConfig is a reverse route: requests for /Name/... on the proxy go to
+// Target/... (RFC 7252 §5.7.3).
+type RouteConfig struct {
+	Name   string `toml:"name"`
+	Target string `toml:"target"`
+}
+
+// Duration is a time.Duration written as "3s" in TOML.
+type Duration struct{ time.Duration }
+
+// UnmarshalText parses a Go duration.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := time.ParseDuration(string(b))
+	if err != nil {
+		return fmt.Errorf("bad duration %q", b)
+	}
+	d.Duration = v
+	return nil
+}
+
+// MarshalText renders the duration.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// Defaults returns the configuration of a proxy with no file: loopback
+// only.
+func Defaults() Config {
+	return Config{Proxy: ProxyConfig{
+		Listen:   []string{"udp://127.0.0.1:5683"},
+		Allow:    []string{"127.0.0.0/8", "::1/128"},
+		Clients:  []string{"127.0.0.0/8", "::1/128"},
+		Timeout:  Duration{3 * time.Second},
+		HopLimit: 16,
+		Rate:     0,
+		Burst:    100,
+	}}
+}
+
+// ErrConfig marks configuration errors.
+var ErrConfig = errors.New("config")
+
+// Load reads a TOML file over the defaults. Unknown keys are an error
+// that names the key and its line.
+func Load(path string) (Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes TOML over the defaults and validates the result.
+func Parse(name string, data []byte) (Config, error) {
+	c := Defaults()
+	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&c)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return Config{}, fmt.Errorf("%w: %s:%d: %s", ErrConfig, name, pe.Position.Line, pe.Message)
+		}
+		return Config{}, fmt.Errorf("%w: %s: %v", ErrConfig, name, err)
+	}
+	if und := md.Undecoded(); len(und) > 0 {
+		k := und[0]
+		return Config{}, fmt.Errorf("%w: %s:%d: unknown key %q", ErrConfig, name, keyLine(data, k), k.String())
+	}
+	if err := c.Validate(); err != nil {
+		return Config{}, fmt.Errorf("%w: %s: %w", ErrConfig, name, err)
+	}
+	return c, nil
+}
+
+// keyLine finds the line where an undecoded key is set: the decoder does
+// not report positions for keys it did not use.
+func keyLine(data []byte, k toml.Key) int {
+	if len(k) == 0 {
+		return 0
+	}
+	table, leaf := strings.Join(k[:len(k)-1], "."), k[len(k)-1]
+	cur := ""
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if strings.HasPrefix(line, "[") {
+			name := strings.Trim(line, "[] \t")
+			if i := strings.Index(name, "]"); i >= 0 {
+				name = name[:i]
+			}
+			cur = strings.TrimSpace(name)
+			if cur == strings.Join(k, ".") {
+				return n // an unknown table
+			}
+			continue
+		}
+		if cur != table {
+			continue
+		}
+		if eq := strings.Index(line, "="); eq > 0 && strings.Trim(strings.TrimSpace(line[:eq]), `"`) == leaf {
+			return n
+		}
+	}
+	return 0
+}
+
+// Validate checks every section.
+func (c *Config) Validate() error {
+	if err := c.Proxy.validate(); err != nil {
+		return fmt.Errorf("proxy: %w", err)
+	}
+	seen := map[string]bool{}
+	for i, r := range c.Route {
+		if r.Name == "" || strings.ContainsAny(r.Name, "/?#") {
+			return fmt.Errorf("route[%d]: name %q must be one path segment", i, r.Name)
+		}
+		if seen[r.Name] {
+			return fmt.Errorf("route[%d]: duplicate name %q", i, r.Name)
+		}
+		seen[r.Name] = true
+		u, err := coap.ParseURI(r.Target)
+		if err != nil {
+			return fmt.Errorf("route[%d] %q: target: %w", i, r.Name, err)
+		}
+		if u.Scheme != "coap" {
+			return fmt.Errorf("route[%d] %q: target scheme %q: only coap is supported", i, r.Name, u.Scheme)
+		}
+	}
+	return nil
+}
+
+func (p *ProxyConfig) validate() error {
+	if len(p.Listen) == 0 {
+		return errors.New("listen: at least one endpoint is needed")
+	}
+	for _, l := range p.Listen {
+		if _, _, err := parseListen(l); err != nil {
+			return fmt.Errorf("listen: %w", err)
+		}
+	}
+	if _, err := parsePrefixes(p.Allow); err != nil {
+		return fmt.Errorf("allow: %w", err)
+	}
+	if _, err := parsePrefixes(p.Clients); err != nil {
+		return fmt.Errorf("clients: %w", err)
+	}
+	if p.Timeout.Duration <= 0 {
+		return fmt.Errorf("timeout: must be positive, got %v", p.Timeout)
+	}
+	if p.HopLimit < 1 || p.HopLimit > 255 {
+		return fmt.Errorf("hop_limit: %d is outside 1..255 (RFC 8768 §3)", p.HopLimit)
+	}
+	if strings.ContainsRune(p.Name, ' ') {
+		return fmt.Errorf("name: %q contains a space (RFC 8768 §4)", p.Name)
+	}
+	if p.NextHop != "" {
+		u, err := coap.ParseURI(p.NextHop)
+		if err != nil || u.Scheme != "coap" || !u.HostIsIP() {
+			return fmt.Errorf("next_hop: %q must be coap://ip:port", p.NextHop)
+		}
+	}
+	if p.Rate < 0 || p.Burst < 1 {
+		return fmt.Errorf("rate/burst: rate must be >= 0 and burst >= 1")
+	}
+	for _, l := range p.Listen {
+		if s, _, _ := parseListen(l); s == "dtls" && p.PSKFile == "" {
+			return fmt.Errorf("psk_file: a dtls listener needs keys")
+		}
+	}
+	if p.PSKFile != "" {
+		if _, err := LoadPSK(p.PSKFile); err != nil {
+			return fmt.Errorf("psk_file: %w", err)
+		}
+	}
+	return nil
+}
+
+func parseListen(s string) (scheme string, addr netip.AddrPort, err error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "", addr, fmt.Errorf("%q: %w", s, err)
+	}
+	if u.Scheme != "udp" && u.Scheme != "dtls" {
+		return "", addr, fmt.Errorf("%q: scheme must be udp or dtls", s)
+	}
+	addr, err = netip.ParseAddrPort(u.Host)
+	if err != nil {
+		return "", addr, fmt.Errorf("%q: want udp://ip:port: %w", s, err)
+	}
+	return u.Scheme, addr, nil
+}
+
+func parsePrefixes(ss []string) ([]netip.Prefix, error) {
+	out := make([]netip.Prefix, 0, len(ss))
+	for _, s := range ss {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not a CIDR prefix", s)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
+func contains(ps []netip.Prefix, a netip.Addr) bool {
+	a = a.Unmap()
+	for _, p := range ps {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// LoadPSK reads "identity:key" lines; "#" starts a comment. The key is
+// used as written, as libcoap's -k takes it.
+func LoadPSK(path string) (map[string][]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	keys := map[string][]byte{}
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		id, key, ok := strings.Cut(line, ":")
+		if !ok || id == "" || key == "" {
+			return nil, fmt.Errorf("%s:%d: want identity:key", path, n)
+		}
+		keys[id] = []byte(key)
+	}
+	if len(keys) == 0 {
+		return nil, fmt.Errorf("%s: no keys", path)
+	}
+	return keys, nil
+}

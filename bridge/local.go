@@ -1,0 +1,47 @@
+package bridge
+
+import (
+	"context"
+	"strings"
+
+	"github.com/opaque-edge/gatewayd/coap"
+)
+
+// newLocal answers requests for the proxy itself: no Proxy-Uri, no
+// Proxy-Scheme, no reverse route. /.well-known/core lists what the gateway
+// offers (RFC 6690 link format); anything else is 4.04.
+func newLocal(cfg Config, forwards func(*coap.Message) bool) stage {
+	var links []string
+	for _, r := range cfg.Route {
+		links = append(links, `</`+r.Name+`>;title="route"`)
+	}
+	wellKnown := []byte(strings.Join(links, ","))
+	return func(next coap.Handler) coap.Handler {
+		return coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, r *coap.Request) error {
+			if forwards(r.Msg) {
+				return next.ServeCoAP(ctx, w, r)
+			}
+			if path(r.Msg) != ".well-known/core" {
+				return coap.Errorf(coap.NotFound, "")
+			}
+			if r.Msg.Code != coap.GET {
+				return coap.Errorf(coap.MethodNotAllowed, "")
+			}
+			resp := &coap.Message{Code: coap.Content, Payload: wellKnown}
+			resp.Options = resp.Options.SetUint(coap.ContentFormat, 40) // application/link-format
+			return w.WriteResponse(resp)
+		})
+	}
+}
+
+// path joins the Uri-Path options.
+func path(m *coap.Message) string {
+	var b strings.Builder
+	for v := range m.Options.All(coap.URIPath) {
+		if b.Len() > 0 {
+			b.WriteByte('/')
+		}
+		b.Write(v)
+	}
+	return b.String()
+}

@@ -1,0 +1,158 @@
+// Package bridge is gatewayd's CoAP proxy: the endpoints clients talk to,
+// the request chain in its fixed order, routing, and the upstream
+// transports that reach origin servers and radio nodes.
+//
+// The chain, fixed here and nowhere else:
+//
+//	access → hop-limit → guard → local → route → upstream
+//
+// access drops unknown clients and rate-limits known ones; hop-limit
+// enforces RFC 8768; the guard marks OSCORE requests so that later stages
+// only read or rewrite outer options; local answers requests for the proxy
+// itself; route picks the target (Proxy-Uri, Proxy-Scheme, reverse route,
+// next hop) and rewrites the options as PR1.1/PR1.2 allow; upstream sends
+// the request and writes the response back unmodified (PR1.3). The cache
+// and the Observe hub slot in between local and route.
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"sync"
+
+	"github.com/opaque-edge/gatewayd/coap"
+)
+
+// Proxy is a running proxy: its endpoints, chain and upstreams.
+type Proxy struct {
+	cfg     Config
+	log     *slog.Logger
+	chain   coap.Handler
+	router  *router
+	up      *ipUpstream
+	servers []*coap.Endpoint
+	addrs   []netip.AddrPort
+
+	closeOnce sync.Once
+}
+
+// New binds the configured endpoints and starts serving. cfg must be
+// validated. Close stops everything New started.
+func New(ctx context.Context, cfg Config, log *slog.Logger) (*Proxy, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Proxy.Name == "" {
+		cfg.Proxy.Name, _ = os.Hostname()
+		if cfg.Proxy.Name == "" {
+			cfg.Proxy.Name = "gatewayd"
+		}
+	}
+	p := &Proxy{cfg: cfg, log: log}
+	up, err := newIPUpstream(ctx, log.With("component", "upstream"))
+	if err != nil {
+		return nil, err
+	}
+	p.up = up
+	chain, err := p.buildChain()
+	if err != nil {
+		up.Close()
+		return nil, err
+	}
+	p.chain = chain
+	clients, _ := parsePrefixes(cfg.Proxy.Clients)
+	accept := func(peer netip.AddrPort) bool { return contains(clients, peer.Addr()) }
+	for _, l := range cfg.Proxy.Listen {
+		scheme, addr, _ := parseListen(l)
+		var t coap.Transport
+		switch scheme {
+		case "udp":
+			u, err := coap.ListenUDP(ctx, addr.String())
+			if err != nil {
+				p.Close()
+				return nil, fmt.Errorf("bridge: %w", err)
+			}
+			addr = u.LocalAddr()
+			t = u
+		case "dtls":
+			keys, err := LoadPSK(cfg.Proxy.PSKFile)
+			if err != nil {
+				p.Close()
+				return nil, fmt.Errorf("bridge: psk_file: %w", err)
+			}
+			d, err := ListenDTLS(ctx, addr, keys, log.With("component", "dtls"))
+			if err != nil {
+				p.Close()
+				return nil, err
+			}
+			addr = d.LocalAddr()
+			t = d
+		}
+		e := coap.NewEndpoint(t, coap.EndpointConfig{
+			Handler: chain,
+			Secure:  scheme == "dtls",
+			Accept:  accept,
+			Logger:  log.With("component", "endpoint", "listen", l),
+		})
+		p.servers = append(p.servers, e)
+		p.addrs = append(p.addrs, addr)
+		log.Info("listening", "component", "proxy", "scheme", scheme, "addr", addr)
+	}
+	return p, nil
+}
+
+// Addrs are the bound listener addresses, in the order of the config.
+func (p *Proxy) Addrs() []netip.AddrPort { return p.addrs }
+
+// Handler is the request chain, for endpoints other than the proxy's own
+// listeners (plugins, tests).
+func (p *Proxy) Handler() coap.Handler { return p.chain }
+
+// Close stops the listeners and upstreams and waits for them. Idempotent.
+func (p *Proxy) Close() error {
+	var errs []error
+	p.closeOnce.Do(func() {
+		for _, e := range p.servers {
+			if err := e.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if p.up != nil {
+			p.up.Close()
+		}
+	})
+	return errors.Join(errs...)
+}
+
+// stage is one link of the chain: it serves or calls next.
+type stage func(next coap.Handler) coap.Handler
+
+// buildChain assembles the chain in its one fixed order.
+func (p *Proxy) buildChain() (coap.Handler, error) {
+	r, err := newRouter(p.cfg, p.up)
+	if err != nil {
+		return nil, err
+	}
+	p.router = r
+	stages := []stage{
+		newAccess(p.cfg.Proxy),
+		newHopLimit(p.cfg.Proxy, p.log.With("component", "hoplimit"), r.forwards),
+		guard,
+		newLocal(p.cfg, r.forwards),
+		r.stage,
+	}
+	var h coap.Handler = coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, req *coap.Request) error {
+		return coap.Errorf(coap.NotFound, "")
+	})
+	for i := len(stages) - 1; i >= 0; i-- {
+		h = stages[i](h)
+	}
+	first := h
+	return coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, req *coap.Request) error {
+		return first.ServeCoAP(withExchange(ctx, req.Msg.Clone()), w, req)
+	}), nil
+}

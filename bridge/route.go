@@ -1,0 +1,205 @@
+package bridge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/opaque-edge/gatewayd/coap"
+)
+
+// router picks the target of a forwarded request, rewrites its options as
+// PR1.1/PR1.2 allow, sends it upstream and writes the response back as it
+// came (PR1.3).
+type router struct {
+	name    string
+	timeout time.Duration
+	allow   []netip.Prefix
+	routes  map[string]*coap.URI
+	nextHop netip.AddrPort // valid when a next-hop proxy is configured
+	up      Upstream
+	lookup  func(ctx context.Context, host string) ([]netip.Addr, error)
+}
+
+// lookupHost resolves reg-name hosts of Proxy-Uri and Uri-Host.
+var lookupHost = func(ctx context.Context, host string) ([]netip.Addr, error) {
+	return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+}
+
+func newRouter(cfg Config, up Upstream) (*router, error) {
+	allow, err := parsePrefixes(cfg.Proxy.Allow)
+	if err != nil {
+		return nil, fmt.Errorf("bridge: allow: %w", err)
+	}
+	r := &router{
+		name:    cfg.Proxy.Name,
+		timeout: cfg.Proxy.Timeout.Duration,
+		allow:   allow,
+		routes:  map[string]*coap.URI{},
+		up:      up,
+		lookup:  lookupHost,
+	}
+	for _, rc := range cfg.Route {
+		u, err := coap.ParseURI(rc.Target)
+		if err != nil {
+			return nil, fmt.Errorf("bridge: route %q: %w", rc.Name, err)
+		}
+		r.routes[rc.Name] = u
+	}
+	if cfg.Proxy.NextHop != "" {
+		u, err := coap.ParseURI(cfg.Proxy.NextHop)
+		if err != nil {
+			return nil, fmt.Errorf("bridge: next_hop: %w", err)
+		}
+		r.nextHop = netip.AddrPortFrom(netip.MustParseAddr(u.Host), u.Port)
+	}
+	return r, nil
+}
+
+// route returns the reverse route a request's first Uri-Path names.
+func (r *router) route(m *coap.Message) *coap.URI {
+	if len(r.routes) == 0 || isForward(m) {
+		return nil
+	}
+	first, ok := m.Options.Get(coap.URIPath)
+	if !ok {
+		return nil
+	}
+	return r.routes[string(first)]
+}
+
+// forwards reports whether the request leaves the proxy.
+func (r *router) forwards(m *coap.Message) bool { return isForward(m) || r.route(m) != nil }
+
+func (r *router) stage(next coap.Handler) coap.Handler {
+	return coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, req *coap.Request) error {
+		if !r.forwards(req.Msg) {
+			return next.ServeCoAP(ctx, w, req)
+		}
+		// §5.7.1: an unsafe option the proxy does not know cannot be
+		// forwarded: 4.02.
+		for _, o := range req.Msg.Options {
+			if o.ID.Unsafe() && !o.ID.Known() {
+				return coap.Errorf(coap.BadOption, "unknown unsafe option %d", o.ID)
+			}
+		}
+		dst, out, err := r.target(ctx, req.Msg)
+		if err != nil {
+			return err
+		}
+		if x := exchangeFrom(ctx); x.protected && x.in != nil {
+			if err := Verify(x.in, out); err != nil {
+				// Fail closed: never send a protected message that this
+				// proxy changed beyond what it may.
+				return &coap.Error{Code: coap.InternalServerError, MaxAge: -1, Err: err}
+			}
+		}
+		ctx, cancel := context.WithTimeout(ctx, r.timeout)
+		defer cancel()
+		resp, err := r.up.RoundTrip(ctx, dst, out)
+		if err != nil {
+			return upstreamError(err)
+		}
+		if resp.Code == coap.HopLimitReached {
+			var ok bool
+			if resp, ok = relay58(resp, r.name); !ok {
+				return &coap.Error{Code: coap.HopLimitReached, Diagnostic: r.name, MaxAge: -1}
+			}
+		}
+		return w.WriteResponse(resp)
+	})
+}
+
+// target resolves where a request goes and the message to send there.
+func (r *router) target(ctx context.Context, in *coap.Message) (netip.AddrPort, *coap.Message, error) {
+	out := *in
+	out.Options = append(coap.Options(nil), in.Options...)
+	if u := r.route(in); u != nil {
+		// §5.7.3 reverse proxy: /name/rest → target/rest.
+		rest := coap.URIFromOptions(in.Options, "", "", 0)
+		t := *u
+		t.Path = append(append([]string(nil), u.Path...), rest.Path[1:]...)
+		t.Query = append(append([]string(nil), u.Query...), rest.Query...)
+		dst, err := r.resolve(ctx, &t)
+		if err != nil {
+			return dst, nil, err
+		}
+		out.Options = t.SetOptions(out.Options, dst.Port())
+		return dst, &out, nil
+	}
+	var u *coap.URI
+	if pu, ok := in.Options.Get(coap.ProxyURI); ok {
+		var err error
+		if u, err = coap.ParseURI(string(pu)); err != nil {
+			// Proxy-Uri is critical: a value that cannot be used is a bad
+			// option (§5.4.1).
+			return netip.AddrPort{}, nil, coap.Errorf(coap.BadOption, "Proxy-Uri: %v", err)
+		}
+	} else {
+		scheme, _ := in.Options.Get(coap.ProxyScheme)
+		host, ok := in.Options.Get(coap.URIHost)
+		if !ok {
+			return netip.AddrPort{}, nil, coap.Errorf(coap.BadRequest, "Proxy-Scheme needs Uri-Host")
+		}
+		port := coap.DefaultPort(string(scheme))
+		u = coap.URIFromOptions(in.Options, string(scheme), string(host), port)
+	}
+	if u.Scheme != "coap" {
+		// §5.7.2: a scheme this proxy cannot serve.
+		return netip.AddrPort{}, nil, coap.Errorf(coap.ProxyingNotSupported, "scheme %q", u.Scheme)
+	}
+	if r.nextHop.IsValid() {
+		// PR1.1/PR1.2: towards a next-hop proxy the request keeps its form.
+		return r.nextHop, &out, nil
+	}
+	dst, err := r.resolve(ctx, u)
+	if err != nil {
+		return dst, nil, err
+	}
+	if in.Options.Has(coap.ProxyURI) {
+		// PR1.1: split Proxy-Uri into Uri-* options (§6.4) and drop it.
+		out.Options = u.SetOptions(out.Options.Remove(coap.ProxyURI), dst.Port())
+	} else {
+		// PR1.2: drop Proxy-Scheme, keep Uri-* as they are.
+		out.Options = out.Options.Remove(coap.ProxyScheme)
+	}
+	return dst, &out, nil
+}
+
+// resolve finds the target's address and applies the allow list: this is
+// not an open proxy. A refused target gets 5.05, the code §5.10.2 gives an
+// endpoint unwilling to proxy for a request URI.
+func (r *router) resolve(ctx context.Context, u *coap.URI) (netip.AddrPort, error) {
+	var addr netip.Addr
+	if a, err := netip.ParseAddr(u.Host); err == nil {
+		addr = a
+	} else {
+		addrs, err := r.lookup(ctx, u.Host)
+		if err != nil || len(addrs) == 0 {
+			return netip.AddrPort{}, coap.Errorf(coap.BadGateway, "cannot resolve %q", u.Host)
+		}
+		addr = addrs[0]
+	}
+	addr = addr.Unmap()
+	if !contains(r.allow, addr) {
+		return netip.AddrPort{}, coap.Errorf(coap.ProxyingNotSupported, "target %v not allowed", addr)
+	}
+	return netip.AddrPortFrom(addr, u.Port), nil
+}
+
+// upstreamError maps a failed exchange to the code the client gets.
+func upstreamError(err error) error {
+	var ce *coap.Error
+	switch {
+	case errors.As(err, &ce):
+		return err
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, coap.ErrTimeout):
+		return &coap.Error{Code: coap.GatewayTimeout, MaxAge: -1, Err: err}
+	default:
+		// RST from the origin, unreachable network, radio down: 5.02.
+		return &coap.Error{Code: coap.BadGateway, MaxAge: -1, Err: err}
+	}
+}

@@ -1,0 +1,637 @@
+package coap
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// EndpointConfig configures the message layer on one Transport.
+type EndpointConfig struct {
+	Params Params
+	// Handler serves incoming requests; nil rejects them with RST.
+	Handler Handler
+	// Secure marks requests from this transport as coaps (DTLS).
+	Secure bool
+	// Accept, when set, filters datagrams by source before anything else
+	// is done with them: a refused peer gets no answer and costs no state.
+	Accept func(peer netip.AddrPort) bool
+	// AckDelay is how long a handler may take before a CON request gets an
+	// empty ACK and the answer follows as a separate response (§5.2.2).
+	// Default 1 s, well inside the client's first ACK_TIMEOUT.
+	AckDelay time.Duration
+	// DedupLimit bounds the remembered exchanges of §4.5; the oldest is
+	// forgotten first. Default 16384.
+	DedupLimit int
+	// MaxInflight bounds requests being handled at once; beyond it a
+	// request is answered 5.03. Default 4096.
+	MaxInflight int
+	Logger      *slog.Logger
+}
+
+// ErrAnswered is returned by a second WriteResponse for one request.
+var ErrAnswered = errors.New("coap: request already answered")
+
+// Stats are the message layer's counters.
+type Stats struct {
+	Received        uint64 // datagrams read
+	Sent            uint64 // datagrams written, retransmissions included
+	Malformed       uint64 // datagrams that failed to decode (dropped or RST)
+	Duplicates      uint64 // requests and CON responses recognised by §4.5
+	Retransmissions uint64 // CON retransmissions sent
+	Timeouts        uint64 // CONs given up after MAX_RETRANSMIT
+	ResetsSent      uint64
+	Busy            uint64 // requests refused because MaxInflight was reached
+	Unmatched       uint64 // responses matching no exchange
+	Refused         uint64 // datagrams dropped by Accept
+}
+
+type counters struct {
+	received, sent, malformed, duplicates, retransmissions, timeouts, resetsSent, busy, unmatched, refused atomic.Uint64
+}
+
+// exKey names an exchange by peer and message ID (§4.5).
+type exKey struct {
+	peer netip.AddrPort
+	mid  uint16
+}
+
+// tokKey names a client exchange by peer and token (§5.3.2). Tokens the
+// endpoint allocates are 8 bytes, so they fit a uint64.
+type tokKey struct {
+	peer netip.AddrPort
+	tok  uint64
+}
+
+type seen struct {
+	expires time.Time
+	resp    []byte // what to send again for a duplicate; nil while in progress
+}
+
+type seenItem struct {
+	key     exKey
+	expires time.Time
+}
+
+// outCon is a CON this endpoint sent and retransmits until ACK or RST.
+type outCon struct {
+	key     exKey
+	data    []byte
+	timeout time.Duration
+	tries   int
+	timer   *time.Timer
+	fin     func(ack *Message, err error) // called once, without e.mu held
+}
+
+// call is a client exchange awaiting its response.
+type call struct {
+	ch chan callResult // buffered 1
+}
+
+type callResult struct {
+	msg *Message
+	err error
+}
+
+// Endpoint is the CoAP message layer (RFC 7252 §4) over one Transport: it
+// deduplicates, acknowledges, retransmits and matches responses to
+// requests, for a server (Handler) and a client (Do) at once.
+type Endpoint struct {
+	t        Transport
+	cfg      EndpointConfig
+	log      *slog.Logger
+	lifetime time.Duration
+	sem      chan struct{}
+	ctx      context.Context
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	nextMID  atomic.Uint32
+	stats    counters
+	closeMu  sync.Once
+	closeErr error
+	readDone chan struct{}
+
+	mu      sync.Mutex
+	seen    map[exKey]*seen   // guarded by mu: §4.5 deduplication
+	seenQ   []seenItem        // guarded by mu: FIFO of seen keys by expiry
+	pending map[exKey]*outCon // guarded by mu: our CONs awaiting ACK/RST
+	calls   map[tokKey]*call  // guarded by mu: client exchanges by token
+}
+
+// NewEndpoint starts the message layer on t: one reader goroutine, ended by
+// Close, which also closes t.
+func NewEndpoint(t Transport, cfg EndpointConfig) *Endpoint {
+	cfg.Params = cfg.Params.withDefaults()
+	if cfg.AckDelay <= 0 {
+		cfg.AckDelay = time.Second
+	}
+	if cfg.DedupLimit <= 0 {
+		cfg.DedupLimit = 16384
+	}
+	if cfg.MaxInflight <= 0 {
+		cfg.MaxInflight = 4096
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	e := &Endpoint{
+		t:        t,
+		cfg:      cfg,
+		log:      log,
+		lifetime: cfg.Params.ExchangeLifetime(),
+		sem:      make(chan struct{}, cfg.MaxInflight),
+		ctx:      ctx,
+		cancel:   cancel,
+		readDone: make(chan struct{}),
+		seen:     make(map[exKey]*seen),
+		pending:  make(map[exKey]*outCon),
+		calls:    make(map[tokKey]*call),
+	}
+	e.nextMID.Store(rand.Uint32())
+	go e.readLoop()
+	return e
+}
+
+// Close stops the endpoint: it closes the transport, fails exchanges in
+// flight with ErrClosed and waits for the reader and handlers to return.
+// It is idempotent.
+func (e *Endpoint) Close() error {
+	e.closeMu.Do(func() {
+		e.cancel()
+		e.closeErr = e.t.Close()
+		<-e.readDone
+		e.mu.Lock()
+		for k, p := range e.pending {
+			p.timer.Stop()
+			delete(e.pending, k)
+		}
+		for k, c := range e.calls {
+			c.deliver(callResult{err: ErrClosed})
+			delete(e.calls, k)
+		}
+		e.mu.Unlock()
+		e.wg.Wait()
+	})
+	return e.closeErr
+}
+
+// Stats returns a snapshot of the counters.
+func (e *Endpoint) Stats() Stats {
+	s := &e.stats
+	return Stats{
+		Received: s.received.Load(), Sent: s.sent.Load(), Malformed: s.malformed.Load(),
+		Duplicates: s.duplicates.Load(), Retransmissions: s.retransmissions.Load(),
+		Timeouts: s.timeouts.Load(), ResetsSent: s.resetsSent.Load(), Busy: s.busy.Load(),
+		Unmatched: s.unmatched.Load(), Refused: s.refused.Load(),
+	}
+}
+
+func (e *Endpoint) allocMID() uint16 { return uint16(e.nextMID.Add(1)) }
+
+func (e *Endpoint) write(peer netip.AddrPort, b []byte) {
+	if err := e.t.WriteTo(e.ctx, b, peer); err != nil {
+		if e.ctx.Err() == nil {
+			e.log.Debug("write failed", "peer", peer, "err", err)
+		}
+		return
+	}
+	e.stats.sent.Add(1)
+}
+
+// maxDatagram bounds what the reader accepts; larger datagrams are
+// truncated by the transport and fail to decode.
+const maxDatagram = 64 << 10
+
+func (e *Endpoint) readLoop() {
+	defer close(e.readDone)
+	buf := make([]byte, maxDatagram)
+	var m Message
+	for {
+		n, peer, err := e.t.ReadFrom(buf)
+		if err != nil {
+			if e.ctx.Err() != nil {
+				return
+			}
+			if errors.Is(err, ErrClosed) || isClosedErr(err) {
+				return
+			}
+			e.log.Debug("read failed", "err", err)
+			continue
+		}
+		e.stats.received.Add(1)
+		if e.cfg.Accept != nil && !e.cfg.Accept(peer) {
+			e.stats.refused.Add(1)
+			continue
+		}
+		e.receive(&m, buf[:n], peer)
+	}
+}
+
+// receive handles one datagram; it runs on the reader goroutine, so
+// nothing here blocks on I/O other than sending small replies.
+func (e *Endpoint) receive(m *Message, b []byte, peer netip.AddrPort) {
+	if err := m.Decode(b); err != nil {
+		e.stats.malformed.Add(1)
+		// §4.2, §4.3: a CON that cannot be processed is rejected with RST;
+		// anything else is silently ignored.
+		if len(b) >= 4 && b[0]>>6 == 1 && Type(b[0]>>4&3) == Confirmable {
+			e.sendRST(peer, binary.BigEndian.Uint16(b[2:4]))
+		}
+		return
+	}
+	switch {
+	case m.Code == Empty:
+		e.receiveEmpty(m, peer)
+	case m.Code.IsRequest():
+		e.receiveRequest(m, peer)
+	case m.Code.IsResponse():
+		e.receiveResponse(m, peer)
+	default:
+		// Reserved classes 1, 6, 7 (§12.1): reject a CON, ignore the rest.
+		e.stats.malformed.Add(1)
+		if m.Type == Confirmable {
+			e.sendRST(peer, m.MID)
+		}
+	}
+}
+
+func (e *Endpoint) sendRST(peer netip.AddrPort, mid uint16) {
+	var b [4]byte
+	b[0] = 1<<6 | byte(Reset)<<4
+	binary.BigEndian.PutUint16(b[2:], mid)
+	e.stats.resetsSent.Add(1)
+	e.write(peer, b[:])
+}
+
+func (e *Endpoint) sendEmptyACK(peer netip.AddrPort, mid uint16) []byte {
+	b := make([]byte, 4)
+	b[0] = 1<<6 | byte(Acknowledgement)<<4
+	binary.BigEndian.PutUint16(b[2:], mid)
+	e.write(peer, b)
+	return b
+}
+
+func (e *Endpoint) receiveEmpty(m *Message, peer netip.AddrPort) {
+	switch m.Type {
+	case Confirmable:
+		// §4.3: an empty CON ("CoAP ping") is answered with RST.
+		e.sendRST(peer, m.MID)
+	case Acknowledgement, Reset:
+		var err error
+		if m.Type == Reset {
+			err = ErrReset
+		}
+		e.settle(exKey{peer, m.MID}, nil, err)
+	}
+}
+
+// settle ends the retransmission of one of our CONs.
+func (e *Endpoint) settle(k exKey, ack *Message, err error) bool {
+	e.mu.Lock()
+	p, ok := e.pending[k]
+	if ok {
+		delete(e.pending, k)
+		p.timer.Stop()
+	}
+	e.mu.Unlock()
+	if ok && p.fin != nil {
+		p.fin(ack, err)
+	}
+	return ok
+}
+
+// dedup records a CON or NON with this key; it reports whether the message
+// was seen before and, if so, the reply to repeat.
+func (e *Endpoint) dedup(k exKey) (dup bool, reply []byte) {
+	now := time.Now()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if s, ok := e.seen[k]; ok && now.Before(s.expires) {
+		return true, s.resp
+	}
+	// Forget what has expired, then the oldest while over the limit: O(1)
+	// amortised per datagram, bounded memory.
+	for len(e.seenQ) > 0 {
+		it := e.seenQ[0]
+		if !now.After(it.expires) && len(e.seen) < e.cfg.DedupLimit {
+			break
+		}
+		if s, ok := e.seen[it.key]; ok && s.expires.Equal(it.expires) {
+			delete(e.seen, it.key)
+		}
+		e.seenQ[0] = seenItem{}
+		e.seenQ = e.seenQ[1:]
+	}
+	exp := now.Add(e.lifetime)
+	e.seen[k] = &seen{expires: exp}
+	e.seenQ = append(e.seenQ, seenItem{k, exp})
+	return false, nil
+}
+
+func (e *Endpoint) remember(k exKey, reply []byte) {
+	e.mu.Lock()
+	if s, ok := e.seen[k]; ok {
+		s.resp = reply
+	}
+	e.mu.Unlock()
+}
+
+func (e *Endpoint) receiveRequest(m *Message, peer netip.AddrPort) {
+	if m.Type != Confirmable && m.Type != NonConfirmable {
+		// A request in an ACK or RST is a format error (§4.2, §4.3).
+		e.stats.malformed.Add(1)
+		return
+	}
+	k := exKey{peer, m.MID}
+	if dup, reply := e.dedup(k); dup {
+		e.stats.duplicates.Add(1)
+		if reply != nil {
+			e.write(peer, reply)
+		}
+		return
+	}
+	if e.cfg.Handler == nil {
+		if m.Type == Confirmable {
+			e.sendRST(peer, m.MID)
+		}
+		return
+	}
+	w := &responseWriter{e: e, peer: peer, key: k, reqType: m.Type, token: append([]byte(nil), m.Token...)}
+	select {
+	case e.sem <- struct{}{}:
+	default:
+		e.stats.busy.Add(1)
+		busy := &Message{Code: ServiceUnavailable}
+		busy.Options = busy.Options.SetUint(MaxAge, 1)
+		w.WriteResponse(busy)
+		return
+	}
+	req := &Request{Msg: m.Clone(), Peer: peer, Secure: e.cfg.Secure}
+	if m.Type == Confirmable {
+		w.ackTimer = time.AfterFunc(e.cfg.AckDelay, w.emptyACK)
+	}
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		defer func() { <-e.sem }()
+		e.serve(w, req)
+	}()
+}
+
+func (e *Endpoint) serve(w *responseWriter, req *Request) {
+	defer w.stop()
+	err := e.cfg.Handler.ServeCoAP(e.ctx, w, req)
+	if err == nil || w.answered() {
+		if err != nil {
+			e.log.Debug("handler error after answering", "peer", w.peer, "err", err)
+		}
+		return
+	}
+	var ce *Error
+	if !errors.As(err, &ce) {
+		e.log.Warn("handler failed", "peer", w.peer, "code", req.Msg.Code, "err", err)
+		ce = &Error{Code: InternalServerError, MaxAge: -1}
+	}
+	w.WriteResponse(ce.Response())
+}
+
+func (e *Endpoint) receiveResponse(m *Message, peer netip.AddrPort) {
+	switch m.Type {
+	case Acknowledgement:
+		// Piggybacked (§5.2.1): ends our CON's retransmission.
+		e.settle(exKey{peer, m.MID}, nil, nil)
+	case Reset:
+		e.stats.malformed.Add(1)
+		return
+	case Confirmable:
+		// Separate response or notification: always acknowledge, and
+		// deliver only once (§4.5).
+		dup, _ := e.dedup(exKey{peer, m.MID})
+		e.sendEmptyACK(peer, m.MID)
+		if dup {
+			e.stats.duplicates.Add(1)
+			return
+		}
+	case NonConfirmable:
+		if dup, _ := e.dedup(exKey{peer, m.MID}); dup {
+			e.stats.duplicates.Add(1)
+			return
+		}
+	}
+	var c *call
+	if len(m.Token) == 8 {
+		k := tokKey{peer, binary.BigEndian.Uint64(m.Token)}
+		e.mu.Lock()
+		c = e.calls[k]
+		e.mu.Unlock()
+	}
+	if c == nil {
+		e.stats.unmatched.Add(1)
+		if m.Type != Acknowledgement {
+			// §5.3.2, RFC 7641 §3.6: reject what we did not ask for.
+			e.sendRST(peer, m.MID)
+		}
+		return
+	}
+	c.deliver(callResult{msg: m.Clone()})
+}
+
+func (c *call) deliver(r callResult) {
+	select {
+	case c.ch <- r:
+	default: // the first result wins
+	}
+}
+
+// sendCON sends data reliably: retransmits with exponential back-off until
+// an ACK or RST with the same MID, or MAX_RETRANSMIT (§4.2). fin is called
+// once with the outcome.
+func (e *Endpoint) sendCON(peer netip.AddrPort, mid uint16, data []byte, fin func(*Message, error)) {
+	p := &outCon{key: exKey{peer, mid}, data: data, timeout: e.cfg.Params.initialTimeout(), fin: fin}
+	e.mu.Lock()
+	if e.ctx.Err() != nil {
+		e.mu.Unlock()
+		if fin != nil {
+			fin(nil, ErrClosed)
+		}
+		return
+	}
+	e.pending[p.key] = p
+	p.timer = time.AfterFunc(p.timeout, func() { e.retransmit(p) })
+	e.mu.Unlock()
+	e.write(peer, data)
+}
+
+func (e *Endpoint) retransmit(p *outCon) {
+	e.mu.Lock()
+	if e.pending[p.key] != p {
+		e.mu.Unlock()
+		return
+	}
+	if p.tries >= e.cfg.Params.MaxRetransmit {
+		delete(e.pending, p.key)
+		e.mu.Unlock()
+		e.stats.timeouts.Add(1)
+		if p.fin != nil {
+			p.fin(nil, ErrTimeout)
+		}
+		return
+	}
+	p.tries++
+	p.timeout *= 2
+	p.timer.Reset(p.timeout)
+	e.mu.Unlock()
+	e.stats.retransmissions.Add(1)
+	e.write(p.key.peer, p.data)
+}
+
+func (e *Endpoint) cancelCON(k exKey) {
+	e.mu.Lock()
+	if p, ok := e.pending[k]; ok {
+		p.timer.Stop()
+		delete(e.pending, k)
+	}
+	e.mu.Unlock()
+}
+
+// Do sends req to the peer and waits for its response. The endpoint sets
+// the token and message ID; a CON is retransmitted per §4.2 and a separate
+// response is awaited after an empty ACK (§5.2.2). req is not modified.
+// Many calls may be in flight at once.
+func (e *Endpoint) Do(ctx context.Context, to netip.AddrPort, req *Message) (*Message, error) {
+	out := *req
+	var tok [8]byte
+	tv := rand.Uint64()
+	binary.BigEndian.PutUint64(tok[:], tv)
+	out.Token = tok[:]
+	out.MID = e.allocMID()
+	if out.Type != NonConfirmable {
+		out.Type = Confirmable
+	}
+	data, err := out.Marshal()
+	if err != nil {
+		return nil, fmt.Errorf("coap: encode request: %w", err)
+	}
+	c := &call{ch: make(chan callResult, 1)}
+	tk := tokKey{to, tv}
+	e.mu.Lock()
+	if e.ctx.Err() != nil {
+		e.mu.Unlock()
+		return nil, ErrClosed
+	}
+	e.calls[tk] = c
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		delete(e.calls, tk)
+		e.mu.Unlock()
+	}()
+	if out.Type == Confirmable {
+		e.sendCON(to, out.MID, data, func(_ *Message, err error) {
+			if err != nil {
+				c.deliver(callResult{err: err})
+			}
+		})
+		defer e.cancelCON(exKey{to, out.MID})
+	} else {
+		e.write(to, data)
+	}
+	select {
+	case r := <-c.ch:
+		return r.msg, r.err
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-e.ctx.Done():
+		return nil, ErrClosed
+	}
+}
+
+// responseWriter answers one request: piggybacked in the ACK when the
+// handler is quick, else an empty ACK first and a separate response later
+// (§5.2); a NON request gets a NON response (§5.2.3).
+type responseWriter struct {
+	e       *Endpoint
+	peer    netip.AddrPort
+	key     exKey
+	reqType Type
+	token   []byte
+
+	mu       sync.Mutex
+	ackTimer *time.Timer // guarded by mu
+	acked    bool        // guarded by mu: empty ACK sent
+	done     bool        // guarded by mu: response written
+}
+
+func (w *responseWriter) answered() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.done
+}
+
+func (w *responseWriter) emptyACK() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.done || w.acked {
+		return
+	}
+	w.acked = true
+	w.e.remember(w.key, w.e.sendEmptyACK(w.peer, w.key.mid))
+}
+
+// stop runs when the handler returns: a CON that got no answer still gets
+// its ACK, so the client stops retransmitting.
+func (w *responseWriter) stop() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.ackTimer != nil {
+		w.ackTimer.Stop()
+	}
+	if !w.done && !w.acked && w.reqType == Confirmable {
+		w.acked = true
+		w.e.remember(w.key, w.e.sendEmptyACK(w.peer, w.key.mid))
+	}
+}
+
+func (w *responseWriter) WriteResponse(resp *Message) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.done {
+		return ErrAnswered
+	}
+	w.done = true
+	if w.ackTimer != nil {
+		w.ackTimer.Stop()
+	}
+	out := *resp
+	out.Token = w.token
+	switch {
+	case w.reqType == Confirmable && !w.acked:
+		out.Type, out.MID = Acknowledgement, w.key.mid
+	case w.reqType == Confirmable:
+		out.Type, out.MID = Confirmable, w.e.allocMID()
+	default:
+		out.Type, out.MID = NonConfirmable, w.e.allocMID()
+	}
+	data, err := out.Marshal()
+	if err != nil {
+		return fmt.Errorf("coap: encode response: %w", err)
+	}
+	if out.Type == Confirmable {
+		w.e.sendCON(w.peer, out.MID, data, nil)
+		return nil
+	}
+	if out.Type == Acknowledgement || out.Type == NonConfirmable {
+		w.e.remember(w.key, data)
+	}
+	w.e.write(w.peer, data)
+	return nil
+}

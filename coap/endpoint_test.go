@@ -1,0 +1,220 @@
+package coap
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"net/netip"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func listen(t *testing.T) *UDP {
+	t.Helper()
+	u, err := ListenUDP(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+func serve(t *testing.T, cfg EndpointConfig) (*Endpoint, netip.AddrPort) {
+	t.Helper()
+	u := listen(t)
+	e := NewEndpoint(u, cfg)
+	t.Cleanup(func() { e.Close() })
+	return e, u.LocalAddr()
+}
+
+func echo(calls *atomic.Int32, delay time.Duration) Handler {
+	return HandlerFunc(func(ctx context.Context, w ResponseWriter, r *Request) error {
+		calls.Add(1)
+		time.Sleep(delay)
+		resp := &Message{Code: Content, Payload: append([]byte("echo:"), r.Msg.Payload...)}
+		resp.Options = resp.Options.SetUint(ContentFormat, 0)
+		return w.WriteResponse(resp)
+	})
+}
+
+// rawPeer is a bare UDP socket for driving the message layer by hand.
+func rawPeer(t *testing.T) *net.UDPConn {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+func exchange(t *testing.T, c *net.UDPConn, to netip.AddrPort, b []byte) *Message {
+	t.Helper()
+	if _, err := c.WriteToUDPAddrPort(b, to); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 2048)
+	n, _, err := c.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var m Message
+	if err := m.Decode(buf[:n]); err != nil {
+		t.Fatal(err)
+	}
+	return m.Clone()
+}
+
+func TestDoGetsPiggybackedResponse(t *testing.T) {
+	var calls atomic.Int32
+	_, addr := serve(t, EndpointConfig{Handler: echo(&calls, 0)})
+	client, _ := serve(t, EndpointConfig{})
+	resp, err := client.Do(context.Background(), addr, &Message{Code: POST, Payload: []byte("x")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Code != Content || string(resp.Payload) != "echo:x" || resp.Type != Acknowledgement {
+		t.Fatalf("got %v %q", resp, resp.Payload)
+	}
+}
+
+func TestSlowHandlerGetsEmptyACKThenSeparateResponse(t *testing.T) {
+	var calls atomic.Int32
+	_, addr := serve(t, EndpointConfig{Handler: echo(&calls, 150*time.Millisecond), AckDelay: 20 * time.Millisecond})
+	c := rawPeer(t)
+	req := &Message{Type: Confirmable, Code: GET, MID: 7, Token: []byte{1, 2}}
+	b, _ := req.Marshal()
+	ack := exchange(t, c, addr, b)
+	if ack.Type != Acknowledgement || ack.Code != Empty || ack.MID != 7 {
+		t.Fatalf("want empty ACK for mid 7, got %v", ack)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 1500)
+	n, _, err := c.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sep Message
+	if err := sep.Decode(buf[:n]); err != nil {
+		t.Fatal(err)
+	}
+	if sep.Type != Confirmable || sep.Code != Content || !bytes.Equal(sep.Token, []byte{1, 2}) {
+		t.Fatalf("want CON 2.05 with the request's token, got %v", &sep)
+	}
+}
+
+func TestDuplicateCONIsAnsweredFromMemoryNotReprocessed(t *testing.T) {
+	var calls atomic.Int32
+	_, addr := serve(t, EndpointConfig{Handler: echo(&calls, 0)})
+	c := rawPeer(t)
+	b, _ := (&Message{Type: Confirmable, Code: POST, MID: 99, Token: []byte{9}, Payload: []byte("p")}).Marshal()
+	first := exchange(t, c, addr, b)
+	second := exchange(t, c, addr, b)
+	if calls.Load() != 1 {
+		t.Fatalf("handler ran %d times, want 1 (RFC 7252 §4.5)", calls.Load())
+	}
+	f, _ := first.Marshal()
+	s, _ := second.Marshal()
+	if !bytes.Equal(f, s) {
+		t.Fatalf("duplicate got a different answer:\n%x\n%x", f, s)
+	}
+}
+
+func TestEmptyCONIsAnsweredWithReset(t *testing.T) {
+	_, addr := serve(t, EndpointConfig{Handler: echo(new(atomic.Int32), 0)})
+	c := rawPeer(t)
+	rst := exchange(t, c, addr, []byte{0x40, 0x00, 0x12, 0x34})
+	if rst.Type != Reset || rst.MID != 0x1234 || rst.Code != Empty {
+		t.Fatalf("CoAP ping: want RST mid 0x1234, got %v", rst)
+	}
+}
+
+func TestMalformedCONIsResetAndCounted(t *testing.T) {
+	e, addr := serve(t, EndpointConfig{Handler: echo(new(atomic.Int32), 0)})
+	c := rawPeer(t)
+	// CON GET with an option length nibble of 15: a format error.
+	rst := exchange(t, c, addr, []byte{0x40, 0x01, 0x00, 0x05, 0x1f})
+	if rst.Type != Reset || rst.MID != 5 {
+		t.Fatalf("want RST for mid 5, got %v", rst)
+	}
+	// A malformed NON is dropped silently.
+	c.WriteToUDPAddrPort([]byte{0x50, 0x01, 0x00, 0x06, 0x1f}, addr)
+	c.WriteToUDPAddrPort([]byte{0xff}, addr)
+	deadline := time.Now().Add(5 * time.Second)
+	for e.Stats().Malformed < 3 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := e.Stats().Malformed; got != 3 {
+		t.Fatalf("malformed = %d, want 3", got)
+	}
+}
+
+func TestCONIsRetransmittedThenTimesOut(t *testing.T) {
+	silent := rawPeer(t)
+	to := silent.LocalAddr().(*net.UDPAddr).AddrPort()
+	p := Params{AckTimeout: 10 * time.Millisecond, AckRandomFactor: 1.5, MaxRetransmit: 3}
+	client, _ := serve(t, EndpointConfig{Params: p})
+	_, err := client.Do(context.Background(), to, &Message{Code: GET})
+	if err != ErrTimeout {
+		t.Fatalf("err = %v, want ErrTimeout", err)
+	}
+	// 1 transmission + MAX_RETRANSMIT retransmissions reached the peer.
+	silent.SetReadDeadline(time.Now().Add(time.Second))
+	buf := make([]byte, 100)
+	n := 0
+	var mid uint16
+	for {
+		k, _, err := silent.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			break
+		}
+		var m Message
+		m.Decode(buf[:k])
+		if n > 0 && m.MID != mid {
+			t.Fatal("a retransmission must keep the message ID")
+		}
+		mid = m.MID
+		n++
+	}
+	if n != 4 || client.Stats().Retransmissions != 3 {
+		t.Fatalf("peer saw %d copies, stats %+v; want 4 and 3 retransmissions", n, client.Stats())
+	}
+}
+
+func TestDoCancelledByContext(t *testing.T) {
+	silent := rawPeer(t)
+	client, _ := serve(t, EndpointConfig{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Millisecond)
+	defer cancel()
+	_, err := client.Do(ctx, silent.LocalAddr().(*net.UDPAddr).AddrPort(), &Message{Code: GET})
+	if err != context.DeadlineExceeded {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func TestManyExchangesInFlightAtOnce(t *testing.T) {
+	var calls atomic.Int32
+	_, addr := serve(t, EndpointConfig{Handler: echo(&calls, 50*time.Millisecond)})
+	client, _ := serve(t, EndpointConfig{})
+	const n = 64
+	errs := make(chan error, n)
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		go func() {
+			_, err := client.Do(context.Background(), addr, &Message{Code: GET})
+			errs <- err
+		}()
+	}
+	for i := 0; i < n; i++ {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Serialised, 64 handlers of 50 ms would take 3.2 s; in parallel they
+	// take one handler's time. Generous bound: this asserts concurrency,
+	// not speed.
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("64 slow exchanges took %v: they are serialised", d)
+	}
+}

@@ -1,0 +1,40 @@
+package coap
+
+import (
+	"context"
+	"net/netip"
+)
+
+// Request is a request as a Handler sees it.
+type Request struct {
+	Msg  *Message
+	Peer netip.AddrPort // the client: UDP source, DTLS peer, radio node
+	// Secure reports that the request arrived over a secured transport
+	// (DTLS): the coaps scheme, which RFC 7252 §11.2 keeps apart from coap
+	// in caching.
+	Secure bool
+}
+
+// ResponseWriter answers one request. The writer sets the token, message
+// ID and type; a handler only gives code, options and payload. Only the
+// first WriteResponse counts; later ones return ErrAnswered.
+type ResponseWriter interface {
+	WriteResponse(resp *Message) error
+}
+
+// Handler is one stage of a request chain. A stage either answers through
+// w, or passes the request on to the next stage. It returns nil when the
+// request was answered (or deliberately left unanswered, as No-Response
+// asks); an error when it was not: the endpoint then answers with the
+// error's *Error code, or 5.00 for any other error.
+type Handler interface {
+	ServeCoAP(ctx context.Context, w ResponseWriter, r *Request) error
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, w ResponseWriter, r *Request) error
+
+// ServeCoAP calls f.
+func (f HandlerFunc) ServeCoAP(ctx context.Context, w ResponseWriter, r *Request) error {
+	return f(ctx, w, r)
+}

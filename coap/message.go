@@ -1,0 +1,286 @@
+package coap
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+)
+
+// Type is the CoAP message type (RFC 7252 §3).
+type Type uint8
+
+// Message types.
+const (
+	Confirmable     Type = 0
+	NonConfirmable  Type = 1
+	Acknowledgement Type = 2
+	Reset           Type = 3
+)
+
+func (t Type) String() string {
+	switch t {
+	case Confirmable:
+		return "CON"
+	case NonConfirmable:
+		return "NON"
+	case Acknowledgement:
+		return "ACK"
+	case Reset:
+		return "RST"
+	}
+	return fmt.Sprintf("Type(%d)", uint8(t))
+}
+
+// Codec errors. Decode wraps them with context; callers branch with errors.Is.
+var (
+	ErrTruncated      = errors.New("coap: message truncated")
+	ErrVersion        = errors.New("coap: unsupported version")
+	ErrTokenLength    = errors.New("coap: token length over 8")
+	ErrOptionFormat   = errors.New("coap: bad option encoding")
+	ErrPayloadMarker  = errors.New("coap: payload marker without payload")
+	ErrEmptyNotEmpty  = errors.New("coap: empty message with token, options or payload")
+	ErrBufferTooSmall = errors.New("coap: buffer too small")
+	ErrOptionOrder    = errors.New("coap: options out of order")
+)
+
+// MaxTokenLen is the longest token RFC 7252 §3 allows.
+const MaxTokenLen = 8
+
+// Message is one CoAP message. After Decode its slices alias the decoded
+// buffer: copy the message (Clone) before the buffer is reused.
+type Message struct {
+	Type    Type
+	Code    Code
+	MID     uint16
+	Token   []byte
+	Options Options // non-decreasing option numbers; unknown ones and repeats kept
+	Payload []byte
+}
+
+// Decode parses b into m (RFC 7252 §3), reusing m's option slice. It keeps
+// every option as raw bytes in wire order. Token, option values and payload
+// alias b.
+func (m *Message) Decode(b []byte) error {
+	if len(b) < 4 {
+		return ErrTruncated
+	}
+	if b[0]>>6 != 1 {
+		return ErrVersion
+	}
+	tkl := int(b[0] & 0x0f)
+	if tkl > MaxTokenLen {
+		// §3: lengths 9-15 are reserved and a message format error.
+		return ErrTokenLength
+	}
+	m.Type = Type(b[0] >> 4 & 0x3)
+	m.Code = Code(b[1])
+	m.MID = binary.BigEndian.Uint16(b[2:4])
+	b = b[4:]
+	if len(b) < tkl {
+		return ErrTruncated
+	}
+	m.Token = nil
+	if tkl > 0 {
+		m.Token = b[:tkl:tkl]
+	}
+	b = b[tkl:]
+	m.Options = m.Options[:0]
+	m.Payload = nil
+	var prev uint32
+	for len(b) > 0 {
+		if b[0] == 0xff {
+			if len(b) == 1 {
+				return ErrPayloadMarker // §3: marker followed by zero-length payload
+			}
+			m.Payload = b[1:]
+			break
+		}
+		delta, length := uint32(b[0]>>4), uint32(b[0]&0x0f)
+		b = b[1:]
+		var err error
+		if delta, b, err = extended(delta, b); err != nil {
+			return err
+		}
+		if length, b, err = extended(length, b); err != nil {
+			return err
+		}
+		id := prev + delta
+		if id > 0xffff {
+			return fmt.Errorf("%w: option number %d", ErrOptionFormat, id)
+		}
+		if uint32(len(b)) < length {
+			return ErrTruncated
+		}
+		m.Options = append(m.Options, Option{ID: OptionID(id), Value: b[:length:length]})
+		b = b[length:]
+		prev = id
+	}
+	if m.Code == Empty && (tkl != 0 || len(m.Options) != 0 || m.Payload != nil) {
+		// §4.1: an Empty message with anything after the Message ID is a
+		// message format error.
+		return ErrEmptyNotEmpty
+	}
+	return nil
+}
+
+// extended reads an option delta or length nibble's extension (§3.1).
+func extended(v uint32, b []byte) (uint32, []byte, error) {
+	switch v {
+	case 13:
+		if len(b) < 1 {
+			return 0, nil, ErrTruncated
+		}
+		return uint32(b[0]) + 13, b[1:], nil
+	case 14:
+		if len(b) < 2 {
+			return 0, nil, ErrTruncated
+		}
+		return uint32(binary.BigEndian.Uint16(b)) + 269, b[2:], nil
+	case 15:
+		// 15 is reserved for the payload marker; elsewhere it is an error.
+		return 0, nil, ErrOptionFormat
+	}
+	return v, b, nil
+}
+
+// Size reports the encoded length of m.
+func (m *Message) Size() int {
+	n := 4 + len(m.Token)
+	var prev OptionID
+	for _, o := range m.Options {
+		n += 1 + extLen(uint32(o.ID-prev)) + extLen(uint32(len(o.Value))) + len(o.Value)
+		prev = o.ID
+	}
+	if len(m.Payload) > 0 {
+		n += 1 + len(m.Payload)
+	}
+	return n
+}
+
+func extLen(v uint32) int {
+	switch {
+	case v < 13:
+		return 0
+	case v < 269:
+		return 1
+	}
+	return 2
+}
+
+// MarshalTo encodes m into buf and returns the number of bytes written.
+// Options must be sorted by number (Options.Insert keeps them so).
+func (m *Message) MarshalTo(buf []byte) (int, error) {
+	if len(m.Token) > MaxTokenLen {
+		return 0, ErrTokenLength
+	}
+	if m.Type > Reset {
+		return 0, fmt.Errorf("coap: bad type %d", m.Type)
+	}
+	size := m.Size()
+	if len(buf) < size {
+		return 0, ErrBufferTooSmall
+	}
+	buf[0] = 1<<6 | byte(m.Type)<<4 | byte(len(m.Token))
+	buf[1] = byte(m.Code)
+	binary.BigEndian.PutUint16(buf[2:], m.MID)
+	off := 4 + copy(buf[4:], m.Token)
+	var prev OptionID
+	for _, o := range m.Options {
+		if o.ID < prev {
+			return 0, ErrOptionOrder
+		}
+		if len(o.Value) > 0xffff+269 {
+			return 0, fmt.Errorf("%w: option %d value of %d bytes", ErrOptionFormat, o.ID, len(o.Value))
+		}
+		d, l := uint32(o.ID-prev), uint32(len(o.Value))
+		h := off
+		off++
+		buf[h] = nibble(d)<<4 | nibble(l)
+		off = putExt(buf, off, d)
+		off = putExt(buf, off, l)
+		off += copy(buf[off:], o.Value)
+		prev = o.ID
+	}
+	if len(m.Payload) > 0 {
+		buf[off] = 0xff
+		off++
+		off += copy(buf[off:], m.Payload)
+	}
+	return off, nil
+}
+
+func nibble(v uint32) byte {
+	switch {
+	case v < 13:
+		return byte(v)
+	case v < 269:
+		return 13
+	}
+	return 14
+}
+
+func putExt(buf []byte, off int, v uint32) int {
+	switch {
+	case v < 13:
+		return off
+	case v < 269:
+		buf[off] = byte(v - 13)
+		return off + 1
+	}
+	binary.BigEndian.PutUint16(buf[off:], uint16(v-269))
+	return off + 2
+}
+
+// Marshal encodes m into a new buffer.
+func (m *Message) Marshal() ([]byte, error) {
+	buf := make([]byte, m.Size())
+	n, err := m.MarshalTo(buf)
+	if err != nil {
+		return nil, err
+	}
+	return buf[:n], nil
+}
+
+// AppendMarshal appends the encoding of m to buf.
+func (m *Message) AppendMarshal(buf []byte) ([]byte, error) {
+	n := len(buf)
+	size := m.Size()
+	buf = append(buf, make([]byte, size)...)
+	w, err := m.MarshalTo(buf[n:])
+	if err != nil {
+		return buf[:n], err
+	}
+	return buf[:n+w], nil
+}
+
+// Clone returns a deep copy of m that shares no memory with it, in one
+// allocation for all byte fields.
+func (m *Message) Clone() *Message {
+	n := len(m.Token) + len(m.Payload)
+	for _, o := range m.Options {
+		n += len(o.Value)
+	}
+	buf := make([]byte, 0, n)
+	c := &Message{Type: m.Type, Code: m.Code, MID: m.MID}
+	take := func(b []byte) []byte {
+		if b == nil {
+			return nil
+		}
+		s := len(buf)
+		buf = append(buf, b...)
+		return buf[s:len(buf):len(buf)]
+	}
+	c.Token = take(m.Token)
+	if len(m.Options) > 0 {
+		c.Options = make(Options, len(m.Options))
+		for i, o := range m.Options {
+			c.Options[i] = Option{ID: o.ID, Value: take(o.Value)}
+		}
+	}
+	c.Payload = take(m.Payload)
+	return c
+}
+
+func (m *Message) String() string {
+	return fmt.Sprintf("%v %v mid=%d token=%x options=%d payload=%dB", m.Type, m.Code, m.MID, m.Token, len(m.Options), len(m.Payload))
+}

@@ -1,0 +1,22 @@
+package coap
+
+import (
+	"context"
+	"net/netip"
+)
+
+// Transport carries whole datagrams to and from peers named by IP address
+// and port: a UDP socket, a DTLS listener, a radio.Conn, a plugin's stream.
+// The message layer sits on a Transport and knows nothing else about it.
+//
+// ReadFrom blocks until a datagram arrives or the transport is closed; the
+// owner of the reader goroutine ends it by calling Close. A datagram longer
+// than b is truncated and reported with n == len(b).
+//
+// WriteTo sends one datagram. It may block (a radio waits for its tx-done);
+// ctx bounds the wait.
+type Transport interface {
+	ReadFrom(b []byte) (n int, from netip.AddrPort, err error)
+	WriteTo(ctx context.Context, b []byte, to netip.AddrPort) error
+	Close() error
+}

@@ -1,0 +1,66 @@
+package coap
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+)
+
+// UDP is a Transport on a UDP socket.
+type UDP struct {
+	c  *net.UDPConn
+	v6 bool // an IPv6 socket: IPv4 peers are written as IPv4-mapped
+}
+
+var _ Transport = (*UDP)(nil)
+
+// ListenUDP binds a UDP socket, e.g. "127.0.0.1:5683" or "[::]:0".
+func ListenUDP(ctx context.Context, addr string) (*UDP, error) {
+	var lc net.ListenConfig
+	pc, err := lc.ListenPacket(ctx, "udp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("coap: listen udp %s: %w", addr, err)
+	}
+	return NewUDP(pc.(*net.UDPConn)), nil
+}
+
+// NewUDP wraps an open socket (e.g. one passed by systemd).
+func NewUDP(c *net.UDPConn) *UDP {
+	// Bigger socket buffers ride out bursts of a proxy's fan-in; the
+	// kernel caps them at net.core.rmem_max.
+	_ = c.SetReadBuffer(4 << 20)
+	_ = c.SetWriteBuffer(4 << 20)
+	la, _ := c.LocalAddr().(*net.UDPAddr)
+	return &UDP{c: c, v6: la != nil && la.IP.To4() == nil}
+}
+
+// ReadFrom reads one datagram. Peers of an IPv6 socket that are IPv4 are
+// reported as IPv4 addresses, not IPv4-mapped ones.
+func (u *UDP) ReadFrom(b []byte) (int, netip.AddrPort, error) {
+	n, ap, err := u.c.ReadFromUDPAddrPort(b)
+	if err != nil {
+		return 0, netip.AddrPort{}, err
+	}
+	return n, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
+}
+
+// WriteTo sends one datagram; UDP does not block, so ctx is not consulted.
+func (u *UDP) WriteTo(_ context.Context, b []byte, to netip.AddrPort) error {
+	if u.v6 && to.Addr().Is4() {
+		to = netip.AddrPortFrom(netip.AddrFrom16(to.Addr().As16()), to.Port())
+	}
+	_, err := u.c.WriteToUDPAddrPort(b, to)
+	return err
+}
+
+// LocalAddr is the bound address.
+func (u *UDP) LocalAddr() netip.AddrPort {
+	return u.c.LocalAddr().(*net.UDPAddr).AddrPort()
+}
+
+// Close closes the socket, ending a blocked ReadFrom.
+func (u *UDP) Close() error { return u.c.Close() }
+
+func isClosedErr(err error) bool { return errors.Is(err, net.ErrClosed) }
