@@ -1,0 +1,396 @@
+package radio
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/radio/mac"
+	"github.com/opaque-edge/gatewayd/radio/sixlowpan"
+)
+
+// Conn defaults.
+const (
+	DefaultPort     = 5683 // CoAP (RFC 7252 §6.1)
+	DefaultQueueLen = 64
+)
+
+// recvBackoff is how long the reader waits after a Link error other than
+// close, so a radio that is down does not spin the reader.
+const recvBackoff = 100 * time.Millisecond
+
+var linkLocalPrefix = netip.MustParsePrefix("fe80::/64")
+
+// Config configures a Conn.
+type Config struct {
+	// Prefix is the radio network's /64. It is 6LoWPAN context 0, and the
+	// gateway's global addresses are Prefix plus the IIDs of its MAC
+	// addresses.
+	Prefix netip.Prefix
+	PANID  uint16
+	// ExtAddr is the gateway radio's extended address (required).
+	ExtAddr mac.Addr
+	// ShortAddr is the gateway's short address; the zero mac.Addr means
+	// none. When set, frames are sent from it (shorter headers) and the
+	// gateway's source IPv6 address derives from it.
+	ShortAddr mac.Addr
+	// Port is the local UDP port; 0 means DefaultPort. Datagrams to other
+	// ports are dropped and counted.
+	Port uint16
+	// Neighbors are static IPv6-to-MAC bindings, for nodes whose addresses
+	// do not derive from their MAC addresses and that may not speak first.
+	Neighbors []Neighbor
+	// MaxNeighbors bounds the learned neighbour entries; 0 means
+	// DefaultMaxNeighbors.
+	MaxNeighbors int
+	// Reassembly bounds fragment reassembly (sixlowpan defaults when zero).
+	Reassembly sixlowpan.ReassemblyConfig
+	// QueueLen bounds received datagrams not yet read; 0 means
+	// DefaultQueueLen. When full, new datagrams are dropped and counted.
+	QueueLen int
+	// HopLimit of sent packets; 0 means 64, which compresses away.
+	HopLimit uint8
+	// FrameRetries is how many more times a frame is handed to the Link
+	// after ErrChannelBusy or ErrNoAck. The Link already runs CSMA/CA and
+	// MAC retransmissions, so the default 0 adds none.
+	FrameRetries int
+}
+
+// ConnCounters is a snapshot of what a Conn did.
+type ConnCounters struct {
+	FramesTx, FramesRx       uint64 // MAC frames sent and received
+	BytesTx, BytesRx         uint64 // octets on air, PSDU with FCS
+	DatagramsTx, DatagramsRx uint64 // UDP datagrams sent, and queued for ReadFrom
+	DecodeErrors             uint64 // frames, 6LoWPAN payloads or UDP packets that did not decode or verify
+	FramesIgnored            uint64 // well-formed frames not for this Conn: other PAN, address or frame type
+	PortDrops                uint64 // packets that were not UDP to this Conn's address and port
+	ReassemblyDrops          uint64 // reassemblies dropped: timeout, cap, overlap or oversize
+	QueueDrops               uint64 // datagrams dropped because the receive queue was full
+	SendErrors               uint64 // WriteTo calls that failed at the Link
+	RecvErrors               uint64 // Link.Recv errors other than close
+	Neighbors                int    // learned neighbour entries now
+	Reassembly               sixlowpan.Counters
+}
+
+type datagram struct {
+	from netip.AddrPort
+	data []byte
+}
+
+// Conn carries UDP datagrams between the gateway and nodes over 6LoWPAN
+// (RFC 4944, RFC 6282) on any Link. It implements coap.Transport. One
+// reader goroutine, started by NewConn and stopped by Close, receives
+// frames; WriteTo compresses, fragments and sends.
+//
+// Close does not close the Link: whoever opened the Link closes it.
+type Conn struct {
+	link     Link
+	cfg      Config
+	codec    *sixlowpan.Codec
+	reasm    *sixlowpan.Reassembler
+	nbr      *neighbors
+	srcMAC   mac.Addr            // the address frames are sent from
+	local    map[netip.Addr]bool // the gateway's unicast addresses; read-only
+	queue    chan datagram
+	done     chan struct{}
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
+	once     sync.Once
+	seq      atomic.Uint32 // MAC sequence numbers (low 8 bits)
+	tag      atomic.Uint32 // datagram_tag (low 16 bits)
+	sendMu   sync.Mutex    // keeps one datagram's fragments together on air
+	counters struct {
+		framesTx, framesRx, bytesTx, bytesRx, datagramsTx, datagramsRx atomic.Uint64
+		decodeErrors, framesIgnored, portDrops, queueDrops             atomic.Uint64
+		sendErrors, recvErrors                                         atomic.Uint64
+	}
+}
+
+var _ coap.Transport = (*Conn)(nil)
+
+// NewConn checks cfg, starts the reader goroutine on link and returns the
+// Conn. Call Close to stop it.
+func NewConn(link Link, cfg Config) (*Conn, error) {
+	if !cfg.Prefix.IsValid() || !cfg.Prefix.Addr().Is6() || cfg.Prefix.Addr().Is4In6() || cfg.Prefix.Bits() != 64 {
+		return nil, fmt.Errorf("radio: conn: prefix %v: want an IPv6 /64", cfg.Prefix)
+	}
+	cfg.Prefix = cfg.Prefix.Masked()
+	if cfg.ExtAddr.Mode() != mac.AddrExtended {
+		return nil, fmt.Errorf("radio: conn: extended address %v: want a 64-bit address", cfg.ExtAddr)
+	}
+	if m := cfg.ShortAddr.Mode(); m != mac.AddrNone {
+		s, ok := cfg.ShortAddr.Short()
+		if !ok || s == mac.BroadcastShort || s == mac.NoShort {
+			return nil, fmt.Errorf("radio: conn: short address %v: want a unicast short address", cfg.ShortAddr)
+		}
+	}
+	for _, n := range cfg.Neighbors {
+		if !n.IP.Is6() || n.IP.Is4In6() || !n.MAC.IsValid() {
+			return nil, fmt.Errorf("radio: conn: neighbour %v at %v: want an IPv6 and a MAC address", n.IP, n.MAC)
+		}
+	}
+	if cfg.Port == 0 {
+		cfg.Port = DefaultPort
+	}
+	if cfg.QueueLen <= 0 {
+		cfg.QueueLen = DefaultQueueLen
+	}
+	c := &Conn{
+		link:  link,
+		cfg:   cfg,
+		codec: sixlowpan.NewCodec(cfg.Prefix),
+		nbr:   newNeighbors(cfg.Neighbors, cfg.MaxNeighbors),
+		local: make(map[netip.Addr]bool),
+		queue: make(chan datagram, cfg.QueueLen),
+		done:  make(chan struct{}),
+	}
+	c.reasm = sixlowpan.NewReassembler(c.codec, cfg.Reassembly)
+	c.srcMAC = cfg.ExtAddr
+	if cfg.ShortAddr.IsValid() {
+		c.srcMAC = cfg.ShortAddr
+	}
+	for _, m := range []mac.Addr{cfg.ExtAddr, cfg.ShortAddr} {
+		if m.IsValid() {
+			c.local[withIID(cfg.Prefix, m)] = true
+			c.local[withIID(linkLocalPrefix, m)] = true
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	c.cancel = cancel
+	c.wg.Add(1)
+	go c.run(ctx)
+	return c, nil
+}
+
+// LocalAddr returns the address datagrams to nodes on the prefix are sent
+// from: the prefix plus the IID of the MAC address frames are sent from.
+func (c *Conn) LocalAddr() netip.AddrPort {
+	return netip.AddrPortFrom(withIID(c.cfg.Prefix, c.srcMAC), c.cfg.Port)
+}
+
+// ReadFrom implements coap.Transport: it returns the next datagram for the
+// local port, truncated to len(b), or ErrConnClosed after Close.
+func (c *Conn) ReadFrom(b []byte) (int, netip.AddrPort, error) {
+	select {
+	case <-c.done:
+		return 0, netip.AddrPort{}, ErrConnClosed
+	default:
+	}
+	select {
+	case <-c.done:
+		return 0, netip.AddrPort{}, ErrConnClosed
+	case d := <-c.queue:
+		return copy(b, d.data), d.from, nil
+	}
+}
+
+// WriteTo implements coap.Transport: it sends b as one UDP datagram from
+// the local port to a node, compressed and fragmented into as many frames
+// as it takes, handed to the Link in order. Link errors come back wrapped
+// (errors.Is finds ErrNoAck, ErrDown, ...); ErrNoRoute means no MAC address
+// is known for to.
+func (c *Conn) WriteTo(ctx context.Context, b []byte, to netip.AddrPort) error {
+	select {
+	case <-c.done:
+		return ErrConnClosed
+	default:
+	}
+	dst := to.Addr()
+	if !dst.Is6() || dst.Is4In6() {
+		return fmt.Errorf("radio: conn: write to %v: %w", to, sixlowpan.ErrNotIPv6)
+	}
+	dstMAC, err := c.resolve(dst)
+	if err != nil {
+		return err
+	}
+	src := withIID(c.cfg.Prefix, c.srcMAC)
+	if dst.IsLinkLocalUnicast() || dst.IsLinkLocalMulticast() || dst.IsInterfaceLocalMulticast() {
+		src = withIID(linkLocalPrefix, c.srcMAC)
+	}
+	pkt, err := sixlowpan.AppendUDP(nil, netip.AddrPortFrom(src, c.cfg.Port), to, c.cfg.HopLimit, b)
+	if err != nil {
+		return fmt.Errorf("radio: conn: write to %v: %w", to, err)
+	}
+	maxPayload := mac.MaxPayload(dstMAC.Mode(), c.srcMAC.Mode(), true)
+	frames, err := c.codec.Fragment(nil, nil, pkt, c.srcMAC, dstMAC, maxPayload, uint16(c.tag.Add(1)))
+	if err != nil {
+		return fmt.Errorf("radio: conn: write to %v: %w", to, err)
+	}
+	f := mac.Frame{
+		Type:             mac.TypeData,
+		AckRequest:       !dstMAC.IsBroadcast(),
+		PANIDCompression: true,
+		DstPAN:           c.cfg.PANID,
+		Dst:              dstMAC,
+		SrcPAN:           c.cfg.PANID,
+		Src:              c.srcMAC,
+	}
+	buf := make([]byte, 0, mac.MaxMPDU)
+	c.sendMu.Lock()
+	defer c.sendMu.Unlock()
+	for i, p := range frames {
+		f.Payload = p
+		f.Seq = uint8(c.seq.Add(1))
+		mpdu, err := f.AppendEncode(buf[:0])
+		if err != nil {
+			return fmt.Errorf("radio: conn: write to %v: %w", to, err)
+		}
+		if err := c.send(ctx, mpdu); err != nil {
+			c.counters.sendErrors.Add(1)
+			return fmt.Errorf("radio: conn: write to %v (%v), frame %d of %d: %w", to, dstMAC, i+1, len(frames), err)
+		}
+		c.counters.framesTx.Add(1)
+		c.counters.bytesTx.Add(uint64(len(mpdu) + mac.FCSLen))
+	}
+	c.counters.datagramsTx.Add(1)
+	return nil
+}
+
+func (c *Conn) send(ctx context.Context, mpdu []byte) error {
+	for attempt := 0; ; attempt++ {
+		err := c.link.Send(ctx, mpdu)
+		if err == nil {
+			return nil
+		}
+		retry := errors.Is(err, ErrChannelBusy) || errors.Is(err, ErrNoAck)
+		if !retry || attempt >= c.cfg.FrameRetries || ctx.Err() != nil {
+			return err
+		}
+	}
+}
+
+// resolve finds the MAC address for a destination: broadcast for
+// multicast, then static and learned neighbours, then the MAC address the
+// IID derives from (RFC 6282 §3.2.2) for addresses on the prefix or link.
+func (c *Conn) resolve(dst netip.Addr) (mac.Addr, error) {
+	if dst.IsMulticast() {
+		return mac.Broadcast, nil
+	}
+	if m, ok := c.nbr.lookup(dst); ok {
+		return m, nil
+	}
+	if c.cfg.Prefix.Contains(dst) || linkLocalPrefix.Contains(dst) {
+		return mac.AddrFromIID(iidOf(dst)), nil
+	}
+	return mac.Addr{}, fmt.Errorf("radio: conn: write to %v: %w", dst, ErrNoRoute)
+}
+
+// Close stops the reader and waits for it. ReadFrom and WriteTo then
+// return ErrConnClosed. Close is idempotent; it does not close the Link.
+func (c *Conn) Close() error {
+	c.once.Do(func() {
+		close(c.done)
+		c.cancel()
+	})
+	c.wg.Wait()
+	return nil
+}
+
+// Counters returns a snapshot of the counters.
+func (c *Conn) Counters() ConnCounters {
+	r := c.reasm.Counters()
+	k := &c.counters
+	return ConnCounters{
+		FramesTx:        k.framesTx.Load(),
+		FramesRx:        k.framesRx.Load(),
+		BytesTx:         k.bytesTx.Load(),
+		BytesRx:         k.bytesRx.Load(),
+		DatagramsTx:     k.datagramsTx.Load(),
+		DatagramsRx:     k.datagramsRx.Load(),
+		DecodeErrors:    k.decodeErrors.Load(),
+		FramesIgnored:   k.framesIgnored.Load(),
+		PortDrops:       k.portDrops.Load(),
+		ReassemblyDrops: r.Timeouts + r.Evicted + r.Rejected + r.Overlaps,
+		QueueDrops:      k.queueDrops.Load(),
+		SendErrors:      k.sendErrors.Load(),
+		RecvErrors:      k.recvErrors.Load(),
+		Neighbors:       c.nbr.len(),
+		Reassembly:      r,
+	}
+}
+
+func (c *Conn) run(ctx context.Context) {
+	defer c.wg.Done()
+	for {
+		f, err := c.link.Recv(ctx)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, ErrClosed) {
+				return
+			}
+			c.counters.recvErrors.Add(1)
+			t := time.NewTimer(recvBackoff)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			continue
+		}
+		c.receive(f.Data)
+	}
+}
+
+// forUs reports whether a frame's destination is this gateway.
+func (c *Conn) forUs(f *mac.Frame) bool {
+	if f.DstPAN != c.cfg.PANID && f.DstPAN != mac.BroadcastShort {
+		return false
+	}
+	return f.Dst.IsBroadcast() || f.Dst == c.cfg.ExtAddr || c.cfg.ShortAddr.IsValid() && f.Dst == c.cfg.ShortAddr
+}
+
+func (c *Conn) receive(b []byte) {
+	c.counters.framesRx.Add(1)
+	c.counters.bytesRx.Add(uint64(len(b) + mac.FCSLen))
+	f, err := mac.Decode(b)
+	if err != nil {
+		c.counters.decodeErrors.Add(1)
+		return
+	}
+	if f.Type != mac.TypeData || !f.Src.IsValid() || !c.forUs(&f) {
+		c.counters.framesIgnored.Add(1)
+		return
+	}
+	pkt, err := c.reasm.Input(f.Payload, f.Src, f.Dst)
+	if err != nil {
+		if !errors.Is(err, sixlowpan.ErrTooLarge) { // counted as a reassembly drop
+			c.counters.decodeErrors.Add(1)
+		}
+		return
+	}
+	if pkt == nil {
+		return // a fragment; more to come
+	}
+	u, err := sixlowpan.ParseUDP(pkt)
+	switch {
+	case errors.Is(err, sixlowpan.ErrNotUDP):
+		c.counters.portDrops.Add(1)
+		return
+	case err != nil:
+		c.counters.decodeErrors.Add(1)
+		return
+	}
+	dst := u.Dst.Addr()
+	if u.Dst.Port() != c.cfg.Port || !dst.IsMulticast() && !c.local[dst] {
+		c.counters.portDrops.Add(1)
+		return
+	}
+	// Remember how to reach a node whose address we could not derive.
+	if src := u.Src.Addr(); !src.IsMulticast() && !src.IsUnspecified() {
+		if derived, _ := f.Src.IID(); derived != iidOf(src) {
+			c.nbr.learn(src, f.Src)
+		}
+	}
+	d := datagram{from: u.Src, data: append([]byte(nil), u.Payload...)}
+	select {
+	case c.queue <- d:
+		c.counters.datagramsRx.Add(1)
+	default:
+		c.counters.queueDrops.Add(1)
+	}
+}

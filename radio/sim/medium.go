@@ -1,0 +1,143 @@
+package sim
+
+import (
+	"math/rand/v2"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/opaque-edge/gatewayd/radio"
+)
+
+// Receiver is called by a Medium for every frame another station puts on
+// the air and this one hears. It reports whether the station acknowledges
+// the frame, which matters only for frames with the ack-request bit set.
+// It must return promptly and must not keep f.Data.
+type Receiver func(f radio.Frame) (ack bool)
+
+// Medium is the shared air between the gateway's RCP and simulated nodes.
+type Medium interface {
+	// Join attaches a station that hears other stations through rx.
+	Join(rx Receiver) Station
+}
+
+// Station is one radio on a Medium.
+type Station interface {
+	// Transmit puts an MPDU (without FCS) on the air and reports the
+	// outcome as a radio would: nil, radio.ErrNoAck (the ack-request bit
+	// was set and no station acknowledged) or radio.ErrChannelBusy.
+	Transmit(mpdu []byte) error
+	// Leave detaches the station; it hears nothing more.
+	Leave()
+}
+
+// AirConfig configures an Air.
+type AirConfig struct {
+	Loss  float64       // probability, 0–1, that a station misses a frame
+	Delay time.Duration // air time: Transmit returns after it, receivers hear after it
+	RSSI  int8          // reported for every reception; 0 means -60 dBm
+	LQI   uint8         // reported for every reception; 0 means 255
+	Seed  uint64        // loss pattern; the same seed gives the same losses
+}
+
+// Air is a simple in-memory Medium: one channel, every station hears every
+// other, each reception lost independently with probability Loss. Frames
+// with the ack-request bit (frame control bit 5) succeed if any station
+// that heard them acknowledges; others always succeed.
+type Air struct {
+	mu       sync.Mutex
+	cfg      AirConfig             // guarded by mu
+	busy     bool                  // guarded by mu
+	rng      *rand.Rand            // guarded by mu
+	stations map[*station]struct{} // guarded by mu
+}
+
+var _ Medium = (*Air)(nil)
+
+// NewAir returns an empty Air.
+func NewAir(cfg AirConfig) *Air {
+	if cfg.RSSI == 0 {
+		cfg.RSSI = -60
+	}
+	if cfg.LQI == 0 {
+		cfg.LQI = 255
+	}
+	return &Air{
+		cfg:      cfg,
+		rng:      rand.New(rand.NewPCG(cfg.Seed, 0x5eed)),
+		stations: make(map[*station]struct{}),
+	}
+}
+
+// SetLoss changes the loss probability.
+func (a *Air) SetLoss(p float64) {
+	a.mu.Lock()
+	a.cfg.Loss = p
+	a.mu.Unlock()
+}
+
+// SetDelay changes the air time.
+func (a *Air) SetDelay(d time.Duration) {
+	a.mu.Lock()
+	a.cfg.Delay = d
+	a.mu.Unlock()
+}
+
+// SetBusy makes every Transmit fail with radio.ErrChannelBusy, as if CCA
+// never found the channel clear.
+func (a *Air) SetBusy(busy bool) {
+	a.mu.Lock()
+	a.busy = busy
+	a.mu.Unlock()
+}
+
+// Join attaches a station.
+func (a *Air) Join(rx Receiver) Station {
+	s := &station{air: a, rx: rx}
+	a.mu.Lock()
+	a.stations[s] = struct{}{}
+	a.mu.Unlock()
+	return s
+}
+
+type station struct {
+	air *Air
+	rx  Receiver
+}
+
+func (s *station) Leave() {
+	s.air.mu.Lock()
+	delete(s.air.stations, s)
+	s.air.mu.Unlock()
+}
+
+func (s *station) Transmit(mpdu []byte) error {
+	a := s.air
+	a.mu.Lock()
+	if a.busy {
+		a.mu.Unlock()
+		return radio.ErrChannelBusy
+	}
+	cfg := a.cfg
+	var hear []*station
+	for o := range a.stations {
+		if o != s && (cfg.Loss <= 0 || a.rng.Float64() >= cfg.Loss) {
+			hear = append(hear, o)
+		}
+	}
+	a.mu.Unlock()
+	if cfg.Delay > 0 {
+		time.Sleep(cfg.Delay) // the frame is on the air
+	}
+	acked := false
+	for _, o := range hear {
+		f := radio.Frame{Data: slices.Clone(mpdu), RSSI: cfg.RSSI, LQI: cfg.LQI}
+		if o.rx(f) {
+			acked = true
+		}
+	}
+	if len(mpdu) > 0 && mpdu[0]&0x20 != 0 && !acked {
+		return radio.ErrNoAck
+	}
+	return nil
+}

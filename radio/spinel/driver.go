@@ -1,0 +1,782 @@
+package spinel
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.bug.st/serial"
+
+	"github.com/opaque-edge/gatewayd/radio"
+)
+
+// maxTID is the largest transaction ID; the host uses 1–15 (§2.1.3).
+const maxTID = 15
+
+// Errors the driver reports as the cause of a reconnect (see Stats.LastError)
+// or from bring-up.
+var (
+	ErrTimeout         = errors.New("spinel: no reply in time")
+	ErrUnexpectedReset = errors.New("spinel: unexpected reset")
+	ErrIncompatible    = errors.New("spinel: incompatible rcp")
+	ErrUnexpectedReply = errors.New("spinel: unexpected reply")
+)
+
+// State is the driver's link state.
+type State int32
+
+const (
+	StateDown State = iota // no usable RCP; Send fails with radio.ErrDown
+	StateUp                // brought up; frames flow
+)
+
+func (s State) String() string {
+	if s == StateUp {
+		return "up"
+	}
+	return "down"
+}
+
+// Stats is a snapshot of the driver's counters.
+type Stats struct {
+	State        State
+	TxFrames     uint64 // transmits the RCP reported done with STATUS_OK
+	TxErrors     uint64 // transmits that failed: no ack, CCA, timeout, link loss
+	RxFrames     uint64 // received frames queued for Recv
+	RxDropped    uint64 // received frames dropped because the Recv queue was full
+	RxErrors     uint64 // received frames the RCP flagged with a receive error
+	BadFCS       uint64 // HDLC-lite frames dropped for a bad FCS
+	DecodeErrors uint64 // oversize or aborted HDLC frames, undecodable Spinel frames
+	Retries      uint64 // failed open or bring-up attempts
+	Reconnects   uint64 // times the link came back up after being lost
+	LastError    string // why the link last went down or failed to come up
+}
+
+// Info describes the RCP found at the last bring-up.
+type Info struct {
+	ProtocolMajor, ProtocolMinor uint32
+	NCPVersion                   string
+	RCPAPIVersion                uint32 // 0 if the RCP does not report one
+	HWAddr                       [8]byte
+	ExtAddr                      [8]byte // EUI-64, canonical (big-endian) order, as set in PROP_MAC_15_4_LADDR
+	Caps                         []uint32
+}
+
+// Driver is a radio.Link to an OpenThread RCP on a serial port. It owns one
+// supervisor goroutine, which opens the port, runs the bring-up and, on any
+// failure, closes the port and starts again with exponential backoff; and,
+// per open port, one reader goroutine. Writers share the port under a mutex.
+type Driver struct {
+	cfg    Config
+	log    *slog.Logger
+	cancel context.CancelFunc
+	done   chan struct{} // closed by Close
+	once   sync.Once
+	wg     sync.WaitGroup
+
+	rx    chan radio.Frame // bounded by cfg.RxQueue
+	txSem chan struct{}    // cfg.MaxTxInFlight transmit slots
+
+	state                                      atomic.Int32
+	txFrames, txErrors, rxFrames, rxDropped    atomic.Uint64
+	rxErrors, badFCS, decodeErrs, retries, rec atomic.Uint64
+
+	mu      sync.Mutex
+	sess    *session      // guarded by mu; non-nil only while up
+	upCh    chan struct{} // guarded by mu; closed while up
+	info    Info          // guarded by mu
+	lastErr error         // guarded by mu
+}
+
+var _ radio.Link = (*Driver)(nil)
+
+// New validates cfg and starts the driver. It returns at once; the link is
+// down until the first bring-up succeeds (see WaitUp), and comes back by
+// itself whenever it is lost, until Close.
+func New(cfg Config) (*Driver, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg = cfg.WithDefaults()
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	d := &Driver{
+		cfg:    cfg,
+		log:    log.With("component", "spinel", "device", cfg.Device),
+		cancel: cancel,
+		done:   make(chan struct{}),
+		rx:     make(chan radio.Frame, cfg.RxQueue),
+		txSem:  make(chan struct{}, cfg.MaxTxInFlight),
+		upCh:   make(chan struct{}),
+	}
+	d.wg.Add(1)
+	go d.run(ctx)
+	return d, nil
+}
+
+// Close stops the driver and waits for its goroutines; the port is closed
+// and Send and Recv return radio.ErrClosed. Close is idempotent.
+func (d *Driver) Close() error {
+	d.once.Do(func() {
+		close(d.done)
+		d.cancel()
+	})
+	d.wg.Wait()
+	return nil
+}
+
+// State reports whether the link is up.
+func (d *Driver) State() State { return State(d.state.Load()) }
+
+// WaitUp blocks until the link is up, ctx is done or the driver is closed.
+func (d *Driver) WaitUp(ctx context.Context) error {
+	d.mu.Lock()
+	ch := d.upCh
+	d.mu.Unlock()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-d.done:
+		return radio.ErrClosed
+	}
+}
+
+// Info returns what the last bring-up learned about the RCP.
+func (d *Driver) Info() Info {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	i := d.info
+	i.Caps = slices.Clone(i.Caps)
+	return i
+}
+
+// Stats returns a snapshot of the counters.
+func (d *Driver) Stats() Stats {
+	s := Stats{
+		State:    d.State(),
+		TxFrames: d.txFrames.Load(), TxErrors: d.txErrors.Load(),
+		RxFrames: d.rxFrames.Load(), RxDropped: d.rxDropped.Load(), RxErrors: d.rxErrors.Load(),
+		BadFCS: d.badFCS.Load(), DecodeErrors: d.decodeErrs.Load(),
+		Retries: d.retries.Load(), Reconnects: d.rec.Load(),
+	}
+	d.mu.Lock()
+	if d.lastErr != nil {
+		s.LastError = d.lastErr.Error()
+	}
+	d.mu.Unlock()
+	return s
+}
+
+// Send transmits mpdu (without FCS) with CSMA-CA and MAC retries and waits
+// for the RCP's tx-done. It fails fast with radio.ErrDown while the link is
+// down, and returns radio.ErrNoAck or radio.ErrChannelBusy (wrapped) when
+// the RCP reports STATUS_NO_ACK or STATUS_CCA_FAILURE.
+func (d *Driver) Send(ctx context.Context, mpdu []byte) error {
+	if len(mpdu) > MaxPSDU-2 {
+		return fmt.Errorf("spinel: send %d bytes: %w", len(mpdu), radio.ErrTooLong)
+	}
+	select {
+	case <-d.done:
+		return radio.ErrClosed
+	default:
+	}
+	s := d.current()
+	if s == nil {
+		return fmt.Errorf("spinel: send: %w", radio.ErrDown)
+	}
+	select {
+	case d.txSem <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.dead:
+		return d.downErr(s)
+	}
+	release := func() { <-d.txSem }
+
+	psdu := make([]byte, len(mpdu)+2, len(mpdu)+2) // the last two are the FCS the radio computes
+	copy(psdu, mpdu)
+	req := TxRequest{
+		PSDU: psdu, Channel: d.cfg.Channel,
+		MaxCSMABackoffs: d.cfg.MaxCSMABackoffs, MaxRetries: d.cfg.MaxRetries, CSMA: !d.cfg.DisableCSMA,
+	}
+	val, err := req.Append(make([]byte, 0, len(psdu)+8))
+	if err != nil {
+		release()
+		return err
+	}
+	// The transmit slot is held until the RCP answers this TID (or the
+	// session ends), even if ctx ends first: the RCP is still busy with it.
+	f, err := s.call(ctx, CmdPropValueSet, PropStreamRaw, val, d.cfg.TxTimeout, release)
+	if err != nil {
+		d.txErrors.Add(1)
+		return err
+	}
+	if f.Cmd != CmdPropValueIs || f.Prop != PropLastStatus {
+		d.txErrors.Add(1)
+		return fmt.Errorf("spinel: send: cmd %d prop %d: %w", f.Cmd, f.Prop, ErrUnexpectedReply)
+	}
+	st, err := ParseStatus(f.Value)
+	if err != nil {
+		d.txErrors.Add(1)
+		return err
+	}
+	switch st {
+	case StatusOK:
+		d.txFrames.Add(1)
+		return nil
+	case StatusNoAck:
+		err = radio.ErrNoAck
+	case StatusCCAFailure:
+		err = radio.ErrChannelBusy
+	default:
+		err = st
+	}
+	d.txErrors.Add(1)
+	return fmt.Errorf("spinel: send: %w", err)
+}
+
+// Recv returns the next received frame (FCS stripped, RSSI and LQI from
+// the RCP's metadata). Frames keep arriving in order across reconnects.
+func (d *Driver) Recv(ctx context.Context) (radio.Frame, error) {
+	select {
+	case f := <-d.rx:
+		return f, nil
+	default:
+	}
+	select {
+	case f := <-d.rx:
+		return f, nil
+	case <-ctx.Done():
+		return radio.Frame{}, ctx.Err()
+	case <-d.done:
+		return radio.Frame{}, radio.ErrClosed
+	}
+}
+
+func (d *Driver) current() *session {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.sess
+}
+
+func (d *Driver) downErr(s *session) error {
+	select {
+	case <-d.done:
+		return radio.ErrClosed
+	default:
+	}
+	return fmt.Errorf("spinel: %w: %v", radio.ErrDown, s.cause())
+}
+
+// run is the supervisor: connect, serve, and reconnect with backoff.
+func (d *Driver) run(ctx context.Context) {
+	defer d.wg.Done()
+	var fds fdReserve
+	fds.fill()
+	defer fds.release()
+
+	backoff := d.cfg.BackoffMin
+	everUp := false
+	for {
+		wasUp, err := d.connect(ctx, &fds, everUp)
+		if ctx.Err() != nil {
+			return
+		}
+		d.mu.Lock()
+		d.lastErr = err
+		d.mu.Unlock()
+		if wasUp {
+			everUp = true
+			backoff = d.cfg.BackoffMin
+			d.log.Warn("rcp link lost", "err", err)
+		} else {
+			d.retries.Add(1)
+			d.log.Info("rcp not available", "err", err, "retry_in", backoff)
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return
+		}
+		if !wasUp {
+			backoff = min(2*backoff, d.cfg.BackoffMax)
+		}
+	}
+}
+
+// connect opens the port, brings the RCP up and serves until the session
+// fails. wasUp reports whether the bring-up succeeded.
+func (d *Driver) connect(ctx context.Context, fds *fdReserve, everUp bool) (wasUp bool, err error) {
+	port, err := openPort(d.cfg.Device, d.cfg.Baud, fds)
+	if err != nil {
+		return false, err
+	}
+	// Whatever the RCP sent before we opened (a power-on notification, the
+	// tail of an old session) is stale.
+	_ = port.ResetInputBuffer()
+	s := newSession(d, port)
+	go s.readLoop()
+	defer s.close()
+
+	info, err := d.bringUp(ctx, s)
+	if err != nil {
+		return false, err
+	}
+	s.up.Store(true)
+	d.mu.Lock()
+	d.sess, d.info = s, info
+	close(d.upCh)
+	d.mu.Unlock()
+	d.state.Store(int32(StateUp))
+	if everUp {
+		d.rec.Add(1)
+	}
+	d.log.Info("rcp up", "version", info.NCPVersion, "hwaddr", fmt.Sprintf("%x", info.HWAddr))
+
+	select {
+	case <-s.dead:
+		err = s.cause()
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	d.state.Store(int32(StateDown))
+	d.mu.Lock()
+	d.sess = nil
+	d.upCh = make(chan struct{})
+	d.mu.Unlock()
+	return true, err
+}
+
+// bringUp runs the sequence OpenThread's RadioSpinel host runs: reset,
+// check the protocol and capabilities, then configure the radio.
+func (d *Driver) bringUp(ctx context.Context, s *session) (Info, error) {
+	var info Info
+	// §4.2: CMD_RESET's TID is ignored; the RCP answers with an unsolicited
+	// PROP_LAST_STATUS carrying a reset cause (§5.5.1, §6).
+	s.drainResets()
+	if err := s.write(Frame{Header: MakeHeader(0, 0), Cmd: CmdReset}); err != nil {
+		return info, err
+	}
+	t := time.NewTimer(d.cfg.ResetTimeout)
+	defer t.Stop()
+	select {
+	case <-s.resets:
+	case <-t.C:
+		return info, fmt.Errorf("spinel: reset notification: %w", ErrTimeout)
+	case <-s.dead:
+		return info, s.cause()
+	case <-ctx.Done():
+		return info, ctx.Err()
+	}
+
+	v, err := s.get(ctx, PropProtocolVersion)
+	if err != nil {
+		return info, err
+	}
+	ver, err := ParseUints(v)
+	if err != nil || len(ver) < 2 {
+		return info, fmt.Errorf("spinel: protocol version %x: %w", v, ErrUnexpectedReply)
+	}
+	info.ProtocolMajor, info.ProtocolMinor = ver[0], ver[1]
+	if ver[0] != ProtocolMajor { // §5.5.2.1: the host MUST NOT go on
+		return info, fmt.Errorf("spinel: protocol %d.%d, want major %d: %w", ver[0], ver[1], ProtocolMajor, ErrIncompatible)
+	}
+	if v, err = s.get(ctx, PropNCPVersion); err != nil {
+		return info, err
+	}
+	info.NCPVersion = ParseUTF8(v)
+	if v, err = s.get(ctx, PropHWAddr); err != nil {
+		return info, err
+	}
+	if len(v) < 8 {
+		return info, fmt.Errorf("spinel: hwaddr of %d bytes: %w", len(v), ErrUnexpectedReply)
+	}
+	copy(info.HWAddr[:], v)
+	if v, err = s.get(ctx, PropCaps); err != nil {
+		return info, err
+	}
+	if info.Caps, err = ParseUints(v); err != nil {
+		return info, fmt.Errorf("spinel: caps: %w", err)
+	}
+	for _, c := range []uint32{CapConfigRadio, CapMACRaw} {
+		if !slices.Contains(info.Caps, c) {
+			return info, fmt.Errorf("spinel: rcp lacks capability %d: %w", c, ErrIncompatible)
+		}
+	}
+	if v, err = s.get(ctx, PropRCPAPIVersion); err == nil {
+		if api, _, err := ParseUint(v); err == nil {
+			info.RCPAPIVersion = api
+		}
+	} else if !errors.Is(err, StatusPropNotFound) { // older RCPs lack it
+		return info, err
+	}
+
+	info.ExtAddr = d.cfg.ExtAddr
+	if info.ExtAddr == ([8]byte{}) {
+		info.ExtAddr = info.HWAddr
+	}
+	le16 := func(x uint16) []byte { return binary.LittleEndian.AppendUint16(nil, x) }
+	for _, p := range []struct {
+		prop uint32
+		val  []byte
+	}{
+		{PropPHYChan, []byte{d.cfg.Channel}},
+		{PropMACPANID, le16(d.cfg.PANID)},     // `S`: little-endian (§3.1)
+		{PropMACSAddr, le16(d.cfg.ShortAddr)}, // `S`
+		{PropMACLAddr, info.ExtAddr[:]},       // `E`: big-endian EUI-64 (§3.1)
+		{PropPHYEnabled, []byte{1}},
+		{PropMACRawStreamEnabled, []byte{1}},
+	} {
+		if err := s.set(ctx, p.prop, p.val); err != nil {
+			return info, err
+		}
+	}
+	return info, nil
+}
+
+// session is one open port: its reader, its writer lock and the TID table.
+type session struct {
+	d    *Driver
+	port serial.Port
+	up   atomic.Bool // bring-up done: a reset notification is now a fault
+
+	wmu     sync.Mutex
+	wbuf    []byte // guarded by wmu
+	wclosed bool   // guarded by wmu; the port is closed, its fd number may be reused
+
+	tids   chan uint8  // free TIDs
+	resets chan Status // reset notifications during bring-up
+
+	mu    sync.Mutex
+	slots [maxTID + 1]slot // guarded by mu
+
+	dead     chan struct{} // closed by fail
+	failOnce sync.Once
+	err      error         // set once, before dead is closed
+	rdone    chan struct{} // closed when readLoop returns
+}
+
+type slotState uint8
+
+const (
+	slotFree    slotState = iota
+	slotWaiting           // a caller waits on ch
+	slotOrphan            // the caller gave up; the reply, when it comes, frees the TID
+)
+
+type slot struct {
+	state   slotState
+	ch      chan Frame // capacity 1
+	release func()     // run when the TID is freed
+	timer   *time.Timer
+}
+
+func newSession(d *Driver, p serial.Port) *session {
+	s := &session{
+		d: d, port: p,
+		tids:   make(chan uint8, maxTID),
+		resets: make(chan Status, 1),
+		dead:   make(chan struct{}),
+		rdone:  make(chan struct{}),
+	}
+	for tid := uint8(1); tid <= maxTID; tid++ {
+		s.tids <- tid
+		s.slots[tid].ch = make(chan Frame, 1)
+	}
+	return s
+}
+
+func (s *session) fail(err error) {
+	s.failOnce.Do(func() {
+		s.err = err
+		close(s.dead)
+	})
+}
+
+func (s *session) cause() error {
+	select {
+	case <-s.dead:
+		return s.err
+	default:
+		return nil
+	}
+}
+
+// close ends the session: wake every waiter, close the port (which ends
+// the reader's Read) and wait for the reader.
+func (s *session) close() {
+	s.fail(radio.ErrClosed)
+	s.wmu.Lock() // no write may reach a closed (and perhaps reused) descriptor
+	s.wclosed = true
+	s.port.Close()
+	s.wmu.Unlock()
+	<-s.rdone
+	s.mu.Lock()
+	for i := range s.slots {
+		sl := &s.slots[i]
+		if sl.state == slotOrphan {
+			sl.timer.Stop()
+			s.freeLocked(uint8(i))
+		}
+	}
+	s.mu.Unlock()
+}
+
+// freeLocked returns tid to the pool. s.mu must be held.
+func (s *session) freeLocked(tid uint8) {
+	sl := &s.slots[tid]
+	if sl.release != nil {
+		sl.release()
+	}
+	*sl = slot{ch: sl.ch}
+	s.tids <- tid // never blocks: each TID is in the pool at most once
+}
+
+func (s *session) write(f Frame) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	if s.wclosed {
+		return s.d.downErr(s)
+	}
+	raw, err := f.Append(make([]byte, 0, 16+len(f.Value)))
+	if err != nil {
+		return err
+	}
+	s.wbuf = AppendHDLC(s.wbuf[:0], raw)
+	for b := s.wbuf; len(b) > 0; {
+		n, err := s.port.Write(b)
+		if err != nil {
+			err = fmt.Errorf("spinel: write %s: %w", s.d.cfg.Device, err)
+			s.fail(err)
+			return err
+		}
+		b = b[n:]
+	}
+	return nil
+}
+
+// call sends a command with a fresh TID and waits up to timeout for the
+// reply with that TID (§2.1.3). A timeout fails the session: an RCP that
+// stops answering is reset. release, if not nil, runs when the TID is
+// freed, which is after the reply even when ctx ends first.
+func (s *session) call(ctx context.Context, cmd, prop uint32, value []byte, timeout time.Duration, release func()) (Frame, error) {
+	var tid uint8
+	select {
+	case tid = <-s.tids:
+	case <-ctx.Done():
+		if release != nil {
+			release()
+		}
+		return Frame{}, ctx.Err()
+	case <-s.dead:
+		if release != nil {
+			release()
+		}
+		return Frame{}, s.d.downErr(s)
+	}
+	sl := &s.slots[tid]
+	s.mu.Lock()
+	sl.state, sl.release = slotWaiting, release
+	select { // a late reply from an earlier user of this TID
+	case <-sl.ch:
+	default:
+	}
+	s.mu.Unlock()
+	done := func() {
+		s.mu.Lock()
+		s.freeLocked(tid)
+		s.mu.Unlock()
+	}
+
+	if err := s.write(Frame{Header: MakeHeader(0, tid), Cmd: cmd, Prop: prop, Value: value}); err != nil {
+		done()
+		return Frame{}, s.d.downErr(s)
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case f := <-sl.ch:
+		done()
+		return f, nil
+	case <-t.C:
+		done()
+		err := fmt.Errorf("spinel: cmd %d prop %d: no reply within %v: %w", cmd, prop, timeout, ErrTimeout)
+		s.fail(err)
+		return Frame{}, err
+	case <-s.dead:
+		done()
+		return Frame{}, s.d.downErr(s)
+	case <-ctx.Done():
+		s.mu.Lock()
+		select {
+		case <-sl.ch:
+			s.freeLocked(tid)
+		default:
+			sl.state = slotOrphan
+			sl.timer = time.AfterFunc(timeout, func() {
+				s.mu.Lock()
+				if sl.state == slotOrphan {
+					s.freeLocked(tid)
+				}
+				s.mu.Unlock()
+				s.fail(fmt.Errorf("spinel: cmd %d prop %d: no reply within %v: %w", cmd, prop, timeout, ErrTimeout))
+			})
+		}
+		s.mu.Unlock()
+		return Frame{}, ctx.Err()
+	}
+}
+
+// get reads a property (§4.3); the RCP answers with PROP_VALUE_IS of the
+// same property, or of PROP_LAST_STATUS on error.
+func (s *session) get(ctx context.Context, prop uint32) ([]byte, error) {
+	f, err := s.call(ctx, CmdPropValueGet, prop, nil, s.d.cfg.CommandTimeout, nil)
+	if err != nil {
+		return nil, err
+	}
+	return propReply(f, prop)
+}
+
+// set writes a property (§4.4); success is the property echoed back (§6).
+func (s *session) set(ctx context.Context, prop uint32, val []byte) error {
+	f, err := s.call(ctx, CmdPropValueSet, prop, val, s.d.cfg.CommandTimeout, nil)
+	if err != nil {
+		return err
+	}
+	_, err = propReply(f, prop)
+	return err
+}
+
+func propReply(f Frame, prop uint32) ([]byte, error) {
+	if f.Cmd == CmdPropValueIs && f.Prop == prop {
+		return f.Value, nil
+	}
+	if f.Cmd == CmdPropValueIs && f.Prop == PropLastStatus {
+		st, err := ParseStatus(f.Value)
+		if err != nil {
+			return nil, err
+		}
+		if st != StatusOK {
+			return nil, fmt.Errorf("spinel: prop %d: %w", prop, st)
+		}
+		return nil, nil
+	}
+	return nil, fmt.Errorf("spinel: prop %d: got cmd %d prop %d: %w", prop, f.Cmd, f.Prop, ErrUnexpectedReply)
+}
+
+func (s *session) drainResets() {
+	for {
+		select {
+		case <-s.resets:
+		default:
+			return
+		}
+	}
+}
+
+// readLoop is the port's only reader. A read error (the device unplugged,
+// the port closed) ends it and the session.
+func (s *session) readLoop() {
+	defer close(s.rdone)
+	dec := NewDecoder(s.d.cfg.MaxFrame)
+	buf := make([]byte, 512)
+	var bad, other uint64
+	for {
+		n, err := s.port.Read(buf)
+		if n > 0 {
+			dec.Feed(buf[:n], s.dispatch)
+			s.d.badFCS.Add(dec.BadFCS - bad)
+			s.d.decodeErrs.Add(dec.Oversize + dec.Aborted - other)
+			bad, other = dec.BadFCS, dec.Oversize+dec.Aborted
+		}
+		if err != nil {
+			s.fail(fmt.Errorf("spinel: read %s: %w", s.d.cfg.Device, err))
+			return
+		}
+	}
+}
+
+// dispatch handles one Spinel frame from the RCP. Nothing here may block.
+func (s *session) dispatch(b []byte) {
+	f, err := ParseFrame(b)
+	if err != nil || f.Header.IID() != 0 {
+		s.d.decodeErrs.Add(1)
+		return
+	}
+	if tid := f.Header.TID(); tid != 0 {
+		f.Value = slices.Clone(f.Value)
+		s.mu.Lock()
+		sl := &s.slots[tid]
+		switch sl.state {
+		case slotWaiting:
+			select {
+			case sl.ch <- f:
+			default: // a second reply to one command: keep the first
+			}
+		case slotOrphan:
+			sl.timer.Stop()
+			s.freeLocked(tid)
+		}
+		s.mu.Unlock()
+		return
+	}
+	if f.Cmd != CmdPropValueIs { // INSERTED/REMOVED and others: nothing the RCP host needs
+		return
+	}
+	switch f.Prop {
+	case PropLastStatus:
+		st, err := ParseStatus(f.Value)
+		if err != nil || !st.IsReset() {
+			return
+		}
+		if s.up.Load() {
+			s.fail(fmt.Errorf("spinel: %v: %w", st, ErrUnexpectedReset))
+			return
+		}
+		select {
+		case s.resets <- st:
+		default:
+		}
+	case PropStreamRaw:
+		s.d.receive(f.Value)
+	}
+}
+
+func (d *Driver) receive(v []byte) {
+	rf, err := ParseRxFrame(v)
+	if err != nil || len(rf.PSDU) < 2 {
+		d.decodeErrs.Add(1)
+		return
+	}
+	if rf.Error != StatusOK {
+		d.rxErrors.Add(1)
+		return
+	}
+	fr := radio.Frame{
+		Data: slices.Clone(rf.PSDU[:len(rf.PSDU)-2]), // strip the FCS
+		RSSI: rf.RSSI,
+		LQI:  rf.LQI,
+	}
+	if rf.RSSI == -128 { // Spinel's "not present" (§5.6.2.1) is radio's "unknown"
+		fr.RSSI = 127
+	}
+	select {
+	case d.rx <- fr:
+		d.rxFrames.Add(1)
+	default:
+		d.rxDropped.Add(1)
+	}
+}
