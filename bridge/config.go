@@ -106,6 +106,9 @@ func Parse(name string, data []byte) (Config, error) {
 	if err != nil {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
+			if pe.LastKey != "" {
+				return Config{}, fmt.Errorf("%w: %s:%d: key %q: %s", ErrConfig, name, pe.Position.Line, pe.LastKey, pe.Message)
+			}
 			return Config{}, fmt.Errorf("%w: %s:%d: %s", ErrConfig, name, pe.Position.Line, pe.Message)
 		}
 		return Config{}, fmt.Errorf("%w: %s: %v", ErrConfig, name, err)

@@ -1,0 +1,276 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader at once.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	return c.LocalAddr().(*net.UDPAddr).Port
+}
+
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// tool finds a real peer; the test command installs them, so a missing
+// one is a failure, not a skip.
+func tool(t *testing.T, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		t.Fatalf("%s not found: run `make deps` (Debian package libcoap3-bin)", name)
+	}
+	return p
+}
+
+// startGatewayd runs the daemon in-process with a config file and returns
+// a stop function that checks the graceful stop.
+func startGatewayd(t *testing.T, config string) {
+	t.Helper()
+	path := writeFile(t, "gatewayd.toml", config)
+	ctx, cancel := context.WithCancel(context.Background())
+	var stderr syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, []string{"-config", path}, &syncBuffer{}, &stderr) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("run: %v", err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Error("gatewayd did not stop within 5 s of cancellation")
+		}
+	})
+	// Wait until it answers.
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		select {
+		case err := <-done:
+			t.Fatalf("gatewayd exited: %v\n%s", err, stderr.String())
+		default:
+		}
+		if strings.Contains(stderr.String(), "gatewayd started") {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("gatewayd did not start:\n%s", stderr.String())
+}
+
+func coapClient(t *testing.T, bin string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, tool(t, bin), args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %q: %v\n%s", bin, args, err, out)
+	}
+	return string(out)
+}
+
+func startCoapServer(t *testing.T) int {
+	t.Helper()
+	port := freePort(t)
+	cmd := exec.Command(tool(t, "coap-server-notls"), "-A", "127.0.0.1", "-p", fmt.Sprint(port), "-d", "20", "-v", "0")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	// Wait until it answers directly.
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		out, _ := exec.Command(tool(t, "coap-client-notls"), "-B", "1", "coap://127.0.0.1:"+fmt.Sprint(port)+"/").CombinedOutput()
+		if strings.Contains(string(out), "libcoap") {
+			return port
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal("coap-server-notls did not come up")
+	return 0
+}
+
+func TestLibcoapClientThroughGatewaydToLibcoapServer(t *testing.T) {
+	origin := startCoapServer(t)
+	proxy := freePort(t)
+	startGatewayd(t, fmt.Sprintf(`
+[proxy]
+listen = ["udp://127.0.0.1:%d"]
+allow = ["127.0.0.1/32"]
+timeout = "3s"
+`, proxy))
+	P := fmt.Sprintf("coap://127.0.0.1:%d", proxy)
+	target := fmt.Sprintf("coap://127.0.0.1:%d", origin)
+
+	if out := coapClient(t, "coap-client-notls", "-m", "get", "-P", P, target+"/"); !strings.Contains(out, "This is a test server made with libcoap") {
+		t.Fatalf("GET through the proxy: %q", out)
+	}
+	// PUT creates a resource (-d), GET reads it back, POST, DELETE.
+	coapClient(t, "coap-client-notls", "-m", "put", "-e", "forwarded-body", "-P", P, target+"/made")
+	if out := coapClient(t, "coap-client-notls", "-m", "get", "-P", P, target+"/made"); !strings.Contains(out, "forwarded-body") {
+		t.Fatalf("GET after PUT: %q", out)
+	}
+	coapClient(t, "coap-client-notls", "-m", "post", "-e", "posted", "-P", P, target+"/made2")
+	coapClient(t, "coap-client-notls", "-m", "delete", "-P", P, target+"/made")
+	out, _ := exec.Command(tool(t, "coap-client-notls"), "-m", "get", "-P", P, target+"/made").CombinedOutput()
+	if !strings.Contains(string(out), "4.04") {
+		t.Fatalf("GET after DELETE: want 4.04, got %q", out)
+	}
+}
+
+func TestLibcoapClientSeesProxyErrors(t *testing.T) {
+	proxy := freePort(t)
+	silent := freePort(t) // nothing listens: ICMP refused, or silence
+	startGatewayd(t, fmt.Sprintf("[proxy]\nlisten = [\"udp://127.0.0.1:%d\"]\ntimeout = \"1s\"\n", proxy))
+	P := fmt.Sprintf("coap://127.0.0.1:%d", proxy)
+	cases := []struct{ uri, want string }{
+		{"http://127.0.0.1/x", "5.05"},
+		{"coap://192.0.2.7/x", "5.05"},
+		{fmt.Sprintf("coap://127.0.0.1:%d/x", silent), "5.04"},
+	}
+	for _, c := range cases {
+		out, _ := exec.Command(tool(t, "coap-client-notls"), "-B", "10", "-m", "get", "-P", P, c.uri).CombinedOutput()
+		if !strings.Contains(string(out), c.want) {
+			t.Errorf("%s: want %s, got %q", c.uri, c.want, out)
+		}
+	}
+}
+
+func TestDTLSListenerWithPSK(t *testing.T) {
+	origin := startCoapServer(t)
+	udp, dtls := freePort(t), freePort(t)
+	keys := writeFile(t, "psk", "# identity:key\nsensor-client:s3cret-key-0123\n")
+	startGatewayd(t, fmt.Sprintf(`
+[proxy]
+listen = ["udp://127.0.0.1:%d", "dtls://127.0.0.1:%d"]
+psk_file = %q
+`, udp, dtls, keys))
+	out := coapClient(t, "coap-client-openssl", "-B", "10", "-u", "sensor-client", "-k", "s3cret-key-0123",
+		"-m", "get", "-P", fmt.Sprintf("coaps://127.0.0.1:%d", dtls), fmt.Sprintf("coap://127.0.0.1:%d/", origin))
+	if !strings.Contains(out, "libcoap") {
+		t.Fatalf("GET over DTLS through the proxy: %q", out)
+	}
+	// A wrong key gets nothing.
+	bad, _ := exec.Command(tool(t, "coap-client-openssl"), "-B", "3", "-u", "sensor-client", "-k", "wrong",
+		"-m", "get", fmt.Sprintf("coaps://127.0.0.1:%d/.well-known/core", dtls)).CombinedOutput()
+	if strings.Contains(string(bad), "title") {
+		t.Fatalf("a wrong PSK was served: %q", bad)
+	}
+}
+
+func TestCheckNamesBadKeyAndLine(t *testing.T) {
+	tests := []struct {
+		name, config string
+		ok           bool
+		want         string
+	}{
+		{"minimal file of the docs", "[proxy]\nlisten = [\"udp://127.0.0.1:5683\"]\nallow = [\"127.0.0.1/32\"]\ntimeout = \"3s\"\n", true, "configuration ok"},
+		{"unknown key", "[proxy]\nlisten = [\"udp://127.0.0.1:5683\"]\n\ntimeuot = \"3s\"\n", false, `:4: unknown key "proxy.timeuot"`},
+		{"unknown table", "[proxxy]\nx = 1\n", false, `unknown key "proxxy`},
+		{"bad prefix", "[proxy]\nallow = [\"10.0.0.0/33\"]\n", false, "allow"},
+		{"bad duration", "[proxy]\ntimeout = \"soon\"\n", false, `:2: key "proxy.timeout"`},
+		{"syntax", "[proxy\nlisten = 1\n", false, ".toml:2:"},
+		{"hop limit", "[proxy]\nhop_limit = 0\n", false, "hop_limit"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := writeFile(t, "c.toml", tt.config)
+			var out, errb bytes.Buffer
+			err := run(context.Background(), []string{"-config", path, "-check"}, &out, &errb)
+			if tt.ok {
+				if err != nil || !strings.Contains(out.String(), tt.want) {
+					t.Fatalf("err=%v out=%q", err, out.String())
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want it to mention %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestVersionFlag(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"-version"}, &out, &bytes.Buffer{}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(out.String(), "gatewayd ") {
+		t.Fatalf("%q", out.String())
+	}
+}
+
+func TestBinaryStopsOnSIGTERMWithinFiveSeconds(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "gatewayd")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	port := freePort(t)
+	cfg := writeFile(t, "g.toml", fmt.Sprintf("[proxy]\nlisten = [\"udp://127.0.0.1:%d\"]\n", port))
+	cmd := exec.Command(bin, "-config", cfg)
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !strings.Contains(stderr.String(), "gatewayd started") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	start := time.Now()
+	cmd.Process.Signal(os.Interrupt)
+	errc := make(chan error, 1)
+	go func() { errc <- cmd.Wait() }()
+	select {
+	case err := <-errc:
+		if err != nil {
+			t.Fatalf("exit: %v\n%s", err, stderr.String())
+		}
+	case <-time.After(5 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("no exit within 5 s of SIGINT")
+	}
+	if time.Since(start) > 5*time.Second {
+		t.Fatal("slow stop")
+	}
+}
