@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs the real peers the tests run against, when they are missing:
+# libcoap's clients and server, tshark. Debian or Ubuntu, as root.
+set -euo pipefail
+
+need=()
+command -v coap-client-notls >/dev/null || need+=(libcoap3-bin)
+command -v tshark >/dev/null || need+=(tshark)
+
+if [ ${#need[@]} -eq 0 ]; then
+	exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+	echo "test-deps: missing ${need[*]}; run as root or install them" >&2
+	exit 1
+fi
+echo "test-deps: installing ${need[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
