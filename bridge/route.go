@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/observe"
 )
 
 // router picks the target of a forwarded request, rewrites its options as
@@ -99,7 +100,16 @@ func (r *router) stage(next coap.Handler) coap.Handler {
 		}
 		ctx, cancel := context.WithTimeout(ctx, r.timeout)
 		defer cancel()
-		resp, err := r.up.RoundTrip(ctx, dst, out)
+		var resp *coap.Message
+		if obs, ok := observe.UpstreamFrom(ctx); ok {
+			var stop func(context.Context) error
+			resp, stop, err = r.up.Observe(ctx, dst, out, obs.Notify)
+			if stop != nil {
+				obs.Started(stop)
+			}
+		} else {
+			resp, err = r.up.RoundTrip(ctx, dst, out)
+		}
 		if err != nil {
 			return upstreamError(err)
 		}

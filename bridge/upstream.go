@@ -13,6 +13,10 @@ import (
 // response: one per transport kind (IP, radio, plugin).
 type Upstream interface {
 	RoundTrip(ctx context.Context, target netip.AddrPort, req *coap.Message) (*coap.Message, error)
+	// Observe registers an observation (RFC 7641 §3.1): it returns the
+	// first response and, when the origin registered it, the function
+	// that cancels it. Notifications go to notify, which must not block.
+	Observe(ctx context.Context, target netip.AddrPort, req *coap.Message, notify func(*coap.Message)) (*coap.Message, func(context.Context) error, error)
 }
 
 // ipUpstream reaches CoAP servers over UDP through one socket and the
@@ -33,6 +37,14 @@ func newIPUpstream(ctx context.Context, log *slog.Logger) (*ipUpstream, error) {
 
 func (u *ipUpstream) RoundTrip(ctx context.Context, target netip.AddrPort, req *coap.Message) (*coap.Message, error) {
 	return u.e.Do(ctx, target, req)
+}
+
+func (u *ipUpstream) Observe(ctx context.Context, target netip.AddrPort, req *coap.Message, notify func(*coap.Message)) (*coap.Message, func(context.Context) error, error) {
+	resp, obs, err := u.e.Observe(ctx, target, req, notify)
+	if err != nil || obs == nil {
+		return resp, nil, err
+	}
+	return resp, obs.Cancel, nil
 }
 
 func (u *ipUpstream) Close() error { return u.e.Close() }

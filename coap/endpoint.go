@@ -88,11 +88,17 @@ type outCon struct {
 	tries   int
 	timer   *time.Timer
 	fin     func(ack *Message, err error) // called once, without e.mu held
+	non     bool                          // a NON kept only to learn of an RST
 }
 
 // call is a client exchange awaiting its response.
 type call struct {
 	ch chan callResult // buffered 1
+	// notify, when set, receives every response after the first: the
+	// notifications of an observation (RFC 7641 §3.2). It runs on the
+	// reader goroutine and must not block.
+	notify func(*Message)
+	first  atomic.Bool
 }
 
 type callResult struct {
@@ -265,11 +271,8 @@ func (e *Endpoint) receive(m *Message, b []byte, peer netip.AddrPort) {
 }
 
 func (e *Endpoint) sendRST(peer netip.AddrPort, mid uint16) {
-	var b [4]byte
-	b[0] = 1<<6 | byte(Reset)<<4
-	binary.BigEndian.PutUint16(b[2:], mid)
 	e.stats.resetsSent.Add(1)
-	e.write(peer, b[:])
+	e.write(peer, rstBytes(mid))
 }
 
 func (e *Endpoint) sendEmptyACK(peer netip.AddrPort, mid uint16) []byte {
@@ -405,33 +408,33 @@ func (e *Endpoint) serve(w *responseWriter, req *Request) {
 }
 
 func (e *Endpoint) receiveResponse(m *Message, peer netip.AddrPort) {
+	k := exKey{peer, m.MID}
 	switch m.Type {
 	case Acknowledgement:
-		// Piggybacked (§5.2.1): ends our CON's retransmission.
-		e.settle(exKey{peer, m.MID}, nil, nil)
+		// Piggybacked (§5.2.1): ends our CON's retransmission. An ACK for
+		// nothing pending is a duplicate or too late.
+		if !e.settle(k, nil, nil) {
+			e.stats.unmatched.Add(1)
+			return
+		}
 	case Reset:
 		e.stats.malformed.Add(1)
 		return
-	case Confirmable:
-		// Separate response or notification: always acknowledge, and
-		// deliver only once (§4.5).
-		dup, _ := e.dedup(exKey{peer, m.MID})
-		e.sendEmptyACK(peer, m.MID)
-		if dup {
+	default:
+		// Separate response or notification: deliver once (§4.5); a
+		// duplicate CON gets the same ACK or RST again.
+		if dup, reply := e.dedup(k); dup {
 			e.stats.duplicates.Add(1)
-			return
-		}
-	case NonConfirmable:
-		if dup, _ := e.dedup(exKey{peer, m.MID}); dup {
-			e.stats.duplicates.Add(1)
+			if reply != nil {
+				e.write(peer, reply)
+			}
 			return
 		}
 	}
 	var c *call
 	if len(m.Token) == 8 {
-		k := tokKey{peer, binary.BigEndian.Uint64(m.Token)}
 		e.mu.Lock()
-		c = e.calls[k]
+		c = e.calls[tokKey{peer, binary.BigEndian.Uint64(m.Token)}]
 		e.mu.Unlock()
 	}
 	if c == nil {
@@ -439,10 +442,27 @@ func (e *Endpoint) receiveResponse(m *Message, peer netip.AddrPort) {
 		if m.Type != Acknowledgement {
 			// §5.3.2, RFC 7641 §3.6: reject what we did not ask for.
 			e.sendRST(peer, m.MID)
+			if m.Type == Confirmable {
+				e.remember(k, rstBytes(m.MID))
+			}
 		}
 		return
 	}
+	if m.Type == Confirmable {
+		e.remember(k, e.sendEmptyACK(peer, m.MID))
+	}
+	if c.notify != nil && c.first.Swap(true) {
+		c.notify(m.Clone())
+		return
+	}
 	c.deliver(callResult{msg: m.Clone()})
+}
+
+func rstBytes(mid uint16) []byte {
+	b := make([]byte, 4)
+	b[0] = 1<<6 | byte(Reset)<<4
+	binary.BigEndian.PutUint16(b[2:], mid)
+	return b
 }
 
 func (c *call) deliver(r callResult) {
@@ -477,6 +497,15 @@ func (e *Endpoint) retransmit(p *outCon) {
 		e.mu.Unlock()
 		return
 	}
+	if p.non {
+		// No RST came for the NON: the peer took it.
+		delete(e.pending, p.key)
+		e.mu.Unlock()
+		if p.fin != nil {
+			p.fin(nil, nil)
+		}
+		return
+	}
 	if p.tries >= e.cfg.Params.MaxRetransmit {
 		delete(e.pending, p.key)
 		e.mu.Unlock()
@@ -508,19 +537,9 @@ func (e *Endpoint) cancelCON(k exKey) {
 // response is awaited after an empty ACK (§5.2.2). req is not modified.
 // Many calls may be in flight at once.
 func (e *Endpoint) Do(ctx context.Context, to netip.AddrPort, req *Message) (*Message, error) {
-	out := *req
 	var tok [8]byte
 	tv := rand.Uint64()
 	binary.BigEndian.PutUint64(tok[:], tv)
-	out.Token = tok[:]
-	out.MID = e.allocMID()
-	if out.Type != NonConfirmable {
-		out.Type = Confirmable
-	}
-	data, err := out.Marshal()
-	if err != nil {
-		return nil, fmt.Errorf("coap: encode request: %w", err)
-	}
 	c := &call{ch: make(chan callResult, 1)}
 	tk := tokKey{to, tv}
 	e.mu.Lock()
@@ -535,6 +554,22 @@ func (e *Endpoint) Do(ctx context.Context, to netip.AddrPort, req *Message) (*Me
 		delete(e.calls, tk)
 		e.mu.Unlock()
 	}()
+	return e.exchange(ctx, to, req, tok[:], c)
+}
+
+// exchange sends req with the given token, registered as c, and waits for
+// the first response.
+func (e *Endpoint) exchange(ctx context.Context, to netip.AddrPort, req *Message, tok []byte, c *call) (*Message, error) {
+	out := *req
+	out.Token = tok
+	out.MID = e.allocMID()
+	if out.Type != NonConfirmable {
+		out.Type = Confirmable
+	}
+	data, err := out.Marshal()
+	if err != nil {
+		return nil, fmt.Errorf("coap: encode request: %w", err)
+	}
 	if out.Type == Confirmable {
 		e.sendCON(to, out.MID, data, func(_ *Message, err error) {
 			if err != nil {

@@ -1,0 +1,136 @@
+package coap
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"time"
+)
+
+// NotifyWriter is the ResponseWriter of a request that can be observed
+// (RFC 7641): after the first response, notifications go to the same
+// client with the same token. The writer stays usable after the handler
+// returns; an Observe hub keeps it for as long as the observer stays.
+type NotifyWriter interface {
+	ResponseWriter
+	// Notify sends a notification with the request's token and a new
+	// message ID, CON when con is set. done, if not nil, is called once:
+	// nil when a CON was acknowledged or no RST came for a NON; ErrReset
+	// when the client rejected it (it is no longer interested, §3.6);
+	// ErrTimeout when a CON went unacknowledged (§4.5).
+	Notify(resp *Message, con bool, done func(error)) error
+	// Peer is the observer's address.
+	Peer() netip.AddrPort
+	// Token is the observation's token.
+	Token() []byte
+}
+
+var _ NotifyWriter = (*responseWriter)(nil)
+
+func (w *responseWriter) Peer() netip.AddrPort { return w.peer }
+func (w *responseWriter) Token() []byte        { return w.token }
+
+func (w *responseWriter) Notify(resp *Message, con bool, done func(error)) error {
+	out := *resp
+	out.Token = w.token
+	out.MID = w.e.allocMID()
+	out.Type = NonConfirmable
+	if con {
+		out.Type = Confirmable
+	}
+	data, err := out.Marshal()
+	if err != nil {
+		return fmt.Errorf("coap: encode notification: %w", err)
+	}
+	fin := func(_ *Message, err error) {
+		if done != nil {
+			done(err)
+		}
+	}
+	if con {
+		w.e.sendCON(w.peer, out.MID, data, fin)
+	} else {
+		w.e.sendNON(w.peer, out.MID, data, fin)
+	}
+	return nil
+}
+
+// sendNON sends a NON and remembers its message ID for a while, so that an
+// RST for it reaches fin (RFC 7641 §3.6: a client rejects an unwanted
+// notification with RST).
+func (e *Endpoint) sendNON(peer netip.AddrPort, mid uint16, data []byte, fin func(*Message, error)) {
+	p := &outCon{key: exKey{peer, mid}, fin: fin, non: true}
+	e.mu.Lock()
+	if e.ctx.Err() != nil {
+		e.mu.Unlock()
+		return
+	}
+	e.pending[p.key] = p
+	p.timer = time.AfterFunc(2*e.cfg.Params.AckTimeout, func() { e.retransmit(p) })
+	e.mu.Unlock()
+	e.write(peer, data)
+}
+
+// Observation is a client-side observation registered with Observe.
+type Observation struct {
+	e     *Endpoint
+	peer  netip.AddrPort
+	req   Message
+	token [8]byte
+	tk    tokKey
+}
+
+// Observe sends req with Observe=0 (RFC 7641 §3.1) and returns the first
+// response. Later notifications are passed to notify on the endpoint's
+// reader goroutine: notify must not block. If the first response carries
+// no Observe option the server did not register the observation; the
+// returned Observation is then already cancelled.
+func (e *Endpoint) Observe(ctx context.Context, to netip.AddrPort, req *Message, notify func(*Message)) (*Message, *Observation, error) {
+	o := &Observation{e: e, peer: to, req: *req}
+	o.req.Options = append(Options(nil), req.Options...).SetUint(Observe, 0)
+	tv := rand.Uint64()
+	binary.BigEndian.PutUint64(o.token[:], tv)
+	o.tk = tokKey{to, tv}
+	c := &call{ch: make(chan callResult, 1), notify: notify}
+	e.mu.Lock()
+	if e.ctx.Err() != nil {
+		e.mu.Unlock()
+		return nil, nil, ErrClosed
+	}
+	e.calls[o.tk] = c
+	e.mu.Unlock()
+	resp, err := e.exchange(ctx, to, &o.req, o.token[:], c)
+	if err != nil || !resp.Options.Has(Observe) || !resp.Code.IsResponse() || resp.Code.Class() != 2 {
+		o.forget()
+		return resp, nil, err
+	}
+	return resp, o, nil
+}
+
+func (o *Observation) forget() {
+	o.e.mu.Lock()
+	delete(o.e.calls, o.tk)
+	o.e.mu.Unlock()
+}
+
+// Cancel ends the observation: later notifications are rejected with RST,
+// and a GET with Observe=1 and the same token deregisters it at once
+// (RFC 7641 §3.6). ctx bounds the wait for that exchange.
+func (o *Observation) Cancel(ctx context.Context) error {
+	o.forget()
+	req := o.req
+	req.Options = append(Options(nil), o.req.Options...).SetUint(Observe, 1)
+	c := &call{ch: make(chan callResult, 1)}
+	o.e.mu.Lock()
+	if o.e.ctx.Err() != nil {
+		o.e.mu.Unlock()
+		return ErrClosed
+	}
+	o.e.calls[o.tk] = c
+	o.e.mu.Unlock()
+	defer o.forget()
+	_, err := o.e.exchange(ctx, o.peer, &req, o.token[:], c)
+	return err
+}

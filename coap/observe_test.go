@@ -1,0 +1,94 @@
+package coap
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+)
+
+// observable is a server that keeps each observer's writer and lets the
+// test push notifications.
+type observable struct {
+	mu        sync.Mutex
+	observers []NotifyWriter
+	deregs    int
+}
+
+func (o *observable) ServeCoAP(ctx context.Context, w ResponseWriter, r *Request) error {
+	resp := &Message{Code: Content, Payload: []byte("v0")}
+	if v, ok := r.Msg.Options.Uint(Observe); ok {
+		o.mu.Lock()
+		if v == 0 {
+			o.observers = append(o.observers, w.(NotifyWriter))
+			resp.Options = resp.Options.SetUint(Observe, 1)
+		} else {
+			o.deregs++
+		}
+		o.mu.Unlock()
+	}
+	return w.WriteResponse(resp)
+}
+
+func (o *observable) notifyAll(t *testing.T, payload string, seq uint32, con bool) chan error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	done := make(chan error, len(o.observers))
+	for _, w := range o.observers {
+		n := &Message{Code: Content, Payload: []byte(payload)}
+		n.Options = n.Options.SetUint(Observe, seq)
+		if err := w.Notify(n, con, func(err error) { done <- err }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return done
+}
+
+func TestObserveReceivesNotificationsAndCancelDeregisters(t *testing.T) {
+	srv := &observable{}
+	_, addr := serve(t, EndpointConfig{Handler: srv})
+	client, _ := serve(t, EndpointConfig{})
+	got := make(chan string, 10)
+	first, obs, err := client.Observe(context.Background(), addr, &Message{Code: GET}, func(m *Message) { got <- string(m.Payload) })
+	if err != nil || obs == nil {
+		t.Fatalf("observe: %v %v", first, err)
+	}
+	if string(first.Payload) != "v0" {
+		t.Fatalf("first = %q", first.Payload)
+	}
+	done := srv.notifyAll(t, "v1", 2, true)
+	select {
+	case p := <-got:
+		if p != "v1" {
+			t.Fatalf("got %q", p)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no notification")
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("CON notification not acknowledged: %v", err)
+	}
+	srv.notifyAll(t, "v2", 3, false)
+	if p := <-got; p != "v2" {
+		t.Fatalf("got %q", p)
+	}
+	if err := obs.Cancel(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	srv.mu.Lock()
+	deregs := srv.deregs
+	srv.mu.Unlock()
+	if deregs != 1 {
+		t.Fatal("Cancel must send Observe=1 (RFC 7641 §3.6)")
+	}
+	// After Cancel a notification is rejected with RST, and the server
+	// learns it.
+	done = srv.notifyAll(t, "v3", 4, true)
+	if err := <-done; err != ErrReset {
+		t.Fatalf("notification after cancel: %v, want ErrReset", err)
+	}
+	done = srv.notifyAll(t, "v4", 5, false)
+	if err := <-done; err != ErrReset {
+		t.Fatalf("NON notification after cancel: %v, want ErrReset", err)
+	}
+}
