@@ -123,6 +123,8 @@ type Endpoint struct {
 	closeMu  sync.Once
 	closeErr error
 	readDone chan struct{}
+	jobs     chan job     // idle workers wait here
+	idle     atomic.Int32 // workers waiting on jobs
 
 	mu      sync.Mutex
 	seen    map[exKey]*seen   // guarded by mu: §4.5 deduplication
@@ -158,6 +160,7 @@ func NewEndpoint(t Transport, cfg EndpointConfig) *Endpoint {
 		ctx:      ctx,
 		cancel:   cancel,
 		readDone: make(chan struct{}),
+		jobs:     make(chan job),
 		seen:     make(map[exKey]*seen),
 		pending:  make(map[exKey]*outCon),
 		calls:    make(map[tokKey]*call),
@@ -382,12 +385,43 @@ func (e *Endpoint) receiveRequest(m *Message, peer netip.AddrPort) {
 	if m.Type == Confirmable {
 		w.ackTimer = time.AfterFunc(e.cfg.AckDelay, w.emptyACK)
 	}
-	e.wg.Add(1)
-	go func() {
-		defer e.wg.Done()
-		defer func() { <-e.sem }()
-		e.serve(w, req)
-	}()
+	j := job{w, req}
+	select {
+	case e.jobs <- j: // an idle worker takes it
+	default:
+		e.wg.Add(1)
+		go e.worker(j)
+	}
+}
+
+// job is one request for a handler goroutine.
+type job struct {
+	w   *responseWriter
+	req *Request
+}
+
+// maxIdleWorkers bounds the handler goroutines kept waiting for work.
+// Reusing them spares each request a new goroutine whose stack grows
+// through the chain again; past this many, a worker exits when done.
+const maxIdleWorkers = 64
+
+func (e *Endpoint) worker(j job) {
+	defer e.wg.Done()
+	for {
+		e.serve(j.w, j.req)
+		<-e.sem
+		if e.idle.Add(1) > maxIdleWorkers {
+			e.idle.Add(-1)
+			return
+		}
+		select {
+		case j = <-e.jobs:
+			e.idle.Add(-1)
+		case <-e.ctx.Done():
+			e.idle.Add(-1)
+			return
+		}
+	}
 }
 
 func (e *Endpoint) serve(w *responseWriter, req *Request) {

@@ -8,7 +8,9 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"os"
 	"runtime/debug"
+	"runtime/pprof"
 	"time"
 
 	"github.com/opaque-edge/gatewayd/bridge"
@@ -31,6 +33,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	check := fs.Bool("check", false, "validate the configuration and exit")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to `file` until exit")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -46,6 +49,18 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("-log-level: %w", err)
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return fmt.Errorf("-cpuprofile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("-cpuprofile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	demoMode := *configPath == ""
 	cfg := bridge.Defaults()
