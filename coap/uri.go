@@ -59,6 +59,19 @@ func ParseURI(s string) (*URI, error) {
 	if r.Host == "" {
 		return nil, fmt.Errorf("%w: %q has no host", ErrBadURI, s)
 	}
+	if strings.Contains(r.Host, ":") && !strings.HasPrefix(u.Host, "[") {
+		// RFC 3986 §3.2.2: an IPv6 literal is bracketed.
+		return nil, fmt.Errorf("%w: %q: bad host", ErrBadURI, s)
+	}
+	if !strings.HasPrefix(u.Host, "[") {
+		for i := 0; i < len(r.Host); i++ {
+			// RFC 3986 §3.2.2 reg-name: ASCII other than unreserved and
+			// sub-delims is not a host character.
+			if c := r.Host[i]; c < 0x80 && !isAlnum(c) && strings.IndexByte(hostChars, c) < 0 {
+				return nil, fmt.Errorf("%w: %q: bad host", ErrBadURI, s)
+			}
+		}
+	}
 	if a, err := netip.ParseAddr(r.Host); err == nil {
 		r.Host = a.String()
 	} else {
@@ -154,11 +167,12 @@ func (u *URI) String() string {
 	b.WriteString(u.Scheme)
 	b.WriteString("://")
 	if a, err := netip.ParseAddr(u.Host); err == nil && a.Is6() {
-		b.WriteString("[" + u.Host + "]")
+		// RFC 6874: a zone's "%" is written "%25" in a URI.
+		b.WriteString("[" + strings.Replace(u.Host, "%", "%25", 1) + "]")
 	} else {
-		b.WriteString(u.Host)
+		b.WriteString(escapeSet(u.Host, hostChars))
 	}
-	if u.Port != DefaultPort(u.Scheme) {
+	if d := DefaultPort(u.Scheme); d == 0 || u.Port != d {
 		b.WriteString(":" + strconv.Itoa(int(u.Port)))
 	}
 	if len(u.Path) == 0 {
@@ -166,7 +180,7 @@ func (u *URI) String() string {
 	}
 	for _, p := range u.Path {
 		b.WriteString("/")
-		b.WriteString(escape(p, false))
+		b.WriteString(escapeSet(p, pathChars))
 	}
 	for i, q := range u.Query {
 		if i == 0 {
@@ -174,21 +188,29 @@ func (u *URI) String() string {
 		} else {
 			b.WriteString("&")
 		}
-		b.WriteString(escape(q, true))
+		b.WriteString(escapeSet(q, queryChars))
 	}
 	return b.String()
 }
 
-// escape percent-encodes everything but unreserved and sub-delims (plus
-// ":" and "@"), as §6.5 steps 8–9 ask; "&" is escaped in a query argument.
-func escape(s string, query bool) string {
+// Characters left as they are (RFC 3986 unreserved and sub-delims, plus
+// ":" and "@" in a path segment, and "/" and "?" in a query argument; "&"
+// is escaped in a query argument because it separates them, §6.5).
+const (
+	hostChars  = "-._~!$&'()*+,;="
+	pathChars  = "-._~!$&'()*+,;=:@"
+	queryChars = "-._~!$'()*+,;=:@/?"
+)
+
+// escapeSet percent-encodes every byte of s that is neither alphanumeric
+// nor in keep.
+func escapeSet(s, keep string) string {
 	const hex = "0123456789ABCDEF"
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		switch {
-		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9',
-			strings.IndexByte("-._~!$'()*+,;=:@", c) >= 0, query && (c == '/' || c == '?'):
+		case isAlnum(c), strings.IndexByte(keep, c) >= 0:
 			b.WriteByte(c)
 		default:
 			b.WriteByte('%')
@@ -197,4 +219,8 @@ func escape(s string, query bool) string {
 		}
 	}
 	return b.String()
+}
+
+func isAlnum(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
 }

@@ -26,8 +26,8 @@ const recvBackoff = 100 * time.Millisecond
 
 var linkLocalPrefix = netip.MustParsePrefix("fe80::/64")
 
-// Config configures a Conn.
-type Config struct {
+// ConnConfig configures a Conn.
+type ConnConfig struct {
 	// Prefix is the radio network's /64. It is 6LoWPAN context 0, and the
 	// gateway's global addresses are Prefix plus the IIDs of its MAC
 	// addresses.
@@ -90,7 +90,7 @@ type datagram struct {
 // Close does not close the Link: whoever opened the Link closes it.
 type Conn struct {
 	link     Link
-	cfg      Config
+	cfg      ConnConfig
 	codec    *sixlowpan.Codec
 	reasm    *sixlowpan.Reassembler
 	nbr      *neighbors
@@ -115,7 +115,7 @@ var _ coap.Transport = (*Conn)(nil)
 
 // NewConn checks cfg, starts the reader goroutine on link and returns the
 // Conn. Call Close to stop it.
-func NewConn(link Link, cfg Config) (*Conn, error) {
+func NewConn(link Link, cfg ConnConfig) (*Conn, error) {
 	if !cfg.Prefix.IsValid() || !cfg.Prefix.Addr().Is6() || cfg.Prefix.Addr().Is4In6() || cfg.Prefix.Bits() != 64 {
 		return nil, fmt.Errorf("radio: conn: prefix %v: want an IPv6 /64", cfg.Prefix)
 	}

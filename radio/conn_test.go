@@ -39,10 +39,10 @@ type pair struct {
 
 // newPair connects a gateway Conn and a node Conn (standing in for a
 // constrained node) over an in-memory Link pair.
-func newPair(t *testing.T, gwCfg, nodeCfg radio.Config) pair {
+func newPair(t *testing.T, gwCfg, nodeCfg radio.ConnConfig) pair {
 	t.Helper()
 	a, b := radiotest.Pair()
-	for _, c := range []*radio.Config{&gwCfg, &nodeCfg} {
+	for _, c := range []*radio.ConnConfig{&gwCfg, &nodeCfg} {
 		if !c.Prefix.IsValid() {
 			c.Prefix = prefix
 		}
@@ -97,8 +97,8 @@ func TestConnGETIsOneFrameWithSmallHeaders(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			p := newPair(t,
-				radio.Config{ExtAddr: gwExt, ShortAddr: tt.gwShort},
-				radio.Config{ExtAddr: nodeExt, ShortAddr: tt.nodeShort})
+				radio.ConnConfig{ExtAddr: gwExt, ShortAddr: tt.gwShort},
+				radio.ConnConfig{ExtAddr: nodeExt, ShortAddr: tt.nodeShort})
 			nodeMAC := nodeExt
 			if tt.nodeShort.IsValid() {
 				nodeMAC = tt.nodeShort
@@ -136,7 +136,7 @@ func TestConnGETIsOneFrameWithSmallHeaders(t *testing.T) {
 }
 
 func TestConnFragmentsBothWays(t *testing.T) {
-	p := newPair(t, radio.Config{}, radio.Config{})
+	p := newPair(t, radio.ConnConfig{}, radio.ConnConfig{})
 	payload := make([]byte, 400)
 	for i := range payload {
 		payload[i] = byte(i)
@@ -172,7 +172,7 @@ func TestConnFragmentsBothWays(t *testing.T) {
 }
 
 func TestConnMulticastGoesToBroadcast(t *testing.T) {
-	p := newPair(t, radio.Config{}, radio.Config{})
+	p := newPair(t, radio.ConnConfig{}, radio.ConnConfig{})
 	to := netip.MustParseAddrPort("[ff02::fd]:5683") // all CoAP nodes
 	if err := p.gw.WriteTo(context.Background(), coapGET, to); err != nil {
 		t.Fatal(err)
@@ -216,7 +216,7 @@ func TestConnNeighbors(t *testing.T) {
 	a, b := radiotest.Pair()
 	defer a.Close()
 	defer b.Close()
-	gw, err := radio.NewConn(a, radio.Config{
+	gw, err := radio.NewConn(a, radio.ConnConfig{
 		Prefix: prefix, PANID: 0xabcd, ExtAddr: gwExt, ShortAddr: gwShort,
 		Neighbors: []radio.Neighbor{{IP: staticIP, MAC: staticMAC}}, MaxNeighbors: 2,
 	})
@@ -293,7 +293,7 @@ func TestConnLinkErrorsStayDetectable(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			p := newPair(t, radio.Config{FrameRetries: tt.retries}, radio.Config{})
+			p := newPair(t, radio.ConnConfig{FrameRetries: tt.retries}, radio.ConnConfig{})
 			fails := append([]error(nil), tt.fail...)
 			p.gwLink.FailSend(func([]byte) error {
 				if len(fails) == 0 {
@@ -315,7 +315,7 @@ func TestConnLinkErrorsStayDetectable(t *testing.T) {
 }
 
 func TestConnCancelledContext(t *testing.T) {
-	p := newPair(t, radio.Config{}, radio.Config{})
+	p := newPair(t, radio.ConnConfig{}, radio.ConnConfig{})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	// Fill the peer's queue so Send must wait, then see ctx end it.
@@ -342,7 +342,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 func TestConnQueueDropsWhenFull(t *testing.T) {
-	p := newPair(t, radio.Config{QueueLen: 2}, radio.Config{})
+	p := newPair(t, radio.ConnConfig{QueueLen: 2}, radio.ConnConfig{})
 	for range 5 {
 		if err := p.node.WriteTo(context.Background(), coapGET, p.gw.LocalAddr()); err != nil {
 			t.Fatal(err)
@@ -355,7 +355,7 @@ func TestConnQueueDropsWhenFull(t *testing.T) {
 }
 
 func TestConnFiltersAndCounts(t *testing.T) {
-	p := newPair(t, radio.Config{}, radio.Config{})
+	p := newPair(t, radio.ConnConfig{}, radio.ConnConfig{})
 	node := netip.AddrPortFrom(addrFor(prefix, nodeShort), 5683)
 	tests := []struct {
 		name  string
@@ -402,7 +402,7 @@ func TestConnFiltersAndCounts(t *testing.T) {
 func TestConnReassemblyTimeoutInjectedClock(t *testing.T) {
 	var now atomicTime
 	now.set(time.Unix(5000, 0))
-	p := newPair(t, radio.Config{Reassembly: sixlowpan.ReassemblyConfig{Now: now.get}}, radio.Config{})
+	p := newPair(t, radio.ConnConfig{Reassembly: sixlowpan.ReassemblyConfig{Now: now.get}}, radio.ConnConfig{})
 	// Send only the first fragment of a large datagram, by hand.
 	pkt, _ := sixlowpan.AppendUDP(nil, netip.AddrPortFrom(addrFor(prefix, nodeShort), 5683), p.gw.LocalAddr(), 0, make([]byte, 300))
 	frames, _ := sixlowpan.NewCodec(prefix).Fragment(nil, nil, pkt, nodeShort, gwShort, 100, 1)
@@ -426,7 +426,7 @@ func TestConnCloseIsIdempotentAndUnblocks(t *testing.T) {
 	a, b := radiotest.Pair()
 	defer a.Close()
 	defer b.Close()
-	c, err := radio.NewConn(a, radio.Config{Prefix: prefix, ExtAddr: gwExt})
+	c, err := radio.NewConn(a, radio.ConnConfig{Prefix: prefix, ExtAddr: gwExt})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -452,7 +452,7 @@ func TestConnCloseIsIdempotentAndUnblocks(t *testing.T) {
 }
 
 func TestConnTruncatesLongDatagram(t *testing.T) {
-	p := newPair(t, radio.Config{}, radio.Config{})
+	p := newPair(t, radio.ConnConfig{}, radio.ConnConfig{})
 	if err := p.node.WriteTo(context.Background(), coapGET, p.gw.LocalAddr()); err != nil {
 		t.Fatal(err)
 	}
@@ -466,14 +466,14 @@ func TestConnTruncatesLongDatagram(t *testing.T) {
 func TestNewConnRejectsBadConfig(t *testing.T) {
 	tests := []struct {
 		name string
-		cfg  radio.Config
+		cfg  radio.ConnConfig
 	}{
-		{"no prefix", radio.Config{ExtAddr: gwExt}},
-		{"a /48", radio.Config{Prefix: netip.MustParsePrefix("2001:db8::/48"), ExtAddr: gwExt}},
-		{"IPv4 prefix", radio.Config{Prefix: netip.MustParsePrefix("10.0.0.0/8"), ExtAddr: gwExt}},
-		{"no extended address", radio.Config{Prefix: prefix, ExtAddr: gwShort}},
-		{"broadcast short", radio.Config{Prefix: prefix, ExtAddr: gwExt, ShortAddr: mac.Broadcast}},
-		{"bad neighbour", radio.Config{Prefix: prefix, ExtAddr: gwExt, Neighbors: []radio.Neighbor{{IP: netip.MustParseAddr("10.0.0.1"), MAC: gwShort}}}},
+		{"no prefix", radio.ConnConfig{ExtAddr: gwExt}},
+		{"a /48", radio.ConnConfig{Prefix: netip.MustParsePrefix("2001:db8::/48"), ExtAddr: gwExt}},
+		{"IPv4 prefix", radio.ConnConfig{Prefix: netip.MustParsePrefix("10.0.0.0/8"), ExtAddr: gwExt}},
+		{"no extended address", radio.ConnConfig{Prefix: prefix, ExtAddr: gwShort}},
+		{"broadcast short", radio.ConnConfig{Prefix: prefix, ExtAddr: gwExt, ShortAddr: mac.Broadcast}},
+		{"bad neighbour", radio.ConnConfig{Prefix: prefix, ExtAddr: gwExt, Neighbors: []radio.Neighbor{{IP: netip.MustParseAddr("10.0.0.1"), MAC: gwShort}}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -490,7 +490,7 @@ func BenchmarkConnWriteGET(b *testing.B) {
 	a, peer := radiotest.Pair()
 	defer a.Close()
 	defer peer.Close()
-	c, err := radio.NewConn(a, radio.Config{Prefix: prefix, PANID: 1, ExtAddr: gwExt, ShortAddr: gwShort})
+	c, err := radio.NewConn(a, radio.ConnConfig{Prefix: prefix, PANID: 1, ExtAddr: gwExt, ShortAddr: gwShort})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -332,3 +332,28 @@ func BenchmarkEncode(b *testing.B) {
 		}
 	}
 }
+
+func TestParseAddrRoundTrips(t *testing.T) {
+	for _, a := range []Addr{ShortAddr(0x0042), ShortAddr(0xffff), ExtendedAddrUint64(0x00124b0000000042), ExtendedAddrUint64(0x18b4300000000001)} {
+		txt, _ := a.MarshalText()
+		var b Addr
+		if err := b.UnmarshalText(txt); err != nil || b != a {
+			t.Fatalf("%v → %q → %v, %v", a, txt, b, err)
+		}
+	}
+	if a, err := ParseAddr("00124b0000000042"); err != nil || a != ExtendedAddrUint64(0x00124b0000000042) {
+		t.Fatalf("16 hex digits: %v %v", a, err)
+	}
+	if a, err := ParseAddr("00-12-4b-00-00-00-00-42"); err != nil || a != ExtendedAddrUint64(0x00124b0000000042) {
+		t.Fatalf("dashes: %v %v", a, err)
+	}
+	for _, bad := range []string{"", "0x", "0x12345", "0xgg", "00:12:4b", "00:12:4b:00:00:00:00:4g", "00:12:4b:00.00:00:00:42", "+0124b0000000042"} {
+		if _, err := ParseAddr(bad); !errors.Is(err, ErrAddrSyntax) {
+			t.Errorf("ParseAddr(%q): %v", bad, err)
+		}
+	}
+	var z Addr
+	if err := z.UnmarshalText(nil); err != nil || z.IsValid() {
+		t.Fatalf("empty: %v %v", z, err)
+	}
+}

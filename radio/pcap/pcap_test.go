@@ -2,7 +2,6 @@ package pcap
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -12,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/opaque-edge/gatewayd/radio"
 	"github.com/opaque-edge/gatewayd/radio/mac"
 )
 
@@ -121,31 +119,6 @@ func TestWriteErrorIsSticky(t *testing.T) {
 	}
 }
 
-type fakeLink struct{ sent [][]byte }
-
-func (l *fakeLink) Send(_ context.Context, b []byte) error {
-	l.sent = append(l.sent, b)
-	return nil
-}
-
-func TestTapRecordsSends(t *testing.T) {
-	var buf bytes.Buffer
-	w, _ := NewWriter(&buf)
-	tap := &Tap{Link: nil, W: w, Now: func() time.Time { return time.Unix(5, 0) }}
-	fl := &fakeLink{}
-	tap.Link = struct {
-		*fakeLink
-		noRecv
-	}{fl, noRecv{}}
-	if err := tap.Send(context.Background(), getFrame); err != nil {
-		t.Fatal(err)
-	}
-	w.Close()
-	if buf.Len() != 24+16+len(getFrame)+2 || len(fl.sent) != 1 {
-		t.Fatalf("capture of %d octets, %d sent", buf.Len(), len(fl.sent))
-	}
-}
-
 // TestTsharkReadsCapture runs only where tshark is installed (nothing is
 // installed here); the lead adds dissection checks.
 func TestTsharkReadsCapture(t *testing.T) {
@@ -168,8 +141,3 @@ func TestTsharkReadsCapture(t *testing.T) {
 	}
 	t.Logf("tshark: %s", out)
 }
-
-type noRecv struct{}
-
-func (noRecv) Recv(context.Context) (radio.Frame, error) { return radio.Frame{}, radio.ErrClosed }
-func (noRecv) Close() error                              { return nil }

@@ -4,6 +4,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/opaque-edge/gatewayd/radio"
@@ -50,6 +51,25 @@ type Air struct {
 	busy     bool                  // guarded by mu
 	rng      *rand.Rand            // guarded by mu
 	stations map[*station]struct{} // guarded by mu
+
+	frames, bytes, lost, noAck, busyN atomic.Uint64
+}
+
+// AirStats counts what went over an Air.
+type AirStats struct {
+	Frames uint64 // frames transmitted (not counting those refused as busy)
+	Bytes  uint64 // octets of MPDU transmitted
+	Lost   uint64 // receptions lost to Loss
+	NoAck  uint64 // frames with the ack-request bit that nobody acknowledged
+	Busy   uint64 // transmits refused with radio.ErrChannelBusy
+}
+
+// Stats returns a snapshot of the counters.
+func (a *Air) Stats() AirStats {
+	return AirStats{
+		Frames: a.frames.Load(), Bytes: a.bytes.Load(), Lost: a.lost.Load(),
+		NoAck: a.noAck.Load(), Busy: a.busyN.Load(),
+	}
 }
 
 var _ Medium = (*Air)(nil)
@@ -116,16 +136,24 @@ func (s *station) Transmit(mpdu []byte) error {
 	a.mu.Lock()
 	if a.busy {
 		a.mu.Unlock()
+		a.busyN.Add(1)
 		return radio.ErrChannelBusy
 	}
 	cfg := a.cfg
 	var hear []*station
 	for o := range a.stations {
-		if o != s && (cfg.Loss <= 0 || a.rng.Float64() >= cfg.Loss) {
+		if o == s {
+			continue
+		}
+		if cfg.Loss <= 0 || a.rng.Float64() >= cfg.Loss {
 			hear = append(hear, o)
+		} else {
+			a.lost.Add(1)
 		}
 	}
 	a.mu.Unlock()
+	a.frames.Add(1)
+	a.bytes.Add(uint64(len(mpdu)))
 	if cfg.Delay > 0 {
 		time.Sleep(cfg.Delay) // the frame is on the air
 	}
@@ -137,6 +165,7 @@ func (s *station) Transmit(mpdu []byte) error {
 		}
 	}
 	if len(mpdu) > 0 && mpdu[0]&0x20 != 0 && !acked {
+		a.noAck.Add(1)
 		return radio.ErrNoAck
 	}
 	return nil

@@ -1,0 +1,69 @@
+package spinel
+
+import (
+	"context"
+	"log/slog"
+
+	"github.com/opaque-edge/gatewayd/radio"
+)
+
+func init() { radio.Register("spinel", open) }
+
+// open is the "spinel" driver of the radio registry: a Driver on the
+// configured serial device. It returns at once; the link comes up by
+// itself.
+func open(_ context.Context, cfg radio.Config, log *slog.Logger) (radio.Link, error) {
+	return New(FromRadioConfig(cfg, log))
+}
+
+// FromRadioConfig maps the keys of a `[[radio]]` table to a driver
+// Config: device, baud, channel, pan_id, short_addr (none: 0xFFFE) and
+// ext_addr (unset: the RCP's HWADDR).
+func FromRadioConfig(cfg radio.Config, log *slog.Logger) Config {
+	c := Config{
+		Device:    cfg.Device,
+		Baud:      cfg.Baud,
+		Channel:   cfg.Channel,
+		PANID:     cfg.PANID,
+		ShortAddr: 0xFFFE,
+		Logger:    log,
+	}
+	if cfg.ShortAddr != nil {
+		c.ShortAddr = *cfg.ShortAddr
+	}
+	if e, ok := cfg.ExtAddr.Extended(); ok {
+		c.ExtAddr = e
+	}
+	return c
+}
+
+var (
+	_ radio.UpReporter          = (*Driver)(nil)
+	_ radio.UpWaiter            = (*Driver)(nil)
+	_ radio.ExtAddrReporter     = (*Driver)(nil)
+	_ radio.LinkCounterReporter = (*Driver)(nil)
+)
+
+// Up reports whether the link is up (State() == StateUp).
+func (d *Driver) Up() bool { return d.State() == StateUp }
+
+// ExtAddr returns the extended address in use: the configured one, else
+// the RCP's HWADDR once a bring-up has read it; all zero before that.
+func (d *Driver) ExtAddr() [8]byte {
+	if d.cfg.ExtAddr != ([8]byte{}) {
+		return d.cfg.ExtAddr
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.info.ExtAddr
+}
+
+// LinkCounters maps Stats to the radio package's counters.
+func (d *Driver) LinkCounters() radio.LinkCounters {
+	s := d.Stats()
+	return radio.LinkCounters{
+		TxFrames: s.TxFrames, TxErrors: s.TxErrors,
+		RxFrames: s.RxFrames, RxDropped: s.RxDropped,
+		Reconnects: s.Reconnects, LastError: s.LastError,
+	}
+}
