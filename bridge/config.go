@@ -13,14 +13,18 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/opaque-edge/gatewayd/cache"
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/radio"
 )
 
 // Config is the root of gatewayd.toml. Each section belongs to the package
 // that uses it; Validate checks all of them.
 type Config struct {
-	Proxy ProxyConfig   `toml:"proxy"`
-	Route []RouteConfig `toml:"route"`
+	Proxy ProxyConfig    `toml:"proxy"`
+	Route []RouteConfig  `toml:"route"`
+	Radio []radio.Config `toml:"radio"`
+	Cache cache.Config   `toml:"cache"`
 }
 
 // ProxyConfig is the [proxy] section.
@@ -75,7 +79,7 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil
 // Defaults returns the configuration of a proxy with no file: loopback
 // only.
 func Defaults() Config {
-	return Config{Proxy: ProxyConfig{
+	return Config{Cache: cache.Defaults(), Proxy: ProxyConfig{
 		Listen:   []string{"udp://127.0.0.1:5683"},
 		Allow:    []string{"127.0.0.0/8", "::1/128"},
 		Clients:  []string{"127.0.0.0/8", "::1/128"},
@@ -159,6 +163,20 @@ func keyLine(data []byte, k toml.Key) int {
 func (c *Config) Validate() error {
 	if err := c.Proxy.validate(); err != nil {
 		return fmt.Errorf("proxy: %w", err)
+	}
+	if err := c.Cache.Validate(); err != nil {
+		return err
+	}
+	radios := map[string]bool{}
+	for i, r := range c.Radio {
+		r = r.Defaults()
+		if err := r.Validate(); err != nil {
+			return fmt.Errorf("radio[%d]: %w", i, err)
+		}
+		if radios[r.Name] {
+			return fmt.Errorf("radio[%d]: duplicate name %q", i, r.Name)
+		}
+		radios[r.Name] = true
 	}
 	seen := map[string]bool{}
 	for i, r := range c.Route {

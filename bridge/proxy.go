@@ -4,7 +4,7 @@
 //
 // The chain, fixed here and nowhere else:
 //
-//	access → hop-limit → guard → local → route → upstream
+//	access → hop-limit → guard → local → cache → route → upstream
 //
 // access drops unknown clients and rate-limits known ones; hop-limit
 // enforces RFC 8768; the guard marks OSCORE requests so that later stages
@@ -12,7 +12,8 @@
 // itself; route picks the target (Proxy-Uri, Proxy-Scheme, reverse route,
 // next hop) and rewrites the options as PR1.1/PR1.2 allow; upstream sends
 // the request and writes the response back unmodified (PR1.3). The cache
-// and the Observe hub slot in between local and route.
+// (RFC 7252 §5.6, PR3.x) sits before route; the Observe hub will sit
+// before the cache.
 package bridge
 
 import (
@@ -24,7 +25,10 @@ import (
 	"os"
 	"sync"
 
+	"github.com/opaque-edge/gatewayd/cache"
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/radio"
+	_ "github.com/opaque-edge/gatewayd/radio/drivers" // "spinel" and "sim"
 )
 
 // Proxy is a running proxy: its endpoints, chain and upstreams.
@@ -34,6 +38,8 @@ type Proxy struct {
 	chain   coap.Handler
 	router  *router
 	up      *ipUpstream
+	radios  []*radioUpstream
+	cache   *cache.Cache
 	servers []*coap.Endpoint
 	addrs   []netip.AddrPort
 
@@ -58,6 +64,22 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Proxy, error) {
 		return nil, err
 	}
 	p.up = up
+	p.cache = cache.New(cfg.Cache, cache.WithLogger(log.With("component", "cache")))
+	for _, rc := range cfg.Radio {
+		r, err := radio.Open(ctx, rc, log.With("component", "radio"))
+		if err != nil {
+			p.Close()
+			return nil, fmt.Errorf("bridge: %w", err)
+		}
+		// Nodes may send requests to the gateway too (the broker); the
+		// chain serves them like any client's.
+		e := coap.NewEndpoint(r.Conn(), coap.EndpointConfig{
+			Params:  r.Params(),
+			Handler: coap.HandlerFunc(p.serveChain),
+			Logger:  log.With("component", "endpoint", "radio", rc.Name),
+		})
+		p.radios = append(p.radios, &radioUpstream{r: r, e: e})
+	}
 	chain, err := p.buildChain()
 	if err != nil {
 		up.Close()
@@ -105,6 +127,27 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Proxy, error) {
 	return p, nil
 }
 
+// serveChain hands a request to the chain once it is built (radio
+// endpoints start before it is).
+func (p *Proxy) serveChain(ctx context.Context, w coap.ResponseWriter, r *coap.Request) error {
+	if p.chain == nil {
+		return coap.Errorf(coap.ServiceUnavailable, "starting")
+	}
+	return p.chain.ServeCoAP(ctx, w, r)
+}
+
+// Radios are the opened radios, in the order of the config.
+func (p *Proxy) Radios() []*radio.Radio {
+	rs := make([]*radio.Radio, len(p.radios))
+	for i, u := range p.radios {
+		rs[i] = u.r
+	}
+	return rs
+}
+
+// Cache is the response cache.
+func (p *Proxy) Cache() *cache.Cache { return p.cache }
+
 // Addrs are the bound listener addresses, in the order of the config.
 func (p *Proxy) Addrs() []netip.AddrPort { return p.addrs }
 
@@ -124,6 +167,11 @@ func (p *Proxy) Close() error {
 		if p.up != nil {
 			p.up.Close()
 		}
+		for _, r := range p.radios {
+			if err := r.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
 	})
 	return errors.Join(errs...)
 }
@@ -133,7 +181,7 @@ type stage func(next coap.Handler) coap.Handler
 
 // buildChain assembles the chain in its one fixed order.
 func (p *Proxy) buildChain() (coap.Handler, error) {
-	r, err := newRouter(p.cfg, p.up)
+	r, err := newRouter(p.cfg, p.up, p.radios)
 	if err != nil {
 		return nil, err
 	}
@@ -143,6 +191,7 @@ func (p *Proxy) buildChain() (coap.Handler, error) {
 		newHopLimit(p.cfg.Proxy, p.log.With("component", "hoplimit"), r.forwards),
 		guard,
 		newLocal(p.cfg, r.forwards),
+		p.cache.Stage,
 		r.stage,
 	}
 	var h coap.Handler = coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, req *coap.Request) error {

@@ -21,7 +21,8 @@ type router struct {
 	allow   []netip.Prefix
 	routes  map[string]*coap.URI
 	nextHop netip.AddrPort // valid when a next-hop proxy is configured
-	up      Upstream
+	up      Upstream       // IP
+	radios  []*radioUpstream
 	lookup  func(ctx context.Context, host string) ([]netip.Addr, error)
 }
 
@@ -30,7 +31,7 @@ var lookupHost = func(ctx context.Context, host string) ([]netip.Addr, error) {
 	return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
 }
 
-func newRouter(cfg Config, up Upstream) (*router, error) {
+func newRouter(cfg Config, up Upstream, radios []*radioUpstream) (*router, error) {
 	allow, err := parsePrefixes(cfg.Proxy.Allow)
 	if err != nil {
 		return nil, fmt.Errorf("bridge: allow: %w", err)
@@ -41,6 +42,7 @@ func newRouter(cfg Config, up Upstream) (*router, error) {
 		allow:   allow,
 		routes:  map[string]*coap.URI{},
 		up:      up,
+		radios:  radios,
 		lookup:  lookupHost,
 	}
 	for _, rc := range cfg.Route {
@@ -100,15 +102,16 @@ func (r *router) stage(next coap.Handler) coap.Handler {
 		}
 		ctx, cancel := context.WithTimeout(ctx, r.timeout)
 		defer cancel()
+		up := r.upstream(dst.Addr())
 		var resp *coap.Message
 		if obs, ok := observe.UpstreamFrom(ctx); ok {
 			var stop func(context.Context) error
-			resp, stop, err = r.up.Observe(ctx, dst, out, obs.Notify)
+			resp, stop, err = up.Observe(ctx, dst, out, obs.Notify)
 			if stop != nil {
 				obs.Started(stop)
 			}
 		} else {
-			resp, err = r.up.RoundTrip(ctx, dst, out)
+			resp, err = up.RoundTrip(ctx, dst, out)
 		}
 		if err != nil {
 			return upstreamError(err)
@@ -194,10 +197,32 @@ func (r *router) resolve(ctx context.Context, u *coap.URI) (netip.AddrPort, erro
 		addr = addrs[0]
 	}
 	addr = addr.Unmap()
+	if r.radioFor(addr) != nil {
+		// A radio's own network is reachable by configuration.
+		return netip.AddrPortFrom(addr, u.Port), nil
+	}
 	if !contains(r.allow, addr) {
 		return netip.AddrPort{}, coap.Errorf(coap.ProxyingNotSupported, "target %v not allowed", addr)
 	}
 	return netip.AddrPortFrom(addr, u.Port), nil
+}
+
+// radioFor returns the radio whose network holds addr.
+func (r *router) radioFor(addr netip.Addr) *radioUpstream {
+	for _, u := range r.radios {
+		if u.r.Contains(addr) {
+			return u
+		}
+	}
+	return nil
+}
+
+// upstream picks the transport for a target address.
+func (r *router) upstream(addr netip.Addr) Upstream {
+	if u := r.radioFor(addr); u != nil {
+		return u
+	}
+	return r.up
 }
 
 // upstreamError maps a failed exchange to the code the client gets.

@@ -2,11 +2,13 @@ package bridge
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
 
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/radio"
 )
 
 // Upstream sends a forwarded request to its target and returns the
@@ -48,3 +50,47 @@ func (u *ipUpstream) Observe(ctx context.Context, target netip.AddrPort, req *co
 }
 
 func (u *ipUpstream) Close() error { return u.e.Close() }
+
+// radioUpstream reaches nodes behind one radio: CoAP over UDP over 6LoWPAN
+// through the message layer, with the radio's own retransmission timers.
+type radioUpstream struct {
+	r *radio.Radio
+	e *coap.Endpoint
+}
+
+var _ Upstream = (*radioUpstream)(nil)
+
+// retryHint is the Max-Age of a 5.03 while a radio is down: about how long
+// a reconnect takes.
+const retryHint = 5
+
+func (u *radioUpstream) down() error {
+	return &coap.Error{Code: coap.ServiceUnavailable, Diagnostic: "radio " + u.r.Name() + " down", MaxAge: retryHint}
+}
+
+func (u *radioUpstream) RoundTrip(ctx context.Context, target netip.AddrPort, req *coap.Message) (*coap.Message, error) {
+	if !u.r.Up() {
+		return nil, u.down()
+	}
+	resp, err := u.e.Do(ctx, target, req)
+	if errors.Is(err, radio.ErrDown) {
+		return nil, u.down()
+	}
+	return resp, err
+}
+
+func (u *radioUpstream) Observe(ctx context.Context, target netip.AddrPort, req *coap.Message, notify func(*coap.Message)) (*coap.Message, func(context.Context) error, error) {
+	if !u.r.Up() {
+		return nil, nil, u.down()
+	}
+	resp, obs, err := u.e.Observe(ctx, target, req, notify)
+	if err != nil || obs == nil {
+		return resp, nil, err
+	}
+	return resp, obs.Cancel, nil
+}
+
+func (u *radioUpstream) Close() error {
+	err := u.e.Close()
+	return errors.Join(err, u.r.Close())
+}

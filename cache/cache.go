@@ -29,11 +29,11 @@ type Cache struct {
 	log *slog.Logger
 
 	mu      sync.Mutex
-	entries map[[sha256.Size]byte]*entry  // guarded by mu: by Key.ID
-	byURI   map[[sha256.Size]byte]*entry  // guarded by mu: heads of the same-URI lists, by Key.URI
-	lru     entry                         // guarded by mu: sentinel of the recency list
-	bytes   int64                         // guarded by mu: accounted size of all entries
-	flights map[[sha256.Size]byte]*flight // guarded by mu: upstream requests others wait for
+	entries map[[sha256.Size]byte]*entry // guarded by mu: by Key.ID
+	byURI   map[[sha256.Size]byte]*entry // guarded by mu: heads of the same-URI lists, by Key.URI
+	lru     entry                        // guarded by mu: sentinel of the recency list
+	bytes   int64                        // guarded by mu: accounted size of all entries
+	flights map[flightKey]*flight        // guarded by mu: upstream requests others wait for
 
 	stats counters
 }
@@ -86,7 +86,7 @@ func New(cfg Config, opts ...Option) *Cache {
 		log:     slog.New(slog.DiscardHandler),
 		entries: map[[sha256.Size]byte]*entry{},
 		byURI:   map[[sha256.Size]byte]*entry{},
-		flights: map[[sha256.Size]byte]*flight{},
+		flights: map[flightKey]*flight{},
 	}
 	c.lru.prev, c.lru.next = &c.lru, &c.lru
 	for _, o := range opts {
@@ -309,6 +309,14 @@ func (c *Cache) lookup(m *coap.Message, k *reqKey, id [sha256.Size]byte, hop int
 	return e, found
 }
 
+// flightKey names a flight. The Hop-Limit is part of it: a request that
+// comes back around a forwarding loop with a lower Hop-Limit must not wait
+// for itself; it goes on until the loop ends in 5.08 (RFC 8768 §3).
+type flightKey struct {
+	id  [sha256.Size]byte
+	hop int
+}
+
 // flight is one upstream request identical concurrent requests wait for.
 type flight struct {
 	done    chan struct{}
@@ -321,19 +329,20 @@ type flight struct {
 // goes upstream; the others wait for it, then answer from the entry it
 // stored, or share its response, or its error.
 func (c *Cache) coalesce(ctx context.Context, next coap.Handler, w coap.ResponseWriter, r *coap.Request, k *reqKey, id [sha256.Size]byte, hop int, e snapshot, found bool) error {
+	fk := flightKey{id, hop}
 	c.mu.Lock()
-	f := c.flights[id]
+	f := c.flights[fk]
 	switch {
 	case f == nil && len(c.flights) < maxFlights:
 		f = &flight{done: make(chan struct{})}
-		c.flights[id] = f
+		c.flights[fk] = f
 		c.mu.Unlock()
 		var shared *coap.Message
 		var err error
 		defer func() {
 			// Deferred so that waiters are released even if next panics.
 			c.mu.Lock()
-			delete(c.flights, id)
+			delete(c.flights, fk)
 			c.mu.Unlock()
 			f.resp, f.err = shared, err
 			if shared == nil && err == nil {

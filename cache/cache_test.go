@@ -596,7 +596,7 @@ func TestIdenticalConcurrentMissesAreCoalesced(t *testing.T) {
 	// Wait, without sleeping, until one leader and n-1 waiters are in.
 	for {
 		c.mu.Lock()
-		f := c.flights[[32]byte(mustKey(t, get(target)).ID)]
+		f := c.flights[flightKey{mustKey(t, get(target)).ID, hopLimit(get(target).Msg)}]
 		joined := f != nil && f.waiters == n-1
 		c.mu.Unlock()
 		if joined {
@@ -637,7 +637,7 @@ func TestCoalescedWaitersShareTheLeadersError(t *testing.T) {
 	}
 	for {
 		c.mu.Lock()
-		f := c.flights[mustKey(t, get(target)).ID]
+		f := c.flights[flightKey{mustKey(t, get(target)).ID, hopLimit(get(target).Msg)}]
 		joined := f != nil && f.waiters == 1
 		c.mu.Unlock()
 		if joined {

@@ -107,27 +107,6 @@ func FuzzParseIP(f *testing.F) {
 	})
 }
 
-func TestKeyAndLookupDoNotAllocate(t *testing.T) {
-	if raceEnabled {
-		t.Skip("allocation counts are not meaningful under the race detector")
-	}
-	c, r := hitFixture(t)
-	now := c.now()
-	allocs := testing.AllocsPerRun(1000, func() {
-		k, ok := encodeKey(r)
-		if !ok {
-			t.Fatal("no key")
-		}
-		if _, found := c.lookup(r.Msg, &k, k.id(), hopLimit(r.Msg), now); !found {
-			t.Fatal("miss")
-		}
-		k.release()
-	})
-	if allocs != 0 {
-		t.Fatalf("key + lookup: %v allocs/op, want 0", allocs)
-	}
-}
-
 func hitFixture(tb testing.TB) (*Cache, *coap.Request) {
 	tb.Helper()
 	c := New(Defaults())

@@ -6,6 +6,14 @@ set -euo pipefail
 need=()
 command -v coap-client-notls >/dev/null || need+=(libcoap3-bin)
 command -v tshark >/dev/null || need+=(tshark)
+command -v curl >/dev/null || need+=(curl)
+command -v mosquitto >/dev/null || need+=(mosquitto)
+command -v mosquitto_sub >/dev/null || need+=(mosquitto-clients)
+# The Debian package test (packaging/): lintian, and systemd for
+# systemd-analyze and systemd-sysusers.
+command -v lintian >/dev/null || need+=(lintian)
+command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v systemd-sysusers >/dev/null || need+=(systemd)
 
 if [ ${#need[@]} -eq 0 ]; then
 	exit 0

@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/opaque-edge/gatewayd/bridge"
-	"github.com/opaque-edge/gatewayd/coap"
-	"github.com/opaque-edge/gatewayd/internal/demo"
+	"github.com/opaque-edge/gatewayd/radio"
+	"github.com/opaque-edge/gatewayd/radio/sim"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -75,13 +75,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 
-	var origin *coap.Endpoint
 	if demoMode {
-		var err error
-		if origin, cfg, err = startDemo(ctx, cfg); err != nil {
-			return err
+		cfg.Radio = []radio.Config{{Name: "sim", Driver: "sim"}}
+		// Reverse routes to the simulated nodes: /node1/... and so on.
+		for i := 0; i < radio.DefaultSimNodes; i++ {
+			cfg.Route = append(cfg.Route, bridge.RouteConfig{
+				Name:   fmt.Sprintf("node%d", i+1),
+				Target: fmt.Sprintf("coap://[%v]", simNodeAddr(i)),
+			})
 		}
-		defer origin.Close()
 	}
 	p, err := bridge.New(ctx, cfg, log)
 	if err != nil {
@@ -89,7 +91,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	log.Info("gatewayd started", "version", buildVersion())
 	if demoMode {
-		printBanner(stdout, p.Addrs()[0], cfg.Route[len(cfg.Route)-1].Target)
+		printBanner(stdout, p.Addrs()[0], p.Radios()[0].Nodes())
 	}
 	<-ctx.Done()
 	log.Info("stopping")
@@ -116,31 +118,34 @@ func buildVersion() string {
 	return "devel"
 }
 
-// startDemo runs the demo origin on 127.0.0.1:5685 (or a free port when
-// that is taken) and routes /demo/... to it.
-func startDemo(ctx context.Context, cfg bridge.Config) (*coap.Endpoint, bridge.Config, error) {
-	u, err := coap.ListenUDP(ctx, "127.0.0.1:5685")
-	if err != nil {
-		u, err = coap.ListenUDP(ctx, "127.0.0.1:0")
-	}
-	if err != nil {
-		return nil, cfg, fmt.Errorf("demo origin: %w", err)
-	}
-	e := coap.NewEndpoint(u, coap.EndpointConfig{Handler: demo.NewOrigin()})
-	cfg.Route = append(cfg.Route, bridge.RouteConfig{Name: "demo", Target: "coap://" + u.LocalAddr().String()})
-	return e, cfg, nil
+// simNodeAddr is the address of the demo's i-th simulated node: the sim
+// prefix and the IID of the node's MAC address (RFC 4944 §6).
+func simNodeAddr(i int) netip.Addr {
+	b := radio.DefaultSimPrefix.Addr().As16()
+	iid, _ := sim.NodeExtAddr(i).IID()
+	copy(b[8:], iid[:])
+	return netip.AddrFrom16(b)
 }
 
-func printBanner(w io.Writer, proxy netip.AddrPort, origin string) {
+func printBanner(w io.Writer, proxy netip.AddrPort, nodes []netip.Addr) {
+	fmt.Fprintf(w, "\ngatewayd demo: a CoAP proxy on %v in front of a simulated 802.15.4 radio\n", proxy)
+	fmt.Fprintf(w, "(a fake OpenThread RCP on a pseudo-terminal, driven through the real Spinel driver)\n")
+	fmt.Fprintf(w, "with %d simulated nodes:", len(nodes))
+	for _, n := range nodes {
+		fmt.Fprintf(w, " %v", n)
+	}
+	c := "coap-client-notls" // Debian package libcoap3-bin
 	fmt.Fprintf(w, `
-gatewayd demo: a CoAP proxy on %[1]v with a demo origin behind it.
+
 Try (coap-client-notls is in the Debian package libcoap3-bin):
 
-  coap-client-notls -m get coap://%[1]v/.well-known/core
-  coap-client-notls -m get coap://%[1]v/demo/sensors/temp
-  coap-client-notls -m put -e open coap://%[1]v/demo/actuators/valve
-  coap-client-notls -m get -P coap://%[1]v %[2]v/sensors/temp
+  %[1]s -m get -P coap://%[2]v coap://[%[3]v]/sensors/temp
+  %[1]s -m put -e open -P coap://%[2]v coap://[%[3]v]/actuators/valve
+  %[1]s -m get -P coap://%[2]v coap://[%[3]v]/actuators/valve
+  %[1]s -m get -P coap://%[2]v coap://[%[3]v]/.well-known/core
+  %[1]s -m get coap://%[2]v/node1/sensors/temp      (reverse route)
+  %[1]s -m get coap://%[2]v/.well-known/core
 
 Stop with Ctrl-C.
-`, proxy, origin)
+`, c, proxy, nodes[0])
 }
