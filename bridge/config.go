@@ -15,16 +15,18 @@ import (
 
 	"github.com/opaque-edge/gatewayd/cache"
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/observe"
 	"github.com/opaque-edge/gatewayd/radio"
 )
 
 // Config is the root of gatewayd.toml. Each section belongs to the package
 // that uses it; Validate checks all of them.
 type Config struct {
-	Proxy ProxyConfig    `toml:"proxy"`
-	Route []RouteConfig  `toml:"route"`
-	Radio []radio.Config `toml:"radio"`
-	Cache cache.Config   `toml:"cache"`
+	Proxy   ProxyConfig    `toml:"proxy"`
+	Route   []RouteConfig  `toml:"route"`
+	Radio   []radio.Config `toml:"radio"`
+	Cache   cache.Config   `toml:"cache"`
+	Observe observe.Config `toml:"observe"`
 }
 
 // ProxyConfig is the [proxy] section.
@@ -79,7 +81,7 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil
 // Defaults returns the configuration of a proxy with no file: loopback
 // only.
 func Defaults() Config {
-	return Config{Cache: cache.Defaults(), Proxy: ProxyConfig{
+	return Config{Cache: cache.Defaults(), Observe: observe.Defaults(), Proxy: ProxyConfig{
 		Listen:   []string{"udp://127.0.0.1:5683"},
 		Allow:    []string{"127.0.0.0/8", "::1/128"},
 		Clients:  []string{"127.0.0.0/8", "::1/128"},
@@ -165,6 +167,9 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("proxy: %w", err)
 	}
 	if err := c.Cache.Validate(); err != nil {
+		return err
+	}
+	if err := c.Observe.Validate(); err != nil {
 		return err
 	}
 	radios := map[string]bool{}

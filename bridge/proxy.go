@@ -4,7 +4,7 @@
 //
 // The chain, fixed here and nowhere else:
 //
-//	access → hop-limit → guard → local → cache → route → upstream
+//	access → hop-limit → guard → local → observe → cache → route → upstream
 //
 // access drops unknown clients and rate-limits known ones; hop-limit
 // enforces RFC 8768; the guard marks OSCORE requests so that later stages
@@ -12,8 +12,8 @@
 // itself; route picks the target (Proxy-Uri, Proxy-Scheme, reverse route,
 // next hop) and rewrites the options as PR1.1/PR1.2 allow; upstream sends
 // the request and writes the response back unmodified (PR1.3). The cache
-// (RFC 7252 §5.6, PR3.x) sits before route; the Observe hub will sit
-// before the cache.
+// (RFC 7252 §5.6, PR3.x) sits before route, and the Observe hub (RFC 7641
+// §5, PR4.x) before the cache.
 package bridge
 
 import (
@@ -27,6 +27,7 @@ import (
 
 	"github.com/opaque-edge/gatewayd/cache"
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/observe"
 	"github.com/opaque-edge/gatewayd/radio"
 	_ "github.com/opaque-edge/gatewayd/radio/drivers" // "spinel" and "sim"
 )
@@ -40,6 +41,7 @@ type Proxy struct {
 	up      *ipUpstream
 	radios  []*radioUpstream
 	cache   *cache.Cache
+	hub     *observe.Hub
 	servers []*coap.Endpoint
 	addrs   []netip.AddrPort
 
@@ -65,6 +67,15 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Proxy, error) {
 	}
 	p.up = up
 	p.cache = cache.New(cfg.Cache, cache.WithLogger(log.With("component", "cache")))
+	p.hub = observe.New(cfg.Observe,
+		observe.WithLogger(log.With("component", "observe")),
+		observe.WithKey(hubKey),
+		observe.WithOnNotify(func(key string, n *coap.Message) {
+			// Notifications keep the cache entry current (RFC 7641 §5).
+			if k, ok := cacheKeyOf(key); ok {
+				p.cache.Store(k, n)
+			}
+		}))
 	for _, rc := range cfg.Radio {
 		r, err := radio.Open(ctx, rc, log.With("component", "radio"))
 		if err != nil {
@@ -145,6 +156,29 @@ func (p *Proxy) Radios() []*radio.Radio {
 	return rs
 }
 
+// hubKey names an observation for aggregation: the cache key, so that the
+// hub and the cache agree on what "the same resource" is; requests the
+// cache does not key (OSCORE) get the hub's own key.
+func hubKey(r *coap.Request) (string, bool) {
+	if k, ok := cache.KeyOf(r); ok {
+		return "c" + string(k.ID[:]) + string(k.URI[:]), true
+	}
+	return observe.DefaultKey(r)
+}
+
+func cacheKeyOf(key string) (cache.Key, bool) {
+	var k cache.Key
+	if len(key) != 1+len(k.ID)+len(k.URI) || key[0] != 'c' {
+		return k, false
+	}
+	copy(k.ID[:], key[1:])
+	copy(k.URI[:], key[1+len(k.ID):])
+	return k, true
+}
+
+// Hub is the Observe hub.
+func (p *Proxy) Hub() *observe.Hub { return p.hub }
+
 // Cache is the response cache.
 func (p *Proxy) Cache() *cache.Cache { return p.cache }
 
@@ -163,6 +197,9 @@ func (p *Proxy) Close() error {
 			if err := e.Close(); err != nil {
 				errs = append(errs, err)
 			}
+		}
+		if p.hub != nil {
+			p.hub.Close()
 		}
 		if p.up != nil {
 			p.up.Close()
@@ -191,6 +228,7 @@ func (p *Proxy) buildChain() (coap.Handler, error) {
 		newHopLimit(p.cfg.Proxy, p.log.With("component", "hoplimit"), r.forwards),
 		guard,
 		newLocal(p.cfg, r.forwards),
+		p.hub.Stage,
 		p.cache.Stage,
 		r.stage,
 	}

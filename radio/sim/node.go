@@ -60,9 +60,16 @@ type Node struct {
 	requests atomic.Uint64
 	once     sync.Once
 
-	mu    sync.Mutex
-	valve string // guarded by mu
+	mu        sync.Mutex
+	valve     string              // guarded by mu
+	observers []coap.NotifyWriter // guarded by mu: observers of /sensors/temp
+	stop      chan struct{}
+	wg        sync.WaitGroup
 }
+
+// maxNodeObservers bounds a node's observers, as a constrained device's
+// memory would.
+const maxNodeObservers = 4
 
 // NewNode joins a node to m and starts its CoAP server. Close stops it.
 func NewNode(m Medium, cfg NodeConfig) (*Node, error) {
@@ -72,7 +79,7 @@ func NewNode(m Medium, cfg NodeConfig) (*Node, error) {
 	if cfg.QueueLen <= 0 {
 		cfg.QueueLen = DefaultNodeQueue
 	}
-	n := &Node{cfg: cfg, start: time.Now(), valve: "closed"}
+	n := &Node{cfg: cfg, start: time.Now(), valve: "closed", stop: make(chan struct{})}
 	n.link = &stationLink{
 		ext: cfg.ExtAddr, short: cfg.ShortAddr, pan: cfg.PANID,
 		rx: make(chan radio.Frame, cfg.QueueLen), done: make(chan struct{}),
@@ -101,7 +108,58 @@ func NewNode(m Medium, cfg NodeConfig) (*Node, error) {
 		Handler: h, Params: cfg.Params,
 		Logger: log.With("component", "sim-node", "addr", n.Addr()),
 	})
+	n.wg.Add(1)
+	go n.notifyLoop()
 	return n, nil
+}
+
+// notifyLoop sends a notification to every observer of /sensors/temp each
+// time the reading changes (RFC 7641 §4.2), CON every fifth so that a gone
+// observer is noticed (§4.5).
+func (n *Node) notifyLoop() {
+	defer n.wg.Done()
+	for {
+		step, _, left := n.temp()
+		select {
+		case <-n.stop:
+			return
+		case <-time.After(left + time.Millisecond):
+		}
+		n.mu.Lock()
+		obs := slices.Clone(n.observers)
+		n.mu.Unlock()
+		for _, w := range obs {
+			resp := n.tempResponse()
+			resp.Options = resp.Options.SetUint(coap.Observe, uint32(step+1)&0xffffff)
+			w.Notify(resp, (step+1)%5 == 0, func(err error) {
+				if err != nil { // RST or no ACK: the observer is gone
+					n.dropObserver(w)
+				}
+			})
+		}
+	}
+}
+
+func (n *Node) dropObserver(w coap.NotifyWriter) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.observers = slices.DeleteFunc(n.observers, func(o coap.NotifyWriter) bool { return o == w })
+}
+
+// Observers is how many observers /sensors/temp has.
+func (n *Node) Observers() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.observers)
+}
+
+func (n *Node) tempResponse() *coap.Message {
+	step, v, left := n.temp()
+	resp := &coap.Message{Code: coap.Content, Payload: []byte(v)}
+	resp.Options = resp.Options.Insert(coap.ETag, []byte(strconv.Itoa(step%40)))
+	resp.Options = resp.Options.SetUint(coap.ContentFormat, 0)
+	resp.Options = resp.Options.SetUint(coap.MaxAge, uint32((left+time.Second-1)/time.Second))
+	return resp
 }
 
 // Addr is the node's IPv6 address in the prefix: the one it answers from.
@@ -135,6 +193,8 @@ func (n *Node) Valve() string {
 // idempotent and waits for the node's goroutines.
 func (n *Node) Close() error {
 	n.once.Do(func() {
+		close(n.stop)
+		n.wg.Wait()
 		n.ep.Close() // closes the Conn
 		n.link.Close()
 	})
@@ -151,7 +211,7 @@ func (n *Node) temp() (step int, value string, left time.Duration) {
 	return step, strconv.Itoa(tenths/10) + "." + strconv.Itoa(tenths%10), left
 }
 
-const wellKnownCore = `</sensors/temp>;rt="temperature-c";ct=0,</actuators/valve>;rt="valve";ct=0,</echo>`
+const wellKnownCore = `</sensors/temp>;rt="temperature-c";ct=0;obs,</actuators/valve>;rt="valve";ct=0,</echo>`
 
 func (n *Node) serve(ctx context.Context, w coap.ResponseWriter, r *coap.Request) error {
 	n.requests.Add(1)
@@ -171,11 +231,22 @@ func (n *Node) serve(ctx context.Context, w coap.ResponseWriter, r *coap.Request
 		if r.Msg.Code != coap.GET {
 			return coap.Errorf(coap.MethodNotAllowed, "")
 		}
-		step, v, left := n.temp()
-		resp.Options = resp.Options.Insert(coap.ETag, []byte(strconv.Itoa(step%40)))
-		resp.Options = resp.Options.SetUint(coap.ContentFormat, 0)
-		resp.Options = resp.Options.SetUint(coap.MaxAge, uint32((left+time.Second-1)/time.Second))
-		resp.Payload = []byte(v)
+		resp = n.tempResponse()
+		if obs, ok := r.Msg.Options.Uint(coap.Observe); ok {
+			nw, can := w.(coap.NotifyWriter)
+			n.mu.Lock()
+			switch {
+			case obs == 0 && can && len(n.observers) < maxNodeObservers:
+				n.observers = append(n.observers, nw)
+				step, _, _ := n.temp()
+				resp.Options = resp.Options.SetUint(coap.Observe, uint32(step)&0xffffff)
+			case obs == 1:
+				n.observers = slices.DeleteFunc(n.observers, func(o coap.NotifyWriter) bool {
+					return o.Peer() == r.Peer && string(o.Token()) == string(r.Msg.Token)
+				})
+			}
+			n.mu.Unlock()
+		}
 	case "/actuators/valve":
 		n.mu.Lock()
 		defer n.mu.Unlock()

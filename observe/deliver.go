@@ -1,0 +1,168 @@
+package observe
+
+import (
+	"errors"
+	"time"
+
+	"github.com/opaque-edge/gatewayd/coap"
+)
+
+// Delivery: Notify fills every observer's slot (latest wins) and queues
+// the observers that are idle; a fixed pool of workers pops them, renders
+// the slot for that observer and hands it to its NotifyWriter. An observer
+// is in the queue at most once and has at most one notification in
+// flight: while a CON awaits its ACK, newer states wait in the slot and
+// overwrite each other. So the producer never waits for a client, the
+// queue is bounded by the number of observers, and the goroutines by the
+// pool's size.
+
+func (h *Hub) work() {
+	defer h.wg.Done()
+	for {
+		h.mu.Lock()
+		for len(h.ready) == 0 && !h.closed {
+			h.cond.Wait()
+		}
+		if h.closed {
+			h.mu.Unlock()
+			return
+		}
+		o := h.ready[0]
+		h.ready[0] = nil
+		h.ready = h.ready[1:]
+		if len(h.ready) == 0 {
+			h.ready = h.ready[:0:0] // let a drained backlog's array go
+		}
+		o.queued = false
+		if o.gone || o.busy || o.slot == nil {
+			h.mu.Unlock()
+			continue
+		}
+		now := h.clock.Now()
+		n, at, final := o.slot, o.slotAt, o.final
+		o.slot = nil
+		// §4.5: NON by default, with a CON at least every CONInterval so
+		// that an observer that went away is found out and removed.
+		con := h.allCON || now.Sub(o.lastCON) >= h.cfg.CONInterval.Duration
+		if con {
+			o.lastCON = now
+		}
+		out := h.renderLocked(o, n, at, now)
+		o.busy = true
+		w := o.w
+		h.mu.Unlock()
+
+		var done func(error)
+		if con {
+			done = func(err error) { h.delivered(o, true, err) }
+		} else {
+			done = func(err error) { h.delivered(o, false, err) }
+		}
+		err := w.Notify(out, con, done)
+		h.st.out.Add(1)
+		h.mu.Lock()
+		if !con {
+			o.busy = false
+		}
+		switch {
+		case err != nil:
+			h.log.Debug("notification not sent", "peer", o.id.peer, "err", err)
+			h.removeLocked(o)
+		case final:
+			// §3.2: the final notification ends the observation.
+			h.removeLocked(o)
+		default:
+			h.readyLocked(o)
+		}
+		h.mu.Unlock()
+	}
+}
+
+// delivered is the outcome of one notification. A CON frees the observer
+// for the next state; an RST (§3.6, §4.5) or a CON that timed out (§4.5)
+// removes it.
+func (h *Hub) delivered(o *observer, con bool, err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if con {
+		o.busy = false
+	}
+	if o.gone {
+		return
+	}
+	switch {
+	case errors.Is(err, coap.ErrReset), errors.Is(err, coap.ErrTimeout):
+		h.st.dereg.Add(1)
+		h.removeLocked(o)
+	case err != nil:
+		// The endpoint closed: nobody to notify any more.
+		h.removeLocked(o)
+	default:
+		h.readyLocked(o)
+	}
+}
+
+// renderLocked is n as observer o gets it: with o's next Observe number
+// (PR4.2, RFC 7641 §4.4) and Max-Age reduced by the time n has waited
+// (§4.3.1), everything else as the origin sent it (PR1.3). A protected
+// observation's messages go out exactly as they came: the outer Observe
+// is the origin's (RFC 8613 §4.1.3.5.2) and nothing else may be touched.
+func (h *Hub) renderLocked(o *observer, n *coap.Message, at, now time.Time) *coap.Message {
+	if o.e.protected {
+		return n
+	}
+	out := &coap.Message{Code: n.Code, Payload: n.Payload}
+	opts := make(coap.Options, len(n.Options), len(n.Options)+2)
+	copy(opts, n.Options)
+	if n.Options.Has(coap.Observe) {
+		o.seq = (o.seq + 1) & seqMask
+		h.seqBase.Add(1)
+		opts = setUint(opts, coap.Observe, o.seq)
+	}
+	out.Options = ageMaxAge(opts, n, now.Sub(at))
+	return out
+}
+
+// ageMaxAge sets Max-Age in opts to what is left of n's after age: the
+// remaining freshness in whole seconds, rounded down and never up (RFC
+// 7252 §5.6.1, PR3.4). When nothing changes the option stays as it came.
+func ageMaxAge(opts coap.Options, n *coap.Message, age time.Duration) coap.Options {
+	if age < time.Second {
+		return opts
+	}
+	ma := maxAge(n)
+	left := time.Duration(ma)*time.Second - age
+	var v uint32
+	if left > 0 {
+		v = uint32(left / time.Second)
+	}
+	if v == ma {
+		return opts
+	}
+	return setUint(opts, coap.MaxAge, v)
+}
+
+// setUint replaces the value of id in place when it is there, else
+// inserts it; opts must be the caller's own slice.
+func setUint(opts coap.Options, id coap.OptionID, v uint32) coap.Options {
+	enc := coap.EncodeUint(v)
+	for i := range opts {
+		if opts[i].ID == id {
+			opts[i].Value = enc
+			rest := dropID(opts[i+1:], id)
+			return opts[:i+1+len(rest)]
+		}
+	}
+	return opts.Insert(id, enc)
+}
+
+// dropID removes further values of a non-repeatable option in place.
+func dropID(opts coap.Options, id coap.OptionID) coap.Options {
+	out := opts[:0]
+	for _, o := range opts {
+		if o.ID != id {
+			out = append(out, o)
+		}
+	}
+	return out
+}

@@ -1,0 +1,78 @@
+package observe
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os/exec"
+	"regexp"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/opaque-edge/gatewayd/coap"
+)
+
+// Fifty libcoap observers share one upstream observation; each sees the
+// states in order and ends on the latest; when the last one leaves (libcoap
+// deregisters when -s runs out) the upstream observation is cancelled.
+func TestLibcoapObserversShareOneUpstream(t *testing.T) {
+	bin, err := exec.LookPath("coap-client-notls")
+	if err != nil {
+		t.Fatalf("coap-client-notls (Debian libcoap3-bin) is needed: %v", err)
+	}
+	r := newRig(t, Defaults(), coap.Params{})
+	const observers = 50
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	outs := make([]bytes.Buffer, observers)
+	var wg sync.WaitGroup
+	errs := make(chan error, observers)
+	for i := range observers {
+		cmd := exec.CommandContext(ctx, bin, "-s", "6", "-m", "get", fmt.Sprintf("coap://%s/temp", r.proxy))
+		cmd.Stdout = &outs[i]
+		cmd.Stderr = &outs[i]
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := cmd.Wait(); err != nil {
+				errs <- fmt.Errorf("coap-client %d: %w", i, err)
+			}
+		}()
+	}
+	eventually(t, 10*time.Second, "50 observers", func() bool { return r.hub.Stats().Observers == observers })
+	if n := r.origin.registrations(); n != 1 {
+		t.Fatalf("origin saw %d registrations, want 1", n)
+	}
+	const states = 10
+	for i := 1; i <= states; i++ {
+		r.origin.push(t, content(fmt.Sprintf("s%02d", i), uint32(i+1)), false)
+		time.Sleep(50 * time.Millisecond) // pacing, not an assertion
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	for i := range outs {
+		// coap-client writes payloads back to back: the states are
+		// fixed-width for that.
+		got := stateRE.FindAllString(outs[i].String(), -1)
+		if len(got) == 0 || got[len(got)-1] != fmt.Sprintf("s%02d", states) {
+			t.Fatalf("observer %d output %q: does not end on the latest state", i, outs[i].String())
+		}
+		for j := 1; j < len(got); j++ {
+			if got[j] <= got[j-1] && j > 1 {
+				t.Fatalf("observer %d saw %q after %q", i, got[j], got[j-1])
+			}
+		}
+	}
+	eventually(t, 15*time.Second, "all observers gone", func() bool { return r.hub.Stats().Observers == 0 })
+	eventually(t, 10*time.Second, "upstream cancelled", func() bool { return r.origin.cancelled() == 1 })
+	t.Logf("stats %+v", r.hub.Stats())
+}
+
+var stateRE = regexp.MustCompile(`v0|s[0-9]{2}`)

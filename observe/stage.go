@@ -1,0 +1,408 @@
+package observe
+
+import (
+	"context"
+	"encoding/binary"
+	"sync"
+	"time"
+
+	"github.com/opaque-edge/gatewayd/coap"
+)
+
+// Stage is the hub's link in the proxy's chain: it sits after the local
+// stage and before the cache and route stages. Registrations (GET or
+// FETCH with Observe=0) and deregistrations (Observe=1) are the hub's;
+// everything else passes to next untouched.
+func (h *Hub) Stage(next coap.Handler) coap.Handler {
+	return coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, r *coap.Request) error {
+		m := r.Msg
+		if m == nil || !m.Code.IsSafe() {
+			return next.ServeCoAP(ctx, w, r)
+		}
+		v, ok := m.Options.Uint(coap.Observe)
+		switch {
+		case ok && v == 0:
+			return h.register(ctx, w, r, next)
+		case ok && v == 1:
+			h.deregister(r)
+		}
+		return next.ServeCoAP(ctx, w, r)
+	})
+}
+
+// keyOf is the observation a registration joins. A protected request
+// (OSCORE, RFC 8613 §4.1.3.5) or one the key function cannot name gets a
+// key of its own, so it is never aggregated: each OSCORE client has its
+// own security context and its own Partial IVs.
+func (h *Hub) keyOf(r *coap.Request) (key string, own bool) {
+	if !r.Msg.Options.Has(coap.OSCORE) {
+		if k, ok := h.key(r); ok {
+			return "s" + k, false
+		}
+	}
+	b := make([]byte, 0, 40)
+	b = append(b, 'o')
+	b = append(b, r.Peer.String()...)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(r.Msg.Token)))
+	b = append(b, r.Msg.Token...)
+	if r.Secure {
+		b = append(b, 's')
+	}
+	return string(b), true
+}
+
+// userKey is the key function's key inside a hub key.
+func userKey(k string) string { return k[1:] }
+
+func idOf(r *coap.Request) obsID {
+	return obsID{peer: r.Peer, token: string(r.Msg.Token), secure: r.Secure}
+}
+
+// deregister removes the observer a GET with Observe=1 names (RFC 7641
+// §3.6); the request itself then goes on as an ordinary GET. For a
+// protected observation the options cannot be compared (they are inside
+// the OSCORE payload), so peer and token decide.
+func (h *Hub) deregister(r *coap.Request) {
+	id := idOf(r)
+	key, own := h.keyOf(r)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	o := h.observers[id]
+	if o == nil || o.gone || (!own && o.e.key != key) {
+		return
+	}
+	h.st.dereg.Add(1)
+	h.removeLocked(o)
+}
+
+// register serves a GET or FETCH with Observe=0.
+func (h *Hub) register(ctx context.Context, w coap.ResponseWriter, r *coap.Request, next coap.Handler) error {
+	nw, ok := w.(coap.NotifyWriter)
+	if !ok {
+		// Nothing to send notifications through.
+		return h.plain(ctx, w, r, next)
+	}
+	key, own := h.keyOf(r)
+	id := idOf(r)
+	now := h.clock.Now()
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return h.plain(ctx, w, r, next)
+	}
+	if o := h.observers[id]; o != nil && !o.gone && o.e.key == key && !own && o.e.state == stateActive {
+		// §4.1: the client is in the list already: update the entry and
+		// give it the current representation with its next number.
+		o.w = nw
+		o.started = false
+		resp := h.renderLocked(o, o.e.last, o.e.lastAt, now)
+		h.mu.Unlock()
+		err := nw.WriteResponse(resp)
+		h.mu.Lock()
+		h.startLocked(o)
+		h.mu.Unlock()
+		return err
+	} else if o != nil {
+		// A new registration with the token of another one replaces it.
+		h.removeLocked(o)
+	}
+	if !h.reserveLocked(id.peer.Addr()) {
+		h.mu.Unlock()
+		h.st.overLimit.Add(1)
+		return h.plain(ctx, w, r, next)
+	}
+	e := h.entries[key]
+	if e != nil && e.state == stateActive {
+		o := h.addLocked(e, id, nw, now)
+		resp := h.renderLocked(o, e.last, e.lastAt, now)
+		h.mu.Unlock()
+		err := nw.WriteResponse(resp)
+		h.mu.Lock()
+		h.startLocked(o)
+		h.mu.Unlock()
+		return err
+	}
+	wt := &waiter{id: id, w: nw, done: make(chan struct{})}
+	if e != nil {
+		// Coalesced: one registration per key is in next already.
+		e.waiters = append(e.waiters, wt)
+		h.mu.Unlock()
+		return h.wait(ctx, e, wt)
+	}
+	e = &entry{key: key, protected: own, next: next, state: stateRegistering}
+	if !own {
+		// Kept for re-registration; protected ones are never replayed
+		// (RFC 8613 §4.1.3.5.1).
+		e.req = &coap.Request{Msg: r.Msg.Clone(), Peer: r.Peer, Secure: r.Secure}
+	}
+	e.waiters = append(e.waiters, wt)
+	e.leader = wt
+	h.entries[key] = e
+	g := &registration{h: h, e: e}
+	e.reg = g
+	h.mu.Unlock()
+
+	cw := &captureWriter{h: h, g: g, leader: wt}
+	err := next.ServeCoAP(WithUpstream(ctx, g), cw, r)
+	h.mu.Lock()
+	if !g.done {
+		// next answered nobody: every waiter gets the same outcome.
+		if err == nil {
+			err = coap.Errorf(coap.BadGateway, "no response")
+		}
+		h.failLocked(g, err)
+	}
+	h.mu.Unlock()
+	if cw.wrote {
+		return cw.err
+	}
+	return err
+}
+
+// wait blocks a coalesced registration until the first one's outcome.
+func (h *Hub) wait(ctx context.Context, e *entry, wt *waiter) error {
+	select {
+	case <-wt.done:
+		return h.finish(wt)
+	case <-ctx.Done():
+	}
+	h.mu.Lock()
+	select {
+	case <-wt.done:
+		if wt.obs != nil {
+			h.removeLocked(wt.obs)
+		}
+	default:
+		for i, x := range e.waiters {
+			if x == wt {
+				e.waiters = append(e.waiters[:i], e.waiters[i+1:]...)
+				h.releaseLocked(wt.id.peer.Addr())
+				break
+			}
+		}
+	}
+	h.mu.Unlock()
+	return ctx.Err()
+}
+
+// finish writes a waiter's first response and, if it became an observer,
+// lets its notifications flow.
+func (h *Hub) finish(wt *waiter) error {
+	if wt.resp == nil {
+		return wt.err
+	}
+	err := wt.w.WriteResponse(wt.resp)
+	if wt.obs != nil {
+		h.mu.Lock()
+		h.startLocked(wt.obs)
+		h.mu.Unlock()
+	}
+	return err
+}
+
+// failLocked ends a registration that got no response: waiters return
+// err (their endpoints answer with its code), a re-registration ends the
+// observation with the matching error response.
+func (h *Hub) failLocked(g *registration, err error) {
+	e := g.e
+	if e.state != stateRegistering {
+		h.resolveLocked(g, errorResponse(err))
+		return
+	}
+	g.done = true
+	h.cancelLocked(g)
+	e.state = stateEnded
+	if h.entries[e.key] == e {
+		delete(h.entries, e.key)
+	}
+	for _, wt := range e.waiters {
+		h.releaseLocked(wt.id.peer.Addr())
+		if wt.resp == nil {
+			wt.err = err
+		}
+		if wt != e.leader {
+			close(wt.done)
+		}
+	}
+	e.waiters = nil
+}
+
+// resolveLocked handles the first response of a registration: the first
+// one of an entry, or a re-registration.
+// It returns the messages the OnNotify hook should see, to be called
+// after h.mu is released.
+func (h *Hub) resolveLocked(g *registration, resp *coap.Message) (hook []*coap.Message) {
+	g.done = true
+	e := g.e
+	now := h.clock.Now()
+	observable := resp.Code.Class() == 2 && resp.Options.Has(coap.Observe)
+	if e.state != stateRegistering {
+		// A re-registration (liveness).
+		e.rereg = false
+		if e.state != stateActive || h.closed || g.dead {
+			h.cancelLocked(g)
+			return
+		}
+		old := e.reg
+		e.reg = g
+		h.cancelLocked(old)
+		if !observable {
+			// The resource stopped being observable, or failed: the
+			// response goes to every observer and ends the observation.
+			resp = withoutObserve(resp)
+		}
+		if h.notifyLocked(e, resp, now, true) {
+			hook = append(hook, resp)
+		}
+		return h.applyEarlyLocked(g, hook)
+	}
+	if !observable || h.closed {
+		// Not observable (§4.1: no Observe in the response) or not 2.xx:
+		// everyone waiting gets the response, nothing is registered.
+		h.cancelLocked(g)
+		e.state = stateEnded
+		if h.entries[e.key] == e {
+			delete(h.entries, e.key)
+		}
+		for _, wt := range e.waiters {
+			h.releaseLocked(wt.id.peer.Addr())
+			wt.resp = resp
+			if wt != e.leader {
+				close(wt.done)
+			}
+		}
+		e.waiters = nil
+		return
+	}
+	e.state = stateActive
+	e.last, e.lastAt = resp, now
+	e.lastSeq, _ = resp.Options.Uint(coap.Observe)
+	e.haveSeq = true
+	for _, wt := range e.waiters {
+		o := h.addLocked(e, wt.id, wt.w, now)
+		wt.obs = o
+		wt.resp = h.renderLocked(o, resp, now, now)
+		if wt != e.leader {
+			close(wt.done)
+		}
+	}
+	e.waiters, e.leader = nil, nil
+	h.armLocked(e, resp, now)
+	return h.applyEarlyLocked(g, nil)
+}
+
+// applyEarlyLocked feeds a notification that overtook the first response
+// (the route stage writes the response after the origin sent it) through
+// the usual order check.
+func (h *Hub) applyEarlyLocked(g *registration, hook []*coap.Message) []*coap.Message {
+	if g.early == nil {
+		return hook
+	}
+	n, at := g.early, g.earlyAt
+	g.early = nil
+	e := g.e
+	if e.state != stateActive {
+		return hook
+	}
+	if v2, ok := n.Options.Uint(coap.Observe); ok && e.haveSeq && !fresher(e.lastSeq, e.lastAt, v2, at) {
+		h.st.stale.Add(1)
+		return hook
+	}
+	if h.notifyLocked(e, n, at, true) {
+		hook = append(hook, n)
+	}
+	return hook
+}
+
+// captureWriter is the ResponseWriter the hub hands to next for a
+// registration: the first response is the hub's to share.
+type captureWriter struct {
+	h      *Hub
+	g      *registration
+	leader *waiter // nil for a re-registration
+
+	once  sync.Once
+	wrote bool  // set on the leader's goroutine before next returns
+	err   error // the leader's write error
+}
+
+func (cw *captureWriter) WriteResponse(resp *coap.Message) error {
+	answered := true
+	cw.once.Do(func() {
+		answered = false
+		resp = resp.Clone()
+		h := cw.h
+		h.mu.Lock()
+		if cw.g.done {
+			h.mu.Unlock()
+			return
+		}
+		hook := h.resolveLocked(cw.g, resp)
+		key := cw.g.e.key
+		h.mu.Unlock()
+		for _, n := range hook {
+			h.onNotify(userKey(key), n)
+		}
+		if cw.leader != nil {
+			cw.wrote = true
+			cw.err = h.finish(cw.leader)
+		}
+	})
+	if answered {
+		return coap.ErrAnswered
+	}
+	return cw.err
+}
+
+// plain serves a registration without making an observer (RFC 7641 §4.1:
+// the response then carries no Observe option): over the bounds, after
+// Close, or when the transport cannot notify. A fresh shared state
+// answers at once; else the request goes on without Observe.
+func (h *Hub) plain(ctx context.Context, w coap.ResponseWriter, r *coap.Request, next coap.Handler) error {
+	protected := r.Msg.Options.Has(coap.OSCORE)
+	if !protected {
+		if k, ok := h.key(r); ok {
+			now := h.clock.Now()
+			h.mu.Lock()
+			e := h.entries["s"+k]
+			var resp *coap.Message
+			if e != nil && e.state == stateActive && now.Sub(e.lastAt) < time.Duration(maxAge(e.last))*time.Second {
+				resp = withoutObserve(e.last)
+				resp.Options = ageMaxAge(resp.Options, e.last, now.Sub(e.lastAt))
+			}
+			h.mu.Unlock()
+			if resp != nil {
+				return w.WriteResponse(resp)
+			}
+		}
+		// A copy without Observe: the cache may answer it, the origin
+		// registers nothing.
+		req := *r
+		m := *r.Msg
+		m.Options = append(coap.Options(nil), r.Msg.Options...).Remove(coap.Observe)
+		req.Msg = &m
+		return next.ServeCoAP(ctx, &stripWriter{w}, &req)
+	}
+	// A protected request passes byte-identical (PR1.3); only the outer
+	// Observe of its response is dropped, so that the client does not
+	// wait for notifications that will never come.
+	return next.ServeCoAP(ctx, &stripWriter{w}, r)
+}
+
+// stripWriter removes the Observe option from a response.
+type stripWriter struct{ w coap.ResponseWriter }
+
+func (s *stripWriter) WriteResponse(resp *coap.Message) error {
+	if !resp.Options.Has(coap.Observe) {
+		return s.w.WriteResponse(resp)
+	}
+	return s.w.WriteResponse(withoutObserve(resp))
+}
+
+// withoutObserve returns a shallow copy of m with its own option slice and
+// no Observe option.
+func withoutObserve(m *coap.Message) *coap.Message {
+	c := *m
+	c.Options = append(coap.Options(nil), m.Options...).Remove(coap.Observe)
+	return &c
+}
