@@ -118,7 +118,8 @@ type Endpoint struct {
 	ctx      context.Context
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
-	nextMID  atomic.Uint32
+	midMu    sync.Mutex
+	mids     map[netip.AddrPort]uint16 // guarded by midMu: last ID per peer
 	stats    counters
 	closeMu  sync.Once
 	closeErr error
@@ -165,7 +166,7 @@ func NewEndpoint(t Transport, cfg EndpointConfig) *Endpoint {
 		pending:  make(map[exKey]*outCon),
 		calls:    make(map[tokKey]*call),
 	}
-	e.nextMID.Store(rand.Uint32())
+	e.mids = make(map[netip.AddrPort]uint16)
 	go e.readLoop()
 	return e
 }
@@ -204,7 +205,29 @@ func (e *Endpoint) Stats() Stats {
 	}
 }
 
-func (e *Endpoint) allocMID() uint16 { return uint16(e.nextMID.Add(1)) }
+// maxMIDPeers bounds the per-peer message-ID counters; past it they all
+// start again from random values, which makes a reuse within
+// EXCHANGE_LIFETIME unlikely rather than impossible.
+const maxMIDPeers = 16384
+
+// allocMID returns the next message ID for a peer. Each peer has its own
+// sequence (§4.4: an ID must not be reused with the same endpoint within
+// EXCHANGE_LIFETIME), so traffic to one peer does not use up the IDs
+// another sees.
+func (e *Endpoint) allocMID(peer netip.AddrPort) uint16 {
+	e.midMu.Lock()
+	defer e.midMu.Unlock()
+	v, ok := e.mids[peer]
+	if !ok {
+		if len(e.mids) >= maxMIDPeers {
+			clear(e.mids)
+		}
+		v = uint16(rand.Uint32())
+	}
+	v++
+	e.mids[peer] = v
+	return v
+}
 
 func (e *Endpoint) write(peer netip.AddrPort, b []byte) {
 	if err := e.t.WriteTo(e.ctx, b, peer); err != nil {
@@ -596,7 +619,7 @@ func (e *Endpoint) Do(ctx context.Context, to netip.AddrPort, req *Message) (*Me
 func (e *Endpoint) exchange(ctx context.Context, to netip.AddrPort, req *Message, tok []byte, c *call) (*Message, error) {
 	out := *req
 	out.Token = tok
-	out.MID = e.allocMID()
+	out.MID = e.allocMID(to)
 	if out.Type != NonConfirmable {
 		out.Type = Confirmable
 	}
@@ -686,9 +709,9 @@ func (w *responseWriter) WriteResponse(resp *Message) error {
 	case w.reqType == Confirmable && !w.acked:
 		out.Type, out.MID = Acknowledgement, w.key.mid
 	case w.reqType == Confirmable:
-		out.Type, out.MID = Confirmable, w.e.allocMID()
+		out.Type, out.MID = Confirmable, w.e.allocMID(w.peer)
 	default:
-		out.Type, out.MID = NonConfirmable, w.e.allocMID()
+		out.Type, out.MID = NonConfirmable, w.e.allocMID(w.peer)
 	}
 	data, err := out.Marshal()
 	if err != nil {

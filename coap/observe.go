@@ -35,7 +35,7 @@ func (w *responseWriter) Token() []byte        { return w.token }
 func (w *responseWriter) Notify(resp *Message, con bool, done func(error)) error {
 	out := *resp
 	out.Token = w.token
-	out.MID = w.e.allocMID()
+	out.MID = w.e.allocMID(w.peer)
 	out.Type = NonConfirmable
 	if con {
 		out.Type = Confirmable
@@ -65,6 +65,9 @@ func (e *Endpoint) sendNON(peer netip.AddrPort, mid uint16, data []byte, fin fun
 	e.mu.Lock()
 	if e.ctx.Err() != nil {
 		e.mu.Unlock()
+		if fin != nil {
+			fin(nil, ErrClosed)
+		}
 		return
 	}
 	e.pending[p.key] = p
