@@ -16,6 +16,7 @@ import (
 	"github.com/opaque-edge/gatewayd/cache"
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/observe"
+	"github.com/opaque-edge/gatewayd/observe/pubsub"
 	"github.com/opaque-edge/gatewayd/radio"
 )
 
@@ -27,6 +28,8 @@ type Config struct {
 	Radio   []radio.Config `toml:"radio"`
 	Cache   cache.Config   `toml:"cache"`
 	Observe observe.Config `toml:"observe"`
+	Metrics MetricsConfig  `toml:"metrics"`
+	PubSub  pubsub.Config  `toml:"pubsub"`
 }
 
 // ProxyConfig is the [proxy] section.
@@ -81,7 +84,7 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil
 // Defaults returns the configuration of a proxy with no file: loopback
 // only.
 func Defaults() Config {
-	return Config{Cache: cache.Defaults(), Observe: observe.Defaults(), Proxy: ProxyConfig{
+	return Config{Cache: cache.Defaults(), Observe: observe.Defaults(), Metrics: MetricsConfig{Listen: DefaultMetricsListen}, PubSub: pubsub.Defaults(), Proxy: ProxyConfig{
 		Listen:   []string{"udp://127.0.0.1:5683"},
 		Allow:    []string{"127.0.0.0/8", "::1/128"},
 		Clients:  []string{"127.0.0.0/8", "::1/128"},
@@ -171,6 +174,16 @@ func (c *Config) Validate() error {
 	}
 	if err := c.Observe.Validate(); err != nil {
 		return err
+	}
+	if c.PubSub.Enabled {
+		if err := c.PubSub.Validate(); err != nil {
+			return err
+		}
+	}
+	if c.Metrics.Listen != "" {
+		if _, err := netip.ParseAddrPort(c.Metrics.Listen); err != nil {
+			return fmt.Errorf("metrics: listen %q: want ip:port", c.Metrics.Listen)
+		}
 	}
 	radios := map[string]bool{}
 	for i, r := range c.Radio {

@@ -5,20 +5,20 @@ import (
 	"strings"
 
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/observe/pubsub"
 )
 
 // newLocal answers requests for the proxy itself: no Proxy-Uri, no
 // Proxy-Scheme, no reverse route. /.well-known/core lists what the gateway
 // offers (RFC 6690 link format); anything else is 4.04.
-func newLocal(cfg Config, forwards func(*coap.Message) bool) stage {
+func newLocal(cfg Config, passes func(*coap.Message) bool, more func() []string) stage {
 	var links []string
 	for _, r := range cfg.Route {
 		links = append(links, `</`+r.Name+`>;title="route"`)
 	}
-	wellKnown := []byte(strings.Join(links, ","))
 	return func(next coap.Handler) coap.Handler {
 		return coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, r *coap.Request) error {
-			if forwards(r.Msg) {
+			if passes(r.Msg) {
 				return next.ServeCoAP(ctx, w, r)
 			}
 			if path(r.Msg) != ".well-known/core" {
@@ -27,7 +27,17 @@ func newLocal(cfg Config, forwards func(*coap.Message) bool) stage {
 			if r.Msg.Code != coap.GET {
 				return coap.Errorf(coap.MethodNotAllowed, "")
 			}
-			resp := &coap.Message{Code: coap.Content, Payload: wellKnown}
+			// Broker topics change at run time; the query filter is RFC
+			// 6690 §4.1 (the pub-sub draft's discovery relies on it).
+			all := append(append([]string(nil), links...), more()...)
+			var queries []string
+			for q := range r.Msg.Options.All(coap.URIQuery) {
+				queries = append(queries, string(q))
+			}
+			if len(queries) > 0 {
+				all = pubsub.FilterLinks(all, queries)
+			}
+			resp := &coap.Message{Code: coap.Content, Payload: []byte(strings.Join(all, ","))}
 			resp.Options = resp.Options.SetUint(coap.ContentFormat, 40) // application/link-format
 			return w.WriteResponse(resp)
 		})

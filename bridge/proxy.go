@@ -4,7 +4,7 @@
 //
 // The chain, fixed here and nowhere else:
 //
-//	access → hop-limit → guard → local → observe → cache → route → upstream
+//	access → hop-limit → guard → local → observe → pubsub → cache → route → upstream
 //
 // access drops unknown clients and rate-limits known ones; hop-limit
 // enforces RFC 8768; the guard marks OSCORE requests so that later stages
@@ -21,13 +21,18 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"net/netip"
 	"os"
 	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/opaque-edge/gatewayd/cache"
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/observe"
+	"github.com/opaque-edge/gatewayd/observe/pubsub"
 	"github.com/opaque-edge/gatewayd/radio"
 	_ "github.com/opaque-edge/gatewayd/radio/drivers" // "spinel" and "sim"
 )
@@ -42,8 +47,16 @@ type Proxy struct {
 	radios  []*radioUpstream
 	cache   *cache.Cache
 	hub     *observe.Hub
-	servers []*coap.Endpoint
-	addrs   []netip.AddrPort
+	broker  *pubsub.Broker // nil unless [pubsub] enabled
+	started time.Time
+
+	registry  *prometheus.Registry
+	metrics   *metrics
+	admin     *http.Server
+	adminAddr string
+	adminDone chan struct{}
+	servers   []*coap.Endpoint
+	addrs     []netip.AddrPort
 
 	closeOnce sync.Once
 }
@@ -60,7 +73,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Proxy, error) {
 			cfg.Proxy.Name = "gatewayd"
 		}
 	}
-	p := &Proxy{cfg: cfg, log: log}
+	p := &Proxy{cfg: cfg, log: log, started: time.Now(), registry: prometheus.NewRegistry()}
 	up, err := newIPUpstream(ctx, log.With("component", "upstream"))
 	if err != nil {
 		return nil, err
@@ -76,6 +89,14 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Proxy, error) {
 				p.cache.Store(k, n)
 			}
 		}))
+	if cfg.PubSub.Enabled {
+		b, err := pubsub.New(cfg.PubSub, pubsub.WithLogger(log.With("component", "pubsub")))
+		if err != nil {
+			p.Close()
+			return nil, fmt.Errorf("bridge: %w", err)
+		}
+		p.broker = b
+	}
 	for _, rc := range cfg.Radio {
 		r, err := radio.Open(ctx, rc, log.With("component", "radio"))
 		if err != nil {
@@ -91,6 +112,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Proxy, error) {
 		})
 		p.radios = append(p.radios, &radioUpstream{r: r, e: e})
 	}
+	p.metrics = newMetrics(p.registry, p)
 	chain, err := p.buildChain()
 	if err != nil {
 		up.Close()
@@ -176,6 +198,16 @@ func cacheKeyOf(key string) (cache.Key, bool) {
 	return k, true
 }
 
+func (p *Proxy) brokerLinks() []string {
+	if p.broker == nil {
+		return nil
+	}
+	return p.broker.Links()
+}
+
+// Broker is the pub-sub broker, nil unless enabled.
+func (p *Proxy) Broker() *pubsub.Broker { return p.broker }
+
 // Hub is the Observe hub.
 func (p *Proxy) Hub() *observe.Hub { return p.hub }
 
@@ -198,8 +230,17 @@ func (p *Proxy) Close() error {
 				errs = append(errs, err)
 			}
 		}
+		if p.admin != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			p.admin.Shutdown(ctx)
+			cancel()
+			<-p.adminDone
+		}
 		if p.hub != nil {
 			p.hub.Close()
+		}
+		if p.broker != nil {
+			p.broker.Close()
 		}
 		if p.up != nil {
 			p.up.Close()
@@ -223,22 +264,29 @@ func (p *Proxy) buildChain() (coap.Handler, error) {
 		return nil, err
 	}
 	p.router = r
+	r.latency = p.metrics.latency
+	// The broker comes after the hub: a subscription is an observation
+	// the broker serves as its origin, so the hub's fan-out, numbering
+	// and latest-wins delivery apply to subscribers too.
+	local := func(m *coap.Message) bool { return r.forwards(m) || p.broker != nil && p.broker.Owns(m) }
 	stages := []stage{
 		newAccess(p.cfg.Proxy),
 		newHopLimit(p.cfg.Proxy, p.log.With("component", "hoplimit"), r.forwards),
 		guard,
-		newLocal(p.cfg, r.forwards),
+		newLocal(p.cfg, local, p.brokerLinks),
 		p.hub.Stage,
-		p.cache.Stage,
-		r.stage,
 	}
+	if p.broker != nil {
+		stages = append(stages, p.broker.Stage)
+	}
+	stages = append(stages, p.cache.Stage, r.stage)
 	var h coap.Handler = coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, req *coap.Request) error {
 		return coap.Errorf(coap.NotFound, "")
 	})
 	for i := len(stages) - 1; i >= 0; i-- {
 		h = stages[i](h)
 	}
-	first := h
+	first := p.metrics.stage(h)
 	return coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, req *coap.Request) error {
 		return first.ServeCoAP(withExchange(ctx, req.Msg.Clone()), w, req)
 	}), nil

@@ -5,6 +5,8 @@ import (
 	"context"
 	"encoding/hex"
 	"errors"
+	"io"
+	"net/http"
 	"net/netip"
 	"strings"
 	"sync"
@@ -432,4 +434,42 @@ func TestClientsOutsidePrefixesAreIgnored(t *testing.T) {
 	if p.servers[0].Stats().Refused == 0 {
 		t.Fatal("refused datagrams must be counted")
 	}
+}
+
+func TestMetricsAndStatusEndpoint(t *testing.T) {
+	o := newRecorder(t, content("x"))
+	p := startProxy(t, nil)
+	addr, err := p.ServeAdmin(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := client(t)
+	do(t, c, p, &coap.Message{Code: coap.GET, Options: proxyURI("coap://" + o.addr.String() + "/m")})
+	do(t, c, p, &coap.Message{Code: coap.GET, Options: proxyURI("http://127.0.0.1/")})
+	body := httpGet(t, "http://"+addr+"/metrics")
+	for _, want := range []string{
+		`gatewayd_requests_total{code="2.05",method="GET"} 1`,
+		`gatewayd_requests_total{code="5.05",method="GET"} 1`,
+		`gatewayd_upstream_seconds_count{transport="ip"} 1`,
+		`gatewayd_cache_total{counter="misses"}`,
+		`gatewayd_endpoint_datagrams_total{counter="received"`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("metrics lack %q", want)
+		}
+	}
+	if st := httpGet(t, "http://"+addr+"/status"); !strings.Contains(st, `"listen"`) || !strings.Contains(st, `"cache"`) {
+		t.Errorf("status: %s", st)
+	}
+}
+
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }

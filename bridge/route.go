@@ -8,6 +8,8 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/observe"
 )
@@ -24,6 +26,7 @@ type router struct {
 	up      Upstream       // IP
 	radios  []*radioUpstream
 	lookup  func(ctx context.Context, host string) ([]netip.Addr, error)
+	latency *prometheus.HistogramVec // upstream exchange time by transport; may be nil
 }
 
 // lookupHost resolves reg-name hosts of Proxy-Uri and Uri-Host.
@@ -103,6 +106,7 @@ func (r *router) stage(next coap.Handler) coap.Handler {
 		ctx, cancel := context.WithTimeout(ctx, r.timeout)
 		defer cancel()
 		up := r.upstream(dst.Addr())
+		start := time.Now()
 		var resp *coap.Message
 		if obs, ok := observe.UpstreamFrom(ctx); ok {
 			var stop func(context.Context) error
@@ -112,6 +116,13 @@ func (r *router) stage(next coap.Handler) coap.Handler {
 			}
 		} else {
 			resp, err = up.RoundTrip(ctx, dst, out)
+		}
+		if r.latency != nil {
+			transport := "ip"
+			if _, ok := up.(*radioUpstream); ok {
+				transport = "radio"
+			}
+			r.latency.WithLabelValues(transport).Observe(time.Since(start).Seconds())
 		}
 		if err != nil {
 			return upstreamError(err)

@@ -1,0 +1,227 @@
+package bridge
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/opaque-edge/gatewayd/coap"
+)
+
+// MetricsConfig is the [metrics] section: the admin endpoint with
+// Prometheus metrics (/metrics) and a JSON status (/status) for
+// `gatewayctl status`. Loopback by default; "" disables it.
+type MetricsConfig struct {
+	Listen string `toml:"listen"`
+}
+
+// DefaultMetricsListen is the admin endpoint's default address.
+const DefaultMetricsListen = "127.0.0.1:9683"
+
+// metrics are the proxy's own instruments; component counters are read
+// from their Stats at scrape time by collector.
+type metrics struct {
+	requests *prometheus.CounterVec   // by method and response code
+	latency  *prometheus.HistogramVec // upstream exchange time by transport
+}
+
+func newMetrics(reg *prometheus.Registry, p *Proxy) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gatewayd_requests_total", Help: "Requests answered, by method and response code.",
+		}, []string{"method", "code"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "gatewayd_upstream_seconds",
+			Help:    "Time of upstream exchanges, by transport.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"transport"}),
+	}
+	reg.MustRegister(m.requests, m.latency, &collector{p: p})
+	return m
+}
+
+// countingWriter records the code a request was answered with.
+type countingWriter struct {
+	coap.ResponseWriter
+	code coap.Code
+}
+
+func (w *countingWriter) WriteResponse(resp *coap.Message) error {
+	if w.code == 0 {
+		w.code = resp.Code
+	}
+	return w.ResponseWriter.WriteResponse(resp)
+}
+
+// Notify keeps observers working through the wrapper.
+func (w *countingWriter) Notify(resp *coap.Message, con bool, done func(error)) error {
+	nw, ok := w.ResponseWriter.(coap.NotifyWriter)
+	if !ok {
+		return errors.New("bridge: not observable")
+	}
+	return nw.Notify(resp, con, done)
+}
+
+func (w *countingWriter) Peer() netip.AddrPort { return w.ResponseWriter.(coap.NotifyWriter).Peer() }
+func (w *countingWriter) Token() []byte        { return w.ResponseWriter.(coap.NotifyWriter).Token() }
+
+// stage counts every request by method and the code it got.
+func (m *metrics) stage(next coap.Handler) coap.Handler {
+	return coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, r *coap.Request) error {
+		cw := &countingWriter{ResponseWriter: w}
+		var out coap.ResponseWriter = cw
+		if _, ok := w.(coap.NotifyWriter); !ok {
+			out = plainWriter{cw}
+		}
+		err := next.ServeCoAP(ctx, out, r)
+		code := cw.code
+		if code == 0 && err != nil {
+			code = coap.InternalServerError
+			var ce *coap.Error
+			if errors.As(err, &ce) {
+				code = ce.Code
+			}
+		}
+		m.requests.WithLabelValues(r.Msg.Code.String(), codeLabel(code)).Inc()
+		return err
+	})
+}
+
+// plainWriter hides Notify from a writer that cannot notify.
+type plainWriter struct{ w *countingWriter }
+
+func (p plainWriter) WriteResponse(resp *coap.Message) error { return p.w.WriteResponse(resp) }
+
+func codeLabel(c coap.Code) string {
+	if c == 0 {
+		return "none"
+	}
+	return fmt.Sprintf("%d.%02d", c.Class(), c.Detail())
+}
+
+// collector turns the components' Stats into metrics at scrape time.
+type collector struct{ p *Proxy }
+
+var (
+	descEndpoint = prometheus.NewDesc("gatewayd_endpoint_datagrams_total", "Message layer counters per listener.", []string{"listen", "counter"}, nil)
+	descCache    = prometheus.NewDesc("gatewayd_cache_total", "Cache counters: hits, misses, revalidations, evictions, ...", []string{"counter"}, nil)
+	descCacheNow = prometheus.NewDesc("gatewayd_cache_bytes", "Bytes held by the cache.", nil, nil)
+	descObsNow   = prometheus.NewDesc("gatewayd_observers", "Observers registered now.", nil, nil)
+	descUpObsNow = prometheus.NewDesc("gatewayd_upstream_observations", "Upstream observations now.", nil, nil)
+	descObs      = prometheus.NewDesc("gatewayd_observe_total", "Observe hub counters.", []string{"counter"}, nil)
+	descRadioUp  = prometheus.NewDesc("gatewayd_radio_up", "1 when the radio is up.", []string{"radio"}, nil)
+	descRadio    = prometheus.NewDesc("gatewayd_radio_total", "Radio counters: frames tx/rx, errors, reconnects, reassembly drops.", []string{"radio", "counter"}, nil)
+)
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descEndpoint, descCache, descCacheNow, descObsNow, descUpObsNow, descObs, descRadioUp, descRadio} {
+		ch <- d
+	}
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	for i, e := range c.p.servers {
+		s := e.Stats()
+		l := c.p.cfg.Proxy.Listen[i]
+		for name, v := range map[string]uint64{
+			"received": s.Received, "sent": s.Sent, "malformed": s.Malformed, "duplicates": s.Duplicates,
+			"retransmissions": s.Retransmissions, "timeouts": s.Timeouts, "busy": s.Busy, "refused": s.Refused,
+		} {
+			counter(descEndpoint, v, l, name)
+		}
+	}
+	cs := c.p.cache.Stats()
+	for name, v := range map[string]uint64{
+		"hits": cs.Hits, "misses": cs.Misses, "revalidations": cs.Revalidations, "evictions": cs.Evictions,
+		"coalesced": cs.Coalesced, "stored": cs.Stored, "invalidated": cs.Invalidated,
+	} {
+		counter(descCache, v, name)
+	}
+	ch <- prometheus.MustNewConstMetric(descCacheNow, prometheus.GaugeValue, float64(cs.Bytes))
+	hs := c.p.hub.Stats()
+	ch <- prometheus.MustNewConstMetric(descObsNow, prometheus.GaugeValue, float64(hs.Observers))
+	ch <- prometheus.MustNewConstMetric(descUpObsNow, prometheus.GaugeValue, float64(hs.Upstreams))
+	for name, v := range map[string]uint64{
+		"notifications_in": hs.NotificationsIn, "notifications_out": hs.NotificationsOut,
+		"dropped_stale": hs.DroppedStale, "deregistrations": hs.Deregistrations, "skipped": hs.Skipped,
+	} {
+		counter(descObs, v, name)
+	}
+	for _, r := range c.p.radios {
+		rc := r.r.Counters()
+		up := 0.0
+		if rc.Up {
+			up = 1
+		}
+		ch <- prometheus.MustNewConstMetric(descRadioUp, prometheus.GaugeValue, up, r.r.Name())
+		for name, v := range map[string]uint64{
+			"frames_tx": rc.Conn.FramesTx, "frames_rx": rc.Conn.FramesRx, "tx_errors": rc.Link.TxErrors,
+			"decode_errors": rc.Conn.DecodeErrors, "reconnects": rc.Link.Reconnects,
+			"reassembly_drops": rc.Conn.ReassemblyDrops, "queue_drops": rc.Conn.QueueDrops,
+		} {
+			counter(descRadio, v, r.r.Name(), name)
+		}
+	}
+}
+
+// Status is the snapshot /status serves and `gatewayctl status` shows.
+type Status struct {
+	Listen  []string              `json:"listen"`
+	Uptime  string                `json:"uptime"`
+	Cache   any                   `json:"cache"`
+	Observe any                   `json:"observe"`
+	Radios  map[string]any        `json:"radios"`
+	Clients map[string]coap.Stats `json:"endpoints"`
+}
+
+// Status returns a snapshot of the proxy.
+func (p *Proxy) Status() Status {
+	s := Status{Uptime: time.Since(p.started).Round(time.Second).String(), Cache: p.cache.Stats(), Observe: p.hub.Stats(),
+		Radios: map[string]any{}, Clients: map[string]coap.Stats{}}
+	for i, e := range p.servers {
+		s.Listen = append(s.Listen, p.addrs[i].String())
+		s.Clients[p.cfg.Proxy.Listen[i]] = e.Stats()
+	}
+	for _, r := range p.radios {
+		s.Radios[r.r.Name()] = r.r.Counters()
+	}
+	return s
+}
+
+// ServeAdmin starts the admin endpoint (/metrics, /status) on addr; Close
+// stops it. It returns the bound address.
+func (p *Proxy) ServeAdmin(ctx context.Context, addr string) (string, error) {
+	var lc net.ListenConfig
+	l, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		return "", fmt.Errorf("bridge: metrics listen %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(p.registry, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/status", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(p.Status())
+	})
+	p.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	p.adminAddr = l.Addr().String()
+	p.adminDone = make(chan struct{})
+	go func() {
+		defer close(p.adminDone)
+		p.admin.Serve(l)
+	}()
+	return p.adminAddr, nil
+}
+
+// Registry is the proxy's Prometheus registry.
+func (p *Proxy) Registry() *prometheus.Registry { return p.registry }

@@ -1,0 +1,190 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+)
+
+// helperEnv makes the test binary act as a socket-activated daemon
+// instead of running tests: see TestMain.
+const helperEnv = "GATEWAYD_SERVICE_TEST_HELPER"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(helperEnv) == "activated" {
+		os.Exit(activatedHelper())
+	}
+	os.Exit(m.Run())
+}
+
+// activatedHelper is the child: it reports the names it was given, then
+// answers one datagram on the "coap" socket with "pong " + payload.
+func activatedHelper() int {
+	conns, err := PacketConns()
+	if err != nil {
+		fmt.Println("error:", err)
+		return 0
+	}
+	var names []string
+	for name, cs := range conns {
+		names = append(names, fmt.Sprintf("%s=%d", name, len(cs)))
+	}
+	sort.Strings(names)
+	for _, v := range []string{"LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"} {
+		if _, ok := os.LookupEnv(v); ok {
+			names = append(names, v+"-left")
+		}
+	}
+	fmt.Println("names:", strings.Join(names, " "))
+	os.Stdout.Sync()
+	if len(conns[SocketCoAP]) == 0 {
+		return 0
+	}
+	c := conns[SocketCoAP][0]
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 1500)
+	n, from, err := c.ReadFrom(buf)
+	if err != nil {
+		fmt.Println("read:", err)
+		return 1
+	}
+	if _, err := c.WriteTo(append([]byte("pong "), buf[:n]...), from); err != nil {
+		fmt.Println("write:", err)
+		return 1
+	}
+	return 0
+}
+
+// activate runs the helper the way systemd would: the sockets as fds 3…
+// and LISTEN_PID set to the helper's own PID (sh execs it, so $$ is the
+// helper's PID).
+func activate(t *testing.T, names string, files ...*os.File) (*exec.Cmd, *strings.Builder, *os.File) {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" -test.run='^$'`, exe)
+	cmd.Env = append(os.Environ(), helperEnv+"=activated",
+		fmt.Sprintf("LISTEN_FDS=%d", len(files)), "LISTEN_FDNAMES="+names)
+	cmd.ExtraFiles = files
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout = w
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait(); r.Close() })
+	return cmd, &stderr, r
+}
+
+func readLine(t *testing.T, r *os.File) string {
+	t.Helper()
+	r.SetReadDeadline(time.Now().Add(20 * time.Second))
+	var b []byte
+	one := make([]byte, 1)
+	for {
+		n, err := r.Read(one)
+		if err != nil {
+			t.Fatalf("helper output: %v (so far %q)", err, b)
+		}
+		if n == 1 && one[0] == '\n' {
+			return string(b)
+		}
+		b = append(b, one[:n]...)
+	}
+}
+
+func udpFile(t *testing.T) (*net.UDPConn, *os.File) {
+	t.Helper()
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := c.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(); f.Close() })
+	return c, f
+}
+
+func TestActivatedProcessServesOnPassedSocketsByName(t *testing.T) {
+	coap, coapFile := udpFile(t)
+	_, coapsFile := udpFile(t)
+	cmd, stderr, out := activate(t, "coap:coaps", coapFile, coapsFile)
+
+	if got, want := readLine(t, out), "names: coap=1 coaps=1"; got != want {
+		t.Fatalf("helper said %q, want %q\n%s", got, want, stderr)
+	}
+	// The parent keeps nothing bound but its copy; the helper answers on
+	// the socket it did not bind.
+	c, err := net.DialUDP("udp", nil, coap.LocalAddr().(*net.UDPAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	coap.Close() // only the helper reads the socket from here on
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, 64)
+	n, err := c.Read(buf)
+	if err != nil {
+		t.Fatalf("no answer from the activated helper: %v\n%s", err, stderr)
+	}
+	if got := string(buf[:n]); got != "pong ping" {
+		t.Fatalf("answer %q", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	go func() { <-ctx.Done(); cmd.Process.Kill() }()
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("helper: %v\n%s", err, stderr)
+	}
+}
+
+func TestActivatedStreamSocketIsRefused(t *testing.T) {
+	l, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	f, err := l.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	_, stderr, out := activate(t, "coap", f)
+	if got := readLine(t, out); !strings.HasPrefix(got, `error: service: socket "coap"`) {
+		t.Fatalf("helper said %q, want a service: socket error\n%s", got, stderr)
+	}
+}
+
+func TestNoSocketActivationReturnsNothing(t *testing.T) {
+	for name, env := range map[string][2]string{
+		"no LISTEN_FDS":     {"", ""},
+		"another process's": {"3", fmt.Sprint(os.Getpid() + 1)},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Setenv("LISTEN_FDS", env[0])
+			t.Setenv("LISTEN_PID", env[1])
+			conns, err := PacketConns()
+			if err != nil || len(conns) != 0 {
+				t.Fatalf("PacketConns = %v, %v; want none", conns, err)
+			}
+		})
+	}
+}

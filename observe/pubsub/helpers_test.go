@@ -1,0 +1,266 @@
+package pubsub
+
+import (
+	"context"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/fxamacker/cbor/v2"
+	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/observe"
+)
+
+const testCF = 65001
+
+// fakeClock is a manual clock; Advance runs the timers that come due.
+type fakeClock struct {
+	mu     sync.Mutex
+	now    time.Time
+	timers []*fakeTimer
+}
+
+type fakeTimer struct {
+	c       *fakeClock
+	at      time.Time
+	f       func()
+	stopped bool
+}
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{now: time.Date(2026, 7, 1, 12, 0, 0, 0, time.UTC)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) AfterFunc(d time.Duration, f func()) Timer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	t := &fakeTimer{c: c, at: c.now.Add(d), f: f}
+	c.timers = append(c.timers, t)
+	return t
+}
+
+func (t *fakeTimer) Stop() bool {
+	t.c.mu.Lock()
+	defer t.c.mu.Unlock()
+	was := !t.stopped
+	t.stopped = true
+	return was
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	var due []*fakeTimer
+	keep := c.timers[:0]
+	for _, t := range c.timers {
+		switch {
+		case t.stopped:
+		case !t.at.After(c.now):
+			t.stopped = true
+			due = append(due, t)
+		default:
+			keep = append(keep, t)
+		}
+	}
+	c.timers = keep
+	c.mu.Unlock()
+	for _, t := range due {
+		t.f()
+	}
+}
+
+// recorder is an in-memory ResponseWriter.
+type recorder struct {
+	mu   sync.Mutex
+	resp *coap.Message
+}
+
+func (r *recorder) WriteResponse(m *coap.Message) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.resp != nil {
+		return coap.ErrAnswered
+	}
+	r.resp = m.Clone()
+	return nil
+}
+
+// fakeUpstream stands in for the hub's registration.
+type fakeUpstream struct {
+	mu      sync.Mutex
+	notes   []*coap.Message
+	cancel  func(context.Context) error
+	started int
+}
+
+var _ observe.Upstream = (*fakeUpstream)(nil)
+
+func (u *fakeUpstream) Notify(n *coap.Message) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.notes = append(u.notes, n.Clone())
+}
+
+func (u *fakeUpstream) Started(cancel func(context.Context) error) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.cancel = cancel
+	u.started++
+}
+
+func (u *fakeUpstream) notifications() []*coap.Message {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return append([]*coap.Message(nil), u.notes...)
+}
+
+type rig struct {
+	t     testing.TB
+	b     *Broker
+	clock *fakeClock
+	cfg   Config
+	stage coap.Handler
+	next  int // requests passed to next
+}
+
+func testConfig(t testing.TB) Config {
+	cfg := Defaults()
+	cfg.Enabled = true
+	cfg.StateDir = t.TempDir()
+	cfg.MinPublishInterval = Duration{} // the rate limit has its own test
+	return cfg
+}
+
+func newRig(t testing.TB, mod func(*Config), opts ...Option) *rig {
+	t.Helper()
+	cfg := testConfig(t)
+	if mod != nil {
+		mod(&cfg)
+	}
+	return openRig(t, cfg, opts...)
+}
+
+func openRig(t testing.TB, cfg Config, opts ...Option) *rig {
+	t.Helper()
+	r := &rig{t: t, clock: newFakeClock(), cfg: cfg}
+	b, err := New(cfg, append([]Option{WithClock(r.clock)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	r.b = b
+	r.stage = b.Stage(coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, req *coap.Request) error {
+		r.next++
+		return w.WriteResponse(&coap.Message{Code: coap.NotImplemented})
+	}))
+	return r
+}
+
+// msg builds a request for path ("/ps/x?rt=y"), with options as pairs.
+func msg(code coap.Code, path string, payload []byte, opts ...any) *coap.Message {
+	m := &coap.Message{Type: coap.Confirmable, Code: code, MID: 1, Token: []byte{1, 2}, Payload: payload}
+	p, q, _ := strings.Cut(path, "?")
+	for _, s := range strings.Split(strings.Trim(p, "/"), "/") {
+		if s != "" {
+			m.Options = m.Options.Insert(coap.URIPath, []byte(s))
+		}
+	}
+	if q != "" {
+		for _, s := range strings.Split(q, "&") {
+			m.Options = m.Options.Insert(coap.URIQuery, []byte(s))
+		}
+	}
+	for i := 0; i+1 < len(opts); i += 2 {
+		id := opts[i].(coap.OptionID)
+		switch v := opts[i+1].(type) {
+		case int:
+			m.Options = m.Options.Insert(id, coap.EncodeUint(uint32(v)))
+		case []byte:
+			m.Options = m.Options.Insert(id, v)
+		}
+	}
+	return m
+}
+
+// do runs one request through the stage; ctx may carry an Upstream.
+func (r *rig) do(ctx context.Context, m *coap.Message) *coap.Message {
+	r.t.Helper()
+	w := &recorder{}
+	req := &coap.Request{Msg: m, Peer: netip.MustParseAddrPort("[2001:db8::1]:5683")}
+	if err := r.stage.ServeCoAP(ctx, w, req); err != nil {
+		r.t.Fatalf("%v %v: %v", m.Code, m, err)
+	}
+	if w.resp == nil {
+		r.t.Fatalf("%v: no response", m)
+	}
+	return w.resp
+}
+
+func (r *rig) req(code coap.Code, path string, payload []byte, opts ...any) *coap.Message {
+	r.t.Helper()
+	return r.do(context.Background(), msg(code, path, payload, opts...))
+}
+
+// subscribe registers u as the hub would.
+func (r *rig) subscribe(path string, u observe.Upstream) *coap.Message {
+	r.t.Helper()
+	return r.do(observe.WithUpstream(context.Background(), u), msg(coap.GET, path, nil, coap.Observe, 0))
+}
+
+func enc(t testing.TB, v any) []byte {
+	t.Helper()
+	b, err := cbor.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func dec(t testing.TB, b []byte) map[int]any {
+	t.Helper()
+	var m map[int]any
+	if err := cbor.Unmarshal(b, &m); err != nil {
+		t.Fatalf("decode %x: %v", b, err)
+	}
+	return m
+}
+
+// create makes a topic and returns its topic path and topic-data path.
+func (r *rig) create(props map[int]any) (topicPath, dataPath string) {
+	r.t.Helper()
+	resp := r.req(coap.POST, "/"+r.cfg.Path, enc(r.t, props), coap.ContentFormat, testCF)
+	if resp.Code != coap.Created {
+		r.t.Fatalf("create: %v %s", resp.Code, resp.Payload)
+	}
+	var segs []string
+	for v := range resp.Options.All(coap.LocationPath) {
+		segs = append(segs, string(v))
+	}
+	m := dec(r.t, resp.Payload)
+	return "/" + strings.Join(segs, "/"), m[KeyTopicData].(string)
+}
+
+func (r *rig) publish(path string, cf int, payload []byte) *coap.Message {
+	r.t.Helper()
+	return r.req(coap.PUT, path, payload, coap.ContentFormat, cf)
+}
+
+func uintOpt(t testing.TB, m *coap.Message, id coap.OptionID) (uint32, bool) {
+	t.Helper()
+	return m.Options.Uint(id)
+}
+
+func wantCode(t testing.TB, what string, got *coap.Message, want coap.Code) {
+	t.Helper()
+	if got.Code != want {
+		t.Fatalf("%s: got %v (%s), want %v", what, got.Code, got.Payload, want)
+	}
+}

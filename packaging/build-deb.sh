@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# build-deb.sh builds gatewayd's Debian packages into dist/:
+#   gatewayd_<version>-<revision>_<arch>.deb for each architecture asked
+#   (default: amd64 arm64 armhf).
+# It needs Go and the downloaded modules (go mod download), nothing from
+# the network: nfpm is a Go tool of this module (go tool nfpm).
+#
+# Environment:
+#   VERSION         upstream version (default: from `git describe`, else
+#                   0.0.0~git<date>.<hash>)
+#   DEB_REVISION    Debian revision (default 1)
+#   DEB_MAINTAINER  the Maintainer field
+#   DIST            output directory (default <repo>/dist)
+#   GOARM           ARM version for armhf (default 6: Raspberry Pi 1 and
+#                   Zero run Raspberry Pi OS armhf on ARMv6)
+#   SOURCE_DATE_EPOCH  timestamp for files and changelog (default: the
+#                   last commit's time), so builds are reproducible
+#
+# Usage: packaging/build-deb.sh [amd64] [arm64] [armhf]
+set -euo pipefail
+
+here="$(cd "$(dirname "$0")" && pwd)"
+repo="$(cd "$here/.." && pwd)"
+cd "$repo"
+
+go="${GO:-go}"
+dist="${DIST:-$repo/dist}"
+arches=("$@")
+[ ${#arches[@]} -gt 0 ] || arches=(amd64 arm64 armhf)
+
+if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
+	SOURCE_DATE_EPOCH="$(git -C "$repo" log -1 --format=%ct 2>/dev/null || date +%s)"
+fi
+export SOURCE_DATE_EPOCH
+
+if [ -z "${VERSION:-}" ]; then
+	if tag="$(git -C "$repo" describe --tags --match 'v[0-9]*' 2>/dev/null)"; then
+		# v1.2.3 → 1.2.3; v1.2.3-4-gabc → 1.2.3+git4.abc (after 1.2.3, before 1.2.4)
+		VERSION="$(echo "${tag#v}" | sed -E 's/-([0-9]+)-g([0-9a-f]+)$/+git\1.\2/')"
+	else
+		VERSION="0.0.0~git$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y%m%d).$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+	fi
+fi
+case "$VERSION" in
+[0-9]*) ;;
+*) echo "build-deb: VERSION $VERSION must start with a digit (Debian policy 5.6.12)" >&2; exit 1 ;;
+esac
+export DEB_UPSTREAM_VERSION="$VERSION"
+export DEB_REVISION="${DEB_REVISION:-1}"
+export DEB_MAINTAINER="${DEB_MAINTAINER:-gatewayd maintainers <maintainers@opaque-edge.example>}"
+full="$DEB_UPSTREAM_VERSION-$DEB_REVISION"
+
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+
+# Files that do not depend on the architecture.
+common="$work/common"
+mkdir -p "$common"
+for page in gatewayd.8 gatewayd.toml.5; do
+	gzip -9n <"$here/man/$page" >"$common/$page.gz"
+done
+{
+	echo "gatewayd ($full) unstable; urgency=medium"
+	echo
+	echo "  * Package built from $(git -C "$repo" describe --tags --always --dirty 2>/dev/null || echo "an unknown revision")."
+	echo
+	echo " -- $DEB_MAINTAINER  $(LC_ALL=C date -u -R -d "@$SOURCE_DATE_EPOCH")"
+} | gzip -9n >"$common/changelog.Debian.gz"
+
+with_ctl=false
+if [ -d "$repo/cmd/gatewayctl" ]; then
+	with_ctl=true
+else
+	echo "build-deb: cmd/gatewayctl does not exist yet; packaging without /usr/bin/gatewayctl" >&2
+fi
+
+mkdir -p "$dist"
+for arch in "${arches[@]}"; do
+	goarm=""
+	case "$arch" in
+	amd64) goarch=amd64 ;;
+	arm64) goarch=arm64 ;;
+	armhf) goarch=arm goarm="${GOARM:-6}" ;;
+	*) echo "build-deb: unknown architecture $arch (amd64, arm64, armhf)" >&2; exit 1 ;;
+	esac
+	stage="$work/$arch"
+	mkdir -p "$stage"
+	cp "$common"/* "$stage/"
+	cp "$here/lintian-overrides" "$stage/lintian-overrides"
+	build() {
+		CGO_ENABLED=0 GOOS=linux GOARCH="$goarch" GOARM="$goarm" \
+			"$go" build -trimpath -ldflags "-s -w -X main.version=$VERSION" -o "$stage/$1" "./cmd/$1"
+	}
+	build gatewayd
+	config="$here/nfpm.yaml"
+	if $with_ctl; then
+		build gatewayctl
+		{
+			echo "# Go programs are linked statically by design (CGO_ENABLED=0): one file, no libc ABI to match."
+			echo "gatewayd: statically-linked-binary [usr/bin/gatewayctl]"
+		} >>"$stage/lintian-overrides"
+		config="$stage/nfpm.yaml"
+		cp "$here/nfpm.yaml" "$config"
+		cat >>"$config" <<-'YAML'
+		  - src: ${STAGE}/gatewayctl
+		    dst: /usr/bin/gatewayctl
+		    expand: true
+		    file_info: {mode: 0755}
+		YAML
+		if [ -f "$here/man/gatewayctl.1" ]; then
+			gzip -9n <"$here/man/gatewayctl.1" >"$stage/gatewayctl.1.gz"
+			cat >>"$config" <<-'YAML'
+			  - src: ${STAGE}/gatewayctl.1.gz
+			    dst: /usr/share/man/man1/gatewayctl.1.gz
+			    expand: true
+			    file_info: {mode: 0644}
+			YAML
+		else
+			echo "build-deb: packaging/man/gatewayctl.1 is missing; lintian will say binary-without-manpage" >&2
+		fi
+	fi
+	out="$dist/gatewayd_${full}_${arch}.deb"
+	# nfpm resolves relative sources against its working directory.
+	(cd "$here" && STAGE="$stage" DEB_ARCH="$arch" "$go" tool nfpm package \
+		--config "$config" --packager deb --target "$out" >&2)
+	echo "$out"
+done

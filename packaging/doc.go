@@ -1,0 +1,5 @@
+// Package packaging holds no Go code: it is the Debian package of
+// gatewayd (nfpm.yaml, build-deb.sh, maintainer scripts, man pages, the
+// default configuration) and the test that builds, lints, installs and
+// upgrades that package. See README.md.
+package packaging
