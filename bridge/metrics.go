@@ -133,7 +133,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	for i, e := range c.p.servers {
 		s := e.Stats()
-		l := c.p.cfg.Proxy.Listen[i]
+		l := c.p.labels[i]
 		for name, v := range map[string]uint64{
 			"received": s.Received, "sent": s.Sent, "malformed": s.Malformed, "duplicates": s.Duplicates,
 			"retransmissions": s.Retransmissions, "timeouts": s.Timeouts, "busy": s.Busy, "refused": s.Refused,
@@ -191,7 +191,7 @@ func (p *Proxy) Status() Status {
 		Radios: map[string]any{}, Clients: map[string]coap.Stats{}}
 	for i, e := range p.servers {
 		s.Listen = append(s.Listen, p.addrs[i].String())
-		s.Clients[p.cfg.Proxy.Listen[i]] = e.Stats()
+		s.Clients[p.labels[i]] = e.Stats()
 	}
 	for _, r := range p.radios {
 		s.Radios[r.r.Name()] = r.r.Counters()

@@ -21,10 +21,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/netip"
 	"os"
+	"reflect"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -41,8 +45,7 @@ import (
 type Proxy struct {
 	cfg     Config
 	log     *slog.Logger
-	chain   coap.Handler
-	router  *router
+	chain   atomic.Pointer[chainState] // swapped whole by Reload
 	up      *ipUpstream
 	radios  []*radioUpstream
 	cache   *cache.Cache
@@ -57,13 +60,35 @@ type Proxy struct {
 	adminDone chan struct{}
 	servers   []*coap.Endpoint
 	addrs     []netip.AddrPort
+	labels    []string // per server: the listen entry or the activated socket
+
+	probeMu   sync.Mutex
+	probe     *coap.Endpoint // guarded by probeMu: the watchdog's client
+	probePort atomic.Uint32
 
 	closeOnce sync.Once
 }
 
+// Option adjusts New.
+type Option func(*options)
+
+type options struct {
+	activated []net.PacketConn
+}
+
+// WithPacketConns serves CoAP on sockets opened by someone else (systemd
+// socket activation) instead of binding the udp:// listeners.
+func WithPacketConns(pcs []net.PacketConn) Option {
+	return func(o *options) { o.activated = pcs }
+}
+
 // New binds the configured endpoints and starts serving. cfg must be
 // validated. Close stops everything New started.
-func New(ctx context.Context, cfg Config, log *slog.Logger) (*Proxy, error) {
+func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*Proxy, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -113,27 +138,51 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Proxy, error) {
 		p.radios = append(p.radios, &radioUpstream{r: r, e: e})
 	}
 	p.metrics = newMetrics(p.registry, p)
-	chain, err := p.buildChain()
+	chain, err := p.buildChain(p.cfg)
 	if err != nil {
-		up.Close()
+		p.Close()
 		return nil, err
 	}
-	p.chain = chain
-	clients, _ := parsePrefixes(cfg.Proxy.Clients)
-	accept := func(peer netip.AddrPort) bool { return contains(clients, peer.Addr()) }
+	p.chain.Store(chain)
+	accept := func(peer netip.AddrPort) bool {
+		return contains(p.chain.Load().clients, peer.Addr()) || p.isProbe(peer)
+	}
+	serve := func(label, scheme string, t coap.Transport, addr netip.AddrPort) {
+		e := coap.NewEndpoint(t, coap.EndpointConfig{
+			Handler: coap.HandlerFunc(p.serveChain),
+			Secure:  scheme == "dtls",
+			Accept:  accept,
+			Logger:  log.With("component", "endpoint", "listen", label),
+		})
+		p.servers = append(p.servers, e)
+		p.addrs = append(p.addrs, addr)
+		p.labels = append(p.labels, label)
+		log.Info("listening", "component", "proxy", "scheme", scheme, "addr", addr, "listen", label)
+	}
+	// Sockets passed by systemd (gatewayd.socket) replace the udp://
+	// listeners: the unit's ListenDatagram lines are then what counts.
+	for i, pc := range o.activated {
+		uc, ok := pc.(*net.UDPConn)
+		if !ok {
+			p.Close()
+			return nil, fmt.Errorf("bridge: activated socket %d is not UDP", i)
+		}
+		u := coap.NewUDP(uc)
+		serve(fmt.Sprintf("systemd:coap/%d", i), "udp", u, u.LocalAddr())
+	}
 	for _, l := range cfg.Proxy.Listen {
 		scheme, addr, _ := parseListen(l)
-		var t coap.Transport
-		switch scheme {
-		case "udp":
+		switch {
+		case scheme == "udp" && len(o.activated) > 0:
+			continue
+		case scheme == "udp":
 			u, err := coap.ListenUDP(ctx, addr.String())
 			if err != nil {
 				p.Close()
 				return nil, fmt.Errorf("bridge: %w", err)
 			}
-			addr = u.LocalAddr()
-			t = u
-		case "dtls":
+			serve(l, scheme, u, u.LocalAddr())
+		case scheme == "dtls":
 			keys, err := LoadPSK(cfg.Proxy.PSKFile)
 			if err != nil {
 				p.Close()
@@ -144,18 +193,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Proxy, error) {
 				p.Close()
 				return nil, err
 			}
-			addr = d.LocalAddr()
-			t = d
+			serve(l, scheme, d, d.LocalAddr())
 		}
-		e := coap.NewEndpoint(t, coap.EndpointConfig{
-			Handler: chain,
-			Secure:  scheme == "dtls",
-			Accept:  accept,
-			Logger:  log.With("component", "endpoint", "listen", l),
-		})
-		p.servers = append(p.servers, e)
-		p.addrs = append(p.addrs, addr)
-		log.Info("listening", "component", "proxy", "scheme", scheme, "addr", addr)
 	}
 	return p, nil
 }
@@ -163,10 +202,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Proxy, error) {
 // serveChain hands a request to the chain once it is built (radio
 // endpoints start before it is).
 func (p *Proxy) serveChain(ctx context.Context, w coap.ResponseWriter, r *coap.Request) error {
-	if p.chain == nil {
+	c := p.chain.Load()
+	if c == nil {
 		return coap.Errorf(coap.ServiceUnavailable, "starting")
 	}
-	return p.chain.ServeCoAP(ctx, w, r)
+	return c.h.ServeCoAP(ctx, w, r)
 }
 
 // Radios are the opened radios, in the order of the config.
@@ -219,7 +259,7 @@ func (p *Proxy) Addrs() []netip.AddrPort { return p.addrs }
 
 // Handler is the request chain, for endpoints other than the proxy's own
 // listeners (plugins, tests).
-func (p *Proxy) Handler() coap.Handler { return p.chain }
+func (p *Proxy) Handler() coap.Handler { return coap.HandlerFunc(p.serveChain) }
 
 // Close stops the listeners and upstreams and waits for them. Idempotent.
 func (p *Proxy) Close() error {
@@ -230,6 +270,11 @@ func (p *Proxy) Close() error {
 				errs = append(errs, err)
 			}
 		}
+		p.probeMu.Lock()
+		if p.probe != nil {
+			p.probe.Close()
+		}
+		p.probeMu.Unlock()
 		if p.admin != nil {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			p.admin.Shutdown(ctx)
@@ -257,23 +302,35 @@ func (p *Proxy) Close() error {
 // stage is one link of the chain: it serves or calls next.
 type stage func(next coap.Handler) coap.Handler
 
-// buildChain assembles the chain in its one fixed order.
-func (p *Proxy) buildChain() (coap.Handler, error) {
-	r, err := newRouter(p.cfg, p.up, p.radios)
+// chainState is one built chain and the settings it was built from.
+type chainState struct {
+	h       coap.Handler
+	router  *router
+	clients []netip.Prefix
+	cfg     Config
+}
+
+// buildChain assembles the chain in its one fixed order from cfg, over the
+// proxy's long-lived parts (endpoints, radios, cache, hub, broker).
+func (p *Proxy) buildChain(cfg Config) (*chainState, error) {
+	r, err := newRouter(cfg, p.up, p.radios)
 	if err != nil {
 		return nil, err
 	}
-	p.router = r
+	clients, err := parsePrefixes(cfg.Proxy.Clients)
+	if err != nil {
+		return nil, err
+	}
 	r.latency = p.metrics.latency
 	// The broker comes after the hub: a subscription is an observation
 	// the broker serves as its origin, so the hub's fan-out, numbering
 	// and latest-wins delivery apply to subscribers too.
 	local := func(m *coap.Message) bool { return r.forwards(m) || p.broker != nil && p.broker.Owns(m) }
 	stages := []stage{
-		newAccess(p.cfg.Proxy),
-		newHopLimit(p.cfg.Proxy, p.log.With("component", "hoplimit"), r.forwards),
+		newAccess(cfg.Proxy),
+		newHopLimit(cfg.Proxy, p.log.With("component", "hoplimit"), r.forwards),
 		guard,
-		newLocal(p.cfg, local, p.brokerLinks),
+		newLocal(cfg, local, p.brokerLinks),
 		p.hub.Stage,
 	}
 	if p.broker != nil {
@@ -287,7 +344,51 @@ func (p *Proxy) buildChain() (coap.Handler, error) {
 		h = stages[i](h)
 	}
 	first := p.metrics.stage(h)
-	return coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, req *coap.Request) error {
-		return first.ServeCoAP(withExchange(ctx, req.Msg.Clone()), w, req)
-	}), nil
+	return &chainState{
+		h: coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, req *coap.Request) error {
+			return first.ServeCoAP(withExchange(ctx, req.Msg.Clone()), w, req)
+		}),
+		router:  r,
+		clients: clients,
+		cfg:     cfg,
+	}, nil
+}
+
+// Reload swaps in what a new configuration changes of the request path:
+// [proxy] allow, clients, timeout, next_hop, hop_limit, name, rate, burst,
+// and the routes. Sockets, radios, the cache, observers and the broker
+// stay as they are; changes to their sections are reported in the
+// returned list and need a restart. An invalid cfg changes nothing.
+func (p *Proxy) Reload(cfg Config) (needsRestart []string, err error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	old := p.chain.Load().cfg
+	if cfg.Proxy.Name == "" {
+		cfg.Proxy.Name = old.Proxy.Name
+	}
+	if !slices.Equal(cfg.Proxy.Listen, old.Proxy.Listen) || cfg.Proxy.PSKFile != old.Proxy.PSKFile {
+		needsRestart = append(needsRestart, "proxy.listen/psk_file")
+	}
+	for name, changed := range map[string]bool{
+		"radio":   !reflect.DeepEqual(cfg.Radio, old.Radio),
+		"cache":   cfg.Cache != old.Cache,
+		"observe": cfg.Observe != old.Observe,
+		"pubsub":  cfg.PubSub != old.PubSub,
+		"metrics": cfg.Metrics != old.Metrics,
+	} {
+		if changed {
+			needsRestart = append(needsRestart, name)
+		}
+	}
+	slices.Sort(needsRestart)
+	// Keep what cannot change live, so the chain matches what runs.
+	cfg.Proxy.Listen, cfg.Proxy.PSKFile = old.Proxy.Listen, old.Proxy.PSKFile
+	cfg.Radio, cfg.Cache, cfg.Observe, cfg.PubSub, cfg.Metrics = old.Radio, old.Cache, old.Observe, old.PubSub, old.Metrics
+	c, err := p.buildChain(cfg)
+	if err != nil {
+		return nil, err
+	}
+	p.chain.Store(c)
+	return needsRestart, nil
 }

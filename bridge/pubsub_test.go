@@ -33,7 +33,7 @@ func TestPubSubThroughTheChain(t *testing.T) {
 	if resp := do(t, c, p, wk); !bytes.Contains(resp.Payload, []byte("core.ps.coll")) {
 		t.Fatalf("discovery: %q", resp.Payload)
 	}
-	name, rt := "temp", pubsub.RTTopic
+	name, rt := "temp", pubsub.RTData
 	props := pubsub.Properties{TopicName: &name, ResourceType: &rt}
 	body, err := props.Encode()
 	if err != nil {

@@ -194,6 +194,9 @@ func (e *Endpoint) Close() error {
 	return e.closeErr
 }
 
+// Secure reports whether the endpoint's transport is DTLS.
+func (e *Endpoint) Secure() bool { return e.cfg.Secure }
+
 // Stats returns a snapshot of the counters.
 func (e *Endpoint) Stats() Stats {
 	s := &e.stats

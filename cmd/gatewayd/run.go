@@ -9,11 +9,16 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"os/signal"
 	"runtime/debug"
 	"runtime/pprof"
+	"strings"
+	"sync"
+	"syscall"
 	"time"
 
 	"github.com/opaque-edge/gatewayd/bridge"
+	"github.com/opaque-edge/gatewayd/internal/service"
 	"github.com/opaque-edge/gatewayd/radio"
 	"github.com/opaque-edge/gatewayd/radio/sim"
 )
@@ -48,7 +53,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
 		return fmt.Errorf("-log-level: %w", err)
 	}
-	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	// The journal's native protocol when systemd connected stderr to it,
+	// text otherwise.
+	log := slog.New(service.NewLogHandler(stderr, "gatewayd", &slog.HandlerOptions{Level: level}))
 
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -76,6 +83,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 
 	if demoMode {
+		stateDir, err := os.MkdirTemp("", "gatewayd-demo-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(stateDir)
+		cfg.PubSub.Enabled = true
+		cfg.PubSub.StateDir = stateDir
+		cfg.Metrics.Listen = "" // the demo leaves the admin port to an installed gatewayd
 		cfg.Radio = []radio.Config{{Name: "sim", Driver: "sim"}}
 		// Reverse routes to the simulated nodes: /node1/... and so on.
 		for i := 0; i < radio.DefaultSimNodes; i++ {
@@ -85,16 +100,73 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			})
 		}
 	}
-	p, err := bridge.New(ctx, cfg, log)
+	// Read systemd's variables before anything starts children (plugins),
+	// so they do not inherit them.
+	notifier, err := service.NewNotifier(service.Options{Logger: log.With("component", "service")})
 	if err != nil {
 		return err
+	}
+	activated, err := service.PacketConns()
+	if err != nil {
+		return err
+	}
+	if len(activated[service.SocketCoAPS]) > 0 {
+		log.Warn("socket-activated coaps sockets are not supported; the dtls:// listeners bind their own")
+		for _, pc := range activated[service.SocketCoAPS] {
+			pc.Close()
+		}
+	}
+	p, err := bridge.New(ctx, cfg, log, bridge.WithPacketConns(activated[service.SocketCoAP]))
+	if err != nil {
+		return err
+	}
+	if cfg.Metrics.Listen != "" {
+		// Metrics are an aid, not the service: a busy port is logged, not fatal.
+		if addr, err := p.ServeAdmin(ctx, cfg.Metrics.Listen); err != nil {
+			log.Error("admin endpoint", "err", err)
+		} else {
+			log.Info("admin endpoint", "component", "metrics", "addr", addr)
+		}
 	}
 	log.Info("gatewayd started", "version", buildVersion())
 	if demoMode {
 		printBanner(stdout, p.Addrs()[0], p.Radios()[0].Nodes())
+		stopPublisher := startDemoPublisher(ctx, p, log)
+		defer stopPublisher()
 	}
-	<-ctx.Done()
+	return serve(ctx, p, *configPath, notifier, log)
+}
+
+// serve runs the started proxy until ctx is done: systemd readiness and
+// status, the watchdog fed by probes of the request path, SIGHUP reloads.
+func serve(ctx context.Context, p *bridge.Proxy, configPath string, n *service.Notifier, log *slog.Logger) error {
+	var wg sync.WaitGroup
+	ctx, cancel := context.WithCancel(ctx)
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+	hb := n.Heartbeat("request path")
+	wg.Add(2)
+	go func() { defer wg.Done(); n.Run(ctx) }()
+	go func() { defer wg.Done(); probeLoop(ctx, p, n, hb, log) }()
+	n.Ready()
+	n.Status(statusLine(p))
+
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+loop:
+	for {
+		select {
+		case <-hup:
+			reload(p, configPath, n, log)
+		case <-ctx.Done():
+			break loop
+		}
+	}
 	log.Info("stopping")
+	n.Stopping()
 	done := make(chan error, 1)
 	go func() { done <- p.Close() }()
 	select {
@@ -106,6 +178,76 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	case <-time.After(stopGrace):
 		return errors.New("did not stop within 5 s")
 	}
+}
+
+// reload re-reads the configuration on SIGHUP; an invalid file keeps the
+// running configuration.
+func reload(p *bridge.Proxy, configPath string, n *service.Notifier, log *slog.Logger) {
+	n.Reloading()
+	defer n.Ready()
+	if configPath == "" {
+		log.Warn("reload: the demo has no configuration file")
+		return
+	}
+	cfg, err := bridge.Load(configPath)
+	if err != nil {
+		log.Error("reload refused; the running configuration stays", "err", err)
+		n.Status("reload refused: " + err.Error())
+		return
+	}
+	restart, err := p.Reload(cfg)
+	if err != nil {
+		log.Error("reload refused; the running configuration stays", "err", err)
+		return
+	}
+	if len(restart) > 0 {
+		log.Warn("reloaded; these sections changed and need a restart to apply", "sections", restart)
+	} else {
+		log.Info("reloaded")
+	}
+	n.Status(statusLine(p))
+}
+
+// probeLoop feeds the watchdog's heartbeat while a probe through the
+// socket readers and the chain succeeds, and refreshes STATUS=.
+func probeLoop(ctx context.Context, p *bridge.Proxy, n *service.Notifier, hb *service.Heartbeat, log *slog.Logger) {
+	defer hb.Stop()
+	t := time.NewTicker(n.BeatInterval())
+	defer t.Stop()
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := p.Probe(pctx)
+		cancel()
+		if err == nil {
+			hb.Beat()
+		} else if ctx.Err() == nil {
+			log.Warn("probe of the request path failed", "err", err)
+		}
+		n.Status(statusLine(p))
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// statusLine is the one-line STATUS= for systemctl status.
+func statusLine(p *bridge.Proxy) string {
+	st := p.Status()
+	var b strings.Builder
+	fmt.Fprintf(&b, "serving %s", strings.Join(st.Listen, " "))
+	for _, r := range p.Radios() {
+		state := "up"
+		if !r.Up() {
+			state = "DOWN, reconnecting"
+		}
+		fmt.Fprintf(&b, "; radio %s %s", r.Name(), state)
+	}
+	hs := p.Hub().Stats()
+	cs := p.Cache().Stats()
+	fmt.Fprintf(&b, "; %d observers; cache %d entries", hs.Observers, cs.Entries)
+	return b.String()
 }
 
 func buildVersion() string {
@@ -145,6 +287,12 @@ Try (coap-client-notls is in the Debian package libcoap3-bin):
   %[1]s -m get -P coap://%[2]v coap://[%[3]v]/.well-known/core
   %[1]s -m get coap://%[2]v/node1/sensors/temp      (reverse route)
   %[1]s -m get coap://%[2]v/.well-known/core
+
+Node 1 publishes its reading to the gateway's pub-sub broker; find the
+topic and subscribe for 30 s:
+
+  %[1]s -m get 'coap://%[2]v/.well-known/core?rt=core.ps.data'
+  %[1]s -s 30 -m get coap://%[2]v/ps/data/<id from the line above>
 
 Stop with Ctrl-C.
 `, c, proxy, nodes[0])

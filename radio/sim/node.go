@@ -360,3 +360,9 @@ func (l *stationLink) Close() error {
 	})
 	return nil
 }
+
+// Reading is the node's temperature now, as /sensors/temp serves it.
+func (n *Node) Reading() string {
+	_, v, _ := n.temp()
+	return v
+}

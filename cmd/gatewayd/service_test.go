@@ -1,0 +1,224 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/opaque-edge/gatewayd/coap"
+)
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// gatewaydBinary builds the command once per test run.
+func gatewaydBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "gatewayd-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "gatewayd")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("%v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+// notifySocket is a test-owned NOTIFY_SOCKET collecting what gatewayd
+// tells systemd.
+type notifySocket struct {
+	path string
+	c    *net.UnixConn
+	mu   sync.Mutex
+	msgs []string
+}
+
+func newNotifySocket(t *testing.T) *notifySocket {
+	t.Helper()
+	dir, err := os.MkdirTemp("/tmp", "ns") // short: sun_path is 108 bytes
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	n := &notifySocket{path: filepath.Join(dir, "notify")}
+	n.c, err = net.ListenUnixgram("unixgram", &net.UnixAddr{Name: n.path, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.c.Close() })
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			k, err := n.c.Read(buf)
+			if err != nil {
+				return
+			}
+			n.mu.Lock()
+			n.msgs = append(n.msgs, string(buf[:k]))
+			n.mu.Unlock()
+		}
+	}()
+	return n
+}
+
+// waitFor waits until a message containing want arrives after the first
+// `after` messages, and returns its index.
+func (n *notifySocket) waitFor(t *testing.T, want string, after int) int {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		n.mu.Lock()
+		for i := after; i < len(n.msgs); i++ {
+			if strings.Contains(n.msgs[i], want) {
+				n.mu.Unlock()
+				return i
+			}
+		}
+		n.mu.Unlock()
+		time.Sleep(20 * time.Millisecond)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	t.Fatalf("no %q from gatewayd; got %q", want, n.msgs)
+	return 0
+}
+
+func getWellKnown(t *testing.T, port int) error {
+	t.Helper()
+	u, err := coap.ListenUDP(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := coap.NewEndpoint(u, coap.EndpointConfig{})
+	defer e.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req := &coap.Message{Code: coap.GET}
+	req.Options = req.Options.Insert(coap.URIPath, []byte(".well-known")).Insert(coap.URIPath, []byte("core"))
+	resp, err := e.Do(ctx, netipAddrPort(port), req)
+	if err != nil {
+		return err
+	}
+	if resp.Code != coap.Content {
+		return fmt.Errorf("got %v", resp.Code)
+	}
+	return nil
+}
+
+func TestSystemdNotifyWatchdogReloadAndStop(t *testing.T) {
+	ns := newNotifySocket(t)
+	port := freePort(t)
+	cfgPath := writeFile(t, "g.toml", fmt.Sprintf("[proxy]\nlisten = [\"udp://127.0.0.1:%d\"]\n[metrics]\nlisten = \"\"\n", port))
+	cmd := exec.Command(gatewaydBinary(t), "-config", cfgPath)
+	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+ns.path, "WATCHDOG_USEC=2000000")
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	// WATCHDOG_PID is not set, so the watchdog is for this process.
+	ready := ns.waitFor(t, "READY=1", 0)
+	ns.waitFor(t, "STATUS=serving", 0)
+	ns.waitFor(t, "WATCHDOG=1", ready)
+	w1 := ns.waitFor(t, "WATCHDOG=1", ready)
+	ns.waitFor(t, "WATCHDOG=1", w1+1) // pings keep coming while the probe passes
+
+	// An invalid configuration on SIGHUP: RELOADING=1, READY=1, still serving.
+	if err := os.WriteFile(cfgPath, []byte("[proxy]\nlisten = 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mark := len(ns.msgs)
+	cmd.Process.Signal(syscall.SIGHUP)
+	r := ns.waitFor(t, "RELOADING=1", mark)
+	if !strings.Contains(ns.msgs[r], "MONOTONIC_USEC=") {
+		t.Fatalf("RELOADING=1 without MONOTONIC_USEC: %q", ns.msgs[r])
+	}
+	ns.waitFor(t, "READY=1", r)
+	if err := getWellKnown(t, port); err != nil {
+		t.Fatalf("not serving after an invalid reload: %v\n%s", err, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "reload refused") {
+		t.Fatalf("the refused reload is not logged:\n%s", stderr.String())
+	}
+	// A valid one that changes a live setting.
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf("[proxy]\nlisten = [\"udp://127.0.0.1:%d\"]\ntimeout = \"2s\"\n[metrics]\nlisten = \"\"\n", port)), 0o600)
+	mark = len(ns.msgs)
+	cmd.Process.Signal(syscall.SIGHUP)
+	ns.waitFor(t, "READY=1", ns.waitFor(t, "RELOADING=1", mark))
+	if err := getWellKnown(t, port); err != nil {
+		t.Fatalf("not serving after a reload: %v", err)
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	ns.waitFor(t, "STOPPING=1", 0)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, stderr.String())
+	}
+}
+
+func TestSocketActivationServesCoAP(t *testing.T) {
+	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := pc.LocalAddr().(*net.UDPAddr).Port
+	f, err := pc.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc.Close()
+	// The config names another port: with an activated socket, that one
+	// is not bound.
+	other := freePort(t)
+	cfgPath := writeFile(t, "g.toml", fmt.Sprintf("[proxy]\nlisten = [\"udp://127.0.0.1:%d\"]\n[metrics]\nlisten = \"\"\n", other))
+	// LISTEN_PID must be the child's pid, which is known only after fork:
+	// a shell sets it and execs gatewayd.
+	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" "$@"`, gatewaydBinary(t), "-config", cfgPath)
+	cmd.Env = append(os.Environ(), "LISTEN_FDS=1", "LISTEN_FDNAMES=coap")
+	cmd.ExtraFiles = []*os.File{f} // fd 3
+	var stderr syncBuffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := getWellKnown(t, port)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no CoAP on the activated socket: %v\n%s", err, stderr.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if getWellKnown(t, other) == nil {
+		t.Fatal("the configured udp:// listener was bound although systemd passed a socket")
+	}
+}
+
+func netipAddrPort(port int) netip.AddrPort {
+	return netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(port))
+}

@@ -1,0 +1,552 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/e2e/signed"
+)
+
+// Seed §3.3 (caching), §3.4 (Observe) and §3.5 (publish-subscribe) with
+// signed representations (e2e/signed) and the misbehaving relay as the
+// caching proxy or broker.
+
+func sigSetup(t *testing.T) (keySigner, *sigOrigin, *relay, *coap.Endpoint) {
+	t.Helper()
+	s := newSigner(t, "node7")
+	o := newSigOrigin(t, s)
+	o.set("temp", 0, "21.5")
+	o.set("alarm", 0, "off")
+	o.set("temp.json", 50, `{"t":21.5}`)
+	c, _ := endpoint(t, nil)
+	return s, o, newRelay(t, o.addr), c
+}
+
+func mustGet(t *testing.T, c *coap.Endpoint, r *relay, name string) *coap.Message {
+	t.Helper()
+	resp, err := sigGet(t, c, r.addr(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
+// cacheAs makes the relay answer requests for a name from the given
+// response, as a cache does (PR3.1), without asking the origin.
+func serveFrom(r *relay, resp *coap.Message) {
+	r.setHook(func(d dir, client netip.AddrPort, m *coap.Message, fwd func(*coap.Message)) {
+		if d == up && isPayloadMsg(m) {
+			out := resp.Clone()
+			out.Type, out.MID, out.Token = coap.Acknowledgement, m.MID, m.Token
+			r.send(down, client, out)
+			return
+		}
+		fwd(m)
+	})
+}
+
+func TestT1_3_ProxyAsCacheCannotForgeRepresentations(t *testing.T) {
+	cases := []struct {
+		id     string
+		name   string // what the client asks for
+		tamper func(t *testing.T, s keySigner, o *sigOrigin, r *relay, c *coap.Endpoint)
+		want   error
+	}{
+		{"T1:3.2 modified payload", "temp", func(t *testing.T, _ keySigner, _ *sigOrigin, r *relay, _ *coap.Endpoint) {
+			r.setHook(onPayload(down, func(m *coap.Message) { m.Payload[len(m.Payload)-1] ^= 1 }))
+		}, signed.ErrBadSignature},
+		{"T1:3.4 other variant", "temp", func(t *testing.T, _ keySigner, _ *sigOrigin, r *relay, c *coap.Endpoint) {
+			serveFrom(r, mustGet(t, c, r, "temp.json"))
+		}, signed.ErrWrongResource},
+		{"T1:3.8 other resource", "alarm", func(t *testing.T, _ keySigner, _ *sigOrigin, r *relay, c *coap.Endpoint) {
+			serveFrom(r, mustGet(t, c, r, "temp"))
+		}, signed.ErrWrongResource},
+		{"T1:3.8 other server", "temp", func(t *testing.T, _ keySigner, _ *sigOrigin, r *relay, c *coap.Endpoint) {
+			other := newSigOrigin(t, newSigner(t, "node9"))
+			other.set("temp", 0, "99")
+			resp, err := sigGet(t, c, other.addr, "temp")
+			if err != nil {
+				t.Fatal(err)
+			}
+			serveFrom(r, resp)
+		}, signed.ErrUnknownKey},
+		{"T1:3.9 old response", "temp", func(t *testing.T, _ keySigner, o *sigOrigin, r *relay, c *coap.Endpoint) {
+			// The response the proxy cached before the client saw a newer
+			// one, served again with a fresh Max-Age.
+			old := lastPayload(r.messages(down)).Clone()
+			old.Options = old.Options.SetUint(coap.MaxAge, 3600)
+			o.set("temp", 0, "23.0")
+			if _, err := sigGet(t, c, o.addr, "temp"); err != nil {
+				t.Fatal(err)
+			}
+			serveFrom(r, old)
+		}, signed.ErrStale},
+		{"T1:3.11 colluding client", "temp", func(t *testing.T, s keySigner, _ *sigOrigin, r *relay, c *coap.Endpoint) {
+			// A client holding what every client holds (public key, group
+			// key) signs a changed value under the origin's kid.
+			attacker := newSigner(t, string(s.KID()))
+			rep, err := attacker.Sign(resourceURI("temp"), 0, []byte("-40"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.setHook(onPayload(down, func(m *coap.Message) { m.Payload = rep }))
+		}, signed.ErrBadSignature},
+	}
+	for _, tc := range cases {
+		t.Run(tc.id, func(t *testing.T) {
+			s, o, r, c := sigSetup(t)
+			v := verifierFor(t, s)
+			// The client has seen the current representation once.
+			if _, _, err := v.Verify(mustGet(t, c, r, tc.name).Payload, expect(tc.name)); err != nil {
+				t.Fatal(err)
+			}
+			tc.tamper(t, s, o, r, c)
+			resp := mustGet(t, c, r, tc.name)
+			if _, _, err := v.Verify(resp.Payload, expect(tc.name)); !errors.Is(err, tc.want) {
+				t.Fatalf("%v, want %v", err, tc.want)
+			}
+		})
+	}
+	t.Run("T1:3.4 content format of the same resource", func(t *testing.T) {
+		s, _, r, c := sigSetup(t)
+		// The client asked for temp.json as text/plain; the signed
+		// Content-Format says JSON whatever the options say.
+		resp := mustGet(t, c, r, "temp.json")
+		want := signed.Expectation{URI: resourceURI("temp.json"), ContentFormat: 0}
+		if _, _, err := verifierFor(t, s).Verify(resp.Payload, want); !errors.Is(err, signed.ErrWrongContentFormat) {
+			t.Fatalf("%v, want ErrWrongContentFormat", err)
+		}
+	})
+}
+
+func TestT1_3_6ChangedResponseCodeIsNoticedByAVerifyingClient(t *testing.T) {
+	s, _, r, c := sigSetup(t)
+	r.setHook(onPayload(down, func(m *coap.Message) { m.Code = coap.NotFound }))
+	resp := mustGet(t, c, r, "temp")
+	// The payload still verifies as the current representation of the
+	// resource, which only a 2.05 carries: the code was changed on the
+	// way. A proxy that also drops the payload is a denial of service.
+	if _, _, err := verifierFor(t, s).Verify(resp.Payload, expect("temp")); resp.Code != coap.NotFound || err != nil {
+		t.Fatalf("code %v, verify %v", resp.Code, err)
+	}
+}
+
+func TestT1_3_10ValidResponseFromTheProxyCannotBeVerified(t *testing.T) {
+	// NR3.6: a 2.03 has no payload, so nothing in it is signed.
+	_, o, r, c := sigSetup(t)
+	serveFrom(r, &coap.Message{Code: coap.Valid})
+	resp := mustGet(t, c, r, "temp")
+	if resp.Code != coap.Valid || len(resp.Payload) != 0 || o.served() != 0 {
+		t.Fatalf("got %v", resp)
+	}
+}
+
+func TestT2_3_2UnsolicitedResponseIsRejectedByTheClient(t *testing.T) {
+	_, _, r, c := sigSetup(t)
+	mustGet(t, c, r, "temp")
+	before := c.Stats().Unmatched
+	resp := &coap.Message{Type: coap.NonConfirmable, Code: coap.Content, MID: 99, Token: []byte("unasked!"), Payload: []byte("x")}
+	r.send(down, lastClient(r), resp)
+	deadline := time.Now().Add(5 * time.Second)
+	for c.Stats().Unmatched == before && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if c.Stats().Unmatched == before || c.Stats().ResetsSent == 0 {
+		t.Fatalf("an unsolicited response must be rejected: %+v", c.Stats())
+	}
+}
+
+func TestT2_3_3FloodOfOldAndForgedRepresentationsIsRejected(t *testing.T) {
+	s, _, r, c := sigSetup(t)
+	v := verifierFor(t, s)
+	current := mustGet(t, c, r, "temp").Payload
+	if _, _, err := v.Verify(current, expect("temp")); err != nil {
+		t.Fatal(err)
+	}
+	forged := bytes.Clone(current)
+	forged[len(forged)-1] ^= 1
+	for range 20 {
+		if _, _, err := v.Verify(current, expect("temp")); !errors.Is(err, signed.ErrStale) {
+			t.Fatalf("replayed: %v, want ErrStale", err)
+		}
+		if _, _, err := v.Verify(forged, expect("temp")); !errors.Is(err, signed.ErrBadSignature) {
+			t.Fatalf("forged: %v, want ErrBadSignature", err)
+		}
+	}
+}
+
+func TestT3_3_4ReorderedResponsesAreErrStale(t *testing.T) {
+	s, _, r, c := sigSetup(t)
+	v := verifierFor(t, s)
+	var mu sync.Mutex
+	var held func()
+	r.setHook(func(d dir, _ netip.AddrPort, m *coap.Message, fwd func(*coap.Message)) {
+		mu.Lock()
+		defer mu.Unlock()
+		if d != down || !isPayloadMsg(m) {
+			fwd(m)
+			return
+		}
+		if held == nil {
+			held = func() { fwd(m) }
+			return
+		}
+		fwd(m)
+		time.AfterFunc(50*time.Millisecond, held)
+	})
+	got := make(chan *coap.Message, 2)
+	go func() { resp, _ := sigGet(t, c, r.addr(), "temp"); got <- resp }()
+	for {
+		mu.Lock()
+		h := held
+		mu.Unlock()
+		if h != nil {
+			break
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	go func() { resp, _ := sigGet(t, c, r.addr(), "temp"); got <- resp }()
+	newer, older := <-got, <-got
+	if _, _, err := v.Verify(newer.Payload, expect("temp")); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := v.Verify(older.Payload, expect("temp")); !errors.Is(err, signed.ErrStale) {
+		t.Fatalf("older after newer: %v, want ErrStale", err)
+	}
+}
+
+func TestT4_3_1SealedRepresentationIsNotReadable(t *testing.T) {
+	s, o, r, c := sigSetup(t)
+	gk := signed.GroupKey{ID: []byte("g1"), Alg: signed.AlgAESCCM1664128, Key: secret(7)}
+	o.set("secret", 0, "door-code-4711")
+	// Signed only: integrity, no confidentiality; the proxy reads it.
+	mustGet(t, c, r, "secret")
+	if !r.saw([]byte("door-code-4711")) {
+		t.Fatal("a signed-only representation is readable; the test relay should have seen it")
+	}
+	r2 := newRelay(t, o.addr)
+	o.mu.Lock()
+	o.group = &gk
+	o.mu.Unlock()
+	resp := mustGet(t, c, r2, "secret")
+	for _, leak := range []string{"door-code-4711", resourceURI("secret")} {
+		if r2.saw([]byte(leak)) {
+			t.Errorf("the proxy read %q of a sealed representation", leak)
+		}
+	}
+	v := verifierFor(t, s)
+	if err := v.AddGroupKey(gk); err != nil {
+		t.Fatal(err)
+	}
+	want := expect("secret")
+	want.RequireEncrypted = true
+	if p, _, err := v.Verify(resp.Payload, want); err != nil || string(p) != "door-code-4711" {
+		t.Fatalf("group member: %q, %v", p, err)
+	}
+}
+
+func TestNR3_1RequestIsNotProtectedButTheClientSeesTheWrongResource(t *testing.T) {
+	// T1:3.1, T1:3.3, T1:3.5, T1:3.7, T3:3.3 are out of the objectives:
+	// the origin cannot tell a changed request. The client can tell that
+	// the representation is not of the resource it asked for.
+	s, o, r, c := sigSetup(t)
+	r.setHook(onPayload(up, func(m *coap.Message) {
+		m.Options = m.Options.Remove(coap.URIPath).Insert(coap.URIPath, []byte("alarm"))
+	}))
+	resp := mustGet(t, c, r, "temp")
+	if o.served() != 1 {
+		t.Fatal("origin did not serve the changed request")
+	}
+	if _, _, err := verifierFor(t, s).Verify(resp.Payload, expect("temp")); !errors.Is(err, signed.ErrWrongResource) {
+		t.Fatalf("%v, want ErrWrongResource", err)
+	}
+}
+
+func TestNR3_2ResponseOptionsAreNotProtected(t *testing.T) {
+	s, _, r, c := sigSetup(t)
+	r.setHook(onPayload(down, func(m *coap.Message) {
+		m.Options = m.Options.SetUint(coap.MaxAge, 86400).Set(coap.ETag, []byte("forged"))
+	}))
+	resp := mustGet(t, c, r, "temp")
+	ma, _ := resp.Options.Uint(coap.MaxAge)
+	if _, _, err := verifierFor(t, s).Verify(resp.Payload, expect("temp")); err != nil || ma != 86400 {
+		t.Fatalf("changed Max-Age and ETag go unnoticed by the signature: %v, %d", err, ma)
+	}
+}
+
+func TestNR3_3ProxyReadsTheCacheKeyAndAsksOnItsOwn(t *testing.T) {
+	// T2:3.1, T4:3.2: Uri-Host and Uri-Path are the cache key, in the
+	// clear; a request the proxy makes itself looks like any other.
+	_, o, r, c := sigSetup(t)
+	mustGet(t, c, r, "temp")
+	if !r.saw([]byte(host)) || !r.saw([]byte("temp")) {
+		t.Fatal("the cache key should be readable")
+	}
+	r.send(up, lastClient(r), renew(r.messages(up)[0], true))
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if o.served() == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the origin did not serve the proxy's own request")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestNR3_4DroppedResponseLooksLikeLoss(t *testing.T) {
+	_, _, r, c := sigSetup(t)
+	r.setHook(func(d dir, _ netip.AddrPort, m *coap.Message, fwd func(*coap.Message)) {
+		if d == up {
+			fwd(m)
+		}
+	})
+	req := &coap.Message{Code: coap.GET}
+	req.Options = req.Options.Insert(coap.URIHost, []byte(host)).Insert(coap.URIPath, []byte("temp"))
+	if _, err := c.Do(timeout(t, 300*time.Millisecond), r.addr(), req); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("%v, want a plain timeout", err)
+	}
+}
+
+func TestNR3_5DelayIsUndetectedInsideTheFreshnessWindow(t *testing.T) {
+	s, _, r, c := sigSetup(t)
+	rep := mustGet(t, c, r, "temp").Payload
+	v := verifierFor(t, s)
+	want := expect("temp")
+	want.MaxAge = time.Minute
+	// Held back ten minutes, as a proxy may: the time window catches it.
+	late := want
+	late.Now = time.Now().Add(10 * time.Minute)
+	if _, _, err := v.Verify(rep, late); !errors.Is(err, signed.ErrStale) {
+		t.Fatalf("delayed past MaxAge: %v, want ErrStale", err)
+	}
+	// Held back thirty seconds: inside the window, undetectable.
+	soon := want
+	soon.Now = time.Now().Add(30 * time.Second)
+	if _, _, err := v.Verify(rep, soon); err != nil {
+		t.Fatalf("delayed inside the window: %v", err)
+	}
+}
+
+// ---- §3.4 Observe and §3.5 publish-subscribe: the broker ----
+
+type pubsub struct {
+	pub     keySigner
+	b       *broker
+	r       *relay
+	pubEP   *coap.Endpoint
+	subEP   *coap.Endpoint
+	subAddr netip.AddrPort
+	verify  *signed.Verifier
+}
+
+func pubsubSetup(t *testing.T) *pubsub {
+	t.Helper()
+	p := &pubsub{pub: newSigner(t, "publisher-1"), b: newBroker(t)}
+	p.r = newRelay(t, p.b.addr)
+	p.pubEP, _ = endpoint(t, nil)
+	p.subEP, p.subAddr = endpoint(t, nil)
+	p.verify = verifierFor(t, p.pub)
+	if err := publish(t, p.pubEP, p.r.addr(), p.pub, "temp", 0, "20.0"); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func (p *pubsub) check(t *testing.T, m *coap.Message, name string) error {
+	t.Helper()
+	_, _, err := p.verify.Verify(m.Payload, expect(name))
+	return err
+}
+
+func TestT1_5_BrokerCannotForgeOrReorderPublications(t *testing.T) {
+	cases := []struct {
+		id     string
+		attack func(t *testing.T, p *pubsub)
+		want   error
+	}{
+		{"T1:5.1 modified payload", func(t *testing.T, p *pubsub) {
+			p.r.setHook(onNote(func(m *coap.Message) { m.Payload[len(m.Payload)-1] ^= 1 }))
+		}, signed.ErrBadSignature},
+		{"T1:5.4 modified before storage", func(t *testing.T, p *pubsub) {
+			p.r.setHook(onPayload(up, func(m *coap.Message) {
+				if m.Code == coap.PUT {
+					m.Payload[len(m.Payload)-1] ^= 1
+				}
+			}))
+		}, signed.ErrBadSignature},
+		{"T1:5.5 publication of another topic", func(t *testing.T, p *pubsub) {
+			if err := publish(t, p.pubEP, p.r.addr(), p.pub, "alarm", 0, "on"); err != nil {
+				t.Fatal(err)
+			}
+			alarm := lastPUT(p.r)
+			p.r.setHook(onNote(func(m *coap.Message) { m.Payload = alarm }))
+		}, signed.ErrWrongResource},
+		{"T1:5.5 T3:5.4 old publication", func(t *testing.T, p *pubsub) {
+			old := lastPUT(p.r)
+			p.r.setHook(onNote(func(m *coap.Message) { m.Payload = old }))
+		}, signed.ErrStale},
+		{"T1:5.6 colluding subscriber", func(t *testing.T, p *pubsub) {
+			rep, err := newSigner(t, "publisher-1").Sign(resourceURI("temp"), 0, []byte("99"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			p.r.setHook(onNote(func(m *coap.Message) { m.Payload = rep }))
+		}, signed.ErrBadSignature},
+		{"T2:5.1 publication the publisher never made", func(t *testing.T, p *pubsub) {
+			rep, err := newSigner(t, "broker").Sign(resourceURI("temp"), 0, []byte("99"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			p.r.setHook(onNote(func(m *coap.Message) { m.Payload = rep }))
+		}, signed.ErrUnknownKey},
+	}
+	for _, tc := range cases {
+		t.Run(tc.id, func(t *testing.T) {
+			p := pubsubSetup(t)
+			sub := subscribe(t, p.subEP, p.r.addr(), "temp")
+			if err := p.check(t, sub.first, "temp"); err != nil {
+				t.Fatal(err)
+			}
+			tc.attack(t, p)
+			if err := publish(t, p.pubEP, p.r.addr(), p.pub, "temp", 0, "21.0"); err != nil {
+				t.Fatal(err)
+			}
+			note, ok := sub.next(t, 5*time.Second)
+			if !ok {
+				t.Fatal("no notification")
+			}
+			if err := p.check(t, note, "temp"); !errors.Is(err, tc.want) {
+				t.Fatalf("%v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+// onNote applies f to the first notification to a subscriber.
+func onNote(f func(m *coap.Message)) hook {
+	var once sync.Once
+	return func(d dir, _ netip.AddrPort, m *coap.Message, fwd func(*coap.Message)) {
+		if d == down && m.Options.Has(coap.Observe) {
+			once.Do(func() { f(m) })
+		}
+		fwd(m)
+	}
+}
+
+// lastPUT is the payload of the last publication that passed the relay.
+func lastPUT(r *relay) []byte {
+	var out []byte
+	for _, m := range r.messages(up) {
+		if m.Code == coap.PUT {
+			out = m.Payload
+		}
+	}
+	return out
+}
+
+func TestT1_5_2ChangedContentFormatIsErrWrongContentFormat(t *testing.T) {
+	p := pubsubSetup(t)
+	// The publisher publishes JSON; the broker relabels it text/plain. A
+	// subscriber that takes the option's word still checks the signed one.
+	if err := publish(t, p.pubEP, p.r.addr(), p.pub, "cfg", 50, `{"a":1}`); err != nil {
+		t.Fatal(err)
+	}
+	sub := subscribe(t, p.subEP, p.r.addr(), "cfg")
+	if _, _, err := p.verify.Verify(sub.first.Payload, expect("cfg")); !errors.Is(err, signed.ErrWrongContentFormat) {
+		t.Fatalf("%v, want ErrWrongContentFormat", err)
+	}
+}
+
+func TestT1_4ObserveRenumberedOldNotificationIsErrStale(t *testing.T) {
+	// §3.4: the proxy gives an old notification a higher Observe number
+	// (PR4.2 lets it renumber); the signed counter still orders it.
+	p := pubsubSetup(t)
+	sub := subscribe(t, p.subEP, p.r.addr(), "temp")
+	if err := p.check(t, sub.first, "temp"); err != nil {
+		t.Fatal(err)
+	}
+	if err := publish(t, p.pubEP, p.r.addr(), p.pub, "temp", 0, "21.0"); err != nil {
+		t.Fatal(err)
+	}
+	note, _ := sub.next(t, 5*time.Second)
+	if err := p.check(t, note, "temp"); err != nil {
+		t.Fatal(err)
+	}
+	old := renew(sub.first, false)
+	old.Type = coap.NonConfirmable
+	old.Options = old.Options.SetUint(coap.Observe, 1000)
+	old.Token = note.Token
+	p.r.send(down, p.subAddr, old)
+	replayed, ok := sub.next(t, 5*time.Second)
+	if !ok {
+		t.Fatal("the renumbered notification did not arrive")
+	}
+	if err := p.check(t, replayed, "temp"); !errors.Is(err, signed.ErrStale) {
+		t.Fatalf("%v, want ErrStale", err)
+	}
+}
+
+func TestNR5_BrokerDropsDelaysAndReadsMetadataUndetected(t *testing.T) {
+	p := pubsubSetup(t)
+	sub := subscribe(t, p.subEP, p.r.addr(), "temp")
+	// NR5.3, T4:5.2: topic names and Content-Format are readable.
+	if !p.r.saw([]byte("temp")) {
+		t.Fatal("topic should be readable")
+	}
+	// NR5.4, T3:5.1: a dropped publication is simply never seen.
+	p.r.setHook(func(d dir, _ netip.AddrPort, m *coap.Message, fwd func(*coap.Message)) {
+		if d == down && m.Options.Has(coap.Observe) {
+			return
+		}
+		fwd(m)
+	})
+	if err := publish(t, p.pubEP, p.r.addr(), p.pub, "temp", 0, "21.0"); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := sub.next(t, 200*time.Millisecond); ok {
+		t.Fatal("dropped notification arrived")
+	}
+	// NR5.4, T3:5.2: the publisher gets no answer, which looks like loss.
+	p.r.setHook(func(d dir, _ netip.AddrPort, m *coap.Message, fwd func(*coap.Message)) {
+		if d == up {
+			fwd(m)
+		}
+	})
+	req := &coap.Message{Code: coap.PUT, Payload: []byte{0}}
+	req.Options = req.Options.Insert(coap.URIPath, []byte("temp"))
+	if _, err := p.pubEP.Do(timeout(t, 300*time.Millisecond), p.r.addr(), req); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("%v, want a plain timeout", err)
+	}
+	// NR5.5, T3:5.3: a delayed publication verifies like a prompt one.
+	p.r.setHook(func(d dir, _ netip.AddrPort, m *coap.Message, fwd func(*coap.Message)) {
+		if d == down && m.Options.Has(coap.Observe) {
+			time.AfterFunc(300*time.Millisecond, func() { fwd(m) })
+			return
+		}
+		fwd(m)
+	})
+	if err := publish(t, p.pubEP, p.r.addr(), p.pub, "temp", 0, "22.0"); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		note, ok := sub.next(t, 5*time.Second)
+		if !ok {
+			t.Fatal("no delayed notification")
+		}
+		if bytes.Equal(note.Payload, []byte{0}) {
+			continue // the unverifiable PUT above, stored by the broker
+		}
+		if err := p.check(t, note, "temp"); err != nil {
+			t.Fatalf("delayed publication: %v", err)
+		}
+		return
+	}
+}
