@@ -128,7 +128,6 @@ func TestDebianPackageBuildsLintsInstallsAndUpgrades(t *testing.T) {
 			"usr/sbin/gatewayd", "usr/lib/gatewayd/plugins",
 			"etc/gatewayd/gatewayd.toml", "etc/default/gatewayd",
 			"lib/systemd/system/gatewayd.service", "lib/systemd/system/gatewayd.socket",
-			"lib/systemd/system/gatewayd-coaps.socket",
 			"usr/lib/sysusers.d/gatewayd.conf", "usr/lib/tmpfiles.d/gatewayd.conf",
 			"lib/udev/rules.d/70-gatewayd-radio.rules",
 			"usr/share/man/man8/gatewayd.8.gz", "usr/share/man/man5/gatewayd.toml.5.gz",
@@ -178,7 +177,7 @@ func TestDebianPackageBuildsLintsInstallsAndUpgrades(t *testing.T) {
 
 	t.Run("systemd-analyze verify is clean", func(t *testing.T) {
 		out := sh(t, ctx, nil, analyze, "verify", "--man=no", "--root="+root,
-			"gatewayd.service", "gatewayd.socket", "gatewayd-coaps.socket")
+			"gatewayd.service", "gatewayd.socket")
 		if strings.TrimSpace(out) != "" {
 			t.Fatalf("systemd-analyze verify:\n%s", out)
 		}

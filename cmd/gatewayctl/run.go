@@ -49,6 +49,8 @@ Usage:
                                     signing key pair: PREFIX.key (0600), PREFIX.pub
   gatewayctl keys oscore -out FILE [-peer-out FILE]
                                     a matching pair of OSCORE contexts (0600)
+  gatewayctl status [-admin host:port] [-json]
+                                    gatewayd's state from its admin endpoint
 
 Request flags (see "gatewayctl get -h"):
   -proxy URI      send through this CoAP proxy (Proxy-Uri), e.g. coap://127.0.0.1:5683
@@ -81,6 +83,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = runRequest(ctx, cmd, args[1:], stdout, stderr)
 	case "keys":
 		err = runKeys(args[1:], stdout, stderr)
+	case "status":
+		err = runStatus(ctx, args[1:], stdout, stderr)
 	default:
 		fmt.Fprintf(stderr, "gatewayctl: unknown command %q\n\n%s", cmd, topUsage)
 		return exitUsage

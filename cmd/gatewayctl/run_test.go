@@ -466,3 +466,29 @@ func TestKeysWritesFilesWithSafeModesAndNeverOverwrites(t *testing.T) {
 		t.Fatal("master secret repeated")
 	}
 }
+
+func TestStatusShowsTheProxyAtAGlance(t *testing.T) {
+	cfg := bridge.Defaults()
+	cfg.Proxy.Listen = []string{"udp://127.0.0.1:0"}
+	p, err := bridge.New(context.Background(), cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	addr, err := p.ServeAdmin(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"status", "-admin", addr}, &out, &errb); code != exitOK {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	for _, want := range []string{"gatewayd up", "cache", "observe", "udp://127.0.0.1:0"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("status lacks %q:\n%s", want, out.String())
+		}
+	}
+	if code := run(context.Background(), []string{"status", "-admin", "127.0.0.1:1"}, &out, &errb); code != exitNetwork {
+		t.Fatalf("no gatewayd: exit %d, want %d", code, exitNetwork)
+	}
+}
