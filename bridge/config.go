@@ -17,19 +17,21 @@ import (
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/observe"
 	"github.com/opaque-edge/gatewayd/observe/pubsub"
+	"github.com/opaque-edge/gatewayd/plugins"
 	"github.com/opaque-edge/gatewayd/radio"
 )
 
 // Config is the root of gatewayd.toml. Each section belongs to the package
 // that uses it; Validate checks all of them.
 type Config struct {
-	Proxy   ProxyConfig    `toml:"proxy"`
-	Route   []RouteConfig  `toml:"route"`
-	Radio   []radio.Config `toml:"radio"`
-	Cache   cache.Config   `toml:"cache"`
-	Observe observe.Config `toml:"observe"`
-	Metrics MetricsConfig  `toml:"metrics"`
-	PubSub  pubsub.Config  `toml:"pubsub"`
+	Proxy   ProxyConfig      `toml:"proxy"`
+	Route   []RouteConfig    `toml:"route"`
+	Radio   []radio.Config   `toml:"radio"`
+	Cache   cache.Config     `toml:"cache"`
+	Observe observe.Config   `toml:"observe"`
+	Metrics MetricsConfig    `toml:"metrics"`
+	PubSub  pubsub.Config    `toml:"pubsub"`
+	Plugin  []plugins.Config `toml:"plugin"`
 }
 
 // ProxyConfig is the [proxy] section.
@@ -185,11 +187,25 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("metrics: listen %q: want ip:port", c.Metrics.Listen)
 		}
 	}
+	names := map[string]bool{}
+	for i, pc := range c.Plugin {
+		pc = pc.Defaults()
+		if err := pc.Validate(); err != nil {
+			return fmt.Errorf("plugin[%d]: %w", i, err)
+		}
+		if names[pc.Name] {
+			return fmt.Errorf("plugin[%d]: duplicate name %q", i, pc.Name)
+		}
+		names[pc.Name] = true
+	}
 	radios := map[string]bool{}
 	for i, r := range c.Radio {
 		r = r.Defaults()
 		if err := r.Validate(); err != nil {
 			return fmt.Errorf("radio[%d]: %w", i, err)
+		}
+		if name, ok := strings.CutPrefix(r.Driver, radio.PluginDriverPrefix); ok && !names[name] {
+			return fmt.Errorf("radio[%d]: driver %q: no [[plugin]] named %q", i, r.Driver, name)
 		}
 		if radios[r.Name] {
 			return fmt.Errorf("radio[%d]: duplicate name %q", i, r.Name)

@@ -37,6 +37,7 @@ import (
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/observe"
 	"github.com/opaque-edge/gatewayd/observe/pubsub"
+	"github.com/opaque-edge/gatewayd/plugins"
 	"github.com/opaque-edge/gatewayd/radio"
 	_ "github.com/opaque-edge/gatewayd/radio/drivers" // "spinel" and "sim"
 )
@@ -51,6 +52,7 @@ type Proxy struct {
 	cache   *cache.Cache
 	hub     *observe.Hub
 	broker  *pubsub.Broker // nil unless [pubsub] enabled
+	plugins *plugins.Host  // nil without [[plugin]] tables
 	started time.Time
 
 	registry  *prometheus.Registry
@@ -121,6 +123,17 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*Pr
 			return nil, fmt.Errorf("bridge: %w", err)
 		}
 		p.broker = b
+	}
+	if len(cfg.Plugin) > 0 {
+		// Before the radios: a radio plugin registers its driver. Its
+		// front end reaches the chain through Handler, which waits for
+		// the chain to be built.
+		h, err := plugins.New(ctx, cfg.Plugin, p.Handler(), log.With("component", "plugins"))
+		if err != nil {
+			p.Close()
+			return nil, fmt.Errorf("bridge: %w", err)
+		}
+		p.plugins = h
 	}
 	for _, rc := range cfg.Radio {
 		r, err := radio.Open(ctx, rc, log.With("component", "radio"))
@@ -295,6 +308,11 @@ func (p *Proxy) Close() error {
 				errs = append(errs, err)
 			}
 		}
+		if p.plugins != nil {
+			if err := p.plugins.Close(); err != nil {
+				errs = append(errs, err)
+			}
+		}
 	})
 	return errors.Join(errs...)
 }
@@ -322,6 +340,9 @@ func (p *Proxy) buildChain(cfg Config) (*chainState, error) {
 		return nil, err
 	}
 	r.latency = p.metrics.latency
+	if p.plugins != nil {
+		r.translator = p.plugins.Translator
+	}
 	// The broker comes after the hub: a subscription is an observation
 	// the broker serves as its origin, so the hub's fan-out, numbering
 	// and latest-wins delivery apply to subscribers too.

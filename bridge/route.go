@@ -12,6 +12,7 @@ import (
 
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/observe"
+	"github.com/opaque-edge/gatewayd/plugins"
 )
 
 // router picks the target of a forwarded request, rewrites its options as
@@ -27,6 +28,8 @@ type router struct {
 	radios  []*radioUpstream
 	lookup  func(ctx context.Context, host string) ([]netip.Addr, error)
 	latency *prometheus.HistogramVec // upstream exchange time by transport; may be nil
+	// translator finds the plugin for a scheme other than coap.
+	translator func(scheme string) (*plugins.Translator, bool)
 }
 
 // lookupHost resolves reg-name hosts of Proxy-Uri and Uri-Host.
@@ -40,13 +43,14 @@ func newRouter(cfg Config, up Upstream, radios []*radioUpstream) (*router, error
 		return nil, fmt.Errorf("bridge: allow: %w", err)
 	}
 	r := &router{
-		name:    cfg.Proxy.Name,
-		timeout: cfg.Proxy.Timeout.Duration,
-		allow:   allow,
-		routes:  map[string]*coap.URI{},
-		up:      up,
-		radios:  radios,
-		lookup:  lookupHost,
+		name:       cfg.Proxy.Name,
+		timeout:    cfg.Proxy.Timeout.Duration,
+		allow:      allow,
+		routes:     map[string]*coap.URI{},
+		up:         up,
+		radios:     radios,
+		lookup:     lookupHost,
+		translator: func(string) (*plugins.Translator, bool) { return nil, false },
 	}
 	for _, rc := range cfg.Route {
 		u, err := coap.ParseURI(rc.Target)
@@ -92,7 +96,7 @@ func (r *router) stage(next coap.Handler) coap.Handler {
 				return coap.Errorf(coap.BadOption, "unknown unsafe option %d", o.ID)
 			}
 		}
-		dst, out, err := r.target(ctx, req.Msg)
+		dst, out, tr, err := r.target(ctx, req.Msg)
 		if err != nil {
 			return err
 		}
@@ -105,7 +109,10 @@ func (r *router) stage(next coap.Handler) coap.Handler {
 		}
 		ctx, cancel := context.WithTimeout(ctx, r.timeout)
 		defer cancel()
-		up := r.upstream(dst.Addr())
+		var up Upstream = r.upstream(dst.Addr())
+		if tr != nil {
+			up = tr
+		}
 		start := time.Now()
 		var resp *coap.Message
 		if obs, ok := observe.UpstreamFrom(ctx); ok {
@@ -119,8 +126,11 @@ func (r *router) stage(next coap.Handler) coap.Handler {
 		}
 		if r.latency != nil {
 			transport := "ip"
-			if _, ok := up.(*radioUpstream); ok {
+			switch up.(type) {
+			case *radioUpstream:
 				transport = "radio"
+			case *pluginUpstream:
+				transport = "plugin"
 			}
 			r.latency.WithLabelValues(transport).Observe(time.Since(start).Seconds())
 		}
@@ -138,7 +148,7 @@ func (r *router) stage(next coap.Handler) coap.Handler {
 }
 
 // target resolves where a request goes and the message to send there.
-func (r *router) target(ctx context.Context, in *coap.Message) (netip.AddrPort, *coap.Message, error) {
+func (r *router) target(ctx context.Context, in *coap.Message) (netip.AddrPort, *coap.Message, *pluginUpstream, error) {
 	out := *in
 	out.Options = append(coap.Options(nil), in.Options...)
 	if u := r.route(in); u != nil {
@@ -149,10 +159,10 @@ func (r *router) target(ctx context.Context, in *coap.Message) (netip.AddrPort, 
 		t.Query = append(append([]string(nil), u.Query...), rest.Query...)
 		dst, err := r.resolve(ctx, &t)
 		if err != nil {
-			return dst, nil, err
+			return dst, nil, nil, err
 		}
 		out.Options = t.SetOptions(out.Options, dst.Port())
-		return dst, &out, nil
+		return dst, &out, nil, nil
 	}
 	var u *coap.URI
 	if pu, ok := in.Options.Get(coap.ProxyURI); ok {
@@ -160,28 +170,37 @@ func (r *router) target(ctx context.Context, in *coap.Message) (netip.AddrPort, 
 		if u, err = coap.ParseURI(string(pu)); err != nil {
 			// Proxy-Uri is critical: a value that cannot be used is a bad
 			// option (§5.4.1).
-			return netip.AddrPort{}, nil, coap.Errorf(coap.BadOption, "Proxy-Uri: %v", err)
+			return netip.AddrPort{}, nil, nil, coap.Errorf(coap.BadOption, "Proxy-Uri: %v", err)
 		}
 	} else {
 		scheme, _ := in.Options.Get(coap.ProxyScheme)
 		host, ok := in.Options.Get(coap.URIHost)
 		if !ok {
-			return netip.AddrPort{}, nil, coap.Errorf(coap.BadRequest, "Proxy-Scheme needs Uri-Host")
+			return netip.AddrPort{}, nil, nil, coap.Errorf(coap.BadRequest, "Proxy-Scheme needs Uri-Host")
 		}
 		port := coap.DefaultPort(string(scheme))
 		u = coap.URIFromOptions(in.Options, string(scheme), string(host), port)
 	}
 	if u.Scheme != "coap" {
-		// §5.7.2: a scheme this proxy cannot serve.
-		return netip.AddrPort{}, nil, coap.Errorf(coap.ProxyingNotSupported, "scheme %q", u.Scheme)
+		t, ok := r.translator(u.Scheme)
+		if !ok || r.nextHop.IsValid() {
+			// §5.7.2: a scheme this proxy cannot serve.
+			return netip.AddrPort{}, nil, nil, coap.Errorf(coap.ProxyingNotSupported, "scheme %q", u.Scheme)
+		}
+		// A plugin translates (HTTP, ...): it gets the request as it
+		// came, Proxy-Uri included; the allow list still applies.
+		if _, err := r.resolve(ctx, u); err != nil {
+			return netip.AddrPort{}, nil, nil, err
+		}
+		return netip.AddrPort{}, &out, &pluginUpstream{t: t, uri: u.String()}, nil
 	}
 	if r.nextHop.IsValid() {
 		// PR1.1/PR1.2: towards a next-hop proxy the request keeps its form.
-		return r.nextHop, &out, nil
+		return r.nextHop, &out, nil, nil
 	}
 	dst, err := r.resolve(ctx, u)
 	if err != nil {
-		return dst, nil, err
+		return dst, nil, nil, err
 	}
 	if in.Options.Has(coap.ProxyURI) {
 		// PR1.1: split Proxy-Uri into Uri-* options (§6.4) and drop it.
@@ -190,7 +209,7 @@ func (r *router) target(ctx context.Context, in *coap.Message) (netip.AddrPort, 
 		// PR1.2: drop Proxy-Scheme, keep Uri-* as they are.
 		out.Options = out.Options.Remove(coap.ProxyScheme)
 	}
-	return dst, &out, nil
+	return dst, &out, nil, nil
 }
 
 // resolve finds the target's address and applies the allow list: this is

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/plugins"
 	"github.com/opaque-edge/gatewayd/radio"
 )
 
@@ -93,4 +94,26 @@ func (u *radioUpstream) Observe(ctx context.Context, target netip.AddrPort, req 
 func (u *radioUpstream) Close() error {
 	err := u.e.Close()
 	return errors.Join(err, u.r.Close())
+}
+
+// pluginUpstream hands a request to the plugin that translates its scheme
+// (plugins/http for http and https, ...). The plugin gets the target URI;
+// the payload stays opaque.
+type pluginUpstream struct {
+	t   *plugins.Translator
+	uri string
+}
+
+var _ Upstream = (*pluginUpstream)(nil)
+
+func (u *pluginUpstream) RoundTrip(ctx context.Context, _ netip.AddrPort, req *coap.Message) (*coap.Message, error) {
+	resp, err := u.t.RoundTrip(ctx, u.uri, req)
+	if errors.Is(err, plugins.ErrPlugin) {
+		return nil, &coap.Error{Code: coap.BadGateway, MaxAge: -1, Err: err}
+	}
+	return resp, err
+}
+
+func (u *pluginUpstream) Observe(ctx context.Context, _ netip.AddrPort, req *coap.Message, notify func(*coap.Message)) (*coap.Message, func(context.Context) error, error) {
+	return u.t.Observe(ctx, u.uri, req, notify)
 }

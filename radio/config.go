@@ -22,6 +22,10 @@ const (
 	DefaultSimNodes      = 3
 )
 
+// PluginDriverPrefix starts the driver names of radio plugins
+// ("plugin:<name>").
+const PluginDriverPrefix = "plugin:"
+
 // DefaultSimPrefix is the prefix of a "sim" radio that names none.
 var DefaultSimPrefix = netip.MustParsePrefix("fd00:db8:1::/64")
 
@@ -159,7 +163,9 @@ func (c Config) Validate() error {
 	if c.Driver == "" {
 		return bad("driver is required (registered: %s)", registered())
 	}
-	if _, ok := lookup(c.Driver); !ok {
+	if _, ok := lookup(c.Driver); !ok && !strings.HasPrefix(c.Driver, PluginDriverPrefix) {
+		// A plugin's driver registers when the plugin starts, after the
+		// configuration is checked; Open reports one that never came.
 		return bad("driver = %q: %w (registered: %s)", c.Driver, ErrUnknownDriver, registered())
 	}
 	if c.Driver == "spinel" && c.Device == "" {

@@ -14,6 +14,7 @@ command -v mosquitto_sub >/dev/null || need+=(mosquitto-clients)
 command -v lintian >/dev/null || need+=(lintian)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v systemd-sysusers >/dev/null || need+=(systemd)
+command -v protoc >/dev/null || need+=(protobuf-compiler)
 
 if [ ${#need[@]} -eq 0 ]; then
 	exit 0

@@ -464,7 +464,7 @@ func TestConfigValidate(t *testing.T) {
 func openFDs(t *testing.T) int {
 	ents, err := os.ReadDir("/proc/self/fd")
 	if err != nil {
-		t.Skip("no /proc/self/fd")
+		t.Fatalf("counting open files: %v", err)
 	}
 	return len(ents)
 }
@@ -492,9 +492,12 @@ func TestNoGoroutineOrFDLeak(t *testing.T) {
 	if err := d.Send(ctxT(t), dataFrame(1, false, "x")); err != nil {
 		t.Fatal(err)
 	}
+	// One event at a time, each seen by the driver before the next, so
+	// that two recoveries are two reconnects.
 	port.Unplug()
+	eventually(t, "unplug noticed", func() bool { return d.State() != spinel.StateUp })
 	port.Plug()
-	waitUp(t, d)
+	eventually(t, "first reconnect", func() bool { return d.Stats().Reconnects == 1 && d.State() == spinel.StateUp })
 	rcp.Reset(spinel.StatusResetCrash)
 	eventually(t, "second reconnect", func() bool { return d.Stats().Reconnects == 2 && d.State() == spinel.StateUp })
 	d.Close()
@@ -520,7 +523,7 @@ func fillFDs(t *testing.T) (release func()) {
 		f, err := os.Open(os.DevNull)
 		if err != nil {
 			release()
-			t.Skipf("cannot open enough files: %v", err)
+			t.Fatalf("cannot open enough files to reach fd 1100 (raise ulimit -n): %v", err)
 		}
 		files = append(files, f)
 		if f.Fd() >= 1100 {

@@ -1,0 +1,101 @@
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// buildPlugin compiles a plugin main into a temporary directory and
+// returns its path and sha256.
+func buildPlugin(t *testing.T, pkg string) (string, string) {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), filepath.Base(pkg))
+	out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput()
+	if err != nil {
+		t.Fatalf("build %s: %v\n%s", pkg, err, out)
+	}
+	b, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(b)
+	return bin, hex.EncodeToString(sum[:])
+}
+
+func curl(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(tool(t, "curl"), append([]string{"-sS", "--max-time", "20"}, args...)...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("curl %q: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+// HTTP clients reach radio nodes and IP CoAP servers through the HTTP
+// plugin's front end and gatewayd's chain (RFC 8075), and CoAP clients
+// reach HTTP servers through its translator.
+func TestHTTPPluginBothWays(t *testing.T) {
+	bin, sum := buildPlugin(t, "github.com/opaque-edge/gatewayd/plugins/http/cmd/gatewayd-http")
+	origin := startCoapServer(t)
+	proxy, httpPort := freePort(t), freePort(t) // a free UDP port number is free for TCP too, most likely
+	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain;charset=utf-8")
+		fmt.Fprintf(w, "hello from %s", r.URL.Path)
+	}))
+	defer web.Close()
+	startGatewayd(t, fmt.Sprintf(`
+[proxy]
+listen = ["udp://127.0.0.1:%d"]
+timeout = "10s"
+
+[metrics]
+listen = ""
+
+[[radio]]
+name = "sim"
+driver = "sim"
+
+[[plugin]]
+name = "http"
+path = %q
+sha256 = %q
+[plugin.config]
+listen = "127.0.0.1:%d"
+`, proxy, bin, sum, httpPort))
+	base := fmt.Sprintf("http://127.0.0.1:%d/hc/", httpPort)
+	// The front end may need a moment after gatewayd reports it started.
+	var body string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		out, err := exec.Command(tool(t, "curl"), "-sS", "--max-time", "20", base+"coap://["+simNodeAddr(0).String()+"]/sensors/temp").CombinedOutput()
+		if err == nil {
+			body = string(out)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("curl to a radio node: %v\n%s", err, out)
+		}
+	}
+	if !strings.Contains(body, ".") {
+		t.Fatalf("radio node via HTTP: %q", body)
+	}
+	if out := curl(t, base+fmt.Sprintf("coap://127.0.0.1:%d/", origin)); !strings.Contains(out, "libcoap") {
+		t.Fatalf("IP CoAP server via HTTP: %q", out)
+	}
+	if out := curl(t, "-X", "PUT", "-H", "Content-Type: text/plain;charset=utf-8", "--data-binary", "open", base+"coap://["+simNodeAddr(1).String()+"]/actuators/valve", "-o", "/dev/null", "-w", "%{http_code}"); out != "204" {
+		t.Fatalf("PUT via HTTP: status %q, want 204 (2.04 Changed)", out)
+	}
+	// CoAP to HTTP: Proxy-Uri http://...
+	out := coapClient(t, "coap-client-notls", "-m", "get", "-P", fmt.Sprintf("coap://127.0.0.1:%d", proxy), web.URL+"/page")
+	if !strings.Contains(out, "hello from /page") {
+		t.Fatalf("CoAP client via the HTTP translator: %q", out)
+	}
+}

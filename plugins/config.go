@@ -1,0 +1,77 @@
+package plugins
+
+import (
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+)
+
+// DefaultDir is where plugins live; a relative path resolves against it.
+const DefaultDir = "/usr/lib/gatewayd/plugins"
+
+// ErrConfig is wrapped by every error Validate returns.
+var ErrConfig = errors.New("plugins: invalid config")
+
+// Config is one `[[plugin]]` table.
+type Config struct {
+	Name string `toml:"name"` // names the plugin in logs, stats and the "plugin:<name>" radio driver
+	Path string `toml:"path"` // the executable; relative paths resolve against DefaultDir
+	// SHA256 is the executable's SHA-256 digest in hex. Required: gatewayd
+	// runs nothing it has not checked, before every start.
+	SHA256 string `toml:"sha256"`
+	// Config is passed to the plugin's Init as JSON; its keys are the
+	// plugin's business.
+	Config map[string]any `toml:"config"`
+}
+
+// Defaults returns c with Path made absolute and SHA256 in lower case.
+func (c Config) Defaults() Config {
+	if c.Path != "" && !filepath.IsAbs(c.Path) {
+		c.Path = filepath.Join(DefaultDir, c.Path)
+	}
+	if c.Path != "" {
+		c.Path = filepath.Clean(c.Path)
+	}
+	c.SHA256 = strings.ToLower(strings.TrimSpace(c.SHA256))
+	return c
+}
+
+// Validate reports the first problem with c, naming the key. Call it on
+// c.Defaults().
+func (c Config) Validate() error {
+	bad := func(format string, a ...any) error {
+		return fmt.Errorf("%w: [[plugin]] %q: "+format, append([]any{ErrConfig, c.Name}, a...)...)
+	}
+	if c.Name == "" {
+		return bad("name is required")
+	}
+	if strings.IndexFunc(c.Name, func(r rune) bool {
+		return !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_' || r == '.')
+	}) >= 0 {
+		return bad("name: want letters, digits, '-', '_' or '.'")
+	}
+	if c.Path == "" {
+		return bad("path is required")
+	}
+	if !filepath.IsAbs(c.Path) {
+		return bad("path = %q: want an absolute path (call Defaults)", c.Path)
+	}
+	if b, err := hex.DecodeString(c.SHA256); err != nil || len(b) != 32 {
+		return bad("sha256 = %q: want 64 hex digits (sha256sum %s)", c.SHA256, c.Path)
+	}
+	if _, err := c.configJSON(); err != nil {
+		return bad("config: %v", err)
+	}
+	return nil
+}
+
+// configJSON is the config table as the plugin gets it.
+func (c Config) configJSON() ([]byte, error) {
+	if c.Config == nil {
+		return []byte("{}"), nil
+	}
+	return json.Marshal(c.Config)
+}

@@ -1,0 +1,433 @@
+package plugins
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/opaque-edge/gatewayd/coap"
+)
+
+// bins are the test executables, built once per test binary.
+var bins struct {
+	dir        string
+	echo, host string
+	echoSum    string
+}
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "plugins-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	bins.dir = dir
+	bins.echo = filepath.Join(dir, "echoplugin")
+	bins.host = filepath.Join(dir, "testhost")
+	if err := build(bins.echo, "./testdata/echoplugin", bins.host, "./testdata/testhost"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	bins.echoSum = fileSum(bins.echo)
+	minBackoff, maxBackoff = 50*time.Millisecond, time.Second
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// build builds pairs of (output, package) concurrently.
+func build(pairs ...string) error {
+	var wg sync.WaitGroup
+	errs := make([]error, len(pairs)/2)
+	for i := 0; i < len(pairs); i += 2 {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			out, err := exec.Command("go", "build", "-o", pairs[i], pairs[i+1]).CombinedOutput()
+			if err != nil {
+				errs[i/2] = fmt.Errorf("go build %s: %v\n%s", pairs[i+1], err, out)
+			}
+		}(i)
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func fileSum(path string) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		panic(err)
+	}
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+func echoConfig(name, scheme string) Config {
+	return Config{Name: name, Path: bins.echo, SHA256: bins.echoSum, Config: map[string]any{"scheme": scheme}}
+}
+
+func newHost(t *testing.T, chain coap.Handler, cfgs ...Config) *Host {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	h, err := New(ctx, cfgs, chain, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	return h
+}
+
+func translator(t *testing.T, h *Host, scheme string) *Translator {
+	t.Helper()
+	tr, ok := h.Translator(scheme)
+	if !ok {
+		t.Fatalf("no translator for %q; have %v", scheme, h.Schemes())
+	}
+	return tr
+}
+
+func TestWrongChecksumIsRefusedNamingFileAndDigests(t *testing.T) {
+	c := echoConfig("echo", "echo")
+	c.SHA256 = strings.Repeat("ab", 32)
+	_, err := New(t.Context(), []Config{c}, nil, nil)
+	if !errors.Is(err, ErrChecksum) {
+		t.Fatalf("err = %v, want ErrChecksum", err)
+	}
+	for _, want := range []string{bins.echo, c.SHA256, bins.echoSum} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q does not name %s", err, want)
+		}
+	}
+}
+
+func TestGroupWritableExecutableIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "echo")
+	b, err := os.ReadFile(bins.echo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, b, 0o775); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(p, 0o775)
+	c := echoConfig("echo", "echo")
+	c.Path = p
+	if _, err := New(t.Context(), []Config{c}, nil, nil); err == nil || !strings.Contains(err.Error(), "writable") {
+		t.Fatalf("err = %v, want a refusal of a group-writable file", err)
+	}
+}
+
+func TestRoundTripIsByteExact(t *testing.T) {
+	h := newHost(t, nil, echoConfig("echo", "echo"))
+	tr := translator(t, h, "echo")
+	payload := make([]byte, 1024)
+	for i := range payload {
+		payload[i] = byte(i * 7)
+	}
+	req := &coap.Message{Type: coap.Confirmable, Code: coap.POST, MID: 1, Token: []byte{9},
+		Options: coap.Options{
+			{ID: coap.URIPath, Value: []byte("a")},
+			{ID: coap.ContentFormat, Value: []byte{0xff, 0x00}},
+			{ID: 65000, Value: []byte{0, 1, 2, 0xc0, 0xdb}}, // unknown, elective: kept raw
+		},
+		Payload: payload}
+	resp, err := tr.RoundTrip(t.Context(), "echo://node/a", req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Code != coap.Content || !bytes.Equal(resp.Payload, payload) || !resp.Options.Equal(req.Options) {
+		t.Fatalf("resp = %v, options %v; want the request's payload and options", resp, resp.Options)
+	}
+}
+
+func TestPluginErrorsAndPanicsAreErrorsNotCrashes(t *testing.T) {
+	h := newHost(t, nil, echoConfig("echo", "echo"))
+	tr := translator(t, h, "echo")
+	req := &coap.Message{Code: coap.GET}
+	_, err := tr.RoundTrip(t.Context(), "echo://x/fail", req)
+	var ce *coap.Error
+	if !errors.As(err, &ce) || ce.Code != coap.GatewayTimeout {
+		t.Errorf("fail: err = %v, want the plugin's 5.04", err)
+	}
+	_, err = tr.RoundTrip(t.Context(), "echo://x/panic", req)
+	if !errors.Is(err, ErrPlugin) {
+		t.Errorf("panic: err = %v, want ErrPlugin", err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	if _, err = tr.RoundTrip(ctx, "echo://x/slow", req); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("slow: err = %v, want the deadline", err)
+	}
+	if _, err := tr.RoundTrip(t.Context(), "echo://x/ok", req); err != nil {
+		t.Errorf("after all that: %v", err)
+	}
+	if s := h.Stats()[0]; s.Restarts != 0 {
+		t.Errorf("restarts = %d, want 0: a panic in a call is no crash", s.Restarts)
+	}
+}
+
+func TestKilledPluginRestartsWhileOthersServe(t *testing.T) {
+	h := newHost(t, nil, echoConfig("a", "a"), echoConfig("b", "b"))
+	ta, tb := translator(t, h, "a"), translator(t, h, "b")
+	req := &coap.Message{Code: coap.GET, Payload: []byte("x")}
+	pid := h.Stats()[0].PID
+	if pid == 0 {
+		t.Fatal("no pid")
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	killed := time.Now()
+	var saw503 bool
+	for {
+		if time.Since(killed) > 2*time.Second {
+			t.Fatalf("plugin a not back within 2 s (saw 5.03: %v); stats %+v", saw503, h.Stats()[0])
+		}
+		if _, err := tb.RoundTrip(t.Context(), "b://n/", req); err != nil {
+			t.Fatalf("b failed while a was down: %v", err)
+		}
+		_, err := ta.RoundTrip(t.Context(), "a://n/", req)
+		if err == nil {
+			if s := h.Stats()[0]; s.PID != pid && s.Restarts == 1 {
+				break
+			}
+			continue // the old process, before its death was noticed
+		}
+		var ce *coap.Error
+		if !errors.As(err, &ce) || ce.Code != coap.ServiceUnavailable || ce.MaxAge < 1 {
+			t.Fatalf("a while down: err = %v, want 5.03 with Max-Age", err)
+		}
+		saw503 = true
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !saw503 {
+		t.Error("never saw 5.03 while a was down")
+	}
+	if s := h.Stats()[0]; s.Unavail == 0 || s.Starts != 2 {
+		t.Errorf("stats = %+v, want unavailable requests and 2 starts", s)
+	}
+}
+
+func TestUnavailableCarriesMaxAge(t *testing.T) {
+	p := &plug{cfg: Config{Name: "x"}}
+	p.retryAt = time.Now().Add(2500 * time.Millisecond)
+	var ce *coap.Error
+	if !errors.As(p.unavailable(), &ce) || ce.Code != coap.ServiceUnavailable || ce.MaxAge != 3 {
+		t.Fatalf("err = %#v, want 5.03 Max-Age 3", ce)
+	}
+	if m := ce.Response(); !m.Options.Has(coap.MaxAge) {
+		t.Fatal("response has no Max-Age")
+	}
+}
+
+func TestFrontEndDoReachesTheChain(t *testing.T) {
+	type seen struct {
+		peer   netip.AddrPort
+		secure bool
+		path   string
+		body   string
+	}
+	got := make(chan seen, 1)
+	chain := coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, r *coap.Request) error {
+		p, _ := r.Msg.Options.Get(coap.URIPath)
+		got <- seen{r.Peer, r.Secure, string(p), string(r.Msg.Payload)}
+		return w.WriteResponse(&coap.Message{Code: coap.Content, Payload: []byte("hello, plugin")})
+	})
+	c := echoConfig("fe", "fe")
+	c.Config["front_end"] = true
+	h := newHost(t, chain, c)
+	select {
+	case s := <-got:
+		if !peerPrefix.Contains(s.peer.Addr()) || !s.secure || s.path != "hello" || s.body != "from-plugin" {
+			t.Errorf("chain saw %+v", s)
+		}
+		if s.peer != h.Stats()[0].Peer {
+			t.Errorf("peer %v, stats say %v", s.peer, h.Stats()[0].Peer)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the front end's request never reached the chain")
+	}
+	tr := translator(t, h, "fe")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		resp, err := tr.RoundTrip(t.Context(), "fe://x/frontend", &coap.Message{Code: coap.GET})
+		if err == nil {
+			if string(resp.Payload) != "hello, plugin" || resp.Code != coap.Content {
+				t.Fatalf("front end got %v %q", resp, resp.Payload)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("front end never got its response: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if h.Stats()[0].Callbacks != 1 {
+		t.Errorf("callbacks = %d, want 1", h.Stats()[0].Callbacks)
+	}
+}
+
+func TestChainErrorBecomesResponseForFrontEnd(t *testing.T) {
+	chain := coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, r *coap.Request) error {
+		panic("a broken chain")
+	})
+	c := echoConfig("fe", "fe")
+	c.Config["front_end"] = true
+	h := newHost(t, chain, c)
+	tr := translator(t, h, "fe")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, err := tr.RoundTrip(t.Context(), "fe://x/frontend", &coap.Message{Code: coap.GET})
+		var ce *coap.Error
+		if errors.As(err, &ce) && ce.Code == coap.ServiceUnavailable {
+			if time.Now().After(deadline) {
+				t.Fatal("front end never got an answer")
+			}
+			time.Sleep(20 * time.Millisecond)
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), "panic") {
+			t.Fatalf("err = %v, want the host's panic reported to the plugin", err)
+		}
+		break
+	}
+}
+
+func TestObserveStreamsNotificationsAndStops(t *testing.T) {
+	h := newHost(t, nil, echoConfig("echo", "echo"))
+	tr := translator(t, h, "echo")
+	notes := make(chan *coap.Message, 100)
+	req := &coap.Message{Code: coap.GET, Options: coap.Options(nil).SetUint(coap.Observe, 0)}
+	first, stop, err := tr.Observe(t.Context(), "echo://n/obs", req, func(m *coap.Message) {
+		select {
+		case notes <- m:
+		default:
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(first.Payload) != "0" {
+		t.Fatalf("first = %q", first.Payload)
+	}
+	for range 3 {
+		select {
+		case n := <-notes:
+			if n.Code != coap.Content || !n.Options.Has(coap.Observe) {
+				t.Fatalf("notification %v", n)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("no notification")
+		}
+	}
+	if err := stop(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestObservationEndsWith503WhenPluginDies(t *testing.T) {
+	h := newHost(t, nil, echoConfig("echo", "echo"))
+	tr := translator(t, h, "echo")
+	ended := make(chan *coap.Message, 1)
+	req := &coap.Message{Code: coap.GET, Options: coap.Options(nil).SetUint(coap.Observe, 0)}
+	_, stop, err := tr.Observe(t.Context(), "echo://n/obs", req, func(m *coap.Message) {
+		if m.Code != coap.Content {
+			ended <- m
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop(t.Context())
+	syscall.Kill(h.Stats()[0].PID, syscall.SIGKILL)
+	select {
+	case m := <-ended:
+		if m.Code != coap.ServiceUnavailable || !m.Options.Has(coap.MaxAge) {
+			t.Fatalf("last notification %v", m)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("observation did not end")
+	}
+}
+
+func TestNoOrphanAfterHostIsKilled(t *testing.T) {
+	cmd := exec.Command(bins.host, bins.echo, bins.echoSum)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Wait()
+	defer cmd.Process.Kill()
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		t.Fatalf("reading the plugin pid: %v", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(line))
+	if err != nil || pid <= 0 {
+		t.Fatalf("pid line %q", line)
+	}
+	if !alive(pid) {
+		t.Fatalf("plugin %d not running", pid)
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("plugin %d outlived its host", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// alive reports whether pid runs: it exists and is no zombie (an orphan
+// killed by Pdeathsig is reaped by whatever init the container has, maybe
+// never).
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the parenthesised command name.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || (s[i+2] != 'Z' && s[i+2] != 'X')
+}
+
+func TestCloseIsIdempotentAndStopsPlugins(t *testing.T) {
+	h := newHost(t, nil, echoConfig("echo", "echo"))
+	pid := h.Stats()[0].PID
+	h.Close()
+	h.Close()
+	if alive(pid) {
+		t.Errorf("plugin %d still running after Close", pid)
+	}
+	_, err := translator(t, h, "echo").RoundTrip(t.Context(), "echo://x/", &coap.Message{Code: coap.GET})
+	var ce *coap.Error
+	if !errors.As(err, &ce) || ce.Code != coap.ServiceUnavailable {
+		t.Errorf("after Close: err = %v, want 5.03", err)
+	}
+}

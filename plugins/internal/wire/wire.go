@@ -1,0 +1,137 @@
+// Package wire converts between gatewayd's types and the plugin protocol's
+// messages, for both ends: CoAP messages as their encoded bytes, errors as
+// Failures, radio errors as RadioError codes. Nothing here trusts the bytes
+// it is given.
+package wire
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/opaque-edge/gatewayd/coap"
+	pb "github.com/opaque-edge/gatewayd/plugins/sdk/proto"
+	"github.com/opaque-edge/gatewayd/radio"
+)
+
+// MaxMessage bounds an encoded CoAP message on the wire: no CoAP transport
+// gatewayd serves carries more (RFC 7959 blocks are far smaller).
+const MaxMessage = 1 << 20
+
+// ErrBadMessage is wrapped by errors about bytes that are no CoAP message.
+var ErrBadMessage = errors.New("bad coap message")
+
+// Encode returns m's encoding.
+func Encode(m *coap.Message) ([]byte, error) {
+	if m == nil {
+		return nil, fmt.Errorf("%w: nil message", ErrBadMessage)
+	}
+	b, err := m.Marshal()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadMessage, err)
+	}
+	return b, nil
+}
+
+// Decode parses b. The message aliases b, which the caller hands over.
+func Decode(b []byte) (*coap.Message, error) {
+	if len(b) > MaxMessage {
+		return nil, fmt.Errorf("%w: %d bytes", ErrBadMessage, len(b))
+	}
+	m := new(coap.Message)
+	if err := m.Decode(b); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadMessage, err)
+	}
+	return m, nil
+}
+
+// Failure turns err into its wire form; nil for nil.
+func Failure(err error) *pb.Failure {
+	if err == nil {
+		return nil
+	}
+	f := &pb.Failure{Text: err.Error(), MaxAge: -1}
+	var ce *coap.Error
+	if errors.As(err, &ce) {
+		f.Code = uint32(ce.Code)
+		f.Diagnostic = ce.Diagnostic
+		f.MaxAge = int32(ce.MaxAge)
+	}
+	return f
+}
+
+// Error turns a wire Failure back into an error: a *coap.Error when it
+// carries a response code; nil for nil.
+func Error(f *pb.Failure) error {
+	if f == nil {
+		return nil
+	}
+	if f.Code != 0 {
+		c := coap.Code(f.Code)
+		if f.Code > 0xff || !c.IsResponse() {
+			return fmt.Errorf("%w: failure code %d is no response code", ErrBadMessage, f.Code)
+		}
+		maxAge := int(f.MaxAge)
+		if maxAge < -1 {
+			maxAge = -1
+		}
+		return &coap.Error{Code: c, Diagnostic: clip(f.Diagnostic), MaxAge: maxAge}
+	}
+	return errors.New(clip(f.Text))
+}
+
+// clip bounds text a peer chose before it reaches logs and clients.
+func clip(s string) string {
+	const max = 256
+	if len(s) > max {
+		s = s[:max] + "…"
+	}
+	return strings.ToValidUTF8(s, "?")
+}
+
+// RadioError returns the wire code of a Link error.
+func RadioError(err error) (pb.RadioError, string) {
+	switch {
+	case err == nil:
+		return pb.RadioError_RADIO_ERROR_NONE, ""
+	case errors.Is(err, radio.ErrNoAck):
+		return pb.RadioError_RADIO_ERROR_NO_ACK, err.Error()
+	case errors.Is(err, radio.ErrChannelBusy):
+		return pb.RadioError_RADIO_ERROR_CHANNEL_BUSY, err.Error()
+	case errors.Is(err, radio.ErrDown):
+		return pb.RadioError_RADIO_ERROR_DOWN, err.Error()
+	case errors.Is(err, radio.ErrClosed):
+		return pb.RadioError_RADIO_ERROR_CLOSED, err.Error()
+	case errors.Is(err, radio.ErrTooLong):
+		return pb.RadioError_RADIO_ERROR_TOO_LONG, err.Error()
+	}
+	return pb.RadioError_RADIO_ERROR_OTHER, err.Error()
+}
+
+// LinkError turns a wire code back into the radio error callers branch
+// on, wrapped with the peer's text.
+func LinkError(code pb.RadioError, text string) error {
+	var base error
+	switch code {
+	case pb.RadioError_RADIO_ERROR_NONE:
+		return nil
+	case pb.RadioError_RADIO_ERROR_NO_ACK:
+		base = radio.ErrNoAck
+	case pb.RadioError_RADIO_ERROR_CHANNEL_BUSY:
+		base = radio.ErrChannelBusy
+	case pb.RadioError_RADIO_ERROR_DOWN:
+		base = radio.ErrDown
+	case pb.RadioError_RADIO_ERROR_CLOSED:
+		// The plugin's radio is closed; to this side that is a radio
+		// that is down until the plugin restarts.
+		base = radio.ErrDown
+	case pb.RadioError_RADIO_ERROR_TOO_LONG:
+		base = radio.ErrTooLong
+	default:
+		return errors.New(clip(text))
+	}
+	if text == "" || text == base.Error() {
+		return base
+	}
+	return fmt.Errorf("%w: %s", base, clip(text))
+}

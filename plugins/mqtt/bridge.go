@@ -1,0 +1,413 @@
+package mqtt
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/opaque-edge/gatewayd/coap"
+	httpcoap "github.com/opaque-edge/gatewayd/plugins/http"
+)
+
+// DoFunc sends a CoAP request into gatewayd's chain; see
+// plugins/http.DoFunc.
+type DoFunc func(ctx context.Context, req *coap.Message, secure bool) (*coap.Message, error)
+
+// ObserveFunc observes a CoAP URI through gatewayd's chain (its Observe hub
+// keeps one observation per resource however many bridges and clients
+// want it). fn receives every representation, the first response
+// included, and must not block. cancel ends the observation.
+type ObserveFunc func(ctx context.Context, uri string, fn func(n *coap.Message)) (cancel func(), err error)
+
+// UserPropertyCF is the MQTT v5 user property carrying the CoAP content
+// format number, next to the content type property (its media type).
+const UserPropertyCF = "coap-cf"
+
+// Stats are the Bridge's counters.
+type Stats struct {
+	Connects      uint64 // successful CONNACKs
+	Notifications uint64 // CoAP representations queued for publishing
+	Published     uint64 // acknowledged by the broker (PUBACK)
+	Rejected      uint64 // PUBACK with an error reason code: not retried
+	Dropped       uint64 // oldest representations dropped from a full queue
+	Queued        uint64 // waiting for a PUBACK now
+	ObserveErrors uint64 // failed registrations and non-2.05 notifications
+	Received      uint64 // MQTT messages of the down direction
+	Delivered     uint64 // PUT answered 2.xx
+	Failed        uint64 // PUT answered otherwise or not at all (after retries)
+}
+
+// Bridge connects the configured mappings. Run does the work.
+type Bridge struct {
+	cfg     Config
+	do      DoFunc
+	observe ObserveFunc
+	log     *slog.Logger
+	q       *queue
+	broker  *url.URL
+
+	mu        sync.Mutex
+	cli       *paho.Client  // guarded by mu: the connected client, nil between connections
+	connected chan struct{} // guarded by mu: closed when cli is set
+
+	connects, notifications, published, rejected, observeErrors atomic.Uint64
+	received, delivered, failed                                 atomic.Uint64
+}
+
+// New returns a Bridge for a valid cfg. observe may be nil when there are
+// no up mappings.
+func New(cfg Config, do DoFunc, observe ObserveFunc, log *slog.Logger) (*Bridge, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if do == nil && len(cfg.Down) > 0 {
+		return nil, errors.New("mqtt: down mappings need a DoFunc")
+	}
+	if observe == nil && len(cfg.Up) > 0 {
+		return nil, errors.New("mqtt: up mappings need an ObserveFunc")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	cfg = cfg.withDefaults()
+	u, _ := url.Parse(cfg.Broker) // checked by Validate
+	return &Bridge{
+		cfg: cfg, do: do, observe: observe, log: log, q: newQueue(cfg.QueueSize),
+		broker: u, connected: make(chan struct{}),
+	}, nil
+}
+
+// Stats returns a snapshot of the counters.
+func (b *Bridge) Stats() Stats {
+	n, dropped := b.q.stats()
+	return Stats{
+		Connects: b.connects.Load(), Notifications: b.notifications.Load(),
+		Published: b.published.Load(), Rejected: b.rejected.Load(), Dropped: dropped,
+		Queued: uint64(n), ObserveErrors: b.observeErrors.Load(), Received: b.received.Load(),
+		Delivered: b.delivered.Load(), Failed: b.failed.Load(),
+	}
+}
+
+// Run connects to the broker, reconnecting with backoff, starts the
+// observations and publishes until ctx is done. It returns nil then, after
+// every goroutine it started has stopped and the connection is closed.
+func (b *Bridge) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for _, m := range b.cfg.Up {
+		wg.Go(func() { b.runObservation(ctx, m) })
+	}
+	wg.Go(func() { b.publishLoop(ctx) })
+	b.connectLoop(ctx)
+	wg.Wait()
+	return nil
+}
+
+// backoff doubles from 250 ms to 10 s.
+func backoff(ctx context.Context, d *time.Duration) bool {
+	if *d == 0 {
+		*d = 250 * time.Millisecond
+	}
+	t := time.NewTimer(*d)
+	defer t.Stop()
+	*d = min(*d*2, 10*time.Second)
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func (b *Bridge) runObservation(ctx context.Context, m Up) {
+	var wait time.Duration
+	for {
+		cancel, err := b.observe(ctx, m.Observe, func(n *coap.Message) { b.notify(m, n) })
+		if err == nil {
+			<-ctx.Done()
+			cancel()
+			return
+		}
+		b.observeErrors.Add(1)
+		b.log.Warn("observe failed", "uri", m.Observe, "err", err)
+		if !backoff(ctx, &wait) {
+			return
+		}
+	}
+}
+
+// notify queues one representation; it runs on the observer's goroutine
+// and does not block.
+func (b *Bridge) notify(m Up, n *coap.Message) {
+	if n == nil || n.Code != coap.Content {
+		b.observeErrors.Add(1)
+		return
+	}
+	it := item{topic: m.Topic, payload: append([]byte(nil), n.Payload...), cf: -1, retain: m.Retain}
+	if cf, ok := n.Options.Uint(coap.ContentFormat); ok {
+		it.cf = int(cf)
+		it.contentType, _ = httpcoap.MediaType(uint16(cf))
+	}
+	b.notifications.Add(1)
+	b.q.push(it)
+}
+
+// current returns the connected client, waiting for one.
+func (b *Bridge) current(ctx context.Context) (*paho.Client, bool) {
+	for {
+		b.mu.Lock()
+		cli, ch := b.cli, b.connected
+		b.mu.Unlock()
+		if cli != nil {
+			return cli, true
+		}
+		select {
+		case <-ctx.Done():
+			return nil, false
+		case <-ch:
+		}
+	}
+}
+
+// publishLoop publishes the queue's head until it is acknowledged, one at
+// a time, so the broker sees each topic's representations in order.
+func (b *Bridge) publishLoop(ctx context.Context) {
+	for {
+		it, ok := b.q.peek()
+		if !ok {
+			select {
+			case <-ctx.Done():
+				return
+			case <-b.q.ready:
+				continue
+			}
+		}
+		cli, ok := b.current(ctx)
+		if !ok {
+			return
+		}
+		p := &paho.Publish{QoS: 1, Topic: it.topic, Payload: it.payload, Retain: it.retain, Properties: &paho.PublishProperties{}}
+		if it.cf >= 0 {
+			p.Properties.ContentType = it.contentType
+			p.Properties.User.Add(UserPropertyCF, strconv.Itoa(it.cf))
+		}
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		resp, err := cli.Publish(pctx, p)
+		cancel()
+		switch {
+		case err == nil:
+			b.q.done(it.seq)
+			b.published.Add(1)
+		case resp != nil && resp.ReasonCode >= 0x80:
+			// The broker refused it (e.g. not authorised): sending it
+			// again would be refused again.
+			b.q.done(it.seq)
+			b.rejected.Add(1)
+			b.log.Warn("publish refused", "topic", it.topic, "reason", resp.ReasonCode)
+		default:
+			// Connection trouble: keep the item; wait until this client is
+			// gone before trying again on the next one.
+			select {
+			case <-ctx.Done():
+				return
+			case <-cli.Done():
+			case <-time.After(time.Second):
+			}
+		}
+	}
+}
+
+// connectLoop keeps one connection up until ctx is done.
+func (b *Bridge) connectLoop(ctx context.Context) {
+	var wait time.Duration
+	for ctx.Err() == nil {
+		cli, err := b.connect(ctx)
+		if err != nil {
+			b.log.Warn("connect failed", "broker", b.broker.Redacted(), "err", err)
+			if !backoff(ctx, &wait) {
+				return
+			}
+			continue
+		}
+		wait = 0
+		b.connects.Add(1)
+		b.mu.Lock()
+		b.cli = cli
+		close(b.connected)
+		b.mu.Unlock()
+
+		select {
+		case <-ctx.Done():
+			dctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_ = cli.Disconnect(&paho.Disconnect{ReasonCode: 0})
+			select {
+			case <-cli.Done():
+			case <-dctx.Done():
+			}
+			cancel()
+		case <-cli.Done():
+		}
+		b.mu.Lock()
+		b.cli = nil
+		b.connected = make(chan struct{})
+		b.mu.Unlock()
+		if ctx.Err() == nil {
+			b.log.Info("connection lost; reconnecting", "broker", b.broker.Redacted())
+			if !backoff(ctx, &wait) {
+				return
+			}
+		}
+	}
+}
+
+func (b *Bridge) dial(ctx context.Context) (net.Conn, error) {
+	host := b.broker.Host
+	d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
+	switch b.broker.Scheme {
+	case "mqtts", "ssl", "tls":
+		if b.broker.Port() == "" {
+			host = net.JoinHostPort(b.broker.Hostname(), "8883")
+		}
+		td := &tls.Dialer{NetDialer: d, Config: &tls.Config{ServerName: b.broker.Hostname(), MinVersion: tls.VersionTLS12}}
+		return td.DialContext(ctx, "tcp", host)
+	}
+	if b.broker.Port() == "" {
+		host = net.JoinHostPort(b.broker.Hostname(), "1883")
+	}
+	return d.DialContext(ctx, "tcp", host)
+}
+
+func (b *Bridge) connect(ctx context.Context) (*paho.Client, error) {
+	conn, err := b.dial(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("mqtt: dial: %w", err)
+	}
+	cli := paho.NewClient(paho.ClientConfig{
+		Conn:                       conn,
+		EnableManualAcknowledgment: true,
+		SendAcksInterval:           50 * time.Millisecond,
+		OnPublishReceived:          []func(paho.PublishReceived) (bool, error){b.onPublish(ctx)},
+		OnClientError:              func(err error) { b.log.Debug("client error", "err", err) },
+		OnServerDisconnect:         func(d *paho.Disconnect) { b.log.Info("broker disconnected us", "reason", d.ReasonCode) },
+	})
+	expiry := *b.cfg.SessionExpiry
+	cp := &paho.Connect{
+		ClientID:   b.cfg.ClientID,
+		KeepAlive:  b.cfg.KeepAlive,
+		CleanStart: expiry == 0,
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry},
+	}
+	if b.cfg.Username != "" {
+		cp.Username, cp.UsernameFlag = b.cfg.Username, true
+	}
+	if b.cfg.Password != "" {
+		cp.Password, cp.PasswordFlag = []byte(b.cfg.Password), true
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	ca, err := cli.Connect(cctx, cp)
+	if err != nil {
+		_ = conn.Close()
+		return nil, fmt.Errorf("mqtt: connect: %w", err)
+	}
+	if ca.ReasonCode != 0 {
+		_ = conn.Close()
+		return nil, fmt.Errorf("mqtt: connect refused: reason %d", ca.ReasonCode)
+	}
+	if len(b.cfg.Down) > 0 {
+		sub := &paho.Subscribe{}
+		for _, m := range b.cfg.Down {
+			sub.Subscriptions = append(sub.Subscriptions, paho.SubscribeOptions{Topic: m.Topic, QoS: 1})
+		}
+		if _, err := cli.Subscribe(cctx, sub); err != nil {
+			_ = cli.Disconnect(&paho.Disconnect{})
+			<-cli.Done()
+			return nil, fmt.Errorf("mqtt: subscribe: %w", err)
+		}
+	}
+	return cli, nil
+}
+
+// onPublish handles the down direction: PUT, then acknowledge. It runs on
+// the client's routing goroutine, so messages are PUT one at a time in
+// the order the broker sent them.
+func (b *Bridge) onPublish(ctx context.Context) func(paho.PublishReceived) (bool, error) {
+	return func(pr paho.PublishReceived) (bool, error) {
+		p := pr.Packet
+		b.received.Add(1)
+		handled := false
+		for _, m := range b.cfg.Down {
+			if match(m.Topic, p.Topic) {
+				b.put(ctx, m, p)
+				handled = true
+				break
+			}
+		}
+		if err := pr.Client.Ack(p); err != nil {
+			b.log.Debug("ack failed", "err", err)
+		}
+		return handled, nil
+	}
+}
+
+func (b *Bridge) put(ctx context.Context, m Down, p *paho.Publish) {
+	req := &coap.Message{Type: coap.Confirmable, Code: coap.PUT, Payload: p.Payload}
+	req.Options = req.Options.Insert(coap.ProxyURI, []byte(m.Put))
+	if cf, ok := contentFormat(p.Properties, m.ContentFormat); ok {
+		req.Options = req.Options.SetUint(coap.ContentFormat, uint32(cf))
+	}
+	var wait time.Duration
+	for try := 0; try < 3; try++ {
+		pctx, cancel := context.WithTimeout(ctx, time.Duration(b.cfg.PutTimeout)*time.Second)
+		resp, err := b.do(pctx, req, false)
+		cancel()
+		if err == nil {
+			if resp != nil && resp.Code.Class() == 2 {
+				b.delivered.Add(1)
+			} else {
+				b.failed.Add(1)
+				b.log.Warn("put refused", "uri", m.Put, "resp", resp)
+			}
+			return
+		}
+		var ce *coap.Error
+		if errors.As(err, &ce) || ctx.Err() != nil {
+			break // an answer, not a transport failure: retrying will not help
+		}
+		if !backoff(ctx, &wait) {
+			break
+		}
+	}
+	b.failed.Add(1)
+}
+
+// contentFormat finds the CoAP content format of an MQTT message: the
+// coap-cf user property, else the content type property, else the
+// mapping's default.
+func contentFormat(props *paho.PublishProperties, def *uint16) (uint16, bool) {
+	if props != nil {
+		if v := props.User.Get(UserPropertyCF); v != "" {
+			if n, err := strconv.ParseUint(v, 10, 16); err == nil {
+				return uint16(n), true
+			}
+		}
+		if props.ContentType != "" {
+			if cf, ok := httpcoap.ContentFormat(props.ContentType, "", false, true); ok {
+				return cf, true
+			}
+		}
+	}
+	if def != nil {
+		return *def, true
+	}
+	return 0, false
+}

@@ -1,0 +1,199 @@
+package mqtt
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/hex"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/opaque-edge/gatewayd/coap"
+)
+
+// blob is a COSE_Sign1-like payload with NUL, 0xff and CR LF in it, plus
+// a sequence number at the end.
+func blob(seq uint32) []byte {
+	b := []byte{0xd2, 0x84, 0x43, 0xa1, 0x01, 0x26, 0xa0, 0x00, 0xff, 0x0d, 0x0a, 0x58, 0x40, 0x00, 0xff, 0xfe, 0, 0, 0, 0}
+	binary.BigEndian.PutUint32(b[len(b)-4:], seq)
+	return b
+}
+
+// subscribeSession creates a persistent MQTT v5 session for id on the
+// broker, subscribed to topic with QoS 1, and returns at once (-E): from
+// then on the broker keeps the messages for it.
+func subscribeSession(t *testing.T, b *broker, id, topic string) {
+	t.Helper()
+	need(t, "mosquitto_sub")
+	out, err := exec.Command("mosquitto_sub", "-V", "mqttv5", "-p", itoa(b.port), "-h", "127.0.0.1",
+		"-c", "-i", id, "-x", "600", "-q", "1", "-t", topic, "-E").CombinedOutput()
+	if err != nil {
+		t.Fatalf("mosquitto_sub -E: %v\n%s", err, out)
+	}
+}
+
+// receive collects what the session id has been sent, for up to wait,
+// one line per message in the format given.
+func receive(t *testing.T, b *broker, id, topic, format string, count int, wait time.Duration) []string {
+	t.Helper()
+	args := []string{"-V", "mqttv5", "-p", itoa(b.port), "-h", "127.0.0.1", "-c", "-i", id, "-x", "600", "-q", "1", "-t", topic,
+		"-F", format, "-W", itoa(int(wait / time.Second))}
+	if count > 0 {
+		args = append(args, "-C", itoa(count))
+	}
+	out, _ := exec.Command("mosquitto_sub", args...).Output() // -W ends it with a non-zero status
+	var lines []string
+	for _, l := range strings.Split(string(out), "\n") {
+		if l != "" {
+			lines = append(lines, l)
+		}
+	}
+	return lines
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+func TestCoAPRepresentationsReachMosquittoSubByteForByte(t *testing.T) {
+	need(t, "mosquitto", "mosquitto_sub")
+	br := startBroker(t)
+	subscribeSession(t, br, "sub-up", "gw/test/up/temp")
+	origin := newObservable(t, blob(0))
+	ch := newChain(t, origin.addr)
+	b, err := New(Config{
+		Broker: br.url(), ClientID: "gw-test-up",
+		Up: []Up{{Observe: "coap://[fd00::1]/sensors/temp", Topic: "gw/test/up/temp"}},
+	}, ch.do, ch.observe, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runBridge(t, b)
+	waitFor(t, "the first representation", 5*time.Second, func() bool { return b.Stats().Notifications > 0 })
+	want := [][]byte{blob(0)}
+	for i := uint32(1); i <= 5; i++ {
+		origin.notify(blob(i))
+		want = append(want, blob(i))
+	}
+	waitFor(t, "PUBACKs", 10*time.Second, func() bool { return b.Stats().Published >= uint64(len(want)) })
+
+	lines := receive(t, br, "sub-up", "gw/test/up/temp", "%C|%P|%x", len(want), 5*time.Second)
+	if len(lines) != len(want) {
+		t.Fatalf("got %d messages, want %d: %q", len(lines), len(want), lines)
+	}
+	for i, l := range lines {
+		f := strings.Split(l, "|")
+		got, _ := hex.DecodeString(f[2])
+		if !bytes.Equal(got, want[i]) {
+			t.Errorf("message %d: %x, want %x", i, got, want[i])
+		}
+		if f[0] != `application/cose;cose-type="cose-sign1"` || !strings.Contains(f[1], "coap-cf:18") {
+			t.Errorf("message %d properties: content type %q, user %q", i, f[0], f[1])
+		}
+	}
+}
+
+func TestMosquittoPubReachesCoAPOriginAsPUT(t *testing.T) {
+	need(t, "mosquitto", "mosquitto_pub")
+	br := startBroker(t)
+	origin := newObservable(t, nil)
+	ch := newChain(t, origin.addr)
+	b, err := New(Config{
+		Broker: br.url(), ClientID: "gw-test-down",
+		Down: []Down{{Topic: "gw/test/down/+", Put: "coap://[fd00::1]/ps/data/valve"}},
+	}, ch.do, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runBridge(t, b)
+	waitFor(t, "the subscription", 5*time.Second, func() bool { return b.Stats().Connects > 0 })
+
+	payload := blob(42)
+	file := filepath.Join(t.TempDir(), "payload")
+	if err := os.WriteFile(file, payload, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("mosquitto_pub", "-V", "mqttv5", "-p", itoa(br.port), "-h", "127.0.0.1", "-q", "1",
+		"-t", "gw/test/down/valve", "-f", file, "-D", "publish", "content-type", "application/cbor").CombinedOutput()
+	if err != nil {
+		t.Fatalf("mosquitto_pub: %v\n%s", err, out)
+	}
+	waitFor(t, "the PUT", 5*time.Second, func() bool { return len(origin.putsSeen()) > 0 })
+	put := origin.putsSeen()[0]
+	if !bytes.Equal(put.Payload, payload) {
+		t.Errorf("PUT payload %x, want %x", put.Payload, payload)
+	}
+	var path []string
+	for v := range put.Options.All(coap.URIPath) {
+		path = append(path, string(v))
+	}
+	if cf, _ := put.Options.Uint(coap.ContentFormat); cf != 60 || strings.Join(path, "/") != "ps/data/valve" {
+		t.Errorf("PUT Content-Format %d path %q", cf, path)
+	}
+	waitFor(t, "the counter", 2*time.Second, func() bool { return b.Stats().Delivered == 1 })
+}
+
+func TestBrokerRestartLosesNothingAcknowledged(t *testing.T) {
+	need(t, "mosquitto", "mosquitto_sub")
+	br := startBroker(t)
+	subscribeSession(t, br, "sub-restart", "gw/test/restart")
+	origin := newObservable(t, blob(0))
+	ch := newChain(t, origin.addr)
+	b, err := New(Config{
+		Broker: br.url(), ClientID: "gw-test-restart", QueueSize: 4096,
+		Up: []Up{{Observe: "coap://node/sensors/temp", Topic: "gw/test/restart"}},
+	}, ch.do, ch.observe, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runBridge(t, b)
+	waitFor(t, "the observation", 5*time.Second, func() bool { return b.Stats().Notifications > 0 })
+
+	const n = 150
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		for i := uint32(1); i < n; i++ {
+			origin.notify(blob(i))
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+		}
+	}()
+	waitFor(t, "some PUBACKs", 10*time.Second, func() bool { return b.Stats().Published > 30 })
+	br.stop() // mid-stream
+	time.Sleep(300 * time.Millisecond)
+	br.start()
+	<-sent
+	waitFor(t, "the queue to drain", 30*time.Second, func() bool {
+		s := b.Stats()
+		return s.Queued == 0 && s.Notifications == n
+	})
+	s := b.Stats()
+	if s.Published < n || s.Dropped != 0 || s.Connects < 2 {
+		t.Fatalf("stats %+v: want %d published, none dropped, a reconnect", s, n)
+	}
+
+	lines := receive(t, br, "sub-restart", "gw/test/restart", "%x", 0, 3*time.Second)
+	got := map[uint32]int{}
+	for _, l := range lines {
+		p, err := hex.DecodeString(l)
+		if err != nil || len(p) < 4 {
+			t.Fatalf("bad line %q", l)
+		}
+		got[binary.BigEndian.Uint32(p[len(p)-4:])]++
+	}
+	for i := uint32(0); i < n; i++ {
+		if got[i] == 0 {
+			t.Errorf("representation %d was acknowledged but never delivered", i)
+		}
+	}
+	t.Logf("%d published, %d delivered to mosquitto_sub (%d unique), %d connects", s.Published, len(lines), len(got), s.Connects)
+}

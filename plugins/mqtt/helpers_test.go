@@ -1,0 +1,259 @@
+package mqtt
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/opaque-edge/gatewayd/coap"
+)
+
+// need fails the test when a real peer is missing: scripts/test-deps.sh
+// installs mosquitto and mosquitto-clients.
+func need(t *testing.T, cmds ...string) {
+	t.Helper()
+	for _, c := range cmds {
+		if _, err := exec.LookPath(c); err != nil {
+			t.Fatalf("%s not installed (scripts/test-deps.sh installs it): %v", c, err)
+		}
+	}
+}
+
+// broker is a real mosquitto on 127.0.0.1, with persistence so that a
+// restart keeps sessions and queued messages (a graceful SIGTERM saves
+// them).
+type broker struct {
+	t    *testing.T
+	port int
+	conf string
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func startBroker(t *testing.T) *broker {
+	t.Helper()
+	need(t, "mosquitto")
+	dir := t.TempDir()
+	b := &broker{t: t, port: freePort(t), conf: filepath.Join(dir, "mosquitto.conf")}
+	conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\nmax_queued_messages 10000\n", b.port, dir)
+	if os.Getuid() == 0 {
+		// mosquitto drops root for user "mosquitto", who cannot write the
+		// test's directory.
+		conf += "user root\n"
+	}
+	if err := os.WriteFile(b.conf, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b.start()
+	t.Cleanup(b.stop)
+	return b
+}
+
+func (b *broker) url() string { return "mqtt://127.0.0.1:" + strconv.Itoa(b.port) }
+
+func (b *broker) start() {
+	b.t.Helper()
+	b.cmd = exec.Command("mosquitto", "-c", b.conf)
+	logf, err := os.OpenFile(b.conf+".log", os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	defer logf.Close() // the child has its own descriptor
+	b.cmd.Stdout, b.cmd.Stderr = logf, logf
+	if err := b.cmd.Start(); err != nil {
+		b.t.Fatal(err)
+	}
+	b.done = make(chan struct{})
+	go func(cmd *exec.Cmd, done chan struct{}) {
+		_ = cmd.Wait()
+		close(done)
+	}(b.cmd, b.done)
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(b.port)), 200*time.Millisecond)
+		if err == nil {
+			c.Close()
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	b.t.Fatal("mosquitto did not start listening")
+}
+
+// stop ends the broker with SIGTERM (it saves its persistence) and waits.
+func (b *broker) stop() {
+	if b.cmd == nil {
+		return
+	}
+	_ = b.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-b.done:
+	case <-time.After(10 * time.Second):
+		_ = b.cmd.Process.Kill()
+		<-b.done
+	}
+	b.cmd = nil
+}
+
+// observable is a CoAP origin with one observable resource; notify sends a
+// notification to every observer.
+type observable struct {
+	ep   *coap.Endpoint
+	addr netip.AddrPort
+
+	mu        sync.Mutex
+	observers []coap.NotifyWriter // guarded by mu
+	seq       uint32              // guarded by mu
+	puts      []*coap.Message     // guarded by mu
+	first     []byte              // guarded by mu: the payload of the first response
+}
+
+func newObservable(t *testing.T, first []byte) *observable {
+	t.Helper()
+	u, err := coap.ListenUDP(t.Context(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := &observable{addr: u.LocalAddr(), first: first}
+	o.ep = coap.NewEndpoint(u, coap.EndpointConfig{Handler: coap.HandlerFunc(o.serve)})
+	t.Cleanup(func() { o.ep.Close() })
+	return o
+}
+
+func (o *observable) serve(_ context.Context, w coap.ResponseWriter, r *coap.Request) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if r.Msg.Code == coap.PUT {
+		o.puts = append(o.puts, r.Msg.Clone())
+		return w.WriteResponse(&coap.Message{Code: coap.Changed})
+	}
+	resp := &coap.Message{Code: coap.Content, Payload: o.first}
+	resp.Options = resp.Options.SetUint(coap.ContentFormat, 18)
+	if v, ok := r.Msg.Options.Uint(coap.Observe); ok && v == 0 {
+		if nw, ok := w.(coap.NotifyWriter); ok {
+			o.observers = append(o.observers, nw)
+			resp.Options = resp.Options.SetUint(coap.Observe, o.seq)
+		}
+	}
+	return w.WriteResponse(resp)
+}
+
+func (o *observable) notify(payload []byte) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.seq++
+	m := &coap.Message{Code: coap.Content, Payload: payload}
+	m.Options = m.Options.SetUint(coap.Observe, o.seq).SetUint(coap.ContentFormat, 18)
+	for _, w := range o.observers {
+		_ = w.Notify(m, false, nil)
+	}
+	return len(o.observers)
+}
+
+func (o *observable) putsSeen() []*coap.Message {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]*coap.Message(nil), o.puts...)
+}
+
+// chain stands in for gatewayd's chain: a CoAP client endpoint that sends
+// every request to the origin after splitting Proxy-Uri, and observes with
+// the endpoint's Observe.
+type chain struct {
+	ep *coap.Endpoint
+	to netip.AddrPort
+}
+
+func newChain(t *testing.T, to netip.AddrPort) *chain {
+	t.Helper()
+	u, err := coap.ListenUDP(t.Context(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &chain{ep: coap.NewEndpoint(u, coap.EndpointConfig{Params: coap.Params{AckTimeout: 200 * time.Millisecond}}), to: to}
+	t.Cleanup(func() { c.ep.Close() })
+	return c
+}
+
+func (c *chain) do(ctx context.Context, req *coap.Message, _ bool) (*coap.Message, error) {
+	out := *req
+	out.Options = append(coap.Options(nil), req.Options...)
+	if pu, ok := out.Options.Get(coap.ProxyURI); ok {
+		u, err := coap.ParseURI(string(pu))
+		if err != nil {
+			return nil, err
+		}
+		out.Options = u.SetOptions(out.Options.Remove(coap.ProxyURI), u.Port)
+	}
+	return c.ep.Do(ctx, c.to, &out)
+}
+
+func (c *chain) observe(ctx context.Context, uri string, fn func(*coap.Message)) (func(), error) {
+	u, err := coap.ParseURI(uri)
+	if err != nil {
+		return nil, err
+	}
+	req := &coap.Message{Code: coap.GET, Options: u.SetOptions(nil, u.Port)}
+	resp, obs, err := c.ep.Observe(ctx, c.to, req, fn)
+	if err != nil {
+		return nil, err
+	}
+	if obs == nil {
+		return nil, fmt.Errorf("not observable: %v", resp.Code)
+	}
+	fn(resp)
+	return func() {
+		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_ = obs.Cancel(cctx)
+	}, nil
+}
+
+// runBridge runs b until the test ends and checks that Run returns.
+func runBridge(t *testing.T, b *Bridge) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("Run did not return")
+		}
+	})
+}
+
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,423 @@
+package plugins
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+
+	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/plugins/sdk"
+	pb "github.com/opaque-edge/gatewayd/plugins/sdk/proto"
+)
+
+// Supervision timing. Variables so that tests can shorten them.
+var (
+	minBackoff   = 100 * time.Millisecond
+	maxBackoff   = 5 * time.Second
+	resetAfter   = 30 * time.Second // a plugin that ran this long starts over at minBackoff
+	startTimeout = 20 * time.Second // exec to handshake, and Init
+	exitPoll     = 50 * time.Millisecond
+)
+
+// peerPrefix holds the synthetic addresses of plugins as clients of the
+// chain: 100::/64 is the discard-only prefix (RFC 6666), so an address
+// from it can never be a real peer, and a response routed to it by mistake
+// goes nowhere. Plugin i is 100::(i+1), port 0.
+var peerPrefix = netip.MustParsePrefix("100::/64")
+
+func peerAddr(i int) netip.AddrPort {
+	a := peerPrefix.Addr().As16()
+	a[14], a[15] = byte((i+1)>>8), byte(i+1)
+	return netip.AddrPortFrom(netip.AddrFrom16(a), 0)
+}
+
+// plug is one configured plugin across its restarts.
+type plug struct {
+	h    *Host
+	cfg  Config
+	peer netip.AddrPort
+	log  *slog.Logger
+
+	mu      sync.Mutex
+	cur     *instance     // guarded by mu; nil while down
+	upc     chan struct{} // guarded by mu; closed when an instance comes up
+	retryAt time.Time     // guarded by mu; when the next start is due
+	lastErr string        // guarded by mu
+
+	starts, restarts, failures, requests, unavail, callbacks atomic.Uint64
+
+	linkMu sync.Mutex
+	link   *link // guarded by linkMu: the open radio Link, if any
+}
+
+func newPlug(h *Host, c Config, i int) *plug {
+	return &plug{
+		h: h, cfg: c, peer: peerAddr(i),
+		log: h.log.With("plugin", c.Name),
+		upc: make(chan struct{}),
+	}
+}
+
+// instance is one running plugin process.
+type instance struct {
+	p      *plug
+	client *plugin.Client
+	pid    int
+	init   *pb.InitResponse
+	conns  *conns
+
+	ctx    context.Context // ends when the instance is stopped
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // the instance's goroutines
+	fault  chan string    // a goroutine asks for a restart
+	once   sync.Once
+}
+
+// conns is what the go-plugin client dispenses.
+type conns struct {
+	cc     *grpc.ClientConn
+	broker *plugin.GRPCBroker
+	plugin pb.PluginClient
+	tr     pb.TranslatorClient
+	fe     pb.FrontEndClient
+	radio  pb.RadioClient
+}
+
+type hostPlugin struct {
+	plugin.NetRPCUnsupportedPlugin
+}
+
+func (hostPlugin) GRPCServer(*plugin.GRPCBroker, *grpc.Server) error {
+	return errors.New("plugins: the host end serves nothing")
+}
+
+func (hostPlugin) GRPCClient(_ context.Context, b *plugin.GRPCBroker, cc *grpc.ClientConn) (any, error) {
+	return &conns{
+		cc: cc, broker: b,
+		plugin: pb.NewPluginClient(cc), tr: pb.NewTranslatorClient(cc),
+		fe: pb.NewFrontEndClient(cc), radio: pb.NewRadioClient(cc),
+	}, nil
+}
+
+// start verifies the executable, runs it and initializes it.
+func (p *plug) start(ctx context.Context) (inst *instance, err error) {
+	defer func() {
+		if err != nil {
+			p.failures.Add(1)
+			p.setErr(err)
+		}
+	}()
+	f, err := openVerified(p.cfg.Path, p.cfg.SHA256)
+	if err != nil {
+		return nil, fmt.Errorf("plugins: plugin %q: %w", p.cfg.Name, err)
+	}
+	defer f.Close() // once started, the child has its own reference
+	client := plugin.NewClient(&plugin.ClientConfig{
+		HandshakeConfig:  sdk.Handshake,
+		Plugins:          plugin.PluginSet{sdk.PluginName: hostPlugin{}},
+		Cmd:              command(f, p.cfg.Path),
+		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
+		AutoMTLS:         true,
+		SkipHostEnv:      true,
+		StartTimeout:     startTimeout,
+		Logger:           newHCLog(p.log),
+		// A plugin's stdout and stderr end up in gatewayd's log.
+		Stderr: io.Discard,
+	})
+	var startErr error
+	if err := p.h.onStarter(ctx, func() {
+		defer func() {
+			if r := recover(); r != nil {
+				startErr = fmt.Errorf("panic: %v", r)
+			}
+		}()
+		_, startErr = client.Start()
+	}); err != nil {
+		client.Kill()
+		return nil, fmt.Errorf("plugins: plugin %q: start: %w", p.cfg.Name, err)
+	}
+	if startErr != nil {
+		client.Kill()
+		return nil, fmt.Errorf("plugins: plugin %q: start %s: %w", p.cfg.Name, p.cfg.Path, startErr)
+	}
+	inst, err = p.attach(ctx, client)
+	if err != nil {
+		client.Kill()
+		return nil, fmt.Errorf("plugins: plugin %q: %w", p.cfg.Name, err)
+	}
+	p.starts.Add(1)
+	p.log.Info("plugin started", "pid", inst.pid, "schemes", inst.init.GetSchemes(),
+		"observer", inst.init.GetObserver(), "front_end", inst.init.GetFrontEnd(), "radio", inst.init.GetRadio())
+	return inst, nil
+}
+
+func (p *plug) attach(ctx context.Context, client *plugin.Client) (*instance, error) {
+	rpc, err := client.Client()
+	if err != nil {
+		return nil, fmt.Errorf("connect: %w", err)
+	}
+	raw, err := rpc.Dispense(sdk.PluginName)
+	if err != nil {
+		return nil, fmt.Errorf("dispense: %w", err)
+	}
+	c, ok := raw.(*conns)
+	if !ok {
+		return nil, fmt.Errorf("dispense: unexpected %T", raw)
+	}
+	cfg, err := p.cfg.configJSON()
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	ictx, cancel := context.WithTimeout(ctx, startTimeout)
+	init, err := c.plugin.Init(ictx, &pb.InitRequest{Name: p.cfg.Name, Config: cfg})
+	cancel()
+	if err != nil {
+		return nil, fmt.Errorf("init: %w", err)
+	}
+	inst := &instance{p: p, client: client, init: init, conns: c, fault: make(chan string, 1)}
+	inst.pid, _ = strconv.Atoi(client.ID())
+	inst.ctx, inst.cancel = context.WithCancel(p.h.ctx)
+	if init.GetFrontEnd() {
+		inst.runFrontEnd()
+	}
+	return inst, nil
+}
+
+// runFrontEnd serves the Host callback on the broker and runs the
+// plugin's front end against it for the instance's life.
+func (inst *instance) runFrontEnd() {
+	id := inst.conns.broker.NextId()
+	inst.wg.Add(2)
+	go func() {
+		defer inst.wg.Done()
+		// Returns when the broker closes, that is when the client is killed.
+		inst.conns.broker.AcceptAndServe(id, func(opts []grpc.ServerOption) *grpc.Server {
+			s := sdk.NewGRPCServer(opts)
+			pb.RegisterHostServer(s, &hostServer{p: inst.p})
+			return s
+		})
+	}()
+	go func() {
+		defer inst.wg.Done()
+		_, err := inst.conns.fe.Run(inst.ctx, &pb.RunRequest{HostBrokerId: id})
+		if inst.ctx.Err() != nil {
+			return
+		}
+		// A front end that stops while its process runs is a fault: the
+		// plugin is restarted so that the front end runs again.
+		msg := "front end returned"
+		if err != nil {
+			msg = fmt.Sprintf("front end: %v", err)
+		}
+		select {
+		case inst.fault <- msg:
+		default:
+		}
+	}()
+}
+
+// stop ends the instance: its goroutines, then the process (gracefully,
+// then killed after 2 s).
+func (inst *instance) stop() {
+	inst.once.Do(func() {
+		inst.cancel()
+		inst.client.Kill()
+		inst.wg.Wait()
+	})
+}
+
+// supervise watches the running instance and restarts the plugin when it
+// dies, with exponential backoff, until the Host closes.
+func (p *plug) supervise(inst *instance) {
+	defer p.h.wg.Done()
+	backoff := minBackoff
+	for {
+		began := time.Now()
+		why := inst.wait()
+		p.setDown(inst)
+		inst.stop()
+		if p.h.ctx.Err() != nil {
+			return
+		}
+		p.restarts.Add(1)
+		p.setErr(errors.New(why))
+		p.log.Warn("plugin down; restarting", "reason", why, "backoff", backoff)
+		if time.Since(began) >= resetAfter {
+			backoff = minBackoff
+		}
+		for {
+			p.mu.Lock()
+			p.retryAt = time.Now().Add(backoff)
+			p.mu.Unlock()
+			t := time.NewTimer(backoff)
+			select {
+			case <-p.h.ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+			backoff = min(backoff*2, maxBackoff)
+			var err error
+			if inst, err = p.start(p.h.ctx); err == nil {
+				break
+			}
+			if p.h.ctx.Err() != nil {
+				return
+			}
+			p.log.Error("plugin restart failed", "err", err, "backoff", backoff)
+		}
+		if s := inst.init.GetSchemes(); !sameSchemes(p, s) {
+			p.log.Warn("plugin restarted with other schemes; routing keeps the first ones", "schemes", s)
+		}
+		p.setUp(inst)
+	}
+}
+
+// wait blocks until the instance's process exits, it reports a fault, or
+// the Host closes, and says why.
+func (inst *instance) wait() string {
+	t := time.NewTicker(exitPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-inst.p.h.ctx.Done():
+			return "closing"
+		case why := <-inst.fault:
+			return why
+		case <-t.C:
+			if inst.client.Exited() {
+				return "process exited"
+			}
+		}
+	}
+}
+
+func sameSchemes(p *plug, s []string) bool {
+	n := 0
+	for _, t := range p.h.schemes {
+		if t.p == p {
+			n++
+		}
+	}
+	if n != len(s) {
+		return false
+	}
+	for _, x := range s {
+		if t, ok := p.h.schemes[x]; !ok || t.p != p {
+			return false
+		}
+	}
+	return true
+}
+
+func (p *plug) setUp(inst *instance) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cur = inst
+	close(p.upc)
+}
+
+func (p *plug) setDown(inst *instance) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cur == inst {
+		p.cur = nil
+		p.upc = make(chan struct{})
+		p.retryAt = time.Now().Add(minBackoff)
+	}
+}
+
+func (p *plug) setErr(err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.lastErr = err.Error()
+}
+
+// shutdown marks the plugin down for good; Close calls it after the
+// supervisor stopped the process.
+func (p *plug) shutdown() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cur = nil
+}
+
+// current returns the running instance, or nil and a channel closed when
+// one comes up.
+func (p *plug) current() (*instance, <-chan struct{}) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cur, p.upc
+}
+
+// unavailable is the error for a request to a plugin that is down: 5.03
+// with Max-Age telling when to try again (RFC 7252 §5.9.3.4).
+func (p *plug) unavailable() error {
+	p.unavail.Add(1)
+	p.mu.Lock()
+	wait := time.Until(p.retryAt)
+	p.mu.Unlock()
+	secs := int(math.Ceil(wait.Seconds()))
+	secs = max(secs, 1)
+	return &coap.Error{Code: coap.ServiceUnavailable, Diagnostic: "plugin " + p.cfg.Name + " restarting", MaxAge: secs}
+}
+
+func (p *plug) stats() Stats {
+	p.mu.Lock()
+	s := Stats{Name: p.cfg.Name, Path: p.cfg.Path, Up: p.cur != nil, LastError: p.lastErr, Peer: p.peer}
+	if p.cur != nil {
+		s.PID = p.cur.pid
+	}
+	p.mu.Unlock()
+	s.Starts = p.starts.Load()
+	s.Restarts = p.restarts.Load()
+	s.Failures = p.failures.Load()
+	s.Requests = p.requests.Load()
+	s.Unavail = p.unavail.Load()
+	s.Callbacks = p.callbacks.Load()
+	return s
+}
+
+// newHCLog sends go-plugin's log, and with it each line the plugin writes
+// to stderr, to log.
+func newHCLog(log *slog.Logger) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{
+		Name:        "plugin",
+		Level:       hclog.Info,
+		Output:      &logWriter{log: log},
+		DisableTime: true,
+	})
+}
+
+// logWriter turns hclog's lines into slog records, clipped.
+type logWriter struct{ log *slog.Logger }
+
+func (w *logWriter) Write(b []byte) (int, error) {
+	s := strings.TrimRight(string(b), "\n")
+	if len(s) > 1024 {
+		s = s[:1024] + "…"
+	}
+	level := slog.LevelInfo
+	switch {
+	case strings.Contains(s, "[ERROR]"):
+		level = slog.LevelError
+	case strings.Contains(s, "[WARN]"):
+		level = slog.LevelWarn
+	case strings.Contains(s, "[DEBUG]"), strings.Contains(s, "[TRACE]"):
+		level = slog.LevelDebug
+	}
+	w.log.Log(context.Background(), level, "plugin log", "line", strings.ToValidUTF8(s, "?"))
+	return len(b), nil
+}

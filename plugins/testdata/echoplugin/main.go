@@ -1,0 +1,111 @@
+// Command echoplugin is a test plugin: a translator that echoes requests,
+// an observer that counts, and, when configured, a front end that sends one
+// request into the host's chain.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/plugins/sdk"
+)
+
+type config struct {
+	Scheme   string `json:"scheme"`
+	FrontEnd bool   `json:"front_end"`
+}
+
+type echo struct {
+	scheme string
+
+	mu   sync.Mutex
+	last *coap.Message // the front end's last Host.Do response; guarded by mu
+	err  error         // guarded by mu
+}
+
+func (e *echo) Schemes() []string { return []string{e.scheme} }
+
+// RoundTrip echoes the request's payload and options in a 2.05; a few
+// targets do other things.
+func (e *echo) RoundTrip(ctx context.Context, target string, req *coap.Message) (*coap.Message, error) {
+	switch {
+	case strings.HasSuffix(target, "/panic"):
+		panic("asked to")
+	case strings.HasSuffix(target, "/fail"):
+		return nil, coap.Errorf(coap.GatewayTimeout, "asked to fail")
+	case strings.HasSuffix(target, "/slow"):
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(10 * time.Second):
+		}
+	case strings.HasSuffix(target, "/frontend"):
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if e.err != nil {
+			return nil, e.err
+		}
+		if e.last == nil {
+			return nil, coap.Errorf(coap.ServiceUnavailable, "no response yet")
+		}
+		return e.last, nil
+	}
+	resp := &coap.Message{Code: coap.Content, Options: req.Options, Payload: req.Payload}
+	return resp, nil
+}
+
+// Observe sends the first response, then notifications 1, 2, 3, ...
+// every 20 ms until cancelled.
+func (e *echo) Observe(ctx context.Context, target string, req *coap.Message, notify func(*coap.Message)) (*coap.Message, func(), error) {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := uint32(1); ; i++ {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			notify(&coap.Message{Code: coap.Content, Options: coap.Options(nil).SetUint(coap.Observe, i), Payload: []byte(fmt.Sprint(i))})
+		}
+	}()
+	first := &coap.Message{Code: coap.Content, Options: coap.Options(nil).SetUint(coap.Observe, 0), Payload: []byte("0")}
+	return first, func() { cancel(); wg.Wait() }, nil
+}
+
+// Run sends one GET /hello into the chain and keeps the response.
+func (e *echo) Run(ctx context.Context, host sdk.Host) error {
+	req := &coap.Message{Type: coap.Confirmable, Code: coap.GET, MID: 7, Token: []byte{1, 2},
+		Options: coap.Options(nil).Insert(coap.URIPath, []byte("hello")), Payload: []byte("from-plugin")}
+	resp, err := host.Do(ctx, req, true)
+	e.mu.Lock()
+	e.last, e.err = resp, err
+	e.mu.Unlock()
+	<-ctx.Done()
+	return nil
+}
+
+func newPlugin(_ context.Context, _ string, raw []byte) (*sdk.Plugin, error) {
+	var c config
+	if err := json.Unmarshal(raw, &c); err != nil {
+		return nil, err
+	}
+	if c.Scheme == "" {
+		c.Scheme = "echo"
+	}
+	e := &echo{scheme: c.Scheme}
+	p := &sdk.Plugin{Translator: e}
+	if c.FrontEnd {
+		p.FrontEnd = e
+	}
+	return p, nil
+}
+
+func main() { sdk.Serve(sdk.ServeOpts{Init: newPlugin}) }
