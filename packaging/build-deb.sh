@@ -67,13 +67,6 @@ done
 	echo " -- $DEB_MAINTAINER  $(LC_ALL=C date -u -R -d "@$SOURCE_DATE_EPOCH")"
 } | gzip -9n >"$common/changelog.Debian.gz"
 
-with_ctl=false
-if [ -d "$repo/cmd/gatewayctl" ]; then
-	with_ctl=true
-else
-	echo "build-deb: cmd/gatewayctl does not exist yet; packaging without /usr/bin/gatewayctl" >&2
-fi
-
 mkdir -p "$dist"
 for arch in "${arches[@]}"; do
 	goarm=""
@@ -92,33 +85,14 @@ for arch in "${arches[@]}"; do
 			"$go" build -trimpath -ldflags "-s -w -X main.version=$VERSION" -o "$stage/$1" "./cmd/$1"
 	}
 	build gatewayd
+	build gatewayctl
+	# The plugins shipped with the daemon (plugins/*/cmd/<name>).
+	for plugin in http mqtt slipradio; do
+		CGO_ENABLED=0 GOOS=linux GOARCH="$goarch" GOARM="$goarm" \
+			"$go" build -trimpath -ldflags "-s -w" -o "$stage/gatewayd-$plugin" "./plugins/$plugin/cmd/gatewayd-$plugin"
+	done
+	gzip -9n <"$here/man/gatewayctl.1" >"$stage/gatewayctl.1.gz"
 	config="$here/nfpm.yaml"
-	if $with_ctl; then
-		build gatewayctl
-		{
-			echo "# Go programs are linked statically by design (CGO_ENABLED=0): one file, no libc ABI to match."
-			echo "gatewayd: statically-linked-binary [usr/bin/gatewayctl]"
-		} >>"$stage/lintian-overrides"
-		config="$stage/nfpm.yaml"
-		cp "$here/nfpm.yaml" "$config"
-		cat >>"$config" <<-'YAML'
-		  - src: ${STAGE}/gatewayctl
-		    dst: /usr/bin/gatewayctl
-		    expand: true
-		    file_info: {mode: 0755}
-		YAML
-		if [ -f "$here/man/gatewayctl.1" ]; then
-			gzip -9n <"$here/man/gatewayctl.1" >"$stage/gatewayctl.1.gz"
-			cat >>"$config" <<-'YAML'
-			  - src: ${STAGE}/gatewayctl.1.gz
-			    dst: /usr/share/man/man1/gatewayctl.1.gz
-			    expand: true
-			    file_info: {mode: 0644}
-			YAML
-		else
-			echo "build-deb: packaging/man/gatewayctl.1 is missing; lintian will say binary-without-manpage" >&2
-		fi
-	fi
 	out="$dist/gatewayd_${full}_${arch}.deb"
 	# nfpm resolves relative sources against its working directory.
 	(cd "$here" && STAGE="$stage" DEB_ARCH="$arch" "$go" tool nfpm package \

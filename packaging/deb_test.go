@@ -137,11 +137,13 @@ func TestDebianPackageBuildsLintsInstallsAndUpgrades(t *testing.T) {
 				t.Errorf("missing /%s: %v", f, err)
 			}
 		}
-		if _, err := os.Stat("../cmd/gatewayctl"); err == nil {
-			for _, f := range []string{"usr/bin/gatewayctl", "usr/share/man/man1/gatewayctl.1.gz"} {
-				if _, err := os.Stat(filepath.Join(root, f)); err != nil {
-					t.Errorf("cmd/gatewayctl exists but /%s is not packaged: %v", f, err)
-				}
+		for _, f := range []string{
+			"usr/bin/gatewayctl", "usr/share/man/man1/gatewayctl.1.gz",
+			"usr/lib/gatewayd/plugins/gatewayd-http", "usr/lib/gatewayd/plugins/gatewayd-mqtt",
+			"usr/lib/gatewayd/plugins/gatewayd-slipradio",
+		} {
+			if _, err := os.Stat(filepath.Join(root, f)); err != nil {
+				t.Errorf("missing /%s: %v", f, err)
 			}
 		}
 		if fi, err := os.Stat(filepath.Join(root, "usr/sbin/gatewayd")); err == nil && fi.Mode().Perm() != 0o755 {
