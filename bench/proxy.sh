@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
-# Forwarded requests per second and latency through gatewayd and through
-# libcoap's coap-server acting as a forward proxy (-P), in one run, with the
-# same origin and the same load generator. Results go to bench/results/.
+# gatewayd against libcoap's coap-server acting as a forward proxy (-P), in
+# one run, with the same origins and the same load generator:
+#
+#  - forwarding: the origin answers with Max-Age 0, so nothing is cached
+#    and every request crosses the proxy to the origin and back;
+#  - cache hits: the origin answers with Max-Age 60, so gatewayd answers
+#    from its cache; a one-goroutine UDP echo server is the machine's limit.
+#
+# Results (JSON lines) go to bench/results/.
 #
 #   bench/proxy.sh [clients] [seconds]
 set -euo pipefail
@@ -17,7 +23,9 @@ command -v coap-server-notls >/dev/null || ./scripts/test-deps.sh
 CGO_ENABLED=0 go build -trimpath -o "$bin/gatewayd" ./cmd/gatewayd
 go build -o "$bin/coapbench" ./bench/coapbench
 
-origin=127.0.0.1:5799
+fwd=127.0.0.1:5799    # origin, Max-Age 0
+cached=127.0.0.1:5795 # origin, Max-Age 60
+echo=127.0.0.1:5796
 gw=127.0.0.1:5797
 lc=127.0.0.1:5798
 cat >"$bin/gw.toml" <<TOML
@@ -25,24 +33,31 @@ cat >"$bin/gw.toml" <<TOML
 listen = ["udp://$gw"]
 allow = ["127.0.0.1/32"]
 timeout = "3s"
+[metrics]
+listen = ""
 TOML
 
-"$bin/coapbench" origin -listen $origin &
+"$bin/coapbench" origin -listen $fwd -max-age 0 &
+"$bin/coapbench" origin -listen $cached -max-age 60 &
+"$bin/coapbench" echo -listen $echo &
 "$bin/gatewayd" -config "$bin/gw.toml" -log-level warn &
 coap-server-notls -A 127.0.0.1 -p ${lc##*:} -P ",libcoap-proxy" -v 0 &
-"$bin/coapbench" echo -listen 127.0.0.1:5796 &
 sleep 1
 
-target=coap://$origin/bench
+load() { "$bin/coapbench" load -c "$clients" -d "${secs}s" "$@"; }
 echo "== $clients clients, ${secs}s each, $(nproc) cores, $(date -u +%FT%TZ)"
-echo -n "direct origin  "; "$bin/coapbench" load -target $target -c "$clients" -d "${secs}s" | tee "$out/direct.json"
-echo -n "udp echo       "; "$bin/coapbench" load -any -target coap://127.0.0.1:5796/x -c "$clients" -d "${secs}s" | tee "$out/echo.json"
-echo -n "gatewayd       "; "$bin/coapbench" load -proxy $gw -target $target -c "$clients" -d "${secs}s" | tee "$out/gatewayd.json"
-echo -n "libcoap -P     "; "$bin/coapbench" load -proxy $lc -target $target -c "$clients" -d "${secs}s" | tee "$out/libcoap.json"
+echo "-- forwarding (origin Max-Age 0)"
+echo -n "origin direct      "; load -target coap://$fwd/bench | tee "$out/direct.json"
+echo -n "gatewayd           "; load -proxy $gw -target coap://$fwd/bench | tee "$out/gatewayd.json"
+echo -n "libcoap -P         "; load -proxy $lc -target coap://$fwd/bench | tee "$out/libcoap.json"
+echo "-- cache hits (origin Max-Age 60)"
+echo -n "udp echo           "; load -any -target coap://$echo/x | tee "$out/echo.json"
+echo -n "gatewayd cache hit "; load -proxy $gw -target coap://$cached/bench | tee "$out/gatewayd-cache.json"
 python3 - "$out" <<'PY'
 import json, sys
 d = sys.argv[1]
-g = json.load(open(d + "/gatewayd.json")); l = json.load(open(d + "/libcoap.json"))
-ratio = g["rps"] / l["rps"] if l["rps"] else float("inf")
-print(f"gatewayd/libcoap forwarded req/s: {ratio:.2f}x (target >= 2x)")
+j = lambda n: json.load(open(f"{d}/{n}.json"))
+g, l, e, c = j("gatewayd"), j("libcoap"), j("echo"), j("gatewayd-cache")
+print(f"forwarding: gatewayd/libcoap req/s = {g['rps']/l['rps']:.2f}x (target >= 2x)")
+print(f"cache hits: gatewayd/echo req/s = {100*c['rps']/e['rps']:.0f}% (target >= 70%)")
 PY

@@ -100,12 +100,17 @@ type plainWriter struct{ w *countingWriter }
 
 func (p plainWriter) WriteResponse(resp *coap.Message) error { return p.w.WriteResponse(resp) }
 
-func codeLabel(c coap.Code) string {
-	if c == 0 {
-		return "none"
+// codeLabels are the "c.dd" labels of every code, made once.
+var codeLabels = func() (l [256]string) {
+	for i := range l {
+		c := coap.Code(i)
+		l[i] = fmt.Sprintf("%d.%02d", c.Class(), c.Detail())
 	}
-	return fmt.Sprintf("%d.%02d", c.Class(), c.Detail())
-}
+	l[0] = "none"
+	return l
+}()
+
+func codeLabel(c coap.Code) string { return codeLabels[c] }
 
 // collector turns the components' Stats into metrics at scrape time.
 type collector struct{ p *Proxy }

@@ -51,11 +51,12 @@ func main() {
 }
 
 // origin answers each CoAP request with a piggybacked 2.05 carrying an
-// ETag, Content-Format and Max-Age; with echo it returns every datagram
-// unchanged (the machine's limit for a one-goroutine UDP server).
+// ETag, Content-Format and Max-Age (-max-age); with echo it returns every
+// datagram unchanged (the machine's limit for a one-goroutine UDP server).
 func origin(ctx context.Context, args []string, echo bool) error {
 	fs := flag.NewFlagSet("origin", flag.ExitOnError)
 	listen := fs.String("listen", "127.0.0.1:5799", "UDP address")
+	maxAge := fs.Uint("max-age", 0, "Max-Age of the answers: 0 makes them uncacheable, so a proxy forwards every request")
 	fs.Parse(args)
 	c, err := net.ListenPacket("udp", *listen)
 	if err != nil {
@@ -86,7 +87,7 @@ func origin(ctx context.Context, args []string, echo bool) error {
 		resp.Options = append(resp.Options[:0],
 			coap.Option{ID: coap.ETag, Value: []byte{0x21}},
 			coap.Option{ID: coap.ContentFormat, Value: nil},
-			coap.Option{ID: coap.MaxAge, Value: []byte{60}})
+			coap.Option{ID: coap.MaxAge, Value: coap.EncodeUint(uint32(*maxAge))})
 		out, _ = resp.AppendMarshal(out[:0])
 		uc.WriteToUDPAddrPort(out, peer)
 	}
