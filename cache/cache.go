@@ -509,7 +509,9 @@ func answer(e *snapshot, now time.Time) *coap.Message {
 	opts := make(coap.Options, 0, len(src.Options)+1)
 	placed := false
 	for _, o := range src.Options {
-		if o.ID == coap.MaxAge {
+		// A stored notification answers a plain GET without its Observe
+		// option: that client is not registered (RFC 7641 §3.2, §4.1).
+		if o.ID == coap.MaxAge || o.ID == coap.Observe {
 			continue
 		}
 		if !placed && o.ID > coap.MaxAge {
