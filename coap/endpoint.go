@@ -125,11 +125,12 @@ type Endpoint struct {
 	closeErr error
 	readDone chan struct{}
 	jobs     chan job     // idle workers wait here
+	slow     slowList     // CON requests waiting for their handler
 	idle     atomic.Int32 // workers waiting on jobs
 
 	mu      sync.Mutex
-	seen    map[exKey]*seen   // guarded by mu: §4.5 deduplication
-	seenQ   []seenItem        // guarded by mu: FIFO of seen keys by expiry
+	seen    map[exKey]seen    // guarded by mu: §4.5 deduplication
+	seenQ   seenRing          // guarded by mu: FIFO of seen keys by expiry
 	pending map[exKey]*outCon // guarded by mu: our CONs awaiting ACK/RST
 	calls   map[tokKey]*call  // guarded by mu: client exchanges by token
 }
@@ -162,11 +163,13 @@ func NewEndpoint(t Transport, cfg EndpointConfig) *Endpoint {
 		cancel:   cancel,
 		readDone: make(chan struct{}),
 		jobs:     make(chan job),
-		seen:     make(map[exKey]*seen),
+		seen:     make(map[exKey]seen),
 		pending:  make(map[exKey]*outCon),
 		calls:    make(map[tokKey]*call),
 	}
 	e.mids = make(map[netip.AddrPort]uint16)
+	e.wg.Add(1)
+	go e.ackLoop()
 	go e.readLoop()
 	return e
 }
@@ -352,20 +355,19 @@ func (e *Endpoint) dedup(k exKey) (dup bool, reply []byte) {
 	}
 	// Forget what has expired, then the oldest while over the limit: O(1)
 	// amortised per datagram, bounded memory.
-	for len(e.seenQ) > 0 {
-		it := e.seenQ[0]
+	for e.seenQ.len() > 0 {
+		it := e.seenQ.peek()
 		if !now.After(it.expires) && len(e.seen) < e.cfg.DedupLimit {
 			break
 		}
 		if s, ok := e.seen[it.key]; ok && s.expires.Equal(it.expires) {
 			delete(e.seen, it.key)
 		}
-		e.seenQ[0] = seenItem{}
-		e.seenQ = e.seenQ[1:]
+		e.seenQ.pop()
 	}
 	exp := now.Add(e.lifetime)
-	e.seen[k] = &seen{expires: exp}
-	e.seenQ = append(e.seenQ, seenItem{k, exp})
+	e.seen[k] = seen{expires: exp}
+	e.seenQ.push(seenItem{k, exp})
 	return false, nil
 }
 
@@ -373,8 +375,32 @@ func (e *Endpoint) remember(k exKey, reply []byte) {
 	e.mu.Lock()
 	if s, ok := e.seen[k]; ok {
 		s.resp = reply
+		e.seen[k] = s
 	}
 	e.mu.Unlock()
+}
+
+// seenRing is a growable ring buffer of seen keys in arrival order (and so
+// in expiry order: the lifetime is fixed).
+type seenRing struct {
+	buf  []seenItem
+	head int
+	n    int
+}
+
+func (r *seenRing) len() int       { return r.n }
+func (r *seenRing) peek() seenItem { return r.buf[r.head] }
+func (r *seenRing) pop()           { r.buf[r.head] = seenItem{}; r.head = (r.head + 1) % len(r.buf); r.n-- }
+func (r *seenRing) push(it seenItem) {
+	if r.n == len(r.buf) {
+		grown := make([]seenItem, max(64, 2*len(r.buf)))
+		for i := 0; i < r.n; i++ {
+			grown[i] = r.buf[(r.head+i)%len(r.buf)]
+		}
+		r.buf, r.head = grown, 0
+	}
+	r.buf[(r.head+r.n)%len(r.buf)] = it
+	r.n++
 }
 
 func (e *Endpoint) receiveRequest(m *Message, peer netip.AddrPort) {
@@ -409,7 +435,7 @@ func (e *Endpoint) receiveRequest(m *Message, peer netip.AddrPort) {
 	}
 	req := &Request{Msg: m.Clone(), Peer: peer, Secure: e.cfg.Secure}
 	if m.Type == Confirmable {
-		w.ackTimer = time.AfterFunc(e.cfg.AckDelay, w.emptyACK)
+		e.slow.add(w, time.Now())
 	}
 	j := job{w, req}
 	select {
@@ -660,10 +686,14 @@ type responseWriter struct {
 	reqType Type
 	token   []byte
 
-	mu       sync.Mutex
-	ackTimer *time.Timer // guarded by mu
-	acked    bool        // guarded by mu: empty ACK sent
-	done     bool        // guarded by mu: response written
+	mu sync.Mutex
+	// Links in the endpoint's list of CON requests not yet answered,
+	// guarded by the list's mutex (slowList.mu).
+	prev, next *responseWriter
+	since      time.Time
+	listed     bool
+	acked      bool // guarded by mu: empty ACK sent
+	done       bool // guarded by mu: response written
 }
 
 func (w *responseWriter) answered() bool {
@@ -687,9 +717,7 @@ func (w *responseWriter) emptyACK() {
 func (w *responseWriter) stop() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if w.ackTimer != nil {
-		w.ackTimer.Stop()
-	}
+	w.e.slow.remove(w)
 	if !w.done && !w.acked && w.reqType == Confirmable {
 		w.acked = true
 		w.e.remember(w.key, w.e.sendEmptyACK(w.peer, w.key.mid))
@@ -703,9 +731,7 @@ func (w *responseWriter) WriteResponse(resp *Message) error {
 		return ErrAnswered
 	}
 	w.done = true
-	if w.ackTimer != nil {
-		w.ackTimer.Stop()
-	}
+	w.e.slow.remove(w)
 	out := *resp
 	out.Token = w.token
 	switch {
@@ -729,4 +755,76 @@ func (w *responseWriter) WriteResponse(resp *Message) error {
 	}
 	w.e.write(w.peer, data)
 	return nil
+}
+
+// slowList holds the CON requests whose handlers have not answered, in
+// arrival order. One goroutine per endpoint sends the empty ACK for those
+// older than AckDelay (§5.2.2): cheaper than a timer per request, and the
+// ACK goes out between AckDelay and 1.25 AckDelay.
+type slowList struct {
+	mu         sync.Mutex
+	head, tail *responseWriter // guarded by mu
+}
+
+func (l *slowList) add(w *responseWriter, now time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	w.since, w.listed, w.prev, w.next = now, true, l.tail, nil
+	if l.tail != nil {
+		l.tail.next = w
+	} else {
+		l.head = w
+	}
+	l.tail = w
+}
+
+func (l *slowList) remove(w *responseWriter) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.unlink(w)
+}
+
+func (l *slowList) unlink(w *responseWriter) {
+	if !w.listed {
+		return
+	}
+	if w.prev != nil {
+		w.prev.next = w.next
+	} else {
+		l.head = w.next
+	}
+	if w.next != nil {
+		w.next.prev = w.prev
+	} else {
+		l.tail = w.prev
+	}
+	w.prev, w.next, w.listed = nil, nil, false
+}
+
+// due takes the requests older than d off the list.
+func (l *slowList) due(now time.Time, d time.Duration) []*responseWriter {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []*responseWriter
+	for w := l.head; w != nil && now.Sub(w.since) >= d; w = l.head {
+		l.unlink(w)
+		out = append(out, w)
+	}
+	return out
+}
+
+func (e *Endpoint) ackLoop() {
+	defer e.wg.Done()
+	t := time.NewTicker(max(e.cfg.AckDelay/4, time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-e.ctx.Done():
+			return
+		case now := <-t.C:
+			for _, w := range e.slow.due(now, e.cfg.AckDelay) {
+				w.emptyACK()
+			}
+		}
+	}
 }

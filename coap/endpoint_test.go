@@ -218,3 +218,37 @@ func TestManyExchangesInFlightAtOnce(t *testing.T) {
 		t.Fatalf("64 slow exchanges took %v: they are serialised", d)
 	}
 }
+
+func TestDedupMemoryIsBounded(t *testing.T) {
+	e, addr := serve(t, EndpointConfig{Handler: echo(new(atomic.Int32), 0), DedupLimit: 100})
+	c := rawPeer(t)
+	for mid := 0; mid < 1000; mid++ {
+		b, _ := (&Message{Type: NonConfirmable, Code: GET, MID: uint16(mid)}).Marshal()
+		c.WriteToUDPAddrPort(b, addr)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for e.Stats().Received < 1000 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	e.mu.Lock()
+	n, q := len(e.seen), e.seenQ.len()
+	e.mu.Unlock()
+	if n > 100 || q > 101 {
+		t.Fatalf("remembered %d exchanges (queue %d) with DedupLimit 100", n, q)
+	}
+}
+
+func TestCloneSharesNothing(t *testing.T) {
+	m := &Message{Type: Confirmable, Code: GET, MID: 1, Token: []byte{1, 2}, Payload: []byte("p")}
+	for i := 0; i < 12; i++ { // more than fit in the clone's own allocation
+		m.Options = m.Options.Insert(URIPath, []byte{byte('a' + i)})
+	}
+	for _, src := range []*Message{m, {Code: GET, Options: m.Options[:3]}} {
+		c := src.Clone()
+		c.Options = c.Options.Insert(URIQuery, []byte("q"))
+		c.Options[0].Value[0] = 'z'
+		if src.Options[0].Value[0] == 'z' || len(src.Options) == len(c.Options) {
+			t.Fatal("the clone shares memory with the original")
+		}
+	}
+}

@@ -253,15 +253,15 @@ func (m *Message) AppendMarshal(buf []byte) ([]byte, error) {
 	return buf[:n+w], nil
 }
 
-// Clone returns a deep copy of m that shares no memory with it, in one
-// allocation for all byte fields.
+// Clone returns a deep copy of m that shares no memory with it: one
+// allocation for the bytes, one for the message and its options when
+// there are few.
 func (m *Message) Clone() *Message {
 	n := len(m.Token) + len(m.Payload)
 	for _, o := range m.Options {
 		n += len(o.Value)
 	}
 	buf := make([]byte, 0, n)
-	c := &Message{Type: m.Type, Code: m.Code, MID: m.MID}
 	take := func(b []byte) []byte {
 		if b == nil {
 			return nil
@@ -270,15 +270,35 @@ func (m *Message) Clone() *Message {
 		buf = append(buf, b...)
 		return buf[s:len(buf):len(buf)]
 	}
+	var c *Message
+	if len(m.Options) <= smallOptions {
+		box := &messageBox{}
+		c = &box.m
+		c.Options = box.opts[:0:len(m.Options)]
+	} else {
+		c = &Message{Options: make(Options, 0, len(m.Options))}
+	}
+	c.Type, c.Code, c.MID = m.Type, m.Code, m.MID
 	c.Token = take(m.Token)
-	if len(m.Options) > 0 {
-		c.Options = make(Options, len(m.Options))
-		for i, o := range m.Options {
-			c.Options[i] = Option{ID: o.ID, Value: take(o.Value)}
-		}
+	for _, o := range m.Options {
+		c.Options = append(c.Options, Option{ID: o.ID, Value: take(o.Value)})
+	}
+	if len(c.Options) == 0 {
+		c.Options = nil
 	}
 	c.Payload = take(m.Payload)
 	return c
+}
+
+// smallOptions is how many options a clone carries in its own allocation.
+const smallOptions = 8
+
+// messageBox is a message and room for its options in one allocation. The
+// options' capacity is capped at their count, so appending to a clone's
+// options reallocates instead of writing past them.
+type messageBox struct {
+	m    Message
+	opts [smallOptions]Option
 }
 
 func (m *Message) String() string {

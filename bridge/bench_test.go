@@ -1,0 +1,65 @@
+package bridge
+
+import (
+	"context"
+	"net"
+	"testing"
+
+	"github.com/opaque-edge/gatewayd/coap"
+)
+
+// rawOrigin answers every request with a small uncacheable 2.05 straight
+// from its read loop, so that the benchmark measures the proxy.
+func rawOrigin(b *testing.B) string {
+	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { c.Close() })
+	go func() {
+		buf := make([]byte, 2048)
+		out := make([]byte, 0, 64)
+		var m coap.Message
+		for {
+			n, peer, err := c.ReadFromUDPAddrPort(buf)
+			if err != nil {
+				return
+			}
+			if m.Decode(buf[:n]) != nil {
+				continue
+			}
+			resp := coap.Message{Type: coap.Acknowledgement, Code: coap.Content, MID: m.MID, Token: m.Token, Payload: []byte("21.5")}
+			resp.Options = append(resp.Options[:0], coap.Option{ID: coap.MaxAge, Value: []byte{0}})
+			out, _ = resp.AppendMarshal(out[:0])
+			c.WriteToUDPAddrPort(out, peer)
+		}
+	}()
+	return c.LocalAddr().String()
+}
+
+// BenchmarkForwardGET is one forwarded GET through the whole chain over
+// loopback UDP: client → proxy → origin → proxy → client. Allocations
+// include the client's.
+func BenchmarkForwardGET(b *testing.B) {
+	origin := rawOrigin(b)
+	cfg := Defaults()
+	cfg.Proxy.Listen = []string{"udp://127.0.0.1:0"}
+	p, err := New(context.Background(), cfg, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	u, _ := coap.ListenUDP(context.Background(), "127.0.0.1:0")
+	c := coap.NewEndpoint(u, coap.EndpointConfig{})
+	defer c.Close()
+	req := &coap.Message{Code: coap.GET, Options: proxyURI("coap://" + origin + "/bench")}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			resp, err := c.Do(context.Background(), p.Addrs()[0], req)
+			if err != nil || resp.Code != coap.Content {
+				b.Fatal(resp, err)
+			}
+		}
+	})
+}
