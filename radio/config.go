@@ -108,6 +108,13 @@ type SimConfig struct {
 	Nodes int      `toml:"nodes"` // simulated CoAP nodes, 1–64, default 3
 	Loss  float64  `toml:"loss"`  // probability a reception is lost, 0 ≤ loss < 1
 	Delay Duration `toml:"delay"` // air time of a frame, at most 1 s
+	// OSCOREDir and SignKey are the simulated nodes' own end-to-end keys,
+	// not the proxy's: a directory of server-side OSCORE context files
+	// (node1.toml, node2.toml, ... or one nodes.toml all nodes share) and
+	// an Ed25519 private key file the nodes sign representations with.
+	// They take effect in binaries that link radio/sim/nodekeys.
+	OSCOREDir string `toml:"oscore_dir"`
+	SignKey   string `toml:"sign_key"`
 }
 
 // Defaults returns c with every unset field at its default.

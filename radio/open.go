@@ -1,11 +1,14 @@
 package radio
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -80,9 +83,20 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Radio, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	open, _ := lookup(cfg.Driver)
+	open, ok := lookup(cfg.Driver)
+	if !ok {
+		return nil, fmt.Errorf("radio: %s: driver %q: %w (registered: %s)", cfg.Name, cfg.Driver, ErrUnknownDriver, registered())
+	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Driver == "spinel" && !cfg.ExtAddr.IsValid() {
+		// The host programs the RCP's extended address (MAC_15_4_LADDR),
+		// so it need not wait for the dongle to learn it: a stable
+		// address of this machine and radio lets gatewayd start with
+		// the radio unplugged and keeps the gateway's IPv6 addresses
+		// across a dongle swap.
+		cfg.ExtAddr = localExtAddr(cfg.Name)
 	}
 	log = log.With("radio", cfg.Name, "driver", cfg.Driver)
 	link, err := open(ctx, cfg, log)
@@ -262,4 +276,20 @@ func (r *Radio) Close() error {
 		r.closeErr = errors.Join(errs...)
 	})
 	return r.closeErr
+}
+
+// localExtAddr derives a stable, locally administered EUI-64 (IEEE 802
+// U/L bit set, group bit clear) from the machine's identity and the
+// radio's name.
+func localExtAddr(name string) mac.Addr {
+	id, err := os.ReadFile("/etc/machine-id")
+	if err != nil || len(bytes.TrimSpace(id)) == 0 {
+		h, _ := os.Hostname()
+		id = []byte(h)
+	}
+	sum := sha256.Sum256(append(append(bytes.TrimSpace(id), 0), name...))
+	var e [8]byte
+	copy(e[:], sum[:8])
+	e[0] = e[0]&^0x01 | 0x02
+	return mac.ExtendedAddr(e)
 }

@@ -317,3 +317,32 @@ func eventually(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// A spinel radio whose dongle is absent at start still opens (down,
+// reconnecting) instead of failing the daemon's start: its extended
+// address is derived, not read from the device.
+func TestOpenSpinelWithTheDongleAbsent(t *testing.T) {
+	cfg := radio.Config{Name: "absent", Driver: "spinel", Device: filepath.Join(t.TempDir(), "no-such-tty"), Prefix: netip.MustParsePrefix("fd00:db8:9::/64")}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	r, err := radio.Open(ctx, cfg, nil)
+	if err != nil {
+		t.Fatalf("Open with the dongle absent: %v", err)
+	}
+	defer r.Close()
+	if r.Up() {
+		t.Fatal("a radio without its device is up")
+	}
+	e, ok := r.ExtAddr().Extended()
+	if !ok || e[0]&0x02 == 0 || e[0]&0x01 != 0 {
+		t.Fatalf("derived address %v is not a locally administered unicast EUI-64", r.ExtAddr())
+	}
+	r2, err := radio.Open(ctx, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r2.Close()
+	if r2.ExtAddr() != r.ExtAddr() {
+		t.Fatal("the derived address is not stable")
+	}
+}

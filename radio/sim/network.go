@@ -71,8 +71,10 @@ var (
 // defaults applied (radio.Config.Defaults): cfg.Device, if set, is where
 // the pty is published (its directory is created if missing); otherwise a
 // temporary directory is made and removed by Close. cfg.Sim sets the node
-// count, loss and air time; cfg.ExtAddr, if set, is the RCP's HWADDR. The
-// link comes up shortly after NewNetwork returns (see WaitUp).
+// count, loss and air time, and the nodes' end-to-end keys through the
+// registered KeyLoader (ErrNoKeyLoader if there is none); cfg.ExtAddr, if
+// set, is the RCP's HWADDR. The link comes up shortly after NewNetwork
+// returns (see WaitUp).
 func NewNetwork(cfg radio.Config, log *slog.Logger) (n *Network, err error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -84,10 +86,12 @@ func NewNetwork(cfg radio.Config, log *slog.Logger) (n *Network, err error) {
 	if count <= 0 {
 		count = radio.DefaultSimNodes
 	}
-	n = &Network{air: NewAir(AirConfig{Loss: cfg.Sim.Loss, Delay: cfg.Sim.Delay.Duration})}
+	started := &Network{air: NewAir(AirConfig{Loss: cfg.Sim.Loss, Delay: cfg.Sim.Delay.Duration})}
+	n = started
 	defer func() {
+		// Not n.Close: a failing return has set n to nil already.
 		if err != nil {
-			n.Close()
+			started.Close()
 			n = nil
 		}
 	}()
@@ -111,12 +115,20 @@ func NewNetwork(cfg radio.Config, log *slog.Logger) (n *Network, err error) {
 		return nil, fmt.Errorf("sim: network %q: %w", cfg.Name, err)
 	}
 
+	keys, err := loadKeys(cfg.Sim, count)
+	if err != nil {
+		return nil, fmt.Errorf("sim: network %q: %w", cfg.Name, err)
+	}
 	params := coap.Params{AckTimeout: cfg.AckTimeout.Duration, MaxRetransmit: cfg.MaxRetransmit}
 	for i := range count {
-		node, err := NewNode(n.air, NodeConfig{
+		nc := NodeConfig{
 			ExtAddr: NodeExtAddr(i), PANID: cfg.PANID, Prefix: cfg.Prefix,
 			Params: params, Base: float64(i), Logger: log,
-		})
+		}
+		if keys != nil {
+			nc.OSCORE, nc.Signer = keys[i].OSCORE, keys[i].Signer
+		}
+		node, err := NewNode(n.air, nc)
 		if err != nil {
 			return nil, fmt.Errorf("sim: network %q: node %d: %w", cfg.Name, i, err)
 		}

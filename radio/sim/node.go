@@ -2,6 +2,7 @@ package sim
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -44,32 +45,64 @@ type NodeConfig struct {
 	// Base is added to the temperature, so nodes read differently.
 	Base   float64
 	Logger *slog.Logger // nil: discard
+	// OSCORE, if set, verifies OSCORE requests (RFC 8613) and protects
+	// their responses: /oscore/temp is served, and only protected; every
+	// other resource may be asked for protected too. Unset, an OSCORE
+	// request gets 4.02 (Bad Option), as at a node without OSCORE.
+	OSCORE OSCOREServer
+	// Signer, if set, signs the reading served at /signed/temp and by
+	// SignReading.
+	Signer Signer
 }
 
 // Node is a simulated constrained device: a station on a Medium with its
 // own MAC address, a radio.Conn over it and a CoAP server with
-// /sensors/temp (GET), /actuators/valve (GET, PUT "open" or "closed"),
-// /echo (any method, payload and Content-Format back) and
-// /.well-known/core.
+// /sensors/temp (GET, observable), /actuators/valve (GET, PUT "open" or
+// "closed"), /echo (any method, payload and Content-Format back) and
+// /.well-known/core; with NodeConfig.OSCORE also /oscore/temp (OSCORE
+// only, observable), with NodeConfig.Signer also /signed/temp (a signed
+// representation, observable).
 type Node struct {
-	cfg      NodeConfig
-	link     *stationLink
-	conn     *radio.Conn
-	ep       *coap.Endpoint
-	start    time.Time
-	requests atomic.Uint64
-	once     sync.Once
+	cfg       NodeConfig
+	link      *stationLink
+	conn      *radio.Conn
+	ep        *coap.Endpoint
+	start     time.Time
+	signedURI string // the URI /signed/temp representations are bound to
+	core      []byte // the /.well-known/core document
+	requests  atomic.Uint64
+	once      sync.Once
 
 	mu        sync.Mutex
-	valve     string              // guarded by mu
-	observers []coap.NotifyWriter // guarded by mu: observers of /sensors/temp
+	valve     string     // guarded by mu
+	observers []observer // guarded by mu
+	signStep  int        // guarded by mu: the step signRep is the reading of
+	signRep   []byte     // guarded by mu: the latest signed representation, or nil
 	stop      chan struct{}
 	wg        sync.WaitGroup
 }
 
-// maxNodeObservers bounds a node's observers, as a constrained device's
-// memory would.
+// observer is one observation of one of the node's resources.
+type observer struct {
+	w   coap.NotifyWriter
+	res string   // the resource's path
+	ex  Exchange // non-nil: an OSCORE observation, notifications protected
+}
+
+// maxNodeObservers bounds a node's observers of all its resources, as a
+// constrained device's memory would.
 const maxNodeObservers = 4
+
+// Paths of the protected resources.
+const (
+	pathTemp       = "/sensors/temp"
+	pathOSCORETemp = "/oscore/temp"
+	pathSignedTemp = "/signed/temp"
+)
+
+// cfCOSESign1 is the CoAP Content-Format of a COSE_Sign1 object
+// (application/cose; cose-type="cose-sign1", RFC 9052 §9.1).
+const cfCOSESign1 = 18
 
 // NewNode joins a node to m and starts its CoAP server. Close stops it.
 func NewNode(m Medium, cfg NodeConfig) (*Node, error) {
@@ -93,6 +126,14 @@ func NewNode(m Medium, cfg NodeConfig) (*Node, error) {
 		return nil, fmt.Errorf("sim: node %v: %w", cfg.ExtAddr, err)
 	}
 	n.conn = conn
+	n.signedURI = (&coap.URI{Scheme: "coap", Host: n.Addr().String(), Port: coap.DefaultPort("coap"), Path: []string{"signed", "temp"}}).String()
+	n.core = []byte(wellKnownCore)
+	if cfg.OSCORE != nil {
+		n.core = append(n.core, coreOSCORE...)
+	}
+	if cfg.Signer != nil {
+		n.core = append(n.core, coreSigned...)
+	}
 	var h coap.Handler = coap.HandlerFunc(n.serve)
 	if cfg.Handler != nil {
 		h = coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, r *coap.Request) error {
@@ -113,13 +154,15 @@ func NewNode(m Medium, cfg NodeConfig) (*Node, error) {
 	return n, nil
 }
 
-// notifyLoop sends a notification to every observer of /sensors/temp each
-// time the reading changes (RFC 7641 §4.2), CON every fifth so that a gone
-// observer is noticed (§4.5).
+// notifyLoop sends a notification to every observer each time the reading
+// changes (RFC 7641 §4.2), CON every fifth so that a gone observer is
+// noticed (§4.5). A resource's notification is built (and signed) once
+// for all its observers; an OSCORE observer's is protected with its own
+// Exchange (RFC 8613 §4.1.3.5, §8.3).
 func (n *Node) notifyLoop() {
 	defer n.wg.Done()
 	for {
-		step, _, left := n.temp()
+		_, _, left := n.temp()
 		select {
 		case <-n.stop:
 			return
@@ -128,10 +171,30 @@ func (n *Node) notifyLoop() {
 		n.mu.Lock()
 		obs := slices.Clone(n.observers)
 		n.mu.Unlock()
-		for _, w := range obs {
-			resp := n.tempResponse()
-			resp.Options = resp.Options.SetUint(coap.Observe, uint32(step+1)&0xffffff)
-			w.Notify(resp, (step+1)%5 == 0, func(err error) {
+		built := make(map[string]*coap.Message, 3)
+		for _, o := range obs {
+			resp, ok := built[o.res]
+			if !ok {
+				r, step, err := n.reading(o.res)
+				if err == nil {
+					r.Options = r.Options.SetUint(coap.Observe, uint32(step)&0xffffff)
+				}
+				resp, built[o.res] = r, r // nil if it failed
+			}
+			if resp == nil {
+				continue
+			}
+			step, _ := resp.Options.Uint(coap.Observe)
+			if o.ex != nil {
+				p, err := o.ex.ProtectResponse(resp)
+				if err != nil { // e.g. sequence numbers exhausted: end it
+					n.dropObserver(o.w)
+					continue
+				}
+				resp = p
+			}
+			w := o.w
+			w.Notify(resp, step%5 == 0, func(err error) {
 				if err != nil { // RST or no ACK: the observer is gone
 					n.dropObserver(w)
 				}
@@ -143,23 +206,23 @@ func (n *Node) notifyLoop() {
 func (n *Node) dropObserver(w coap.NotifyWriter) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	n.observers = slices.DeleteFunc(n.observers, func(o coap.NotifyWriter) bool { return o == w })
+	n.observers = slices.DeleteFunc(n.observers, func(o observer) bool { return o.w == w })
 }
 
-// Observers is how many observers /sensors/temp has.
+// Observers is how many observations of all its resources the node has.
 func (n *Node) Observers() int {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return len(n.observers)
 }
 
-func (n *Node) tempResponse() *coap.Message {
+func (n *Node) tempResponse() (int, *coap.Message) {
 	step, v, left := n.temp()
 	resp := &coap.Message{Code: coap.Content, Payload: []byte(v)}
 	resp.Options = resp.Options.Insert(coap.ETag, []byte(strconv.Itoa(step%40)))
 	resp.Options = resp.Options.SetUint(coap.ContentFormat, 0)
 	resp.Options = resp.Options.SetUint(coap.MaxAge, uint32((left+time.Second-1)/time.Second))
-	return resp
+	return step, resp
 }
 
 // Addr is the node's IPv6 address in the prefix: the one it answers from.
@@ -211,74 +274,172 @@ func (n *Node) temp() (step int, value string, left time.Duration) {
 	return step, strconv.Itoa(tenths/10) + "." + strconv.Itoa(tenths%10), left
 }
 
-const wellKnownCore = `</sensors/temp>;rt="temperature-c";ct=0;obs,</actuators/valve>;rt="valve";ct=0,</echo>`
+const (
+	wellKnownCore = `</sensors/temp>;rt="temperature-c";ct=0;obs,</actuators/valve>;rt="valve";ct=0,</echo>`
+	// osc: the resource is accessed with OSCORE (RFC 8613 §9).
+	coreOSCORE = `,</oscore/temp>;rt="temperature-c";ct=0;obs;osc`
+	coreSigned = `,</signed/temp>;rt="temperature-c";ct=18;obs`
+)
 
+// serve verifies an OSCORE request if it is one, answers the (decrypted)
+// request and protects the answer, errors included (RFC 8613 §8.3: only
+// the failures of §8.2 go back unprotected).
 func (n *Node) serve(ctx context.Context, w coap.ResponseWriter, r *coap.Request) error {
 	n.requests.Add(1)
+	if !r.Msg.Options.Has(coap.OSCORE) {
+		resp, err := n.answer(w, r, r.Msg, nil)
+		if err != nil {
+			return err
+		}
+		return w.WriteResponse(resp)
+	}
+	if n.cfg.OSCORE == nil {
+		// OSCORE is a critical option this node does not know (RFC 7252
+		// §5.4.1).
+		return coap.Errorf(coap.BadOption, "no OSCORE here")
+	}
+	req, ex, errResp, err := n.cfg.OSCORE.UnprotectRequest(r.Msg)
+	if err != nil {
+		if errResp != nil {
+			return w.WriteResponse(errResp)
+		}
+		return coap.Errorf(coap.BadRequest, "")
+	}
+	resp, err := n.answer(w, r, req, ex)
+	if err != nil {
+		resp = errorResponse(err)
+	}
+	p, err := ex.ProtectResponse(resp)
+	if err != nil {
+		if nw, ok := w.(coap.NotifyWriter); ok {
+			n.dropObserver(nw)
+		}
+		return coap.Errorf(coap.InternalServerError, "")
+	}
+	return w.WriteResponse(p)
+}
+
+// errorResponse is the message the endpoint would make of a handler's
+// error, for protecting it.
+func errorResponse(err error) *coap.Message {
+	var e *coap.Error
+	if !errors.As(err, &e) {
+		return &coap.Message{Code: coap.InternalServerError}
+	}
+	m := &coap.Message{Code: e.Code, Payload: []byte(e.Diagnostic)}
+	if e.MaxAge >= 0 {
+		m.Options = m.Options.SetUint(coap.MaxAge, uint32(e.MaxAge))
+	}
+	return m
+}
+
+// answer serves req, which arrived as r (decrypted, if ex is set: then r.Msg
+// is the OSCORE message), and returns the unprotected response.
+func (n *Node) answer(w coap.ResponseWriter, r *coap.Request, req *coap.Message, ex Exchange) (*coap.Message, error) {
 	var path string
-	for v := range r.Msg.Options.All(coap.URIPath) {
+	for v := range req.Options.All(coap.URIPath) {
 		path += "/" + string(v)
 	}
 	resp := &coap.Message{Code: coap.Content}
 	switch path {
 	case "/.well-known/core":
-		if r.Msg.Code != coap.GET {
-			return coap.Errorf(coap.MethodNotAllowed, "")
+		if req.Code != coap.GET {
+			return nil, coap.Errorf(coap.MethodNotAllowed, "")
 		}
 		resp.Options = resp.Options.SetUint(coap.ContentFormat, 40)
-		resp.Payload = []byte(wellKnownCore)
-	case "/sensors/temp":
-		if r.Msg.Code != coap.GET {
-			return coap.Errorf(coap.MethodNotAllowed, "")
+		resp.Payload = slices.Clone(n.core)
+	case pathTemp, pathOSCORETemp, pathSignedTemp:
+		switch {
+		case path == pathOSCORETemp && n.cfg.OSCORE == nil, path == pathSignedTemp && n.cfg.Signer == nil:
+			return nil, coap.Errorf(coap.NotFound, "")
+		case path == pathOSCORETemp && ex == nil:
+			return nil, coap.Errorf(coap.Unauthorized, "OSCORE required")
+		case req.Code != coap.GET:
+			return nil, coap.Errorf(coap.MethodNotAllowed, "")
 		}
-		resp = n.tempResponse()
-		if obs, ok := r.Msg.Options.Uint(coap.Observe); ok {
-			nw, can := w.(coap.NotifyWriter)
-			n.mu.Lock()
-			switch {
-			case obs == 0 && can && len(n.observers) < maxNodeObservers:
-				n.observers = append(n.observers, nw)
-				step, _, _ := n.temp()
-				resp.Options = resp.Options.SetUint(coap.Observe, uint32(step)&0xffffff)
-			case obs == 1:
-				n.observers = slices.DeleteFunc(n.observers, func(o coap.NotifyWriter) bool {
-					return o.Peer() == r.Peer && string(o.Token()) == string(r.Msg.Token)
-				})
-			}
-			n.mu.Unlock()
+		resp, step, err := n.reading(path)
+		if err != nil {
+			return nil, err
 		}
+		if obs, ok := req.Options.Uint(coap.Observe); ok {
+			n.observe(w, r, path, ex, obs, resp, step)
+		}
+		return resp, nil
 	case "/actuators/valve":
 		n.mu.Lock()
 		defer n.mu.Unlock()
-		switch r.Msg.Code {
+		switch req.Code {
 		case coap.GET:
 			resp.Options = resp.Options.SetUint(coap.ContentFormat, 0)
 			resp.Payload = []byte(n.valve)
 		case coap.PUT:
-			v := string(r.Msg.Payload)
+			v := string(req.Payload)
 			if v != "open" && v != "closed" {
-				return coap.Errorf(coap.BadRequest, "want open or closed")
+				return nil, coap.Errorf(coap.BadRequest, "want open or closed")
 			}
 			n.valve = v
 			resp.Code = coap.Changed
 		default:
-			return coap.Errorf(coap.MethodNotAllowed, "")
+			return nil, coap.Errorf(coap.MethodNotAllowed, "")
 		}
 	case "/echo":
-		switch r.Msg.Code {
+		switch req.Code {
 		case coap.POST, coap.PUT:
 			resp.Code = coap.Changed
 		case coap.DELETE:
 			resp.Code = coap.Deleted
 		}
-		if cf, ok := r.Msg.Options.Get(coap.ContentFormat); ok {
+		if cf, ok := req.Options.Get(coap.ContentFormat); ok {
 			resp.Options = resp.Options.Set(coap.ContentFormat, cf)
 		}
-		resp.Payload = slices.Clone(r.Msg.Payload)
+		resp.Payload = slices.Clone(req.Payload)
 	default:
-		return coap.Errorf(coap.NotFound, "")
+		return nil, coap.Errorf(coap.NotFound, "")
 	}
-	return w.WriteResponse(resp)
+	return resp, nil
+}
+
+// observe registers (obs 0) or removes (obs 1) an observation of the
+// resource at path (RFC 7641 §3.1, §3.6). A registration replaces one of
+// the same client and token; resp, the first response, then gets the
+// Observe option.
+func (n *Node) observe(w coap.ResponseWriter, r *coap.Request, path string, ex Exchange, obs uint32, resp *coap.Message, step int) {
+	nw, can := w.(coap.NotifyWriter)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.observers = slices.DeleteFunc(n.observers, func(o observer) bool {
+		return o.w.Peer() == r.Peer && string(o.w.Token()) == string(r.Msg.Token)
+	})
+	if obs == 0 && can && len(n.observers) < maxNodeObservers {
+		n.observers = append(n.observers, observer{w: nw, res: path, ex: ex})
+		resp.Options = resp.Options.SetUint(coap.Observe, uint32(step)&0xffffff)
+	}
+}
+
+// reading is the response of the reading resource at path now, and the
+// step of the reading.
+func (n *Node) reading(path string) (*coap.Message, int, error) {
+	if path != pathSignedTemp {
+		step, resp := n.tempResponse()
+		return resp, step, nil
+	}
+	step, v, left := n.temp()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.signRep == nil || n.signStep != step {
+		// Signed once per reading: every GET and notification of the
+		// same reading carries the same representation, as a node that
+		// cannot afford a signature per request would do.
+		rep, err := n.cfg.Signer.Sign(n.signedURI, 0, []byte(v))
+		if err != nil {
+			return nil, 0, coap.Errorf(coap.InternalServerError, "")
+		}
+		n.signRep, n.signStep = rep, step
+	}
+	resp := &coap.Message{Code: coap.Content, Payload: slices.Clone(n.signRep)}
+	resp.Options = resp.Options.SetUint(coap.ContentFormat, cfCOSESign1)
+	resp.Options = resp.Options.SetUint(coap.MaxAge, uint32((left+time.Second-1)/time.Second))
+	return resp, step, nil
 }
 
 // stationLink is a radio.Link over a Station: Send transmits on the
@@ -365,4 +526,23 @@ func (l *stationLink) Close() error {
 func (n *Node) Reading() string {
 	_, v, _ := n.temp()
 	return v
+}
+
+// SignedURI is the resource URI the node's /signed/temp representations
+// are bound to: coap://[addr]/signed/temp.
+func (n *Node) SignedURI() string { return n.signedURI }
+
+// SignReading signs the reading now (Content-Format 0) for the resource
+// uri, for a node that publishes its readings somewhere else, such as a
+// pub-sub topic. The counter is the one /signed/temp uses. ErrNoSigner
+// without a Signer.
+func (n *Node) SignReading(uri string) ([]byte, error) {
+	if n.cfg.Signer == nil {
+		return nil, ErrNoSigner
+	}
+	rep, err := n.cfg.Signer.Sign(uri, 0, []byte(n.Reading()))
+	if err != nil {
+		return nil, fmt.Errorf("sim: node %v: %w", n.cfg.ExtAddr, err)
+	}
+	return rep, nil
 }

@@ -198,3 +198,16 @@ func TestREADMENamesCountersAndSettings(t *testing.T) {
 		}
 	}
 }
+
+// Keys configured in a binary without radio/sim/nodekeys are an error, not
+// silently unprotected nodes.
+func TestNetworkWithKeysNeedsAKeyLoader(t *testing.T) {
+	cfg := radio.Config{Name: "sim0", Driver: "sim"}.Defaults()
+	cfg.Sim.SignKey = filepath.Join(t.TempDir(), "node.key")
+	if n, err := sim.NewNetwork(cfg, nil); !errors.Is(err, sim.ErrNoKeyLoader) {
+		if n != nil {
+			n.Close()
+		}
+		t.Fatalf("err = %v, want ErrNoKeyLoader", err)
+	}
+}
