@@ -1,0 +1,140 @@
+package bridge
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/opaque-edge/gatewayd/coap"
+)
+
+// observable is an origin with one observable resource: it counts
+// registrations and deregistrations and notifies every observer it holds.
+type observableOrigin struct {
+	mu     sync.Mutex
+	regs   int
+	deregs int
+	obs    []coap.NotifyWriter
+	value  int
+}
+
+func (o *observableOrigin) ServeCoAP(ctx context.Context, w coap.ResponseWriter, r *coap.Request) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	resp := &coap.Message{Code: coap.Content, Payload: []byte(fmt.Sprintf("v%03d;", o.value))}
+	resp.Options = resp.Options.SetUint(coap.ContentFormat, 0).SetUint(coap.MaxAge, 60)
+	switch v, ok := r.Msg.Options.Uint(coap.Observe); {
+	case ok && v == 0:
+		o.regs++
+		o.obs = append(o.obs, w.(coap.NotifyWriter))
+		resp.Options = resp.Options.SetUint(coap.Observe, uint32(o.value+2))
+	case ok && v == 1:
+		o.deregs++
+		o.obs = nil
+	}
+	return w.WriteResponse(resp)
+}
+
+func (o *observableOrigin) notify() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.value++
+	for _, w := range o.obs {
+		n := &coap.Message{Code: coap.Content, Payload: []byte(fmt.Sprintf("v%03d;", o.value))}
+		n.Options = n.Options.SetUint(coap.Observe, uint32(o.value+2)).SetUint(coap.ContentFormat, 0).SetUint(coap.MaxAge, 60)
+		w.Notify(n, false, func(err error) {
+			if err != nil {
+				o.mu.Lock()
+				o.deregs++
+				o.obs = nil
+				o.mu.Unlock()
+			}
+		})
+	}
+}
+
+// Fifty libcoap observers through gatewayd: the origin sees one
+// registration, every observer sees the states in order and ends on the
+// last one, and when they have all left the origin's observation ends.
+func TestFiftyLibcoapObserversOneUpstreamRegistration(t *testing.T) {
+	client, err := exec.LookPath("coap-client-notls")
+	if err != nil {
+		t.Fatal("coap-client-notls not found (Debian package libcoap3-bin): run `make deps`")
+	}
+	origin := &observableOrigin{}
+	u, err := coap.ListenUDP(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	oe := coap.NewEndpoint(u, coap.EndpointConfig{Handler: origin})
+	defer oe.Close()
+	p := startProxy(t, func(c *Config) { c.Proxy.Timeout = Duration{5 * time.Second} })
+	const observers = 50
+	outs := make([]string, observers)
+	var wg sync.WaitGroup
+	for i := 0; i < observers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			out, _ := exec.CommandContext(ctx, client, "-s", "6", "-B", "8", "-m", "get",
+				"-P", "coap://"+p.Addrs()[0].String(), "coap://"+u.LocalAddr().String()+"/obs").CombinedOutput()
+			outs[i] = string(out)
+		}()
+	}
+	// Wait until every client is registered with the hub, then change the
+	// state a few times.
+	for deadline := time.Now().Add(15 * time.Second); p.Hub().Stats().Observers < observers; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d observers registered with the hub, want %d", p.Hub().Stats().Observers, observers)
+		}
+	}
+	for i := 0; i < 5; i++ {
+		origin.notify()
+		time.Sleep(150 * time.Millisecond)
+	}
+	wg.Wait()
+	origin.mu.Lock()
+	regs, last := origin.regs, origin.value
+	origin.mu.Unlock()
+	if regs != 1 {
+		t.Fatalf("the origin saw %d registrations for %d observers, want 1", regs, observers)
+	}
+	for i, out := range outs {
+		var seen []int
+		for _, f := range strings.Split(out, ";") {
+			if j := strings.LastIndex(f, "v"); j >= 0 {
+				if n, err := strconv.Atoi(strings.TrimSpace(f[j+1:])); err == nil {
+					seen = append(seen, n)
+				}
+			}
+		}
+		if len(seen) == 0 || seen[len(seen)-1] != last {
+			t.Fatalf("observer %d saw %v, want it to end on v%03d:\n%s", i, seen, last, out)
+		}
+		for k := 1; k < len(seen); k++ {
+			if seen[k] <= seen[k-1] {
+				t.Fatalf("observer %d saw states out of order: %v", i, seen)
+			}
+		}
+	}
+	// libcoap deregisters when it exits; once all have, the hub cancels
+	// the origin's observation.
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		origin.mu.Lock()
+		done := origin.deregs > 0
+		origin.mu.Unlock()
+		if done && p.Hub().Stats().Upstreams == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("upstream observation not cancelled after every observer left (hub %+v)", p.Hub().Stats())
+		}
+	}
+}
