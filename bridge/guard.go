@@ -17,30 +17,25 @@ type exchange struct {
 	protected bool          // OSCORE: only outer options may be read or changed
 }
 
+// exchangeFrom returns the request's exchange, nil for a request the
+// guard did not mark.
 func exchangeFrom(ctx context.Context) *exchange {
 	x, _ := ctx.Value(ctxKey{}).(*exchange)
-	if x == nil {
-		x = &exchange{}
-	}
 	return x
 }
 
 // guard marks requests carrying the OSCORE option (RFC 8613 §2): from here
 // on the proxy reads and rewrites only outer options (§4.1), never the
-// payload; the upstream checks the message it sends against the one that
-// arrived with Verify and refuses to send one that differs in anything
-// else.
+// payload. It keeps the request as it is here; the route stage checks the
+// message it sends against it with Verify and refuses to send one that
+// differs in anything else. Other requests pass unmarked, at no cost.
 func guard(next coap.Handler) coap.Handler {
 	return coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, r *coap.Request) error {
-		x := exchangeFrom(ctx)
-		x.protected = r.Msg.Options.Has(coap.OSCORE)
+		if r.Msg.Options.Has(coap.OSCORE) {
+			ctx = context.WithValue(ctx, ctxKey{}, &exchange{in: r.Msg.Clone(), protected: true})
+		}
 		return next.ServeCoAP(ctx, w, r)
 	})
-}
-
-// withExchange starts the per-request state; the first stage calls it.
-func withExchange(ctx context.Context, in *coap.Message) context.Context {
-	return context.WithValue(ctx, ctxKey{}, &exchange{in: in})
 }
 
 // ErrTampered is what Verify reports: a forwarded message differs from the

@@ -366,15 +366,7 @@ func (p *Proxy) buildChain(cfg Config) (*chainState, error) {
 	}
 	first := p.metrics.stage(h)
 	return &chainState{
-		h: coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, req *coap.Request) error {
-			// The request as it arrived is kept only where the guard will
-			// compare against it: OSCORE requests.
-			var in *coap.Message
-			if req.Msg.Options.Has(coap.OSCORE) {
-				in = req.Msg.Clone()
-			}
-			return first.ServeCoAP(withExchange(ctx, in), w, req)
-		}),
+		h:       first,
 		router:  r,
 		clients: clients,
 		cfg:     cfg,

@@ -100,7 +100,7 @@ func (r *router) stage(next coap.Handler) coap.Handler {
 		if err != nil {
 			return err
 		}
-		if x := exchangeFrom(ctx); x.protected && x.in != nil {
+		if x := exchangeFrom(ctx); x != nil && x.protected {
 			if err := Verify(x.in, out); err != nil {
 				// Fail closed: never send a protected message that this
 				// proxy changed beyond what it may.
