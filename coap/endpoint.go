@@ -88,7 +88,6 @@ type outCon struct {
 	tries   int
 	timer   *time.Timer
 	fin     func(ack *Message, err error) // called once, without e.mu held
-	non     bool                          // a NON kept only to learn of an RST
 }
 
 // call is a client exchange awaiting its response.
@@ -126,6 +125,7 @@ type Endpoint struct {
 	readDone chan struct{}
 	jobs     chan job     // idle workers wait here
 	slow     slowList     // CON requests waiting for their handler
+	nons     nonRing      // recent NONs whose RST someone wants to hear of
 	idle     atomic.Int32 // workers waiting on jobs
 
 	mu      sync.Mutex
@@ -325,7 +325,12 @@ func (e *Endpoint) receiveEmpty(m *Message, peer netip.AddrPort) {
 		if m.Type == Reset {
 			err = ErrReset
 		}
-		e.settle(exKey{peer, m.MID}, nil, err)
+		k := exKey{peer, m.MID}
+		if !e.settle(k, nil, err) && m.Type == Reset {
+			if done := e.nons.take(k); done != nil {
+				done(ErrReset)
+			}
+		}
 	}
 }
 
@@ -581,15 +586,6 @@ func (e *Endpoint) retransmit(p *outCon) {
 	e.mu.Lock()
 	if e.pending[p.key] != p {
 		e.mu.Unlock()
-		return
-	}
-	if p.non {
-		// No RST came for the NON: the peer took it.
-		delete(e.pending, p.key)
-		e.mu.Unlock()
-		if p.fin != nil {
-			p.fin(nil, nil)
-		}
 		return
 	}
 	if p.tries >= e.cfg.Params.MaxRetransmit {

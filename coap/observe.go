@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
-	"time"
+	"sync"
 )
 
 // NotifyWriter is the ResponseWriter of a request that can be observed
@@ -16,10 +16,12 @@ import (
 type NotifyWriter interface {
 	ResponseWriter
 	// Notify sends a notification with the request's token and a new
-	// message ID, CON when con is set. done, if not nil, is called once:
-	// nil when a CON was acknowledged or no RST came for a NON; ErrReset
-	// when the client rejected it (it is no longer interested, §3.6);
-	// ErrTimeout when a CON went unacknowledged (§4.5).
+	// message ID, CON when con is set. done, if not nil, learns the
+	// outcome: for a CON it is called once, with nil when acknowledged,
+	// ErrReset when the client rejected it (it is no longer interested,
+	// §3.6) or ErrTimeout when it went unacknowledged (§4.5); for a NON it
+	// is called only if the client rejects it with RST while the endpoint
+	// still remembers the message ID (the last recentNONs NONs sent).
 	Notify(resp *Message, con bool, done func(error)) error
 	// Peer is the observer's address.
 	Peer() netip.AddrPort
@@ -44,35 +46,68 @@ func (w *responseWriter) Notify(resp *Message, con bool, done func(error)) error
 	if err != nil {
 		return fmt.Errorf("coap: encode notification: %w", err)
 	}
-	fin := func(_ *Message, err error) {
-		if done != nil {
-			done(err)
-		}
-	}
 	if con {
-		w.e.sendCON(w.peer, out.MID, data, fin)
+		w.e.sendCON(w.peer, out.MID, data, func(_ *Message, err error) {
+			if done != nil {
+				done(err)
+			}
+		})
 	} else {
-		w.e.sendNON(w.peer, out.MID, data, fin)
+		w.e.sendNON(w.peer, out.MID, data, done)
 	}
 	return nil
 }
 
-// sendNON sends a NON and remembers its message ID for a while, so that an
-// RST for it reaches fin (RFC 7641 §3.6: a client rejects an unwanted
-// notification with RST).
-func (e *Endpoint) sendNON(peer netip.AddrPort, mid uint16, data []byte, fin func(*Message, error)) {
-	p := &outCon{key: exKey{peer, mid}, fin: fin, non: true}
-	e.mu.Lock()
+// recentNONs bounds how many sent NONs the endpoint remembers to match an
+// RST (RFC 7641 §3.6: a client rejects an unwanted notification with RST).
+// A ring, not timers: a fan-out of many notifications a second costs a map
+// entry each, not a timer and a pending exchange each.
+const recentNONs = 1 << 16
+
+// nonRing remembers the most recent NONs sent with an RST callback.
+type nonRing struct {
+	mu   sync.Mutex
+	keys []exKey               // guarded by mu: ring, oldest at next
+	next int                   // guarded by mu
+	done map[exKey]func(error) // guarded by mu
+}
+
+func (r *nonRing) add(k exKey, done func(error)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.done == nil {
+		r.done = make(map[exKey]func(error))
+	}
+	if len(r.keys) < recentNONs {
+		r.keys = append(r.keys, k)
+	} else {
+		delete(r.done, r.keys[r.next])
+		r.keys[r.next] = k
+		r.next = (r.next + 1) % recentNONs
+	}
+	r.done[k] = done
+}
+
+// take removes and returns the callback of a remembered NON.
+func (r *nonRing) take(k exKey) func(error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	d := r.done[k]
+	delete(r.done, k)
+	return d
+}
+
+// sendNON sends a NON; with done set, an RST for it is reported.
+func (e *Endpoint) sendNON(peer netip.AddrPort, mid uint16, data []byte, done func(error)) {
 	if e.ctx.Err() != nil {
-		e.mu.Unlock()
-		if fin != nil {
-			fin(nil, ErrClosed)
+		if done != nil {
+			done(ErrClosed)
 		}
 		return
 	}
-	e.pending[p.key] = p
-	p.timer = time.AfterFunc(2*e.cfg.Params.AckTimeout, func() { e.retransmit(p) })
-	e.mu.Unlock()
+	if done != nil {
+		e.nons.add(exKey{peer, mid}, done)
+	}
 	e.write(peer, data)
 }
 
