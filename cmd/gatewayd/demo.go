@@ -2,17 +2,75 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/opaque-edge/gatewayd/bridge"
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/e2e/oscore"
+	"github.com/opaque-edge/gatewayd/e2e/signed"
 	"github.com/opaque-edge/gatewayd/observe/pubsub"
+	"github.com/opaque-edge/gatewayd/radio"
 	"github.com/opaque-edge/gatewayd/radio/sim"
+	// nodekeys registers the loader of [radio.sim] oscore_dir and
+	// sign_key, for the demo and configuration files alike. It links e2e/
+	// into gatewayd for the simulated nodes only: the proxy's packages
+	// (bridge, cache, observe) still import none of it.
+	"github.com/opaque-edge/gatewayd/radio/sim/nodekeys"
 )
+
+// demoKeys are the throwaway end-to-end keys of a demo run: the nodes'
+// (in the sim config) and the client's (for gatewayctl).
+type demoKeys struct {
+	sim    radio.SimConfig // oscore_dir and sign_key for the nodes
+	client string          // the client's OSCORE context file
+	pub    string          // the nodes' public key file
+}
+
+// makeDemoKeys writes into dir one OSCORE context pair (the nodes share
+// theirs, nodes.toml) and one signing key pair, as `gatewayctl keys` would.
+func makeDemoKeys(dir string) (demoKeys, error) {
+	k := demoKeys{
+		sim:    radio.SimConfig{OSCOREDir: filepath.Join(dir, "nodes"), SignKey: filepath.Join(dir, "node-sign.key")},
+		client: filepath.Join(dir, "client.toml"),
+		pub:    filepath.Join(dir, "node-sign.pub"),
+	}
+	if err := os.Mkdir(k.sim.OSCOREDir, 0o700); err != nil {
+		return k, fmt.Errorf("demo: %w", err)
+	}
+	secret, salt := make([]byte, 32), make([]byte, 8)
+	rand.Read(secret) // never fails (crypto/rand)
+	rand.Read(salt)
+	p := oscore.Params{MasterSecret: secret, MasterSalt: salt}
+	cli := oscore.Config{Params: p, SeqStore: oscore.FileSeqStore{Path: "client.toml.seq"}}
+	cli.SenderID, cli.RecipientID = []byte{0x01}, []byte{}
+	srv := oscore.Config{Params: p, SeqStore: oscore.FileSeqStore{Path: nodekeys.SharedContextFile + ".seq"}}
+	srv.SenderID, srv.RecipientID = []byte{}, []byte{0x01}
+	if err := oscore.WriteConfig(k.client, cli); err != nil {
+		return k, fmt.Errorf("demo: %w", err)
+	}
+	if err := oscore.WriteConfig(filepath.Join(k.sim.OSCOREDir, nodekeys.SharedContextFile), srv); err != nil {
+		return k, fmt.Errorf("demo: %w", err)
+	}
+	priv, err := signed.GenerateKey(nil)
+	if err != nil {
+		return k, fmt.Errorf("demo: %w", err)
+	}
+	if err := signed.WritePrivateKeyFile(k.sim.SignKey, priv); err != nil {
+		return k, fmt.Errorf("demo: %w", err)
+	}
+	if err := signed.WritePublicKeyFile(k.pub, priv.Public()); err != nil {
+		return k, fmt.Errorf("demo: %w", err)
+	}
+	return k, nil
+}
 
 // demoTopic is the pub-sub topic the demo's first node publishes to.
 const demoTopic = "temperature"

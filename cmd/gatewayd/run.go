@@ -82,16 +82,20 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return nil
 	}
 
+	var keys demoKeys
 	if demoMode {
 		stateDir, err := os.MkdirTemp("", "gatewayd-demo-")
 		if err != nil {
 			return err
 		}
 		defer os.RemoveAll(stateDir)
+		if keys, err = makeDemoKeys(stateDir); err != nil {
+			return err
+		}
 		cfg.PubSub.Enabled = true
 		cfg.PubSub.StateDir = stateDir
 		cfg.Metrics.Listen = "" // the demo leaves the admin port to an installed gatewayd
-		cfg.Radio = []radio.Config{{Name: "sim", Driver: "sim"}}
+		cfg.Radio = []radio.Config{{Name: "sim", Driver: "sim", Sim: keys.sim}}
 		// Reverse routes to the simulated nodes: /node1/... and so on.
 		for i := 0; i < radio.DefaultSimNodes; i++ {
 			cfg.Route = append(cfg.Route, bridge.RouteConfig{
@@ -130,7 +134,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	log.Info("gatewayd started", "version", buildVersion())
 	if demoMode {
-		printBanner(stdout, p.Addrs()[0], p.Radios()[0].Nodes())
+		printBanner(stdout, p.Addrs()[0], p.Radios()[0].Nodes(), keys)
 		stopPublisher := startDemoPublisher(ctx, p, log)
 		defer stopPublisher()
 	}
@@ -269,7 +273,7 @@ func simNodeAddr(i int) netip.Addr {
 	return netip.AddrFrom16(b)
 }
 
-func printBanner(w io.Writer, proxy netip.AddrPort, nodes []netip.Addr) {
+func printBanner(w io.Writer, proxy netip.AddrPort, nodes []netip.Addr, keys demoKeys) {
 	fmt.Fprintf(w, "\ngatewayd demo: a CoAP proxy on %v in front of a simulated 802.15.4 radio\n", proxy)
 	fmt.Fprintf(w, "(a fake OpenThread RCP on a pseudo-terminal, driven through the real Spinel driver)\n")
 	fmt.Fprintf(w, "with %d simulated nodes:", len(nodes))
@@ -294,6 +298,12 @@ topic and subscribe for 30 s:
   %[1]s -m get 'coap://%[2]v/.well-known/core?rt=core.ps.data'
   %[1]s -s 30 -m get coap://%[2]v/ps/data/<id from the line above>
 
+End to end, with throwaway keys the nodes and this client hold and the
+proxy does not (go run ./cmd/gatewayctl):
+
+  gatewayctl get -oscore %[4]s -proxy coap://%[2]v coap://[%[3]v]/oscore/temp
+  gatewayctl observe -verify %[5]s -proxy coap://%[2]v coap://[%[3]v]/signed/temp
+
 Stop with Ctrl-C.
-`, c, proxy, nodes[0])
+`, c, proxy, nodes[0], keys.client, keys.pub)
 }
