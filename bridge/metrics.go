@@ -125,10 +125,14 @@ var (
 	descObs      = prometheus.NewDesc("gatewayd_observe_total", "Observe hub counters.", []string{"counter"}, nil)
 	descRadioUp  = prometheus.NewDesc("gatewayd_radio_up", "1 when the radio is up.", []string{"radio"}, nil)
 	descRadio    = prometheus.NewDesc("gatewayd_radio_total", "Radio counters: frames tx/rx, errors, reconnects, reassembly drops.", []string{"radio", "counter"}, nil)
+	descTopics   = prometheus.NewDesc("gatewayd_pubsub_topics", "Pub-sub broker topics now.", nil, nil)
+	descPubSub   = prometheus.NewDesc("gatewayd_pubsub_total", "Pub-sub broker counters.", []string{"counter"}, nil)
+	descPlugUp   = prometheus.NewDesc("gatewayd_plugin_up", "1 when the plugin runs.", []string{"plugin"}, nil)
+	descPlugin   = prometheus.NewDesc("gatewayd_plugin_total", "Plugin counters: restarts, failures, requests, unavailable.", []string{"plugin", "counter"}, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descEndpoint, descCache, descCacheNow, descObsNow, descUpObsNow, descObs, descRadioUp, descRadio} {
+	for _, d := range []*prometheus.Desc{descEndpoint, descCache, descCacheNow, descObsNow, descUpObsNow, descObs, descRadioUp, descRadio, descTopics, descPubSub, descPlugUp, descPlugin} {
 		ch <- d
 	}
 }
@@ -163,6 +167,29 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		"dropped_stale": hs.DroppedStale, "deregistrations": hs.Deregistrations, "skipped": hs.Skipped,
 	} {
 		counter(descObs, v, name)
+	}
+	if b := c.p.broker; b != nil {
+		bs := b.Stats()
+		ch <- prometheus.MustNewConstMetric(descTopics, prometheus.GaugeValue, float64(bs.Topics))
+		for name, v := range map[string]uint64{
+			"publications": bs.Publications, "subscribers_informed": bs.SubscribersInformed, "rejected": bs.Rejected, "expired": bs.Expired,
+		} {
+			counter(descPubSub, v, name)
+		}
+	}
+	if h := c.p.plugins; h != nil {
+		for _, ps := range h.Stats() {
+			up := 0.0
+			if ps.Up {
+				up = 1
+			}
+			ch <- prometheus.MustNewConstMetric(descPlugUp, prometheus.GaugeValue, up, ps.Name)
+			for name, v := range map[string]uint64{
+				"restarts": ps.Restarts, "failures": ps.Failures, "requests": ps.Requests, "unavailable": ps.Unavail,
+			} {
+				counter(descPlugin, v, ps.Name, name)
+			}
+		}
 	}
 	for _, r := range c.p.radios {
 		rc := r.r.Counters()

@@ -438,7 +438,10 @@ func TestClientsOutsidePrefixesAreIgnored(t *testing.T) {
 
 func TestMetricsAndStatusEndpoint(t *testing.T) {
 	o := newRecorder(t, content("x"))
-	p := startProxy(t, nil)
+	p := startProxy(t, func(c *Config) {
+		c.PubSub.Enabled = true
+		c.PubSub.StateDir = t.TempDir()
+	})
 	addr, err := p.ServeAdmin(context.Background(), "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -453,6 +456,8 @@ func TestMetricsAndStatusEndpoint(t *testing.T) {
 		`gatewayd_upstream_seconds_count{transport="ip"} 1`,
 		`gatewayd_cache_total{counter="misses"}`,
 		`gatewayd_endpoint_datagrams_total{counter="received"`,
+		`gatewayd_pubsub_topics 0`,
+		`gatewayd_observers 0`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %q", want)

@@ -91,16 +91,34 @@ func startDemoPublisher(ctx context.Context, p *bridge.Proxy, log *slog.Logger) 
 		}
 		node := n.SimNodes()[0]
 		gw := r.Conn().LocalAddr()
-		data, err := createDemoTopic(ctx, node.Endpoint(), gw)
+		// With a signing key the node publishes COSE_Sign1 readings
+		// (Content-Format 18) the broker stores and fans out unread (seed
+		// R5.x); without one, plain text.
+		_, err := node.SignReading("probe")
+		signed := err == nil
+		cf := uint16(0)
+		if signed {
+			cf = 18
+		}
+		data, err := createDemoTopic(ctx, node.Endpoint(), gw, cf)
 		if err != nil {
 			log.Warn("demo publisher: topic not created", "err", err)
 			return
 		}
-		log.Info("demo: node publishes", "component", "demo", "node", node.Addr(), "topic-data", data)
+		// Subscribers verify against the topic-data URI on the proxy.
+		uri := fmt.Sprintf("coap://%v%s", p.Addrs()[0], data)
+		log.Info("demo: node publishes", "component", "demo", "node", node.Addr(), "topic-data", uri, "signed", signed)
 		t := time.NewTicker(sim.TempPeriod)
 		defer t.Stop()
 		for {
-			pub := &coap.Message{Code: coap.PUT, Options: pathOptions(data).SetUint(coap.ContentFormat, 0), Payload: []byte(node.Reading())}
+			payload := []byte(node.Reading())
+			if signed {
+				if payload, err = node.SignReading(uri); err != nil {
+					log.Warn("demo publisher: sign", "err", err)
+					return
+				}
+			}
+			pub := &coap.Message{Code: coap.PUT, Options: pathOptions(data).SetUint(coap.ContentFormat, uint32(cf)), Payload: payload}
 			rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
 			if _, err := node.Endpoint().Do(rctx, gw, pub); err != nil && ctx.Err() == nil {
 				log.Debug("demo publish", "err", err)
@@ -116,9 +134,8 @@ func startDemoPublisher(ctx context.Context, p *bridge.Proxy, log *slog.Logger) 
 	return func() { cancel(); wg.Wait() }
 }
 
-func createDemoTopic(ctx context.Context, e *coap.Endpoint, gw netip.AddrPort) (string, error) {
+func createDemoTopic(ctx context.Context, e *coap.Endpoint, gw netip.AddrPort, cf uint16) (string, error) {
 	name, rt := demoTopic, pubsub.RTData
-	cf := uint16(0)
 	props := pubsub.Properties{TopicName: &name, ResourceType: &rt, TopicContentFormat: &cf}
 	body, err := props.Encode()
 	if err != nil {

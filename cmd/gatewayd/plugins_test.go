@@ -46,7 +46,7 @@ func curl(t *testing.T, args ...string) string {
 func TestHTTPPluginBothWays(t *testing.T) {
 	bin, sum := buildPlugin(t, "github.com/opaque-edge/gatewayd/plugins/http/cmd/gatewayd-http")
 	origin := startCoapServer(t)
-	proxy, httpPort := freePort(t), freePort(t) // a free UDP port number is free for TCP too, most likely
+	proxy, httpPort, adminPort := freePort(t), freePort(t), freePort(t) // a free UDP port number is free for TCP too, most likely
 	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain;charset=utf-8")
 		fmt.Fprintf(w, "hello from %s", r.URL.Path)
@@ -58,7 +58,7 @@ listen = ["udp://127.0.0.1:%d"]
 timeout = "10s"
 
 [metrics]
-listen = ""
+listen = "127.0.0.1:%d"
 
 [[radio]]
 name = "sim"
@@ -70,7 +70,7 @@ path = %q
 sha256 = %q
 [plugin.config]
 listen = "127.0.0.1:%d"
-`, proxy, bin, sum, httpPort))
+`, proxy, adminPort, bin, sum, httpPort))
 	base := fmt.Sprintf("http://127.0.0.1:%d/hc/", httpPort)
 	// The front end may need a moment after gatewayd reports it started.
 	var body string
@@ -92,6 +92,10 @@ listen = "127.0.0.1:%d"
 	}
 	if out := curl(t, "-X", "PUT", "-H", "Content-Type: text/plain;charset=utf-8", "--data-binary", "open", base+"coap://["+simNodeAddr(1).String()+"]/actuators/valve", "-o", "/dev/null", "-w", "%{http_code}"); out != "204" {
 		t.Fatalf("PUT via HTTP: status %q, want 204 (2.04 Changed)", out)
+	}
+	// The plugin shows in the metrics.
+	if m := curl(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", adminPort)); !strings.Contains(m, `gatewayd_plugin_up{plugin="http"} 1`) {
+		t.Fatalf("metrics do not show the plugin up:\n%s", m)
 	}
 	// CoAP to HTTP: Proxy-Uri http://...
 	out := coapClient(t, "coap-client-notls", "-m", "get", "-P", fmt.Sprintf("coap://127.0.0.1:%d", proxy), web.URL+"/page")

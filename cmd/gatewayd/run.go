@@ -285,24 +285,24 @@ func printBanner(w io.Writer, proxy netip.AddrPort, nodes []netip.Addr, keys dem
 
 Try (coap-client-notls is in the Debian package libcoap3-bin):
 
-  %[1]s -m get -P coap://%[2]v coap://[%[3]v]/sensors/temp
-  %[1]s -m put -e open -P coap://%[2]v coap://[%[3]v]/actuators/valve
-  %[1]s -m get -P coap://%[2]v coap://[%[3]v]/actuators/valve
-  %[1]s -m get -P coap://%[2]v coap://[%[3]v]/.well-known/core
-  %[1]s -m get coap://%[2]v/node1/sensors/temp      (reverse route)
+  %[1]s -m get -P coap://%[2]v 'coap://[%[3]v]/sensors/temp'
+  %[1]s -m put -e open -P coap://%[2]v 'coap://[%[3]v]/actuators/valve'
+  %[1]s -m get -P coap://%[2]v 'coap://[%[3]v]/actuators/valve'
+  %[1]s -m get -P coap://%[2]v 'coap://[%[3]v]/.well-known/core'
+  %[1]s -m get coap://%[2]v/node1/sensors/temp   # a reverse route
   %[1]s -m get coap://%[2]v/.well-known/core
 
-Node 1 publishes its reading to the gateway's pub-sub broker; find the
-topic and subscribe for 30 s:
+Node 1 publishes signed readings (COSE_Sign1) to the gateway's pub-sub
+broker; find the topic and subscribe for 30 s:
 
   %[1]s -m get 'coap://%[2]v/.well-known/core?rt=core.ps.data'
   %[1]s -s 30 -m get coap://%[2]v/ps/data/<id from the line above>
 
 End to end, with throwaway keys the nodes and this client hold and the
-proxy does not (go run ./cmd/gatewayctl):
+proxy does not:
 
-  gatewayctl get -oscore %[4]s -proxy coap://%[2]v coap://[%[3]v]/oscore/temp
-  gatewayctl observe -verify %[5]s -proxy coap://%[2]v coap://[%[3]v]/signed/temp
+  go run ./cmd/gatewayctl get -oscore %[4]s -proxy coap://%[2]v 'coap://[%[3]v]/oscore/temp'
+  go run ./cmd/gatewayctl observe -verify %[5]s -proxy coap://%[2]v 'coap://[%[3]v]/signed/temp'
 
 Stop with Ctrl-C.
 `, c, proxy, nodes[0], keys.client, keys.pub)

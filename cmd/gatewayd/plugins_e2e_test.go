@@ -1,0 +1,668 @@
+package main
+
+// The plugin acceptance tests at the daemon's level: a real gatewayd (in
+// process, or the built binary where process death is the point) with its
+// real plugin processes, real peers (curl, mosquitto, mosquitto_pub) and a
+// simulated radio whose nodes hold the end-to-end keys gatewayd is never
+// given.
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/eclipse/paho.golang/paho"
+
+	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/e2e/oscore"
+	"github.com/opaque-edge/gatewayd/e2e/signed"
+	"github.com/opaque-edge/gatewayd/observe/pubsub"
+	httpcoap "github.com/opaque-edge/gatewayd/plugins/http"
+	"github.com/opaque-edge/gatewayd/radio/sim/nodekeys"
+)
+
+// simReadingRE is a simulated node's temperature reading.
+var simReadingRE = regexp.MustCompile(`^[0-9]+\.[0-9]$`)
+
+// oscorePairFor writes the nodes' server context into dir (shared by all
+// nodes, nodekeys.SharedContextFile) and returns the client's context and
+// its master secret.
+func oscorePairFor(t *testing.T, dir string) (*oscore.Context, []byte) {
+	t.Helper()
+	secret, salt := make([]byte, 32), make([]byte, 8)
+	rand.Read(secret)
+	rand.Read(salt)
+	p := oscore.Params{MasterSecret: secret, MasterSalt: salt}
+	srv := oscore.Config{Params: p, SeqStore: oscore.FileSeqStore{Path: nodekeys.SharedContextFile + ".seq"}}
+	srv.SenderID, srv.RecipientID = []byte{}, []byte{0x01}
+	if err := oscore.WriteConfig(filepath.Join(dir, nodekeys.SharedContextFile), srv); err != nil {
+		t.Fatal(err)
+	}
+	cli := oscore.Config{Params: p}
+	cli.SenderID, cli.RecipientID = []byte{0x01}, []byte{}
+	c, err := oscore.NewContext(cli)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, secret
+}
+
+// OSCORE over HTTP (RFC 8613 §11): a GET protected in Go goes out with
+// curl as a POST with the OSCORE header field and an application/oscore
+// body, through the HTTP plugin's front end and gatewayd's chain to a
+// simulated node that holds the server context; the 200 that comes back,
+// mapped to a CoAP response, unprotects with the client context to the
+// node's reading. gatewayd's configuration holds no key.
+func TestHTTPPluginCarriesOSCOREToSimNodeAndBack(t *testing.T) {
+	bin, sum := buildPlugin(t, "github.com/opaque-edge/gatewayd/plugins/http/cmd/gatewayd-http")
+	nodes := t.TempDir()
+	client, secret := oscorePairFor(t, nodes)
+	proxy, httpPort := freePort(t), freePort(t)
+	config := fmt.Sprintf(`
+[proxy]
+listen = ["udp://127.0.0.1:%d"]
+timeout = "10s"
+
+[metrics]
+listen = ""
+
+[[radio]]
+name = "sim"
+driver = "sim"
+[radio.sim]
+oscore_dir = %q
+
+[[plugin]]
+name = "http"
+path = %q
+sha256 = %q
+[plugin.config]
+listen = "127.0.0.1:%d"
+`, proxy, nodes, bin, sum, httpPort)
+	if strings.Contains(strings.ToLower(config), fmt.Sprintf("%x", secret)) {
+		t.Fatal("the test gives gatewayd the master secret")
+	}
+	startGatewayd(t, config)
+
+	node := "coap://[" + simNodeAddr(0).String() + "]"
+	req := &coap.Message{Type: coap.Confirmable, Code: coap.GET}
+	req.Options = req.Options.Insert(coap.ProxyURI, []byte(node+"/oscore/temp"))
+	dir := t.TempDir()
+	// Each try is a new request with a new sequence number: the front end
+	// may take a moment after gatewayd reports it started.
+	var (
+		status int
+		hdr    http.Header
+		body   []byte
+		ex     *oscore.Exchange
+	)
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		p, x, err := client.ProtectRequest(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Code != coap.POST {
+			t.Fatalf("outer code %v, want POST", p.Code)
+		}
+		opt, _ := p.Options.Get(coap.OSCORE)
+		// The outer Proxy-Uri is the node's scheme and host only (§4.1.3.3);
+		// the path travels encrypted.
+		outer, _ := p.Options.Get(coap.ProxyURI)
+		if strings.Contains(string(outer), "oscore") {
+			t.Fatalf("outer Proxy-Uri %q shows the path", outer)
+		}
+		in := filepath.Join(dir, "request")
+		if err := os.WriteFile(in, p.Payload, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		hdrFile, bodyFile := filepath.Join(dir, "headers"), filepath.Join(dir, "body")
+		out, err := exec.Command(tool(t, "curl"), "-sS", "--max-time", "20", "-g", "--path-as-is",
+			"-X", "POST", "-H", "OSCORE: "+httpcoap.EncodeOSCORE(opt), "-H", "Content-Type: application/oscore",
+			"--data-binary", "@"+in, "-D", hdrFile, "-o", bodyFile, "-w", "%{http_code}",
+			fmt.Sprintf("http://127.0.0.1:%d/hc/%s/", httpPort, outer)).CombinedOutput()
+		if err == nil {
+			status, _ = strconv.Atoi(strings.TrimSpace(string(out)))
+			hdr = readHeaders(t, hdrFile)
+			if body, err = os.ReadFile(bodyFile); err != nil {
+				t.Fatal(err)
+			}
+			ex = x
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("curl: %v\n%s", err, out)
+		}
+	}
+	if status != http.StatusOK || hdr.Get("Content-Type") != "application/oscore" || hdr.Get("OSCORE") == "" {
+		t.Fatalf("HTTP %d, headers %v, body %q", status, hdr, body)
+	}
+	opt, err := httpcoap.DecodeOSCORE(hdr.Get("OSCORE"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// §11.3: the 200 is the outer 2.04 with the OSCORE option and the body
+	// as the ciphertext.
+	resp := &coap.Message{Type: coap.Acknowledgement, Code: coap.Changed, Payload: body}
+	resp.Options = resp.Options.Insert(coap.OSCORE, opt)
+	m, err := ex.UnprotectResponse(resp)
+	if err != nil {
+		t.Fatalf("unprotect: %v", err)
+	}
+	if cf, ok := m.Options.Uint(coap.ContentFormat); m.Code != coap.Content || !ok || cf != 0 || !simReadingRE.Match(m.Payload) {
+		t.Fatalf("inner response %v cf %d (%v) %q, want 2.05 text/plain reading", m.Code, cf, ok, m.Payload)
+	}
+	// Unprotected, the resource is not served: the node answers 4.01,
+	// which shows the answer above came from the node's context.
+	if out := curl(t, "-g", "--path-as-is", "-o", "/dev/null", "-w", "%{http_code}", fmt.Sprintf("http://127.0.0.1:%d/hc/%s/oscore/temp", httpPort, node)); out != "403" {
+		t.Fatalf("unprotected GET: HTTP %s, want 403 (4.01)", out)
+	}
+}
+
+// readHeaders parses curl's -D output (the last response's header block).
+func readHeaders(t *testing.T, path string) http.Header {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := http.Header{}
+	for _, l := range strings.Split(string(b), "\r\n") {
+		if strings.HasPrefix(l, "HTTP/") {
+			h = http.Header{}
+			continue
+		}
+		if k, v, ok := strings.Cut(l, ":"); ok {
+			h.Add(strings.TrimSpace(k), strings.TrimSpace(v))
+		}
+	}
+	return h
+}
+
+// mosquitto is a real broker on 127.0.0.1 with persistence, so that a
+// SIGTERM and a start on the same port keep sessions and queued messages.
+type mosquitto struct {
+	t    *testing.T
+	port int
+	conf string
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+func startMosquitto(t *testing.T) *mosquitto {
+	t.Helper()
+	tool(t, "mosquitto")
+	dir := t.TempDir()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	b := &mosquitto{t: t, port: port, conf: filepath.Join(dir, "mosquitto.conf")}
+	conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\nmax_queued_messages 10000\n", port, dir)
+	if os.Getuid() == 0 {
+		// Else mosquitto becomes user mosquitto, who cannot write dir.
+		conf += "user root\n"
+	}
+	if err := os.WriteFile(b.conf, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	b.start()
+	t.Cleanup(b.stop)
+	return b
+}
+
+func (b *mosquitto) addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(b.port)) }
+
+func (b *mosquitto) start() {
+	b.t.Helper()
+	b.cmd = exec.Command(tool(b.t, "mosquitto"), "-c", b.conf)
+	logf, err := os.OpenFile(b.conf+".log", os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	defer logf.Close()
+	b.cmd.Stdout, b.cmd.Stderr = logf, logf
+	if err := b.cmd.Start(); err != nil {
+		b.t.Fatal(err)
+	}
+	b.done = make(chan struct{})
+	go func(cmd *exec.Cmd, done chan struct{}) { _ = cmd.Wait(); close(done) }(b.cmd, b.done)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if c, err := net.DialTimeout("tcp", b.addr(), 200*time.Millisecond); err == nil {
+			c.Close()
+			return
+		}
+	}
+	b.t.Fatal("mosquitto did not start listening")
+}
+
+// stop sends SIGTERM (mosquitto saves its persistence) and waits.
+func (b *mosquitto) stop() {
+	if b.cmd == nil {
+		return
+	}
+	_ = b.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-b.done:
+	case <-time.After(10 * time.Second):
+		_ = b.cmd.Process.Kill()
+		<-b.done
+	}
+	b.cmd = nil
+}
+
+func (b *mosquitto) log() string {
+	out, _ := os.ReadFile(b.conf + ".log")
+	return string(out)
+}
+
+// mqttConnect connects a paho MQTT v5 client with a clean session.
+func mqttConnect(ctx context.Context, addr, id string, onPublish func(*paho.Publish)) (*paho.Client, error) {
+	conn, err := (&net.Dialer{Timeout: 2 * time.Second}).DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	cfg := paho.ClientConfig{Conn: conn}
+	if onPublish != nil {
+		cfg.OnPublishReceived = []func(paho.PublishReceived) (bool, error){
+			func(pr paho.PublishReceived) (bool, error) { onPublish(pr.Packet); return true, nil },
+		}
+	}
+	cli := paho.NewClient(cfg)
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	ca, err := cli.Connect(cctx, &paho.Connect{ClientID: id, KeepAlive: 30, CleanStart: true})
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	if ca.ReasonCode != 0 {
+		conn.Close()
+		return nil, fmt.Errorf("connack reason %d", ca.ReasonCode)
+	}
+	return cli, nil
+}
+
+func mqttClose(cli *paho.Client) {
+	_ = cli.Disconnect(&paho.Disconnect{})
+	select {
+	case <-cli.Done():
+	case <-time.After(2 * time.Second):
+	}
+}
+
+// pathOpts turns "/ps/data/x" into Uri-Path options.
+func pathOpts(path string) coap.Options {
+	var o coap.Options
+	for _, seg := range strings.Split(strings.Trim(path, "/"), "/") {
+		o = o.Insert(coap.URIPath, []byte(seg))
+	}
+	return o
+}
+
+// createTopic creates a pub-sub topic on gatewayd with the CoAP client c
+// (draft-ietf-core-coap-pubsub §2.4.3) and returns its topic-data path.
+func createTopic(t *testing.T, c *coap.Endpoint, gw netip.AddrPort, name, data string, cf uint16) string {
+	t.Helper()
+	rt := pubsub.RTData
+	props := pubsub.Properties{TopicName: &name, TopicData: &data, ResourceType: &rt, TopicContentFormat: &cf}
+	body, err := props.Encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := c.Do(ctx, gw, &coap.Message{Type: coap.Confirmable, Code: coap.POST, Options: pathOpts("ps").SetUint(coap.ContentFormat, 65001), Payload: body})
+	if err != nil || resp.Code != coap.Created {
+		t.Fatalf("create topic: %v %v", resp, err)
+	}
+	got, err := pubsub.DecodeProperties(resp.Payload)
+	if err != nil || got.TopicData == nil {
+		t.Fatalf("created topic: %v %+v", err, got)
+	}
+	return *got.TopicData
+}
+
+func coapEndpoint(t *testing.T) *coap.Endpoint {
+	t.Helper()
+	u, err := coap.ListenUDP(t.Context(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := coap.NewEndpoint(u, coap.EndpointConfig{})
+	t.Cleanup(func() { e.Close() })
+	return e
+}
+
+// mqttGateway starts mosquitto and gatewayd (in process) with the sim
+// radio, the pub-sub broker and the mqtt plugin bridging the first node's
+// /signed/temp up to gw/node1/temp and gw/in/readings down to the topic-data
+// /ps/data/readings of gatewayd itself. It returns the broker, gatewayd's
+// address and the nodes' public key.
+func mqttGateway(t *testing.T) (*mosquitto, netip.AddrPort, []byte, any) {
+	t.Helper()
+	bin, sum := buildPlugin(t, "github.com/opaque-edge/gatewayd/plugins/mqtt/cmd/gatewayd-mqtt")
+	b := startMosquitto(t)
+	keyDir := t.TempDir()
+	priv, err := signed.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := signed.WritePrivateKeyFile(filepath.Join(keyDir, "node.key"), priv); err != nil {
+		t.Fatal(err)
+	}
+	kid, err := signed.KeyID(priv.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := freePort(t)
+	gw := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(proxy))
+	node := "coap://[" + simNodeAddr(0).String() + "]"
+	startGatewayd(t, fmt.Sprintf(`
+[proxy]
+listen = ["udp://127.0.0.1:%[1]d"]
+timeout = "10s"
+
+[metrics]
+listen = ""
+
+[pubsub]
+enabled = true
+state_dir = %[2]q
+min_publish_interval = "1ms"
+
+[[radio]]
+name = "sim"
+driver = "sim"
+[radio.sim]
+sign_key = %[3]q
+
+[[plugin]]
+name = "mqtt"
+path = %[4]q
+sha256 = %[5]q
+[plugin.config]
+broker = "mqtt://%[6]s"
+client_id = "gw-e2e"
+poll_min = 1
+poll_max = 3
+put_timeout = 10
+
+[[plugin.config.up]]
+observe = "%[7]s/signed/temp"
+topic = "gw/node1/temp"
+retain = true
+
+[[plugin.config.down]]
+topic = "gw/in/readings"
+put = "coap://127.0.0.1:%[1]d/ps/data/readings"
+`, proxy, t.TempDir(), filepath.Join(keyDir, "node.key"), bin, sum, b.addr(), node))
+	return b, gw, kid, priv.Public()
+}
+
+// The mqtt plugin against the real mosquitto: the node's signed readings
+// reach an MQTT subscriber byte for byte (each verifies against the node's
+// key for its URI and Content-Format 0), and what mosquitto_pub publishes
+// reaches a CoAP subscriber of a pub-sub topic on gatewayd byte for byte.
+func TestMQTTPluginBridgesSignedReadingsUpAndPublicationsDown(t *testing.T) {
+	b, gw, kid, pub := mqttGateway(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	defer cancel()
+
+	// Up: the plugin publishes each new representation of /signed/temp
+	// (retained, so the subscriber also gets the latest at once).
+	type msg struct {
+		payload []byte
+		cf      string
+	}
+	got := make(chan msg, 16)
+	sub, err := mqttConnect(ctx, b.addr(), "e2e-sub", func(p *paho.Publish) {
+		m := msg{payload: bytes.Clone(p.Payload)}
+		if p.Properties != nil {
+			m.cf = p.Properties.User.Get("coap-cf")
+		}
+		got <- m
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mqttClose(sub)
+	if _, err := sub.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "gw/node1/temp", QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	v := signed.NewVerifier(signed.VerifierConfig{})
+	if err := v.AddKey(kid, pub); err != nil {
+		t.Fatal(err)
+	}
+	uri := "coap://[" + simNodeAddr(0).String() + "]/signed/temp"
+	var counters []uint64
+	for len(counters) < 2 {
+		select {
+		case m := <-got:
+			payload, meta, err := v.Verify(m.payload, signed.Expectation{URI: uri, ContentFormat: 0})
+			if err != nil {
+				t.Fatalf("MQTT message %x does not verify: %v", m.payload, err)
+			}
+			if !simReadingRE.Match(payload) || m.cf != "18" {
+				t.Fatalf("signed payload %q, coap-cf %q", payload, m.cf)
+			}
+			counters = append(counters, meta.Counter)
+		case <-ctx.Done():
+			t.Fatalf("%d signed readings over MQTT before the deadline\n%s", len(counters), b.log())
+		}
+	}
+	t.Logf("up: %d signed representations verified, counters %v", len(counters), counters)
+
+	// Down: mosquitto_pub → plugin → PUT through gatewayd → topic-data.
+	c := coapEndpoint(t)
+	data := createTopic(t, c, gw, "readings", "/ps/data/readings", 42)
+	if data != "/ps/data/readings" && data != "ps/data/readings" {
+		t.Fatalf("topic-data %q", data)
+	}
+	mpub := func(args ...string) {
+		t.Helper()
+		out, err := exec.CommandContext(ctx, tool(t, "mosquitto_pub"), append([]string{"-V", "mqttv5", "-h", "127.0.0.1", "-p", strconv.Itoa(b.port), "-q", "1", "-t", "gw/in/readings"}, args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("mosquitto_pub: %v\n%s", err, out)
+		}
+	}
+	get := func() *coap.Message {
+		rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
+		defer rcancel()
+		resp, err := c.Do(rctx, gw, &coap.Message{Type: coap.Confirmable, Code: coap.GET, Options: pathOpts(data)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	// The first publication makes the topic fully created; until then a
+	// subscription would get 4.04.
+	mpub("-m", "first")
+	for resp := get(); resp.Code != coap.Content || string(resp.Payload) != "first"; resp = get() {
+		if ctx.Err() != nil {
+			t.Fatalf("topic-data after mosquitto_pub: %v %q", resp.Code, resp.Payload)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	notes := make(chan []byte, 16)
+	first, obs, err := c.Observe(ctx, gw, &coap.Message{Type: coap.Confirmable, Code: coap.GET, Options: pathOpts(data)}, func(m *coap.Message) {
+		notes <- bytes.Clone(m.Payload)
+	})
+	if err != nil || obs == nil {
+		t.Fatalf("subscribe: %v %v", first, err)
+	}
+	defer obs.Cancel(context.Background())
+	// Binary, with NUL, 0xff and CR LF: mosquitto_pub -f sends a file as is.
+	blob := []byte{0xd2, 0x84, 0x43, 0xa1, 0x01, 0x26, 0x00, 0xff, 0x0d, 0x0a, 0x00, 0x7f, 0x80}
+	file := filepath.Join(t.TempDir(), "blob")
+	if err := os.WriteFile(file, blob, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mpub("-f", file)
+	for {
+		select {
+		case n := <-notes:
+			if bytes.Equal(n, []byte("first")) {
+				continue // a notification of the state before
+			}
+			if !bytes.Equal(n, blob) {
+				t.Fatalf("CoAP subscriber got %x, want %x", n, blob)
+			}
+			return
+		case <-ctx.Done():
+			t.Fatal("the CoAP subscriber got no notification of the MQTT message")
+		}
+	}
+}
+
+// Restarting mosquitto mid-stream loses no acknowledged message, MQTT to
+// CoAP. "Acknowledged" is end to end across the bridge: a message counts
+// once mosquitto has sent its PUBACK to the publisher. From then on it is
+// mosquitto's (kept in the plugin's persistent session, saved across the
+// SIGTERM by persistence), and the plugin acknowledges a message to
+// mosquitto only after gatewayd answered its PUT, so every acknowledged
+// message must reach the CoAP subscriber of the topic, in publication
+// order. The publisher retries a message until it is acknowledged, so
+// every number is acknowledged in the end; a retried one may arrive twice
+// (QoS 1 is at least once), and duplicates are allowed, reordering is not.
+func TestMQTTPluginLosesNoAcknowledgedMessageWhenMosquittoRestarts(t *testing.T) {
+	b, gw, _, _ := mqttGateway(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
+	defer cancel()
+	c := coapEndpoint(t)
+	data := createTopic(t, c, gw, "readings", "/ps/data/readings", 0)
+
+	// Make the topic fully created, then subscribe.
+	var mu sync.Mutex
+	var arrived []int // guarded by mu: the sequence numbers the CoAP subscriber saw
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		out, err := exec.Command(tool(t, "mosquitto_pub"), "-V", "mqttv5", "-h", "127.0.0.1", "-p", strconv.Itoa(b.port), "-q", "1", "-t", "gw/in/readings", "-m", "-1").CombinedOutput()
+		if err != nil {
+			t.Fatalf("mosquitto_pub: %v\n%s", err, out)
+		}
+		rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
+		resp, err := c.Do(rctx, gw, &coap.Message{Type: coap.Confirmable, Code: coap.GET, Options: pathOpts(data)})
+		rcancel()
+		if err == nil && resp.Code == coap.Content {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("topic never got the first publication: %v %v", resp, err)
+		}
+	}
+	first, obs, err := c.Observe(ctx, gw, &coap.Message{Type: coap.Confirmable, Code: coap.GET, Options: pathOpts(data)}, func(m *coap.Message) {
+		n, err := strconv.Atoi(string(m.Payload))
+		if err != nil || m.Code != coap.Content {
+			return
+		}
+		mu.Lock()
+		arrived = append(arrived, n)
+		mu.Unlock()
+	})
+	if err != nil || obs == nil {
+		t.Fatalf("subscribe: %v %v", first, err)
+	}
+	defer obs.Cancel(context.Background())
+
+	// The publisher: numbers 0..total-1, each until its PUBACK came, over
+	// a connection made again whenever mosquitto goes away.
+	const total = 60
+	var (
+		acked    []int
+		attempts int
+		cli      *paho.Client
+	)
+	restarted := make(chan struct{})
+	go func() {
+		defer close(restarted)
+		// Mid-stream: after about a third has been acknowledged.
+		for {
+			mu.Lock()
+			n := len(arrived)
+			mu.Unlock()
+			if n >= total/3 || ctx.Err() != nil {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		b.stop()
+		time.Sleep(300 * time.Millisecond)
+		b.start()
+	}()
+	for n := 0; n < total; {
+		if ctx.Err() != nil {
+			t.Fatalf("publisher: %d of %d acknowledged before the deadline", len(acked), total)
+		}
+		if cli == nil {
+			var err error
+			if cli, err = mqttConnect(ctx, b.addr(), "e2e-pub", nil); err != nil {
+				time.Sleep(100 * time.Millisecond)
+				continue
+			}
+		}
+		attempts++
+		pctx, pcancel := context.WithTimeout(ctx, 3*time.Second)
+		_, err := cli.Publish(pctx, &paho.Publish{QoS: 1, Topic: "gw/in/readings", Payload: []byte(strconv.Itoa(n))})
+		pcancel()
+		if err != nil {
+			mqttClose(cli)
+			cli = nil
+			continue
+		}
+		acked = append(acked, n)
+		n++
+		time.Sleep(20 * time.Millisecond)
+	}
+	mqttClose(cli)
+	<-restarted
+
+	// Every acknowledged number arrives, first occurrences in order.
+	var seen []int
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		mu.Lock()
+		seen = append(seen[:0], arrived...)
+		mu.Unlock()
+		if slices.Contains(seen, total-1) || time.Now().After(deadline) {
+			break
+		}
+	}
+	var firsts []int
+	dups := 0
+	for _, n := range seen {
+		if slices.Contains(firsts, n) {
+			dups++
+			continue
+		}
+		firsts = append(firsts, n)
+	}
+	if !slices.IsSorted(firsts) {
+		t.Errorf("the CoAP subscriber saw them out of order: %v", seen)
+	}
+	var missing []int
+	for _, n := range acked {
+		if !slices.Contains(firsts, n) {
+			missing = append(missing, n)
+		}
+	}
+	t.Logf("published %d numbers in %d attempts, %d acknowledged; the CoAP subscriber got %d notifications, %d distinct, %d duplicates",
+		total, attempts, len(acked), len(seen), len(firsts), dups)
+	if len(missing) > 0 {
+		t.Fatalf("acknowledged but never delivered: %v\nsubscriber saw %v\nmosquitto log:\n%s", missing, seen, b.log())
+	}
+}
