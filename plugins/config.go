@@ -24,7 +24,24 @@ type Config struct {
 	SHA256 string `toml:"sha256"`
 	// Config is passed to the plugin's Init as JSON; its keys are the
 	// plugin's business.
-	Config map[string]any `toml:"config"`
+	Config Table `toml:"config"`
+}
+
+// Table is a plugin's config table, kept as decoded. Its keys are the
+// plugin's to check (its Init refuses unknown ones), not gatewayd's.
+type Table map[string]any
+
+// UnmarshalTOML keeps the table whole. Being an Unmarshaler also tells the
+// TOML decoder that every key below it is used: gatewayd refuses unknown
+// keys, and the decoder counts keys inside arrays of tables stored in a
+// plain map ([[plugin.config.up]]) as unknown.
+func (t *Table) UnmarshalTOML(data any) error {
+	m, ok := data.(map[string]any)
+	if !ok {
+		return fmt.Errorf("%w: config: want a table, not %T", ErrConfig, data)
+	}
+	*t = m
+	return nil
 }
 
 // Defaults returns c with Path made absolute and SHA256 in lower case.

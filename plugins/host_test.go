@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -430,4 +431,62 @@ func TestCloseIsIdempotentAndStopsPlugins(t *testing.T) {
 	if !errors.As(err, &ce) || ce.Code != coap.ServiceUnavailable {
 		t.Errorf("after Close: err = %v, want 5.03", err)
 	}
+}
+
+// A plugin's own warning on stderr reaches gatewayd's log as a warning:
+// go-plugin alone would log it at Debug, below gatewayd's default level.
+func TestPluginStderrWarningIsLoggedAsWarning(t *testing.T) {
+	var buf syncLog
+	log := slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	h, err := New(ctx, []Config{echoConfig("echo", "echo")}, nil, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.Close() })
+	if _, err := translator(t, h, "echo").RoundTrip(t.Context(), "echo://node/warn", &coap.Message{Code: coap.GET, Payload: []byte("disk almost full")}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		s := buf.String()
+		if strings.Contains(s, "level=WARN") && strings.Contains(s, "disk almost full") && strings.Contains(s, "plugin=echo") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no warning in the log:\n%s", s)
+		}
+	}
+}
+
+// A plugin line is clipped, and a line split over writes is one record.
+func TestStderrLogJoinsAndClipsLines(t *testing.T) {
+	var buf syncLog
+	w := &stderrLog{log: slog.New(slog.NewTextHandler(&buf, nil))}
+	w.Write([]byte("[ERROR] half"))
+	w.Write([]byte(" and half"))
+	w.Write([]byte("\n"))
+	w.Write([]byte(strings.Repeat("x", 5000) + "\n{\"@level\":\"info\"}\n"))
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[0], "level=ERROR") || !strings.Contains(lines[0], "half and half") ||
+		len(lines[1]) > maxLogLine+200 || !strings.Contains(lines[1], "…") {
+		t.Fatalf("log:\n%s", buf.String())
+	}
+}
+
+type syncLog struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncLog) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncLog) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

@@ -1,10 +1,10 @@
 package plugins
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math"
 	"net/netip"
@@ -134,8 +134,14 @@ func (p *plug) start(ctx context.Context) (inst *instance, err error) {
 		SkipHostEnv:      true,
 		StartTimeout:     startTimeout,
 		Logger:           newHCLog(p.log),
-		// A plugin's stdout and stderr end up in gatewayd's log.
-		Stderr: io.Discard,
+		// What the plugin writes to os.Stdout and os.Stderr comes over
+		// go-plugin's stdio stream (discarded unless these are set) and is
+		// logged at the level each line names; the process's own stderr
+		// (before Serve, or a crash) comes through Stderr. go-plugin alone
+		// logs such lines at Debug, below gatewayd's usual level.
+		SyncStdout: &stderrLog{log: p.log.With("stream", "stdout")},
+		SyncStderr: &stderrLog{log: p.log.With("stream", "stderr")},
+		Stderr:     &stderrLog{log: p.log.With("stream", "stderr")},
 	})
 	var startErr error
 	if err := p.h.onStarter(ctx, func() {
@@ -399,6 +405,60 @@ func newHCLog(log *slog.Logger) hclog.Logger {
 		Output:      &logWriter{log: log},
 		DisableTime: true,
 	})
+}
+
+// stderrLog logs a plugin's stderr lines at the level each names: slog's
+// "level=WARN", or a "[WARN]" prefix; Info otherwise. hclog JSON lines are
+// left to go-plugin, which logs them at their level through newHCLog.
+type stderrLog struct {
+	log *slog.Logger
+	mu  sync.Mutex
+	buf []byte // guarded by mu: a partial line
+}
+
+// maxLogLine clips what one plugin line puts into gatewayd's log.
+const maxLogLine = 1024
+
+func (w *stderrLog) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for rest := b; len(rest) > 0; {
+		i := bytes.IndexByte(rest, '\n')
+		if i < 0 {
+			if room := maxLogLine + 1 - len(w.buf); room > 0 {
+				w.buf = append(w.buf, rest[:min(len(rest), room)]...)
+			}
+			break
+		}
+		if room := maxLogLine + 1 - len(w.buf); room > 0 {
+			w.buf = append(w.buf, rest[:min(i, room)]...)
+		}
+		w.line(string(w.buf))
+		w.buf = w.buf[:0]
+		rest = rest[i+1:]
+	}
+	return len(b), nil
+}
+
+func (w *stderrLog) line(s string) {
+	s = strings.TrimRight(s, "\r")
+	if s == "" || strings.HasPrefix(s, "{") {
+		return
+	}
+	if len(s) > maxLogLine {
+		s = s[:maxLogLine] + "…"
+	}
+	level := slog.LevelInfo
+	switch {
+	case strings.Contains(s, "level=ERROR"), strings.HasPrefix(s, "[ERROR]"),
+		strings.HasPrefix(s, "panic: "), strings.HasPrefix(s, "fatal error: "):
+		level = slog.LevelError
+	case strings.Contains(s, "level=WARN"), strings.HasPrefix(s, "[WARN]"):
+		level = slog.LevelWarn
+	case strings.Contains(s, "level=DEBUG"), strings.HasPrefix(s, "[DEBUG]"), strings.HasPrefix(s, "[TRACE]"):
+		level = slog.LevelDebug
+	}
+	w.log.Log(context.Background(), level, "plugin output", "line", strings.ToValidUTF8(s, "?"))
 }
 
 // logWriter turns hclog's lines into slog records, clipped.

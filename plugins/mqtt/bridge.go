@@ -345,12 +345,18 @@ func (b *Bridge) onPublish(ctx context.Context) func(paho.PublishReceived) (bool
 		p := pr.Packet
 		b.received.Add(1)
 		handled := false
+		settled := true
 		for _, m := range b.cfg.Down {
 			if match(m.Topic, p.Topic) {
-				b.put(ctx, m, p)
+				settled = b.put(ctx, m, p)
 				handled = true
 				break
 			}
+		}
+		if !settled {
+			// Stopping before the PUT was answered: no PUBACK, so the
+			// broker sends the message again on the next session.
+			return handled, nil
 		}
 		if err := pr.Client.Ack(p); err != nil {
 			b.log.Debug("ack failed", "err", err)
@@ -359,35 +365,76 @@ func (b *Bridge) onPublish(ctx context.Context) func(paho.PublishReceived) (bool
 	}
 }
 
-func (b *Bridge) put(ctx context.Context, m Down, p *paho.Publish) {
+// put PUTs one message and reports whether it is settled: delivered, or
+// failed for good. It is not settled when ctx ended first.
+func (b *Bridge) put(ctx context.Context, m Down, p *paho.Publish) bool {
 	req := &coap.Message{Type: coap.Confirmable, Code: coap.PUT, Payload: p.Payload}
 	req.Options = req.Options.Insert(coap.ProxyURI, []byte(m.Put))
 	if cf, ok := contentFormat(p.Properties, m.ContentFormat); ok {
 		req.Options = req.Options.SetUint(coap.ContentFormat, uint32(cf))
 	}
+	timeout := time.Duration(b.cfg.PutTimeout) * time.Second
+	giveUp := time.Now().Add(timeout)
 	var wait time.Duration
-	for try := 0; try < 3; try++ {
-		pctx, cancel := context.WithTimeout(ctx, time.Duration(b.cfg.PutTimeout)*time.Second)
+	for try := 0; try < 3; {
+		pctx, cancel := context.WithTimeout(ctx, timeout)
 		resp, err := b.do(pctx, req, false)
 		cancel()
+		if ctx.Err() != nil {
+			return false
+		}
 		if err == nil {
 			if resp != nil && resp.Code.Class() == 2 {
 				b.delivered.Add(1)
-			} else {
-				b.failed.Add(1)
-				b.log.Warn("put refused", "uri", m.Put, "resp", resp)
+				return true
 			}
-			return
+			if d, ok := retryAfter(resp); ok && time.Now().Add(d).Before(giveUp) {
+				// 4.29 and 5.03 say when to try again (RFC 8516 §2, RFC
+				// 7252 §5.9.3.4): a pub-sub topic's rate limit or a
+				// restarting upstream is no reason to drop a message.
+				if !sleep(ctx, d) {
+					return false
+				}
+				continue
+			}
+			b.failed.Add(1)
+			b.log.Warn("put refused", "uri", m.Put, "resp", resp)
+			return true
 		}
 		var ce *coap.Error
-		if errors.As(err, &ce) || ctx.Err() != nil {
+		if errors.As(err, &ce) {
 			break // an answer, not a transport failure: retrying will not help
 		}
-		if !backoff(ctx, &wait) {
-			break
+		if try++; try < 3 && !backoff(ctx, &wait) {
+			return false
 		}
 	}
 	b.failed.Add(1)
+	return true
+}
+
+// retryAfter is how long a 4.29 or 5.03 response asks to wait: its
+// Max-Age, at least 100 ms; 1 s without one.
+func retryAfter(resp *coap.Message) (time.Duration, bool) {
+	if resp == nil || (resp.Code != coap.TooManyRequests && resp.Code != coap.ServiceUnavailable) {
+		return 0, false
+	}
+	d := time.Second
+	if v, ok := resp.Options.Uint(coap.MaxAge); ok {
+		d = max(time.Duration(v)*time.Second, 100*time.Millisecond)
+	}
+	return d, true
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }
 
 // contentFormat finds the CoAP content format of an MQTT message: the

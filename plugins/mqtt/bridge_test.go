@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -196,4 +197,104 @@ func TestBrokerRestartLosesNothingAcknowledged(t *testing.T) {
 		}
 	}
 	t.Logf("%d published, %d delivered to mosquitto_sub (%d unique), %d connects", s.Published, len(lines), len(got), s.Connects)
+}
+
+// A PUT answered 4.29 (a pub-sub topic's min_publish_interval) is tried
+// again after its Max-Age and delivered, not counted as failed and
+// acknowledged away.
+func TestPutAnswered429IsRetriedAfterMaxAge(t *testing.T) {
+	need(t, "mosquitto", "mosquitto_pub")
+	br := startBroker(t)
+	var mu sync.Mutex
+	var codes []coap.Code // guarded by mu: the answers given, in order
+	do := func(ctx context.Context, req *coap.Message, _ bool) (*coap.Message, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		resp := &coap.Message{Code: coap.Changed}
+		if len(codes) == 0 {
+			resp.Code = coap.TooManyRequests
+			resp.Options = resp.Options.SetUint(coap.MaxAge, 0) // at once (100 ms floor)
+		}
+		codes = append(codes, resp.Code)
+		return resp, nil
+	}
+	b, err := New(Config{
+		Broker: br.url(), ClientID: "gw-test-429",
+		Down: []Down{{Topic: "gw/test/429", Put: "coap://[fd00::1]/ps/data/t"}},
+	}, do, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runBridge(t, b)
+	waitFor(t, "the subscription", 5*time.Second, func() bool { return b.Stats().Connects > 0 })
+	out, err := exec.Command("mosquitto_pub", "-V", "mqttv5", "-p", itoa(br.port), "-h", "127.0.0.1", "-q", "1",
+		"-t", "gw/test/429", "-m", "21.5").CombinedOutput()
+	if err != nil {
+		t.Fatalf("mosquitto_pub: %v\n%s", err, out)
+	}
+	waitFor(t, "the delivery", 5*time.Second, func() bool { return b.Stats().Delivered == 1 })
+	mu.Lock()
+	defer mu.Unlock()
+	if st := b.Stats(); st.Failed != 0 || len(codes) != 2 {
+		t.Fatalf("answers %v, stats %+v", codes, st)
+	}
+}
+
+// A PUT still unanswered when the bridge stops is not acknowledged: the
+// broker keeps the message for the session and sends it again.
+func TestMessageNotAcknowledgedWhenStoppedBeforeThePUTIsAnswered(t *testing.T) {
+	need(t, "mosquitto", "mosquitto_pub")
+	br := startBroker(t)
+	started := make(chan struct{}, 1)
+	blocking := func(ctx context.Context, req *coap.Message, _ bool) (*coap.Message, error) {
+		select {
+		case started <- struct{}{}:
+		default:
+		}
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	cfg := Config{
+		Broker: br.url(), ClientID: "gw-test-stop",
+		Down: []Down{{Topic: "gw/test/stop", Put: "coap://[fd00::1]/ps/data/t"}},
+	}
+	b, err := New(cfg, blocking, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- b.Run(ctx) }()
+	waitFor(t, "the subscription", 5*time.Second, func() bool { return b.Stats().Connects > 0 })
+	if out, err := exec.Command("mosquitto_pub", "-V", "mqttv5", "-p", itoa(br.port), "-h", "127.0.0.1", "-q", "1",
+		"-t", "gw/test/stop", "-m", "keep me").CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_pub: %v\n%s", err, out)
+	}
+	select {
+	case <-started:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no PUT")
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// The same session again: the broker redelivers the message.
+	got := make(chan string, 4)
+	b2, err := New(cfg, func(ctx context.Context, req *coap.Message, _ bool) (*coap.Message, error) {
+		got <- string(req.Payload)
+		return &coap.Message{Code: coap.Changed}, nil
+	}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runBridge(t, b2)
+	select {
+	case p := <-got:
+		if p != "keep me" {
+			t.Fatalf("redelivered %q", p)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the message was not sent again; stats %+v", b2.Stats())
+	}
 }

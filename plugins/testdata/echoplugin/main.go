@@ -7,6 +7,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -38,6 +39,9 @@ func (e *echo) RoundTrip(ctx context.Context, target string, req *coap.Message) 
 		panic("asked to")
 	case strings.HasSuffix(target, "/fail"):
 		return nil, coap.Errorf(coap.GatewayTimeout, "asked to fail")
+	case strings.HasSuffix(target, "/warn"):
+		// A plugin's own log line, as log/slog's text handler writes it.
+		fmt.Fprintf(os.Stderr, "time=2026-01-01T00:00:00Z level=WARN msg=%q\n", string(req.Payload))
 	case strings.HasSuffix(target, "/slow"):
 		select {
 		case <-ctx.Done():
