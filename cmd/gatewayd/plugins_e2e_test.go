@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -570,6 +571,20 @@ func TestMQTTPluginBridgesSignedReadingsUpAndPublicationsDown(t *testing.T) {
 		}
 	}
 	t.Logf("up: %d signed representations verified, counters %v", len(counters), counters)
+	// And with mosquitto's own client: the retained message, raw (-N),
+	// is the signed representation byte for byte.
+	sctx, scancel := context.WithTimeout(ctx, 15*time.Second)
+	raw, err := exec.CommandContext(sctx, tool(t, "mosquitto_sub"), "-h", "127.0.0.1", "-p", strconv.Itoa(b.port),
+		"-t", "gw/node1/temp", "-C", "1", "-N").Output()
+	scancel()
+	if err != nil {
+		t.Fatalf("mosquitto_sub: %v", err)
+	}
+	if payload, _, err := v.Verify(raw, signed.Expectation{URI: uri, ContentFormat: 0}); err != nil && !errors.Is(err, signed.ErrStale) {
+		t.Fatalf("mosquitto_sub's message %x does not verify: %v", raw, err)
+	} else if err == nil && !simReadingRE.Match(payload) {
+		t.Fatalf("mosquitto_sub's payload %q", payload)
+	}
 
 	// Down: mosquitto_pub → plugin → PUT through gatewayd → topic-data.
 	c := coapEndpoint(t)
