@@ -384,6 +384,8 @@ func (c *Conn) receive(b []byte) {
 	if src := u.Src.Addr(); !src.IsMulticast() && !src.IsUnspecified() {
 		if derived, _ := f.Src.IID(); derived != iidOf(src) {
 			c.nbr.learn(src, f.Src)
+		} else {
+			c.nbr.forget(src)
 		}
 	}
 	d := datagram{from: u.Src, data: append([]byte(nil), u.Payload...)}

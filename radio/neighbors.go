@@ -75,6 +75,18 @@ func (n *neighbors) learn(ip netip.Addr, m mac.Addr) bool {
 	return true
 }
 
+// forget drops a learned entry: the address was seen from the MAC its IID
+// derives from, which needs no entry and must not be shadowed by one a
+// spoofed frame left behind.
+func (n *neighbors) forget(ip netip.Addr) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if e, ok := n.byIP[ip]; ok {
+		delete(n.byIP, ip)
+		n.lru.Remove(e)
+	}
+}
+
 func (n *neighbors) len() int {
 	n.mu.Lock()
 	defer n.mu.Unlock()

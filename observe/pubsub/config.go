@@ -132,6 +132,12 @@ func checkPath(p string) error {
 			return fmt.Errorf("%w: path segment %q must be 1-63 of A-Z a-z 0-9 . _ ~ -", ErrConfig, s)
 		}
 	}
+	// The longest topic-data URI, "/<path>/data/<63-byte segment>", must
+	// fit a CBOR text property of 255 bytes, or a topic would be
+	// acknowledged and then not load after a restart.
+	if n := len("/") + len(p) + len("/data/") + 63; n > 255 {
+		return fmt.Errorf("%w: path %q is too long: topic-data URIs would reach %d bytes (at most 255)", ErrConfig, p, n)
+	}
 	return nil
 }
 

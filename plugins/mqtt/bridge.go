@@ -286,6 +286,12 @@ func (b *Bridge) dial(ctx context.Context) (net.Conn, error) {
 	return d.DialContext(ctx, "tcp", host)
 }
 
+// Limits the bridge announces to the broker.
+const (
+	maxInFlightDown = 16       // unacknowledged QoS 1 messages the broker may send
+	maxPacketSize   = 64 << 10 // bytes: larger publications are not delivered to us
+)
+
 func (b *Bridge) connect(ctx context.Context) (*paho.Client, error) {
 	conn, err := b.dial(ctx)
 	if err != nil {
@@ -300,11 +306,15 @@ func (b *Bridge) connect(ctx context.Context) (*paho.Client, error) {
 		OnServerDisconnect:         func(d *paho.Disconnect) { b.log.Info("broker disconnected us", "reason", d.ReasonCode) },
 	})
 	expiry := *b.cfg.SessionExpiry
+	// Bound what the broker may push at us before we acknowledge (MQTT v5
+	// §3.1.2.11.3-4): down messages are handled one at a time, and without
+	// these the client would buffer up to 65535 messages of any size.
+	receiveMax, maxPacket := uint16(maxInFlightDown), uint32(maxPacketSize)
 	cp := &paho.Connect{
 		ClientID:   b.cfg.ClientID,
 		KeepAlive:  b.cfg.KeepAlive,
 		CleanStart: expiry == 0,
-		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry},
+		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry, ReceiveMaximum: &receiveMax, MaximumPacketSize: &maxPacket},
 	}
 	if b.cfg.Username != "" {
 		cp.Username, cp.UsernameFlag = b.cfg.Username, true

@@ -3,6 +3,7 @@ package mqtt
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -35,6 +36,9 @@ func PollObserve(do DoFunc, minEvery, maxEvery time.Duration) ObserveFunc {
 		first, err := get(ctx)
 		if err != nil {
 			return nil, err
+		}
+		if first == nil {
+			return nil, fmt.Errorf("mqtt: observe %s: no response", uri)
 		}
 		pctx, cancel := context.WithCancel(ctx)
 		var wg sync.WaitGroup
