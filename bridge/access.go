@@ -10,7 +10,8 @@ import (
 )
 
 // maxBuckets bounds the rate limiter's memory: past it, idle (full)
-// buckets are forgotten first, then the bucket of the newcomer is shared.
+// buckets are forgotten, at most once a second; while the table stays
+// full, newcomers share one overflow bucket.
 const maxBuckets = 10000
 
 type bucket struct {
@@ -24,8 +25,10 @@ type limiter struct {
 	burst float64
 	now   func() time.Time
 
-	mu      sync.Mutex
-	buckets map[netip.Addr]*bucket // guarded by mu
+	mu        sync.Mutex
+	buckets   map[netip.Addr]*bucket // guarded by mu
+	overflow  bucket                 // guarded by mu: shared by clients that found the table full
+	lastPrune time.Time              // guarded by mu
 }
 
 func (l *limiter) allow(a netip.Addr) (ok bool, retry time.Duration) {
@@ -34,12 +37,18 @@ func (l *limiter) allow(a netip.Addr) (ok bool, retry time.Duration) {
 	defer l.mu.Unlock()
 	b := l.buckets[a]
 	if b == nil {
-		if len(l.buckets) >= maxBuckets {
+		if len(l.buckets) >= maxBuckets && now.Sub(l.lastPrune) >= time.Second {
 			l.prune(now)
+			l.lastPrune = now
 		}
-		b = &bucket{tokens: l.burst, last: now}
 		if len(l.buckets) < maxBuckets {
+			b = &bucket{tokens: l.burst, last: now}
 			l.buckets[a] = b
+		} else {
+			if l.overflow.last.IsZero() {
+				l.overflow = bucket{tokens: l.burst, last: now}
+			}
+			b = &l.overflow
 		}
 	}
 	b.tokens = min(l.burst, b.tokens+now.Sub(b.last).Seconds()*l.rate)

@@ -8,14 +8,24 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/pion/dtls/v3"
 
 	"github.com/opaque-edge/gatewayd/coap"
 )
 
-// maxDTLSSessions bounds the sessions a DTLS listener keeps.
-const maxDTLSSessions = 1024
+// Bounds of a DTLS listener. A datagram that looks like a ClientHello
+// costs a handshake slot until the handshake ends or times out, so slots
+// are few and short; sessions end when idle, so a client that changed its
+// port (NAT rebinding, a reboot) does not hold one for ever.
+const (
+	maxDTLSSessions   = 1024
+	maxDTLSHandshakes = 128
+	handshakeTimeout  = 2 * time.Second
+	sessionIdle       = 5 * time.Minute
+	dtlsReadBuffer    = 16 << 10 // a DTLS record's plaintext is at most 2^14 bytes
+)
 
 // DTLS is a coap.Transport over a DTLS 1.2 listener with pre-shared keys
 // (RFC 7252 §9.1.3.1: TLS_PSK_WITH_AES_128_CCM_8). Each session gets one
@@ -27,6 +37,7 @@ type DTLS struct {
 	done chan struct{}
 	wg   sync.WaitGroup
 	once sync.Once
+	hs   chan struct{} // handshake slots
 
 	mu    sync.Mutex
 	conns map[netip.AddrPort]net.Conn // guarded by mu
@@ -56,7 +67,7 @@ func ListenDTLS(ctx context.Context, addr netip.AddrPort, keys map[string][]byte
 	if err != nil {
 		return nil, fmt.Errorf("bridge: dtls listen %v: %w", addr, err)
 	}
-	d := &DTLS{l: l, log: log, in: make(chan dgram, 256), done: make(chan struct{}), conns: map[netip.AddrPort]net.Conn{}}
+	d := &DTLS{l: l, log: log, in: make(chan dgram, 256), done: make(chan struct{}), hs: make(chan struct{}, maxDTLSHandshakes), conns: map[netip.AddrPort]net.Conn{}}
 	d.wg.Add(1)
 	go d.accept()
 	return d, nil
@@ -80,30 +91,71 @@ func (d *DTLS) accept() {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			d.log.Debug("handshake failed", "err", err)
+			d.log.Debug("accept failed", "err", err)
 			continue
 		}
-		peer := c.RemoteAddr().(*net.UDPAddr).AddrPort()
-		peer = netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port())
-		d.mu.Lock()
-		if len(d.conns) >= maxDTLSSessions {
-			d.mu.Unlock()
-			d.log.Warn("too many DTLS sessions; refusing", "peer", peer)
+		select {
+		case d.hs <- struct{}{}:
+		default:
+			// Too many handshakes under way: drop this one; a real client
+			// retries its ClientHello.
 			c.Close()
 			continue
 		}
-		if old, ok := d.conns[peer]; ok {
-			old.Close()
-		}
-		d.conns[peer] = c
-		d.mu.Unlock()
 		d.wg.Add(1)
-		go d.read(c, peer)
+		go d.session(c)
 	}
 }
 
-func (d *DTLS) read(c net.Conn, peer netip.AddrPort) {
+// session completes the handshake within handshakeTimeout, then reads the
+// session until it fails, idles out or the listener closes.
+func (d *DTLS) session(c net.Conn) {
 	defer d.wg.Done()
+	peer := c.RemoteAddr().(*net.UDPAddr).AddrPort()
+	peer = netip.AddrPortFrom(peer.Addr().Unmap(), peer.Port())
+	ctx, cancel := context.WithTimeout(context.Background(), handshakeTimeout)
+	go func() { // Close ends a handshake under way
+
+		select {
+		case <-d.done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	var err error
+	if dc, ok := c.(*dtls.Conn); ok {
+		err = dc.HandshakeContext(ctx)
+	}
+	cancel()
+	<-d.hs
+	if err != nil {
+		d.log.Debug("handshake failed", "peer", peer, "err", err)
+		c.Close()
+		return
+	}
+	d.mu.Lock()
+	if len(d.conns) >= maxDTLSSessions {
+		d.mu.Unlock()
+		d.log.Warn("too many DTLS sessions; refusing", "peer", peer)
+		c.Close()
+		return
+	}
+	select {
+	case <-d.done:
+		d.mu.Unlock()
+		c.Close()
+		return
+	default:
+	}
+	if old, ok := d.conns[peer]; ok {
+		old.Close()
+	}
+	d.conns[peer] = c
+	d.mu.Unlock()
+	d.read(c, peer)
+}
+
+func (d *DTLS) read(c net.Conn, peer netip.AddrPort) {
 	defer func() {
 		d.mu.Lock()
 		if d.conns[peer] == c {
@@ -112,8 +164,9 @@ func (d *DTLS) read(c net.Conn, peer netip.AddrPort) {
 		d.mu.Unlock()
 		c.Close()
 	}()
-	buf := make([]byte, 2048)
+	buf := make([]byte, dtlsReadBuffer)
 	for {
+		c.SetReadDeadline(time.Now().Add(sessionIdle))
 		n, err := c.Read(buf)
 		if err != nil {
 			return

@@ -61,8 +61,22 @@ func (p *Proxy) prober(ctx context.Context) (*coap.Endpoint, error) {
 	return p.probe, nil
 }
 
-// isProbe reports the proxy's own probe socket.
+// isProbe reports the proxy's own probe socket: its port, from loopback
+// or from the address of one of the listeners it probes (a datagram to a
+// LAN address of this host comes from that address).
 func (p *Proxy) isProbe(peer netip.AddrPort) bool {
 	port := p.probePort.Load()
-	return port != 0 && uint32(peer.Port()) == port && peer.Addr().IsLoopback()
+	if port == 0 || uint32(peer.Port()) != port {
+		return false
+	}
+	a := peer.Addr().Unmap()
+	if a.IsLoopback() {
+		return true
+	}
+	for _, l := range p.addrs {
+		if l.Addr().Unmap() == a {
+			return true
+		}
+	}
+	return false
 }

@@ -375,9 +375,10 @@ func (p *Proxy) buildChain(cfg Config) (*chainState, error) {
 
 // Reload swaps in what a new configuration changes of the request path:
 // [proxy] allow, clients, timeout, next_hop, hop_limit, name, rate, burst,
-// and the routes. Sockets, radios, the cache, observers and the broker
-// stay as they are; changes to their sections are reported in the
-// returned list and need a restart. An invalid cfg changes nothing.
+// and the routes. Sockets, radios, the cache, observers, the broker and
+// plugins stay as they are; changes to their sections are reported in the
+// returned list and need a restart. An invalid cfg changes nothing. The
+// rate limiter starts afresh.
 func (p *Proxy) Reload(cfg Config) (needsRestart []string, err error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -395,6 +396,7 @@ func (p *Proxy) Reload(cfg Config) (needsRestart []string, err error) {
 		"observe": cfg.Observe != old.Observe,
 		"pubsub":  cfg.PubSub != old.PubSub,
 		"metrics": cfg.Metrics != old.Metrics,
+		"plugin":  !reflect.DeepEqual(cfg.Plugin, old.Plugin),
 	} {
 		if changed {
 			needsRestart = append(needsRestart, name)
@@ -403,7 +405,7 @@ func (p *Proxy) Reload(cfg Config) (needsRestart []string, err error) {
 	slices.Sort(needsRestart)
 	// Keep what cannot change live, so the chain matches what runs.
 	cfg.Proxy.Listen, cfg.Proxy.PSKFile = old.Proxy.Listen, old.Proxy.PSKFile
-	cfg.Radio, cfg.Cache, cfg.Observe, cfg.PubSub, cfg.Metrics = old.Radio, old.Cache, old.Observe, old.PubSub, old.Metrics
+	cfg.Radio, cfg.Cache, cfg.Observe, cfg.PubSub, cfg.Metrics, cfg.Plugin = old.Radio, old.Cache, old.Observe, old.PubSub, old.Metrics, old.Plugin
 	c, err := p.buildChain(cfg)
 	if err != nil {
 		return nil, err

@@ -96,6 +96,9 @@ func (r *router) stage(next coap.Handler) coap.Handler {
 				return coap.Errorf(coap.BadOption, "unknown unsafe option %d", o.ID)
 			}
 		}
+		// The timeout bounds the whole exchange, name resolution included.
+		ctx, cancel := context.WithTimeout(ctx, r.timeout)
+		defer cancel()
 		dst, out, tr, err := r.target(ctx, req.Msg)
 		if err != nil {
 			return err
@@ -107,8 +110,6 @@ func (r *router) stage(next coap.Handler) coap.Handler {
 				return &coap.Error{Code: coap.InternalServerError, MaxAge: -1, Err: err}
 			}
 		}
-		ctx, cancel := context.WithTimeout(ctx, r.timeout)
-		defer cancel()
 		var up Upstream = r.upstream(dst.Addr())
 		if tr != nil {
 			up = tr
@@ -221,6 +222,9 @@ func (r *router) resolve(ctx context.Context, u *coap.URI) (netip.AddrPort, erro
 		addr = a
 	} else {
 		addrs, err := r.lookup(ctx, u.Host)
+		if ctx.Err() != nil {
+			return netip.AddrPort{}, &coap.Error{Code: coap.GatewayTimeout, Diagnostic: "resolving " + u.Host, MaxAge: -1, Err: ctx.Err()}
+		}
 		if err != nil || len(addrs) == 0 {
 			return netip.AddrPort{}, coap.Errorf(coap.BadGateway, "cannot resolve %q", u.Host)
 		}

@@ -88,6 +88,7 @@ type outCon struct {
 	tries   int
 	timer   *time.Timer
 	fin     func(ack *Message, err error) // called once, without e.mu held
+	token   string                        // of a request: a piggybacked response must carry it
 }
 
 // call is a client exchange awaiting its response.
@@ -183,15 +184,22 @@ func (e *Endpoint) Close() error {
 		e.closeErr = e.t.Close()
 		<-e.readDone
 		e.mu.Lock()
+		var fins []func(*Message, error)
 		for k, p := range e.pending {
 			p.timer.Stop()
 			delete(e.pending, k)
+			if p.fin != nil {
+				fins = append(fins, p.fin)
+			}
 		}
 		for k, c := range e.calls {
 			c.deliver(callResult{err: ErrClosed})
 			delete(e.calls, k)
 		}
 		e.mu.Unlock()
+		for _, fin := range fins {
+			fin(nil, ErrClosed) // "called once", closing included
+		}
 		e.wg.Wait()
 	})
 	return e.closeErr
@@ -502,9 +510,14 @@ func (e *Endpoint) receiveResponse(m *Message, peer netip.AddrPort) {
 	k := exKey{peer, m.MID}
 	switch m.Type {
 	case Acknowledgement:
-		// Piggybacked (§5.2.1): ends our CON's retransmission. An ACK for
-		// nothing pending is a duplicate or too late.
-		if !e.settle(k, nil, nil) {
+		// Piggybacked (§5.2.1): ends our CON's retransmission, if it
+		// carries the request's token (§5.3.2). An ACK for nothing
+		// pending is a duplicate or too late.
+		e.mu.Lock()
+		p, ok := e.pending[k]
+		match := ok && p.token == string(m.Token)
+		e.mu.Unlock()
+		if !match || !e.settle(k, nil, nil) {
 			e.stats.unmatched.Add(1)
 			return
 		}
@@ -567,7 +580,13 @@ func (c *call) deliver(r callResult) {
 // an ACK or RST with the same MID, or MAX_RETRANSMIT (§4.2). fin is called
 // once with the outcome.
 func (e *Endpoint) sendCON(peer netip.AddrPort, mid uint16, data []byte, fin func(*Message, error)) {
-	p := &outCon{key: exKey{peer, mid}, data: data, timeout: e.cfg.Params.initialTimeout(), fin: fin}
+	e.sendCONToken(peer, mid, nil, data, fin)
+}
+
+// sendCONToken is sendCON for a request: a piggybacked response is taken
+// only with the request's token.
+func (e *Endpoint) sendCONToken(peer netip.AddrPort, mid uint16, tok []byte, data []byte, fin func(*Message, error)) {
+	p := &outCon{key: exKey{peer, mid}, data: data, timeout: e.cfg.Params.initialTimeout(), fin: fin, token: string(tok)}
 	e.mu.Lock()
 	if e.ctx.Err() != nil {
 		e.mu.Unlock()
@@ -653,7 +672,7 @@ func (e *Endpoint) exchange(ctx context.Context, to netip.AddrPort, req *Message
 		return nil, fmt.Errorf("coap: encode request: %w", err)
 	}
 	if out.Type == Confirmable {
-		e.sendCON(to, out.MID, data, func(_ *Message, err error) {
+		e.sendCONToken(to, out.MID, tok, data, func(_ *Message, err error) {
 			if err != nil {
 				c.deliver(callResult{err: err})
 			}

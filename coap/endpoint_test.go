@@ -252,3 +252,41 @@ func TestCloneSharesNothing(t *testing.T) {
 		}
 	}
 }
+
+// A piggybacked response is the request's only if it carries the request's
+// token (RFC 7252 §5.3.2): an ACK with the right message ID and another
+// token neither ends the exchange nor is taken as its response.
+func TestPiggybackedResponseWithAnotherTokenIsNotTaken(t *testing.T) {
+	srv := rawPeer(t)
+	to := srv.LocalAddr().(*net.UDPAddr).AddrPort()
+	client, _ := serve(t, EndpointConfig{Params: Params{AckTimeout: 200 * time.Millisecond, MaxRetransmit: 4}})
+	go func() {
+		buf := make([]byte, 1500)
+		srv.SetReadDeadline(time.Now().Add(10 * time.Second))
+		n, from, err := srv.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			return
+		}
+		var req Message
+		req.Decode(buf[:n])
+		wrong := &Message{Type: Acknowledgement, Code: Content, MID: req.MID, Token: []byte("other"), Payload: []byte("not yours")}
+		b, _ := wrong.Marshal()
+		srv.WriteToUDPAddrPort(b, from)
+		// The retransmission gets the real answer.
+		n, from, err = srv.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			return
+		}
+		req.Decode(buf[:n])
+		right := &Message{Type: Acknowledgement, Code: Content, MID: req.MID, Token: req.Token, Payload: []byte("yours")}
+		b, _ = right.Marshal()
+		srv.WriteToUDPAddrPort(b, from)
+	}()
+	resp, err := client.Do(context.Background(), to, &Message{Code: GET})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(resp.Payload) != "yours" {
+		t.Fatalf("took %q, a response with another token", resp.Payload)
+	}
+}

@@ -546,14 +546,16 @@ func (h *Hub) releaseLocked(a netip.Addr) {
 
 // addLocked makes a waiter's reservation an observer of e.
 func (h *Hub) addLocked(e *entry, id obsID, w coap.NotifyWriter, now time.Time) *observer {
-	if old := h.observers[id]; old != nil {
-		// §4.1: the same client and token replace an entry, never add a
-		// second one. The reservation of the old one is released.
-		h.removeLocked(old)
-	}
 	o := &observer{id: id, e: e, w: w, idx: len(e.obs), lastCON: now}
 	o.seq = h.seqBase.Load() & seqMask
 	e.obs = append(e.obs, o)
+	if old := h.observers[id]; old != nil {
+		// §4.1: the same client and token replace an entry, never add a
+		// second one. The reservation of the old one is released. The new
+		// observer is in the entry first, so that replacing the only
+		// observer of an entry does not end the entry's observation.
+		h.removeLocked(old)
+	}
 	h.observers[id] = o
 	return o
 }
