@@ -219,9 +219,9 @@ func (e *Endpoint) Stats() Stats {
 	}
 }
 
-// maxMIDPeers bounds the per-peer message-ID counters; past it they all
-// start again from random values, which makes a reuse within
-// EXCHANGE_LIFETIME unlikely rather than impossible.
+// maxMIDPeers bounds the per-peer message-ID counters; past it one peer's
+// counter is forgotten for each new peer, and starts again from a random
+// value: a reuse within EXCHANGE_LIFETIME becomes unlikely, not impossible.
 const maxMIDPeers = 16384
 
 // allocMID returns the next message ID for a peer. Each peer has its own
@@ -234,7 +234,10 @@ func (e *Endpoint) allocMID(peer netip.AddrPort) uint16 {
 	v, ok := e.mids[peer]
 	if !ok {
 		if len(e.mids) >= maxMIDPeers {
-			clear(e.mids)
+			for k := range e.mids { // forget one peer, whichever the map gives
+				delete(e.mids, k)
+				break
+			}
 		}
 		v = uint16(rand.Uint32())
 	}
