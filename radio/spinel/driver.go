@@ -338,9 +338,10 @@ func (d *Driver) connect(ctx context.Context, fds *fdReserve, everUp bool) (wasU
 	s.up.Store(true)
 	d.mu.Lock()
 	d.sess, d.info = s, info
+	// State first: whoever WaitUp wakes must see Up.
+	d.state.Store(int32(StateUp))
 	close(d.upCh)
 	d.mu.Unlock()
-	d.state.Store(int32(StateUp))
 	if everUp {
 		d.rec.Add(1)
 	}
