@@ -71,13 +71,13 @@ type tokKey struct {
 }
 
 type seen struct {
-	expires time.Time
+	expires int64  // nanoseconds on the endpoint's monotonic clock (since start)
 	resp    []byte // what to send again for a duplicate; nil while in progress
 }
 
 type seenItem struct {
 	key     exKey
-	expires time.Time
+	expires int64
 }
 
 // outCon is a CON this endpoint sent and retransmits until ACK or RST.
@@ -114,6 +114,7 @@ type Endpoint struct {
 	cfg      EndpointConfig
 	log      *slog.Logger
 	lifetime time.Duration
+	start    time.Time // the monotonic origin of dedup expiry times
 	sem      chan struct{}
 	ctx      context.Context
 	cancel   context.CancelFunc
@@ -159,6 +160,7 @@ func NewEndpoint(t Transport, cfg EndpointConfig) *Endpoint {
 		cfg:      cfg,
 		log:      log,
 		lifetime: cfg.Params.ExchangeLifetime(),
+		start:    time.Now(),
 		sem:      make(chan struct{}, cfg.MaxInflight),
 		ctx:      ctx,
 		cancel:   cancel,
@@ -363,28 +365,35 @@ func (e *Endpoint) settle(k exKey, ack *Message, err error) bool {
 // dedup records a CON or NON with this key; it reports whether the message
 // was seen before and, if so, the reply to repeat.
 func (e *Endpoint) dedup(k exKey) (dup bool, reply []byte) {
-	now := time.Now()
+	now := int64(time.Since(e.start))
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if s, ok := e.seen[k]; ok && now.Before(s.expires) {
+	if s, ok := e.seen[k]; ok && now < s.expires {
 		return true, s.resp
 	}
 	// Forget what has expired, then the oldest while over the limit: O(1)
 	// amortised per datagram, bounded memory.
 	for e.seenQ.len() > 0 {
 		it := e.seenQ.peek()
-		if !now.After(it.expires) && len(e.seen) < e.cfg.DedupLimit {
+		if now <= it.expires && e.seenQ.len() < e.cfg.DedupLimit {
 			break
 		}
-		if s, ok := e.seen[it.key]; ok && s.expires.Equal(it.expires) {
+		if s, ok := e.seen[it.key]; ok && s.expires == it.expires {
 			delete(e.seen, it.key)
 		}
 		e.seenQ.pop()
 	}
-	exp := now.Add(e.lifetime)
+	exp := now + int64(e.lifetime)
 	e.seen[k] = seen{expires: exp}
 	e.seenQ.push(seenItem{k, exp})
 	return false, nil
+}
+
+// forget drops a remembered exchange (its ring slot is reclaimed in turn).
+func (e *Endpoint) forget(k exKey) {
+	e.mu.Lock()
+	delete(e.seen, k)
+	e.mu.Unlock()
 }
 
 func (e *Endpoint) remember(k exKey, reply []byte) {
@@ -439,7 +448,7 @@ func (e *Endpoint) receiveRequest(m *Message, peer netip.AddrPort) {
 		}
 		return
 	}
-	w := &responseWriter{e: e, peer: peer, key: k, reqType: m.Type, token: append([]byte(nil), m.Token...)}
+	w := &responseWriter{e: e, peer: peer, mid: m.MID, reqType: m.Type, token: append([]byte(nil), m.Token...), safe: m.Code.IsSafe()}
 	select {
 	case e.sem <- struct{}{}:
 	default:
@@ -697,22 +706,27 @@ func (e *Endpoint) exchange(ctx context.Context, to netip.AddrPort, req *Message
 // responseWriter answers one request: piggybacked in the ACK when the
 // handler is quick, else an empty ACK first and a separate response later
 // (§5.2); a NON request gets a NON response (§5.2.3).
+// Kept by an Observe hub for as long as the observer stays, so it is small.
 type responseWriter struct {
 	e       *Endpoint
 	peer    netip.AddrPort
-	key     exKey
-	reqType Type
 	token   []byte
+	mid     uint16 // the request's
+	reqType Type
+	safe    bool // GET or FETCH: idempotent, not remembered once answered
 
 	mu sync.Mutex
 	// Links in the endpoint's list of CON requests not yet answered,
 	// guarded by the list's mutex (slowList.mu).
 	prev, next *responseWriter
-	since      time.Time
+	since      int64 // UnixNano of arrival, for slowList
 	listed     bool
 	acked      bool // guarded by mu: empty ACK sent
 	done       bool // guarded by mu: response written
 }
+
+// key names the request's exchange (§4.5).
+func (w *responseWriter) key() exKey { return exKey{w.peer, w.mid} }
 
 func (w *responseWriter) answered() bool {
 	w.mu.Lock()
@@ -727,7 +741,7 @@ func (w *responseWriter) emptyACK() {
 		return
 	}
 	w.acked = true
-	w.e.remember(w.key, w.e.sendEmptyACK(w.peer, w.key.mid))
+	w.e.remember(w.key(), w.e.sendEmptyACK(w.peer, w.mid))
 }
 
 // stop runs when the handler returns: a CON that got no answer still gets
@@ -738,7 +752,7 @@ func (w *responseWriter) stop() {
 	w.e.slow.remove(w)
 	if !w.done && !w.acked && w.reqType == Confirmable {
 		w.acked = true
-		w.e.remember(w.key, w.e.sendEmptyACK(w.peer, w.key.mid))
+		w.e.remember(w.key(), w.e.sendEmptyACK(w.peer, w.mid))
 	}
 }
 
@@ -754,7 +768,7 @@ func (w *responseWriter) WriteResponse(resp *Message) error {
 	out.Token = w.token
 	switch {
 	case w.reqType == Confirmable && !w.acked:
-		out.Type, out.MID = Acknowledgement, w.key.mid
+		out.Type, out.MID = Acknowledgement, w.mid
 	case w.reqType == Confirmable:
 		out.Type, out.MID = Confirmable, w.e.allocMID(w.peer)
 	default:
@@ -764,12 +778,20 @@ func (w *responseWriter) WriteResponse(resp *Message) error {
 	if err != nil {
 		return fmt.Errorf("coap: encode response: %w", err)
 	}
+	switch {
+	case w.safe:
+		// §4.5 lets the duplicate rule be relaxed for idempotent requests:
+		// once a GET or FETCH is answered its exchange is forgotten, and a
+		// late duplicate is served again. Memory then holds only requests
+		// in progress, not every observer's registration for
+		// EXCHANGE_LIFETIME.
+		w.e.forget(w.key())
+	case out.Type == Acknowledgement || out.Type == NonConfirmable:
+		w.e.remember(w.key(), data)
+	}
 	if out.Type == Confirmable {
 		w.e.sendCON(w.peer, out.MID, data, nil)
 		return nil
-	}
-	if out.Type == Acknowledgement || out.Type == NonConfirmable {
-		w.e.remember(w.key, data)
 	}
 	w.e.write(w.peer, data)
 	return nil
@@ -787,7 +809,7 @@ type slowList struct {
 func (l *slowList) add(w *responseWriter, now time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	w.since, w.listed, w.prev, w.next = now, true, l.tail, nil
+	w.since, w.listed, w.prev, w.next = now.UnixNano(), true, l.tail, nil
 	if l.tail != nil {
 		l.tail.next = w
 	} else {
@@ -824,7 +846,7 @@ func (l *slowList) due(now time.Time, d time.Duration) []*responseWriter {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var out []*responseWriter
-	for w := l.head; w != nil && now.Sub(w.since) >= d; w = l.head {
+	for w := l.head; w != nil && now.UnixNano()-w.since >= int64(d); w = l.head {
 		l.unlink(w)
 		out = append(out, w)
 	}

@@ -223,7 +223,11 @@ func TestDedupMemoryIsBounded(t *testing.T) {
 	e, addr := serve(t, EndpointConfig{Handler: echo(new(atomic.Int32), 0), DedupLimit: 100})
 	c := rawPeer(t)
 	for mid := 0; mid < 1000; mid++ {
-		b, _ := (&Message{Type: NonConfirmable, Code: GET, MID: uint16(mid)}).Marshal()
+		code := GET // answered and forgotten (idempotent)...
+		if mid%2 == 1 {
+			code = POST // ...or remembered
+		}
+		b, _ := (&Message{Type: NonConfirmable, Code: code, MID: uint16(mid)}).Marshal()
 		c.WriteToUDPAddrPort(b, addr)
 	}
 	deadline := time.Now().Add(10 * time.Second)

@@ -39,13 +39,13 @@ func (h *Hub) work() {
 			continue
 		}
 		now := h.clock.Now()
-		n, at, final := o.slot, o.slotAt, o.final
+		n, at, final := o.slot, time.Unix(0, o.slotAt), o.final
 		o.slot = nil
 		// §4.5: NON by default, with a CON at least every CONInterval so
 		// that an observer that went away is found out and removed.
-		con := h.allCON || now.Sub(o.lastCON) >= h.cfg.CONInterval.Duration
+		con := h.allCON || now.Sub(time.Unix(0, o.lastCON)) >= h.cfg.CONInterval.Duration
 		if con {
-			o.lastCON = now
+			o.lastCON = now.UnixNano()
 		}
 		out := h.renderLocked(o, n, at, now)
 		o.busy = true

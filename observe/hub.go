@@ -275,9 +275,9 @@ type observer struct {
 	w       coap.NotifyWriter
 	idx     int           // in e.obs
 	seq     uint32        // the last Observe number given to this observer
-	lastCON time.Time     // last confirmable notification (or registration)
+	lastCON int64         // UnixNano of the last confirmable notification (or registration)
 	slot    *coap.Message // latest-wins: the newest state not yet sent
-	slotAt  time.Time     // when slot's state arrived
+	slotAt  int64         // UnixNano of when slot's state arrived
 	final   bool          // slot ends the observation
 	started bool          // the first response is out: notifications may follow
 	queued  bool          // in the ready queue
@@ -391,7 +391,7 @@ func (h *Hub) notifyLocked(e *entry, n *coap.Message, now time.Time, reset bool)
 		if o.slot != nil {
 			h.st.skipped.Add(1)
 		}
-		o.slot, o.slotAt, o.final = n, now, final
+		o.slot, o.slotAt, o.final = n, now.UnixNano(), final
 		h.readyLocked(o)
 	}
 	if final {
@@ -546,7 +546,7 @@ func (h *Hub) releaseLocked(a netip.Addr) {
 
 // addLocked makes a waiter's reservation an observer of e.
 func (h *Hub) addLocked(e *entry, id obsID, w coap.NotifyWriter, now time.Time) *observer {
-	o := &observer{id: id, e: e, w: w, idx: len(e.obs), lastCON: now}
+	o := &observer{id: id, e: e, w: w, idx: len(e.obs), lastCON: now.UnixNano()}
 	o.seq = h.seqBase.Load() & seqMask
 	e.obs = append(e.obs, o)
 	if old := h.observers[id]; old != nil {
