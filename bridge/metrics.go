@@ -77,13 +77,23 @@ func (w *countingWriter) Token() []byte        { return w.ResponseWriter.(coap.N
 // stage counts every request by method and the code it got.
 func (m *metrics) stage(next coap.Handler) coap.Handler {
 	return coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, r *coap.Request) error {
-		cw := &countingWriter{ResponseWriter: w}
-		var out coap.ResponseWriter = cw
-		if _, ok := w.(coap.NotifyWriter); !ok {
-			out = plainWriter{cw}
+		// The endpoint's writers report their code; others are wrapped. No
+		// wrapper for the common case: an Observe hub keeps the writer of
+		// every observer.
+		var code coap.Code
+		var err error
+		if cr, ok := w.(coap.CodeReporter); ok {
+			err = next.ServeCoAP(ctx, w, r)
+			code = cr.Code()
+		} else {
+			cw := &countingWriter{ResponseWriter: w}
+			var out coap.ResponseWriter = cw
+			if _, ok := w.(coap.NotifyWriter); !ok {
+				out = plainWriter{cw}
+			}
+			err = next.ServeCoAP(ctx, out, r)
+			code = cw.code
 		}
-		err := next.ServeCoAP(ctx, out, r)
-		code := cw.code
 		if code == 0 && err != nil {
 			code = coap.InternalServerError
 			var ce *coap.Error

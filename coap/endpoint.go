@@ -723,6 +723,15 @@ type responseWriter struct {
 	listed     bool
 	acked      bool // guarded by mu: empty ACK sent
 	done       bool // guarded by mu: response written
+	code       Code // guarded by mu: the code of the response written
+}
+
+// Code is the code the request was answered with, Empty while it is not.
+// (A CodeReporter, for the proxy's metrics.)
+func (w *responseWriter) Code() Code {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.code
 }
 
 // key names the request's exchange (§4.5).
@@ -762,7 +771,7 @@ func (w *responseWriter) WriteResponse(resp *Message) error {
 	if w.done {
 		return ErrAnswered
 	}
-	w.done = true
+	w.done, w.code = true, resp.Code
 	w.e.slow.remove(w)
 	out := *resp
 	out.Token = w.token

@@ -38,3 +38,9 @@ type HandlerFunc func(ctx context.Context, w ResponseWriter, r *Request) error
 func (f HandlerFunc) ServeCoAP(ctx context.Context, w ResponseWriter, r *Request) error {
 	return f(ctx, w, r)
 }
+
+// CodeReporter is a ResponseWriter that can tell the code it answered with
+// (Empty while unanswered): the endpoint's writers are.
+type CodeReporter interface {
+	Code() Code
+}
