@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/internal/clock"
 )
 
 // Timing bounds. They are not configuration: each follows from a spec or
@@ -115,7 +116,7 @@ type Hub struct {
 func New(cfg Config, opts ...Option) *Hub {
 	h := &Hub{
 		cfg:       cfg.withDefaults(),
-		clock:     systemClock{},
+		clock:     clock.System,
 		key:       DefaultKey,
 		entries:   make(map[string]*entry),
 		observers: make(map[obsID]*observer),
@@ -128,7 +129,7 @@ func New(cfg Config, opts ...Option) *Hub {
 		h.log = slog.New(slog.DiscardHandler)
 	}
 	if h.clock == nil {
-		h.clock = systemClock{}
+		h.clock = clock.System
 	}
 	if h.key == nil {
 		h.key = DefaultKey

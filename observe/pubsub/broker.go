@@ -13,27 +13,16 @@ import (
 	"time"
 
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/internal/clock"
 	"github.com/opaque-edge/gatewayd/observe"
 )
 
 // Clock is the broker's source of time: rate limits, expiration dates and
 // Max-Age. Tests inject a fake one.
-type Clock interface {
-	Now() time.Time
-	AfterFunc(d time.Duration, f func()) Timer
-}
+type Clock = clock.Clock
 
 // Timer is a pending AfterFunc call.
-type Timer interface {
-	Stop() bool
-}
-
-type systemClock struct{}
-
-func (systemClock) Now() time.Time { return time.Now() }
-func (systemClock) AfterFunc(d time.Duration, f func()) Timer {
-	return time.AfterFunc(d, f)
-}
+type Timer = clock.Timer
 
 // Option configures a Broker.
 type Option func(*Broker)
@@ -119,7 +108,7 @@ func New(cfg Config, opts ...Option) (*Broker, error) {
 	}
 	b := &Broker{
 		cfg:    cfg,
-		clock:  systemClock{},
+		clock:  clock.System,
 		log:    slog.New(slog.DiscardHandler),
 		segs:   strings.Split(cfg.Path, "/"),
 		prefix: "/" + cfg.Path,
