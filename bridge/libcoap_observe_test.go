@@ -81,20 +81,21 @@ func TestFiftyLibcoapObserversOneUpstreamRegistration(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 			defer cancel()
-			// -s 15: the first clients still observe when the last have
-			// started, on a loaded machine too.
-			out, _ := exec.CommandContext(ctx, client, "-s", "15", "-B", "17", "-m", "get",
+			// -s 30: the first clients still observe when the last have
+			// started and registered, on a loaded machine too.
+			out, _ := exec.CommandContext(ctx, client, "-s", "30", "-B", "32", "-m", "get",
 				"-P", "coap://"+p.Addrs()[0].String(), "coap://"+u.LocalAddr().String()+"/obs").CombinedOutput()
 			outs[i] = string(out)
 		}()
 	}
 	// Wait until every client is registered with the hub, then change the
 	// state a few times.
-	for deadline := time.Now().Add(12 * time.Second); p.Hub().Stats().Observers < observers; time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(25 * time.Second); p.Hub().Stats().Observers < observers; time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d observers registered with the hub, want %d", p.Hub().Stats().Observers, observers)
+			t.Fatalf("%d observers registered with the hub, want %d (hub %+v, proxy endpoint %+v)",
+				p.Hub().Stats().Observers, observers, p.Hub().Stats(), p.servers[0].Stats())
 		}
 	}
 	for i := 0; i < 5; i++ {

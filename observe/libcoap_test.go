@@ -23,15 +23,16 @@ func TestLibcoapObserversShareOneUpstream(t *testing.T) {
 	}
 	r := newRig(t, Defaults(), coap.Params{})
 	const observers = 50
-	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	outs := make([]bytes.Buffer, observers)
 	var wg sync.WaitGroup
 	errs := make(chan error, observers)
 	for i := range observers {
-		// -s 15: long enough that the first clients are still observing
-		// when the last have started, on a loaded machine too.
-		cmd := exec.CommandContext(ctx, bin, "-s", "15", "-m", "get", fmt.Sprintf("coap://%s/temp", r.proxy))
+		// -s 30: long enough that the first clients are still observing
+		// when the last have started and registered, on a loaded machine
+		// too.
+		cmd := exec.CommandContext(ctx, bin, "-s", "30", "-m", "get", fmt.Sprintf("coap://%s/temp", r.proxy))
 		cmd.Stdout = &outs[i]
 		cmd.Stderr = &outs[i]
 		if err := cmd.Start(); err != nil {
@@ -45,7 +46,7 @@ func TestLibcoapObserversShareOneUpstream(t *testing.T) {
 			}
 		}()
 	}
-	eventually(t, 12*time.Second, "50 observers", func() bool { return r.hub.Stats().Observers == observers })
+	eventually(t, 25*time.Second, "50 observers", func() bool { return r.hub.Stats().Observers == observers })
 	if n := r.origin.registrations(); n != 1 {
 		t.Fatalf("origin saw %d registrations, want 1", n)
 	}
