@@ -53,6 +53,19 @@ type notifySocket struct {
 	msgs []string
 }
 
+// len is how many messages arrived; msg returns one.
+func (n *notifySocket) len() int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.msgs)
+}
+
+func (n *notifySocket) msg(i int) string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.msgs[i]
+}
+
 func newNotifySocket(t *testing.T) *notifySocket {
 	t.Helper()
 	dir, err := os.MkdirTemp("/tmp", "ns") // short: sun_path is 108 bytes
@@ -148,11 +161,11 @@ func TestSystemdNotifyWatchdogReloadAndStop(t *testing.T) {
 	if err := os.WriteFile(cfgPath, []byte("[proxy]\nlisten = 1\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	mark := len(ns.msgs)
+	mark := ns.len()
 	cmd.Process.Signal(syscall.SIGHUP)
 	r := ns.waitFor(t, "RELOADING=1", mark)
-	if !strings.Contains(ns.msgs[r], "MONOTONIC_USEC=") {
-		t.Fatalf("RELOADING=1 without MONOTONIC_USEC: %q", ns.msgs[r])
+	if m := ns.msg(r); !strings.Contains(m, "MONOTONIC_USEC=") {
+		t.Fatalf("RELOADING=1 without MONOTONIC_USEC: %q", m)
 	}
 	ns.waitFor(t, "READY=1", r)
 	if err := getWellKnown(t, port); err != nil {
@@ -163,7 +176,7 @@ func TestSystemdNotifyWatchdogReloadAndStop(t *testing.T) {
 	}
 	// A valid one that changes a live setting.
 	os.WriteFile(cfgPath, []byte(fmt.Sprintf("[proxy]\nlisten = [\"udp://127.0.0.1:%d\"]\ntimeout = \"2s\"\n[metrics]\nlisten = \"\"\n", port)), 0o600)
-	mark = len(ns.msgs)
+	mark = ns.len()
 	cmd.Process.Signal(syscall.SIGHUP)
 	ns.waitFor(t, "READY=1", ns.waitFor(t, "RELOADING=1", mark))
 	if err := getWellKnown(t, port); err != nil {

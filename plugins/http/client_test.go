@@ -7,6 +7,7 @@ import (
 	"io"
 	nethttp "net/http"
 	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,11 +15,16 @@ import (
 )
 
 func TestClientMapsHTTPOriginToCoAP(t *testing.T) {
-	var seen *nethttp.Request
-	var seenBody []byte
+	var (
+		mu       sync.Mutex
+		seen     *nethttp.Request // guarded by mu: the last request the origin got
+		seenBody []byte           // guarded by mu
+	)
 	srv := httptest.NewServer(nethttp.HandlerFunc(func(w nethttp.ResponseWriter, r *nethttp.Request) {
-		seen = r.Clone(context.Background())
-		seenBody, _ = io.ReadAll(r.Body)
+		body, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		seen, seenBody = r.Clone(context.Background()), body
+		mu.Unlock()
 		switch r.URL.Path {
 		case "/temp":
 			if r.Header.Get("If-None-Match") == `"v1"` {
@@ -128,6 +134,9 @@ func TestClientMapsHTTPOriginToCoAP(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		mu.Lock()
+		seen, seenBody := seen, seenBody
+		mu.Unlock()
 		if seen.Method != "POST" || seen.Header.Get("OSCORE") != "CRQ" || seen.Header.Get("Content-Type") != "application/oscore" ||
 			!bytes.Equal(seenBody, unhex(t, c4Ciphertext)) {
 			t.Errorf("HTTP request %s OSCORE=%q type=%q body %x", seen.Method, seen.Header.Get("OSCORE"), seen.Header.Get("Content-Type"), seenBody)
