@@ -32,6 +32,7 @@ import (
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/e2e/oscore"
 	"github.com/opaque-edge/gatewayd/e2e/signed"
+	"github.com/opaque-edge/gatewayd/internal/testpeer"
 	"github.com/opaque-edge/gatewayd/observe/pubsub"
 	httpcoap "github.com/opaque-edge/gatewayd/plugins/http"
 	"github.com/opaque-edge/gatewayd/radio/sim/nodekeys"
@@ -248,84 +249,10 @@ func warnings(log string) string {
 	return b.String()
 }
 
-// mosquitto is a real broker on 127.0.0.1 with persistence, so that a
-// SIGTERM and a start on the same port keep sessions and queued messages.
-type mosquitto struct {
-	t    *testing.T
-	port int
-	conf string
-	cmd  *exec.Cmd
-	done chan struct{}
-}
+// mosquitto is a real broker on 127.0.0.1 (internal/testpeer).
+type mosquitto = testpeer.Mosquitto
 
-func startMosquitto(t *testing.T) *mosquitto {
-	t.Helper()
-	tool(t, "mosquitto")
-	dir := t.TempDir()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	b := &mosquitto{t: t, port: port, conf: filepath.Join(dir, "mosquitto.conf")}
-	conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\nmax_queued_messages 10000\n", port, dir)
-	if os.Getuid() == 0 {
-		// Else mosquitto becomes user mosquitto, who cannot write dir.
-		conf += "user root\n"
-	}
-	if err := os.WriteFile(b.conf, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	b.start()
-	t.Cleanup(b.stop)
-	return b
-}
-
-func (b *mosquitto) addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(b.port)) }
-
-func (b *mosquitto) start() {
-	b.t.Helper()
-	b.cmd = exec.Command(tool(b.t, "mosquitto"), "-c", b.conf)
-	logf, err := os.OpenFile(b.conf+".log", os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	defer logf.Close()
-	b.cmd.Stdout, b.cmd.Stderr = logf, logf
-	if err := b.cmd.Start(); err != nil {
-		b.t.Fatal(err)
-	}
-	b.done = make(chan struct{})
-	go func(cmd *exec.Cmd, done chan struct{}) { _ = cmd.Wait(); close(done) }(b.cmd, b.done)
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if c, err := net.DialTimeout("tcp", b.addr(), 200*time.Millisecond); err == nil {
-			c.Close()
-			return
-		}
-	}
-	b.t.Fatal("mosquitto did not start listening")
-}
-
-// stop sends SIGTERM (mosquitto saves its persistence) and waits.
-func (b *mosquitto) stop() {
-	if b.cmd == nil {
-		return
-	}
-	_ = b.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-b.done:
-	case <-time.After(10 * time.Second):
-		_ = b.cmd.Process.Kill()
-		<-b.done
-	}
-	b.cmd = nil
-}
-
-func (b *mosquitto) log() string {
-	out, _ := os.ReadFile(b.conf + ".log")
-	return string(out)
-}
+func startMosquitto(t *testing.T) *mosquitto { return testpeer.StartMosquitto(t) }
 
 // mqttConnect connects a paho MQTT v5 client with a clean session.
 func mqttConnect(ctx context.Context, addr, id string, onPublish func(*paho.Publish)) (*paho.Client, error) {
@@ -515,7 +442,7 @@ content_format = 42
 topic = "gw/in/log"
 put = "coap://%[8]s/log"
 content_format = 0
-`, proxy, t.TempDir(), filepath.Join(keyDir, "node.key"), bin, sum, b.addr(), node, rec.addr))
+`, proxy, t.TempDir(), filepath.Join(keyDir, "node.key"), bin, sum, b.Addr(), node, rec.addr))
 	return b, gw, kid, priv.Public(), log, rec
 }
 
@@ -535,7 +462,7 @@ func TestMQTTPluginBridgesSignedReadingsUpAndPublicationsDown(t *testing.T) {
 		cf      string
 	}
 	got := make(chan msg, 16)
-	sub, err := mqttConnect(ctx, b.addr(), "e2e-sub", func(p *paho.Publish) {
+	sub, err := mqttConnect(ctx, b.Addr(), "e2e-sub", func(p *paho.Publish) {
 		m := msg{payload: bytes.Clone(p.Payload)}
 		if p.Properties != nil {
 			m.cf = p.Properties.User.Get("coap-cf")
@@ -567,14 +494,14 @@ func TestMQTTPluginBridgesSignedReadingsUpAndPublicationsDown(t *testing.T) {
 			}
 			counters = append(counters, meta.Counter)
 		case <-ctx.Done():
-			t.Fatalf("%d signed readings over MQTT before the deadline\n%s", len(counters), b.log())
+			t.Fatalf("%d signed readings over MQTT before the deadline\n%s", len(counters), b.Log())
 		}
 	}
 	t.Logf("up: %d signed representations verified, counters %v", len(counters), counters)
 	// And with mosquitto's own client: the retained message, raw (-N),
 	// is the signed representation byte for byte.
 	sctx, scancel := context.WithTimeout(ctx, 15*time.Second)
-	raw, err := exec.CommandContext(sctx, tool(t, "mosquitto_sub"), "-h", "127.0.0.1", "-p", strconv.Itoa(b.port),
+	raw, err := exec.CommandContext(sctx, tool(t, "mosquitto_sub"), "-h", "127.0.0.1", "-p", strconv.Itoa(b.Port),
 		"-t", "gw/node1/temp", "-C", "1", "-N").Output()
 	scancel()
 	if err != nil {
@@ -594,7 +521,7 @@ func TestMQTTPluginBridgesSignedReadingsUpAndPublicationsDown(t *testing.T) {
 	}
 	mpub := func(args ...string) {
 		t.Helper()
-		out, err := exec.CommandContext(ctx, tool(t, "mosquitto_pub"), append([]string{"-V", "mqttv5", "-h", "127.0.0.1", "-p", strconv.Itoa(b.port), "-q", "1", "-t", "gw/in/readings"}, args...)...).CombinedOutput()
+		out, err := exec.CommandContext(ctx, tool(t, "mosquitto_pub"), append([]string{"-V", "mqttv5", "-h", "127.0.0.1", "-p", strconv.Itoa(b.Port), "-q", "1", "-t", "gw/in/readings"}, args...)...).CombinedOutput()
 		if err != nil {
 			t.Fatalf("mosquitto_pub: %v\n%s", err, out)
 		}
@@ -681,7 +608,7 @@ func TestMQTTPluginLosesNoAcknowledgedMessageWhenMosquittoRestarts(t *testing.T)
 		if time.Now().After(deadline) {
 			t.Fatalf("the bridge never delivered the warm-up message\n%s", warnings(log.String()))
 		}
-		out, err := exec.Command(tool(t, "mosquitto_pub"), "-V", "mqttv5", "-h", "127.0.0.1", "-p", strconv.Itoa(b.port), "-q", "1", "-t", "gw/in/log", "-m", "-1").CombinedOutput()
+		out, err := exec.Command(tool(t, "mosquitto_pub"), "-V", "mqttv5", "-h", "127.0.0.1", "-p", strconv.Itoa(b.Port), "-q", "1", "-t", "gw/in/log", "-m", "-1").CombinedOutput()
 		if err != nil {
 			t.Fatalf("mosquitto_pub: %v\n%s", err, out)
 		}
@@ -702,9 +629,9 @@ func TestMQTTPluginLosesNoAcknowledgedMessageWhenMosquittoRestarts(t *testing.T)
 		for len(arrivedNumbers()) < total/3+1 && ctx.Err() == nil {
 			time.Sleep(10 * time.Millisecond)
 		}
-		b.stop()
+		b.Stop()
 		time.Sleep(300 * time.Millisecond)
-		b.start()
+		b.Start()
 	}()
 	for n := 0; n < total; {
 		if ctx.Err() != nil {
@@ -712,7 +639,7 @@ func TestMQTTPluginLosesNoAcknowledgedMessageWhenMosquittoRestarts(t *testing.T)
 		}
 		if cli == nil {
 			var err error
-			if cli, err = mqttConnect(ctx, b.addr(), "e2e-pub", nil); err != nil {
+			if cli, err = mqttConnect(ctx, b.Addr(), "e2e-pub", nil); err != nil {
 				time.Sleep(100 * time.Millisecond)
 				continue
 			}
@@ -763,7 +690,7 @@ func TestMQTTPluginLosesNoAcknowledgedMessageWhenMosquittoRestarts(t *testing.T)
 	t.Logf("published %d numbers in %d attempts, %d acknowledged; the origin got %d PUTs, %d distinct, %d duplicates",
 		total, attempts, len(acked), len(seen), len(firsts), dups)
 	if len(missing) > 0 {
-		t.Fatalf("acknowledged but never delivered: %v\norigin saw %v\nmosquitto log:\n%s\ngatewayd warnings:\n%s", missing, seen, b.log(), warnings(log.String()))
+		t.Fatalf("acknowledged but never delivered: %v\norigin saw %v\nmosquitto log:\n%s\ngatewayd warnings:\n%s", missing, seen, b.Log(), warnings(log.String()))
 	}
 }
 

@@ -31,7 +31,7 @@ func blob(seq uint32) []byte {
 func subscribeSession(t *testing.T, b *broker, id, topic string) {
 	t.Helper()
 	need(t, "mosquitto_sub")
-	out, err := exec.Command("mosquitto_sub", "-V", "mqttv5", "-p", itoa(b.port), "-h", "127.0.0.1",
+	out, err := exec.Command("mosquitto_sub", "-V", "mqttv5", "-p", itoa(b.Port), "-h", "127.0.0.1",
 		"-c", "-i", id, "-x", "600", "-q", "1", "-t", topic, "-E").CombinedOutput()
 	if err != nil {
 		t.Fatalf("mosquitto_sub -E: %v\n%s", err, out)
@@ -42,7 +42,7 @@ func subscribeSession(t *testing.T, b *broker, id, topic string) {
 // one line per message in the format given.
 func receive(t *testing.T, b *broker, id, topic, format string, count int, wait time.Duration) []string {
 	t.Helper()
-	args := []string{"-V", "mqttv5", "-p", itoa(b.port), "-h", "127.0.0.1", "-c", "-i", id, "-x", "600", "-q", "1", "-t", topic,
+	args := []string{"-V", "mqttv5", "-p", itoa(b.Port), "-h", "127.0.0.1", "-c", "-i", id, "-x", "600", "-q", "1", "-t", topic,
 		"-F", format, "-W", itoa(int(wait / time.Second))}
 	if count > 0 {
 		args = append(args, "-C", itoa(count))
@@ -66,7 +66,7 @@ func TestCoAPRepresentationsReachMosquittoSubByteForByte(t *testing.T) {
 	origin := newObservable(t, blob(0))
 	ch := newChain(t, origin.addr)
 	b, err := New(Config{
-		Broker: br.url(), ClientID: "gw-test-up",
+		Broker: br.URL(), ClientID: "gw-test-up",
 		Up: []Up{{Observe: "coap://[fd00::1]/sensors/temp", Topic: "gw/test/up/temp"}},
 	}, ch.do, ch.observe, nil)
 	if err != nil {
@@ -103,7 +103,7 @@ func TestMosquittoPubReachesCoAPOriginAsPUT(t *testing.T) {
 	origin := newObservable(t, nil)
 	ch := newChain(t, origin.addr)
 	b, err := New(Config{
-		Broker: br.url(), ClientID: "gw-test-down",
+		Broker: br.URL(), ClientID: "gw-test-down",
 		Down: []Down{{Topic: "gw/test/down/+", Put: "coap://[fd00::1]/ps/data/valve"}},
 	}, ch.do, nil, nil)
 	if err != nil {
@@ -117,7 +117,7 @@ func TestMosquittoPubReachesCoAPOriginAsPUT(t *testing.T) {
 	if err := os.WriteFile(file, payload, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command("mosquitto_pub", "-V", "mqttv5", "-p", itoa(br.port), "-h", "127.0.0.1", "-q", "1",
+	out, err := exec.Command("mosquitto_pub", "-V", "mqttv5", "-p", itoa(br.Port), "-h", "127.0.0.1", "-q", "1",
 		"-t", "gw/test/down/valve", "-f", file, "-D", "publish", "content-type", "application/cbor").CombinedOutput()
 	if err != nil {
 		t.Fatalf("mosquitto_pub: %v\n%s", err, out)
@@ -144,7 +144,7 @@ func TestBrokerRestartLosesNothingAcknowledged(t *testing.T) {
 	origin := newObservable(t, blob(0))
 	ch := newChain(t, origin.addr)
 	b, err := New(Config{
-		Broker: br.url(), ClientID: "gw-test-restart", QueueSize: 4096,
+		Broker: br.URL(), ClientID: "gw-test-restart", QueueSize: 4096,
 		Up: []Up{{Observe: "coap://node/sensors/temp", Topic: "gw/test/restart"}},
 	}, ch.do, ch.observe, nil)
 	if err != nil {
@@ -169,9 +169,9 @@ func TestBrokerRestartLosesNothingAcknowledged(t *testing.T) {
 		}
 	}()
 	waitFor(t, "some PUBACKs", 10*time.Second, func() bool { return b.Stats().Published > 30 })
-	br.stop() // mid-stream
+	br.Stop() // mid-stream
 	time.Sleep(300 * time.Millisecond)
-	br.start()
+	br.Start()
 	<-sent
 	waitFor(t, "the queue to drain", 30*time.Second, func() bool {
 		s := b.Stats()
@@ -219,7 +219,7 @@ func TestPutAnswered429IsRetriedAfterMaxAge(t *testing.T) {
 		return resp, nil
 	}
 	b, err := New(Config{
-		Broker: br.url(), ClientID: "gw-test-429",
+		Broker: br.URL(), ClientID: "gw-test-429",
 		Down: []Down{{Topic: "gw/test/429", Put: "coap://[fd00::1]/ps/data/t"}},
 	}, do, nil, nil)
 	if err != nil {
@@ -227,7 +227,7 @@ func TestPutAnswered429IsRetriedAfterMaxAge(t *testing.T) {
 	}
 	runBridge(t, b)
 	waitFor(t, "the subscription", 5*time.Second, func() bool { return b.Stats().Connects > 0 })
-	out, err := exec.Command("mosquitto_pub", "-V", "mqttv5", "-p", itoa(br.port), "-h", "127.0.0.1", "-q", "1",
+	out, err := exec.Command("mosquitto_pub", "-V", "mqttv5", "-p", itoa(br.Port), "-h", "127.0.0.1", "-q", "1",
 		"-t", "gw/test/429", "-m", "21.5").CombinedOutput()
 	if err != nil {
 		t.Fatalf("mosquitto_pub: %v\n%s", err, out)
@@ -255,7 +255,7 @@ func TestMessageNotAcknowledgedWhenStoppedBeforeThePUTIsAnswered(t *testing.T) {
 		return nil, ctx.Err()
 	}
 	cfg := Config{
-		Broker: br.url(), ClientID: "gw-test-stop",
+		Broker: br.URL(), ClientID: "gw-test-stop",
 		Down: []Down{{Topic: "gw/test/stop", Put: "coap://[fd00::1]/ps/data/t"}},
 	}
 	b, err := New(cfg, blocking, nil, nil)
@@ -266,7 +266,7 @@ func TestMessageNotAcknowledgedWhenStoppedBeforeThePUTIsAnswered(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- b.Run(ctx) }()
 	waitFor(t, "the subscription", 5*time.Second, func() bool { return b.Stats().Connects > 0 })
-	if out, err := exec.Command("mosquitto_pub", "-V", "mqttv5", "-p", itoa(br.port), "-h", "127.0.0.1", "-q", "1",
+	if out, err := exec.Command("mosquitto_pub", "-V", "mqttv5", "-p", itoa(br.Port), "-h", "127.0.0.1", "-q", "1",
 		"-t", "gw/test/stop", "-m", "keep me").CombinedOutput(); err != nil {
 		t.Fatalf("mosquitto_pub: %v\n%s", err, out)
 	}

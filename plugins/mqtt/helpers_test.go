@@ -3,18 +3,14 @@ package mqtt
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
-	"os"
 	"os/exec"
-	"path/filepath"
-	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/internal/testpeer"
 )
 
 // need fails the test when a real peer is missing: scripts/test-deps.sh
@@ -28,91 +24,10 @@ func need(t *testing.T, cmds ...string) {
 	}
 }
 
-// broker is a real mosquitto on 127.0.0.1, with persistence so that a
-// restart keeps sessions and queued messages (a graceful SIGTERM saves
-// them).
-type broker struct {
-	t    *testing.T
-	port int
-	conf string
-	cmd  *exec.Cmd
-	done chan struct{}
-}
+// broker is a real mosquitto on 127.0.0.1 (internal/testpeer).
+type broker = testpeer.Mosquitto
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-func startBroker(t *testing.T) *broker {
-	t.Helper()
-	need(t, "mosquitto")
-	dir := t.TempDir()
-	b := &broker{t: t, port: freePort(t), conf: filepath.Join(dir, "mosquitto.conf")}
-	conf := fmt.Sprintf("listener %d 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location %s/\nmax_queued_messages 10000\n", b.port, dir)
-	if os.Getuid() == 0 {
-		// mosquitto drops root for user "mosquitto", who cannot write the
-		// test's directory.
-		conf += "user root\n"
-	}
-	if err := os.WriteFile(b.conf, []byte(conf), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	b.start()
-	t.Cleanup(b.stop)
-	return b
-}
-
-func (b *broker) url() string { return "mqtt://127.0.0.1:" + strconv.Itoa(b.port) }
-
-func (b *broker) start() {
-	b.t.Helper()
-	b.cmd = exec.Command("mosquitto", "-c", b.conf)
-	logf, err := os.OpenFile(b.conf+".log", os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
-	if err != nil {
-		b.t.Fatal(err)
-	}
-	defer logf.Close() // the child has its own descriptor
-	b.cmd.Stdout, b.cmd.Stderr = logf, logf
-	if err := b.cmd.Start(); err != nil {
-		b.t.Fatal(err)
-	}
-	b.done = make(chan struct{})
-	go func(cmd *exec.Cmd, done chan struct{}) {
-		_ = cmd.Wait()
-		close(done)
-	}(b.cmd, b.done)
-	deadline := time.Now().Add(10 * time.Second)
-	for time.Now().Before(deadline) {
-		c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(b.port)), 200*time.Millisecond)
-		if err == nil {
-			c.Close()
-			return
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	b.t.Fatal("mosquitto did not start listening")
-}
-
-// stop ends the broker with SIGTERM (it saves its persistence) and waits.
-func (b *broker) stop() {
-	if b.cmd == nil {
-		return
-	}
-	_ = b.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-b.done:
-	case <-time.After(10 * time.Second):
-		_ = b.cmd.Process.Kill()
-		<-b.done
-	}
-	b.cmd = nil
-}
+func startBroker(t *testing.T) *broker { return testpeer.StartMosquitto(t) }
 
 // observable is a CoAP origin with one observable resource; notify sends a
 // notification to every observer.
