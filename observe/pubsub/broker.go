@@ -245,6 +245,18 @@ func (b *Broker) topicFromRecord(raw []byte) (*topic, error) {
 }
 
 // recordLocked encodes t, with the given data state, for the store.
+// persistUnlock encodes the topic's record under b.mu, releases b.mu and
+// writes the record to state_dir (atomically, synced): callers answer only
+// after it returned nil.
+func (b *Broker) persistUnlock(t *topic, p *Properties, full, hasCF bool, cf uint16, payload []byte, seq uint32) error {
+	rec, err := b.recordLocked(t, p, full, hasCF, cf, payload, seq)
+	b.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return b.st.save(t.id, rec)
+}
+
 func (b *Broker) recordLocked(t *topic, p *Properties, full, hasCF bool, cf uint16, payload []byte, seq uint32) ([]byte, error) {
 	conf, err := p.Encode()
 	if err != nil {

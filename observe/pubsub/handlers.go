@@ -259,11 +259,7 @@ func (b *Broker) create(w coap.ResponseWriter, r *coap.Request) error {
 	t.op.Lock()
 	defer t.op.Unlock()
 	b.topics[t.id], b.byName[*p.TopicName], b.byData[seg] = t, t, t
-	rec, err := b.recordLocked(t, &t.props, t.full, t.hasCF, t.cf, t.payload, t.seq)
-	b.mu.Unlock()
-	if err == nil {
-		err = b.st.save(t.id, rec)
-	}
+	err = b.persistUnlock(t, &t.props, t.full, t.hasCF, t.cf, t.payload, t.seq)
 	b.mu.Lock()
 	if err != nil {
 		t.gone = true
@@ -400,12 +396,7 @@ func (b *Broker) update(w coap.ResponseWriter, r *coap.Request, t *topic) error 
 	}
 
 	b.mu.Lock()
-	rec, err := b.recordLocked(t, &next, t.full, t.hasCF, t.cf, t.payload, t.seq)
-	b.mu.Unlock()
-	if err == nil {
-		err = b.st.save(t.id, rec)
-	}
-	if err != nil {
+	if err := b.persistUnlock(t, &next, t.full, t.hasCF, t.cf, t.payload, t.seq); err != nil {
 		b.warn("pubsub: cannot store topic", "topic", t.id, "err", err)
 		return b.fail(w, coap.InternalServerError, "pubsub: cannot store topic")
 	}
@@ -563,13 +554,8 @@ func (b *Broker) publish(w coap.ResponseWriter, r *coap.Request, t *topic) error
 	first := !t.full
 	seq := (t.seq + 1) & 0xffffff
 	payload := append([]byte{}, m.Payload...) // the request's buffer is reused
-	rec, err := b.recordLocked(t, &t.props, true, hasCF, cf, payload, seq)
-	b.mu.Unlock()
-	if err == nil {
-		// Durable before acknowledged: a 2.01/2.04 survives a crash.
-		err = b.st.save(t.id, rec)
-	}
-	if err != nil {
+	// Durable before acknowledged: a 2.01/2.04 survives a crash.
+	if err := b.persistUnlock(t, &t.props, true, hasCF, cf, payload, seq); err != nil {
 		b.warn("pubsub: cannot store publication", "topic", t.id, "err", err)
 		return b.fail(w, coap.InternalServerError, "pubsub: cannot store publication")
 	}
@@ -647,12 +633,7 @@ func (b *Broker) deleteData(w coap.ResponseWriter, t *topic) error {
 		b.mu.Unlock()
 		return b.fail(w, coap.NotFound, "")
 	}
-	rec, err := b.recordLocked(t, &t.props, false, false, 0, nil, t.seq)
-	b.mu.Unlock()
-	if err == nil {
-		err = b.st.save(t.id, rec)
-	}
-	if err != nil {
+	if err := b.persistUnlock(t, &t.props, false, false, 0, nil, t.seq); err != nil {
 		b.warn("pubsub: cannot store topic", "topic", t.id, "err", err)
 		return b.fail(w, coap.InternalServerError, "pubsub: cannot store topic")
 	}
