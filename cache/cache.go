@@ -19,6 +19,9 @@ import (
 const (
 	maxFlights = 1024
 	maxWaiters = 256
+	// maxUnshared bounds the keys remembered as answered uncacheably;
+	// past it the memory starts afresh.
+	maxUnshared = 4096
 )
 
 // Cache is the response cache and its chain stage. It is safe for
@@ -34,6 +37,11 @@ type Cache struct {
 	lru     entry                        // guarded by mu: sentinel of the recency list
 	bytes   int64                        // guarded by mu: accounted size of all entries
 	flights map[flightKey]*flight        // guarded by mu: upstream requests others wait for
+	// unshared holds the keys (Key.ID) whose last forwarded response could
+	// not be stored: identical requests for them are not coalesced, since
+	// a waiter would only learn there is nothing to share and then go
+	// upstream itself, a whole exchange late. Guarded by mu.
+	unshared map[[sha256.Size]byte]struct{}
 
 	stats counters
 }
@@ -81,12 +89,13 @@ func WithLogger(l *slog.Logger) Option {
 // their defaults.
 func New(cfg Config, opts ...Option) *Cache {
 	c := &Cache{
-		cfg:     cfg.withDefaults(),
-		now:     time.Now,
-		log:     slog.New(slog.DiscardHandler),
-		entries: map[[sha256.Size]byte]*entry{},
-		byURI:   map[[sha256.Size]byte]*entry{},
-		flights: map[flightKey]*flight{},
+		cfg:      cfg.withDefaults(),
+		now:      time.Now,
+		log:      slog.New(slog.DiscardHandler),
+		entries:  map[[sha256.Size]byte]*entry{},
+		byURI:    map[[sha256.Size]byte]*entry{},
+		flights:  map[flightKey]*flight{},
+		unshared: map[[sha256.Size]byte]struct{}{},
 	}
 	c.lru.prev, c.lru.next = &c.lru, &c.lru
 	for _, o := range opts {
@@ -332,7 +341,11 @@ func (c *Cache) coalesce(ctx context.Context, next coap.Handler, w coap.Response
 	fk := flightKey{id, hop}
 	c.mu.Lock()
 	f := c.flights[fk]
+	_, unshared := c.unshared[id]
 	switch {
+	case unshared:
+		c.mu.Unlock()
+		return c.forward(ctx, next, w, r, k, id, hop, e, found)
 	case f == nil && len(c.flights) < maxFlights:
 		f = &flight{done: make(chan struct{})}
 		c.flights[fk] = f
@@ -453,9 +466,16 @@ func (c *Cache) forwardShared(ctx context.Context, next coap.Handler, w coap.Res
 			c.log.Debug("response not stored", "reason", "over max_entry_bytes", "size", entrySize(resp))
 		}
 		shared = resp
-	} else if old := c.entries[id]; old != nil {
-		// A newer answer that may not be stored still outdates the old.
-		c.remove(old)
+		delete(c.unshared, id)
+	} else {
+		if old := c.entries[id]; old != nil {
+			// A newer answer that may not be stored still outdates the old.
+			c.remove(old)
+		}
+		if len(c.unshared) >= maxUnshared {
+			clear(c.unshared)
+		}
+		c.unshared[id] = struct{}{}
 	}
 	c.mu.Unlock()
 	return shared, firstErr(w.WriteResponse(resp), err)

@@ -719,3 +719,79 @@ func TestConfigValidate(t *testing.T) {
 		}
 	}
 }
+
+// A key whose responses cannot be stored is not coalesced: a waiter would
+// learn only that there is nothing to share, then go upstream itself, a
+// whole exchange late. A storable response makes it coalescable again.
+func TestUncacheableKeyIsNotCoalesced(t *testing.T) {
+	maxAge := 0
+	var inside sync.WaitGroup
+	release := make(chan struct{})
+	block := false
+	var mu sync.Mutex
+	o := newOrigin(func(int, *coap.Message) *coap.Message { mu.Lock(); defer mu.Unlock(); return content("x", 0, "", maxAge) })
+	c := New(Defaults())
+	stage := c.Stage(coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, r *coap.Request) error {
+		mu.Lock()
+		b := block
+		mu.Unlock()
+		if b {
+			inside.Done()
+			<-release
+		}
+		return o.ServeCoAP(ctx, w, r)
+	}))
+	if err := stage.ServeCoAP(context.Background(), &recorder{}, get(target)); err != nil {
+		t.Fatal(err)
+	}
+	// Now n identical requests at once: every one must reach the origin
+	// while the others are still waiting for theirs.
+	const n = 4
+	mu.Lock()
+	block = true
+	mu.Unlock()
+	inside.Add(n)
+	var wg sync.WaitGroup
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w := &recorder{}
+			if err := stage.ServeCoAP(context.Background(), w, get(target)); err != nil {
+				t.Error(err)
+			}
+			if m := w.get(); m == nil || string(m.Payload) != "x" {
+				t.Errorf("got %v", m)
+			}
+		}()
+	}
+	all := make(chan struct{})
+	go func() { inside.Wait(); close(all) }()
+	select {
+	case <-all:
+		close(release)
+	case <-time.After(10 * time.Second):
+		close(release)
+		t.Fatal("identical requests were held back behind one another's flight")
+	}
+	wg.Wait()
+	if got := o.count(); got != 1+n {
+		t.Fatalf("origin called %d times, want %d", got, 1+n)
+	}
+	if s := c.Stats(); s.Coalesced != 0 {
+		t.Fatalf("coalesced = %d", s.Coalesced)
+	}
+	// A storable answer ends the exception.
+	mu.Lock()
+	block, maxAge = false, 30
+	mu.Unlock()
+	if err := stage.ServeCoAP(context.Background(), &recorder{}, get(target)); err != nil {
+		t.Fatal(err)
+	}
+	c.mu.Lock()
+	_, still := c.unshared[mustKey(t, get(target)).ID]
+	c.mu.Unlock()
+	if still {
+		t.Fatal("key still marked unshared after a cacheable response")
+	}
+}
