@@ -33,7 +33,19 @@ type EndpointConfig struct {
 	// MaxInflight bounds requests being handled at once; beyond it a
 	// request is answered 5.03. Default 4096.
 	MaxInflight int
-	Logger      *slog.Logger
+	// Inline, when set, picks the requests whose handler runs on the
+	// reader goroutine instead of a worker: those whose way through the
+	// handler never blocks, since it answers at once or through Later.
+	// This spares the hand-off to a worker and back, most of the cost of
+	// a forwarded request. Inline itself runs on the reader and must be
+	// quick.
+	Inline func(r *Request) bool
+	// Readers is how many goroutines read the transport at once, each
+	// serving its Inline requests itself; default 1. More than one lets
+	// inline requests use several cores; the transport's ReadFrom must
+	// then allow concurrent calls (UDP's does).
+	Readers int
+	Logger  *slog.Logger
 }
 
 // ErrAnswered is returned by a second WriteResponse for one request.
@@ -51,10 +63,11 @@ type Stats struct {
 	Busy            uint64 // requests refused because MaxInflight was reached
 	Unmatched       uint64 // responses matching no exchange
 	Refused         uint64 // datagrams dropped by Accept
+	Inline          uint64 // requests served on a reader goroutine (Inline)
 }
 
 type counters struct {
-	received, sent, malformed, duplicates, retransmissions, timeouts, resetsSent, busy, unmatched, refused atomic.Uint64
+	received, sent, malformed, duplicates, retransmissions, timeouts, resetsSent, busy, unmatched, refused, inline atomic.Uint64
 }
 
 // exKey names an exchange by peer and message ID (§4.5).
@@ -93,7 +106,12 @@ type outCon struct {
 
 // call is a client exchange awaiting its response.
 type call struct {
-	ch chan callResult // buffered 1
+	ch chan callResult // buffered 1; nil for a call of Go
+	// done, for a call of Go, receives the first result; fired makes it
+	// once. deadline fails the call when its time is up.
+	done     func(callResult)
+	fired    atomic.Bool
+	deadline *time.Timer // guarded by e.mu
 	// notify, when set, receives every response after the first: the
 	// notifications of an observation (RFC 7641 §3.2). It runs on the
 	// reader goroutine and must not block.
@@ -124,7 +142,7 @@ type Endpoint struct {
 	stats    counters
 	closeMu  sync.Once
 	closeErr error
-	readDone chan struct{}
+	readers  sync.WaitGroup
 	jobs     chan job     // idle workers wait here
 	slow     slowList     // CON requests waiting for their handler
 	nons     nonRing      // recent NONs whose RST someone wants to hear of
@@ -164,7 +182,6 @@ func NewEndpoint(t Transport, cfg EndpointConfig) *Endpoint {
 		sem:      make(chan struct{}, cfg.MaxInflight),
 		ctx:      ctx,
 		cancel:   cancel,
-		readDone: make(chan struct{}),
 		jobs:     make(chan job),
 		seen:     make(map[exKey]seen),
 		pending:  make(map[exKey]*outCon),
@@ -173,7 +190,10 @@ func NewEndpoint(t Transport, cfg EndpointConfig) *Endpoint {
 	e.mids = make(map[netip.AddrPort]uint16)
 	e.wg.Add(1)
 	go e.ackLoop()
-	go e.readLoop()
+	for range max(cfg.Readers, 1) {
+		e.readers.Add(1)
+		go e.readLoop()
+	}
 	return e
 }
 
@@ -184,7 +204,7 @@ func (e *Endpoint) Close() error {
 	e.closeMu.Do(func() {
 		e.cancel()
 		e.closeErr = e.t.Close()
-		<-e.readDone
+		e.readers.Wait()
 		e.mu.Lock()
 		var fins []func(*Message, error)
 		for k, p := range e.pending {
@@ -194,11 +214,15 @@ func (e *Endpoint) Close() error {
 				fins = append(fins, p.fin)
 			}
 		}
+		var calls []*call
 		for k, c := range e.calls {
-			c.deliver(callResult{err: ErrClosed})
+			calls = append(calls, c)
 			delete(e.calls, k)
 		}
 		e.mu.Unlock()
+		for _, c := range calls {
+			c.deliver(callResult{err: ErrClosed})
+		}
 		for _, fin := range fins {
 			fin(nil, ErrClosed) // "called once", closing included
 		}
@@ -217,7 +241,7 @@ func (e *Endpoint) Stats() Stats {
 		Received: s.received.Load(), Sent: s.sent.Load(), Malformed: s.malformed.Load(),
 		Duplicates: s.duplicates.Load(), Retransmissions: s.retransmissions.Load(),
 		Timeouts: s.timeouts.Load(), ResetsSent: s.resetsSent.Load(), Busy: s.busy.Load(),
-		Unmatched: s.unmatched.Load(), Refused: s.refused.Load(),
+		Unmatched: s.unmatched.Load(), Refused: s.refused.Load(), Inline: s.inline.Load(),
 	}
 }
 
@@ -263,9 +287,10 @@ func (e *Endpoint) write(peer netip.AddrPort, b []byte) {
 const maxDatagram = 64 << 10
 
 func (e *Endpoint) readLoop() {
-	defer close(e.readDone)
+	defer e.readers.Done()
 	buf := make([]byte, maxDatagram)
 	var m Message
+	inline := context.WithValue(e.ctx, laterKey{}, &laterState{inline: true})
 	for {
 		n, peer, err := e.t.ReadFrom(buf)
 		if err != nil {
@@ -283,13 +308,14 @@ func (e *Endpoint) readLoop() {
 			e.stats.refused.Add(1)
 			continue
 		}
-		e.receive(&m, buf[:n], peer)
+		e.receive(inline, &m, buf[:n], peer)
 	}
 }
 
 // receive handles one datagram; it runs on the reader goroutine, so
 // nothing here blocks on I/O other than sending small replies.
-func (e *Endpoint) receive(m *Message, b []byte, peer netip.AddrPort) {
+// inline is the reader's own handler context (coap.Inline reports true).
+func (e *Endpoint) receive(inline context.Context, m *Message, b []byte, peer netip.AddrPort) {
 	if err := m.Decode(b); err != nil {
 		e.stats.malformed.Add(1)
 		// §4.2, §4.3: a CON that cannot be processed is rejected with RST;
@@ -303,7 +329,7 @@ func (e *Endpoint) receive(m *Message, b []byte, peer netip.AddrPort) {
 	case m.Code == Empty:
 		e.receiveEmpty(m, peer)
 	case m.Code.IsRequest():
-		e.receiveRequest(m, peer)
+		e.receiveRequest(inline, m, peer)
 	case m.Code.IsResponse():
 		e.receiveResponse(m, peer)
 	default:
@@ -428,7 +454,7 @@ func (r *seenRing) push(it seenItem) {
 	r.n++
 }
 
-func (e *Endpoint) receiveRequest(m *Message, peer netip.AddrPort) {
+func (e *Endpoint) receiveRequest(inline context.Context, m *Message, peer netip.AddrPort) {
 	if m.Type != Confirmable && m.Type != NonConfirmable {
 		// A request in an ACK or RST is a format error (§4.2, §4.3).
 		e.stats.malformed.Add(1)
@@ -462,6 +488,11 @@ func (e *Endpoint) receiveRequest(m *Message, peer netip.AddrPort) {
 	if m.Type == Confirmable {
 		e.slow.add(w, time.Now())
 	}
+	if e.cfg.Inline != nil && e.cfg.Inline(req) {
+		e.stats.inline.Add(1)
+		e.serve(inline, w, req)
+		return
+	}
 	j := job{w, req}
 	select {
 	case e.jobs <- j: // an idle worker takes it
@@ -484,9 +515,9 @@ const maxIdleWorkers = 64
 
 func (e *Endpoint) worker(j job) {
 	defer e.wg.Done()
+	ctx := context.WithValue(e.ctx, laterKey{}, &laterState{})
 	for {
-		e.serve(j.w, j.req)
-		<-e.sem
+		e.serve(ctx, j.w, j.req)
 		if e.idle.Add(1) > maxIdleWorkers {
 			e.idle.Add(-1)
 			return
@@ -501,21 +532,29 @@ func (e *Endpoint) worker(j job) {
 	}
 }
 
-func (e *Endpoint) serve(w *responseWriter, req *Request) {
-	defer w.stop()
-	err := e.cfg.Handler.ServeCoAP(e.ctx, w, req)
-	if err == nil || w.answered() {
-		if err != nil {
-			e.log.Debug("handler error after answering", "peer", w.peer, "err", err)
+// serve runs the handler on ctx, a handler goroutine's context, and ends
+// the request, unless the handler answers later (ErrLater): then the
+// writer ends it when the answer comes, and what Later registered starts.
+func (e *Endpoint) serve(ctx context.Context, w *responseWriter, req *Request) {
+	s := ctx.Value(laterKey{}).(*laterState)
+	err := e.cfg.Handler.ServeCoAP(ctx, w, req)
+	if errors.Is(err, ErrLater) {
+		w.mu.Lock()
+		w.later = true
+		if w.done {
+			w.end() // answered before the handler returned
 		}
+		w.mu.Unlock()
+		s.run()
 		return
 	}
-	var ce *Error
-	if !errors.As(err, &ce) {
-		e.log.Warn("handler failed", "peer", w.peer, "code", req.Msg.Code, "err", err)
-		ce = &Error{Code: InternalServerError, MaxAge: -1}
+	if len(s.starts) > 0 {
+		// Later was called, yet the handler did not return ErrLater: the
+		// answer has no one to end the request. Start it all the same.
+		e.log.Warn("handler called Later but returned", "peer", w.peer, "method", req.Msg.Code, "err", err)
+		s.run()
 	}
-	w.WriteResponse(ce.Response())
+	w.Finish(err)
 }
 
 func (e *Endpoint) receiveResponse(m *Message, peer netip.AddrPort) {
@@ -582,6 +621,12 @@ func rstBytes(mid uint16) []byte {
 }
 
 func (c *call) deliver(r callResult) {
+	if c.done != nil {
+		if c.fired.CompareAndSwap(false, true) {
+			c.done(r)
+		}
+		return
+	}
 	select {
 	case c.ch <- r:
 	default: // the first result wins
@@ -670,6 +715,62 @@ func (e *Endpoint) Do(ctx context.Context, to netip.AddrPort, req *Message) (*Me
 	return e.exchange(ctx, to, req, tok[:], c)
 }
 
+// Go is Do without waiting: it sends req to the peer and calls done once,
+// with the first response or the error: ErrTimeout, ErrReset, ErrClosed,
+// or context.DeadlineExceeded when no response came within timeout. done
+// runs on the endpoint's reader goroutine or a timer's and must not block.
+// It lets a handler answer through Later instead of holding a goroutine
+// for the whole exchange.
+func (e *Endpoint) Go(to netip.AddrPort, req *Message, timeout time.Duration, done func(*Message, error)) {
+	var tok [8]byte
+	tv := rand.Uint64()
+	binary.BigEndian.PutUint64(tok[:], tv)
+	out := *req
+	out.Token = tok[:]
+	out.MID = e.allocMID(to)
+	if out.Type != NonConfirmable {
+		out.Type = Confirmable
+	}
+	data, err := out.Marshal()
+	if err != nil {
+		done(nil, fmt.Errorf("coap: encode request: %w", err))
+		return
+	}
+	tk, ck := tokKey{to, tv}, exKey{to, out.MID}
+	c := &call{}
+	c.done = func(r callResult) {
+		e.mu.Lock()
+		c.deadline.Stop()
+		if e.calls[tk] == c {
+			delete(e.calls, tk)
+		}
+		if p, ok := e.pending[ck]; ok {
+			p.timer.Stop()
+			delete(e.pending, ck)
+		}
+		e.mu.Unlock()
+		done(r.msg, r.err)
+	}
+	e.mu.Lock()
+	if e.ctx.Err() != nil {
+		e.mu.Unlock()
+		done(nil, ErrClosed)
+		return
+	}
+	e.calls[tk] = c
+	c.deadline = time.AfterFunc(timeout, func() { c.deliver(callResult{err: context.DeadlineExceeded}) })
+	e.mu.Unlock()
+	if out.Type == Confirmable {
+		e.sendCONToken(to, out.MID, tok[:], data, func(_ *Message, err error) {
+			if err != nil {
+				c.deliver(callResult{err: err})
+			}
+		})
+	} else {
+		e.write(to, data)
+	}
+}
+
 // exchange sends req with the given token, registered as c, and waits for
 // the first response.
 func (e *Endpoint) exchange(ctx context.Context, to netip.AddrPort, req *Message, tok []byte, c *call) (*Message, error) {
@@ -722,6 +823,8 @@ type responseWriter struct {
 	since      int64 // UnixNano of arrival, for slowList
 	listed     bool
 	acked      bool // guarded by mu: empty ACK sent
+	later      bool // guarded by mu: the handler returned ErrLater
+	ended      bool // guarded by mu: Finish ran, the request's slot is free
 	done       bool // guarded by mu: response written
 	code       Code // guarded by mu: the code of the response written
 }
@@ -753,22 +856,55 @@ func (w *responseWriter) emptyACK() {
 	w.e.remember(w.key(), w.e.sendEmptyACK(w.peer, w.mid))
 }
 
-// stop runs when the handler returns: a CON that got no answer still gets
-// its ACK, so the client stops retransmitting.
-func (w *responseWriter) stop() {
+// Finish ends the request (Finisher): when the handler returned err, or,
+// for a request answered later, when its continuation gives up. An error
+// not yet answered is answered; a CON that got no answer still gets its
+// ACK, so the client stops retransmitting; the request's MaxInflight slot
+// is freed. Only the first Finish counts.
+func (w *responseWriter) Finish(err error) {
+	if err != nil && !errors.Is(err, ErrLater) {
+		if w.answered() {
+			w.e.log.Debug("handler error after answering", "peer", w.peer, "err", err)
+		} else {
+			var ce *Error
+			if !errors.As(err, &ce) {
+				w.e.log.Warn("handler failed", "peer", w.peer, "err", err)
+			}
+			w.write(errorResponse(err), false)
+		}
+	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.end()
+}
+
+// end frees the request's slot once; w.mu is held.
+func (w *responseWriter) end() {
+	if w.ended {
+		return
+	}
+	w.ended = true
 	w.e.slow.remove(w)
 	if !w.done && !w.acked && w.reqType == Confirmable {
 		w.acked = true
 		w.e.remember(w.key(), w.e.sendEmptyACK(w.peer, w.mid))
 	}
+	<-w.e.sem
 }
 
 func (w *responseWriter) WriteResponse(resp *Message) error {
+	return w.write(resp, true)
+}
+
+// write answers; for a request answered later, the answer also ends it.
+func (w *responseWriter) write(resp *Message, end bool) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	ending := end && w.later
 	if w.done {
+		if ending {
+			w.end()
+		}
 		return ErrAnswered
 	}
 	w.done, w.code = true, resp.Code
@@ -784,6 +920,11 @@ func (w *responseWriter) WriteResponse(resp *Message) error {
 		out.Type, out.MID = NonConfirmable, w.e.allocMID(w.peer)
 	}
 	data, err := out.Marshal()
+	if ending {
+		// Before the answer leaves: a client that has it finds the slot
+		// free.
+		w.end()
+	}
 	if err != nil {
 		return fmt.Errorf("coap: encode response: %w", err)
 	}

@@ -18,10 +18,18 @@ var _ Transport = (*UDP)(nil)
 
 // ListenUDP binds a UDP socket, e.g. "127.0.0.1:5683" or "[::]:0".
 func ListenUDP(ctx context.Context, addr string) (*UDP, error) {
+	return ListenUDPNetwork(ctx, "udp", addr)
+}
+
+// ListenUDPNetwork is ListenUDP for a network of package net: "udp4" or
+// "udp6" for a socket of one family only ("udp" makes a wildcard socket
+// dual-stack, whose IPv4 traffic takes the longer IPv6 path in the
+// kernel).
+func ListenUDPNetwork(ctx context.Context, network, addr string) (*UDP, error) {
 	var lc net.ListenConfig
-	pc, err := lc.ListenPacket(ctx, "udp", addr)
+	pc, err := lc.ListenPacket(ctx, network, addr)
 	if err != nil {
-		return nil, fmt.Errorf("coap: listen udp %s: %w", addr, err)
+		return nil, fmt.Errorf("coap: listen %s %s: %w", network, addr, err)
 	}
 	return NewUDP(pc.(*net.UDPConn)), nil
 }

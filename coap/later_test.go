@@ -1,0 +1,178 @@
+package coap
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// laterHandler answers through Later from a goroutine of its own after
+// delay, as a proxy answers from its upstream's reader.
+func laterHandler(inline *atomic.Int32, delay time.Duration, release <-chan struct{}) Handler {
+	return HandlerFunc(func(ctx context.Context, w ResponseWriter, r *Request) error {
+		if Inline(ctx) {
+			inline.Add(1)
+		}
+		payload := append([]byte(nil), r.Msg.Payload...)
+		return Later(ctx, func() {
+			go func() {
+				if release != nil {
+					<-release
+				}
+				time.Sleep(delay)
+				if string(payload) == "fail" {
+					Finish(w, Errorf(GatewayTimeout, "no answer"))
+					return
+				}
+				w.WriteResponse(&Message{Code: Content, Payload: append([]byte("later:"), payload...)})
+				Finish(w, nil)
+			}()
+		})
+	})
+}
+
+func TestInlineHandlerAnswersLater(t *testing.T) {
+	var inline atomic.Int32
+	_, addr := serve(t, EndpointConfig{
+		Handler: laterHandler(&inline, 0, nil),
+		Inline:  func(r *Request) bool { return r.Msg.Code == GET },
+	})
+	client, _ := serve(t, EndpointConfig{})
+	resp, err := client.Do(context.Background(), addr, &Message{Code: GET, Payload: []byte("x")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Code != Content || string(resp.Payload) != "later:x" {
+		t.Fatalf("got %v %q", resp.Code, resp.Payload)
+	}
+	if inline.Load() != 1 {
+		t.Fatalf("GET ran inline %d times, want 1", inline.Load())
+	}
+	// Not picked by Inline: a worker serves it, and Later works there too.
+	resp, err = client.Do(context.Background(), addr, &Message{Code: POST, Payload: []byte("y")})
+	if err != nil || string(resp.Payload) != "later:y" {
+		t.Fatalf("POST: %v %v", resp, err)
+	}
+	if inline.Load() != 1 {
+		t.Fatal("POST ran on the reader")
+	}
+	// An error given to Finish is answered as a handler's error would be.
+	resp, err = client.Do(context.Background(), addr, &Message{Code: GET, Payload: []byte("fail")})
+	if err != nil || resp.Code != GatewayTimeout || string(resp.Payload) != "no answer" {
+		t.Fatalf("fail: %v %v", resp, err)
+	}
+}
+
+// A CON answered later than AckDelay gets its empty ACK first, and the
+// answer as a separate response (§5.2.2), as from a slow handler.
+func TestLaterAnswerAfterAckDelayIsSeparate(t *testing.T) {
+	var inline atomic.Int32
+	_, addr := serve(t, EndpointConfig{
+		Handler:  laterHandler(&inline, 150*time.Millisecond, nil),
+		Inline:   func(*Request) bool { return true },
+		AckDelay: 20 * time.Millisecond,
+	})
+	c := rawPeer(t)
+	req := &Message{Type: Confirmable, Code: GET, MID: 7, Token: []byte{1}, Payload: []byte("s")}
+	b, _ := req.Marshal()
+	ack := exchange(t, c, addr, b)
+	if ack.Type != Acknowledgement || ack.Code != Empty || ack.MID != 7 {
+		t.Fatalf("first: %v %v mid %d, want the empty ACK", ack.Type, ack.Code, ack.MID)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 512)
+	n, _, err := c.ReadFromUDPAddrPort(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sep Message
+	if err := sep.Decode(buf[:n]); err != nil {
+		t.Fatal(err)
+	}
+	if sep.Type != Confirmable || sep.Code != Content || string(sep.Payload) != "later:s" || string(sep.Token) != "\x01" {
+		t.Fatalf("separate response: %v %v %q", sep.Type, sep.Code, sep.Payload)
+	}
+}
+
+// A request answered later holds its MaxInflight slot until it is
+// answered, and gives it back then.
+func TestLaterRequestHoldsItsSlotUntilAnswered(t *testing.T) {
+	var inline atomic.Int32
+	release := make(chan struct{})
+	_, addr := serve(t, EndpointConfig{
+		Handler:     laterHandler(&inline, 0, release),
+		Inline:      func(*Request) bool { return true },
+		MaxInflight: 1,
+	})
+	client, _ := serve(t, EndpointConfig{})
+	first := make(chan *Message, 1)
+	go func() {
+		resp, _ := client.Do(context.Background(), addr, &Message{Code: GET, Payload: []byte("1")})
+		first <- resp
+	}()
+	for inline.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	resp, err := client.Do(context.Background(), addr, &Message{Code: GET, Payload: []byte("2")})
+	if err != nil || resp.Code != ServiceUnavailable {
+		t.Fatalf("second while the first is open: %v %v, want 5.03", resp, err)
+	}
+	close(release)
+	if resp := <-first; resp == nil || string(resp.Payload) != "later:1" {
+		t.Fatalf("first: %v", resp)
+	}
+	resp, err = client.Do(context.Background(), addr, &Message{Code: GET, Payload: []byte("3")})
+	if err != nil || string(resp.Payload) != "later:3" {
+		t.Fatalf("third after the first answered: %v %v", resp, err)
+	}
+}
+
+func TestGoDeliversResponseTimeoutAndClose(t *testing.T) {
+	var calls atomic.Int32
+	_, addr := serve(t, EndpointConfig{Handler: echo(&calls, 0)})
+	client, _ := serve(t, EndpointConfig{})
+	type result struct {
+		m   *Message
+		err error
+	}
+	do := func(e *Endpoint, to netip.AddrPort, timeout time.Duration) result {
+		ch := make(chan result, 2)
+		e.Go(to, &Message{Code: POST, Payload: []byte("g")}, timeout, func(m *Message, err error) { ch <- result{m, err} })
+		r := <-ch
+		select {
+		case extra := <-ch:
+			t.Fatalf("done called twice: %v then %v", r, extra)
+		case <-time.After(50 * time.Millisecond):
+		}
+		return r
+	}
+	if r := do(client, addr, 5*time.Second); r.err != nil || string(r.m.Payload) != "echo:g" {
+		t.Fatalf("got %v", r)
+	}
+	// A peer that never answers: the deadline ends it.
+	silent := rawPeer(t)
+	dead := netip.MustParseAddrPort(silent.LocalAddr().String())
+	if r := do(client, dead, 100*time.Millisecond); !errors.Is(r.err, context.DeadlineExceeded) {
+		t.Fatalf("silent peer: %v", r.err)
+	}
+	client.mu.Lock()
+	nCalls, nPending := len(client.calls), len(client.pending)
+	client.mu.Unlock()
+	if nCalls != 0 || nPending != 0 {
+		t.Fatalf("after the deadline: %d calls, %d pending CONs left", nCalls, nPending)
+	}
+	// Close ends what is in flight.
+	var wg sync.WaitGroup
+	wg.Add(1)
+	var got error
+	client.Go(dead, &Message{Code: GET}, time.Minute, func(_ *Message, err error) { got = err; wg.Done() })
+	client.Close()
+	wg.Wait()
+	if !errors.Is(got, ErrClosed) {
+		t.Fatalf("after Close: %v", got)
+	}
+}
