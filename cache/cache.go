@@ -249,6 +249,9 @@ type invalidator struct {
 	uri [sha256.Size]byte
 }
 
+// Finish passes an answer that came later on (coap.Finisher).
+func (v *invalidator) Finish(err error) { coap.Finish(v.w, err) }
+
 func (v *invalidator) WriteResponse(resp *coap.Message) error {
 	if resp != nil && resp.Code.Class() == 2 && resp.Code != coap.Continue {
 		v.c.Invalidate(Key{URI: v.uri})
@@ -262,7 +265,15 @@ func (c *Cache) serveSafe(ctx context.Context, next coap.Handler, w coap.Respons
 	if !ok {
 		return next.ServeCoAP(ctx, w, r)
 	}
-	defer k.release()
+	err := c.serveKeyed(ctx, next, w, r, &k)
+	if !errors.Is(err, coap.ErrLater) {
+		k.release() // else the answer's continuation releases it
+	}
+	return err
+}
+
+// serveKeyed is serveSafe for a request with its key.
+func (c *Cache) serveKeyed(ctx context.Context, next coap.Handler, w coap.ResponseWriter, r *coap.Request, k *reqKey) error {
 	m := r.Msg
 	id := k.id()
 	hop := hopLimit(m)
@@ -271,10 +282,10 @@ func (c *Cache) serveSafe(ctx context.Context, next coap.Handler, w coap.Respons
 		// which sits before this stage): a stored response would leave
 		// the client believing it observes. Its response is stored.
 		c.stats.misses.Add(1)
-		return c.forward(ctx, next, w, r, &k, id, hop, snapshot{}, false)
+		return c.forward(ctx, next, w, r, k, id, hop, snapshot{}, false)
 	}
 	now := c.now()
-	e, found := c.lookup(m, &k, id, hop, now)
+	e, found := c.lookup(m, k, id, hop, now)
 	if found && e.fresh(now) {
 		switch {
 		case !m.Options.Has(coap.ETag):
@@ -287,7 +298,7 @@ func (c *Cache) serveSafe(ctx context.Context, next coap.Handler, w coap.Respons
 		// PR3.3: an ETag that is not the fresh one: forwarded.
 	}
 	c.stats.misses.Add(1)
-	return c.coalesce(ctx, next, w, r, &k, id, hop, e, found)
+	return c.coalesce(ctx, next, w, r, k, id, hop, e, found)
 }
 
 // lookup finds the entry for a request: its own key, or (PR3.5) the entry
@@ -328,6 +339,7 @@ type flightKey struct {
 
 // flight is one upstream request identical concurrent requests wait for.
 type flight struct {
+	landed  atomic.Bool // done is closed, once
 	done    chan struct{}
 	waiters int           // guarded by Cache.mu
 	resp    *coap.Message // set before done closes: a response waiters may share; nil if none
@@ -350,10 +362,10 @@ func (c *Cache) coalesce(ctx context.Context, next coap.Handler, w coap.Response
 		f = &flight{done: make(chan struct{})}
 		c.flights[fk] = f
 		c.mu.Unlock()
-		var shared *coap.Message
-		var err error
-		defer func() {
-			// Deferred so that waiters are released even if next panics.
+		land := func(shared *coap.Message, err error) {
+			if !f.landed.CompareAndSwap(false, true) {
+				return
+			}
 			c.mu.Lock()
 			delete(c.flights, fk)
 			c.mu.Unlock()
@@ -362,16 +374,38 @@ func (c *Cache) coalesce(ctx context.Context, next coap.Handler, w coap.Response
 				f.err = errNoShare
 			}
 			close(f.done)
+		}
+		returned := false
+		defer func() {
+			if !returned {
+				land(nil, nil) // next panicked: release the waiters all the same
+			}
 		}()
-		shared, err = c.forwardShared(ctx, next, w, r, k, id, hop, e, found)
+		err := c.forwardShared(ctx, next, w, r, k, id, hop, e, found, land)
+		returned = true
 		return err
 	case f != nil && f.waiters < maxWaiters:
 		f.waiters++
 		c.mu.Unlock()
+		if coap.Inline(ctx) {
+			// On an endpoint's reader: wait on a goroutine of its own.
+			dctx := coap.Detached(ctx)
+			return coap.Later(ctx, func() {
+				go func() {
+					coap.Finish(w, c.await(dctx, next, w, r, k, id, hop, f))
+					k.release()
+				}()
+			})
+		}
+		return c.await(ctx, next, w, r, k, id, hop, f)
 	default:
 		c.mu.Unlock()
 		return c.forward(ctx, next, w, r, k, id, hop, e, found)
 	}
+}
+
+// await waits for another request's flight and answers from what it got.
+func (c *Cache) await(ctx context.Context, next coap.Handler, w coap.ResponseWriter, r *coap.Request, k *reqKey, id [sha256.Size]byte, hop int, f *flight) error {
 	select {
 	case <-f.done:
 	case <-ctx.Done():
@@ -398,7 +432,7 @@ func (c *Cache) coalesce(ctx context.Context, next coap.Handler, w coap.Response
 	}
 	// Nothing to share (a 2.03 for someone else's ETag, a response that
 	// may not be reused): this request goes upstream itself.
-	e, found = c.lookup(r.Msg, k, id, hop, now)
+	e, found := c.lookup(r.Msg, k, id, hop, now)
 	return c.forward(ctx, next, w, r, k, id, hop, e, found)
 }
 
@@ -406,15 +440,19 @@ var errNoShare = errors.New("cache: nothing to share")
 
 // forward is forwardShared for a request nobody waits for.
 func (c *Cache) forward(ctx context.Context, next coap.Handler, w coap.ResponseWriter, r *coap.Request, k *reqKey, id [sha256.Size]byte, hop int, e snapshot, found bool) error {
-	_, err := c.forwardShared(ctx, next, w, r, k, id, hop, e, found)
-	return err
+	return c.forwardShared(ctx, next, w, r, k, id, hop, e, found, nil)
 }
 
 // forwardShared sends the request on, as a validation of a stale entry
 // with an ETag when there is one (§5.6.2), stores what comes back if it is
-// cacheable (PR3.2), and answers the client. It returns the response
-// identical requests may share: a cacheable one, as the server sent it.
-func (c *Cache) forwardShared(ctx context.Context, next coap.Handler, w coap.ResponseWriter, r *coap.Request, k *reqKey, id [sha256.Size]byte, hop int, e snapshot, found bool) (*coap.Message, error) {
+// cacheable (PR3.2), and answers the client. It gives land, when set, the
+// response identical requests may share: a cacheable one, as the server
+// sent it. When next answers later (coap.ErrLater), all of that happens
+// when the answer comes, and forwardShared returns ErrLater.
+func (c *Cache) forwardShared(ctx context.Context, next coap.Handler, w coap.ResponseWriter, r *coap.Request, k *reqKey, id [sha256.Size]byte, hop int, e snapshot, found bool, land func(*coap.Message, error)) error {
+	if land == nil {
+		land = func(*coap.Message, error) {}
+	}
 	m := r.Msg
 	fwd := r
 	if found && !e.fresh(c.now()) && e.etag != nil && !k.protected {
@@ -429,9 +467,40 @@ func (c *Cache) forwardShared(ctx context.Context, next coap.Handler, w coap.Res
 	}
 	cw := &capture{}
 	err := next.ServeCoAP(ctx, cw, fwd)
-	resp := cw.close()
+	if errors.Is(err, coap.ErrLater) {
+		// The answer comes to cw after this returns (coap.Later).
+		dctx := coap.Detached(ctx)
+		cw.then = func(resp *coap.Message, err error) {
+			shared, again, err := c.settle(w, k, id, hop, m, fwd, r, resp, err)
+			if again {
+				// Not on the upstream's reader: this one waits.
+				go func() {
+					coap.Finish(w, c.forwardShared(dctx, next, w, r, k, id, hop, snapshot{}, false, land))
+					k.release()
+				}()
+				return
+			}
+			k.release()
+			land(shared, err)
+			coap.Finish(w, err)
+		}
+		return err
+	}
+	shared, again, err := c.settle(w, k, id, hop, m, fwd, r, cw.close(), err)
+	if again {
+		return c.forwardShared(ctx, next, w, r, k, id, hop, snapshot{}, false, land)
+	}
+	land(shared, err)
+	return err
+}
+
+// settle stores and answers what a forwarded request got: resp, or err
+// when there is none. It returns the response identical requests may
+// share, whether the request must be forwarded once more as the client
+// sent it (again), and the error for the client.
+func (c *Cache) settle(w coap.ResponseWriter, k *reqKey, id [sha256.Size]byte, hop int, m *coap.Message, fwd, r *coap.Request, resp *coap.Message, err error) (*coap.Message, bool, error) {
 	if resp == nil {
-		return nil, err
+		return nil, false, err
 	}
 	resp.Token, resp.MID, resp.Type = nil, 0, 0
 	now := c.now()
@@ -445,18 +514,18 @@ func (c *Cache) forwardShared(ctx context.Context, next coap.Handler, w coap.Res
 		c.mu.Unlock()
 		switch {
 		case refreshed && hasETag(m, tag):
-			return nil, firstErr(w.WriteResponse(valid(&fresh, now)), err)
+			return nil, false, firstErr(w.WriteResponse(valid(&fresh, now)), err)
 		case refreshed:
 			// The client asked for the representation: the 2.03 that
 			// validated the proxy's own ETag becomes the full response.
-			return nil, firstErr(w.WriteResponse(answer(&fresh, now)), err)
+			return nil, false, firstErr(w.WriteResponse(answer(&fresh, now)), err)
 		case fwd != r && !hasETag(m, tag):
 			// It validated the proxy's ETag, but the entry is gone
 			// meanwhile (evicted, invalidated): ask again as the
 			// client did.
-			return c.forwardShared(ctx, next, w, r, k, id, hop, snapshot{}, false)
+			return nil, true, nil
 		}
-		return nil, firstErr(w.WriteResponse(resp), err)
+		return nil, false, firstErr(w.WriteResponse(resp), err)
 	}
 	maxAge, cacheable := c.cacheable(resp)
 	var shared *coap.Message
@@ -478,7 +547,7 @@ func (c *Cache) forwardShared(ctx context.Context, next coap.Handler, w coap.Res
 		c.unshared[id] = struct{}{}
 	}
 	c.mu.Unlock()
-	return shared, firstErr(w.WriteResponse(resp), err)
+	return shared, false, firstErr(w.WriteResponse(resp), err)
 }
 
 func firstErr(a, b error) error {
@@ -489,11 +558,26 @@ func firstErr(a, b error) error {
 }
 
 // capture is the ResponseWriter later stages see: it keeps a copy of the
-// response, which the cache writes to the client itself.
+// response, which the cache writes to the client itself. When they answer
+// later (coap.ErrLater), their Finish hands it to then.
 type capture struct {
 	mu     sync.Mutex
 	resp   *coap.Message // guarded by mu
 	closed bool          // guarded by mu: next returned
+	// then is set after next returned ErrLater, before the answer can
+	// come (coap.Later).
+	then func(resp *coap.Message, err error)
+}
+
+// Finish ends an answer that came later (coap.Finisher).
+func (cw *capture) Finish(err error) {
+	cw.mu.Lock()
+	then, resp := cw.then, cw.resp
+	cw.then, cw.closed = nil, true
+	cw.mu.Unlock()
+	if then != nil {
+		then(resp, err)
+	}
 }
 
 func (cw *capture) WriteResponse(m *coap.Message) error {

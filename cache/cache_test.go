@@ -729,7 +729,11 @@ func TestUncacheableKeyIsNotCoalesced(t *testing.T) {
 	release := make(chan struct{})
 	block := false
 	var mu sync.Mutex
-	o := newOrigin(func(int, *coap.Message) *coap.Message { mu.Lock(); defer mu.Unlock(); return content("x", 0, "", maxAge) })
+	o := newOrigin(func(int, *coap.Message) *coap.Message {
+		mu.Lock()
+		defer mu.Unlock()
+		return content("x", 0, "", maxAge)
+	})
 	c := New(Defaults())
 	stage := c.Stage(coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, r *coap.Request) error {
 		mu.Lock()
