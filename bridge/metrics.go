@@ -80,6 +80,18 @@ func (m *metrics) stage(next coap.Handler) coap.Handler {
 		// The endpoint's writers report their code; others are wrapped. No
 		// wrapper for the common case: an Observe hub keeps the writer of
 		// every observer.
+		if coap.Inline(ctx) {
+			// The answer may come later (coap.Later): count it when the
+			// request ends.
+			lw := &laterCounter{w: w, m: m, method: r.Msg.Code}
+			err := next.ServeCoAP(ctx, lw, r)
+			if errors.Is(err, coap.ErrLater) {
+				lw.later = true
+				return err
+			}
+			m.count(r.Msg.Code, lw.code, err)
+			return err
+		}
 		var code coap.Code
 		var err error
 		if cr, ok := w.(coap.CodeReporter); ok {
@@ -94,16 +106,48 @@ func (m *metrics) stage(next coap.Handler) coap.Handler {
 			err = next.ServeCoAP(ctx, out, r)
 			code = cw.code
 		}
-		if code == 0 && err != nil {
-			code = coap.InternalServerError
-			var ce *coap.Error
-			if errors.As(err, &ce) {
-				code = ce.Code
-			}
-		}
-		m.requests.WithLabelValues(r.Msg.Code.String(), codeLabel(code)).Inc()
+		m.count(r.Msg.Code, code, err)
 		return err
 	})
+}
+
+// count counts a request that ended with code, or with err when it was
+// not answered.
+func (m *metrics) count(method, code coap.Code, err error) {
+	if code == 0 && err != nil {
+		code = coap.InternalServerError
+		var ce *coap.Error
+		if errors.As(err, &ce) {
+			code = ce.Code
+		}
+	}
+	m.requests.WithLabelValues(method.String(), codeLabel(code)).Inc()
+}
+
+// laterCounter counts a request served on an endpoint's reader, which may
+// be answered after the stage returned (coap.ErrLater): then it counts at
+// Finish, which ends every such request.
+type laterCounter struct {
+	w      coap.ResponseWriter
+	m      *metrics
+	method coap.Code
+	later  bool      // set before the answer can come (coap.Later)
+	code   coap.Code // of the first response written
+}
+
+func (c *laterCounter) WriteResponse(resp *coap.Message) error {
+	if c.code == 0 && resp != nil {
+		c.code = resp.Code
+	}
+	return c.w.WriteResponse(resp)
+}
+
+func (c *laterCounter) Finish(err error) {
+	if c.later {
+		c.later = false // once
+		c.m.count(c.method, c.code, err)
+	}
+	coap.Finish(c.w, err)
 }
 
 // plainWriter hides Notify from a writer that cannot notify.
@@ -157,6 +201,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		for name, v := range map[string]uint64{
 			"received": s.Received, "sent": s.Sent, "malformed": s.Malformed, "duplicates": s.Duplicates,
 			"retransmissions": s.Retransmissions, "timeouts": s.Timeouts, "busy": s.Busy, "refused": s.Refused,
+			"inline": s.Inline,
 		} {
 			counter(descEndpoint, v, l, name)
 		}
@@ -255,6 +300,7 @@ func (p *Proxy) ServeAdmin(ctx context.Context, addr string) (string, error) {
 	// Profiles for the operator (loopback by default, like the rest).
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	mux.HandleFunc("/status", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(p.Status())

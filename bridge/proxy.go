@@ -26,6 +26,7 @@ import (
 	"net/netip"
 	"os"
 	"reflect"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -163,6 +164,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*Pr
 	serve := func(label, scheme string, t coap.Transport, addr netip.AddrPort) {
 		e := coap.NewEndpoint(t, coap.EndpointConfig{
 			Handler: coap.HandlerFunc(p.serveChain),
+			Inline:  p.inline,
+			Readers: readers(scheme),
 			Secure:  scheme == "dtls",
 			Accept:  accept,
 			Logger:  log.With("component", "endpoint", "listen", label),
@@ -220,6 +223,30 @@ func (p *Proxy) serveChain(ctx context.Context, w coap.ResponseWriter, r *coap.R
 		return coap.Errorf(coap.ServiceUnavailable, "starting")
 	}
 	return c.h.ServeCoAP(ctx, w, r)
+}
+
+// inline picks the requests the endpoints serve on their reader goroutine
+// (coap.EndpointConfig.Inline): forwarded requests, whose way through the
+// chain never blocks there. The cache answers or forwards them, and the
+// router answers from the upstream's reader (coap.Later) or, for what may
+// block (a name lookup, a radio, a plugin, a wait for an identical
+// request), from a goroutine of its own. Not an Observe registration: the
+// hub waits for the first response; nor what the broker serves.
+func (p *Proxy) inline(r *coap.Request) bool {
+	c := p.chain.Load()
+	m := r.Msg
+	return c != nil && !m.Options.Has(coap.Observe) && c.router.forwards(m) &&
+		(p.broker == nil || !p.broker.Owns(m))
+}
+
+// readers is how many goroutines read a listener: one per core for UDP,
+// whose requests are served by the goroutine that read them (inline); one
+// for DTLS, whose transport reads its sessions through one queue.
+func readers(scheme string) int {
+	if scheme == "udp" {
+		return runtime.GOMAXPROCS(0)
+	}
+	return 1
 }
 
 // Radios are the opened radios, in the order of the config.

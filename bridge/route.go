@@ -96,56 +96,121 @@ func (r *router) stage(next coap.Handler) coap.Handler {
 				return coap.Errorf(coap.BadOption, "unknown unsafe option %d", o.ID)
 			}
 		}
-		// The timeout bounds the whole exchange, name resolution included.
-		ctx, cancel := context.WithTimeout(ctx, r.timeout)
-		defer cancel()
-		dst, out, tr, err := r.target(ctx, req.Msg)
-		if err != nil {
-			return err
+		if coap.Inline(ctx) {
+			return r.later(ctx, w, req)
 		}
-		if x := exchangeFrom(ctx); x != nil && x.protected {
-			if err := Verify(x.in, out); err != nil {
-				// Fail closed: never send a protected message that this
-				// proxy changed beyond what it may.
-				return &coap.Error{Code: coap.InternalServerError, MaxAge: -1, Err: err}
-			}
-		}
-		var up Upstream = r.upstream(dst.Addr())
-		if tr != nil {
-			up = tr
-		}
-		start := time.Now()
-		var resp *coap.Message
-		if obs, ok := observe.UpstreamFrom(ctx); ok {
-			var stop func(context.Context) error
-			resp, stop, err = up.Observe(ctx, dst, out, obs.Notify)
-			if stop != nil {
-				obs.Started(stop)
-			}
-		} else {
-			resp, err = up.RoundTrip(ctx, dst, out)
-		}
-		if r.latency != nil {
-			transport := "ip"
-			switch up.(type) {
-			case *radioUpstream:
-				transport = "radio"
-			case *pluginUpstream:
-				transport = "plugin"
-			}
-			r.latency.WithLabelValues(transport).Observe(time.Since(start).Seconds())
-		}
-		if err != nil {
-			return upstreamError(err)
-		}
-		if resp.Code == coap.HopLimitReached {
-			var ok bool
-			if resp, ok = relay58(resp, r.name); !ok {
-				return &coap.Error{Code: coap.HopLimitReached, Diagnostic: r.name, MaxAge: -1}
-			}
-		}
-		return w.WriteResponse(resp)
+		return r.exchange(ctx, w, req)
 	})
+}
+
+// asyncUpstream is an Upstream that can send without a waiting goroutine.
+type asyncUpstream interface {
+	Go(target netip.AddrPort, req *coap.Message, timeout time.Duration, done func(*coap.Message, error))
+}
+
+// errWouldBlock is target's answer, on an endpoint's reader, for a request
+// whose target needs a name resolved.
+var errWouldBlock = errors.New("bridge: target needs a name lookup")
+
+// later forwards a request whose handler runs on the endpoint's reader
+// (coap.Inline), which must not block. To an IP target named by its
+// address, the exchange runs without a goroutine of its own (coap.Later,
+// Endpoint.Go) and the answer is written from the upstream's reader.
+// Anything that may block (a name to resolve, a radio, a plugin) takes
+// the path of exchange, on a goroutine of its own.
+func (r *router) later(ctx context.Context, w coap.ResponseWriter, req *coap.Request) error {
+	dst, out, tr, err := r.target(ctx, req.Msg)
+	up, async := r.up.(asyncUpstream)
+	if errors.Is(err, errWouldBlock) || err == nil && (tr != nil || r.radioFor(dst.Addr()) != nil || !async) {
+		dctx := coap.Detached(ctx)
+		return coap.Later(ctx, func() {
+			go func() { coap.Finish(w, r.exchange(dctx, w, req)) }()
+		})
+	}
+	if err != nil {
+		return err
+	}
+	if err := r.verify(ctx, out); err != nil {
+		return err
+	}
+	start := time.Now()
+	return coap.Later(ctx, func() {
+		up.Go(dst, out, r.timeout, func(resp *coap.Message, err error) {
+			r.observe("ip", start)
+			coap.Finish(w, r.answer(w, resp, err))
+		})
+	})
+}
+
+// verify fails closed: a protected message that this proxy changed beyond
+// what it may is never sent (the guard, PR1.1-PR1.3).
+func (r *router) verify(ctx context.Context, out *coap.Message) error {
+	if x := exchangeFrom(ctx); x != nil && x.protected {
+		if err := Verify(x.in, out); err != nil {
+			return &coap.Error{Code: coap.InternalServerError, MaxAge: -1, Err: err}
+		}
+	}
+	return nil
+}
+
+// observe records an upstream exchange's time.
+func (r *router) observe(transport string, start time.Time) {
+	if r.latency != nil {
+		r.latency.WithLabelValues(transport).Observe(time.Since(start).Seconds())
+	}
+}
+
+// answer writes an upstream's response back as it came (PR1.3), or
+// returns the error the client gets.
+func (r *router) answer(w coap.ResponseWriter, resp *coap.Message, err error) error {
+	if err != nil {
+		return upstreamError(err)
+	}
+	if resp.Code == coap.HopLimitReached {
+		var ok bool
+		if resp, ok = relay58(resp, r.name); !ok {
+			return &coap.Error{Code: coap.HopLimitReached, Diagnostic: r.name, MaxAge: -1}
+		}
+	}
+	return w.WriteResponse(resp)
+}
+
+// exchange forwards a request and waits for the answer.
+func (r *router) exchange(ctx context.Context, w coap.ResponseWriter, req *coap.Request) error {
+	// The timeout bounds the whole exchange, name resolution included.
+	ctx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	dst, out, tr, err := r.target(ctx, req.Msg)
+	if err != nil {
+		return err
+	}
+	if err := r.verify(ctx, out); err != nil {
+		return err
+	}
+	var up Upstream = r.upstream(dst.Addr())
+	if tr != nil {
+		up = tr
+	}
+	start := time.Now()
+	var resp *coap.Message
+	if obs, ok := observe.UpstreamFrom(ctx); ok {
+		var stop func(context.Context) error
+		resp, stop, err = up.Observe(ctx, dst, out, obs.Notify)
+		if stop != nil {
+			obs.Started(stop)
+		}
+	} else {
+		resp, err = up.RoundTrip(ctx, dst, out)
+	}
+	transport := "ip"
+	switch up.(type) {
+	case *radioUpstream:
+		transport = "radio"
+	case *pluginUpstream:
+		transport = "plugin"
+	}
+	r.observe(transport, start)
+	return r.answer(w, resp, err)
 }
 
 // target resolves where a request goes and the message to send there.
@@ -220,6 +285,8 @@ func (r *router) resolve(ctx context.Context, u *coap.URI) (netip.AddrPort, erro
 	var addr netip.Addr
 	if a, err := netip.ParseAddr(u.Host); err == nil {
 		addr = a
+	} else if coap.Inline(ctx) {
+		return netip.AddrPort{}, errWouldBlock
 	} else {
 		addrs, err := r.lookup(ctx, u.Host)
 		if ctx.Err() != nil {

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"runtime"
+	"time"
 
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/plugins"
@@ -22,35 +24,65 @@ type Upstream interface {
 	Observe(ctx context.Context, target netip.AddrPort, req *coap.Message, notify func(*coap.Message)) (*coap.Message, func(context.Context) error, error)
 }
 
-// ipUpstream reaches CoAP servers over UDP through one socket and the
-// message layer: many exchanges in flight, matched by token.
+// ipUpstream reaches CoAP servers over UDP through the message layer: many
+// exchanges in flight, matched by token. IPv4 targets get a socket of
+// their own, as sending IPv4 through a dual-stack socket costs more in the
+// kernel; v6 is nil where the host has no IPv6.
 type ipUpstream struct {
-	e *coap.Endpoint
+	v4, v6 *coap.Endpoint
 }
 
 var _ Upstream = (*ipUpstream)(nil)
 
 func newIPUpstream(ctx context.Context, log *slog.Logger) (*ipUpstream, error) {
-	u, err := coap.ListenUDP(ctx, ":0")
+	// One reader per core: the answers to inline requests are written by
+	// the reader that got them (coap.Later).
+	cfg := coap.EndpointConfig{Logger: log, Readers: runtime.GOMAXPROCS(0)}
+	u4, err := coap.ListenUDPNetwork(ctx, "udp4", "0.0.0.0:0")
 	if err != nil {
 		return nil, fmt.Errorf("bridge: upstream socket: %w", err)
 	}
-	return &ipUpstream{e: coap.NewEndpoint(u, coap.EndpointConfig{Logger: log})}, nil
+	up := &ipUpstream{v4: coap.NewEndpoint(u4, cfg)}
+	if u6, err := coap.ListenUDPNetwork(ctx, "udp6", "[::]:0"); err != nil {
+		log.Info("no IPv6 upstream socket", "err", err)
+	} else {
+		up.v6 = coap.NewEndpoint(u6, cfg)
+	}
+	return up, nil
+}
+
+// endpoint picks the endpoint for a target.
+func (u *ipUpstream) endpoint(target netip.AddrPort) *coap.Endpoint {
+	if target.Addr().Is4() || u.v6 == nil {
+		return u.v4
+	}
+	return u.v6
 }
 
 func (u *ipUpstream) RoundTrip(ctx context.Context, target netip.AddrPort, req *coap.Message) (*coap.Message, error) {
-	return u.e.Do(ctx, target, req)
+	return u.endpoint(target).Do(ctx, target, req)
+}
+
+// Go sends without a waiting goroutine (asyncUpstream).
+func (u *ipUpstream) Go(target netip.AddrPort, req *coap.Message, timeout time.Duration, done func(*coap.Message, error)) {
+	u.endpoint(target).Go(target, req, timeout, done)
 }
 
 func (u *ipUpstream) Observe(ctx context.Context, target netip.AddrPort, req *coap.Message, notify func(*coap.Message)) (*coap.Message, func(context.Context) error, error) {
-	resp, obs, err := u.e.Observe(ctx, target, req, notify)
+	resp, obs, err := u.endpoint(target).Observe(ctx, target, req, notify)
 	if err != nil || obs == nil {
 		return resp, nil, err
 	}
 	return resp, obs.Cancel, nil
 }
 
-func (u *ipUpstream) Close() error { return u.e.Close() }
+func (u *ipUpstream) Close() error {
+	err := u.v4.Close()
+	if u.v6 != nil {
+		err = errors.Join(err, u.v6.Close())
+	}
+	return err
+}
 
 // radioUpstream reaches nodes behind one radio: CoAP over UDP over 6LoWPAN
 // through the message layer, with the radio's own retransmission timers.
