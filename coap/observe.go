@@ -34,7 +34,8 @@ var _ NotifyWriter = (*responseWriter)(nil)
 func (w *responseWriter) Peer() netip.AddrPort { return w.peer }
 func (w *responseWriter) Token() []byte        { return w.token }
 
-func (w *responseWriter) Notify(resp *Message, con bool, done func(error)) error {
+// notification encodes resp as this observer's next notification.
+func (w *responseWriter) notification(resp *Message, con bool) (data []byte, mid uint16, err error) {
 	out := *resp
 	out.Token = w.token
 	out.MID = w.e.allocMID(w.peer)
@@ -42,18 +43,98 @@ func (w *responseWriter) Notify(resp *Message, con bool, done func(error)) error
 	if con {
 		out.Type = Confirmable
 	}
-	data, err := out.Marshal()
+	data, err = out.Marshal()
 	if err != nil {
-		return fmt.Errorf("coap: encode notification: %w", err)
+		return nil, 0, fmt.Errorf("coap: encode notification: %w", err)
+	}
+	return data, out.MID, nil
+}
+
+// Notification is one notification for NotifyAll: the arguments of
+// NotifyWriter.Notify, and Err, what Notify would have returned.
+type Notification struct {
+	W    NotifyWriter
+	Resp *Message
+	CON  bool
+	Done func(error)
+	Err  error
+}
+
+// NotifyAll sends each notification as its writer's Notify would, but the
+// NON notifications to observers of one endpoint leave together, with as
+// few system calls as the transport allows (BatchWriter): a fan-out to
+// thousands of observers is then bound by the network, not by one
+// sendto per observer.
+func NotifyAll(ns []Notification) {
+	var (
+		e     *Endpoint
+		batch []Datagram
+	)
+	flush := func() {
+		if len(batch) > 0 {
+			e.writeBatch(batch)
+			batch = batch[:0]
+		}
+	}
+	for i := range ns {
+		n := &ns[i]
+		w, ok := n.W.(*responseWriter)
+		if !ok || n.CON {
+			n.Err = n.W.Notify(n.Resp, n.CON, n.Done)
+			continue
+		}
+		data, mid, err := w.notification(n.Resp, false)
+		if err != nil {
+			n.Err = err
+			continue
+		}
+		if w.e != e {
+			flush()
+			e = w.e
+		}
+		if e.ctx.Err() != nil {
+			if n.Done != nil {
+				n.Done(ErrClosed)
+			}
+			continue
+		}
+		if n.Done != nil {
+			e.nons.add(exKey{w.peer, mid}, n.Done)
+		}
+		batch = append(batch, Datagram{B: data, To: w.peer})
+	}
+	flush()
+}
+
+// writeBatch sends datagrams, in one go where the transport can.
+func (e *Endpoint) writeBatch(ds []Datagram) {
+	bw, ok := e.t.(BatchWriter)
+	if !ok {
+		for _, d := range ds {
+			e.write(d.To, d.B)
+		}
+		return
+	}
+	n, err := bw.WriteBatch(e.ctx, ds)
+	e.stats.sent.Add(uint64(n))
+	if err != nil && e.ctx.Err() == nil {
+		e.log.Debug("batch write failed", "sent", n, "of", len(ds), "err", err)
+	}
+}
+
+func (w *responseWriter) Notify(resp *Message, con bool, done func(error)) error {
+	data, mid, err := w.notification(resp, con)
+	if err != nil {
+		return err
 	}
 	if con {
-		w.e.sendCON(w.peer, out.MID, data, func(_ *Message, err error) {
+		w.e.sendCON(w.peer, mid, data, func(_ *Message, err error) {
 			if done != nil {
 				done(err)
 			}
 		})
 	} else {
-		w.e.sendNON(w.peer, out.MID, data, done)
+		w.e.sendNON(w.peer, mid, data, done)
 	}
 	return nil
 }

@@ -20,3 +20,16 @@ type Transport interface {
 	WriteTo(ctx context.Context, b []byte, to netip.AddrPort) error
 	Close() error
 }
+
+// Datagram is one datagram to send, for BatchWriter.
+type Datagram struct {
+	B  []byte
+	To netip.AddrPort
+}
+
+// BatchWriter is a Transport that can send many datagrams with few system
+// calls (sendmmsg on Linux): an Observe fan-out sends thousands at once.
+// WriteBatch returns how many of ds it sent, in order.
+type BatchWriter interface {
+	WriteBatch(ctx context.Context, ds []Datagram) (int, error)
+}

@@ -6,15 +6,24 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
 )
 
 // UDP is a Transport on a UDP socket.
 type UDP struct {
-	c  *net.UDPConn
-	v6 bool // an IPv6 socket: IPv4 peers are written as IPv4-mapped
+	c     *net.UDPConn
+	v6    bool // an IPv6 socket: IPv4 peers are written as IPv4-mapped
+	batch interface {
+		WriteBatch(ms []ipv4.Message, flags int) (int, error)
+	}
 }
 
-var _ Transport = (*UDP)(nil)
+var (
+	_ Transport   = (*UDP)(nil)
+	_ BatchWriter = (*UDP)(nil)
+)
 
 // ListenUDP binds a UDP socket, e.g. "127.0.0.1:5683" or "[::]:0".
 func ListenUDP(ctx context.Context, addr string) (*UDP, error) {
@@ -41,7 +50,42 @@ func NewUDP(c *net.UDPConn) *UDP {
 	_ = c.SetReadBuffer(4 << 20)
 	_ = c.SetWriteBuffer(4 << 20)
 	la, _ := c.LocalAddr().(*net.UDPAddr)
-	return &UDP{c: c, v6: la != nil && la.IP.To4() == nil}
+	u := &UDP{c: c, v6: la != nil && la.IP.To4() == nil}
+	if u.v6 {
+		u.batch = ipv6.NewPacketConn(c)
+	} else {
+		u.batch = ipv4.NewPacketConn(c)
+	}
+	return u
+}
+
+// WriteBatch sends ds with as few system calls as the platform allows
+// (BatchWriter; sendmmsg on Linux, one at a time elsewhere).
+func (u *UDP) WriteBatch(_ context.Context, ds []Datagram) (int, error) {
+	ms := make([]ipv4.Message, len(ds))
+	bufs := make([][]byte, len(ds))
+	addrs := make([]net.UDPAddr, len(ds))
+	for i, d := range ds {
+		to := d.To
+		if u.v6 && to.Addr().Is4() {
+			to = netip.AddrPortFrom(netip.AddrFrom16(to.Addr().As16()), to.Port())
+		}
+		bufs[i] = d.B
+		addrs[i] = net.UDPAddr{IP: to.Addr().AsSlice(), Port: int(to.Port())}
+		ms[i] = ipv4.Message{Buffers: bufs[i : i+1], Addr: &addrs[i]}
+	}
+	sent := 0
+	for sent < len(ms) {
+		n, err := u.batch.WriteBatch(ms[sent:], 0)
+		sent += n
+		if err != nil {
+			return sent, err
+		}
+		if n == 0 {
+			return sent, errors.New("coap: sendmmsg sent nothing")
+		}
+	}
+	return sent, nil
 }
 
 // ReadFrom reads one datagram. Peers of an IPv6 socket that are IPv4 are
