@@ -34,13 +34,13 @@ func (h *Hub) work() {
 			h.ready = h.ready[:0:0] // let a drained backlog's array go
 		}
 		o.queued = false
-		if o.gone || o.busy || o.slot == nil {
+		if o.gone || o.busy || !o.dirty {
 			h.mu.Unlock()
 			continue
 		}
 		now := h.clock.Now()
-		n, at, final := o.slot, time.Unix(0, o.slotAt), o.final
-		o.slot = nil
+		n, at, final := o.e.last, o.e.lastAt, o.final
+		o.dirty = false
 		// §4.5: NON by default, with a CON at least every CONInterval so
 		// that an observer that went away is found out and removed.
 		con := h.allCON || now.Sub(time.Unix(0, o.lastCON)) >= h.cfg.CONInterval.Duration
@@ -54,9 +54,9 @@ func (h *Hub) work() {
 
 		var done func(error)
 		if con {
-			done = func(err error) { h.delivered(o, true, err) }
+			done = o.deliveredCON
 		} else {
-			done = func(err error) { h.delivered(o, false, err) }
+			done = o.deliveredNON
 		}
 		err := w.Notify(out, con, done)
 		h.st.out.Add(1)
@@ -66,7 +66,7 @@ func (h *Hub) work() {
 		}
 		switch {
 		case err != nil:
-			h.log.Debug("notification not sent", "peer", o.id.peer, "err", err)
+			h.log.Debug("notification not sent", "peer", o.id.peer(), "err", err)
 			h.removeLocked(o)
 		case final:
 			// §3.2: the final notification ends the observation.
@@ -77,6 +77,13 @@ func (h *Hub) work() {
 		h.mu.Unlock()
 	}
 }
+
+// deliveredCON and deliveredNON report the outcome of a notification.
+// As method values they hold the observer and nothing else, the smallest
+// callback there is: the endpoint keeps a NON's for a while, to match an
+// RST (RFC 7641 §3.6), and there is one per notification.
+func (o *observer) deliveredCON(err error) { o.e.h.delivered(o, true, err) }
+func (o *observer) deliveredNON(err error) { o.e.h.delivered(o, false, err) }
 
 // delivered is the outcome of one notification. A CON frees the observer
 // for the next state; an RST (§3.6, §4.5) or a CON that timed out (§4.5)
@@ -112,7 +119,9 @@ func (h *Hub) renderLocked(o *observer, n *coap.Message, at, now time.Time) *coa
 		return n
 	}
 	out := &coap.Message{Code: n.Code, Payload: n.Payload}
-	opts := make(coap.Options, len(n.Options), len(n.Options)+2)
+	// Room for one more option: Observe is only ever replaced (n has
+	// it), Max-Age may be added.
+	opts := make(coap.Options, len(n.Options), len(n.Options)+1)
 	copy(opts, n.Options)
 	if n.Options.Has(coap.Observe) {
 		o.seq = (o.seq + 1) & seqMask

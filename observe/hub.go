@@ -104,8 +104,8 @@ type Hub struct {
 	mu        sync.Mutex
 	cond      *sync.Cond          // on mu: workers wait for ready observers
 	closed    bool                // guarded by mu
-	entries   map[string]*entry   // guarded by mu: observations by key
-	observers map[obsID]*observer // guarded by mu: observers by peer and token
+	entries   map[entryKey]*entry // guarded by mu: observations by key
+	observers observerSet         // guarded by mu: observers by peer and token
 	perClient map[netip.Addr]int  // guarded by mu: observers and waiters per client address
 	count     int                 // guarded by mu: observers and waiters in all
 	ready     []*observer         // guarded by mu: FIFO of observers with a dirty slot
@@ -118,8 +118,8 @@ func New(cfg Config, opts ...Option) *Hub {
 		cfg:       cfg.withDefaults(),
 		clock:     clock.System,
 		key:       DefaultKey,
-		entries:   make(map[string]*entry),
-		observers: make(map[obsID]*observer),
+		entries:   make(map[entryKey]*entry),
+		observers: newObserverSet(),
 		perClient: make(map[netip.Addr]int),
 	}
 	for _, o := range opts {
@@ -151,7 +151,7 @@ func New(cfg Config, opts ...Option) *Hub {
 // Stats returns a snapshot of the counters.
 func (h *Hub) Stats() Stats {
 	h.mu.Lock()
-	s := Stats{Observers: len(h.observers), Upstreams: len(h.entries)}
+	s := Stats{Observers: h.observers.len(), Upstreams: len(h.entries)}
 	h.mu.Unlock()
 	s.NotificationsIn = h.st.in.Load()
 	s.NotificationsOut = h.st.out.Load()
@@ -183,7 +183,7 @@ func (h *Hub) Close() error {
 			}
 		}
 		clear(h.entries)
-		clear(h.observers)
+		h.observers.clear()
 		clear(h.perClient)
 		h.count = 0
 		clear(h.ready)
@@ -233,15 +233,6 @@ func (h *Hub) cancelLocked(g *registration) {
 	}()
 }
 
-// obsID names an observer: the client's endpoint and token (RFC 7641
-// §3.6, §4.1), and the transport's security, which keeps a coap and a
-// coaps client apart.
-type obsID struct {
-	peer   netip.AddrPort
-	token  string
-	secure bool
-}
-
 type entryState uint8
 
 const (
@@ -252,7 +243,8 @@ const (
 
 // entry is one upstream observation and its observers.
 type entry struct {
-	key       string
+	h         *Hub
+	key       entryKey
 	protected bool          // OSCORE: one observer, notifications relayed as they come
 	next      coap.Handler  // where registrations go
 	req       *coap.Request // the registration, for re-registration
@@ -269,21 +261,26 @@ type entry struct {
 	rereg     bool          // a re-registration is in next
 }
 
-// observer is one downstream observation.
+// observer is one downstream observation. The hub keeps one per
+// observer, so it is kept small (96 bytes on 64-bit platforms, see
+// TestObserverSize). Its latest-wins slot is a flag: a notification makes
+// the new state the entry's (e.last, arrived at e.lastAt) and marks every
+// observer's slot dirty, so a dirty slot always holds e.last and needs no
+// pointer of its own.
 type observer struct {
-	id      obsID
-	e       *entry
-	w       coap.NotifyWriter
-	idx     int           // in e.obs
-	seq     uint32        // the last Observe number given to this observer
-	lastCON int64         // UnixNano of the last confirmable notification (or registration)
-	slot    *coap.Message // latest-wins: the newest state not yet sent
-	slotAt  int64         // UnixNano of when slot's state arrived
-	final   bool          // slot ends the observation
-	started bool          // the first response is out: notifications may follow
-	queued  bool          // in the ready queue
-	busy    bool          // a worker sends to it, or a CON awaits its ACK
-	gone    bool
+	e         *entry
+	w         coap.NotifyWriter
+	nextInSet *observer // in h.observers, with an ID of the same hash
+	id        obsID
+	lastCON   int64  // UnixNano of the last confirmable notification (or registration)
+	idx       int32  // in e.obs (max_observers is at most 2^20)
+	seq       uint32 // the last Observe number given to this observer
+	dirty     bool   // latest-wins slot: e.last is not yet sent
+	final     bool   // the slot's state ends the observation
+	started   bool   // the first response is out: notifications may follow
+	queued    bool   // in the ready queue
+	busy      bool   // a worker sends to it, or a CON awaits its ACK
+	gone      bool
 }
 
 // waiter is a registration waiting for the first response.
@@ -365,7 +362,7 @@ func (g *registration) Notify(n *coap.Message) {
 	hook := h.notifyLocked(e, n, now, false)
 	h.mu.Unlock()
 	if hook {
-		h.onNotify(userKey(e.key), n)
+		h.onNotify(e.key.k, n)
 	}
 }
 
@@ -389,10 +386,10 @@ func (h *Hub) notifyLocked(e *entry, n *coap.Message, now time.Time, reset bool)
 	e.last, e.lastAt = n, now
 	e.lastSeq, e.haveSeq = v2, has
 	for _, o := range e.obs {
-		if o.slot != nil {
+		if o.dirty {
 			h.st.skipped.Add(1)
 		}
-		o.slot, o.slotAt, o.final = n, now.UnixNano(), final
+		o.dirty, o.final = true, final
 		h.readyLocked(o)
 	}
 	if final {
@@ -506,13 +503,11 @@ func (h *Hub) removeLocked(o *observer) {
 		return
 	}
 	o.gone = true
-	o.slot = nil
-	if h.observers[o.id] == o {
-		delete(h.observers, o.id)
-	}
-	h.releaseLocked(o.id.peer.Addr())
+	o.dirty = false
+	h.observers.del(o)
+	h.releaseLocked(o.id.addr)
 	e := o.e
-	if o.idx < len(e.obs) && e.obs[o.idx] == o {
+	if int(o.idx) < len(e.obs) && e.obs[o.idx] == o {
 		last := len(e.obs) - 1
 		e.obs[o.idx] = e.obs[last]
 		e.obs[o.idx].idx = o.idx
@@ -547,17 +542,17 @@ func (h *Hub) releaseLocked(a netip.Addr) {
 
 // addLocked makes a waiter's reservation an observer of e.
 func (h *Hub) addLocked(e *entry, id obsID, w coap.NotifyWriter, now time.Time) *observer {
-	o := &observer{id: id, e: e, w: w, idx: len(e.obs), lastCON: now.UnixNano()}
+	o := &observer{id: id, e: e, w: w, idx: int32(len(e.obs)), lastCON: now.UnixNano()}
 	o.seq = h.seqBase.Load() & seqMask
 	e.obs = append(e.obs, o)
-	if old := h.observers[id]; old != nil {
+	if old := h.observers.get(id); old != nil {
 		// §4.1: the same client and token replace an entry, never add a
 		// second one. The reservation of the old one is released. The new
 		// observer is in the entry first, so that replacing the only
 		// observer of an entry does not end the entry's observation.
 		h.removeLocked(old)
 	}
-	h.observers[id] = o
+	h.observers.put(o)
 	return o
 }
 
@@ -569,7 +564,7 @@ func (h *Hub) startLocked(o *observer) {
 }
 
 func (h *Hub) readyLocked(o *observer) {
-	if !o.started || o.busy || o.queued || o.gone || o.slot == nil || h.closed {
+	if !o.started || o.busy || o.queued || o.gone || !o.dirty || h.closed {
 		return
 	}
 	o.queued = true

@@ -30,32 +30,34 @@ func (h *Hub) Stage(next coap.Handler) coap.Handler {
 	})
 }
 
+// entryKey names an observation: the key function's key for a shared
+// one, or for one of its own (own) a key made of the client's endpoint,
+// token and transport. A struct rather than a string with a prefix, so
+// that the key function's key is used as it is, not copied for every
+// registration.
+type entryKey struct {
+	k   string
+	own bool
+}
+
 // keyOf is the observation a registration joins. A protected request
 // (OSCORE, RFC 8613 §4.1.3.5) or one the key function cannot name gets a
 // key of its own, so it is never aggregated: each OSCORE client has its
 // own security context and its own Partial IVs.
-func (h *Hub) keyOf(r *coap.Request) (key string, own bool) {
+func (h *Hub) keyOf(r *coap.Request) entryKey {
 	if !r.Msg.Options.Has(coap.OSCORE) {
 		if k, ok := h.key(r); ok {
-			return "s" + k, false
+			return entryKey{k: k}
 		}
 	}
 	b := make([]byte, 0, 40)
-	b = append(b, 'o')
 	b = append(b, r.Peer.String()...)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(r.Msg.Token)))
 	b = append(b, r.Msg.Token...)
 	if r.Secure {
 		b = append(b, 's')
 	}
-	return string(b), true
-}
-
-// userKey is the key function's key inside a hub key.
-func userKey(k string) string { return k[1:] }
-
-func idOf(r *coap.Request) obsID {
-	return obsID{peer: r.Peer, token: string(r.Msg.Token), secure: r.Secure}
+	return entryKey{k: string(b), own: true}
 }
 
 // deregister removes the observer a GET with Observe=1 names (RFC 7641
@@ -63,12 +65,15 @@ func idOf(r *coap.Request) obsID {
 // protected observation the options cannot be compared (they are inside
 // the OSCORE payload), so peer and token decide.
 func (h *Hub) deregister(r *coap.Request) {
-	id := idOf(r)
-	key, own := h.keyOf(r)
+	id, ok := idOf(r)
+	if !ok {
+		return
+	}
+	key := h.keyOf(r)
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	o := h.observers[id]
-	if o == nil || o.gone || (!own && o.e.key != key) {
+	o := h.observers.get(id)
+	if o == nil || o.gone || (!key.own && o.e.key != key) {
 		return
 	}
 	h.st.dereg.Add(1)
@@ -82,15 +87,18 @@ func (h *Hub) register(ctx context.Context, w coap.ResponseWriter, r *coap.Reque
 		// Nothing to send notifications through.
 		return h.plain(ctx, w, r, next)
 	}
-	key, own := h.keyOf(r)
-	id := idOf(r)
+	id, ok := idOf(r)
+	if !ok {
+		return h.plain(ctx, w, r, next)
+	}
+	key := h.keyOf(r)
 	now := h.clock.Now()
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
 		return h.plain(ctx, w, r, next)
 	}
-	if o := h.observers[id]; o != nil && !o.gone && o.e.key == key && !own && o.e.state == stateActive {
+	if o := h.observers.get(id); o != nil && !o.gone && o.e.key == key && !key.own && o.e.state == stateActive {
 		// §4.1: the client is in the list already: update the entry and
 		// give it the current representation with its next number.
 		o.w = nw
@@ -106,7 +114,7 @@ func (h *Hub) register(ctx context.Context, w coap.ResponseWriter, r *coap.Reque
 		// A new registration with the token of another one replaces it.
 		h.removeLocked(o)
 	}
-	if !h.reserveLocked(id.peer.Addr()) {
+	if !h.reserveLocked(id.addr) {
 		h.mu.Unlock()
 		h.st.overLimit.Add(1)
 		return h.plain(ctx, w, r, next)
@@ -129,8 +137,8 @@ func (h *Hub) register(ctx context.Context, w coap.ResponseWriter, r *coap.Reque
 		h.mu.Unlock()
 		return h.wait(ctx, e, wt)
 	}
-	e = &entry{key: key, protected: own, next: next, state: stateRegistering}
-	if !own {
+	e = &entry{h: h, key: key, protected: key.own, next: next, state: stateRegistering}
+	if !key.own {
 		// Kept for re-registration; protected ones are never replayed
 		// (RFC 8613 §4.1.3.5.1).
 		e.req = &coap.Request{Msg: r.Msg.Clone(), Peer: r.Peer, Secure: r.Secure}
@@ -176,7 +184,7 @@ func (h *Hub) wait(ctx context.Context, e *entry, wt *waiter) error {
 		for i, x := range e.waiters {
 			if x == wt {
 				e.waiters = append(e.waiters[:i], e.waiters[i+1:]...)
-				h.releaseLocked(wt.id.peer.Addr())
+				h.releaseLocked(wt.id.addr)
 				break
 			}
 		}
@@ -216,7 +224,7 @@ func (h *Hub) failLocked(g *registration, err error) {
 		delete(h.entries, e.key)
 	}
 	for _, wt := range e.waiters {
-		h.releaseLocked(wt.id.peer.Addr())
+		h.releaseLocked(wt.id.addr)
 		if wt.resp == nil {
 			wt.err = err
 		}
@@ -265,7 +273,7 @@ func (h *Hub) resolveLocked(g *registration, resp *coap.Message) (hook []*coap.M
 			delete(h.entries, e.key)
 		}
 		for _, wt := range e.waiters {
-			h.releaseLocked(wt.id.peer.Addr())
+			h.releaseLocked(wt.id.addr)
 			wt.resp = resp
 			if wt != e.leader {
 				close(wt.done)
@@ -341,7 +349,7 @@ func (cw *captureWriter) WriteResponse(resp *coap.Message) error {
 		key := cw.g.e.key
 		h.mu.Unlock()
 		for _, n := range hook {
-			h.onNotify(userKey(key), n)
+			h.onNotify(key.k, n)
 		}
 		if cw.leader != nil {
 			cw.wrote = true
@@ -364,7 +372,7 @@ func (h *Hub) plain(ctx context.Context, w coap.ResponseWriter, r *coap.Request,
 		if k, ok := h.key(r); ok {
 			now := h.clock.Now()
 			h.mu.Lock()
-			e := h.entries["s"+k]
+			e := h.entries[entryKey{k: k}]
 			var resp *coap.Message
 			if e != nil && e.state == stateActive && now.Sub(e.lastAt) < time.Duration(maxAge(e.last))*time.Second {
 				resp = withoutObserve(e.last)
