@@ -22,6 +22,8 @@ type NotifyWriter interface {
 	// §3.6) or ErrTimeout when it went unacknowledged (§4.5); for a NON it
 	// is called only if the client rejects it with RST while the endpoint
 	// still remembers the message ID (the last recentNONs NONs sent).
+	// resp is the caller's again once Notify returns: it is encoded, not
+	// kept.
 	Notify(resp *Message, con bool, done func(error)) error
 	// Peer is the observer's address.
 	Peer() netip.AddrPort
@@ -34,8 +36,9 @@ var _ NotifyWriter = (*responseWriter)(nil)
 func (w *responseWriter) Peer() netip.AddrPort { return w.peer }
 func (w *responseWriter) Token() []byte        { return w.token }
 
-// notification encodes resp as this observer's next notification.
-func (w *responseWriter) notification(resp *Message, con bool) (data []byte, mid uint16, err error) {
+// notification appends resp, encoded as this observer's next
+// notification, to buf; data is the part appended.
+func (w *responseWriter) notification(buf []byte, resp *Message, con bool) (grown, data []byte, mid uint16, err error) {
 	out := *resp
 	out.Token = w.token
 	out.MID = w.e.allocMID(w.peer)
@@ -43,11 +46,12 @@ func (w *responseWriter) notification(resp *Message, con bool) (data []byte, mid
 	if con {
 		out.Type = Confirmable
 	}
-	data, err = out.Marshal()
+	start := len(buf)
+	buf, err = out.AppendMarshal(buf)
 	if err != nil {
-		return nil, 0, fmt.Errorf("coap: encode notification: %w", err)
+		return buf, nil, 0, fmt.Errorf("coap: encode notification: %w", err)
 	}
-	return data, out.MID, nil
+	return buf, buf[start:len(buf):len(buf)], out.MID, nil
 }
 
 // Notification is one notification for NotifyAll: the arguments of
@@ -69,6 +73,7 @@ func NotifyAll(ns []Notification) {
 	var (
 		e     *Endpoint
 		batch []Datagram
+		arena []byte // the batch's datagrams, one after the other
 	)
 	flush := func() {
 		if len(batch) > 0 {
@@ -83,7 +88,13 @@ func NotifyAll(ns []Notification) {
 			n.Err = n.W.Notify(n.Resp, n.CON, n.Done)
 			continue
 		}
-		data, mid, err := w.notification(n.Resp, false)
+		if arena == nil {
+			arena = make([]byte, 0, 64*len(ns))
+		}
+		var data []byte
+		var mid uint16
+		var err error
+		arena, data, mid, err = w.notification(arena, n.Resp, false)
 		if err != nil {
 			n.Err = err
 			continue
@@ -123,7 +134,7 @@ func (e *Endpoint) writeBatch(ds []Datagram) {
 }
 
 func (w *responseWriter) Notify(resp *Message, con bool, done func(error)) error {
-	data, mid, err := w.notification(resp, con)
+	_, data, mid, err := w.notification(nil, resp, con)
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"sync"
 
 	"golang.org/x/net/ipv4"
 	"golang.org/x/net/ipv6"
@@ -59,21 +60,43 @@ func NewUDP(c *net.UDPConn) *UDP {
 	return u
 }
 
+// batchVecs are WriteBatch's vectors, kept for the next batch.
+type batchVecs struct {
+	ms    []ipv4.Message
+	bufs  [][]byte
+	addrs []net.UDPAddr
+	ips   [][16]byte
+}
+
+var batchPool = sync.Pool{New: func() any { return new(batchVecs) }}
+
 // WriteBatch sends ds with as few system calls as the platform allows
 // (BatchWriter; sendmmsg on Linux, one at a time elsewhere).
 func (u *UDP) WriteBatch(_ context.Context, ds []Datagram) (int, error) {
-	ms := make([]ipv4.Message, len(ds))
-	bufs := make([][]byte, len(ds))
-	addrs := make([]net.UDPAddr, len(ds))
-	for i, d := range ds {
+	v := batchPool.Get().(*batchVecs)
+	defer batchPool.Put(v)
+	ms, bufs, addrs, ips := v.ms[:0], v.bufs[:0], v.addrs[:0], v.ips[:0]
+	for _, d := range ds {
 		to := d.To
 		if u.v6 && to.Addr().Is4() {
 			to = netip.AddrPortFrom(netip.AddrFrom16(to.Addr().As16()), to.Port())
 		}
-		bufs[i] = d.B
-		addrs[i] = net.UDPAddr{IP: to.Addr().AsSlice(), Port: int(to.Port())}
-		ms[i] = ipv4.Message{Buffers: bufs[i : i+1], Addr: &addrs[i]}
+		bufs = append(bufs, d.B)
+		ips = append(ips, to.Addr().As16())
+		ip := net.IP(ips[len(ips)-1][:])
+		if to.Addr().Is4() {
+			ip = ip[12:]
+		}
+		addrs = append(addrs, net.UDPAddr{IP: ip, Port: int(to.Port())})
 	}
+	for i := range bufs {
+		ms = append(ms, ipv4.Message{Buffers: bufs[i : i+1], Addr: &addrs[i]})
+	}
+	defer func() {
+		clear(ms)
+		clear(bufs)
+		v.ms, v.bufs, v.addrs, v.ips = ms[:0], bufs[:0], addrs[:0], ips[:0]
+	}()
 	sent := 0
 	for sent < len(ms) {
 		n, err := u.batch.WriteBatch(ms[sent:], 0)

@@ -8,17 +8,36 @@ import (
 )
 
 // Delivery: Notify fills every observer's slot (latest wins) and queues
-// the observers that are idle; a fixed pool of workers pops them, renders
-// the slot for that observer and hands it to its NotifyWriter. An observer
-// is in the queue at most once and has at most one notification in
-// flight: while a CON awaits its ACK, newer states wait in the slot and
-// overwrite each other. So the producer never waits for a client, the
-// queue is bounded by the number of observers, and the goroutines by the
-// pool's size.
+// the observers that are idle; a fixed pool of workers pops them, up to
+// deliveryBatch at a time, renders the slot for each and hands them to
+// their NotifyWriters together (coap.NotifyAll: one system call for many
+// NONs). An observer is in the queue at most once and has at most one
+// notification in flight: while a CON awaits its ACK, newer states wait in
+// the slot and overwrite each other. So the producer never waits for a
+// client, the queue is bounded by the number of observers, and the
+// goroutines by the pool's size.
+
+// deliveryBatch is how many observers a worker serves at once: enough
+// that a fan-out to thousands costs a few hundred system calls, few
+// enough that the other workers share a burst.
+const deliveryBatch = 64
+
+// sending is one observer's notification in a worker's batch.
+type sending struct {
+	o     *observer
+	final bool
+}
 
 func (h *Hub) work() {
 	defer h.wg.Done()
+	var (
+		batch []sending
+		ns    []coap.Notification
+		room  = &scratch{msgs: make([]coap.Message, 0, deliveryBatch)}
+	)
 	for {
+		batch, ns = batch[:0], ns[:0]
+		room.reset()
 		h.mu.Lock()
 		for len(h.ready) == 0 && !h.closed {
 			h.cond.Wait()
@@ -27,54 +46,61 @@ func (h *Hub) work() {
 			h.mu.Unlock()
 			return
 		}
-		o := h.ready[0]
-		h.ready[0] = nil
-		h.ready = h.ready[1:]
+		now := h.clock.Now()
+		for len(h.ready) > 0 && len(batch) < deliveryBatch {
+			o := h.ready[0]
+			h.ready[0] = nil
+			h.ready = h.ready[1:]
+			o.queued = false
+			if o.gone || o.busy || !o.dirty {
+				continue
+			}
+			n, at, final := o.e.last, o.e.lastAt, o.final
+			o.dirty = false
+			// §4.5: NON by default, with a CON at least every CONInterval
+			// so that an observer that went away is found out and removed.
+			con := h.allCON || now.Sub(time.Unix(0, o.lastCON)) >= h.cfg.CONInterval.Duration
+			if con {
+				o.lastCON = now.UnixNano()
+			}
+			done := o.deliveredNON
+			if con {
+				done = o.deliveredCON
+			}
+			o.busy = true
+			batch = append(batch, sending{o, final})
+			ns = append(ns, coap.Notification{W: o.w, Resp: h.renderTo(room, o, n, at, now), CON: con, Done: done})
+		}
 		if len(h.ready) == 0 {
 			h.ready = h.ready[:0:0] // let a drained backlog's array go
 		}
-		o.queued = false
-		if o.gone || o.busy || !o.dirty {
-			h.mu.Unlock()
+		h.mu.Unlock()
+		if len(batch) == 0 {
 			continue
 		}
-		now := h.clock.Now()
-		n, at, final := o.e.last, o.e.lastAt, o.final
-		o.dirty = false
-		// §4.5: NON by default, with a CON at least every CONInterval so
-		// that an observer that went away is found out and removed.
-		con := h.allCON || now.Sub(time.Unix(0, o.lastCON)) >= h.cfg.CONInterval.Duration
-		if con {
-			o.lastCON = now.UnixNano()
-		}
-		out := h.renderLocked(o, n, at, now)
-		o.busy = true
-		w := o.w
-		h.mu.Unlock()
 
-		var done func(error)
-		if con {
-			done = o.deliveredCON
-		} else {
-			done = o.deliveredNON
-		}
-		err := w.Notify(out, con, done)
-		h.st.out.Add(1)
+		coap.NotifyAll(ns)
+		h.st.out.Add(uint64(len(ns)))
 		h.mu.Lock()
-		if !con {
-			o.busy = false
-		}
-		switch {
-		case err != nil:
-			h.log.Debug("notification not sent", "peer", o.id.peer(), "err", err)
-			h.removeLocked(o)
-		case final:
-			// §3.2: the final notification ends the observation.
-			h.removeLocked(o)
-		default:
-			h.readyLocked(o)
+		for i, b := range batch {
+			o := b.o
+			if !ns[i].CON {
+				o.busy = false
+			}
+			switch {
+			case ns[i].Err != nil:
+				h.log.Debug("notification not sent", "peer", o.id.peer(), "err", ns[i].Err)
+				h.removeLocked(o)
+			case b.final:
+				// §3.2: the final notification ends the observation.
+				h.removeLocked(o)
+			default:
+				h.readyLocked(o)
+			}
 		}
 		h.mu.Unlock()
+		clear(ns) // the batch's messages, writers and observers are not kept
+		clear(batch)
 	}
 }
 
@@ -115,13 +141,46 @@ func (h *Hub) delivered(o *observer, con bool, err error) {
 // observation's messages go out exactly as they came: the outer Observe
 // is the origin's (RFC 8613 §4.1.3.5.2) and nothing else may be touched.
 func (h *Hub) renderLocked(o *observer, n *coap.Message, at, now time.Time) *coap.Message {
+	return h.renderTo(nil, o, n, at, now)
+}
+
+// scratch is a worker's room for one batch of rendered notifications,
+// reused batch after batch: each batch is encoded and sent before the
+// next is rendered. It spares the garbage of a message and its options
+// per notification, which a fan-out to thousands turns into GC cycles.
+type scratch struct {
+	msgs []coap.Message // capacity deliveryBatch: never moves
+	opts coap.Options   // the batch's options, one message's after another's
+}
+
+func (s *scratch) reset() {
+	clear(s.msgs)
+	clear(s.opts)
+	s.msgs, s.opts = s.msgs[:0], s.opts[:0]
+}
+
+// renderTo is renderLocked into s, or into new memory when s is nil.
+func (h *Hub) renderTo(s *scratch, o *observer, n *coap.Message, at, now time.Time) *coap.Message {
 	if o.e.protected {
 		return n
 	}
-	out := &coap.Message{Code: n.Code, Payload: n.Payload}
 	// Room for one more option: Observe is only ever replaced (n has
 	// it), Max-Age may be added.
-	opts := make(coap.Options, len(n.Options), len(n.Options)+1)
+	var out *coap.Message
+	var opts coap.Options
+	if s == nil || len(s.msgs) == cap(s.msgs) {
+		out = &coap.Message{}
+		opts = make(coap.Options, len(n.Options), len(n.Options)+1)
+	} else {
+		s.msgs = append(s.msgs, coap.Message{})
+		out = &s.msgs[len(s.msgs)-1]
+		// Earlier messages keep their part even if the arena moves.
+		start := len(s.opts)
+		s.opts = append(s.opts, n.Options...)
+		s.opts = append(s.opts, coap.Option{})
+		opts = s.opts[start : start+len(n.Options) : start+len(n.Options)+1]
+	}
+	out.Code, out.Payload = n.Code, n.Payload
 	copy(opts, n.Options)
 	if n.Options.Has(coap.Observe) {
 		o.seq = (o.seq + 1) & seqMask
