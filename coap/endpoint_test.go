@@ -53,6 +53,12 @@ func exchange(t *testing.T, c *net.UDPConn, to netip.AddrPort, b []byte) *Messag
 	if _, err := c.WriteToUDPAddrPort(b, to); err != nil {
 		t.Fatal(err)
 	}
+	return readMsg(t, c)
+}
+
+// readMsg reads the next message a raw peer receives, within 5 s.
+func readMsg(t *testing.T, c *net.UDPConn) *Message {
+	t.Helper()
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	buf := make([]byte, 2048)
 	n, _, err := c.ReadFromUDPAddrPort(buf)

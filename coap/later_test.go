@@ -83,16 +83,7 @@ func TestLaterAnswerAfterAckDelayIsSeparate(t *testing.T) {
 	if ack.Type != Acknowledgement || ack.Code != Empty || ack.MID != 7 {
 		t.Fatalf("first: %v %v mid %d, want the empty ACK", ack.Type, ack.Code, ack.MID)
 	}
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	buf := make([]byte, 512)
-	n, _, err := c.ReadFromUDPAddrPort(buf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sep Message
-	if err := sep.Decode(buf[:n]); err != nil {
-		t.Fatal(err)
-	}
+	sep := readMsg(t, c)
 	if sep.Type != Confirmable || sep.Code != Content || string(sep.Payload) != "later:s" || string(sep.Token) != "\x01" {
 		t.Fatalf("separate response: %v %v %q", sep.Type, sep.Code, sep.Payload)
 	}

@@ -81,9 +81,8 @@ func TestObserverSetSharedHash(t *testing.T) {
 // TestObserverSize keeps the per-observer state small: the hub holds one
 // observer, one ID and a 16-byte map slot per observer.
 func TestObserverSize(t *testing.T) {
-	if unsafe.Sizeof(uintptr(0)) != 8 {
-		t.Skip("sizes are for 64-bit platforms")
-	}
+	// The bounds are for 64-bit platforms; on 32-bit ones pointers and
+	// ints take half, so the same bounds hold with room to spare.
 	if n := unsafe.Sizeof(obsID{}); n > 40 {
 		t.Errorf("obsID is %d bytes, want at most 40", n)
 	}
