@@ -1,23 +1,20 @@
 package cache
 
 import (
-	"os"
 	"reflect"
 	"strings"
 	"testing"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/opaque-edge/gatewayd/internal/doccheck"
 )
 
 // TestREADMEIsTrue keeps README.md in step with the code: its example
 // config decodes strictly into Config with the defaults' values, and every
 // counter is named.
 func TestREADMEIsTrue(t *testing.T) {
-	b, err := os.ReadFile("README.md")
-	if err != nil {
-		t.Fatal(err)
-	}
-	readme := string(b)
+	readme := doccheck.Read(t, "README.md")
 	start := strings.Index(readme, "```toml\n")
 	end := strings.Index(readme[start+1:], "```\n")
 	if start < 0 || end < 0 {
@@ -36,10 +33,5 @@ func TestREADMEIsTrue(t *testing.T) {
 	if doc.Cache != Defaults() {
 		t.Fatalf("README example %+v, defaults %+v", doc.Cache, Defaults())
 	}
-	st := reflect.TypeOf(Stats{})
-	for i := range st.NumField() {
-		if !strings.Contains(readme, "`"+st.Field(i).Name+"`") {
-			t.Errorf("README does not name counter %s", st.Field(i).Name)
-		}
-	}
+	doccheck.NamesFields(t, readme, "`%s`", reflect.TypeFor[Stats]())
 }

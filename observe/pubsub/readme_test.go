@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/opaque-edge/gatewayd/internal/doccheck"
 )
 
 // The README's interaction table names tests that exist, and its config
@@ -46,10 +48,5 @@ func TestREADMEStaysTrue(t *testing.T) {
 			t.Errorf("README does not list config key %q", key)
 		}
 	}
-	st := reflect.TypeFor[Stats]()
-	for i := range st.NumField() {
-		if !strings.Contains(string(readme), "| `"+st.Field(i).Name+"` |") {
-			t.Errorf("README does not list counter %s", st.Field(i).Name)
-		}
-	}
+	doccheck.NamesFields(t, string(readme), "| `%s` |", reflect.TypeFor[Stats]())
 }
