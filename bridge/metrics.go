@@ -77,9 +77,6 @@ func (w *countingWriter) Token() []byte        { return w.ResponseWriter.(coap.N
 // stage counts every request by method and the code it got.
 func (m *metrics) stage(next coap.Handler) coap.Handler {
 	return coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, r *coap.Request) error {
-		// The endpoint's writers report their code; others are wrapped. No
-		// wrapper for the common case: an Observe hub keeps the writer of
-		// every observer.
 		if coap.Inline(ctx) {
 			// The answer may come later (coap.Later): count it when the
 			// request ends.
@@ -92,6 +89,9 @@ func (m *metrics) stage(next coap.Handler) coap.Handler {
 			m.count(r.Msg.Code, lw.code, err)
 			return err
 		}
+		// The endpoint's writers report their code; others are wrapped. No
+		// wrapper for the common case: an Observe hub keeps the writer of
+		// every observer.
 		var code coap.Code
 		var err error
 		if cr, ok := w.(coap.CodeReporter); ok {

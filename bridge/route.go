@@ -136,7 +136,7 @@ func (r *router) later(ctx context.Context, w coap.ResponseWriter, req *coap.Req
 	start := time.Now()
 	return coap.Later(ctx, func() {
 		up.Go(dst, out, r.timeout, func(resp *coap.Message, err error) {
-			r.observe("ip", start)
+			r.recordLatency("ip", start)
 			coap.Finish(w, r.answer(w, resp, err))
 		})
 	})
@@ -153,8 +153,8 @@ func (r *router) verify(ctx context.Context, out *coap.Message) error {
 	return nil
 }
 
-// observe records an upstream exchange's time.
-func (r *router) observe(transport string, start time.Time) {
+// recordLatency records an upstream exchange's time.
+func (r *router) recordLatency(transport string, start time.Time) {
 	if r.latency != nil {
 		r.latency.WithLabelValues(transport).Observe(time.Since(start).Seconds())
 	}
@@ -209,7 +209,7 @@ func (r *router) exchange(ctx context.Context, w coap.ResponseWriter, req *coap.
 	case *pluginUpstream:
 		transport = "plugin"
 	}
-	r.observe(transport, start)
+	r.recordLatency(transport, start)
 	return r.answer(w, resp, err)
 }
 

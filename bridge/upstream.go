@@ -36,7 +36,9 @@ var _ Upstream = (*ipUpstream)(nil)
 
 func newIPUpstream(ctx context.Context, log *slog.Logger) (*ipUpstream, error) {
 	// One reader per core: the answers to inline requests are written by
-	// the reader that got them (coap.Later).
+	// the reader that got them (coap.Later). Two notifications of one
+	// observation may then reach the hub in either order, as the network
+	// may deliver them; the hub orders them (RFC 7641 §3.4, PR4.1).
 	cfg := coap.EndpointConfig{Logger: log, Readers: runtime.GOMAXPROCS(0)}
 	u4, err := coap.ListenUDPNetwork(ctx, "udp4", "0.0.0.0:0")
 	if err != nil {
