@@ -468,9 +468,9 @@ func (c *Cache) forwardShared(ctx context.Context, next coap.Handler, w coap.Res
 	cw := &capture{}
 	err := next.ServeCoAP(ctx, cw, fwd)
 	if errors.Is(err, coap.ErrLater) {
-		// The answer comes to cw after this returns (coap.Later).
+		// The answer comes to cw, and what follows runs then.
 		dctx := coap.Detached(ctx)
-		cw.then = func(resp *coap.Message, err error) {
+		cw.whenFinished(func(resp *coap.Message, err error) {
 			shared, again, err := c.settle(w, k, id, hop, m, fwd, r, resp, err)
 			if again {
 				// Not on the upstream's reader: this one waits.
@@ -483,7 +483,7 @@ func (c *Cache) forwardShared(ctx context.Context, next coap.Handler, w coap.Res
 			k.release()
 			land(shared, err)
 			coap.Finish(w, err)
-		}
+		})
 		return err
 	}
 	shared, again, err := c.settle(w, k, id, hop, m, fwd, r, cw.close(), err)
@@ -561,23 +561,43 @@ func firstErr(a, b error) error {
 // response, which the cache writes to the client itself. When they answer
 // later (coap.ErrLater), their Finish hands it to then.
 type capture struct {
-	mu     sync.Mutex
-	resp   *coap.Message // guarded by mu
-	closed bool          // guarded by mu: next returned
-	// then is set after next returned ErrLater, before the answer can
-	// come (coap.Later).
-	then func(resp *coap.Message, err error)
+	mu       sync.Mutex
+	resp     *coap.Message                       // guarded by mu
+	closed   bool                                // guarded by mu: next returned
+	then     func(resp *coap.Message, err error) // guarded by mu: set by whenFinished
+	finished bool                                // guarded by mu: Finish ran
+	ferr     error                               // guarded by mu: Finish's error
 }
 
 // Finish ends an answer that came later (coap.Finisher).
 func (cw *capture) Finish(err error) {
 	cw.mu.Lock()
+	if cw.finished {
+		cw.mu.Unlock()
+		return
+	}
 	then, resp := cw.then, cw.resp
-	cw.then, cw.closed = nil, true
+	cw.then, cw.closed, cw.finished, cw.ferr = nil, true, true, err
 	cw.mu.Unlock()
 	if then != nil {
 		then(resp, err)
 	}
+}
+
+// whenFinished has then run with the answer once Finish ends it, or at
+// once if it already has: coap.Later starts the exchange after the chain
+// returns, but outside an endpoint it starts at once, and the answer may
+// come first.
+func (cw *capture) whenFinished(then func(resp *coap.Message, err error)) {
+	cw.mu.Lock()
+	if !cw.finished {
+		cw.then = then
+		cw.mu.Unlock()
+		return
+	}
+	resp, err := cw.resp, cw.ferr
+	cw.mu.Unlock()
+	then(resp, err)
 }
 
 func (cw *capture) WriteResponse(m *coap.Message) error {

@@ -3,6 +3,7 @@ package cache
 import (
 	"bytes"
 	"context"
+	"errors"
 	"runtime"
 	"sync"
 	"testing"
@@ -797,5 +798,61 @@ func TestUncacheableKeyIsNotCoalesced(t *testing.T) {
 	c.mu.Unlock()
 	if still {
 		t.Fatal("key still marked unshared after a cacheable response")
+	}
+}
+
+// finishRecorder is a client's writer that also learns when a request
+// answered later ends (coap.Finisher).
+type finishRecorder struct {
+	recorder
+	done chan error
+}
+
+func (f *finishRecorder) Finish(err error) { f.done <- err }
+
+// When the next stage answers later (coap.Later), the cache stores and
+// answers from the answer's continuation, whether the answer comes after
+// the stages returned (as on an endpoint) or before (Later outside one
+// starts at once).
+func TestForwardAnsweredLaterIsStoredAndAnswered(t *testing.T) {
+	for _, before := range []bool{false, true} {
+		o := newOrigin(always(content("x", 0, "", 30)))
+		c := New(Defaults())
+		stage := c.Stage(coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, r *coap.Request) error {
+			answered := make(chan struct{})
+			err := coap.Later(ctx, func() {
+				go func() {
+					o.ServeCoAP(ctx, w, r)
+					coap.Finish(w, nil)
+					close(answered)
+				}()
+			})
+			if before {
+				<-answered // the answer is in before the stage returns
+			}
+			return err
+		}))
+		w := &finishRecorder{done: make(chan error, 2)}
+		if err := stage.ServeCoAP(context.Background(), w, get(target)); !errors.Is(err, coap.ErrLater) {
+			t.Fatalf("before=%v: %v, want ErrLater", before, err)
+		}
+		select {
+		case err := <-w.done:
+			if err != nil {
+				t.Fatalf("before=%v: Finish(%v)", before, err)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("before=%v: the request never ended", before)
+		}
+		if m := w.get(); m == nil || string(m.Payload) != "x" {
+			t.Fatalf("before=%v: client got %v", before, m)
+		}
+		hit := &recorder{}
+		if err := stage.ServeCoAP(context.Background(), hit, get(target)); err != nil {
+			t.Fatal(err)
+		}
+		if o.count() != 1 || hit.get() == nil || c.Stats().Hits != 1 {
+			t.Fatalf("before=%v: origin %d calls, hits %d: the answer was not stored", before, o.count(), c.Stats().Hits)
+		}
 	}
 }
