@@ -14,28 +14,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-10000}
 rounds=${2:-10}
-out=bench/results
-mkdir -p "$out"
-bin=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$bin"' EXIT
-
-CGO_ENABLED=0 go build -trimpath -o "$bin/gatewayd" ./cmd/gatewayd
+source bench/common.sh
 go build -o "$bin/fanout" ./bench/fanout
 
 origin=127.0.0.1:5899
 gw=127.0.0.1:5897
-cat >"$bin/gw.toml" <<TOML
-[proxy]
-listen = ["udp://$gw"]
-allow = ["127.0.0.0/8"]
-clients = ["127.0.0.0/8"]
-timeout = "3s"
-[observe]
-max_observers = $((n * 2))
-max_per_client = $((n * 2))
-[metrics]
-listen = ""
-TOML
+{ fanout_sections $gw "$n"; printf '[metrics]\nlisten = ""\n'; } >"$bin/gw.toml"
 
 "$bin/fanout" origin -listen $origin &
 "$bin/gatewayd" -config "$bin/gw.toml" -log-level warn &

@@ -14,13 +14,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 clients=${1:-16}
 secs=${2:-10}
-out=bench/results
-mkdir -p "$out"
-bin=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$bin"' EXIT
-
 command -v coap-server-notls >/dev/null || ./scripts/test-deps.sh
-CGO_ENABLED=0 go build -trimpath -o "$bin/gatewayd" ./cmd/gatewayd
+source bench/common.sh
 go build -o "$bin/coapbench" ./bench/coapbench
 
 fwd=127.0.0.1:5799    # origin, Max-Age 0

@@ -18,25 +18,13 @@ cd "$(dirname "$0")/.."
 subs=${1:-1000}
 pubs=${2:-4}
 secs=${3:-10}
-out=bench/results
-mkdir -p "$out"
-bin=$(mktemp -d)
+source bench/common.sh
 state=$(mktemp -d -p "${STATE_TMP:-/var/tmp}" gatewayd-pubsub-bench.XXXXXX)
-trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$bin" "$state"' EXIT
-
-CGO_ENABLED=0 go build -trimpath -o "$bin/gatewayd" ./cmd/gatewayd
+also_remove=$state
 go build -o "$bin/fanout" ./bench/fanout
 
 gw=127.0.0.1:5897
-cat >"$bin/gw.toml" <<TOML
-[proxy]
-listen = ["udp://$gw"]
-allow = ["127.0.0.0/8"]
-clients = ["127.0.0.0/8"]
-timeout = "3s"
-[observe]
-max_observers = $((subs * 2))
-max_per_client = $((subs * 2))
+{ fanout_sections $gw "$subs"; cat <<TOML; } >"$bin/gw.toml"
 [pubsub]
 enabled = true
 state_dir = "$state"
