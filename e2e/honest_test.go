@@ -2,11 +2,11 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"testing"
 	"time"
 
 	"github.com/opaque-edge/gatewayd/bridge"
+	"github.com/opaque-edge/gatewayd/bridge/bridgetest"
 	"github.com/opaque-edge/gatewayd/coap"
 )
 
@@ -16,18 +16,7 @@ import (
 
 func startBridge(t *testing.T) *bridge.Proxy {
 	t.Helper()
-	cfg := bridge.Defaults()
-	cfg.Proxy.Listen = []string{"udp://127.0.0.1:0"}
-	cfg.Proxy.Name = "gw-e2e"
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	p, err := bridge.New(context.Background(), cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close() })
-	return p
+	return bridgetest.Start(t, func(c *bridge.Config) { c.Proxy.Name = "gw-e2e" })
 }
 
 func TestHonestProxyPassesOSCOREIntact(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/opaque-edge/gatewayd/bridge"
+	"github.com/opaque-edge/gatewayd/bridge/bridgetest"
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/e2e/oscore"
 	"github.com/opaque-edge/gatewayd/e2e/signed"
@@ -138,17 +139,7 @@ func (o *origin) answer(req *coap.Message) *coap.Message {
 
 func startProxy(t *testing.T) string {
 	t.Helper()
-	cfg := bridge.Defaults()
-	cfg.Proxy.Listen = []string{"udp://127.0.0.1:0"}
-	cfg.Proxy.Name = "gw-ctl-test"
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	p, err := bridge.New(context.Background(), cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close() })
+	p := bridgetest.Start(t, func(c *bridge.Config) { c.Proxy.Name = "gw-ctl-test" })
 	return "coap://" + p.Addrs()[0].String()
 }
 
@@ -468,13 +459,7 @@ func TestKeysWritesFilesWithSafeModesAndNeverOverwrites(t *testing.T) {
 }
 
 func TestStatusShowsTheProxyAtAGlance(t *testing.T) {
-	cfg := bridge.Defaults()
-	cfg.Proxy.Listen = []string{"udp://127.0.0.1:0"}
-	p, err := bridge.New(context.Background(), cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
+	p := bridgetest.Start(t, nil)
 	addr, err := p.ServeAdmin(context.Background(), "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/opaque-edge/gatewayd/bridge"
+	"github.com/opaque-edge/gatewayd/bridge/bridgetest"
 	"github.com/opaque-edge/gatewayd/e2e/oscore"
 	"github.com/opaque-edge/gatewayd/radio"
 	"github.com/opaque-edge/gatewayd/radio/sim"
@@ -29,19 +30,11 @@ import (
 func startSimGateway(t *testing.T, sc radio.SimConfig) (proxy, node string, n *sim.Node) {
 	t.Helper()
 	sc.Nodes = 1
-	cfg := bridge.Defaults()
-	cfg.Proxy.Listen = []string{"udp://127.0.0.1:0"}
-	cfg.Proxy.Timeout = bridge.Duration{Duration: 10 * time.Second}
-	cfg.Metrics.Listen = ""
-	cfg.Radio = []radio.Config{{Name: "sim", Driver: "sim", Sim: sc}}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	p, err := bridge.New(context.Background(), cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { p.Close() })
+	p := bridgetest.Start(t, func(c *bridge.Config) {
+		c.Proxy.Timeout = bridge.Duration{Duration: 10 * time.Second}
+		c.Metrics.Listen = ""
+		c.Radio = []radio.Config{{Name: "sim", Driver: "sim", Sim: sc}}
+	})
 	r := p.Radios()[0]
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
