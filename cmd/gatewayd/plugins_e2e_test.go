@@ -756,25 +756,7 @@ func TestBinaryRestartsKilledPluginAndLeavesNoneWhenKilled(t *testing.T) {
 	}
 	bin, sum := buildPlugin(t, "github.com/opaque-edge/gatewayd/plugins/http/cmd/gatewayd-http")
 	proxy, httpPort := freePort(t), freePort(t)
-	cfg := writeFile(t, "gatewayd.toml", fmt.Sprintf(`
-[proxy]
-listen = ["udp://127.0.0.1:%d"]
-timeout = "10s"
-
-[metrics]
-listen = ""
-
-[[radio]]
-name = "sim"
-driver = "sim"
-
-[[plugin]]
-name = "http"
-path = %q
-sha256 = %q
-[plugin.config]
-listen = "127.0.0.1:%d"
-`, proxy, bin, sum, httpPort))
+	cfg := writeFile(t, "gatewayd.toml", httpPluginConfig(proxy, "", bin, sum, httpPort))
 	cmd := exec.Command(gwBin, "-config", cfg)
 	var stderr syncBuffer
 	cmd.Stderr = &stderr

@@ -52,25 +52,7 @@ func TestHTTPPluginBothWays(t *testing.T) {
 		fmt.Fprintf(w, "hello from %s", r.URL.Path)
 	}))
 	defer web.Close()
-	startGatewayd(t, fmt.Sprintf(`
-[proxy]
-listen = ["udp://127.0.0.1:%d"]
-timeout = "10s"
-
-[metrics]
-listen = "127.0.0.1:%d"
-
-[[radio]]
-name = "sim"
-driver = "sim"
-
-[[plugin]]
-name = "http"
-path = %q
-sha256 = %q
-[plugin.config]
-listen = "127.0.0.1:%d"
-`, proxy, adminPort, bin, sum, httpPort))
+	startGatewayd(t, httpPluginConfig(proxy, fmt.Sprintf("127.0.0.1:%d", adminPort), bin, sum, httpPort))
 	base := fmt.Sprintf("http://127.0.0.1:%d/hc/", httpPort)
 	// The front end may need a moment after gatewayd reports it started.
 	var body string
@@ -102,4 +84,29 @@ listen = "127.0.0.1:%d"
 	if !strings.Contains(out, "hello from /page") {
 		t.Fatalf("CoAP client via the HTTP translator: %q", out)
 	}
+}
+
+// httpPluginConfig is gatewayd with a sim radio and the HTTP plugin
+// (binary bin, its SHA-256 sum) serving on httpPort, the proxy on UDP
+// port proxy and the admin endpoint on admin ("" for none).
+func httpPluginConfig(proxy int, admin, bin, sum string, httpPort int) string {
+	return fmt.Sprintf(`
+[proxy]
+listen = ["udp://127.0.0.1:%d"]
+timeout = "10s"
+
+[metrics]
+listen = %q
+
+[[radio]]
+name = "sim"
+driver = "sim"
+
+[[plugin]]
+name = "http"
+path = %q
+sha256 = %q
+[plugin.config]
+listen = "127.0.0.1:%d"
+`, proxy, admin, bin, sum, httpPort)
 }
