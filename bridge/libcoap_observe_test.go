@@ -137,6 +137,15 @@ func TestFiftyLibcoapObserversOneUpstreamRegistration(t *testing.T) {
 		if seen[len(seen)-1] != last {
 			t.Fatalf("observer %d saw %v, want it to end on v%03d:\n%s", i, seen, last, out)
 		}
+		// A client whose registration was retransmitted (CON, §4.2) gets
+		// the registration answered twice: the hub updates the observer
+		// with that token and answers with the current state again (RFC
+		// 7641 §4.1). So the first state may come twice; after it, every
+		// state is newer than the one before.
+		if len(seen) > 2 && seen[1] == seen[0] {
+			t.Logf("observer %d got its registration answered twice: %v", i, seen)
+			seen = seen[1:]
+		}
 		for k := 1; k < len(seen); k++ {
 			if seen[k] <= seen[k-1] {
 				t.Fatalf("observer %d saw states out of order: %v", i, seen)
