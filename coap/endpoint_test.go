@@ -253,13 +253,42 @@ func TestCloneSharesNothing(t *testing.T) {
 	for i := 0; i < 12; i++ { // more than fit in the clone's own allocation
 		m.Options = m.Options.Insert(URIPath, []byte{byte('a' + i)})
 	}
-	for _, src := range []*Message{m, {Code: GET, Options: m.Options[:3]}} {
+	// Many options, up to eight, up to four with few bytes (a tinyBox),
+	// and four with too many bytes for one.
+	long := &Message{Code: GET, Token: []byte{9}, Options: Options{{ID: URIPath, Value: []byte("a")}}, Payload: make([]byte, 100)}
+	for _, src := range []*Message{m, {Code: GET, Options: m.Options[:6]}, {Code: GET, Token: []byte{7}, Options: m.Options[:3], Payload: []byte("x")}, long} {
 		c := src.Clone()
 		c.Options = c.Options.Insert(URIQuery, []byte("q"))
 		c.Options[0].Value[0] = 'z'
-		if src.Options[0].Value[0] == 'z' || len(src.Options) == len(c.Options) {
+		c.Token = append(c.Token, 'z')
+		c.Payload = append(c.Payload, 'z')
+		if src.Options[0].Value[0] == 'z' || len(src.Options) == len(c.Options) || len(src.Token) == len(c.Token) {
 			t.Fatal("the clone shares memory with the original")
 		}
+		// Growing the clone's token or payload writes over none of its
+		// other bytes.
+		for i, o := range src.Options[1:] {
+			if !bytes.Equal(c.Options[i+1].Value, o.Value) && c.Options[i+1].ID != URIQuery {
+				t.Fatalf("option %d of the clone is %q, want %q", i+1, c.Options[i+1].Value, o.Value)
+			}
+		}
+		if string(c.Options[0].Value) != "z" || !bytes.Equal(c.Payload[:len(src.Payload)], src.Payload) {
+			t.Fatalf("clone options %v payload %q", c.Options, c.Payload)
+		}
+	}
+}
+
+// A small message is cloned in one allocation: a forwarding proxy clones
+// every request and response it handles.
+func TestSmallCloneIsOneAllocation(t *testing.T) {
+	req := &Message{Type: Confirmable, Code: GET, MID: 7, Token: []byte("12345678"),
+		Options: Options{{ID: ProxyURI, Value: []byte("coap://127.0.0.1:5683/bench")}, {ID: HopLimit, Value: []byte{15}}}}
+	var c *Message
+	if n := testing.AllocsPerRun(100, func() { c = req.Clone() }); n != 1 {
+		t.Fatalf("cloning a forwarded GET took %v allocations, want 1", n)
+	}
+	if c.MID != 7 || string(c.Token) != "12345678" || !c.Options.Equal(req.Options) {
+		t.Fatalf("clone %v differs from %v", c, req)
 	}
 }
 

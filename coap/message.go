@@ -253,15 +253,28 @@ func (m *Message) AppendMarshal(buf []byte) ([]byte, error) {
 	return buf[:n+w], nil
 }
 
-// Clone returns a deep copy of m that shares no memory with it: one
-// allocation for the bytes, one for the message and its options when
-// there are few.
+// Clone returns a deep copy of m that shares no memory with it. A small
+// message (most requests and responses a proxy sees) takes one allocation
+// for everything; a larger one two, or three when it has many options.
 func (m *Message) Clone() *Message {
 	n := len(m.Token) + len(m.Payload)
 	for _, o := range m.Options {
 		n += len(o.Value)
 	}
-	buf := make([]byte, 0, n)
+	var c *Message
+	var buf []byte
+	switch {
+	case len(m.Options) <= tinyOptions && n <= tinyBytes:
+		box := &tinyBox{}
+		c, buf = &box.m, box.data[:0:n]
+		c.Options = box.opts[:0:len(m.Options)]
+	case len(m.Options) <= smallOptions:
+		box := &messageBox{}
+		c, buf = &box.m, make([]byte, 0, n)
+		c.Options = box.opts[:0:len(m.Options)]
+	default:
+		c, buf = &Message{Options: make(Options, 0, len(m.Options))}, make([]byte, 0, n)
+	}
 	take := func(b []byte) []byte {
 		if b == nil {
 			return nil
@@ -269,14 +282,6 @@ func (m *Message) Clone() *Message {
 		s := len(buf)
 		buf = append(buf, b...)
 		return buf[s:len(buf):len(buf)]
-	}
-	var c *Message
-	if len(m.Options) <= smallOptions {
-		box := &messageBox{}
-		c = &box.m
-		c.Options = box.opts[:0:len(m.Options)]
-	} else {
-		c = &Message{Options: make(Options, 0, len(m.Options))}
 	}
 	c.Type, c.Code, c.MID = m.Type, m.Code, m.MID
 	c.Token = take(m.Token)
@@ -290,15 +295,29 @@ func (m *Message) Clone() *Message {
 	return c
 }
 
-// smallOptions is how many options a clone carries in its own allocation.
-const smallOptions = 8
+// The sizes of the boxes a clone is made in. A tinyBox is 256 bytes, a
+// size class of Go's allocator: room for a forwarded request with its
+// token, Proxy-Uri and Hop-Limit, or a small response with ETag,
+// Content-Format and Max-Age.
+const (
+	tinyOptions  = 4
+	tinyBytes    = 48
+	smallOptions = 8
+)
 
-// messageBox is a message and room for its options in one allocation. The
-// options' capacity is capped at their count, so appending to a clone's
-// options reallocates instead of writing past them.
+// messageBox and tinyBox are a message and room for its options (and, in a
+// tinyBox, its bytes) in one allocation. The options' capacity is capped
+// at their count, so appending to a clone's options reallocates instead of
+// writing past them.
 type messageBox struct {
 	m    Message
 	opts [smallOptions]Option
+}
+
+type tinyBox struct {
+	m    Message
+	opts [tinyOptions]Option
+	data [tinyBytes]byte
 }
 
 func (m *Message) String() string {
