@@ -28,6 +28,7 @@ type router struct {
 	radios  []*radioUpstream
 	lookup  func(ctx context.Context, host string) ([]netip.Addr, error)
 	latency *prometheus.HistogramVec // upstream exchange time by transport; may be nil
+	uris    uriCache                 // Proxy-Uri values lately parsed
 	// translator finds the plugin for a scheme other than coap.
 	translator func(scheme string) (*plugins.Translator, bool)
 }
@@ -216,8 +217,8 @@ func (r *router) exchange(ctx context.Context, w coap.ResponseWriter, req *coap.
 // target resolves where a request goes and the message to send there.
 func (r *router) target(ctx context.Context, in *coap.Message) (netip.AddrPort, *coap.Message, *pluginUpstream, error) {
 	out := *in
-	out.Options = append(coap.Options(nil), in.Options...)
 	if u := r.route(in); u != nil {
+		out.Options = append(coap.Options(nil), in.Options...)
 		// §5.7.3 reverse proxy: /name/rest → target/rest.
 		rest := coap.URIFromOptions(in.Options, "", "", 0)
 		t := *u
@@ -231,13 +232,15 @@ func (r *router) target(ctx context.Context, in *coap.Message) (netip.AddrPort, 
 		return dst, &out, nil, nil
 	}
 	var u *coap.URI
+	var parsed *parsedURI
 	if pu, ok := in.Options.Get(coap.ProxyURI); ok {
 		var err error
-		if u, err = coap.ParseURI(string(pu)); err != nil {
+		if parsed, err = r.uris.parse(pu); err != nil {
 			// Proxy-Uri is critical: a value that cannot be used is a bad
 			// option (§5.4.1).
 			return netip.AddrPort{}, nil, nil, coap.Errorf(coap.BadOption, "Proxy-Uri: %v", err)
 		}
+		u = parsed.u
 	} else {
 		scheme, _ := in.Options.Get(coap.ProxyScheme)
 		host, ok := in.Options.Get(coap.URIHost)
@@ -258,22 +261,27 @@ func (r *router) target(ctx context.Context, in *coap.Message) (netip.AddrPort, 
 		if _, err := r.resolve(ctx, u); err != nil {
 			return netip.AddrPort{}, nil, nil, err
 		}
+		out.Options = append(coap.Options(nil), in.Options...)
 		return netip.AddrPort{}, &out, &pluginUpstream{t: t, uri: u.String()}, nil
 	}
 	if r.nextHop.IsValid() {
 		// PR1.1/PR1.2: towards a next-hop proxy the request keeps its form.
+		out.Options = append(coap.Options(nil), in.Options...)
 		return r.nextHop, &out, nil, nil
 	}
 	dst, err := r.resolve(ctx, u)
 	if err != nil {
 		return dst, nil, nil, err
 	}
-	if in.Options.Has(coap.ProxyURI) {
+	switch {
+	case parsed != nil && dst.Port() == u.Port:
 		// PR1.1: split Proxy-Uri into Uri-* options (§6.4) and drop it.
-		out.Options = u.SetOptions(out.Options.Remove(coap.ProxyURI), dst.Port())
-	} else {
+		out.Options = withURI(in.Options, parsed.opts)
+	case parsed != nil:
+		out.Options = u.SetOptions(append(coap.Options(nil), in.Options...).Remove(coap.ProxyURI), dst.Port())
+	default:
 		// PR1.2: drop Proxy-Scheme, keep Uri-* as they are.
-		out.Options = out.Options.Remove(coap.ProxyScheme)
+		out.Options = append(coap.Options(nil), in.Options...).Remove(coap.ProxyScheme)
 	}
 	return dst, &out, nil, nil
 }
