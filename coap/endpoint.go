@@ -101,17 +101,31 @@ type outCon struct {
 	tries   int
 	timer   *time.Timer
 	fin     func(ack *Message, err error) // called once, without e.mu held
-	token   string                        // of a request: a piggybacked response must carry it
+	token   []byte                        // of a request: a piggybacked response must carry it
+	// g is the exchange of Go this CON carries, if any: its timer also
+	// keeps the exchange's deadline, and it hears of an RST or time-out
+	// instead of fin.
+	g *goCall
+}
+
+// wait is how long the CON's timer waits: to the next retransmission,
+// or to the deadline of its exchange if that comes first.
+func (p *outCon) wait() time.Duration {
+	if p.g != nil {
+		if d := time.Until(p.g.deadline); d < p.timeout {
+			return max(d, 0)
+		}
+	}
+	return p.timeout
 }
 
 // call is a client exchange awaiting its response.
 type call struct {
 	ch chan callResult // buffered 1; nil for a call of Go
-	// done, for a call of Go, receives the first result; fired makes it
-	// once. deadline fails the call when its time is up.
-	done     func(callResult)
-	fired    atomic.Bool
-	deadline *time.Timer // guarded by e.mu
+	// g, for a call of Go, receives the first result; fired makes it
+	// once.
+	g     *goCall
+	fired atomic.Bool
 	// notify, when set, receives every response after the first: the
 	// notifications of an observation (RFC 7641 §3.2). It runs on the
 	// reader goroutine and must not block.
@@ -379,11 +393,16 @@ func (e *Endpoint) settle(k exKey, ack *Message, err error) bool {
 	p, ok := e.pending[k]
 	if ok {
 		delete(e.pending, k)
-		p.timer.Stop()
+		if p.g == nil {
+			p.timer.Stop() // an exchange of Go keeps it for its deadline
+		}
 	}
 	e.mu.Unlock()
-	if ok && p.fin != nil {
+	switch {
+	case ok && p.fin != nil:
 		p.fin(ack, err)
+	case ok && p.g != nil && err != nil:
+		p.g.deliver(callResult{err: err})
 	}
 	return ok
 }
@@ -474,7 +493,8 @@ func (e *Endpoint) receiveRequest(inline context.Context, m *Message, peer netip
 		}
 		return
 	}
-	w := &responseWriter{e: e, peer: peer, mid: m.MID, reqType: m.Type, token: append([]byte(nil), m.Token...), safe: m.Code.IsSafe()}
+	w := &responseWriter{e: e, peer: peer, mid: m.MID, reqType: m.Type, tokLen: uint8(len(m.Token)), safe: m.Code.IsSafe()}
+	copy(w.tok[:], m.Token)
 	select {
 	case e.sem <- struct{}{}:
 	default:
@@ -566,7 +586,7 @@ func (e *Endpoint) receiveResponse(m *Message, peer netip.AddrPort) {
 		// pending is a duplicate or too late.
 		e.mu.Lock()
 		p, ok := e.pending[k]
-		match := ok && p.token == string(m.Token)
+		match := ok && string(p.token) == string(m.Token)
 		e.mu.Unlock()
 		if !match || !e.settle(k, nil, nil) {
 			e.stats.unmatched.Add(1)
@@ -621,9 +641,9 @@ func rstBytes(mid uint16) []byte {
 }
 
 func (c *call) deliver(r callResult) {
-	if c.done != nil {
+	if c.g != nil {
 		if c.fired.CompareAndSwap(false, true) {
-			c.done(r)
+			c.g.finish(r)
 		}
 		return
 	}
@@ -643,7 +663,7 @@ func (e *Endpoint) sendCON(peer netip.AddrPort, mid uint16, data []byte, fin fun
 // sendCONToken is sendCON for a request: a piggybacked response is taken
 // only with the request's token.
 func (e *Endpoint) sendCONToken(peer netip.AddrPort, mid uint16, tok []byte, data []byte, fin func(*Message, error)) {
-	p := &outCon{key: exKey{peer, mid}, data: data, timeout: e.cfg.Params.initialTimeout(), fin: fin, token: string(tok)}
+	p := &outCon{key: exKey{peer, mid}, data: data, timeout: e.cfg.Params.initialTimeout(), fin: fin, token: tok}
 	e.mu.Lock()
 	if e.ctx.Err() != nil {
 		e.mu.Unlock()
@@ -658,27 +678,33 @@ func (e *Endpoint) sendCONToken(peer netip.AddrPort, mid uint16, tok []byte, dat
 	e.write(peer, data)
 }
 
-func (e *Endpoint) retransmit(p *outCon) {
+// retransmit sends p again, or gives up after MAX_RETRANSMIT; it reports
+// false when p is no longer pending.
+func (e *Endpoint) retransmit(p *outCon) bool {
 	e.mu.Lock()
 	if e.pending[p.key] != p {
 		e.mu.Unlock()
-		return
+		return false
 	}
 	if p.tries >= e.cfg.Params.MaxRetransmit {
 		delete(e.pending, p.key)
 		e.mu.Unlock()
 		e.stats.timeouts.Add(1)
-		if p.fin != nil {
+		switch {
+		case p.fin != nil:
 			p.fin(nil, ErrTimeout)
+		case p.g != nil:
+			p.g.deliver(callResult{err: ErrTimeout})
 		}
-		return
+		return true
 	}
 	p.tries++
 	p.timeout *= 2
-	p.timer.Reset(p.timeout)
+	p.timer.Reset(p.wait())
 	e.mu.Unlock()
 	e.stats.retransmissions.Add(1)
 	e.write(p.key.peer, p.data)
+	return true
 }
 
 func (e *Endpoint) cancelCON(k exKey) {
@@ -722,11 +748,11 @@ func (e *Endpoint) Do(ctx context.Context, to netip.AddrPort, req *Message) (*Me
 // It lets a handler answer through Later instead of holding a goroutine
 // for the whole exchange.
 func (e *Endpoint) Go(to netip.AddrPort, req *Message, timeout time.Duration, done func(*Message, error)) {
-	var tok [8]byte
+	g := &goCall{e: e, done: done, deadline: time.Now().Add(timeout)}
 	tv := rand.Uint64()
-	binary.BigEndian.PutUint64(tok[:], tv)
+	binary.BigEndian.PutUint64(g.tok[:], tv)
 	out := *req
-	out.Token = tok[:]
+	out.Token = g.tok[:]
 	out.MID = e.allocMID(to)
 	if out.Type != NonConfirmable {
 		out.Type = Confirmable
@@ -736,39 +762,67 @@ func (e *Endpoint) Go(to netip.AddrPort, req *Message, timeout time.Duration, do
 		done(nil, fmt.Errorf("coap: encode request: %w", err))
 		return
 	}
-	tk, ck := tokKey{to, tv}, exKey{to, out.MID}
-	c := &call{}
-	c.done = func(r callResult) {
-		e.mu.Lock()
-		c.deadline.Stop()
-		if e.calls[tk] == c {
-			delete(e.calls, tk)
-		}
-		if p, ok := e.pending[ck]; ok {
-			p.timer.Stop()
-			delete(e.pending, ck)
-		}
-		e.mu.Unlock()
-		done(r.msg, r.err)
-	}
+	g.call.g, g.tk = g, tokKey{to, tv}
+	g.con = outCon{key: exKey{to, out.MID}, data: data, timeout: e.cfg.Params.initialTimeout(), token: g.tok[:], g: g}
 	e.mu.Lock()
 	if e.ctx.Err() != nil {
 		e.mu.Unlock()
 		done(nil, ErrClosed)
 		return
 	}
-	e.calls[tk] = c
-	c.deadline = time.AfterFunc(timeout, func() { c.deliver(callResult{err: context.DeadlineExceeded}) })
-	e.mu.Unlock()
+	e.calls[g.tk] = &g.call
+	wait := timeout
 	if out.Type == Confirmable {
-		e.sendCONToken(to, out.MID, tok[:], data, func(_ *Message, err error) {
-			if err != nil {
-				c.deliver(callResult{err: err})
-			}
-		})
-	} else {
-		e.write(to, data)
+		e.pending[g.con.key] = &g.con
+		wait = g.con.wait()
 	}
+	g.con.timer = time.AfterFunc(wait, g.onTimer)
+	e.mu.Unlock()
+	e.write(to, data)
+}
+
+// goCall is an exchange of Go in one allocation: its call, its CON, and
+// one timer for both the retransmissions (§4.2) and the deadline.
+type goCall struct {
+	call
+	con      outCon
+	e        *Endpoint
+	tk       tokKey
+	tok      [8]byte
+	deadline time.Time
+	done     func(*Message, error)
+}
+
+// onTimer retransmits the request, or fails the exchange at its
+// deadline. After an empty ACK (§5.2.2) nothing is retransmitted, and the
+// timer waits for the deadline alone.
+func (g *goCall) onTimer() {
+	if !time.Now().Before(g.deadline) {
+		g.deliver(callResult{err: context.DeadlineExceeded})
+		return
+	}
+	if !g.e.retransmit(&g.con) {
+		g.e.mu.Lock()
+		if !g.fired.Load() {
+			g.con.timer.Reset(time.Until(g.deadline))
+		}
+		g.e.mu.Unlock()
+	}
+}
+
+// finish ends the exchange with its first result.
+func (g *goCall) finish(r callResult) {
+	e := g.e
+	e.mu.Lock()
+	g.con.timer.Stop()
+	if e.calls[g.tk] == &g.call {
+		delete(e.calls, g.tk)
+	}
+	if e.pending[g.con.key] == &g.con {
+		delete(e.pending, g.con.key)
+	}
+	e.mu.Unlock()
+	g.done(r.msg, r.err)
 }
 
 // exchange sends req with the given token, registered as c, and waits for
@@ -811,7 +865,8 @@ func (e *Endpoint) exchange(ctx context.Context, to netip.AddrPort, req *Message
 type responseWriter struct {
 	e       *Endpoint
 	peer    netip.AddrPort
-	token   []byte
+	tok     [MaxTokenLen]byte // the request's token, tokLen bytes (§3)
+	tokLen  uint8
 	mid     uint16 // the request's
 	reqType Type
 	safe    bool // GET or FETCH: idempotent, not remembered once answered
@@ -836,6 +891,9 @@ func (w *responseWriter) Code() Code {
 	defer w.mu.Unlock()
 	return w.code
 }
+
+// token is the request's token.
+func (w *responseWriter) token() []byte { return w.tok[:w.tokLen:w.tokLen] }
 
 // key names the request's exchange (§4.5).
 func (w *responseWriter) key() exKey { return exKey{w.peer, w.mid} }
@@ -910,7 +968,7 @@ func (w *responseWriter) write(resp *Message, end bool) error {
 	w.done, w.code = true, resp.Code
 	w.e.slow.remove(w)
 	out := *resp
-	out.Token = w.token
+	out.Token = w.token()
 	switch {
 	case w.reqType == Confirmable && !w.acked:
 		out.Type, out.MID = Acknowledgement, w.mid
@@ -919,7 +977,24 @@ func (w *responseWriter) write(resp *Message, end bool) error {
 	default:
 		out.Type, out.MID = NonConfirmable, w.e.allocMID(w.peer)
 	}
-	data, err := out.Marshal()
+	// A response that is neither remembered (§4.5, below) nor
+	// retransmitted is encoded into a pooled buffer: transports do not
+	// keep what they are given to write.
+	var data []byte
+	var err error
+	var pooled *[]byte
+	if w.safe && out.Type != Confirmable {
+		pooled = sendBufs.Get().(*[]byte)
+		data, err = out.AppendMarshal((*pooled)[:0])
+		defer func() {
+			if cap(data) <= maxPooledSend {
+				*pooled = data[:0]
+				sendBufs.Put(pooled)
+			}
+		}()
+	} else {
+		data, err = out.Marshal()
+	}
 	if ending {
 		// Before the answer leaves: a client that has it finds the slot
 		// free.
@@ -946,6 +1021,12 @@ func (w *responseWriter) write(resp *Message, end bool) error {
 	w.e.write(w.peer, data)
 	return nil
 }
+
+// sendBufs holds buffers for responses encoded only to be sent once;
+// maxPooledSend bounds the ones kept.
+var sendBufs = sync.Pool{New: func() any { b := make([]byte, 0, 256); return &b }}
+
+const maxPooledSend = 2048
 
 // slowList holds the CON requests whose handlers have not answered, in
 // arrival order. One goroutine per endpoint sends the empty ACK for those

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // laterHandler answers through Later from a goroutine of its own after
@@ -165,5 +166,104 @@ func TestGoDeliversResponseTimeoutAndClose(t *testing.T) {
 	wg.Wait()
 	if !errors.Is(got, ErrClosed) {
 		t.Fatalf("after Close: %v", got)
+	}
+}
+
+// One timer serves an exchange of Go: it retransmits the CON (§4.2), stops
+// retransmitting after an empty ACK and waits for the separate response
+// (§5.2.2) until the deadline, and gives up after MAX_RETRANSMIT.
+func TestGoRetransmitsAndKeepsItsDeadline(t *testing.T) {
+	client, _ := serve(t, EndpointConfig{Params: Params{AckTimeout: 40 * time.Millisecond, MaxRetransmit: 2}})
+	peer := rawPeer(t)
+	to := netip.MustParseAddrPort(peer.LocalAddr().String())
+	type result struct {
+		m   *Message
+		err error
+	}
+	start := func(timeout time.Duration) chan result {
+		ch := make(chan result, 2)
+		client.Go(to, &Message{Code: GET}, timeout, func(m *Message, err error) { ch <- result{m, err} })
+		return ch
+	}
+	send := func(m *Message) {
+		b, _ := m.Marshal()
+		if _, err := peer.WriteToUDPAddrPort(b, client.t.(*UDP).LocalAddr()); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// Lost once, then an empty ACK, then the separate response.
+	ch := start(5 * time.Second)
+	first := readMsg(t, peer)
+	again := readMsg(t, peer)
+	if again.MID != first.MID || string(again.Token) != string(first.Token) {
+		t.Fatalf("retransmission %v of %v", again, first)
+	}
+	send(&Message{Type: Acknowledgement, MID: first.MID})
+	send(&Message{Type: Confirmable, Code: Content, MID: 9, Token: first.Token, Payload: []byte("late")})
+	if r := <-ch; r.err != nil || string(r.m.Payload) != "late" {
+		t.Fatalf("separate response: %v", r)
+	}
+	if ack := readMsg(t, peer); ack.Type != Acknowledgement || ack.MID != 9 {
+		t.Fatalf("the separate response got %v, not its ACK", ack)
+	}
+
+	// An empty ACK and nothing else: no more retransmissions, and the
+	// deadline, not MAX_RETRANSMIT, ends it.
+	began := time.Now()
+	ch = start(400 * time.Millisecond)
+	req := readMsg(t, peer)
+	send(&Message{Type: Acknowledgement, MID: req.MID})
+	r := <-ch
+	if took := time.Since(began); !errors.Is(r.err, context.DeadlineExceeded) || took < 400*time.Millisecond {
+		t.Fatalf("after an empty ACK: %v after %v", r.err, took)
+	}
+	peer.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if n, _, err := peer.ReadFromUDPAddrPort(make([]byte, 64)); err == nil {
+		t.Fatalf("a %d-byte datagram was sent after the empty ACK", n)
+	}
+	peer.SetReadDeadline(time.Time{})
+
+	// Never acknowledged: the first transmission and two retransmissions,
+	// then ErrTimeout well before the deadline.
+	ch = start(10 * time.Second)
+	for i := 0; i < 3; i++ {
+		readMsg(t, peer)
+	}
+	if r := <-ch; !errors.Is(r.err, ErrTimeout) {
+		t.Fatalf("unacknowledged: %v", r.err)
+	}
+
+	// Reset.
+	ch = start(5 * time.Second)
+	req = readMsg(t, peer)
+	send(&Message{Type: Reset, MID: req.MID})
+	if r := <-ch; !errors.Is(r.err, ErrReset) {
+		t.Fatalf("reset: %v", r.err)
+	}
+	time.Sleep(20 * time.Millisecond)
+	client.mu.Lock()
+	nCalls, nPending := len(client.calls), len(client.pending)
+	client.mu.Unlock()
+	if nCalls != 0 || nPending != 0 {
+		t.Fatalf("%d calls, %d pending CONs left", nCalls, nPending)
+	}
+	select {
+	case r := <-ch:
+		t.Fatalf("done called twice: %v", r)
+	default:
+	}
+}
+
+// An Observe hub keeps the response writer of every observer, so it holds
+// the token itself rather than pointing to a copy of it.
+func TestResponseWriterIsSmall(t *testing.T) {
+	if n := unsafe.Sizeof(responseWriter{}); n > 96 {
+		t.Errorf("responseWriter is %d bytes, want at most 96", n)
+	}
+	w := &responseWriter{tokLen: 3}
+	copy(w.tok[:], "abc")
+	if string(w.Token()) != "abc" || cap(w.Token()) != 3 {
+		t.Fatalf("token %q with capacity %d", w.Token(), cap(w.Token()))
 	}
 }

@@ -34,13 +34,13 @@ type NotifyWriter interface {
 var _ NotifyWriter = (*responseWriter)(nil)
 
 func (w *responseWriter) Peer() netip.AddrPort { return w.peer }
-func (w *responseWriter) Token() []byte        { return w.token }
+func (w *responseWriter) Token() []byte        { return w.token() }
 
 // notification appends resp, encoded as this observer's next
 // notification, to buf; data is the part appended.
 func (w *responseWriter) notification(buf []byte, resp *Message, con bool) (grown, data []byte, mid uint16, err error) {
 	out := *resp
-	out.Token = w.token
+	out.Token = w.token()
 	out.MID = w.e.allocMID(w.peer)
 	out.Type = NonConfirmable
 	if con {

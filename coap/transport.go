@@ -14,7 +14,8 @@ import (
 // than b is truncated and reported with n == len(b).
 //
 // WriteTo sends one datagram. It may block (a radio waits for its tx-done);
-// ctx bounds the wait.
+// ctx bounds the wait. It does not keep b once it returns: the message
+// layer reuses the buffers of what it sends only once.
 type Transport interface {
 	ReadFrom(b []byte) (n int, from netip.AddrPort, err error)
 	WriteTo(ctx context.Context, b []byte, to netip.AddrPort) error
