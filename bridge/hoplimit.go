@@ -21,12 +21,15 @@ func newHopLimit(cfg ProxyConfig, log *slog.Logger, forwards func(*coap.Message)
 			}
 			v := uint32(cfg.HopLimit)
 			n := 0
-			for raw := range m.Options.All(coap.HopLimit) {
+			for _, o := range m.Options {
+				if o.ID != coap.HopLimit {
+					continue
+				}
 				n++
-				if len(raw) != 1 || raw[0] == 0 {
+				if len(o.Value) != 1 || o.Value[0] == 0 {
 					return coap.Errorf(coap.BadRequest, "bad Hop-Limit")
 				}
-				v = uint32(raw[0])
+				v = uint32(o.Value[0])
 			}
 			if n > 1 {
 				// §3 refers to RFC 7252 §5.4.5: a repeated non-repeatable
@@ -39,11 +42,20 @@ func newHopLimit(cfg ProxyConfig, log *slog.Logger, forwards func(*coap.Message)
 				log.Warn("hop limit reached: a forwarding loop?", "peer", r.Peer)
 				return &coap.Error{Code: coap.HopLimitReached, Diagnostic: cfg.Name, MaxAge: -1}
 			}
-			m.Options = m.Options.Set(coap.HopLimit, []byte{byte(v)})
+			m.Options = m.Options.Set(coap.HopLimit, hopValues[v:v+1:v+1])
 			return next.ServeCoAP(ctx, w, r)
 		})
 	}
 }
+
+// hopValues holds every Hop-Limit value, so that setting one takes no
+// allocation: the option's value is the slice [v:v+1]. Never written.
+var hopValues = func() (b [256]byte) {
+	for i := range b {
+		b[i] = byte(i)
+	}
+	return b
+}()
 
 // relay58 prepares a 5.08 from upstream for the client (RFC 8768 §4): the
 // proxy prepends its identifier, and refuses to pass on one that already

@@ -469,11 +469,11 @@ func (c *Cache) forwardShared(ctx context.Context, next coap.Handler, w coap.Res
 	err := next.ServeCoAP(ctx, cw, fwd)
 	if errors.Is(err, coap.ErrLater) {
 		// The answer comes to cw, and what follows runs then.
-		dctx := coap.Detached(ctx)
 		cw.whenFinished(func(resp *coap.Message, err error) {
 			shared, again, err := c.settle(w, k, id, hop, m, fwd, r, resp, err)
 			if again {
 				// Not on the upstream's reader: this one waits.
+				dctx := coap.Detached(ctx)
 				go func() {
 					coap.Finish(w, c.forwardShared(dctx, next, w, r, k, id, hop, snapshot{}, false, land))
 					k.release()
