@@ -184,8 +184,11 @@ type Stats struct {
 	Requests  uint64 // translator round trips and observations sent to it
 	Unavail   uint64 // requests refused with 5.03 while it was down
 	Callbacks uint64 // Host.Do calls from its front end
-	LastError string
-	Peer      netip.AddrPort // the Request.Peer of its Host.Do callbacks
+	// LogDropped counts its log lines dropped over the rate limit (50
+	// a second, 200 at once).
+	LogDropped uint64
+	LastError  string
+	Peer       netip.AddrPort // the Request.Peer of its Host.Do callbacks
 }
 
 // Stats returns a snapshot per plugin, in configuration order.

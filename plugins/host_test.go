@@ -462,7 +462,7 @@ func TestPluginStderrWarningIsLoggedAsWarning(t *testing.T) {
 // A plugin line is clipped, and a line split over writes is one record.
 func TestStderrLogJoinsAndClipsLines(t *testing.T) {
 	var buf syncLog
-	w := &stderrLog{log: slog.New(slog.NewTextHandler(&buf, nil))}
+	w := &stderrLog{log: slog.New(slog.NewTextHandler(&buf, nil)), lim: newLogLimiter(time.Now)}
 	w.Write([]byte("[ERROR] half"))
 	w.Write([]byte(" and half"))
 	w.Write([]byte("\n"))
@@ -489,4 +489,44 @@ func (s *syncLog) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// A plugin that writes without end fills gatewayd's log with no more than
+// the burst and then the rate; what it loses is counted and told once.
+func TestPluginLogIsRateLimited(t *testing.T) {
+	var buf syncLog
+	now := time.Unix(1000, 0)
+	lim := newLogLimiter(func() time.Time { return now })
+	w := &stderrLog{log: slog.New(slog.NewTextHandler(&buf, nil)), lim: lim}
+	for i := 0; i < 1000; i++ {
+		fmt.Fprintf(w, "line %d\n", i)
+	}
+	if n := strings.Count(buf.String(), "plugin output"); n != logBurst {
+		t.Fatalf("%d lines logged at once, want the burst of %d", n, logBurst)
+	}
+	if got := lim.dropped.Load(); got != 1000-logBurst {
+		t.Fatalf("dropped %d, want %d", got, 1000-logBurst)
+	}
+	// A second later there is room for logRate lines, and the first of
+	// them comes after one warning with the count.
+	now = now.Add(time.Second)
+	for i := 0; i < 1000; i++ {
+		fmt.Fprintf(w, "more %d\n", i)
+	}
+	out := buf.String()
+	if n := strings.Count(out, "plugin output"); n != logBurst+logRate {
+		t.Fatalf("%d lines logged after a second, want %d", n, logBurst+logRate)
+	}
+	if strings.Count(out, "plugin log lines dropped") != 1 || !strings.Contains(out, fmt.Sprintf("dropped=%d", 1000-logBurst)) {
+		t.Fatalf("no single notice of the %d dropped lines:\n%s", 1000-logBurst, out[len(out)-600:])
+	}
+	// go-plugin's own log goes through the same bucket.
+	hw := &logWriter{log: slog.New(slog.NewTextHandler(&buf, nil)), lim: lim}
+	hw.Write([]byte("[INFO] plugin: hello\n"))
+	if strings.Contains(buf.String(), "hello") {
+		t.Fatal("go-plugin's log passed an empty bucket")
+	}
+	if got := lim.dropped.Load(); got != 2*1000-logBurst-logRate+1 {
+		t.Fatalf("dropped %d in all, want %d", got, 2*1000-logBurst-logRate+1)
+	}
 }

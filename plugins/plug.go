@@ -58,6 +58,7 @@ type plug struct {
 	lastErr string        // guarded by mu
 
 	starts, restarts, failures, requests, unavail, callbacks atomic.Uint64
+	logs                                                     *logLimiter
 
 	linkMu sync.Mutex
 	link   *link // guarded by linkMu: the open radio Link, if any
@@ -66,8 +67,9 @@ type plug struct {
 func newPlug(h *Host, c Config, i int) *plug {
 	return &plug{
 		h: h, cfg: c, peer: peerAddr(i),
-		log: h.log.With("plugin", c.Name),
-		upc: make(chan struct{}),
+		log:  h.log.With("plugin", c.Name),
+		upc:  make(chan struct{}),
+		logs: newLogLimiter(time.Now),
 	}
 }
 
@@ -133,15 +135,15 @@ func (p *plug) start(ctx context.Context) (inst *instance, err error) {
 		AutoMTLS:         true,
 		SkipHostEnv:      true,
 		StartTimeout:     startTimeout,
-		Logger:           newHCLog(p.log),
+		Logger:           newHCLog(p.log, p.logs),
 		// What the plugin writes to os.Stdout and os.Stderr comes over
 		// go-plugin's stdio stream (discarded unless these are set) and is
 		// logged at the level each line names; the process's own stderr
 		// (before Serve, or a crash) comes through Stderr. go-plugin alone
 		// logs such lines at Debug, below gatewayd's usual level.
-		SyncStdout: &stderrLog{log: p.log.With("stream", "stdout")},
-		SyncStderr: &stderrLog{log: p.log.With("stream", "stderr")},
-		Stderr:     &stderrLog{log: p.log.With("stream", "stderr")},
+		SyncStdout: &stderrLog{log: p.log.With("stream", "stdout"), lim: p.logs},
+		SyncStderr: &stderrLog{log: p.log.With("stream", "stderr"), lim: p.logs},
+		Stderr:     &stderrLog{log: p.log.With("stream", "stderr"), lim: p.logs},
 	})
 	var startErr error
 	if err := p.h.onStarter(ctx, func() {
@@ -393,16 +395,17 @@ func (p *plug) stats() Stats {
 	s.Requests = p.requests.Load()
 	s.Unavail = p.unavail.Load()
 	s.Callbacks = p.callbacks.Load()
+	s.LogDropped = p.logs.dropped.Load()
 	return s
 }
 
 // newHCLog sends go-plugin's log, and with it each line the plugin writes
 // to stderr, to log.
-func newHCLog(log *slog.Logger) hclog.Logger {
+func newHCLog(log *slog.Logger, lim *logLimiter) hclog.Logger {
 	return hclog.New(&hclog.LoggerOptions{
 		Name:        "plugin",
 		Level:       hclog.Info,
-		Output:      &logWriter{log: log},
+		Output:      &logWriter{log: log, lim: lim},
 		DisableTime: true,
 	})
 }
@@ -412,6 +415,7 @@ func newHCLog(log *slog.Logger) hclog.Logger {
 // left to go-plugin, which logs them at their level through newHCLog.
 type stderrLog struct {
 	log *slog.Logger
+	lim *logLimiter
 	mu  sync.Mutex
 	buf []byte // guarded by mu: a partial line
 }
@@ -442,7 +446,7 @@ func (w *stderrLog) Write(b []byte) (int, error) {
 
 func (w *stderrLog) line(s string) {
 	s = strings.TrimRight(s, "\r")
-	if s == "" || strings.HasPrefix(s, "{") {
+	if s == "" || strings.HasPrefix(s, "{") || !w.lim.pass(w.log) {
 		return
 	}
 	if len(s) > maxLogLine {
@@ -462,9 +466,15 @@ func (w *stderrLog) line(s string) {
 }
 
 // logWriter turns hclog's lines into slog records, clipped.
-type logWriter struct{ log *slog.Logger }
+type logWriter struct {
+	log *slog.Logger
+	lim *logLimiter
+}
 
 func (w *logWriter) Write(b []byte) (int, error) {
+	if !w.lim.pass(w.log) {
+		return len(b), nil
+	}
 	s := strings.TrimRight(string(b), "\n")
 	if len(s) > 1024 {
 		s = s[:1024] + "…"
