@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"net/netip"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,7 +33,13 @@ const DefaultMetricsListen = "127.0.0.1:9683"
 type metrics struct {
 	requests *prometheus.CounterVec   // by method and response code
 	latency  *prometheus.HistogramVec // upstream exchange time by transport
+	// byCode holds the counter of requests for each method (0.01-0.07)
+	// and code once used: looking the labels up is most of what counting
+	// a request costs.
+	byCode [8][256]atomic.Pointer[counterRef]
 }
+
+type counterRef struct{ c prometheus.Counter }
 
 func newMetrics(reg *prometheus.Registry, p *Proxy) *metrics {
 	m := &metrics{
@@ -121,7 +128,17 @@ func (m *metrics) count(method, code coap.Code, err error) {
 			code = ce.Code
 		}
 	}
-	m.requests.WithLabelValues(method.String(), codeLabel(code)).Inc()
+	if method >= 8 {
+		m.requests.WithLabelValues(method.String(), codeLabel(code)).Inc()
+		return
+	}
+	slot := &m.byCode[method][code]
+	ref := slot.Load()
+	if ref == nil {
+		ref = &counterRef{m.requests.WithLabelValues(method.String(), codeLabel(code))}
+		slot.Store(ref)
+	}
+	ref.c.Inc()
 }
 
 // laterCounter counts a request served on an endpoint's reader, which may

@@ -366,7 +366,10 @@ func (p *Proxy) buildChain(cfg Config) (*chainState, error) {
 	if err != nil {
 		return nil, err
 	}
-	r.latency = p.metrics.latency
+	r.latency = map[string]prometheus.Observer{}
+	for _, t := range []string{"ip", "radio", "plugin"} {
+		r.latency[t] = p.metrics.latency.WithLabelValues(t)
+	}
 	if p.plugins != nil {
 		r.translator = p.plugins.Translator
 	}

@@ -447,13 +447,16 @@ func TestMetricsAndStatusEndpoint(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := client(t)
+	// Twice: the second count goes through the counter kept for GET 2.05.
 	do(t, c, p, &coap.Message{Code: coap.GET, Options: proxyURI("coap://" + o.addr.String() + "/m")})
+	do(t, c, p, &coap.Message{Code: coap.GET, Options: proxyURI("coap://" + o.addr.String() + "/n")})
 	do(t, c, p, &coap.Message{Code: coap.GET, Options: proxyURI("http://127.0.0.1/")})
 	body := httpGet(t, "http://"+addr+"/metrics")
 	for _, want := range []string{
-		`gatewayd_requests_total{code="2.05",method="GET"} 1`,
+		`gatewayd_requests_total{code="2.05",method="GET"} 2`,
 		`gatewayd_requests_total{code="5.05",method="GET"} 1`,
-		`gatewayd_upstream_seconds_count{transport="ip"} 1`,
+		`gatewayd_upstream_seconds_count{transport="ip"} 2`,
+		`gatewayd_upstream_seconds_count{transport="radio"} 0`,
 		`gatewayd_cache_total{counter="misses"}`,
 		`gatewayd_endpoint_datagrams_total{counter="received"`,
 		`gatewayd_pubsub_topics 0`,

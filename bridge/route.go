@@ -27,8 +27,8 @@ type router struct {
 	up      Upstream       // IP
 	radios  []*radioUpstream
 	lookup  func(ctx context.Context, host string) ([]netip.Addr, error)
-	latency *prometheus.HistogramVec // upstream exchange time by transport; may be nil
-	uris    uriCache                 // Proxy-Uri values lately parsed
+	latency map[string]prometheus.Observer // upstream exchange time by transport; may be nil
+	uris    uriCache                       // Proxy-Uri values lately parsed
 	// translator finds the plugin for a scheme other than coap.
 	translator func(scheme string) (*plugins.Translator, bool)
 }
@@ -156,8 +156,8 @@ func (r *router) verify(ctx context.Context, out *coap.Message) error {
 
 // recordLatency records an upstream exchange's time.
 func (r *router) recordLatency(transport string, start time.Time) {
-	if r.latency != nil {
-		r.latency.WithLabelValues(transport).Observe(time.Since(start).Seconds())
+	if o := r.latency[transport]; o != nil {
+		o.Observe(time.Since(start).Seconds())
 	}
 }
 
