@@ -26,6 +26,9 @@ const (
 	cancelTimeout = 10 * time.Second
 	// closeCancelTimeout bounds the cancellations Close waits for.
 	closeCancelTimeout = 2 * time.Second
+	// protectedIdle is how long a protected observation may go without a
+	// notification before the hub ends it (protectedLiveness).
+	protectedIdle = 24 * time.Hour
 	// reregisterTimeout bounds a liveness re-registration through next.
 	reregisterTimeout = time.Minute
 	// defaultMaxAge is Max-Age's default (RFC 7252 §5.10.5).
@@ -72,10 +75,11 @@ type Stats struct {
 	Deregistrations  uint64 // observers removed by Observe=1, RST or CON timeout
 	Skipped          uint64 // states an observer never saw because a newer one replaced it in its slot
 	OverLimit        uint64 // registrations served without Observe because of MaxObservers or MaxPerClient
+	ProtectedExpired uint64 // protected observations ended after a day without a notification
 }
 
 type counters struct {
-	in, out, stale, dereg, skipped, overLimit atomic.Uint64
+	in, out, stale, dereg, skipped, overLimit, protExpired atomic.Uint64
 }
 
 // Hub is the proxy's Observe hub (RFC 7641 §5): one upstream observation
@@ -159,6 +163,7 @@ func (h *Hub) Stats() Stats {
 	s.Deregistrations = h.st.dereg.Load()
 	s.Skipped = h.st.skipped.Load()
 	s.OverLimit = h.st.overLimit.Load()
+	s.ProtectedExpired = h.st.protExpired.Load()
 	return s
 }
 
@@ -257,7 +262,7 @@ type entry struct {
 	lastAt    time.Time     // when last arrived
 	lastSeq   uint32        // its Observe value
 	haveSeq   bool          // lastSeq is meaningful
-	live      Timer         // re-registers when Max-Age runs out
+	live      Timer         // re-registers when Max-Age runs out (protected: ends after a day)
 	rereg     bool          // a re-registration is in next
 }
 
@@ -402,20 +407,24 @@ func (h *Hub) notifyLocked(e *entry, n *coap.Message, now time.Time, reset bool)
 
 // armLocked (re)starts the liveness timer: when Max-Age runs out plus a
 // margin without a newer notification, the observation is registered
-// again (RFC 7641 §3.3.1, §4.3.1). Protected observations are left to
-// the client: an OSCORE-aware intermediary shall not initiate
-// registrations (RFC 8613 §4.1.3.5.1).
+// again (RFC 7641 §3.3.1, §4.3.1). A protected observation is ended
+// instead, after a day (protectedLiveness): an OSCORE-aware intermediary
+// shall not initiate registrations (RFC 8613 §4.1.3.5.1), and without the
+// timer the state of one whose origin and client have both gone would
+// stay until Close.
 func (h *Hub) armLocked(e *entry, n *coap.Message, now time.Time) {
 	if e.live != nil {
 		e.live.Stop()
 		e.live = nil
 	}
-	if e.protected || e.req == nil {
-		return
+	switch {
+	case e.protected:
+		e.live = h.clock.AfterFunc(protectedLiveness(n), func() { h.expireProtected(e) })
+	case e.req != nil:
+		age := time.Duration(maxAge(n))*time.Second + livenessMargin
+		g := e.reg
+		e.live = h.clock.AfterFunc(age, func() { h.expire(e, g) })
 	}
-	age := time.Duration(maxAge(n))*time.Second + livenessMargin
-	g := e.reg
-	e.live = h.clock.AfterFunc(age, func() { h.expire(e, g) })
 }
 
 func maxAge(m *coap.Message) uint32 {
@@ -438,6 +447,54 @@ func (h *Hub) expire(e *entry, g *registration) {
 		defer h.wg.Done()
 		h.reregister(e)
 	}()
+}
+
+// protectedLiveness is how long a protected observation may stay quiet
+// after m. The hub cannot read the inner Max-Age by which the client
+// judges freshness, and the outer one says nothing of it: a server may
+// set it to 0 only to keep intermediaries from caching (RFC 8613
+// §4.1.3.1, Appendix D.5.2). So the hub waits long: a day, the time RFC
+// 7641 §4.5 gives a server to confirm that an observer is still there,
+// or the outer Max-Age if that is longer, plus livenessMargin. A client
+// that keeps time by a shorter inner Max-Age re-registers long before
+// (RFC 7641 §3.3.1).
+func protectedLiveness(m *coap.Message) time.Duration {
+	idle := protectedIdle
+	if ma, ok := m.Options.Uint(coap.MaxAge); ok {
+		idle = max(idle, time.Duration(ma)*time.Second)
+	}
+	return idle + livenessMargin
+}
+
+// expireProtected ends a protected observation whose origin has sent
+// nothing for protectedLiveness: the hub cannot re-register it (RFC 8613
+// §4.1.3.5.1), so it frees the state and stops the upstream observation
+// as when the last observer leaves (endLocked; a later notification is
+// answered with RST, RFC 7641 §3.6). The client is sent nothing, as
+// nothing the hub could make would verify: it keeps its own time by the
+// inner Max-Age and re-registers (RFC 7641 §3.3.1), which is then a fresh
+// registration.
+func (h *Hub) expireProtected(e *entry) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	// An entry that ended meanwhile (deregistration, RST, a final
+	// notification, or the client re-registering with the same token,
+	// which replaces the entry in register) is none of the timer's
+	// business.
+	if h.closed || e.state != stateActive {
+		return
+	}
+	// A newer notification that came while this timer fired has armed a
+	// timer of its own.
+	quiet := h.clock.Now().Sub(e.lastAt)
+	if quiet < protectedLiveness(e.last) {
+		return
+	}
+	h.st.protExpired.Add(1)
+	if len(e.obs) > 0 {
+		h.log.Debug("protected observation expired", "peer", e.obs[0].id.peer(), "quiet", quiet)
+	}
+	h.endLocked(e)
 }
 
 // reregister makes a fresh upstream registration for e through next, with

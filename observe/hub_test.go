@@ -507,6 +507,10 @@ func TestMaxAgeLivenessReregisters(t *testing.T) {
 	r.origin.pushTo(t, newest, content("later", 2), false)
 	eventually(t, 5*time.Second, "later", func() bool { return w.last() == "later" })
 	w.checkIncreasing(t)
+	// An unprotected observation is kept alive, never ended by the timer.
+	if s := r.hub.Stats(); s.Observers != 1 || s.Upstreams != 1 || s.ProtectedExpired != 0 {
+		t.Fatalf("stats %+v", s)
+	}
 }
 
 func TestErrorNotificationEndsObservationForAll(t *testing.T) {
