@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"slices"
 	"sync"
@@ -18,6 +19,10 @@ import (
 
 // maxTID is the largest transaction ID; the host uses 1–15 (§2.1.3).
 const maxTID = 15
+
+// writeStall is how long closing a session waits for a Write in progress
+// before it closes the port under it, and again for the Write to return.
+const writeStall = time.Second
 
 // Errors the driver reports as the cause of a reconnect (see Stats.LastError)
 // or from bring-up.
@@ -53,6 +58,7 @@ type Stats struct {
 	RxErrors     uint64 // received frames the RCP flagged with a receive error
 	BadFCS       uint64 // HDLC-lite frames dropped for a bad FCS
 	DecodeErrors uint64 // oversize or aborted HDLC frames, undecodable Spinel frames
+	LateReplies  uint64 // replies with a TID no caller waits for (it gave up, or a duplicate); dropped
 	Retries      uint64 // failed open or bring-up attempts
 	Reconnects   uint64 // times the link came back up after being lost
 	LastError    string // why the link last went down or failed to come up
@@ -71,10 +77,11 @@ type Info struct {
 // Driver is a radio.Link to an OpenThread RCP on a serial port. It owns one
 // supervisor goroutine, which opens the port, runs the bring-up and, on any
 // failure, closes the port and starts again with exponential backoff; and,
-// per open port, one reader goroutine. Writers share the port under a mutex.
+// per open port, one reader and one writer goroutine.
 type Driver struct {
 	cfg    Config
 	log    *slog.Logger
+	open   func(*fdReserve) (serial.Port, error) // openPort on cfg.Device; tests wrap it
 	cancel context.CancelFunc
 	done   chan struct{} // closed by Close
 	once   sync.Once
@@ -86,6 +93,7 @@ type Driver struct {
 	state                                      atomic.Int32
 	txFrames, txErrors, rxFrames, rxDropped    atomic.Uint64
 	rxErrors, badFCS, decodeErrs, retries, rec atomic.Uint64
+	lateReplies                                atomic.Uint64
 
 	mu      sync.Mutex
 	sess    *session      // guarded by mu; non-nil only while up
@@ -100,6 +108,12 @@ var _ radio.Link = (*Driver)(nil)
 // down until the first bring-up succeeds (see WaitUp), and comes back by
 // itself whenever it is lost, until Close.
 func New(cfg Config) (*Driver, error) {
+	return newDriver(cfg, func(fds *fdReserve) (serial.Port, error) {
+		return openPort(cfg.Device, cfg.Baud, fds)
+	})
+}
+
+func newDriver(cfg Config, open func(*fdReserve) (serial.Port, error)) (*Driver, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -112,6 +126,7 @@ func New(cfg Config) (*Driver, error) {
 	d := &Driver{
 		cfg:    cfg,
 		log:    log.With("component", "spinel", "device", cfg.Device),
+		open:   open,
 		cancel: cancel,
 		done:   make(chan struct{}),
 		rx:     make(chan radio.Frame, cfg.RxQueue),
@@ -124,7 +139,9 @@ func New(cfg Config) (*Driver, error) {
 }
 
 // Close stops the driver and waits for its goroutines; the port is closed
-// and Send and Recv return radio.ErrClosed. Close is idempotent.
+// and Send and Recv return radio.ErrClosed. Close is idempotent. A serial
+// Write that does not return holds it up for about 2×writeStall at most
+// (see session.close).
 func (d *Driver) Close() error {
 	d.once.Do(func() {
 		close(d.done)
@@ -167,7 +184,7 @@ func (d *Driver) Stats() Stats {
 		State:    d.State(),
 		TxFrames: d.txFrames.Load(), TxErrors: d.txErrors.Load(),
 		RxFrames: d.rxFrames.Load(), RxDropped: d.rxDropped.Load(), RxErrors: d.rxErrors.Load(),
-		BadFCS: d.badFCS.Load(), DecodeErrors: d.decodeErrs.Load(),
+		BadFCS: d.badFCS.Load(), DecodeErrors: d.decodeErrs.Load(), LateReplies: d.lateReplies.Load(),
 		Retries: d.retries.Load(), Reconnects: d.rec.Load(),
 	}
 	d.mu.Lock()
@@ -320,7 +337,7 @@ func (d *Driver) run(ctx context.Context) {
 // connect opens the port, brings the RCP up and serves until the session
 // fails. wasUp reports whether the bring-up succeeded.
 func (d *Driver) connect(ctx context.Context, fds *fdReserve, everUp bool) (wasUp bool, err error) {
-	port, err := openPort(d.cfg.Device, d.cfg.Baud, fds)
+	port, err := d.open(fds)
 	if err != nil {
 		return false, err
 	}
@@ -329,6 +346,7 @@ func (d *Driver) connect(ctx context.Context, fds *fdReserve, everUp bool) (wasU
 	_ = port.ResetInputBuffer()
 	s := newSession(d, port)
 	go s.readLoop()
+	go s.writeLoop()
 	defer s.close()
 
 	info, err := d.bringUp(ctx, s)
@@ -368,11 +386,15 @@ func (d *Driver) bringUp(ctx context.Context, s *session) (Info, error) {
 	// §4.2: CMD_RESET's TID is ignored; the RCP answers with an unsolicited
 	// PROP_LAST_STATUS carrying a reset cause (§5.5.1, §6).
 	s.drainResets()
-	if err := s.write(Frame{Header: MakeHeader(0, 0), Cmd: CmdReset}); err != nil {
-		return info, err
-	}
 	t := time.NewTimer(d.cfg.ResetTimeout)
 	defer t.Stop()
+	raw, err := Frame{Header: MakeHeader(0, 0), Cmd: CmdReset}.Append(nil)
+	if err != nil {
+		return info, err
+	}
+	if err := s.send(ctx, raw, t.C); err != nil {
+		return info, err
+	}
 	select {
 	case <-s.resets:
 	case <-t.C:
@@ -448,18 +470,31 @@ func (d *Driver) bringUp(ctx context.Context, s *session) (Info, error) {
 	return info, nil
 }
 
-// session is one open port: its reader, its writer lock and the TID table.
+// session is one open port: its reader, its writer and the TID table.
+//
+// A TID is handed out again only once its last use is over for good: its
+// reply came, or its command never reached the writer. A caller that gives
+// up leaves its TID orphaned until the reply comes; a session that fails
+// hands out no TID it frees (a reply may still be on its way). So a reply
+// with a TID always belongs to the TID's current use (§2.1.3: the reply
+// carries the command's TID and nothing else tells uses apart). Timers do
+// not carry the TID alone: each use of a slot has a generation, and a timer
+// of an earlier use (one that fired just as its reply came) finds a newer
+// generation and does nothing.
 type session struct {
 	d    *Driver
 	port serial.Port
 	up   atomic.Bool // bring-up done: a reset notification is now a fault
 
-	wmu     sync.Mutex
-	wbuf    []byte // guarded by wmu
-	wclosed bool   // guarded by wmu; the port is closed, its fd number may be reused
+	wq    chan []byte   // Spinel frames to writeLoop; unbuffered, so a frame taken is being written
+	wdone chan struct{} // closed when writeLoop returns
 
 	tids   chan uint8  // free TIDs
 	resets chan Status // reset notifications during bring-up
+
+	// afterFunc is time.AfterFunc; tests replace it to fire a timer at a
+	// moment of their choosing.
+	afterFunc func(time.Duration, func()) (stop func() bool)
 
 	mu    sync.Mutex
 	slots [maxTID + 1]slot // guarded by mu
@@ -480,18 +515,24 @@ const (
 
 type slot struct {
 	state   slotState
-	ch      chan Frame // capacity 1
-	release func()     // run when the TID is freed
-	timer   *time.Timer
+	gen     uint32      // uses of this TID so far; the current use is gen
+	ch      chan Frame  // capacity 1; empty while the slot is free
+	release func()      // run when the TID is freed
+	stop    func() bool // stops the orphan timer
 }
 
 func newSession(d *Driver, p serial.Port) *session {
 	s := &session{
 		d: d, port: p,
+		wq:     make(chan []byte),
+		wdone:  make(chan struct{}),
 		tids:   make(chan uint8, maxTID),
 		resets: make(chan Status, 1),
 		dead:   make(chan struct{}),
 		rdone:  make(chan struct{}),
+		afterFunc: func(after time.Duration, f func()) func() bool {
+			return time.AfterFunc(after, f).Stop
+		},
 	}
 	for tid := uint8(1); tid <= maxTID; tid++ {
 		s.tids <- tid
@@ -516,63 +557,131 @@ func (s *session) cause() error {
 	}
 }
 
-// close ends the session: wake every waiter, close the port (which ends
-// the reader's Read) and wait for the reader.
+// close ends the session: wake every waiter, stop the writer, close the
+// port (which ends the reader's Read) and wait for the reader.
+//
+// The writer may be stuck in Write: the RCP stopped reading, a USB adapter
+// hung. Closing a descriptor does not wake a write(2) blocked on it, but
+// discarding the tty's output queue (tcflush TCOFLUSH) makes room for it.
+// If even that does not end the Write, the port is closed under it; the
+// wait before keeps that from happening to a writer that has not yet
+// entered write(2) and would write to a reused descriptor number. A Write
+// still blocked after the close is left behind, logged: its goroutine ends
+// when the kernel lets it return, and touches nothing after.
 func (s *session) close() {
 	s.fail(radio.ErrClosed)
-	s.wmu.Lock() // no write may reach a closed (and perhaps reused) descriptor
-	s.wclosed = true
+	select {
+	case <-s.wdone:
+	default:
+		_ = s.port.ResetOutputBuffer()
+		if !waitFor(s.wdone, writeStall) {
+			s.d.log.Warn("serial write stalled; closing the port under it", "waited", writeStall)
+		}
+	}
 	s.port.Close()
-	s.wmu.Unlock()
+	if !waitFor(s.wdone, writeStall) {
+		s.d.log.Error("serial write still blocked after close; leaving it", "waited", writeStall)
+	}
 	<-s.rdone
 	s.mu.Lock()
 	for i := range s.slots {
 		sl := &s.slots[i]
 		if sl.state == slotOrphan {
-			sl.timer.Stop()
+			sl.stop()
 			s.freeLocked(uint8(i))
 		}
 	}
 	s.mu.Unlock()
 }
 
-// freeLocked returns tid to the pool. s.mu must be held.
+// waitFor reports whether ch closed within d.
+func waitFor(ch <-chan struct{}, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ch:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// freeLocked ends the current use of tid and, while the session lives,
+// returns tid to the pool. s.mu must be held.
 func (s *session) freeLocked(tid uint8) {
 	sl := &s.slots[tid]
 	if sl.release != nil {
 		sl.release()
 	}
-	*sl = slot{ch: sl.ch}
-	s.tids <- tid // never blocks: each TID is in the pool at most once
+	select { // a reply no one took
+	case <-sl.ch:
+	default:
+	}
+	*sl = slot{ch: sl.ch, gen: sl.gen}
+	if s.cause() == nil {
+		s.tids <- tid // never blocks: each TID is in the pool at most once
+	}
 }
 
-func (s *session) write(f Frame) error {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	if s.wclosed {
-		return s.d.downErr(s)
+func (s *session) free(tid uint8) {
+	s.mu.Lock()
+	s.freeLocked(tid)
+	s.mu.Unlock()
+}
+
+// writeLoop is the port's only writer. Callers hand it frames and wait
+// under their own timeouts, so a Write that blocks holds up no caller and
+// no Close: the command times out and fails the session.
+func (s *session) writeLoop() {
+	defer close(s.wdone)
+	var buf []byte // bounded by the largest frame sent
+	for {
+		var raw []byte
+		select {
+		case raw = <-s.wq:
+		case <-s.dead:
+			return
+		}
+		buf = AppendHDLC(buf[:0], raw)
+		for b := buf; len(b) > 0; {
+			if s.cause() != nil {
+				return // the port may be closed by now
+			}
+			n, err := s.port.Write(b)
+			if err == nil && n == 0 {
+				err = io.ErrShortWrite
+			}
+			if err != nil {
+				s.fail(fmt.Errorf("spinel: write %s: %w", s.d.cfg.Device, err))
+				return
+			}
+			b = b[n:]
+		}
 	}
-	raw, err := f.Append(make([]byte, 0, 16+len(f.Value)))
-	if err != nil {
+}
+
+// send hands an encoded Spinel frame to the writer. A writer that does not
+// take it before expired fires is stalled: the session fails.
+func (s *session) send(ctx context.Context, raw []byte, expired <-chan time.Time) error {
+	select {
+	case s.wq <- raw:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-s.dead:
+		return s.d.downErr(s)
+	case <-expired:
+		err := fmt.Errorf("spinel: write %s stalled: %w", s.d.cfg.Device, ErrTimeout)
+		s.fail(err)
 		return err
 	}
-	s.wbuf = AppendHDLC(s.wbuf[:0], raw)
-	for b := s.wbuf; len(b) > 0; {
-		n, err := s.port.Write(b)
-		if err != nil {
-			err = fmt.Errorf("spinel: write %s: %w", s.d.cfg.Device, err)
-			s.fail(err)
-			return err
-		}
-		b = b[n:]
-	}
-	return nil
 }
 
 // call sends a command with a fresh TID and waits up to timeout for the
-// reply with that TID (§2.1.3). A timeout fails the session: an RCP that
-// stops answering is reset. release, if not nil, runs when the TID is
-// freed, which is after the reply even when ctx ends first.
+// reply with that TID (§2.1.3); the timeout covers the write too. A
+// timeout fails the session: an RCP that stops answering is reset. release,
+// if not nil, runs when the TID is freed, which is after the reply even
+// when ctx ends first.
 func (s *session) call(ctx context.Context, cmd, prop uint32, value []byte, timeout time.Duration, release func()) (Frame, error) {
 	var tid uint8
 	select {
@@ -591,54 +700,60 @@ func (s *session) call(ctx context.Context, cmd, prop uint32, value []byte, time
 	sl := &s.slots[tid]
 	s.mu.Lock()
 	sl.state, sl.release = slotWaiting, release
-	select { // a late reply from an earlier user of this TID
-	case <-sl.ch:
-	default:
-	}
+	sl.gen++
+	gen, ch := sl.gen, sl.ch
 	s.mu.Unlock()
-	done := func() {
-		s.mu.Lock()
-		s.freeLocked(tid)
-		s.mu.Unlock()
-	}
 
-	if err := s.write(Frame{Header: MakeHeader(0, tid), Cmd: cmd, Prop: prop, Value: value}); err != nil {
-		done()
-		return Frame{}, s.d.downErr(s)
+	raw, err := Frame{Header: MakeHeader(0, tid), Cmd: cmd, Prop: prop, Value: value}.Append(make([]byte, 0, 16+len(value)))
+	if err != nil {
+		s.free(tid)
+		return Frame{}, fmt.Errorf("spinel: cmd %d prop %d: %w", cmd, prop, err)
 	}
 	t := time.NewTimer(timeout)
 	defer t.Stop()
+	if err := s.send(ctx, raw, t.C); err != nil {
+		s.free(tid) // never written: no reply will come
+		return Frame{}, err
+	}
 	select {
-	case f := <-sl.ch:
-		done()
+	case f := <-ch:
+		s.free(tid)
 		return f, nil
 	case <-t.C:
-		done()
 		err := fmt.Errorf("spinel: cmd %d prop %d: no reply within %v: %w", cmd, prop, timeout, ErrTimeout)
-		s.fail(err)
+		s.fail(err) // first, so the TID does not go back to the pool
+		s.free(tid)
 		return Frame{}, err
 	case <-s.dead:
-		done()
+		s.free(tid)
 		return Frame{}, s.d.downErr(s)
 	case <-ctx.Done():
 		s.mu.Lock()
-		select {
-		case <-sl.ch:
+		if len(ch) > 0 || s.cause() != nil { // the reply came as ctx ended, or none can come now
 			s.freeLocked(tid)
-		default:
+		} else {
 			sl.state = slotOrphan
-			sl.timer = time.AfterFunc(timeout, func() {
-				s.mu.Lock()
-				if sl.state == slotOrphan {
-					s.freeLocked(tid)
-				}
-				s.mu.Unlock()
-				s.fail(fmt.Errorf("spinel: cmd %d prop %d: no reply within %v: %w", cmd, prop, timeout, ErrTimeout))
-			})
+			sl.stop = s.afterFunc(timeout, func() { s.expire(tid, gen, cmd, prop, timeout) })
 		}
 		s.mu.Unlock()
 		return Frame{}, ctx.Err()
 	}
+}
+
+// expire runs when the reply to an orphaned TID is overdue. The TID cannot
+// be handed out again (a reply may still come and would be taken for the
+// next command's), so the session fails and the link is reset: no TID
+// stays orphaned for longer than its command's timeout after its caller
+// gave up. A timer of an earlier use of the TID does nothing.
+func (s *session) expire(tid uint8, gen uint32, cmd, prop uint32, timeout time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sl := &s.slots[tid]
+	if sl.state != slotOrphan || sl.gen != gen {
+		return // the reply came as the timer fired; the TID has moved on
+	}
+	s.fail(fmt.Errorf("spinel: cmd %d prop %d (tid %d): no reply within %v after its caller gave up: %w", cmd, prop, tid, timeout, ErrTimeout))
+	s.freeLocked(tid)
 }
 
 // get reads a property (§4.3); the RCP answers with PROP_VALUE_IS of the
@@ -726,10 +841,14 @@ func (s *session) dispatch(b []byte) {
 			select {
 			case sl.ch <- f:
 			default: // a second reply to one command: keep the first
+				s.d.lateReplies.Add(1)
 			}
 		case slotOrphan:
-			sl.timer.Stop()
+			sl.stop() // if it fired already, expire finds the TID moved on
 			s.freeLocked(tid)
+			s.d.lateReplies.Add(1)
+		default:
+			s.d.lateReplies.Add(1)
 		}
 		s.mu.Unlock()
 		return

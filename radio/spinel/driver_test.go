@@ -588,3 +588,28 @@ func TestSlowAndLostRepliesFromRCP(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A Send given up on whose tx-done never comes holds its TID no longer than
+// TxTimeout after: then the link is reset, saying why, and works again.
+func TestOrphanedTIDWithoutReplyResetsLink(t *testing.T) {
+	r := newRig(t, sim.RCPConfig{}, nil)
+	r.rcp.SetFaults(sim.Faults{DropNext: 1}) // the tx-done is lost
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- r.d.Send(ctx, dataFrame(1, true, "x")) }()
+	eventually(t, "the rcp to take the frame", func() bool { return r.rcp.Stats().Transmits == 1 })
+	cancel()
+	if err := <-errc; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Send = %v, want context.Canceled", err)
+	}
+	eventually(t, "the link reset and back", func() bool {
+		st := r.d.Stats()
+		return st.Reconnects == 1 && st.State == spinel.StateUp
+	})
+	if st := r.d.Stats(); !strings.Contains(st.LastError, "after its caller gave up") {
+		t.Errorf("last error %q", st.LastError)
+	}
+	if err := r.d.Send(ctxT(t), dataFrame(2, true, "y")); err != nil {
+		t.Fatal(err)
+	}
+}
