@@ -75,7 +75,19 @@ func (u *ipUpstream) Observe(ctx context.Context, target netip.AddrPort, req *co
 	if err != nil || obs == nil {
 		return resp, nil, err
 	}
-	return resp, obs.Cancel, nil
+	return resp, stopper(req, obs), nil
+}
+
+// stopper is how the proxy ends an upstream observation when its last
+// observer leaves: a GET with Observe=1 and the same token (RFC 7641
+// §3.6), but for a protected one, which the proxy cannot cancel by a
+// request (RFC 8613 §4.1.3.5.1): it forgets it, and the origin's next
+// notification gets an RST.
+func stopper(req *coap.Message, obs *coap.Observation) func(context.Context) error {
+	if req.Options.Has(coap.OSCORE) {
+		return obs.Forget
+	}
+	return obs.Cancel
 }
 
 func (u *ipUpstream) Close() error {
@@ -122,7 +134,7 @@ func (u *radioUpstream) Observe(ctx context.Context, target netip.AddrPort, req 
 	if err != nil || obs == nil {
 		return resp, nil, err
 	}
-	return resp, obs.Cancel, nil
+	return resp, stopper(req, obs), nil
 }
 
 func (u *radioUpstream) Close() error {

@@ -245,6 +245,17 @@ func (o *Observation) forget() {
 	o.e.mu.Unlock()
 }
 
+// Forget ends the observation without a request: later notifications are
+// rejected with RST (RFC 7641 §3.6). It is how an intermediary ends an
+// OSCORE-protected observation, whose cancellation it cannot make (RFC
+// 8613 §4.1.3.5.1): resending the client's registration with Observe=1
+// would be a replay the server's protection refuses. It never fails; ctx
+// is there to match Cancel.
+func (o *Observation) Forget(context.Context) error {
+	o.forget()
+	return nil
+}
+
 // Cancel ends the observation: later notifications are rejected with RST,
 // and a GET with Observe=1 and the same token deregisters it at once
 // (RFC 7641 §3.6). ctx bounds the wait for that exchange.
