@@ -162,7 +162,8 @@ func (r *router) recordLatency(transport string, start time.Time) {
 }
 
 // answer writes an upstream's response back as it came (PR1.3), or
-// returns the error the client gets.
+// returns the error the client gets. The response is the router's own, a
+// message no one else holds: it is handed over (coap.WriteOwned).
 func (r *router) answer(w coap.ResponseWriter, resp *coap.Message, err error) error {
 	if err != nil {
 		return upstreamError(err)
@@ -173,7 +174,7 @@ func (r *router) answer(w coap.ResponseWriter, resp *coap.Message, err error) er
 			return &coap.Error{Code: coap.HopLimitReached, Diagnostic: r.name, MaxAge: -1}
 		}
 	}
-	return w.WriteResponse(resp)
+	return coap.WriteOwned(w, resp)
 }
 
 // exchange forwards a request and waits for the answer.

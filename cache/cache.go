@@ -601,15 +601,28 @@ func (cw *capture) whenFinished(then func(resp *coap.Message, err error)) {
 }
 
 func (cw *capture) WriteResponse(m *coap.Message) error {
+	if m == nil {
+		return errNilResponse
+	}
+	return cw.keep(m.Clone())
+}
+
+// WriteOwned keeps m itself: the upstream's response, which the router
+// hands over (coap.OwnedWriter).
+func (cw *capture) WriteOwned(m *coap.Message) error {
+	if m == nil {
+		return errNilResponse
+	}
+	return cw.keep(m)
+}
+
+func (cw *capture) keep(m *coap.Message) error {
 	cw.mu.Lock()
 	defer cw.mu.Unlock()
 	if cw.resp != nil || cw.closed {
 		return coap.ErrAnswered
 	}
-	if m == nil {
-		return errNilResponse
-	}
-	cw.resp = m.Clone()
+	cw.resp = m
 	return nil
 }
 

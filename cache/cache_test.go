@@ -856,3 +856,20 @@ func TestForwardAnsweredLaterIsStoredAndAnswered(t *testing.T) {
 		}
 	}
 }
+
+// The router hands its upstream's response over (coap.WriteOwned): the
+// capture keeps that message itself, and a copy of anything else.
+func TestCaptureKeepsAHandedOverResponse(t *testing.T) {
+	m := &coap.Message{Code: coap.Content, Payload: []byte("x")}
+	var owned capture
+	if err := coap.WriteOwned(&owned, m); err != nil || owned.resp != m {
+		t.Fatalf("handed over: kept %p (err %v), want %p", owned.resp, err, m)
+	}
+	var copied capture
+	if err := copied.WriteResponse(m); err != nil || copied.resp == m || string(copied.resp.Payload) != "x" {
+		t.Fatalf("written: kept %p %v (err %v), want a copy of %p", copied.resp, copied.resp, err, m)
+	}
+	if err := coap.WriteOwned(&owned, m); !errors.Is(err, coap.ErrAnswered) {
+		t.Fatalf("second answer: %v", err)
+	}
+}

@@ -22,6 +22,23 @@ type ResponseWriter interface {
 	WriteResponse(resp *Message) error
 }
 
+// OwnedWriter is a ResponseWriter that can keep the response itself rather
+// than a copy, when the caller hands the message over: it neither changes
+// nor reuses it after. A stage that keeps responses (the cache) spares a
+// copy of every forwarded response this way.
+type OwnedWriter interface {
+	WriteOwned(resp *Message) error
+}
+
+// WriteOwned writes resp, which the caller hands over, through w: by
+// WriteOwned when w is an OwnedWriter, else by WriteResponse.
+func WriteOwned(w ResponseWriter, resp *Message) error {
+	if o, ok := w.(OwnedWriter); ok {
+		return o.WriteOwned(resp)
+	}
+	return w.WriteResponse(resp)
+}
+
 // Handler is one stage of a request chain. A stage either answers through
 // w, or passes the request on to the next stage. It returns nil when the
 // request was answered (or deliberately left unanswered, as No-Response
