@@ -237,7 +237,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for name, v := range map[string]uint64{
 		"notifications_in": hs.NotificationsIn, "notifications_out": hs.NotificationsOut,
 		"dropped_stale": hs.DroppedStale, "deregistrations": hs.Deregistrations, "skipped": hs.Skipped,
-		"protected_expired": hs.ProtectedExpired,
+		"over_limit": hs.OverLimit, "protected_expired": hs.ProtectedExpired,
 	} {
 		counter(descObs, v, name)
 	}

@@ -461,6 +461,8 @@ func TestMetricsAndStatusEndpoint(t *testing.T) {
 		`gatewayd_endpoint_datagrams_total{counter="received"`,
 		`gatewayd_pubsub_topics 0`,
 		`gatewayd_observers 0`,
+		`gatewayd_observe_total{counter="over_limit"} 0`,
+		`gatewayd_observe_total{counter="protected_expired"} 0`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %q", want)
