@@ -409,8 +409,8 @@ func (e *Endpoint) settle(k exKey, ack *Message, err error) bool {
 
 // dedup records a CON or NON with this key; it reports whether the message
 // was seen before and, if so, the reply to repeat.
-func (e *Endpoint) dedup(k exKey) (dup bool, reply []byte) {
-	now := int64(time.Since(e.start))
+func (e *Endpoint) dedup(k exKey, at time.Time) (dup bool, reply []byte) {
+	now := int64(at.Sub(e.start))
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if s, ok := e.seen[k]; ok && now < s.expires {
@@ -480,7 +480,8 @@ func (e *Endpoint) receiveRequest(inline context.Context, m *Message, peer netip
 		return
 	}
 	k := exKey{peer, m.MID}
-	if dup, reply := e.dedup(k); dup {
+	now := time.Now()
+	if dup, reply := e.dedup(k, now); dup {
 		e.stats.duplicates.Add(1)
 		if reply != nil {
 			e.write(peer, reply)
@@ -506,7 +507,7 @@ func (e *Endpoint) receiveRequest(inline context.Context, m *Message, peer netip
 	}
 	req := &Request{Msg: m.Clone(), Peer: peer, Secure: e.cfg.Secure}
 	if m.Type == Confirmable {
-		e.slow.add(w, time.Now())
+		e.slow.add(w, now)
 	}
 	if e.cfg.Inline != nil && e.cfg.Inline(req) {
 		e.stats.inline.Add(1)
@@ -598,7 +599,7 @@ func (e *Endpoint) receiveResponse(m *Message, peer netip.AddrPort) {
 	default:
 		// Separate response or notification: deliver once (§4.5); a
 		// duplicate CON gets the same ACK or RST again.
-		if dup, reply := e.dedup(k); dup {
+		if dup, reply := e.dedup(k, time.Now()); dup {
 			e.stats.duplicates.Add(1)
 			if reply != nil {
 				e.write(peer, reply)
@@ -748,7 +749,8 @@ func (e *Endpoint) Do(ctx context.Context, to netip.AddrPort, req *Message) (*Me
 // It lets a handler answer through Later instead of holding a goroutine
 // for the whole exchange.
 func (e *Endpoint) Go(to netip.AddrPort, req *Message, timeout time.Duration, done func(*Message, error)) {
-	g := &goCall{e: e, done: done, deadline: time.Now().Add(timeout)}
+	now := time.Now()
+	g := &goCall{e: e, done: done, deadline: now.Add(timeout)}
 	tv := rand.Uint64()
 	binary.BigEndian.PutUint64(g.tok[:], tv)
 	out := *req
@@ -774,7 +776,7 @@ func (e *Endpoint) Go(to netip.AddrPort, req *Message, timeout time.Duration, do
 	wait := timeout
 	if out.Type == Confirmable {
 		e.pending[g.con.key] = &g.con
-		wait = g.con.wait()
+		wait = min(wait, g.con.timeout)
 	}
 	g.con.timer = time.AfterFunc(wait, g.onTimer)
 	e.mu.Unlock()
