@@ -578,6 +578,10 @@ func (s *session) close() {
 			s.d.log.Warn("serial write stalled; closing the port under it", "waited", writeStall)
 		}
 	}
+	// Output the RCP never read would also hold up the close itself: the
+	// kernel lets a tty's last close wait up to closing_wait (30 s by
+	// default) for it to drain. Nothing queued is worth that.
+	_ = s.port.ResetOutputBuffer()
 	s.port.Close()
 	if !waitFor(s.wdone, writeStall) {
 		s.d.log.Error("serial write still blocked after close; leaving it", "waited", writeStall)
