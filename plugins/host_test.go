@@ -530,3 +530,25 @@ func TestPluginLogIsRateLimited(t *testing.T) {
 		t.Fatalf("dropped %d in all, want %d", got, 2*1000-logBurst-logRate+1)
 	}
 }
+
+// A flood on the plugin's stdio stream does not crowd out what its process
+// writes to its own stderr: a panic's trace has a bucket of its own.
+func TestPluginCrashOutputHasItsOwnBucket(t *testing.T) {
+	var buf syncLog
+	h := &Host{log: slog.New(slog.NewTextHandler(&buf, nil))}
+	p := newPlug(h, Config{Name: "noisy"}, 0)
+	_, errs, crash := p.stdio()
+	for i := 0; i < 1000; i++ {
+		fmt.Fprintf(errs, "chatter %d\n", i)
+	}
+	fmt.Fprint(crash, "panic: runtime error: index out of range\n\ngoroutine 1 [running]:\nmain.main()\n")
+	out := buf.String()
+	for _, want := range []string{"panic: runtime error", "goroutine 1 [running]", "main.main()"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the crash line %q was dropped", want)
+		}
+	}
+	if got := p.stats().LogDropped; got != 1000-logBurst {
+		t.Fatalf("LogDropped %d, want %d", got, 1000-logBurst)
+	}
+}

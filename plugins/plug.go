@@ -58,7 +58,10 @@ type plug struct {
 	lastErr string        // guarded by mu
 
 	starts, restarts, failures, requests, unavail, callbacks atomic.Uint64
-	logs                                                     *logLimiter
+	// logs limits go-plugin's log and the plugin's stdout and stderr;
+	// crash limits the process's own stderr (what it writes before Serve,
+	// a panic's trace), so that a flood of chatter cannot crowd it out.
+	logs, crash *logLimiter
 
 	linkMu sync.Mutex
 	link   *link // guarded by linkMu: the open radio Link, if any
@@ -67,9 +70,10 @@ type plug struct {
 func newPlug(h *Host, c Config, i int) *plug {
 	return &plug{
 		h: h, cfg: c, peer: peerAddr(i),
-		log:  h.log.With("plugin", c.Name),
-		upc:  make(chan struct{}),
-		logs: newLogLimiter(time.Now),
+		log:   h.log.With("plugin", c.Name),
+		upc:   make(chan struct{}),
+		logs:  newLogLimiter(time.Now),
+		crash: newLogLimiter(time.Now),
 	}
 }
 
@@ -127,6 +131,7 @@ func (p *plug) start(ctx context.Context) (inst *instance, err error) {
 		return nil, fmt.Errorf("plugins: plugin %q: %w", p.cfg.Name, err)
 	}
 	defer f.Close() // once started, the child has its own reference
+	out, errs, crash := p.stdio()
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  sdk.Handshake,
 		Plugins:          plugin.PluginSet{sdk.PluginName: hostPlugin{}},
@@ -141,9 +146,9 @@ func (p *plug) start(ctx context.Context) (inst *instance, err error) {
 		// logged at the level each line names; the process's own stderr
 		// (before Serve, or a crash) comes through Stderr. go-plugin alone
 		// logs such lines at Debug, below gatewayd's usual level.
-		SyncStdout: &stderrLog{log: p.log.With("stream", "stdout"), lim: p.logs},
-		SyncStderr: &stderrLog{log: p.log.With("stream", "stderr"), lim: p.logs},
-		Stderr:     &stderrLog{log: p.log.With("stream", "stderr"), lim: p.logs},
+		SyncStdout: out,
+		SyncStderr: errs,
+		Stderr:     crash,
 	})
 	var startErr error
 	if err := p.h.onStarter(ctx, func() {
@@ -395,8 +400,16 @@ func (p *plug) stats() Stats {
 	s.Requests = p.requests.Load()
 	s.Unavail = p.unavail.Load()
 	s.Callbacks = p.callbacks.Load()
-	s.LogDropped = p.logs.dropped.Load()
+	s.LogDropped = p.logs.dropped.Load() + p.crash.dropped.Load()
 	return s
+}
+
+// stdio returns the writers of the plugin's stdout and stderr (through
+// go-plugin's stream) and of its process's own stderr.
+func (p *plug) stdio() (out, errs, crash *stderrLog) {
+	return &stderrLog{log: p.log.With("stream", "stdout"), lim: p.logs},
+		&stderrLog{log: p.log.With("stream", "stderr"), lim: p.logs},
+		&stderrLog{log: p.log.With("stream", "stderr"), lim: p.crash}
 }
 
 // newHCLog sends go-plugin's log, and with it each line the plugin writes
