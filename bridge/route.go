@@ -274,13 +274,11 @@ func (r *router) target(ctx context.Context, in *coap.Message) (netip.AddrPort, 
 	if err != nil {
 		return dst, nil, nil, err
 	}
-	switch {
-	case parsed != nil && dst.Port() == u.Port:
+	if parsed != nil {
 		// PR1.1: split Proxy-Uri into Uri-* options (§6.4) and drop it.
+		// dst has the URI's port (resolve), so no Uri-Port is needed.
 		out.Options = withURI(in.Options, parsed.opts)
-	case parsed != nil:
-		out.Options = u.SetOptions(append(coap.Options(nil), in.Options...).Remove(coap.ProxyURI), dst.Port())
-	default:
+	} else {
 		// PR1.2: drop Proxy-Scheme, keep Uri-* as they are.
 		out.Options = append(coap.Options(nil), in.Options...).Remove(coap.ProxyScheme)
 	}
