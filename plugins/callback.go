@@ -2,8 +2,14 @@ package plugins
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -14,10 +20,12 @@ import (
 )
 
 // hostServer is the Host service a plugin's front end calls: Do runs a
-// request through the chain as a request from the plugin's synthetic peer.
+// request through the chain as a request from the plugin's synthetic peer,
+// Observe makes that peer one more observer in the chain's Observe hub.
 type hostServer struct {
 	pb.UnimplementedHostServer
-	p *plug
+	p    *plug
+	life context.Context // the plugin instance's: ends when it stops
 }
 
 func (s *hostServer) Do(ctx context.Context, req *pb.DoRequest) (resp *pb.DoResponse, err error) {
@@ -99,4 +107,257 @@ func (c *capture) response() *coap.Message {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.resp
+}
+
+// deregisterTimeout bounds the request that removes a plugin's observer
+// from the chain once its stream has ended.
+const deregisterTimeout = 5 * time.Second
+
+var errPanic = errors.New("plugins: panic in chain")
+
+// serve runs r through the chain, a panic turned into errPanic.
+func (s *hostServer) serve(ctx context.Context, w coap.ResponseWriter, r *coap.Request) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			s.p.log.Error("panic in host callback", "panic", v)
+			err = errPanic
+		}
+	}()
+	return s.p.h.chain.ServeCoAP(ctx, w, r)
+}
+
+// Observe registers the plugin as an observer (RFC 7641) through the chain
+// Do uses: the plugin's GET or FETCH with Observe=0 and a token of its
+// own, from the plugin's peer, with an observeWriter for a ResponseWriter,
+// so that the Observe hub counts the plugin as one more observer of the
+// resource's one upstream observation (§5). The first response and every
+// notification go to the stream; when the stream ends, the observer is
+// deregistered as a client would do it, with Observe=1 and the same token
+// (§3.6).
+func (s *hostServer) Observe(req *pb.DoRequest, stream pb.Host_ObserveServer) error {
+	s.p.observes.Add(1)
+	m, err := wire.Decode(req.GetMessage())
+	if err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
+	if !m.Code.IsSafe() {
+		return status.Errorf(codes.InvalidArgument, "code %v cannot observe", m.Code)
+	}
+	if s.p.h.chain == nil {
+		return stream.Send(notification(s.answer(m, coap.Errorf(coap.ServiceUnavailable, "no chain"))))
+	}
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	if s.life != nil {
+		defer context.AfterFunc(s.life, cancel)()
+	}
+
+	reg := m.Clone()
+	reg.Token = binary.BigEndian.AppendUint64(nil, rand.Uint64())
+	reg.Options = reg.Options.SetUint(coap.Observe, 0)
+	r := &coap.Request{Msg: reg, Peer: s.p.peer, Secure: req.GetSecure()}
+	w := newObserveWriter(m, r, &s.p.observeSkipped)
+	observing := false
+	defer func() {
+		w.close()
+		if observing {
+			s.deregister(ctx, r)
+		}
+	}()
+
+	err = s.serve(ctx, w, r)
+	first, _ := w.take()
+	if first == nil {
+		if errors.Is(err, errPanic) {
+			return status.Error(codes.Internal, "panic in chain")
+		}
+		if err != nil {
+			return stream.Send(notification(s.answer(m, err)))
+		}
+		return stream.Send(&pb.Notification{}) // deliberately unanswered
+	}
+	// Whatever the stream does now, an observer made by this response
+	// is removed when the handler returns.
+	observing = observes(first)
+	if err := s.send(stream, first); err != nil || !observing {
+		return err
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-w.ready:
+		}
+		n, done := w.take()
+		if n == nil {
+			continue
+		}
+		err := s.send(stream, n)
+		if done != nil {
+			// A CON notification counts as acknowledged once the stream
+			// has taken it; the hub holds newer states until then.
+			if err != nil {
+				done(coap.ErrReset)
+			} else {
+				done(nil)
+			}
+		}
+		if err != nil {
+			return err
+		}
+		if !observes(n) {
+			// The last notification (§3.2): the hub removes the
+			// observer itself.
+			observing = false
+			return nil
+		}
+	}
+}
+
+// observes reports whether m keeps an observation going: a 2.xx with
+// Observe (RFC 7641 §3.2, §4.1).
+func observes(m *coap.Message) bool {
+	return m.Code.Class() == 2 && m.Options.Has(coap.Observe)
+}
+
+func notification(r *pb.DoResponse, _ error) *pb.Notification {
+	return &pb.Notification{Message: r.GetMessage(), Failure: r.GetFailure()}
+}
+
+func (s *hostServer) send(stream pb.Host_ObserveServer, m *coap.Message) error {
+	b, err := wire.Encode(m)
+	if err != nil {
+		_ = stream.Send(&pb.Notification{Failure: wire.Failure(fmt.Errorf("plugins: observe: %w", err))})
+		return err
+	}
+	return stream.Send(&pb.Notification{Message: b})
+}
+
+// deregister removes the plugin's observer the way a client does (RFC
+// 7641 §3.6): the registration again, with Observe=1. The hub removes the
+// observer (and, with the last one, cancels the upstream observation); the
+// GET then goes on like any other, and its response is dropped. It runs
+// when the plugin's stream has ended, so its own context outlives the
+// stream's, bounded by deregisterTimeout.
+func (s *hostServer) deregister(ctx context.Context, r *coap.Request) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), deregisterTimeout)
+	defer cancel()
+	m := r.Msg.Clone()
+	m.Options = m.Options.SetUint(coap.Observe, 1)
+	if err := s.serve(ctx, &capture{req: m}, &coap.Request{Msg: m, Peer: r.Peer, Secure: r.Secure}); err != nil {
+		s.p.log.Debug("observe deregistration", "err", err)
+	}
+}
+
+// errObserverGone is what Notify returns once the plugin's stream has
+// ended: the hub then removes the observer, if deregistration has not.
+var errObserverGone = errors.New("plugins: observer gone")
+
+// observeWriter is the coap.NotifyWriter of a plugin's observation, kept by
+// the Observe hub like any client's. It never blocks the hub: it holds the
+// first response and the latest notification the stream has not taken
+// yet. A newer notification replaces an older one that was not taken
+// (RFC 7641 §4.5 lets an observer skip intermediate states), counted in
+// skipped, so a plugin that reads slowly costs one message at most here
+// (and gRPC's flow-control window).
+type observeWriter struct {
+	req     *coap.Message // the plugin's request: what it gets carries its token
+	peer    netip.AddrPort
+	token   []byte // the registration's token in the chain
+	skipped *atomic.Uint64
+	ready   chan struct{} // capacity 1: a notification waits to be taken
+
+	mu     sync.Mutex
+	wrote  bool          // guarded by mu: the first response was written
+	first  *coap.Message // guarded by mu: the first response, until taken
+	next   *coap.Message // guarded by mu: the latest notification not taken
+	done   func(error)   // guarded by mu: next's outcome callback, for a CON
+	mid    uint16        // guarded by mu: the last notification's message ID
+	closed bool          // guarded by mu
+}
+
+var _ coap.NotifyWriter = (*observeWriter)(nil)
+
+func newObserveWriter(req *coap.Message, r *coap.Request, skipped *atomic.Uint64) *observeWriter {
+	return &observeWriter{req: req, peer: r.Peer, token: r.Msg.Token, skipped: skipped, ready: make(chan struct{}, 1), mid: req.MID}
+}
+
+func (w *observeWriter) Peer() netip.AddrPort { return w.peer }
+func (w *observeWriter) Token() []byte        { return w.token }
+
+func (w *observeWriter) WriteResponse(m *coap.Message) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.wrote {
+		return coap.ErrAnswered
+	}
+	w.wrote = true
+	r := m.Clone()
+	r.Token, r.MID, r.Type = w.req.Token, w.req.MID, responseType(w.req)
+	w.first = r
+	return nil
+}
+
+// Notify keeps resp (a copy: the hub reuses its memory) as the latest
+// state for the stream to take; done, for a CON, is called when the
+// stream has taken it.
+func (w *observeWriter) Notify(resp *coap.Message, con bool, done func(error)) error {
+	n := resp.Clone()
+	w.mu.Lock()
+	if w.closed {
+		w.mu.Unlock()
+		return errObserverGone
+	}
+	w.mid++
+	n.Token, n.MID, n.Type = w.req.Token, w.mid, coap.NonConfirmable
+	old := w.done
+	if w.next != nil {
+		w.skipped.Add(1)
+	}
+	w.next, w.done = n, nil
+	if con {
+		w.done = done
+	}
+	w.mu.Unlock()
+	if old != nil {
+		// The hub sends no notification while a CON is outstanding; if
+		// one came anyway, the replaced CON is settled, not leaked.
+		old(nil)
+	}
+	select {
+	case w.ready <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// take returns the first response, once it was written, and then the
+// latest notification, each once; nil when there is nothing new.
+func (w *observeWriter) take() (*coap.Message, func(error)) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.first != nil {
+		m := w.first
+		w.first = nil
+		return m, nil
+	}
+	if !w.wrote || w.next == nil {
+		return nil, nil
+	}
+	m, done := w.next, w.done
+	w.next, w.done = nil, nil
+	return m, done
+}
+
+// close ends the writer: later notifications fail, which makes the hub
+// drop the observer, and a CON waiting to be taken is rejected.
+func (w *observeWriter) close() {
+	w.mu.Lock()
+	w.closed = true
+	done := w.done
+	w.next, w.done = nil, nil
+	w.mu.Unlock()
+	if done != nil {
+		done(coap.ErrReset)
+	}
 }

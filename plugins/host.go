@@ -184,11 +184,15 @@ type Stats struct {
 	Requests  uint64 // translator round trips and observations sent to it
 	Unavail   uint64 // requests refused with 5.03 while it was down
 	Callbacks uint64 // Host.Do calls from its front end
+	Observes  uint64 // Host.Observe calls from its front end
+	// ObserveSkipped counts notifications of its Host.Observe streams
+	// replaced by a newer one before it read them (RFC 7641 §4.5).
+	ObserveSkipped uint64
 	// LogDropped counts its log lines dropped over the rate limit (50
 	// a second, 200 at once).
 	LogDropped uint64
 	LastError  string
-	Peer       netip.AddrPort // the Request.Peer of its Host.Do callbacks
+	Peer       netip.AddrPort // the Request.Peer of its Host.Do and Host.Observe callbacks
 }
 
 // Stats returns a snapshot per plugin, in configuration order.

@@ -58,6 +58,7 @@ type plug struct {
 	lastErr string        // guarded by mu
 
 	starts, restarts, failures, requests, unavail, callbacks atomic.Uint64
+	observes, observeSkipped                                 atomic.Uint64
 	// logs limits go-plugin's log and the plugin's stdout and stderr;
 	// crash limits the process's own stderr (what it writes before Serve,
 	// a panic's trace), so that a flood of chatter cannot crowd it out.
@@ -219,7 +220,7 @@ func (inst *instance) runFrontEnd() {
 		// Returns when the broker closes, that is when the client is killed.
 		inst.conns.broker.AcceptAndServe(id, func(opts []grpc.ServerOption) *grpc.Server {
 			s := sdk.NewGRPCServer(opts)
-			pb.RegisterHostServer(s, &hostServer{p: inst.p})
+			pb.RegisterHostServer(s, &hostServer{p: inst.p, life: inst.ctx})
 			return s
 		})
 	}()
@@ -400,6 +401,8 @@ func (p *plug) stats() Stats {
 	s.Requests = p.requests.Load()
 	s.Unavail = p.unavail.Load()
 	s.Callbacks = p.callbacks.Load()
+	s.Observes = p.observes.Load()
+	s.ObserveSkipped = p.observeSkipped.Load()
 	s.LogDropped = p.logs.dropped.Load() + p.crash.dropped.Load()
 	return s
 }

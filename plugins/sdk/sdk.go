@@ -37,9 +37,16 @@ var Handshake = plugin.HandshakeConfig{
 	MagicCookieValue: "6c3f0f6e-coap-gateway-plugin",
 }
 
-// ErrNoResponse is returned by Host.Do when the chain deliberately left the
-// request unanswered (No-Response, RFC 7967).
+// ErrNoResponse is returned by Host.Do and Host.Observe when the chain
+// deliberately left the request unanswered (No-Response, RFC 7967).
 var ErrNoResponse = errors.New("sdk: no response")
+
+// ErrObservationEnded is returned by Host.Observe after the message that
+// ended the observation (RFC 7641 §3.2): a response or notification that is
+// not 2.xx or carries no Observe option, which notify has been given. A
+// first response without Observe means the resource was not observed at
+// all (not observable, or gatewayd's Observe hub is at its limits, §4.1).
+var ErrObservationEnded = errors.New("sdk: observation ended")
 
 // Translator answers requests gatewayd routes to it: requests whose target
 // URI has one of its Schemes. target is the absolute target URI; req is the
@@ -71,8 +78,23 @@ type FrontEnd interface {
 // chain, as if it had come from a client of its own (secure says whether it
 // came over a secured transport, as the coaps scheme does), and returns the
 // response; ErrNoResponse when there is none.
+//
+// Observe observes req's resource (a GET or FETCH; RFC 7641) through the
+// same chain: gatewayd's Observe hub counts the plugin as one more
+// observer, sharing the one upstream observation with every other
+// observer of the resource (§5). notify is called with the first response
+// and then with each notification, in order, on the caller's goroutine;
+// while it runs, newer notifications replace older ones in gatewayd, so a
+// slow notify sees the latest state, not every state (§4.5). Observe
+// returns when the observation ends: ctx's error when ctx ended it
+// (gatewayd then deregisters the observer, §3.6), ErrObservationEnded
+// after the message that ended it, ErrNoResponse when the chain did not
+// answer, or another error (the stream broke: gatewayd restarted, or is
+// older than this SDK). The request's Observe option and token are
+// gatewayd's to set; what notify gets carries req's token.
 type Host interface {
 	Do(ctx context.Context, req *coap.Message, secure bool) (*coap.Message, error)
+	Observe(ctx context.Context, req *coap.Message, secure bool, notify func(*coap.Message)) error
 }
 
 // Radio is a radio driver in a plugin: a radio.Link (MAC frames without FCS;

@@ -302,6 +302,45 @@ func (h *hostClient) Do(ctx context.Context, req *coap.Message, secure bool) (*c
 	return m, nil
 }
 
+func (h *hostClient) Observe(ctx context.Context, req *coap.Message, secure bool, notify func(*coap.Message)) error {
+	b, err := wire.Encode(req)
+	if err != nil {
+		return fmt.Errorf("sdk: host observe: %w", err)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel() // ends the stream: gatewayd deregisters the observer
+	stream, err := h.c.Observe(sctx, &pb.DoRequest{Message: b, Secure: secure})
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("sdk: host observe: %w", err)
+	}
+	for first := true; ; first = false {
+		n, err := stream.Recv()
+		switch {
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case errors.Is(err, io.EOF):
+			return fmt.Errorf("sdk: host observe: %w", io.ErrUnexpectedEOF)
+		case err != nil:
+			return fmt.Errorf("sdk: host observe: %w", err)
+		case n.GetFailure() != nil:
+			return fmt.Errorf("sdk: host observe: %w", wire.Error(n.GetFailure()))
+		case len(n.GetMessage()) == 0 && first:
+			return ErrNoResponse
+		}
+		m, err := wire.Decode(n.GetMessage())
+		if err != nil {
+			return fmt.Errorf("sdk: host observe: %w", err)
+		}
+		notify(m)
+		if m.Code.Class() != 2 || !m.Options.Has(coap.Observe) {
+			return ErrObservationEnded
+		}
+	}
+}
+
 type radioServer struct {
 	pb.UnimplementedRadioServer
 	st *state

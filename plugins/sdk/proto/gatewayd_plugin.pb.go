@@ -1065,9 +1065,10 @@ const file_gatewayd_plugin_proto_rawDesc = "" +
 	"\tRoundTrip\x12$.gatewayd.plugin.v1.RoundTripRequest\x1a%.gatewayd.plugin.v1.RoundTripResponse\x12S\n" +
 	"\aObserve\x12$.gatewayd.plugin.v1.RoundTripRequest\x1a .gatewayd.plugin.v1.Notification0\x012L\n" +
 	"\bFrontEnd\x12@\n" +
-	"\x03Run\x12\x1e.gatewayd.plugin.v1.RunRequest\x1a\x19.gatewayd.plugin.v1.Empty2K\n" +
+	"\x03Run\x12\x1e.gatewayd.plugin.v1.RunRequest\x1a\x19.gatewayd.plugin.v1.Empty2\x99\x01\n" +
 	"\x04Host\x12C\n" +
-	"\x02Do\x12\x1d.gatewayd.plugin.v1.DoRequest\x1a\x1e.gatewayd.plugin.v1.DoResponse2\xa9\x02\n" +
+	"\x02Do\x12\x1d.gatewayd.plugin.v1.DoRequest\x1a\x1e.gatewayd.plugin.v1.DoResponse\x12L\n" +
+	"\aObserve\x12\x1d.gatewayd.plugin.v1.DoRequest\x1a .gatewayd.plugin.v1.Notification0\x012\xa9\x02\n" +
 	"\x05Radio\x12@\n" +
 	"\x04Info\x12\x19.gatewayd.plugin.v1.Empty\x1a\x1d.gatewayd.plugin.v1.RadioInfo\x12S\n" +
 	"\tConfigure\x12\x1f.gatewayd.plugin.v1.RadioParams\x1a%.gatewayd.plugin.v1.ConfigureResponse\x12I\n" +
@@ -1118,21 +1119,23 @@ var file_gatewayd_plugin_proto_depIdxs = []int32{
 	5,  // 7: gatewayd.plugin.v1.Translator.Observe:input_type -> gatewayd.plugin.v1.RoundTripRequest
 	8,  // 8: gatewayd.plugin.v1.FrontEnd.Run:input_type -> gatewayd.plugin.v1.RunRequest
 	9,  // 9: gatewayd.plugin.v1.Host.Do:input_type -> gatewayd.plugin.v1.DoRequest
-	1,  // 10: gatewayd.plugin.v1.Radio.Info:input_type -> gatewayd.plugin.v1.Empty
-	12, // 11: gatewayd.plugin.v1.Radio.Configure:input_type -> gatewayd.plugin.v1.RadioParams
-	13, // 12: gatewayd.plugin.v1.Radio.Send:input_type -> gatewayd.plugin.v1.SendRequest
-	1,  // 13: gatewayd.plugin.v1.Radio.Recv:input_type -> gatewayd.plugin.v1.Empty
-	4,  // 14: gatewayd.plugin.v1.Plugin.Init:output_type -> gatewayd.plugin.v1.InitResponse
-	6,  // 15: gatewayd.plugin.v1.Translator.RoundTrip:output_type -> gatewayd.plugin.v1.RoundTripResponse
-	7,  // 16: gatewayd.plugin.v1.Translator.Observe:output_type -> gatewayd.plugin.v1.Notification
-	1,  // 17: gatewayd.plugin.v1.FrontEnd.Run:output_type -> gatewayd.plugin.v1.Empty
-	10, // 18: gatewayd.plugin.v1.Host.Do:output_type -> gatewayd.plugin.v1.DoResponse
-	11, // 19: gatewayd.plugin.v1.Radio.Info:output_type -> gatewayd.plugin.v1.RadioInfo
-	16, // 20: gatewayd.plugin.v1.Radio.Configure:output_type -> gatewayd.plugin.v1.ConfigureResponse
-	14, // 21: gatewayd.plugin.v1.Radio.Send:output_type -> gatewayd.plugin.v1.SendResponse
-	15, // 22: gatewayd.plugin.v1.Radio.Recv:output_type -> gatewayd.plugin.v1.Frame
-	14, // [14:23] is the sub-list for method output_type
-	5,  // [5:14] is the sub-list for method input_type
+	9,  // 10: gatewayd.plugin.v1.Host.Observe:input_type -> gatewayd.plugin.v1.DoRequest
+	1,  // 11: gatewayd.plugin.v1.Radio.Info:input_type -> gatewayd.plugin.v1.Empty
+	12, // 12: gatewayd.plugin.v1.Radio.Configure:input_type -> gatewayd.plugin.v1.RadioParams
+	13, // 13: gatewayd.plugin.v1.Radio.Send:input_type -> gatewayd.plugin.v1.SendRequest
+	1,  // 14: gatewayd.plugin.v1.Radio.Recv:input_type -> gatewayd.plugin.v1.Empty
+	4,  // 15: gatewayd.plugin.v1.Plugin.Init:output_type -> gatewayd.plugin.v1.InitResponse
+	6,  // 16: gatewayd.plugin.v1.Translator.RoundTrip:output_type -> gatewayd.plugin.v1.RoundTripResponse
+	7,  // 17: gatewayd.plugin.v1.Translator.Observe:output_type -> gatewayd.plugin.v1.Notification
+	1,  // 18: gatewayd.plugin.v1.FrontEnd.Run:output_type -> gatewayd.plugin.v1.Empty
+	10, // 19: gatewayd.plugin.v1.Host.Do:output_type -> gatewayd.plugin.v1.DoResponse
+	7,  // 20: gatewayd.plugin.v1.Host.Observe:output_type -> gatewayd.plugin.v1.Notification
+	11, // 21: gatewayd.plugin.v1.Radio.Info:output_type -> gatewayd.plugin.v1.RadioInfo
+	16, // 22: gatewayd.plugin.v1.Radio.Configure:output_type -> gatewayd.plugin.v1.ConfigureResponse
+	14, // 23: gatewayd.plugin.v1.Radio.Send:output_type -> gatewayd.plugin.v1.SendResponse
+	15, // 24: gatewayd.plugin.v1.Radio.Recv:output_type -> gatewayd.plugin.v1.Frame
+	15, // [15:25] is the sub-list for method output_type
+	5,  // [5:15] is the sub-list for method input_type
 	5,  // [5:5] is the sub-list for extension type_name
 	5,  // [5:5] is the sub-list for extension extendee
 	0,  // [0:5] is the sub-list for field type_name

@@ -381,7 +381,8 @@ var FrontEnd_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Host_Do_FullMethodName = "/gatewayd.plugin.v1.Host/Do"
+	Host_Do_FullMethodName      = "/gatewayd.plugin.v1.Host/Do"
+	Host_Observe_FullMethodName = "/gatewayd.plugin.v1.Host/Observe"
 )
 
 // HostClient is the client API for Host service.
@@ -391,6 +392,14 @@ const (
 // Host is served by gatewayd over the go-plugin broker.
 type HostClient interface {
 	Do(ctx context.Context, in *DoRequest, opts ...grpc.CallOption) (*DoResponse, error)
+	// Observe registers the plugin as one more observer of the request's
+	// resource (RFC 7641) with gatewayd's Observe hub. The stream carries the
+	// response, then the notifications; a message that is not 2.xx or has no
+	// Observe option is the last (RFC 7641 §3.2), and an empty one means the
+	// chain left the request unanswered. Of the notifications the plugin has
+	// not read yet, only the latest is kept (§4.5). Ending the stream ends
+	// the observation.
+	Observe(ctx context.Context, in *DoRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Notification], error)
 }
 
 type hostClient struct {
@@ -411,6 +420,25 @@ func (c *hostClient) Do(ctx context.Context, in *DoRequest, opts ...grpc.CallOpt
 	return out, nil
 }
 
+func (c *hostClient) Observe(ctx context.Context, in *DoRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[Notification], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Host_ServiceDesc.Streams[0], Host_Observe_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[DoRequest, Notification]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Host_ObserveClient = grpc.ServerStreamingClient[Notification]
+
 // HostServer is the server API for Host service.
 // All implementations must embed UnimplementedHostServer
 // for forward compatibility.
@@ -418,6 +446,14 @@ func (c *hostClient) Do(ctx context.Context, in *DoRequest, opts ...grpc.CallOpt
 // Host is served by gatewayd over the go-plugin broker.
 type HostServer interface {
 	Do(context.Context, *DoRequest) (*DoResponse, error)
+	// Observe registers the plugin as one more observer of the request's
+	// resource (RFC 7641) with gatewayd's Observe hub. The stream carries the
+	// response, then the notifications; a message that is not 2.xx or has no
+	// Observe option is the last (RFC 7641 §3.2), and an empty one means the
+	// chain left the request unanswered. Of the notifications the plugin has
+	// not read yet, only the latest is kept (§4.5). Ending the stream ends
+	// the observation.
+	Observe(*DoRequest, grpc.ServerStreamingServer[Notification]) error
 	mustEmbedUnimplementedHostServer()
 }
 
@@ -430,6 +466,9 @@ type UnimplementedHostServer struct{}
 
 func (UnimplementedHostServer) Do(context.Context, *DoRequest) (*DoResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Do not implemented")
+}
+func (UnimplementedHostServer) Observe(*DoRequest, grpc.ServerStreamingServer[Notification]) error {
+	return status.Errorf(codes.Unimplemented, "method Observe not implemented")
 }
 func (UnimplementedHostServer) mustEmbedUnimplementedHostServer() {}
 func (UnimplementedHostServer) testEmbeddedByValue()              {}
@@ -470,6 +509,17 @@ func _Host_Do_Handler(srv interface{}, ctx context.Context, dec func(interface{}
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Host_Observe_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(DoRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(HostServer).Observe(m, &grpc.GenericServerStream[DoRequest, Notification]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Host_ObserveServer = grpc.ServerStreamingServer[Notification]
+
 // Host_ServiceDesc is the grpc.ServiceDesc for Host service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -482,7 +532,13 @@ var Host_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Host_Do_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "Observe",
+			Handler:       _Host_Observe_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "gatewayd_plugin.proto",
 }
 

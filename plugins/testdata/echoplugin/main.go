@@ -1,6 +1,6 @@
 // Command echoplugin is a test plugin: a translator that echoes requests,
 // an observer that counts, and, when configured, a front end that sends one
-// request into the host's chain.
+// request into the host's chain or observes a resource through it.
 package main
 
 import (
@@ -19,14 +19,21 @@ import (
 type config struct {
 	Scheme   string `json:"scheme"`
 	FrontEnd bool   `json:"front_end"`
+	// Observe is a Uri-Path the front end observes with Host.Observe
+	// instead of sending its GET /hello.
+	Observe string `json:"observe"`
 }
 
 type echo struct {
-	scheme string
+	scheme  string
+	observe string
 
-	mu   sync.Mutex
-	last *coap.Message // the front end's last Host.Do response; guarded by mu
-	err  error         // guarded by mu
+	mu       sync.Mutex
+	last     *coap.Message      // the front end's last Host.Do response; guarded by mu
+	err      error              // guarded by mu
+	observed []string           // guarded by mu: payloads Host.Observe passed, in order
+	obsEnd   error              // guarded by mu: what Host.Observe returned
+	obsStop  context.CancelFunc // guarded by mu: ends the observation
 }
 
 func (e *echo) Schemes() []string { return []string{e.scheme} }
@@ -48,6 +55,24 @@ func (e *echo) RoundTrip(ctx context.Context, target string, req *coap.Message) 
 			return nil, ctx.Err()
 		case <-time.After(10 * time.Second):
 		}
+	case strings.HasSuffix(target, "/observed"):
+		// The payloads the front end's observation got, comma-separated,
+		// then "|" and how it ended, if it has.
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		p := strings.Join(e.observed, ",")
+		if e.obsEnd != nil {
+			p += "|" + e.obsEnd.Error()
+		}
+		return &coap.Message{Code: coap.Content, Payload: []byte(p)}, nil
+	case strings.HasSuffix(target, "/unobserve"):
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		if e.obsStop == nil {
+			return nil, coap.Errorf(coap.ServiceUnavailable, "not observing yet")
+		}
+		e.obsStop()
+		return &coap.Message{Code: coap.Changed}, nil
 	case strings.HasSuffix(target, "/frontend"):
 		e.mu.Lock()
 		defer e.mu.Unlock()
@@ -84,8 +109,31 @@ func (e *echo) Observe(ctx context.Context, target string, req *coap.Message, no
 	return first, func() { cancel(); wg.Wait() }, nil
 }
 
-// Run sends one GET /hello into the chain and keeps the response.
+// Run sends one GET /hello into the chain and keeps the response, or
+// observes e.observe until asked to stop and keeps what it gets.
 func (e *echo) Run(ctx context.Context, host sdk.Host) error {
+	if e.observe != "" {
+		octx, stop := context.WithCancel(ctx)
+		defer stop()
+		e.mu.Lock()
+		e.obsStop = stop
+		e.mu.Unlock()
+		req := &coap.Message{Type: coap.Confirmable, Code: coap.GET, MID: 9, Token: []byte{3},
+			Options: coap.Options(nil).Insert(coap.URIPath, []byte(e.observe))}
+		err := host.Observe(octx, req, false, func(m *coap.Message) {
+			e.mu.Lock()
+			defer e.mu.Unlock()
+			if string(m.Token) != "\x03" {
+				e.observed = append(e.observed, "wrong-token")
+			}
+			e.observed = append(e.observed, string(m.Payload))
+		})
+		e.mu.Lock()
+		e.obsEnd = err
+		e.mu.Unlock()
+		<-ctx.Done()
+		return nil
+	}
 	req := &coap.Message{Type: coap.Confirmable, Code: coap.GET, MID: 7, Token: []byte{1, 2},
 		Options: coap.Options(nil).Insert(coap.URIPath, []byte("hello")), Payload: []byte("from-plugin")}
 	resp, err := host.Do(ctx, req, true)
@@ -104,7 +152,7 @@ func newPlugin(_ context.Context, _ string, raw []byte) (*sdk.Plugin, error) {
 	if c.Scheme == "" {
 		c.Scheme = "echo"
 	}
-	e := &echo{scheme: c.Scheme}
+	e := &echo{scheme: c.Scheme, observe: c.Observe}
 	p := &sdk.Plugin{Translator: e}
 	if c.FrontEnd {
 		p.FrontEnd = e
