@@ -12,6 +12,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -332,11 +333,6 @@ func coapEndpoint(t *testing.T) *coap.Endpoint {
 	return e
 }
 
-// mqttGateway starts mosquitto and gatewayd (in process) with the sim
-// radio, the pub-sub broker and the mqtt plugin bridging the first node's
-// /signed/temp up to gw/node1/temp and gw/in/readings down to the topic-data
-// /ps/data/readings of gatewayd itself. It returns the broker, gatewayd's
-// address and the nodes' public key.
 // putRecorder is a CoAP origin that keeps, in order, the payload of every
 // PUT it answers.
 type putRecorder struct {
@@ -371,14 +367,14 @@ func (r *putRecorder) payloads() [][]byte {
 	return slices.Clone(r.got)
 }
 
-func mqttGateway(t *testing.T) (*mosquitto, netip.AddrPort, []byte, any, *syncBuffer) {
-	b, gw, kid, pub, log, _ := mqttGatewayRecording(t)
-	return b, gw, kid, pub, log
-}
-
-// mqttGatewayRecording is mqttGateway with a second down mapping, from
-// gw/in/log to a CoAP origin that records every PUT.
-func mqttGatewayRecording(t *testing.T) (*mosquitto, netip.AddrPort, []byte, any, *syncBuffer, *putRecorder) {
+// mqttGatewayRecording starts mosquitto and gatewayd (in process) with the
+// sim radio, the pub-sub broker and the mqtt plugin bridging the first
+// node's /signed/temp up to gw/node1/temp, gw/in/readings down to the
+// topic-data /ps/data/readings of gatewayd itself, and gw/in/log down to a
+// CoAP origin that records every PUT. It returns the broker, gatewayd's
+// address, the node's key ID and public key, gatewayd's log, the recorder
+// and the admin endpoint's address.
+func mqttGatewayRecording(t *testing.T) (*mosquitto, netip.AddrPort, []byte, any, *syncBuffer, *putRecorder, string) {
 	t.Helper()
 	rec := newPutRecorder(t)
 	bin, sum := buildPlugin(t, "github.com/opaque-edge/gatewayd/plugins/mqtt/cmd/gatewayd-mqtt")
@@ -395,7 +391,7 @@ func mqttGatewayRecording(t *testing.T) (*mosquitto, netip.AddrPort, []byte, any
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy := freePort(t)
+	proxy, admin := freePort(t), freePort(t)
 	gw := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(proxy))
 	node := "coap://[" + simNodeAddr(0).String() + "]"
 	log := startGatewaydLogged(t, fmt.Sprintf(`
@@ -404,7 +400,7 @@ listen = ["udp://127.0.0.1:%[1]d"]
 timeout = "10s"
 
 [metrics]
-listen = ""
+listen = "127.0.0.1:%[9]d"
 
 [pubsub]
 enabled = true
@@ -424,8 +420,6 @@ sha256 = %[5]q
 [plugin.config]
 broker = "mqtt://%[6]s"
 client_id = "gw-e2e"
-poll_min = 1
-poll_max = 3
 put_timeout = 10
 
 [[plugin.config.up]]
@@ -442,8 +436,8 @@ content_format = 42
 topic = "gw/in/log"
 put = "coap://%[8]s/log"
 content_format = 0
-`, proxy, t.TempDir(), filepath.Join(keyDir, "node.key"), bin, sum, b.Addr(), node, rec.addr))
-	return b, gw, kid, priv.Public(), log, rec
+`, proxy, t.TempDir(), filepath.Join(keyDir, "node.key"), bin, sum, b.Addr(), node, rec.addr, admin))
+	return b, gw, kid, priv.Public(), log, rec, fmt.Sprintf("127.0.0.1:%d", admin)
 }
 
 // The mqtt plugin against the real mosquitto: the node's signed readings
@@ -451,7 +445,7 @@ content_format = 0
 // key for its URI and Content-Format 0), and what mosquitto_pub publishes
 // reaches a CoAP subscriber of a pub-sub topic on gatewayd byte for byte.
 func TestMQTTPluginBridgesSignedReadingsUpAndPublicationsDown(t *testing.T) {
-	b, gw, kid, pub, log := mqttGateway(t)
+	b, gw, kid, pub, log, _, admin := mqttGatewayRecording(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 45*time.Second)
 	defer cancel()
 
@@ -498,6 +492,11 @@ func TestMQTTPluginBridgesSignedReadingsUpAndPublicationsDown(t *testing.T) {
 		}
 	}
 	t.Logf("up: %d signed representations verified, counters %v", len(counters), counters)
+	// The plugin observes through gatewayd's hub (Host.Observe), and the
+	// metrics say so.
+	if m := scrape(t, admin); !regexp.MustCompile(`gatewayd_plugin_total\{counter="observes",plugin="mqtt"\} [1-9]`).MatchString(m) {
+		t.Fatalf("no observation by the plugin in the metrics:\n%s", grepLines(m, "gatewayd_plugin"))
+	}
 	// And with mosquitto's own client: the retained message, raw (-N),
 	// is the signed representation byte for byte.
 	sctx, scancel := context.WithTimeout(ctx, 15*time.Second)
@@ -586,7 +585,7 @@ func TestMQTTPluginBridgesSignedReadingsUpAndPublicationsDown(t *testing.T) {
 // every number is acknowledged in the end; a retried one may arrive twice
 // (QoS 1 is at least once), and duplicates are allowed, reordering is not.
 func TestMQTTPluginLosesNoAcknowledgedMessageWhenMosquittoRestarts(t *testing.T) {
-	b, _, _, _, log, rec := mqttGatewayRecording(t)
+	b, _, _, _, log, rec, _ := mqttGatewayRecording(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
 	defer cancel()
 	// arrivedNumbers is what the CoAP origin received, as numbers. The
@@ -852,4 +851,30 @@ func TestBinaryRestartsKilledPluginAndLeavesNoneWhenKilled(t *testing.T) {
 		}
 	}
 	waited <- nil // for the cleanup
+}
+
+// scrape returns the admin endpoint's /metrics.
+func scrape(t *testing.T, admin string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(body)
+}
+
+// grepLines returns the lines of s that contain sub.
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -25,9 +25,29 @@ type DoFunc func(ctx context.Context, req *coap.Message, secure bool) (*coap.Mes
 
 // ObserveFunc observes a CoAP URI through gatewayd's chain (its Observe hub
 // keeps one observation per resource however many bridges and clients
-// want it). fn receives every representation, the first response
-// included, and must not block. cancel ends the observation.
-type ObserveFunc func(ctx context.Context, uri string, fn func(n *coap.Message)) (cancel func(), err error)
+// want it) until the observation ends or ctx is done, and says why it
+// ended. fn receives every representation, the first response included,
+// in order and from one goroutine at a time, never after ObserveFunc
+// returns; it must not block.
+type ObserveFunc func(ctx context.Context, uri string, fn func(n *coap.Message)) error
+
+// HostObserveFunc is sdk.Host's Observe: it observes with a CoAP request
+// through gatewayd's chain, passing fn the first response and every
+// notification, until the observation ends or ctx is done.
+type HostObserveFunc func(ctx context.Context, req *coap.Message, secure bool, fn func(*coap.Message)) error
+
+// ObserveURI makes an ObserveFunc out of a HostObserveFunc: it observes
+// uri with a GET carrying it as Proxy-Uri.
+func ObserveURI(observe HostObserveFunc) ObserveFunc {
+	return func(ctx context.Context, uri string, fn func(*coap.Message)) error {
+		if err := checkCoAPURI(uri); err != nil {
+			return err
+		}
+		req := &coap.Message{Type: coap.Confirmable, Code: coap.GET}
+		req.Options = req.Options.Insert(coap.ProxyURI, []byte(uri))
+		return observe(ctx, req, false, fn)
+	}
+}
 
 // UserPropertyCF is the MQTT v5 user property carrying the CoAP content
 // format number, next to the content type property (its media type).
@@ -41,7 +61,7 @@ type Stats struct {
 	Rejected      uint64 // PUBACK with an error reason code: not retried
 	Dropped       uint64 // oldest representations dropped from a full queue
 	Queued        uint64 // waiting for a PUBACK now
-	ObserveErrors uint64 // failed registrations and non-2.05 notifications
+	ObserveErrors uint64 // observations that failed or ended, and non-2.05 representations
 	Received      uint64 // MQTT messages of the down direction
 	Delivered     uint64 // PUT answered 2.xx
 	Failed        uint64 // PUT answered otherwise or not at all (after retries)
@@ -128,17 +148,29 @@ func backoff(ctx context.Context, d *time.Duration) bool {
 	}
 }
 
+// runObservation observes m's URI until ctx is done, registering again
+// with backoff whenever an observation ends (RFC 7641 §3.3.1: the client
+// re-registers): the stream broke (gatewayd restarted), or the resource
+// stopped being observable or never was, the last message telling why. An
+// observation that delivered notifications starts the backoff over; one
+// that ends at its first response (not observable, or an Observe hub at
+// its limits answering without Observe) is polled, backing off to 10 s.
 func (b *Bridge) runObservation(ctx context.Context, m Up) {
 	var wait time.Duration
 	for {
-		cancel, err := b.observe(ctx, m.Observe, func(n *coap.Message) { b.notify(m, n) })
-		if err == nil {
-			<-ctx.Done()
-			cancel()
+		var n atomic.Uint64
+		err := b.observe(ctx, m.Observe, func(msg *coap.Message) {
+			n.Add(1)
+			b.notify(m, msg)
+		})
+		if ctx.Err() != nil {
 			return
 		}
+		if n.Load() > 1 {
+			wait = 0
+		}
 		b.observeErrors.Add(1)
-		b.log.Warn("observe failed", "uri", m.Observe, "err", err)
+		b.log.Warn("observation ended", "uri", m.Observe, "err", err)
 		if !backoff(ctx, &wait) {
 			return
 		}

@@ -122,25 +122,42 @@ func (c *chain) do(ctx context.Context, req *coap.Message, _ bool) (*coap.Messag
 	return c.ep.Do(ctx, c.to, &out)
 }
 
-func (c *chain) observe(ctx context.Context, uri string, fn func(*coap.Message)) (func(), error) {
+// observe observes uri at the origin until ctx is done; it ends with an
+// error when the origin does not register the observation.
+func (c *chain) observe(ctx context.Context, uri string, fn func(*coap.Message)) error {
 	u, err := coap.ParseURI(uri)
 	if err != nil {
-		return nil, err
+		return err
 	}
+	// fn is called from one goroutine at a time, never after return.
+	var mu sync.Mutex
+	ended := false
+	once := func(m *coap.Message) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !ended {
+			fn(m)
+		}
+	}
+	defer func() {
+		mu.Lock()
+		ended = true
+		mu.Unlock()
+	}()
 	req := &coap.Message{Code: coap.GET, Options: u.SetOptions(nil, u.Port)}
-	resp, obs, err := c.ep.Observe(ctx, c.to, req, fn)
+	resp, obs, err := c.ep.Observe(ctx, c.to, req, once)
 	if err != nil {
-		return nil, err
+		return err
 	}
+	once(resp)
 	if obs == nil {
-		return nil, fmt.Errorf("not observable: %v", resp.Code)
+		return fmt.Errorf("not observable: %v", resp.Code)
 	}
-	fn(resp)
-	return func() {
-		cctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		_ = obs.Cancel(cctx)
-	}, nil
+	<-ctx.Done()
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	_ = obs.Cancel(cctx)
+	return ctx.Err()
 }
 
 // runBridge runs b until the test ends and checks that Run returns.

@@ -11,26 +11,15 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"time"
 
-	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/plugins/mqtt"
 	"github.com/opaque-edge/gatewayd/plugins/sdk"
 )
 
 func main() { sdk.Serve(sdk.ServeOpts{Init: newPlugin}) }
 
-// config is mqtt.Config plus how often to poll in place of observing.
-type config struct {
-	mqtt.Config
-	// PollMin and PollMax bound the re-GET interval, in seconds, of an
-	// up mapping (the SDK's Host offers Do only, no Observe yet).
-	PollMin int `json:"poll_min"`
-	PollMax int `json:"poll_max"`
-}
-
 func newPlugin(_ context.Context, name string, raw []byte) (*sdk.Plugin, error) {
-	var c config
+	var c mqtt.Config
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&c); err != nil {
@@ -39,25 +28,17 @@ func newPlugin(_ context.Context, name string, raw []byte) (*sdk.Plugin, error) 
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	if c.PollMin <= 0 {
-		c.PollMin = 5
-	}
-	if c.PollMax < c.PollMin {
-		c.PollMax = max(60, c.PollMin)
-	}
 	return &sdk.Plugin{FrontEnd: &frontEnd{cfg: c}}, nil
 }
 
-type frontEnd struct{ cfg config }
+type frontEnd struct{ cfg mqtt.Config }
 
-// Run bridges until gatewayd stops the plugin.
+// Run bridges until gatewayd stops the plugin: up mappings observe through
+// the host's Observe hub (sdk.Host.Observe), down mappings PUT through
+// Host.Do.
 func (f *frontEnd) Run(ctx context.Context, host sdk.Host) error {
-	do := func(ctx context.Context, req *coap.Message, secure bool) (*coap.Message, error) {
-		return host.Do(ctx, req, secure)
-	}
-	observe := mqtt.PollObserve(do, time.Duration(f.cfg.PollMin)*time.Second, time.Duration(f.cfg.PollMax)*time.Second)
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil)).With("plugin", "mqtt")
-	b, err := mqtt.New(f.cfg.Config, do, observe, log)
+	b, err := mqtt.New(f.cfg, host.Do, mqtt.ObserveURI(host.Observe), log)
 	if err != nil {
 		return err
 	}
