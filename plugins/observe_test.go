@@ -14,6 +14,7 @@ import (
 
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/observe"
+	"github.com/opaque-edge/gatewayd/observe/observetest"
 )
 
 // obsOrigin is a CoAP server with observable resources: every path
@@ -112,34 +113,13 @@ func (o *obsOrigin) counts() (regs, cancels int) {
 }
 
 // hubChain is gatewayd's chain as far as Observe goes: the hub, then a
-// route stage that observes the origin for it (as bridge's route does)
-// or makes a one-shot exchange.
+// route stage to the origin (observetest.Route).
 func hubChain(t *testing.T, o *obsOrigin, cfg observe.Config) (*observe.Hub, coap.Handler) {
 	t.Helper()
 	up, _ := coapEndpoint(t, coap.EndpointConfig{})
 	hub := observe.New(cfg)
 	t.Cleanup(func() { hub.Close() })
-	route := coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, r *coap.Request) error {
-		out := *r.Msg
-		out.Options = append(coap.Options(nil), r.Msg.Options...)
-		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		var resp *coap.Message
-		var err error
-		if u, ok := observe.UpstreamFrom(ctx); ok {
-			var obs *coap.Observation
-			resp, obs, err = up.Observe(ctx, o.addr, &out, u.Notify)
-			if obs != nil {
-				u.Started(obs.Cancel)
-			}
-		} else {
-			resp, err = up.Do(ctx, o.addr, &out)
-		}
-		if err != nil {
-			return &coap.Error{Code: coap.BadGateway, MaxAge: -1, Err: err}
-		}
-		return w.WriteResponse(resp)
-	})
+	route := observetest.Route(up, o.addr)
 	return hub, hub.Stage(route)
 }
 

@@ -14,45 +14,18 @@ import (
 
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/observe"
+	"github.com/opaque-edge/gatewayd/observe/observetest"
 	"github.com/opaque-edge/gatewayd/plugins"
 )
 
 // hubChain is gatewayd's chain as far as the up direction goes: the
-// Observe hub, then a route stage that sends everything to origin (the
-// Proxy-Uri turned into Uri-* options) and observes it for the hub.
+// Observe hub, then a route stage to origin (observetest.Route).
 func hubChain(t *testing.T, origin *observable) (*observe.Hub, coap.Handler) {
 	t.Helper()
 	c := newChain(t, origin.addr)
 	hub := observe.New(observe.Defaults())
 	t.Cleanup(func() { hub.Close() })
-	route := coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, r *coap.Request) error {
-		out := *r.Msg
-		out.Options = append(coap.Options(nil), r.Msg.Options...)
-		if pu, ok := out.Options.Get(coap.ProxyURI); ok {
-			u, err := coap.ParseURI(string(pu))
-			if err != nil {
-				return coap.Errorf(coap.BadRequest, "%v", err)
-			}
-			out.Options = u.SetOptions(out.Options.Remove(coap.ProxyURI), u.Port)
-		}
-		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-		var resp *coap.Message
-		var err error
-		if up, ok := observe.UpstreamFrom(ctx); ok {
-			var obs *coap.Observation
-			resp, obs, err = c.ep.Observe(ctx, origin.addr, &out, up.Notify)
-			if obs != nil {
-				up.Started(obs.Cancel)
-			}
-		} else {
-			resp, err = c.ep.Do(ctx, origin.addr, &out)
-		}
-		if err != nil {
-			return &coap.Error{Code: coap.BadGateway, MaxAge: -1, Err: err}
-		}
-		return w.WriteResponse(resp)
-	})
+	route := observetest.Route(c.ep, origin.addr)
 	return hub, hub.Stage(route)
 }
 
