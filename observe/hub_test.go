@@ -569,3 +569,42 @@ func TestBounds(t *testing.T) {
 		})
 	}
 }
+
+// A CON registration retransmitted after its answer (the client missed
+// it) is a new request to the endpoint, which forgets answered GETs: the
+// hub updates the observer and answers again (RFC 7641 §4.1), and the
+// observer keeps getting notifications, numbered after that answer.
+func TestRetransmittedRegistrationKeepsTheObserver(t *testing.T) {
+	r := newRig(t, Defaults(), coap.Params{})
+	c := newRawClient(t, r.proxy)
+	reg := get("temp")
+	reg.Type, reg.MID, reg.Token = coap.Confirmable, 7, []byte{0x01}
+	reg.Options = reg.Options.SetUint(coap.Observe, 0)
+	c.send(reg)
+	first := c.read(5 * time.Second)
+	c.send(reg) // the same datagram again
+	again := c.read(5 * time.Second)
+	if again.MID != reg.MID || string(again.Payload) != string(first.Payload) {
+		t.Fatalf("the retransmission got %v, want the state again in an ACK", again)
+	}
+	v1, _ := first.Options.Uint(coap.Observe)
+	v2, _ := again.Options.Uint(coap.Observe)
+	if v2 <= v1 {
+		t.Fatalf("Observe %d, then %d for the retransmission", v1, v2)
+	}
+	if s := r.hub.Stats(); s.Observers != 1 || s.Upstreams != 1 {
+		t.Fatalf("after the retransmission: %+v", s)
+	}
+	for i := 1; i <= 3; i++ {
+		r.origin.push(t, content(fmt.Sprintf("s%d", i), uint32(i+1)), false)
+		n := c.read(5 * time.Second)
+		v, _ := n.Options.Uint(coap.Observe)
+		if string(n.Payload) != fmt.Sprintf("s%d", i) || v <= v2 {
+			t.Fatalf("notification %d: %q Observe %d after %d", i, n.Payload, v, v2)
+		}
+		v2 = v
+		if n.Type == coap.Confirmable {
+			c.empty(coap.Acknowledgement, n.MID)
+		}
+	}
+}
