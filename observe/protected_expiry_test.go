@@ -10,8 +10,9 @@ import (
 )
 
 // Protected (OSCORE) observations cannot be re-registered by the hub (RFC
-// 8613 §4.1.3.5.1); when the origin goes quiet past Max-Age they are
-// ended, so that the state of a vanished origin and client does not stay.
+// 8613 §4.1.3.5.1); when the origin stays quiet for a day (or its outer
+// Max-Age, if longer) they are ended, so that the state of a vanished
+// origin and client does not stay.
 
 // registerProtected sends a CON FETCH with Observe=0 and an OSCORE option
 // whose Partial IV is piv, as an OSCORE client registers, and returns the
@@ -39,6 +40,21 @@ func protectedNote(seq uint32, maxAge int) *coap.Message {
 	return n
 }
 
+// protectedRig is a rig on a fake clock whose origin answers with the
+// outer Max-Age maxAge (< 0: none), and a raw client with one protected
+// observation registered, token "p1".
+func protectedRig(t *testing.T, maxAge int) (*rig, *fakeClock, *rawClient) {
+	t.Helper()
+	clk := newFakeClock()
+	r := newRig(t, Defaults(), coap.Params{}, WithClock(clk))
+	r.setMaxAge(maxAge)
+	c := newRawClient(t, r.proxy)
+	if reg := c.registerProtected("p1", 1); !reg.Options.Has(coap.Observe) {
+		t.Fatalf("not registered: %v", reg)
+	}
+	return r, clk, c
+}
+
 func (r *rig) setMaxAge(v int) {
 	r.origin.mu.Lock()
 	r.origin.maxAge = v
@@ -59,7 +75,7 @@ func (r *rig) checkHub(t *testing.T, observers, upstreams int, expired uint64) {
 	}
 }
 
-func TestProtectedObservationEndsWhenOriginGoesQuietPastMaxAge(t *testing.T) {
+func TestProtectedObservationEndsAfterADayWithoutNotification(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		maxAge int           // outer Max-Age of the first response, -1 for none
@@ -72,13 +88,7 @@ func TestProtectedObservationEndsWhenOriginGoesQuietPastMaxAge(t *testing.T) {
 		{"Max-Age over a day", 2 * 86400, 2*86400*time.Second + livenessMargin},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			clk := newFakeClock()
-			r := newRig(t, Defaults(), coap.Params{}, WithClock(clk))
-			r.setMaxAge(tc.maxAge)
-			c := newRawClient(t, r.proxy)
-			if reg := c.registerProtected("p1", 1); !reg.Options.Has(coap.Observe) {
-				t.Fatalf("not registered: %v", reg)
-			}
+			r, clk, c := protectedRig(t, tc.maxAge)
 			r.checkHub(t, 1, 1, 0)
 
 			clk.Advance(tc.quiet - time.Millisecond)
@@ -112,14 +122,8 @@ func TestProtectedObservationEndsWhenOriginGoesQuietPastMaxAge(t *testing.T) {
 	}
 }
 
-func TestProtectedObservationStaysWhileNotifiedAndEndsAfterLastMaxAge(t *testing.T) {
-	clk := newFakeClock()
-	r := newRig(t, Defaults(), coap.Params{}, WithClock(clk))
-	r.setMaxAge(10)
-	c := newRawClient(t, r.proxy)
-	if reg := c.registerProtected("p1", 1); !reg.Options.Has(coap.Observe) {
-		t.Fatalf("not registered: %v", reg)
-	}
+func TestProtectedObservationStaysWhileNotifiedAndEndsADayAfterTheLast(t *testing.T) {
+	r, clk, c := protectedRig(t, 10)
 	// Notifications every 20 hours, each with outer Max-Age 10: 100
 	// hours in all, far past the first response's day.
 	for seq := uint32(2); seq <= 6; seq++ {
@@ -149,12 +153,7 @@ func TestProtectedObservationStaysWhileNotifiedAndEndsAfterLastMaxAge(t *testing
 // §4.1.3.5.1): after the expiry that is a fresh registration, passed on
 // as it came, with a liveness timer of its own.
 func TestProtectedReregistrationAfterExpiryIsFresh(t *testing.T) {
-	clk := newFakeClock()
-	r := newRig(t, Defaults(), coap.Params{}, WithClock(clk))
-	c := newRawClient(t, r.proxy)
-	if reg := c.registerProtected("p1", 1); !reg.Options.Has(coap.Observe) {
-		t.Fatalf("not registered: %v", reg)
-	}
+	r, clk, c := protectedRig(t, -1)
 	clk.Advance(protectedIdle + livenessMargin)
 	r.checkHub(t, 0, 0, 1)
 	eventually(t, 5*time.Second, "upstream cancelled", func() bool { return r.origin.cancelled() == 1 })
@@ -189,12 +188,7 @@ func TestProtectedReregistrationAfterExpiryIsFresh(t *testing.T) {
 // entry (RFC 7641 §4.1): the old timer is gone and the new one counts
 // from the new first response.
 func TestProtectedReregistrationBeforeExpiryRestartsTheTimer(t *testing.T) {
-	clk := newFakeClock()
-	r := newRig(t, Defaults(), coap.Params{}, WithClock(clk))
-	c := newRawClient(t, r.proxy)
-	if reg := c.registerProtected("p1", 1); !reg.Options.Has(coap.Observe) {
-		t.Fatalf("not registered: %v", reg)
-	}
+	r, clk, c := protectedRig(t, -1)
 	clk.Advance(40 * time.Second)
 	if reg := c.registerProtected("p1", 2); !reg.Options.Has(coap.Observe) {
 		t.Fatalf("not re-registered: %v", reg)
