@@ -39,6 +39,25 @@ var errStallClosed = errors.New("stallPort: closed")
 
 func newStallPorts() *stallPorts { return &stallPorts{started: make(chan struct{}, 64)} }
 
+// stallDriver starts a driver on a pty in front of rcp, its ports wrapped
+// by stallPorts; with stalled, every Write blocks from the first on.
+func stallDriver(t *testing.T, rcp *sim.RCP, stalled bool) (*spinel.Driver, *stallPorts) {
+	t.Helper()
+	port, err := sim.NewPort(t.TempDir(), "rcp", rcp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { port.Close() })
+	ports := newStallPorts()
+	t.Cleanup(ports.closeAll)
+	ports.stall.Store(stalled)
+	d, err := spinel.NewWrapped(testConfig(port.Path()), ports.wrap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d, ports
+}
+
 func (s *stallPorts) wrap(p serial.Port) serial.Port {
 	sp := &stallPort{Port: p, all: s, closed: make(chan struct{})}
 	s.mu.Lock()
@@ -116,19 +135,7 @@ func checkNoDriverGoroutines(t *testing.T, ports *stallPorts) {
 // A Write that never returns, from the first command (the bring-up's
 // CMD_RESET) on, must not keep Close from returning, nor leave goroutines.
 func TestCloseReturnsWithWriteStalledAtBringUp(t *testing.T) {
-	rcp := sim.NewRCP(sim.RCPConfig{}, nil)
-	port, err := sim.NewPort(t.TempDir(), "rcp", rcp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer port.Close()
-	ports := newStallPorts()
-	t.Cleanup(ports.closeAll)
-	ports.stall.Store(true)
-	d, err := spinel.NewWrapped(testConfig(port.Path()), ports.wrap)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, ports := stallDriver(t, sim.NewRCP(sim.RCPConfig{}, nil), true)
 	select {
 	case <-ports.started:
 	case <-time.After(10 * time.Second):
@@ -143,20 +150,9 @@ func TestCloseReturnsWithWriteStalledAtBringUp(t *testing.T) {
 // its timeout passes instead of waiting on the write, the link is reset,
 // and Close returns and leaves no goroutine.
 func TestSendAndCloseReturnWithWriteStalledWhileUp(t *testing.T) {
-	air := sim.NewAir(sim.AirConfig{})
-	rcp := sim.NewRCP(sim.RCPConfig{}, air)
+	rcp := sim.NewRCP(sim.RCPConfig{}, sim.NewAir(sim.AirConfig{}))
 	defer rcp.Leave()
-	port, err := sim.NewPort(t.TempDir(), "rcp", rcp)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer port.Close()
-	ports := newStallPorts()
-	t.Cleanup(ports.closeAll)
-	d, err := spinel.NewWrapped(testConfig(port.Path()), ports.wrap)
-	if err != nil {
-		t.Fatal(err)
-	}
+	d, ports := stallDriver(t, rcp, false)
 	waitUp(t, d)
 	if err := d.Send(ctxT(t), dataFrame(1, false, "before")); err != nil {
 		t.Fatal(err)
