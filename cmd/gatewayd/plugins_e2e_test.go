@@ -76,27 +76,7 @@ func TestHTTPPluginCarriesOSCOREToSimNodeAndBack(t *testing.T) {
 	nodes := t.TempDir()
 	client, secret := oscorePairFor(t, nodes)
 	proxy, httpPort := freePort(t), freePort(t)
-	config := fmt.Sprintf(`
-[proxy]
-listen = ["udp://127.0.0.1:%d"]
-timeout = "10s"
-
-[metrics]
-listen = ""
-
-[[radio]]
-name = "sim"
-driver = "sim"
-[radio.sim]
-oscore_dir = %q
-
-[[plugin]]
-name = "http"
-path = %q
-sha256 = %q
-[plugin.config]
-listen = "127.0.0.1:%d"
-`, proxy, nodes, bin, sum, httpPort)
+	config := httpPluginConfig(proxy, "", bin, sum, httpPort, fmt.Sprintf("[radio.sim]\noscore_dir = %q", nodes))
 	if strings.Contains(strings.ToLower(config), fmt.Sprintf("%x", secret)) {
 		t.Fatal("the test gives gatewayd the master secret")
 	}
@@ -755,7 +735,7 @@ func TestBinaryRestartsKilledPluginAndLeavesNoneWhenKilled(t *testing.T) {
 	}
 	bin, sum := buildPlugin(t, "github.com/opaque-edge/gatewayd/plugins/http/cmd/gatewayd-http")
 	proxy, httpPort := freePort(t), freePort(t)
-	cfg := writeFile(t, "gatewayd.toml", httpPluginConfig(proxy, "", bin, sum, httpPort))
+	cfg := writeFile(t, "gatewayd.toml", httpPluginConfig(proxy, "", bin, sum, httpPort, ""))
 	cmd := exec.Command(gwBin, "-config", cfg)
 	var stderr syncBuffer
 	cmd.Stderr = &stderr

@@ -52,7 +52,7 @@ func TestHTTPPluginBothWays(t *testing.T) {
 		fmt.Fprintf(w, "hello from %s", r.URL.Path)
 	}))
 	defer web.Close()
-	startGatewayd(t, httpPluginConfig(proxy, fmt.Sprintf("127.0.0.1:%d", adminPort), bin, sum, httpPort))
+	startGatewayd(t, httpPluginConfig(proxy, fmt.Sprintf("127.0.0.1:%d", adminPort), bin, sum, httpPort, ""))
 	base := fmt.Sprintf("http://127.0.0.1:%d/hc/", httpPort)
 	// The front end may need a moment after gatewayd reports it started.
 	var body string
@@ -86,10 +86,11 @@ func TestHTTPPluginBothWays(t *testing.T) {
 	}
 }
 
-// httpPluginConfig is gatewayd with a sim radio and the HTTP plugin
-// (binary bin, its SHA-256 sum) serving on httpPort, the proxy on UDP
-// port proxy and the admin endpoint on admin ("" for none).
-func httpPluginConfig(proxy int, admin, bin, sum string, httpPort int) string {
+// httpPluginConfig is gatewayd with a sim radio (its [radio.sim] table
+// sim, "" for none) and the HTTP plugin (binary bin, its SHA-256 sum)
+// serving on httpPort, the proxy on UDP port proxy and the admin endpoint
+// on admin ("" for none).
+func httpPluginConfig(proxy int, admin, bin, sum string, httpPort int, sim string) string {
 	return fmt.Sprintf(`
 [proxy]
 listen = ["udp://127.0.0.1:%d"]
@@ -101,6 +102,7 @@ listen = %q
 [[radio]]
 name = "sim"
 driver = "sim"
+%s
 
 [[plugin]]
 name = "http"
@@ -108,5 +110,5 @@ path = %q
 sha256 = %q
 [plugin.config]
 listen = "127.0.0.1:%d"
-`, proxy, admin, bin, sum, httpPort)
+`, proxy, admin, sim, bin, sum, httpPort)
 }
