@@ -147,13 +147,13 @@ func TestFiftyLibcoapObserversOneUpstreamRegistration(t *testing.T) {
 			t.Fatalf("observer %d saw %v, want it to end on v%03d:\n%s", i, seen, last, out)
 		}
 		// A client whose registration was retransmitted (CON, §4.2) gets
-		// the registration answered twice: the hub updates the observer
+		// it answered once per transmission: the hub updates the observer
 		// with that token and answers with the current state again (RFC
-		// 7641 §4.1). So the first state may come twice; after it, every
-		// state is newer than the one before.
-		if len(seen) > 2 && seen[1] == seen[0] {
-			t.Logf("observer %d got its registration answered twice: %v", i, seen)
-			seen = seen[1:]
+		// 7641 §4.1). So the first state may come more than once; after
+		// it, every state is newer than the one before.
+		if k := firstStateRepeats(seen); k > 0 {
+			t.Logf("observer %d got its registration answered %d times: %v", i, k+1, seen)
+			seen = seen[k:]
 		}
 		for k := 1; k < len(seen); k++ {
 			if seen[k] <= seen[k-1] {
@@ -177,4 +177,14 @@ func TestFiftyLibcoapObserversOneUpstreamRegistration(t *testing.T) {
 			t.Fatalf("upstream observation not cancelled after every observer left (hub %+v)", p.Hub().Stats())
 		}
 	}
+}
+
+// firstStateRepeats is how many times the first of seen comes again right
+// after it.
+func firstStateRepeats(seen []int) int {
+	k := 0
+	for k+1 < len(seen) && seen[k+1] == seen[0] {
+		k++
+	}
+	return k
 }
