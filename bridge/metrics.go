@@ -218,7 +218,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		for name, v := range map[string]uint64{
 			"received": s.Received, "sent": s.Sent, "malformed": s.Malformed, "duplicates": s.Duplicates,
 			"retransmissions": s.Retransmissions, "timeouts": s.Timeouts, "busy": s.Busy, "refused": s.Refused,
-			"inline": s.Inline,
+			"inline": s.Inline, "reads": s.Reads,
 		} {
 			counter(descEndpoint, v, l, name)
 		}

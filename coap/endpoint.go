@@ -64,10 +64,13 @@ type Stats struct {
 	Unmatched       uint64 // responses matching no exchange
 	Refused         uint64 // datagrams dropped by Accept
 	Inline          uint64 // requests served on a reader goroutine (Inline)
+	// Reads counts the reads that returned datagrams; Received/Reads is
+	// how many one read took on average (BatchReader).
+	Reads uint64
 }
 
 type counters struct {
-	received, sent, malformed, duplicates, retransmissions, timeouts, resetsSent, busy, unmatched, refused, inline atomic.Uint64
+	received, sent, malformed, duplicates, retransmissions, timeouts, resetsSent, busy, unmatched, refused, inline, reads atomic.Uint64
 }
 
 // exKey names an exchange by peer and message ID (§4.5).
@@ -256,6 +259,7 @@ func (e *Endpoint) Stats() Stats {
 		Duplicates: s.duplicates.Load(), Retransmissions: s.retransmissions.Load(),
 		Timeouts: s.timeouts.Load(), ResetsSent: s.resetsSent.Load(), Busy: s.busy.Load(),
 		Unmatched: s.unmatched.Load(), Refused: s.refused.Load(), Inline: s.inline.Load(),
+		Reads: s.reads.Load(),
 	}
 }
 
@@ -300,30 +304,78 @@ func (e *Endpoint) write(peer netip.AddrPort, b []byte) {
 // truncated by the transport and fail to decode.
 const maxDatagram = 64 << 10
 
+// batchSize is how many datagrams a reader takes with one system call
+// where the transport can (BatchReader).
+const batchSize = 8
+
 func (e *Endpoint) readLoop() {
 	defer e.readers.Done()
-	buf := make([]byte, maxDatagram)
 	var m Message
 	inline := context.WithValue(e.ctx, laterKey{}, &laterState{inline: true})
+	if br, ok := e.t.(BatchReader); ok {
+		if b, err := br.NewBatch(batchSize); err == nil {
+			e.readBatches(inline, &m, b)
+			return
+		}
+	}
+	buf := make([]byte, maxDatagram)
 	for {
 		n, peer, err := e.t.ReadFrom(buf)
 		if err != nil {
-			if e.ctx.Err() != nil {
+			if e.readEnded(err) {
 				return
 			}
-			if errors.Is(err, ErrClosed) || isClosedErr(err) {
-				return
-			}
-			e.log.Debug("read failed", "err", err)
 			continue
 		}
-		e.stats.received.Add(1)
-		if e.cfg.Accept != nil && !e.cfg.Accept(peer) {
-			e.stats.refused.Add(1)
-			continue
-		}
-		e.receive(inline, &m, buf[:n], peer)
+		e.stats.reads.Add(1)
+		e.accept(inline, &m, buf[:n], peer)
 	}
+}
+
+// readBatches is readLoop on a BatchReader.
+func (e *Endpoint) readBatches(inline context.Context, m *Message, b Batch) {
+	for {
+		n, err := b.Read()
+		if err != nil {
+			if e.readEnded(err) {
+				return
+			}
+			continue
+		}
+		e.stats.reads.Add(1)
+		for i := range n {
+			d, peer, truncated := b.Datagram(i)
+			if truncated {
+				// Cannot happen with 64 KiB slots; were it to, the
+				// datagram is malformed, not a shorter message.
+				e.stats.received.Add(1)
+				e.stats.malformed.Add(1)
+				continue
+			}
+			e.accept(inline, m, d, peer)
+		}
+	}
+}
+
+// readEnded reports whether a read error ends the reader: the endpoint
+// or its transport was closed. Other errors are logged and reading goes on.
+func (e *Endpoint) readEnded(err error) bool {
+	if e.ctx.Err() != nil || errors.Is(err, ErrClosed) || isClosedErr(err) {
+		return true
+	}
+	e.log.Debug("read failed", "err", err)
+	return false
+}
+
+// accept counts a datagram, drops it if Accept refuses its sender, and
+// handles it otherwise.
+func (e *Endpoint) accept(inline context.Context, m *Message, b []byte, peer netip.AddrPort) {
+	e.stats.received.Add(1)
+	if e.cfg.Accept != nil && !e.cfg.Accept(peer) {
+		e.stats.refused.Add(1)
+		return
+	}
+	e.receive(inline, m, b, peer)
 }
 
 // receive handles one datagram; it runs on the reader goroutine, so

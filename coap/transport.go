@@ -34,3 +34,24 @@ type Datagram struct {
 type BatchWriter interface {
 	WriteBatch(ctx context.Context, ds []Datagram) (int, error)
 }
+
+// BatchReader is a Transport that can read several datagrams with one
+// system call (recvmmsg on Linux). Under load most reads then find more
+// than one datagram waiting, and the reader sleeps and wakes once for
+// all of them.
+type BatchReader interface {
+	// NewBatch returns a reader of up to n datagrams at a time for one
+	// goroutine, or an error where the platform has no such call.
+	NewBatch(n int) (Batch, error)
+}
+
+// Batch reads datagrams in groups; it belongs to one goroutine.
+type Batch interface {
+	// Read blocks until at least one datagram has arrived, or the
+	// transport is closed, and returns how many it read.
+	Read() (int, error)
+	// Datagram is the i-th datagram of the last Read and its sender; the
+	// bytes are overwritten by the next Read. A datagram that did not fit
+	// is reported with truncated set.
+	Datagram(i int) (b []byte, from netip.AddrPort, truncated bool)
+}

@@ -1,0 +1,112 @@
+//go:build linux
+
+package coap
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+var _ BatchReader = (*UDP)(nil)
+
+// NewBatch returns a recvmmsg(2) reader of up to n datagrams, each up to
+// 64 KiB, the most a UDP datagram can carry, so none is ever truncated.
+// Pages of a slot no datagram reached are never touched, so memory grows
+// by the size of the datagrams, not of the slots.
+func (u *UDP) NewBatch(n int) (Batch, error) {
+	rc, err := u.c.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("coap: batch reader: %w", err)
+	}
+	n = max(n, 1)
+	r := &mmsgBatch{
+		rc:    rc,
+		hs:    make([]unix.Mmsghdr, n),
+		iovs:  make([]unix.Iovec, n),
+		names: make([]unix.RawSockaddrInet6, n),
+		bufs:  make([][]byte, n),
+	}
+	for i := range n {
+		r.bufs[i] = make([]byte, maxDatagram)
+		r.iovs[i].Base = &r.bufs[i][0]
+		r.iovs[i].SetLen(maxDatagram)
+		r.hs[i].Hdr.Iov = &r.iovs[i]
+		r.hs[i].Hdr.SetIovlen(1)
+	}
+	r.recv = r.recvmmsg // one closure for the reader's lifetime
+	return r, nil
+}
+
+type mmsgBatch struct {
+	rc    syscall.RawConn
+	hs    []unix.Mmsghdr
+	iovs  []unix.Iovec
+	names []unix.RawSockaddrInet6 // large enough for either family
+	bufs  [][]byte
+	recv  func(fd uintptr) bool
+
+	n     int
+	errno syscall.Errno
+}
+
+// recvmmsg is the RawConn.Read callback: false means "nothing waiting",
+// and the runtime's poller parks the goroutine until there is.
+func (r *mmsgBatch) recvmmsg(fd uintptr) bool {
+	for i := range r.hs {
+		r.hs[i].Hdr.Name = (*byte)(unsafe.Pointer(&r.names[i]))
+		r.hs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
+		r.hs[i].Hdr.Flags = 0
+		r.hs[i].Len = 0
+	}
+	n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hs[0])), uintptr(len(r.hs)), unix.MSG_DONTWAIT, 0, 0)
+	if e == unix.EAGAIN || e == unix.EWOULDBLOCK {
+		return false
+	}
+	r.n, r.errno = int(n), e
+	return true
+}
+
+func (r *mmsgBatch) Read() (int, error) {
+	for {
+		if err := r.rc.Read(r.recv); err != nil {
+			return 0, err
+		}
+		switch {
+		case r.errno == unix.EINTR:
+			continue
+		case r.errno != 0:
+			return 0, fmt.Errorf("coap: recvmmsg: %w", error(r.errno))
+		case r.n == 0:
+			return 0, errors.New("coap: recvmmsg read nothing")
+		}
+		return r.n, nil
+	}
+}
+
+func (r *mmsgBatch) Datagram(i int) ([]byte, netip.AddrPort, bool) {
+	h := &r.hs[i]
+	b := r.bufs[i][:min(int(h.Len), len(r.bufs[i]))]
+	truncated := h.Hdr.Flags&unix.MSG_TRUNC != 0
+	sa := &r.names[i]
+	switch sa.Family {
+	case unix.AF_INET:
+		s4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(sa))
+		return b, netip.AddrPortFrom(netip.AddrFrom4(s4.Addr), netPort(&s4.Port)), truncated
+	case unix.AF_INET6:
+		// IPv4 peers of a dual-stack socket are reported as IPv4, as
+		// ReadFrom does.
+		return b, netip.AddrPortFrom(netip.AddrFrom16(sa.Addr).Unmap(), netPort(&sa.Port)), truncated
+	}
+	return b, netip.AddrPort{}, truncated
+}
+
+// netPort reads a sockaddr's port, which is in network byte order.
+func netPort(p *uint16) uint16 {
+	return binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(p))[:])
+}
