@@ -134,6 +134,11 @@ type call struct {
 	// reader goroutine and must not block.
 	notify func(*Message)
 	first  atomic.Bool
+	// deregister marks the GET with Observe=1 of Observation.Cancel: it
+	// shares the observation's token, but a message with Observe is a
+	// notification the origin sent before it saw the deregistration, not
+	// the answer to it (RFC 7641 §3.6: that answer has no Observe).
+	deregister bool
 }
 
 type callResult struct {
@@ -664,6 +669,9 @@ func (e *Endpoint) receiveResponse(m *Message, peer netip.AddrPort) {
 		e.mu.Lock()
 		c = e.calls[tokKey{peer, binary.BigEndian.Uint64(m.Token)}]
 		e.mu.Unlock()
+	}
+	if c != nil && c.deregister && m.Type != Acknowledgement && m.Options.Has(Observe) {
+		c = nil // a late notification: rejected below (RFC 7641 §3.6)
 	}
 	if c == nil {
 		e.stats.unmatched.Add(1)

@@ -263,7 +263,7 @@ func (o *Observation) Cancel(ctx context.Context) error {
 	o.forget()
 	req := o.req
 	req.Options = append(Options(nil), o.req.Options...).SetUint(Observe, 1)
-	c := &call{ch: make(chan callResult, 1)}
+	c := &call{ch: make(chan callResult, 1), deregister: true}
 	o.e.mu.Lock()
 	if o.e.ctx.Err() != nil {
 		o.e.mu.Unlock()

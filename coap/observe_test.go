@@ -92,3 +92,55 @@ func TestObserveReceivesNotificationsAndCancelDeregisters(t *testing.T) {
 		t.Fatalf("NON notification after cancel: %v, want ErrReset", err)
 	}
 }
+
+// lateNotifier sends a notification while it handles the deregistration,
+// before its answer: an origin whose notification crossed the client's
+// GET with Observe=1.
+type lateNotifier struct {
+	observable
+	late chan error // the fate of that notification
+}
+
+func (o *lateNotifier) ServeCoAP(ctx context.Context, w ResponseWriter, r *Request) error {
+	if v, ok := r.Msg.Options.Uint(Observe); ok && v == 1 {
+		o.mu.Lock()
+		n := &Message{Code: Content, Payload: []byte("late")}
+		n.Options = n.Options.SetUint(Observe, 9)
+		err := o.observers[0].Notify(n, false, func(err error) { o.late <- err })
+		o.mu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+	return o.observable.ServeCoAP(ctx, w, r)
+}
+
+// A notification that arrives while Cancel's deregistration is in flight
+// shares its token, but it is not the answer (that has no Observe, RFC
+// 7641 §3.6): it is rejected with RST, and Cancel waits for the answer.
+func TestNotificationDuringCancelIsRejected(t *testing.T) {
+	srv := &lateNotifier{late: make(chan error, 1)}
+	_, addr := serve(t, EndpointConfig{Handler: srv})
+	client, _ := serve(t, EndpointConfig{})
+	got := make(chan string, 10)
+	_, obs, err := client.Observe(t.Context(), addr, &Message{Code: GET}, func(m *Message) { got <- string(m.Payload) })
+	if err != nil || obs == nil {
+		t.Fatalf("observe: %v", err)
+	}
+	if err := obs.Cancel(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-srv.late:
+		if err != ErrReset {
+			t.Fatalf("notification during the deregistration: %v, want ErrReset", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("notification during the deregistration was not rejected")
+	}
+	select {
+	case p := <-got:
+		t.Fatalf("observer got %q after Cancel", p)
+	default:
+	}
+}
