@@ -111,6 +111,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*Pr
 	p.hub = observe.New(cfg.Observe,
 		observe.WithLogger(log.With("component", "observe")),
 		observe.WithKey(hubKey),
+		// A plugin's observations have their own bound (max_observations
+		// of its [[plugin]] table). p.plugins is set below, before the
+		// chain that calls this is built.
+		observe.WithClientLimit(func(a netip.Addr) (int, bool) { return p.plugins.ObserveLimit(a) }),
 		observe.WithOnNotify(func(key string, n *coap.Message) {
 			// Notifications keep the cache entry current (RFC 7641 §5).
 			if k, ok := cacheKeyOf(key); ok {

@@ -61,6 +61,15 @@ func WithOnNotify(f func(key string, n *coap.Message)) Option {
 	return func(h *Hub) { h.onNotify = f }
 }
 
+// WithClientLimit replaces MaxPerClient for the addresses limit knows:
+// it returns the bound for a, or ok false for MaxPerClient. The proxy
+// gives its plugins' addresses their own bound (a bridge that observes a
+// hundred resources is one client of the hub, and a trusted one);
+// MaxObservers still bounds everyone together.
+func WithClientLimit(limit func(a netip.Addr) (n int, ok bool)) Option {
+	return func(h *Hub) { h.clientLimit = limit }
+}
+
 // WithWorkers sets the number of delivery goroutines (default: GOMAXPROCS,
 // at least 2, at most 8).
 func WithWorkers(n int) Option { return func(h *Hub) { h.workers = n } }
@@ -86,13 +95,14 @@ type counters struct {
 // per key, any number of downstream observers, each with a latest-wins
 // slot drained by a small pool of workers.
 type Hub struct {
-	cfg      Config
-	clock    Clock
-	log      *slog.Logger
-	key      func(*coap.Request) (string, bool)
-	onNotify func(string, *coap.Message)
-	workers  int
-	allCON   bool
+	cfg         Config
+	clock       Clock
+	log         *slog.Logger
+	key         func(*coap.Request) (string, bool)
+	onNotify    func(string, *coap.Message)
+	clientLimit func(netip.Addr) (int, bool) // WithClientLimit
+	workers     int
+	allCON      bool
 
 	ctx       context.Context // ended by Close: re-registrations
 	stop      context.CancelFunc
@@ -577,7 +587,13 @@ func (h *Hub) removeLocked(o *observer) {
 }
 
 func (h *Hub) reserveLocked(a netip.Addr) bool {
-	if h.count >= h.cfg.MaxObservers || h.perClient[a] >= h.cfg.MaxPerClient {
+	limit := h.cfg.MaxPerClient
+	if h.clientLimit != nil {
+		if n, ok := h.clientLimit(a); ok {
+			limit = n
+		}
+	}
+	if h.count >= h.cfg.MaxObservers || h.perClient[a] >= limit {
 		return false
 	}
 	h.count++

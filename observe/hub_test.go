@@ -570,6 +570,34 @@ func TestBounds(t *testing.T) {
 	}
 }
 
+// WithClientLimit gives the addresses it knows their own bound in place
+// of max_per_client; MaxObservers still bounds them.
+func TestClientLimitReplacesMaxPerClient(t *testing.T) {
+	cfg := Defaults()
+	cfg.MaxObservers, cfg.MaxPerClient = 4, 1
+	trusted := netip.MustParseAddr("127.0.0.1")
+	r := newRig(t, cfg, coap.Params{}, WithClientLimit(func(a netip.Addr) (int, bool) {
+		return 2, a == trusted
+	}))
+	for i, tc := range []struct {
+		addr string
+		want bool
+	}{
+		{"127.0.0.1", true}, {"127.0.0.1", true}, {"127.0.0.1", false}, // its own bound, 2
+		{"127.0.0.2", true}, {"127.0.0.2", false}, // max_per_client, 1
+		{"127.0.0.3", true}, {"127.0.0.4", false}, // max_observers, 4
+	} {
+		c, _ := endpoint(t, tc.addr+":0", coap.EndpointConfig{})
+		w := observeAt(t, c, r.proxy, get("temp"))
+		if (w.obs != nil) != tc.want {
+			t.Fatalf("registration %d from %s: observer %v, want %v", i, tc.addr, w.obs != nil, tc.want)
+		}
+	}
+	if s := r.hub.Stats(); s.Observers != 4 || s.OverLimit != 3 {
+		t.Fatalf("observers %d, over limit %d; want 4 and 3", s.Observers, s.OverLimit)
+	}
+}
+
 // A CON registration retransmitted after its answer (the client missed
 // it) is a new request to the endpoint, which forgets answered GETs: the
 // hub updates the observer and answers again (RFC 7641 §4.1), and the

@@ -361,3 +361,18 @@ func (w *observeWriter) close() {
 		done(coap.ErrReset)
 	}
 }
+
+// ObserveLimit is the bound on observations (Config.MaxObservations) for
+// a, when a is the address a plugin's front end calls from, for the
+// Observe hub's WithClientLimit.
+func (h *Host) ObserveLimit(a netip.Addr) (int, bool) {
+	if h == nil {
+		return 0, false
+	}
+	for _, p := range h.plugins {
+		if p.peer.Addr() == a {
+			return p.cfg.MaxObservations, true
+		}
+	}
+	return 0, false
+}

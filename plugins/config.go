@@ -22,10 +22,20 @@ type Config struct {
 	// SHA256 is the executable's SHA-256 digest in hex. Required: gatewayd
 	// runs nothing it has not checked, before every start.
 	SHA256 string `toml:"sha256"`
+	// MaxObservations bounds the observations the plugin holds through
+	// Host.Observe at once. The Observe hub applies it to the plugin's
+	// address in place of its max_per_client, which is meant for
+	// internet clients: a bridge that observes a hundred resources is one
+	// client, and one the operator installed. The hub's max_observers
+	// still bounds everyone together. Default 1024.
+	MaxObservations int `toml:"max_observations"`
 	// Config is passed to the plugin's Init as JSON; its keys are the
 	// plugin's business.
 	Config Table `toml:"config"`
 }
+
+// DefaultMaxObservations is MaxObservations when the key is absent.
+const DefaultMaxObservations = 1024
 
 // Table is a plugin's config table, kept as decoded. Its keys are the
 // plugin's to check (its Init refuses unknown ones), not gatewayd's.
@@ -53,6 +63,9 @@ func (c Config) Defaults() Config {
 		c.Path = filepath.Clean(c.Path)
 	}
 	c.SHA256 = strings.ToLower(strings.TrimSpace(c.SHA256))
+	if c.MaxObservations == 0 {
+		c.MaxObservations = DefaultMaxObservations
+	}
 	return c
 }
 
@@ -78,6 +91,9 @@ func (c Config) Validate() error {
 	}
 	if b, err := hex.DecodeString(c.SHA256); err != nil || len(b) != 32 {
 		return bad("sha256 = %q: want 64 hex digits (sha256sum %s)", c.SHA256, c.Path)
+	}
+	if c.MaxObservations <= 0 {
+		return bad("max_observations = %d: want a positive number", c.MaxObservations)
 	}
 	if _, err := c.configJSON(); err != nil {
 		return bad("config: %v", err)

@@ -2,6 +2,8 @@ package plugins
 
 import (
 	"encoding/json"
+	"errors"
+	"strings"
 	"testing"
 
 	"github.com/BurntSushi/toml"
@@ -83,5 +85,17 @@ func TestConfigThatIsNoTableIsRefused(t *testing.T) {
 	}
 	if _, err := toml.Decode("[[plugin]]\nname = \"x\"\nconfig = 3\n", &c); err == nil {
 		t.Fatal("config = 3 accepted")
+	}
+}
+
+func TestMaxObservationsDefaultsAndMustBePositive(t *testing.T) {
+	c := Config{Name: "x", Path: "/usr/lib/gatewayd/plugins/x", SHA256: strings.Repeat("0", 64)}
+	if d := c.Defaults(); d.MaxObservations != DefaultMaxObservations || d.Validate() != nil {
+		t.Fatalf("absent: max_observations %d, %v", d.MaxObservations, d.Validate())
+	}
+	c.MaxObservations = -1
+	err := c.Defaults().Validate()
+	if !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "max_observations = -1") {
+		t.Fatalf("max_observations = -1: %v", err)
 	}
 }

@@ -72,7 +72,7 @@ func oscorePairFor(t *testing.T, dir string) (*oscore.Context, []byte) {
 // mapped to a CoAP response, unprotects with the client context to the
 // node's reading. gatewayd's configuration holds no key.
 func TestHTTPPluginCarriesOSCOREToSimNodeAndBack(t *testing.T) {
-	bin, sum := buildPlugin(t, "github.com/opaque-edge/gatewayd/plugins/http/cmd/gatewayd-http")
+	bin, sum := testpeer.BuildPlugin(t, "github.com/opaque-edge/gatewayd/plugins/http/cmd/gatewayd-http")
 	nodes := t.TempDir()
 	client, secret := oscorePairFor(t, nodes)
 	proxy, httpPort := freePort(t), freePort(t)
@@ -357,7 +357,7 @@ func (r *putRecorder) payloads() [][]byte {
 func mqttGatewayRecording(t *testing.T) (*mosquitto, netip.AddrPort, []byte, any, *syncBuffer, *putRecorder, string) {
 	t.Helper()
 	rec := newPutRecorder(t)
-	bin, sum := buildPlugin(t, "github.com/opaque-edge/gatewayd/plugins/mqtt/cmd/gatewayd-mqtt")
+	bin, sum := testpeer.BuildPlugin(t, "github.com/opaque-edge/gatewayd/plugins/mqtt/cmd/gatewayd-mqtt")
 	b := startMosquitto(t)
 	keyDir := t.TempDir()
 	priv, err := signed.GenerateKey(nil)
@@ -733,7 +733,7 @@ func TestBinaryRestartsKilledPluginAndLeavesNoneWhenKilled(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", gwBin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
-	bin, sum := buildPlugin(t, "github.com/opaque-edge/gatewayd/plugins/http/cmd/gatewayd-http")
+	bin, sum := testpeer.BuildPlugin(t, "github.com/opaque-edge/gatewayd/plugins/http/cmd/gatewayd-http")
 	proxy, httpPort := freePort(t), freePort(t)
 	cfg := writeFile(t, "gatewayd.toml", httpPluginConfig(proxy, "", bin, sum, httpPort, ""))
 	cmd := exec.Command(gwBin, "-config", cfg)

@@ -1,35 +1,16 @@
 package main
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-)
 
-// buildPlugin compiles a plugin main into a temporary directory and
-// returns its path and sha256.
-func buildPlugin(t *testing.T, pkg string) (string, string) {
-	t.Helper()
-	bin := filepath.Join(t.TempDir(), filepath.Base(pkg))
-	out, err := exec.Command("go", "build", "-o", bin, pkg).CombinedOutput()
-	if err != nil {
-		t.Fatalf("build %s: %v\n%s", pkg, err, out)
-	}
-	b, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(b)
-	return bin, hex.EncodeToString(sum[:])
-}
+	"github.com/opaque-edge/gatewayd/internal/testpeer"
+)
 
 func curl(t *testing.T, args ...string) string {
 	t.Helper()
@@ -44,7 +25,7 @@ func curl(t *testing.T, args ...string) string {
 // plugin's front end and gatewayd's chain (RFC 8075), and CoAP clients
 // reach HTTP servers through its translator.
 func TestHTTPPluginBothWays(t *testing.T) {
-	bin, sum := buildPlugin(t, "github.com/opaque-edge/gatewayd/plugins/http/cmd/gatewayd-http")
+	bin, sum := testpeer.BuildPlugin(t, "github.com/opaque-edge/gatewayd/plugins/http/cmd/gatewayd-http")
 	origin := startCoapServer(t)
 	proxy, httpPort, adminPort := freePort(t), freePort(t), freePort(t) // a free UDP port number is free for TCP too, most likely
 	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -4,15 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/hex"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/internal/testpeer"
 	"github.com/opaque-edge/gatewayd/observe"
 	"github.com/opaque-edge/gatewayd/observe/observetest"
 	"github.com/opaque-edge/gatewayd/plugins"
@@ -34,15 +32,7 @@ func hubChain(t *testing.T, origin *observable) (*observe.Hub, coap.Handler) {
 // through Host.Observe and gatewayd's Observe hub, not by polling.
 func TestPluginPublishesWhatTheHostsObservationNotifies(t *testing.T) {
 	need(t, "mosquitto", "mosquitto_sub")
-	bin := filepath.Join(t.TempDir(), "gatewayd-mqtt")
-	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/gatewayd-mqtt").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	exe, err := os.ReadFile(bin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(exe)
+	bin, sum := testpeer.BuildPlugin(t, "./cmd/gatewayd-mqtt")
 
 	br := startBroker(t)
 	origin := newObservable(t, blob(0))
@@ -66,7 +56,7 @@ func TestPluginPublishesWhatTheHostsObservationNotifies(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	defer cancel()
 	h, err := plugins.New(ctx, []plugins.Config{{
-		Name: "mqtt", Path: bin, SHA256: hex.EncodeToString(sum[:]),
+		Name: "mqtt", Path: bin, SHA256: sum,
 		Config: map[string]any{
 			"broker": br.URL(), "client_id": "gw-test-plugin",
 			"up": []map[string]any{{"observe": "coap://[fd00::1]/sensors/temp", "topic": topic, "retain": true}},
