@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -198,9 +199,16 @@ func (r *relay) messages(d dir) []*coap.Message {
 // token: what a proxy that replays or injects does, so that the message
 // layer's deduplication (RFC 7252 §4.5) does not hide it from the
 // end-to-end layer under test.
+//
+// Message IDs come from a counter, not at random, and are never the
+// original's: two messages with one ID from one sender are one message to
+// the receiver's deduplication (RFC 7252 §4.5), and a test counting
+// rejections would miss one.
 func renew(m *coap.Message, newToken bool) *coap.Message {
 	c := m.Clone()
-	c.MID = uint16(rand.Uint32())
+	for c.MID = uint16(renewMID.Add(1)); c.MID == m.MID; {
+		c.MID = uint16(renewMID.Add(1)) // never the original's own ID
+	}
 	if c.Type == coap.Acknowledgement {
 		c.Type = coap.NonConfirmable
 	}
@@ -209,6 +217,11 @@ func renew(m *coap.Message, newToken bool) *coap.Message {
 	}
 	return c
 }
+
+// renewMID numbers renew's copies, from a random start.
+var renewMID atomic.Uint32
+
+func init() { renewMID.Store(rand.Uint32()) }
 
 // isPayloadMsg is true for requests and responses with a body: not the
 // empty ACKs and RSTs of the message layer.
