@@ -16,6 +16,7 @@ import (
 type UDP struct {
 	c     *net.UDPConn
 	v6    bool // an IPv6 socket: IPv4 peers are written as IPv4-mapped
+	raw   rawSender
 	batch interface {
 		WriteBatch(ms []ipv4.Message, flags int) (int, error)
 	}
@@ -52,6 +53,7 @@ func NewUDP(c *net.UDPConn) *UDP {
 	_ = c.SetWriteBuffer(4 << 20)
 	la, _ := c.LocalAddr().(*net.UDPAddr)
 	u := &UDP{c: c, v6: la != nil && la.IP.To4() == nil}
+	u.raw.init(c)
 	if u.v6 {
 		u.batch = ipv6.NewPacketConn(c)
 	} else {
@@ -126,6 +128,11 @@ func (u *UDP) WriteTo(_ context.Context, b []byte, to netip.AddrPort) error {
 	if u.v6 && to.Addr().Is4() {
 		to = netip.AddrPortFrom(netip.AddrFrom16(to.Addr().As16()), to.Port())
 	}
+	if sent, err := u.raw.sendto(b, to); sent {
+		return err
+	}
+	// The socket's buffer is full, or the platform has no raw path: the
+	// runtime's path waits until the datagram fits.
 	_, err := u.c.WriteToUDPAddrPort(b, to)
 	return err
 }
@@ -136,6 +143,9 @@ func (u *UDP) LocalAddr() netip.AddrPort {
 }
 
 // Close closes the socket, ending a blocked ReadFrom.
-func (u *UDP) Close() error { return u.c.Close() }
+func (u *UDP) Close() error {
+	u.raw.close()
+	return u.c.Close()
+}
 
 func isClosedErr(err error) bool { return errors.Is(err, net.ErrClosed) }

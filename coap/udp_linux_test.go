@@ -164,3 +164,44 @@ func TestEndpointReadsWaitingRequestsInOneBatch(t *testing.T) {
 		t.Errorf("received %d datagrams in %d reads; want %d in fewer reads", s.Received, s.Reads, n)
 	}
 }
+
+// WriteTo reaches peers of both families from a dual-stack socket, IPv4
+// ones as IPv4-mapped addresses, and the peers see the socket's port.
+func TestWriteToFromDualStackSocket(t *testing.T) {
+	u, err := ListenUDPNetwork(context.Background(), "udp", "[::]:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	v4 := rawPeer(t)
+	v6, err := net.ListenUDP("udp6", &net.UDPAddr{IP: net.IPv6loopback})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v6.Close()
+	for _, p := range []*net.UDPConn{v4, v6} {
+		to := p.LocalAddr().(*net.UDPAddr).AddrPort()
+		if err := u.WriteTo(context.Background(), []byte("hello "+to.String()), to); err != nil {
+			t.Fatalf("write to %v: %v", to, err)
+		}
+		p.SetReadDeadline(time.Now().Add(5 * time.Second))
+		b := make([]byte, 100)
+		n, from, err := p.ReadFromUDPAddrPort(b)
+		if err != nil {
+			t.Fatalf("%v: %v", to, err)
+		}
+		if string(b[:n]) != "hello "+to.String() || from.Port() != u.LocalAddr().Port() {
+			t.Errorf("%v got %q from %v", to, b[:n], from)
+		}
+	}
+}
+
+func TestWriteToAfterCloseFails(t *testing.T) {
+	u := listen(t)
+	c := rawPeer(t)
+	u.Close()
+	err := u.WriteTo(context.Background(), []byte("x"), c.LocalAddr().(*net.UDPAddr).AddrPort())
+	if !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("write after close: %v, want net.ErrClosed", err)
+	}
+}

@@ -2,10 +2,21 @@
 
 package coap
 
-import "errors"
+import (
+	"errors"
+	"net"
+	"net/netip"
+)
 
 // NewBatch is recvmmsg(2) on Linux; elsewhere the endpoint reads one
 // datagram at a time.
 func (u *UDP) NewBatch(int) (Batch, error) {
 	return nil, errors.New("coap: batch reads need Linux")
 }
+
+// rawSender is the runtime's path everywhere but Linux.
+type rawSender struct{}
+
+func (rawSender) init(*net.UDPConn)                           {}
+func (rawSender) sendto([]byte, netip.AddrPort) (bool, error) { return false, nil }
+func (rawSender) close()                                      {}

@@ -151,7 +151,10 @@ func (o *origin) push(t testing.TB, n *coap.Message, con bool) {
 
 func (o *origin) pushTo(t testing.TB, x *originObs, n *coap.Message, con bool) {
 	t.Helper()
-	if x.gone {
+	o.mu.Lock()
+	gone := x.gone
+	o.mu.Unlock()
+	if gone {
 		return
 	}
 	err := x.w.Notify(n, con, func(err error) {
