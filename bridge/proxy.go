@@ -370,9 +370,8 @@ func (p *Proxy) buildChain(cfg Config) (*chainState, error) {
 	if err != nil {
 		return nil, err
 	}
-	r.latency = map[string]prometheus.Observer{}
-	for _, t := range []string{"ip", "radio", "plugin"} {
-		r.latency[t] = p.metrics.latency.WithLabelValues(t)
+	for t, name := range transportNames {
+		r.latency[t] = p.metrics.latency.WithLabelValues(name)
 	}
 	if p.plugins != nil {
 		r.translator = p.plugins.Translator

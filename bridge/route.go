@@ -27,8 +27,8 @@ type router struct {
 	up      Upstream       // IP
 	radios  []*radioUpstream
 	lookup  func(ctx context.Context, host string) ([]netip.Addr, error)
-	latency map[string]prometheus.Observer // upstream exchange time by transport; may be nil
-	uris    uriCache                       // Proxy-Uri values lately parsed
+	latency [numTransports]prometheus.Observer // upstream exchange time by transport; nil entries record nothing
+	uris    uriCache                           // Proxy-Uri values lately parsed
 	// translator finds the plugin for a scheme other than coap.
 	translator func(scheme string) (*plugins.Translator, bool)
 }
@@ -137,7 +137,7 @@ func (r *router) later(ctx context.Context, w coap.ResponseWriter, req *coap.Req
 	start := time.Now()
 	return coap.Later(ctx, func() {
 		up.Go(dst, out, r.timeout, func(resp *coap.Message, err error) {
-			r.recordLatency("ip", start)
+			r.recordLatency(transportIP, start)
 			coap.Finish(w, r.answer(w, resp, err))
 		})
 	})
@@ -154,9 +154,22 @@ func (r *router) verify(ctx context.Context, out *coap.Message) error {
 	return nil
 }
 
+// transport is the kind of upstream an exchange took: the label of
+// gatewayd_upstream_seconds.
+type transport uint8
+
+const (
+	transportIP transport = iota
+	transportRadio
+	transportPlugin
+	numTransports
+)
+
+var transportNames = [numTransports]string{"ip", "radio", "plugin"}
+
 // recordLatency records an upstream exchange's time.
-func (r *router) recordLatency(transport string, start time.Time) {
-	if o := r.latency[transport]; o != nil {
+func (r *router) recordLatency(t transport, start time.Time) {
+	if o := r.latency[t]; o != nil {
 		o.Observe(time.Since(start).Seconds())
 	}
 }
@@ -204,14 +217,14 @@ func (r *router) exchange(ctx context.Context, w coap.ResponseWriter, req *coap.
 	} else {
 		resp, err = up.RoundTrip(ctx, dst, out)
 	}
-	transport := "ip"
+	t := transportIP
 	switch up.(type) {
 	case *radioUpstream:
-		transport = "radio"
+		t = transportRadio
 	case *pluginUpstream:
-		transport = "plugin"
+		t = transportPlugin
 	}
-	r.recordLatency(transport, start)
+	r.recordLatency(t, start)
 	return r.answer(w, resp, err)
 }
 

@@ -109,9 +109,24 @@ func (id OptionID) Def() (OptionDef, bool) {
 
 // Known reports whether gatewayd understands the option.
 func (id OptionID) Known() bool {
+	if int(id) < len(knownLow)*64 {
+		return knownLow[id/64]&(1<<(id%64)) != 0
+	}
 	_, ok := optionDefs[id]
 	return ok
 }
+
+// knownLow is optionDefs as a bit set for the numbers below 512, where
+// every option of the RFCs gatewayd knows lies: Known runs for each
+// option of each forwarded request.
+var knownLow = func() (b [8]uint64) {
+	for id := range optionDefs {
+		if int(id) < len(b)*64 {
+			b[id/64] |= 1 << (id % 64)
+		}
+	}
+	return b
+}()
 
 func (id OptionID) String() string {
 	if d, ok := optionDefs[id]; ok {
