@@ -137,11 +137,13 @@ func (r *rawSender) init(c *net.UDPConn) {
 
 // sendto sends b to `to` (already in the socket's family: IPv4-mapped on
 // an IPv6 socket). sent false means the caller must send it another way:
-// the socket's buffer is full (EAGAIN) or there is no raw path.
+// the socket's buffer is full (EAGAIN), there is no raw path, or the
+// address has a zone (a link-local peer), whose interface index the
+// runtime's path looks up.
 func (r *rawSender) sendto(b []byte, to netip.AddrPort) (sent bool, err error) {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
-	if r.fd < 0 {
+	if r.fd < 0 || to.Addr().Zone() != "" {
 		return false, nil
 	}
 	if r.closed {

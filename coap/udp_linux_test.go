@@ -205,3 +205,19 @@ func TestWriteToAfterCloseFails(t *testing.T) {
 		t.Fatalf("write after close: %v, want net.ErrClosed", err)
 	}
 }
+
+// A link-local peer's zone names an interface, which the runtime's path
+// turns into a scope ID: the direct path leaves such peers to it.
+func TestDirectSendLeavesZonedPeersToTheRuntime(t *testing.T) {
+	u, err := ListenUDPNetwork(context.Background(), "udp6", "[::1]:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer u.Close()
+	if sent, err := u.raw.sendto([]byte("x"), netip.MustParseAddrPort("[fe80::1%lo]:5683")); sent || err != nil {
+		t.Fatalf("zoned peer: sent %v, %v; want it left to the runtime", sent, err)
+	}
+	if sent, err := u.raw.sendto([]byte("x"), u.LocalAddr()); !sent || err != nil {
+		t.Fatalf("plain peer: sent %v, %v", sent, err)
+	}
+}
