@@ -324,14 +324,16 @@ func (e *Endpoint) readLoop() {
 		}
 	}
 	buf := make([]byte, maxDatagram)
+	var fails int
 	for {
 		n, peer, err := e.t.ReadFrom(buf)
 		if err != nil {
-			if e.readEnded(err) {
+			if e.readEnded(err, &fails) {
 				return
 			}
 			continue
 		}
+		fails = 0
 		e.stats.reads.Add(1)
 		e.accept(inline, &m, buf[:n], peer)
 	}
@@ -339,14 +341,16 @@ func (e *Endpoint) readLoop() {
 
 // readBatches is readLoop on a BatchReader.
 func (e *Endpoint) readBatches(inline context.Context, m *Message, b Batch) {
+	var fails int
 	for {
 		n, err := b.Read()
 		if err != nil {
-			if e.readEnded(err) {
+			if e.readEnded(err, &fails) {
 				return
 			}
 			continue
 		}
+		fails = 0
 		e.stats.reads.Add(1)
 		for i := range n {
 			d, peer, truncated := b.Datagram(i)
@@ -363,13 +367,25 @@ func (e *Endpoint) readBatches(inline context.Context, m *Message, b Batch) {
 }
 
 // readEnded reports whether a read error ends the reader: the endpoint
-// or its transport was closed. Other errors are logged and reading goes on.
-func (e *Endpoint) readEnded(err error) bool {
+// or its transport was closed. Other errors are logged, and reading goes
+// on after a pause that doubles with each failure in a row, from 1 ms to
+// 100 ms, so that a transport failing at once every time does not spin a
+// core; fails counts them.
+func (e *Endpoint) readEnded(err error, fails *int) bool {
 	if e.ctx.Err() != nil || errors.Is(err, ErrClosed) || isClosedErr(err) {
 		return true
 	}
 	e.log.Debug("read failed", "err", err)
-	return false
+	pause := min(time.Millisecond<<min(*fails, 7), 100*time.Millisecond)
+	*fails++
+	t := time.NewTimer(pause)
+	defer t.Stop()
+	select {
+	case <-e.ctx.Done():
+		return true
+	case <-t.C:
+		return false
+	}
 }
 
 // accept counts a datagram, drops it if Accept refuses its sender, and

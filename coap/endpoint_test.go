@@ -3,6 +3,7 @@ package coap
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"sync/atomic"
@@ -313,5 +314,29 @@ func TestPiggybackedResponseWithAnotherTokenIsNotTaken(t *testing.T) {
 	}
 	if string(resp.Payload) != "yours" {
 		t.Fatalf("took %q, a response with another token", resp.Payload)
+	}
+}
+
+// failingTransport fails every read at once, as a broken transport might.
+type failingTransport struct{ reads atomic.Int64 }
+
+func (f *failingTransport) ReadFrom([]byte) (int, netip.AddrPort, error) {
+	f.reads.Add(1)
+	return 0, netip.AddrPort{}, errors.New("transport broken")
+}
+func (f *failingTransport) WriteTo(context.Context, []byte, netip.AddrPort) error { return nil }
+func (f *failingTransport) Close() error                                          { return nil }
+
+// A transport whose reads fail at once does not spin the reader: it
+// pauses, longer with each failure, and Close still ends it.
+func TestFailingReadsBackOff(t *testing.T) {
+	f := &failingTransport{}
+	e := NewEndpoint(f, EndpointConfig{})
+	time.Sleep(300 * time.Millisecond)
+	e.Close()
+	// Pauses of 1, 2, 4, ... 100 ms: about ten reads in 300 ms; a
+	// reader that does not pause makes hundreds of thousands.
+	if n := f.reads.Load(); n > 50 {
+		t.Fatalf("%d reads in 300 ms", n)
 	}
 }
