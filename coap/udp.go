@@ -131,8 +131,9 @@ func (u *UDP) WriteTo(_ context.Context, b []byte, to netip.AddrPort) error {
 	if sent, err := u.raw.sendto(b, to); sent {
 		return err
 	}
-	// The socket's buffer is full, or the platform has no raw path: the
-	// runtime's path waits until the datagram fits.
+	// The socket's buffer is full, the peer has a zone, or the platform
+	// has no raw path: the runtime's path waits until the datagram fits
+	// and turns a zone into a scope ID.
 	_, err := u.c.WriteToUDPAddrPort(b, to)
 	return err
 }

@@ -108,9 +108,14 @@ func (r *mmsgBatch) Datagram(i int) ([]byte, netip.AddrPort, bool) {
 	return b, netip.AddrPort{}, truncated
 }
 
-// netPort reads a sockaddr's port, which is in network byte order.
+// netPort reads a sockaddr's port, which is in network byte order;
+// setNetPort writes one.
 func netPort(p *uint16) uint16 {
 	return binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(p))[:])
+}
+
+func setNetPort(p *uint16, port uint16) {
+	binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(p))[:], port)
 }
 
 // rawSender sends with sendto(2) on the socket's descriptor directly. The
@@ -155,12 +160,12 @@ func (r *rawSender) sendto(b []byte, to netip.AddrPort) (sent bool, err error) {
 		s4 := (*unix.RawSockaddrInet4)(unsafe.Pointer(&sa))
 		s4.Family = unix.AF_INET
 		s4.Addr = to.Addr().As4()
-		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&s4.Port))[:], to.Port())
+		setNetPort(&s4.Port, to.Port())
 		salen = unix.SizeofSockaddrInet4
 	} else {
 		sa.Family = unix.AF_INET6
 		sa.Addr = to.Addr().As16()
-		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&sa.Port))[:], to.Port())
+		setNetPort(&sa.Port, to.Port())
 		salen = unix.SizeofSockaddrInet6
 	}
 	for {
