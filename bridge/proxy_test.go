@@ -26,7 +26,7 @@ type recorder struct {
 	sent []*coap.Message // guarded by mu
 }
 
-func newRecorder(t *testing.T, resp func(*coap.Message) *coap.Message) *recorder {
+func newRecorder(t testing.TB, resp func(*coap.Message) *coap.Message) *recorder {
 	t.Helper()
 	u, err := coap.ListenUDP(context.Background(), "127.0.0.1:0")
 	if err != nil {
@@ -69,7 +69,7 @@ func content(payload string) func(*coap.Message) *coap.Message {
 	}
 }
 
-func startProxy(t *testing.T, mod func(*Config)) *Proxy {
+func startProxy(t testing.TB, mod func(*Config)) *Proxy {
 	t.Helper()
 	cfg := Defaults()
 	cfg.Proxy.Listen = []string{"udp://127.0.0.1:0"}
