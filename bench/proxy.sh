@@ -18,7 +18,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 clients=${1:-16}
 secs=${2:-10}
-rounds=${3:-3}
+rounds=${3:-5}
 command -v coap-server-notls >/dev/null || ./scripts/test-deps.sh
 source bench/common.sh
 go build -o "$bin/coapbench" ./bench/coapbench
