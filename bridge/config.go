@@ -129,9 +129,85 @@ func Parse(name string, data []byte) (Config, error) {
 		return Config{}, fmt.Errorf("%w: %s:%d: unknown key %q", ErrConfig, name, keyLine(data, k), k.String())
 	}
 	if err := c.Validate(); err != nil {
+		if line := validationLine(data, err.Error()); line > 0 {
+			return Config{}, fmt.Errorf("%w: %s:%d: %w", ErrConfig, name, line, err)
+		}
 		return Config{}, fmt.Errorf("%w: %s: %w", ErrConfig, name, err)
 	}
 	return c, nil
+}
+
+// validationLine finds the line a Validate error is about. The error
+// starts with its section ("proxy: ...", "cache: ...", "radio[1]: ...");
+// of the keys set in that table (the index-th for an array of tables),
+// the one the message names first is the line; if it names none, say for
+// a key that is missing, the table's header. 0 when neither is found.
+func validationLine(data []byte, msg string) int {
+	table, index := msg, -1
+	if i := strings.IndexAny(table, ":[ "); i >= 0 {
+		table = table[:i]
+	}
+	if rest, ok := strings.CutPrefix(msg[len(table):], "["); ok {
+		if _, err := fmt.Sscanf(rest, "%d]", &index); err != nil {
+			return 0
+		}
+	}
+	header, best, bestAt := 0, 0, len(msg)
+	cur, instance := "", -1
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	for n := 1; sc.Scan(); n++ {
+		line := strings.TrimSpace(sc.Text())
+		if strings.HasPrefix(line, "[") {
+			array := strings.HasPrefix(line, "[[")
+			name := strings.TrimSpace(strings.Trim(strings.SplitN(line, "#", 2)[0], "[] \t"))
+			if name != cur {
+				instance = -1
+			}
+			cur = name
+			if array {
+				instance++
+			}
+			if cur == table && (index < 0 || instance == index) {
+				header = n
+			}
+			continue
+		}
+		if cur != table || (index >= 0 && instance != index) {
+			continue
+		}
+		eq := strings.Index(line, "=")
+		if eq <= 0 {
+			continue
+		}
+		key := strings.Trim(strings.TrimSpace(line[:eq]), `"`)
+		if at := wordIndex(msg[len(table):], key); at >= 0 && at < bestAt {
+			best, bestAt = n, at
+		}
+	}
+	if best > 0 {
+		return best
+	}
+	return header
+}
+
+// wordIndex is the index of the first whole-word w in s, or -1.
+func wordIndex(s, w string) int {
+	word := func(b byte) bool {
+		return b == '_' || b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9'
+	}
+	for off := 0; w != ""; {
+		i := strings.Index(s[off:], w)
+		if i < 0 {
+			return -1
+		}
+		i += off
+		end := i + len(w)
+		if (i == 0 || !word(s[i-1])) && (end == len(s) || !word(s[end])) {
+			return i
+		}
+		off = i + 1
+	}
+	return -1
 }
 
 // keyLine finds the line where an undecoded key is set: the decoder does
@@ -267,7 +343,7 @@ func (p *ProxyConfig) validate() error {
 	}
 	for _, l := range p.Listen {
 		if s, _, _ := parseListen(l); s == "dtls" && p.PSKFile == "" {
-			return fmt.Errorf("psk_file: a dtls listener needs keys")
+			return fmt.Errorf("psk_file: a dtls address in listen needs keys")
 		}
 	}
 	if p.PSKFile != "" {

@@ -256,10 +256,10 @@ func TestCheckNamesBadKeyAndLine(t *testing.T) {
 		{"minimal file of the docs", "[proxy]\nlisten = [\"udp://127.0.0.1:5683\"]\nallow = [\"127.0.0.1/32\"]\ntimeout = \"3s\"\n", true, "configuration ok"},
 		{"unknown key", "[proxy]\nlisten = [\"udp://127.0.0.1:5683\"]\n\ntimeuot = \"3s\"\n", false, `:4: unknown key "proxy.timeuot"`},
 		{"unknown table", "[proxxy]\nx = 1\n", false, `unknown key "proxxy`},
-		{"bad prefix", "[proxy]\nallow = [\"10.0.0.0/33\"]\n", false, "allow"},
+		{"bad prefix", "[proxy]\nallow = [\"10.0.0.0/33\"]\n", false, "c.toml:2: proxy: allow:"},
 		{"bad duration", "[proxy]\ntimeout = \"soon\"\n", false, `:2: key "proxy.timeout"`},
 		{"syntax", "[proxy\nlisten = 1\n", false, ".toml:2:"},
-		{"hop limit", "[proxy]\nhop_limit = 0\n", false, "hop_limit"},
+		{"hop limit", "[proxy]\nhop_limit = 0\n", false, "c.toml:2: proxy: hop_limit:"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
