@@ -3,6 +3,8 @@ package bridge
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -58,6 +60,13 @@ type ProxyConfig struct {
 	Burst int     `toml:"burst"`
 	// PSKFile holds DTLS pre-shared keys, one "identity:key" per line.
 	PSKFile string `toml:"psk_file"`
+	// CertFile and KeyFile are the DTLS listeners' certificate chain and
+	// private key, PEM (RFC 7252 §9.1.3.3). ClientCAFile (PEM), when set,
+	// makes a client certificate issued by one of its CAs a requirement
+	// for clients that do not use a pre-shared key.
+	CertFile     string `toml:"cert_file"`
+	KeyFile      string `toml:"key_file"`
+	ClientCAFile string `toml:"client_ca_file"`
 }
 
 // RouteConfig is a reverse route: requests for /Name/... on the proxy go to
@@ -342,16 +351,50 @@ func (p *ProxyConfig) validate() error {
 		return fmt.Errorf("rate/burst: rate must be >= 0 and burst >= 1")
 	}
 	for _, l := range p.Listen {
-		if s, _, _ := parseListen(l); s == "dtls" && p.PSKFile == "" {
-			return fmt.Errorf("psk_file: a dtls address in listen needs keys")
+		if s, _, _ := parseListen(l); s == "dtls" && p.PSKFile == "" && p.CertFile == "" {
+			return fmt.Errorf("psk_file: a dtls address in listen needs keys (psk_file) or a certificate (cert_file)")
 		}
 	}
+	_, err := p.dtlsKeys()
+	return err
+}
+
+// dtlsKeys loads what the DTLS listeners authenticate with. Errors name
+// the key at fault.
+func (p *ProxyConfig) dtlsKeys() (DTLSKeys, error) {
+	var k DTLSKeys
 	if p.PSKFile != "" {
-		if _, err := LoadPSK(p.PSKFile); err != nil {
-			return fmt.Errorf("psk_file: %w", err)
+		psk, err := LoadPSK(p.PSKFile)
+		if err != nil {
+			return k, fmt.Errorf("psk_file: %w", err)
+		}
+		k.PSK = psk
+	}
+	switch {
+	case p.CertFile != "" && p.KeyFile == "":
+		return k, errors.New("key_file: cert_file needs its private key")
+	case p.KeyFile != "" && p.CertFile == "":
+		return k, errors.New("cert_file: key_file needs its certificate")
+	case p.ClientCAFile != "" && p.CertFile == "":
+		return k, errors.New("cert_file: client_ca_file needs the listener's own certificate")
+	case p.CertFile != "":
+		cert, err := tls.LoadX509KeyPair(p.CertFile, p.KeyFile)
+		if err != nil {
+			return k, fmt.Errorf("cert_file, key_file: %w", err)
+		}
+		k.Certificate = &cert
+	}
+	if p.ClientCAFile != "" {
+		pem, err := os.ReadFile(p.ClientCAFile)
+		if err != nil {
+			return k, fmt.Errorf("client_ca_file: %w", err)
+		}
+		k.ClientCAs = x509.NewCertPool()
+		if !k.ClientCAs.AppendCertsFromPEM(pem) {
+			return k, fmt.Errorf("client_ca_file: %s: no PEM certificate", p.ClientCAFile)
 		}
 	}
-	return nil
+	return k, nil
 }
 
 func parseListen(s string) (scheme string, addr netip.AddrPort, err error) {

@@ -1,6 +1,8 @@
 package bridge
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -45,5 +47,35 @@ func TestWordIndex(t *testing.T) {
 		if got := wordIndex(tt.s, tt.w); got != tt.want {
 			t.Errorf("wordIndex(%q, %q) = %d, want %d", tt.s, tt.w, got, tt.want)
 		}
+	}
+}
+
+func TestDTLSKeyErrorsNameTheKey(t *testing.T) {
+	dir := t.TempDir()
+	notPEM := filepath.Join(dir, "x.pem")
+	if err := os.WriteFile(notPEM, []byte("not a certificate\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	psk := filepath.Join(dir, "psk")
+	if err := os.WriteFile(psk, []byte("id:key\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const dtls = "[proxy]\nlisten = [\"dtls://127.0.0.1:5684\"]\n"
+	tests := []struct {
+		name, config, want string
+	}{
+		{"neither keys nor certificate", dtls, ":2: proxy: psk_file: a dtls address in listen needs keys (psk_file) or a certificate (cert_file)"},
+		{"certificate without key", dtls + "cert_file = \"" + notPEM + "\"\n", ":3: proxy: key_file: cert_file needs its private key"},
+		{"key without certificate", dtls + "psk_file = \"" + psk + "\"\nkey_file = \"" + notPEM + "\"\n", ":4: proxy: cert_file: key_file needs its certificate"},
+		{"client CAs without certificate", "[proxy]\nclient_ca_file = \"" + notPEM + "\"\n", ":2: proxy: cert_file: client_ca_file needs the listener's own certificate"},
+		{"unreadable pair", dtls + "cert_file = \"" + notPEM + "\"\nkey_file = \"" + notPEM + "\"\n", ":3: proxy: cert_file, key_file:"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse("c.toml", []byte(tt.config))
+			if err == nil || !strings.Contains(err.Error(), "c.toml"+tt.want) {
+				t.Fatalf("err = %v, want it to contain %q", err, "c.toml"+tt.want)
+			}
+		})
 	}
 }

@@ -2,6 +2,8 @@ package bridge
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,9 +29,10 @@ const (
 	dtlsReadBuffer    = 16 << 10 // a DTLS record's plaintext is at most 2^14 bytes
 )
 
-// DTLS is a coap.Transport over a DTLS 1.2 listener with pre-shared keys
-// (RFC 7252 §9.1.3.1: TLS_PSK_WITH_AES_128_CCM_8). Each session gets one
-// reader goroutine; datagrams from all sessions meet in one queue.
+// DTLS is a coap.Transport over a DTLS 1.2 listener, with pre-shared
+// keys (RFC 7252 §9.1.3.1), certificates (§9.1.3.3) or both. Each session
+// gets one reader goroutine; datagrams from all sessions meet in one
+// queue.
 type DTLS struct {
 	l    net.Listener
 	log  *slog.Logger
@@ -50,18 +53,48 @@ type dgram struct {
 
 var _ coap.Transport = (*DTLS)(nil)
 
-// ListenDTLS binds a DTLS listener; keys maps PSK identities to keys.
-func ListenDTLS(ctx context.Context, addr netip.AddrPort, keys map[string][]byte, log *slog.Logger) (*DTLS, error) {
-	cfg := &dtls.Config{
-		PSK: func(hint []byte) ([]byte, error) {
-			k, ok := keys[string(hint)]
+// DTLSKeys is what a DTLS listener authenticates with: pre-shared keys by
+// identity, a certificate, or both; at least one.
+type DTLSKeys struct {
+	PSK         map[string][]byte
+	Certificate *tls.Certificate
+	// ClientCAs, when set with Certificate, makes a certificate from one
+	// of these CAs a requirement for clients that do not use a PSK.
+	ClientCAs *x509.CertPool
+}
+
+// Cipher suites: RFC 7252's mandatory ones first (§9.1.3.1
+// TLS_PSK_WITH_AES_128_CCM_8, §9.1.3.3 TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8),
+// then their GCM forms, and ECDHE_RSA for an RSA certificate. pion offers
+// only those the keys can serve.
+var dtlsSuites = []dtls.CipherSuiteID{
+	dtls.TLS_PSK_WITH_AES_128_CCM_8, dtls.TLS_PSK_WITH_AES_128_GCM_SHA256,
+	dtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8, dtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+	dtls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+}
+
+// ListenDTLS binds a DTLS listener that authenticates with keys.
+func ListenDTLS(ctx context.Context, addr netip.AddrPort, keys DTLSKeys, log *slog.Logger) (*DTLS, error) {
+	cfg := &dtls.Config{CipherSuites: dtlsSuites}
+	if len(keys.PSK) > 0 {
+		psk := keys.PSK
+		cfg.PSK = func(hint []byte) ([]byte, error) {
+			k, ok := psk[string(hint)]
 			if !ok {
 				return nil, fmt.Errorf("bridge: dtls: unknown PSK identity %q", hint)
 			}
 			return k, nil
-		},
-		PSKIdentityHint: []byte("gatewayd"),
-		CipherSuites:    []dtls.CipherSuiteID{dtls.TLS_PSK_WITH_AES_128_CCM_8, dtls.TLS_PSK_WITH_AES_128_GCM_SHA256},
+		}
+		cfg.PSKIdentityHint = []byte("gatewayd")
+	}
+	if keys.Certificate != nil {
+		cfg.Certificates = []tls.Certificate{*keys.Certificate}
+		if keys.ClientCAs != nil {
+			cfg.ClientAuth, cfg.ClientCAs = dtls.RequireAndVerifyClientCert, keys.ClientCAs
+		}
+	}
+	if cfg.PSK == nil && cfg.Certificates == nil {
+		return nil, fmt.Errorf("bridge: dtls listen %v: no pre-shared key and no certificate", addr)
 	}
 	l, err := dtls.Listen("udp", net.UDPAddrFromAddrPort(addr), cfg)
 	if err != nil {

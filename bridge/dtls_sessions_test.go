@@ -18,7 +18,7 @@ import (
 // every real client out.
 func TestDTLSUnfinishedHandshakesDoNotLockOutClients(t *testing.T) {
 	keys := map[string][]byte{"client": []byte("secretPSK")}
-	d, err := ListenDTLS(context.Background(), netip.MustParseAddrPort("127.0.0.1:0"), keys, slog.New(slog.DiscardHandler))
+	d, err := ListenDTLS(context.Background(), netip.MustParseAddrPort("127.0.0.1:0"), DTLSKeys{PSK: keys}, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

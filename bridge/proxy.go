@@ -203,10 +203,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*Pr
 			}
 			serve(l, scheme, u, u.LocalAddr())
 		case scheme == "dtls":
-			keys, err := LoadPSK(cfg.Proxy.PSKFile)
+			keys, err := cfg.Proxy.dtlsKeys()
 			if err != nil {
 				p.Close()
-				return nil, fmt.Errorf("bridge: psk_file: %w", err)
+				return nil, fmt.Errorf("bridge: %w", err)
 			}
 			d, err := ListenDTLS(ctx, addr, keys, log.With("component", "dtls"))
 			if err != nil {
@@ -420,8 +420,9 @@ func (p *Proxy) Reload(cfg Config) (needsRestart []string, err error) {
 	if cfg.Proxy.Name == "" {
 		cfg.Proxy.Name = old.Proxy.Name
 	}
-	if !slices.Equal(cfg.Proxy.Listen, old.Proxy.Listen) || cfg.Proxy.PSKFile != old.Proxy.PSKFile {
-		needsRestart = append(needsRestart, "proxy.listen/psk_file")
+	if !slices.Equal(cfg.Proxy.Listen, old.Proxy.Listen) || cfg.Proxy.PSKFile != old.Proxy.PSKFile ||
+		cfg.Proxy.CertFile != old.Proxy.CertFile || cfg.Proxy.KeyFile != old.Proxy.KeyFile || cfg.Proxy.ClientCAFile != old.Proxy.ClientCAFile {
+		needsRestart = append(needsRestart, "proxy.listen and the DTLS keys")
 	}
 	for name, changed := range map[string]bool{
 		"radio":   !reflect.DeepEqual(cfg.Radio, old.Radio),
@@ -438,6 +439,7 @@ func (p *Proxy) Reload(cfg Config) (needsRestart []string, err error) {
 	slices.Sort(needsRestart)
 	// Keep what cannot change live, so the chain matches what runs.
 	cfg.Proxy.Listen, cfg.Proxy.PSKFile = old.Proxy.Listen, old.Proxy.PSKFile
+	cfg.Proxy.CertFile, cfg.Proxy.KeyFile, cfg.Proxy.ClientCAFile = old.Proxy.CertFile, old.Proxy.KeyFile, old.Proxy.ClientCAFile
 	cfg.Radio, cfg.Cache, cfg.Observe, cfg.PubSub, cfg.Metrics, cfg.Plugin = old.Radio, old.Cache, old.Observe, old.PubSub, old.Metrics, old.Plugin
 	c, err := p.buildChain(cfg)
 	if err != nil {

@@ -3,7 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"fmt"
+	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -244,6 +251,111 @@ psk_file = %q
 		"-m", "get", fmt.Sprintf("coaps://127.0.0.1:%d/.well-known/core", dtls)).CombinedOutput()
 	if strings.Contains(string(bad), "title") {
 		t.Fatalf("a wrong PSK was served: %q", bad)
+	}
+}
+
+// testPKI writes a CA, a server certificate for 127.0.0.1 and a client
+// certificate issued by it, and a client certificate from another CA, as
+// PEM files in a temporary folder, and returns the folder.
+func testPKI(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	now := time.Now()
+	write := func(name, typ string, der []byte) {
+		if err := os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	issue := func(name string, tmpl, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey) {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl.NotBefore, tmpl.NotAfter = now.Add(-time.Hour), now.Add(time.Hour)
+		if parent == nil {
+			parent, parentKey = tmpl, k
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &k.PublicKey, parentKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kder, err := x509.MarshalECPrivateKey(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		write(name+".pem", "CERTIFICATE", der)
+		write(name+".key", "EC PRIVATE KEY", kder)
+		c, err := x509.ParseCertificate(der)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c, k
+	}
+	ca := func(serial int64, cn string) *x509.Certificate {
+		return &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn}, IsCA: true,
+			BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
+	}
+	leaf := func(serial int64, cn string, usage x509.ExtKeyUsage) *x509.Certificate {
+		return &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
+			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage}}
+	}
+	caCert, caKey := issue("ca", ca(1, "gatewayd test CA"), nil, nil)
+	srv := leaf(2, "127.0.0.1", x509.ExtKeyUsageServerAuth)
+	srv.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
+	issue("server", srv, caCert, caKey)
+	issue("client", leaf(3, "sensor-client", x509.ExtKeyUsageClientAuth), caCert, caKey)
+	otherCert, otherKey := issue("otherca", ca(4, "another CA"), nil, nil)
+	issue("other", leaf(5, "sensor-client", x509.ExtKeyUsageClientAuth), otherCert, otherKey)
+	return dir
+}
+
+// The DTLS listener with a certificate (RFC 7252 §9.1.3.3), client
+// certificates required, and pre-shared keys beside it: libcoap's OpenSSL
+// client with a certificate from the configured CA is served; without a
+// certificate, or with one from another CA, its handshake is refused; a
+// PSK client is still served.
+func TestDTLSListenerWithCertificates(t *testing.T) {
+	origin := startCoapServer(t)
+	pki := testPKI(t)
+	pkiFile := func(name string) string { return filepath.Join(pki, name) }
+	udp, dtls := freePort(t), freePort(t)
+	keys := writeFile(t, "psk", "sensor-psk:s3cret-key-0123\n")
+	startGatewayd(t, fmt.Sprintf(`
+[proxy]
+listen = ["udp://127.0.0.1:%d", "dtls://127.0.0.1:%d"]
+psk_file = %q
+cert_file = %q
+key_file = %q
+client_ca_file = %q
+[metrics]
+listen = ""
+`, udp, dtls, keys, pkiFile("server.pem"), pkiFile("server.key"), pkiFile("ca.pem")))
+	P := fmt.Sprintf("coaps://127.0.0.1:%d", dtls)
+	target := fmt.Sprintf("coap://127.0.0.1:%d/", origin)
+
+	// -C: the client checks the proxy's certificate against the CA.
+	out := coapClient(t, "coap-client-openssl", "-B", "10", "-c", pkiFile("client.pem"), "-j", pkiFile("client.key"),
+		"-C", pkiFile("ca.pem"), "-m", "get", "-P", P, target)
+	if !strings.Contains(out, "libcoap") {
+		t.Fatalf("GET with a client certificate: %q", out)
+	}
+	for _, c := range []struct {
+		name string
+		args []string
+	}{
+		{"no client certificate", []string{"-C", pkiFile("ca.pem")}},
+		{"a certificate from another CA", []string{"-c", pkiFile("other.pem"), "-j", pkiFile("other.key"), "-C", pkiFile("ca.pem")}},
+	} {
+		args := append([]string{"-B", "3"}, c.args...)
+		args = append(args, "-m", "get", "-P", P, target)
+		bad, _ := exec.Command(tool(t, "coap-client-openssl"), args...).CombinedOutput()
+		if strings.Contains(string(bad), "libcoap") || !strings.Contains(string(bad), "alert") {
+			t.Errorf("%s: want the handshake refused, got %q", c.name, bad)
+		}
+	}
+	out = coapClient(t, "coap-client-openssl", "-B", "10", "-u", "sensor-psk", "-k", "s3cret-key-0123", "-m", "get", "-P", P, target)
+	if !strings.Contains(out, "libcoap") {
+		t.Fatalf("GET with a pre-shared key beside certificates: %q", out)
 	}
 }
 
