@@ -161,20 +161,19 @@ func validationLine(data []byte, msg string) int {
 			return 0
 		}
 	}
-	header, best, bestAt := 0, 0, len(msg)
+	about := messageWords(msg[len(table):])
+	header, best, bestAt := 0, 0, len(about)
 	cur, instance := "", -1
+	arrays := map[string]int{} // [[name]] tables seen so far, by name
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	for n := 1; sc.Scan(); n++ {
 		line := strings.TrimSpace(sc.Text())
 		if strings.HasPrefix(line, "[") {
-			array := strings.HasPrefix(line, "[[")
 			name := strings.TrimSpace(strings.Trim(strings.SplitN(line, "#", 2)[0], "[] \t"))
-			if name != cur {
-				instance = -1
-			}
-			cur = name
-			if array {
-				instance++
+			cur, instance = name, -1
+			if strings.HasPrefix(line, "[[") {
+				arrays[name]++
+				instance = arrays[name] - 1
 			}
 			if cur == table && (index < 0 || instance == index) {
 				header = n
@@ -188,8 +187,8 @@ func validationLine(data []byte, msg string) int {
 		if eq <= 0 {
 			continue
 		}
-		key := strings.Trim(strings.TrimSpace(line[:eq]), `"`)
-		if at := wordIndex(msg[len(table):], key); at >= 0 && at < bestAt {
+		key := strings.Trim(strings.TrimSpace(line[:eq]), `"'`)
+		if at := wordIndex(about, key); at >= 0 && at < bestAt {
 			best, bestAt = n, at
 		}
 	}
@@ -197,6 +196,30 @@ func validationLine(data []byte, msg string) int {
 		return best
 	}
 	return header
+}
+
+// messageWords is the part of a Validate message that can name a key:
+// after the package's "bad config:"/"invalid config:" and the array
+// table's name ([[plugin]] "x":), with quoted values blanked, so that
+// neither a word of the wrapping nor a value equal to a key's name is
+// taken for the key.
+func messageWords(msg string) string {
+	for _, mark := range []string{"bad config: ", "invalid config: "} {
+		if i := strings.LastIndex(msg, mark); i >= 0 {
+			msg = msg[i+len(mark):]
+		}
+	}
+	b := []byte(msg)
+	quoted := false
+	for i, c := range b {
+		switch {
+		case c == '"' && (i == 0 || b[i-1] != '\\'):
+			quoted = !quoted
+		case quoted:
+			b[i] = ' '
+		}
+	}
+	return string(b)
 }
 
 // wordIndex is the index of the first whole-word w in s, or -1.

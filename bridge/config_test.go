@@ -12,6 +12,7 @@ import (
 // in the right instance of an array of tables, or at the table's header
 // when the key at fault is missing.
 func TestValidationErrorsNameTheLine(t *testing.T) {
+	zeros := strings.Repeat("0", 64)
 	tests := []struct {
 		name, config, want string
 	}{
@@ -21,7 +22,11 @@ func TestValidationErrorsNameTheLine(t *testing.T) {
 		{"first key the message names", "[cache]\nmax_bytes = 10\nmax_entry_bytes = 20\n", ":3: cache: bad config: max_entry_bytes"},
 		{"second of an array of tables", "[[route]]\nname = \"a\"\ntarget = \"coap://127.0.0.1/x\"\n\n[[route]]\nname = \"b\"\ntarget = \"http://127.0.0.1/y\"\n", ":7: route[1]"},
 		{"plugin by index", "[[plugin]]\nname = \"ok\"\npath = \"/bin/true\"\nsha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\n[[plugin]]\nname = \"x\"\npath = \"/bin/true\"\nsha256 = \"0000000000000000000000000000000000000000000000000000000000000000\"\nmax_observations = -1\n", ":9: plugin[1]"},
-		{"header when no key is named", "[observe]\n# nothing set here\n[proxy]\nhop_limit = 0\n", ":4: proxy: hop_limit"},
+		{"key in another table is not taken", "[observe]\n# nothing set here\n[proxy]\nhop_limit = 0\n", ":4: proxy: hop_limit"},
+		{"header when the key at fault is missing", "[[plugin]]\npath = \"/bin/true\"\n", ":1: plugin[0]"},
+		{"single-quoted key", "[proxy]\n'hop_limit' = 0\n", ":2: proxy: hop_limit"},
+		{"wrapping words and values are not keys", "[[plugin]]\nname = \"a\"\nconfig = { sha256 = \"x\" }\npath = \"/bin/true\"\nsha256 = \"" + zeros + "\"\nmax_observations = -1\n", ":6: plugin[0]"},
+		{"sub-tables keep the count of an array of tables", "[[plugin]]\nname = \"a\"\npath = \"/bin/true\"\nsha256 = \"" + zeros + "\"\n[plugin.config]\nx = 1\n[[plugin]]\nname = \"b\"\npath = \"/bin/true\"\nsha256 = \"" + zeros + "\"\nmax_observations = -1\n[[plugin]]\nname = \"c\"\n", ":11: plugin[1]"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

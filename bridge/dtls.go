@@ -63,10 +63,11 @@ type DTLSKeys struct {
 	ClientCAs *x509.CertPool
 }
 
-// Cipher suites: RFC 7252's mandatory ones first (§9.1.3.1
+// Cipher suites: RFC 7252's mandatory ones (§9.1.3.1
 // TLS_PSK_WITH_AES_128_CCM_8, §9.1.3.3 TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8),
-// then their GCM forms, and ECDHE_RSA for an RSA certificate. pion offers
-// only those the keys can serve.
+// their GCM forms, and ECDHE_RSA for an RSA certificate. pion accepts only
+// those the keys can serve, and picks the first of the client's list that
+// it accepts: the client's preference decides.
 var dtlsSuites = []dtls.CipherSuiteID{
 	dtls.TLS_PSK_WITH_AES_128_CCM_8, dtls.TLS_PSK_WITH_AES_128_GCM_SHA256,
 	dtls.TLS_ECDHE_ECDSA_WITH_AES_128_CCM_8, dtls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,

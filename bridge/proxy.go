@@ -422,7 +422,7 @@ func (p *Proxy) Reload(cfg Config) (needsRestart []string, err error) {
 	}
 	if !slices.Equal(cfg.Proxy.Listen, old.Proxy.Listen) || cfg.Proxy.PSKFile != old.Proxy.PSKFile ||
 		cfg.Proxy.CertFile != old.Proxy.CertFile || cfg.Proxy.KeyFile != old.Proxy.KeyFile || cfg.Proxy.ClientCAFile != old.Proxy.ClientCAFile {
-		needsRestart = append(needsRestart, "proxy.listen and the DTLS keys")
+		needsRestart = append(needsRestart, "proxy.listen/psk_file/cert_file/key_file/client_ca_file")
 	}
 	for name, changed := range map[string]bool{
 		"radio":   !reflect.DeepEqual(cfg.Radio, old.Radio),

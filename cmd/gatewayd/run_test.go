@@ -6,6 +6,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -193,7 +194,7 @@ listen = ""
 	}
 	in := writeFile(t, "body", string(body))
 	out := coapClient(t, "coap-client-notls", "-v", "7", "-b", "64", "-m", "put", "-f", in, "-P", P, target)
-	if n := strings.Count(out, "Block1:"); n < len(body)/64 {
+	if n := blockRequests(out, "c:PUT", "Block1:"); n < len(body)/64 {
 		t.Fatalf("PUT took %d Block1 requests, want at least %d:\n%s", n, len(body)/64, out)
 	}
 	// The origin has the whole body.
@@ -205,13 +206,25 @@ listen = ""
 	for i := range 2 {
 		got := filepath.Join(t.TempDir(), "got")
 		out := coapClient(t, "coap-client-notls", "-v", "7", "-b", "64", "-o", got, "-P", P, target)
-		if n := strings.Count(out, "Block2:"); n < len(body)/64 {
-			t.Fatalf("GET %d: %d Block2 messages, want at least %d:\n%s", i+1, n, len(body)/64, out)
+		if n := blockRequests(out, "c:GET", "Block2:"); n < len(body)/64 {
+			t.Fatalf("GET %d: %d Block2 requests, want at least %d:\n%s", i+1, n, len(body)/64, out)
 		}
 		if b, _ := os.ReadFile(got); !bytes.Equal(b, body) {
 			t.Fatalf("GET %d through the proxy: %d bytes, not the %d put", i+1, len(b), len(body))
 		}
 	}
+}
+
+// blockRequests counts the requests with method (libcoap's "c:GET") and
+// option (its "Block2:") in coap-client's -v 7 log.
+func blockRequests(log, method, option string) int {
+	n := 0
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, method) && strings.Contains(l, option) {
+			n++
+		}
+	}
+	return n
 }
 
 func TestLibcoapClientSeesProxyErrors(t *testing.T) {
@@ -356,6 +369,41 @@ listen = ""
 	out = coapClient(t, "coap-client-openssl", "-B", "10", "-u", "sensor-psk", "-k", "s3cret-key-0123", "-m", "get", "-P", P, target)
 	if !strings.Contains(out, "libcoap") {
 		t.Fatalf("GET with a pre-shared key beside certificates: %q", out)
+	}
+}
+
+// An RSA certificate is served with ECDHE_RSA; no client certificate is
+// asked for without client_ca_file.
+func TestDTLSListenerWithRSACertificate(t *testing.T) {
+	origin := startCoapServer(t)
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage:    x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := writeFile(t, "rsa.pem", string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})))
+	keyFile := writeFile(t, "rsa.key", string(pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)})))
+	dtls := freePort(t)
+	startGatewayd(t, fmt.Sprintf(`
+[proxy]
+listen = ["dtls://127.0.0.1:%d"]
+cert_file = %q
+key_file = %q
+[metrics]
+listen = ""
+`, dtls, cert, keyFile))
+	out := coapClient(t, "coap-client-openssl", "-B", "10", "-v", "7", "-C", cert, "-m", "get",
+		"-P", fmt.Sprintf("coaps://127.0.0.1:%d", dtls), fmt.Sprintf("coap://127.0.0.1:%d/", origin))
+	if !strings.Contains(out, "This is a test server made with libcoap") {
+		t.Fatalf("GET over DTLS with an RSA certificate: %q", out)
 	}
 }
 
