@@ -140,17 +140,26 @@ func startCoapServer(t *testing.T) int {
 	return 0
 }
 
-func TestLibcoapClientThroughGatewaydToLibcoapServer(t *testing.T) {
-	origin := startCoapServer(t)
-	proxy := freePort(t)
+// startBehindGatewayd starts libcoap's coap-server, and gatewayd with one
+// UDP listener that may reach it; it returns the proxy's URI and the
+// origin's.
+func startBehindGatewayd(t *testing.T) (proxy, origin string) {
+	t.Helper()
+	o := startCoapServer(t)
+	p := freePort(t)
 	startGatewayd(t, fmt.Sprintf(`
 [proxy]
 listen = ["udp://127.0.0.1:%d"]
 allow = ["127.0.0.1/32"]
 timeout = "3s"
-`, proxy))
-	P := fmt.Sprintf("coap://127.0.0.1:%d", proxy)
-	target := fmt.Sprintf("coap://127.0.0.1:%d", origin)
+[metrics]
+listen = ""
+`, p))
+	return fmt.Sprintf("coap://127.0.0.1:%d", p), fmt.Sprintf("coap://127.0.0.1:%d", o)
+}
+
+func TestLibcoapClientThroughGatewaydToLibcoapServer(t *testing.T) {
+	P, target := startBehindGatewayd(t)
 
 	if out := coapClient(t, "coap-client-notls", "-m", "get", "-P", P, target+"/"); !strings.Contains(out, "This is a test server made with libcoap") {
 		t.Fatalf("GET through the proxy: %q", out)
@@ -175,18 +184,8 @@ timeout = "3s"
 // request of its own that the proxy forwards like any other; Block1 and
 // Block2 stay in the cache key, Size1 and Size2 out (§5.4.6).
 func TestLibcoapBlockwiseThroughGatewayd(t *testing.T) {
-	origin := startCoapServer(t)
-	proxy := freePort(t)
-	startGatewayd(t, fmt.Sprintf(`
-[proxy]
-listen = ["udp://127.0.0.1:%d"]
-allow = ["127.0.0.1/32"]
-timeout = "3s"
-[metrics]
-listen = ""
-`, proxy))
-	P := fmt.Sprintf("coap://127.0.0.1:%d", proxy)
-	target := fmt.Sprintf("coap://127.0.0.1:%d/example_data", origin)
+	P, origin := startBehindGatewayd(t)
+	target := origin + "/example_data"
 
 	body := make([]byte, 2000)
 	for i := range body {
