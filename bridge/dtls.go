@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/dtls/v3"
@@ -44,6 +45,8 @@ type DTLS struct {
 
 	mu    sync.Mutex
 	conns map[netip.AddrPort]net.Conn // guarded by mu
+
+	keys atomic.Pointer[DTLSKeys] // read at each handshake; SetKeys swaps it
 }
 
 type dgram struct {
@@ -76,11 +79,12 @@ var dtlsSuites = []dtls.CipherSuiteID{
 
 // ListenDTLS binds a DTLS listener that authenticates with keys.
 func ListenDTLS(ctx context.Context, addr netip.AddrPort, keys DTLSKeys, log *slog.Logger) (*DTLS, error) {
+	d := &DTLS{log: log, in: make(chan dgram, 256), done: make(chan struct{}), hs: make(chan struct{}, maxDTLSHandshakes), conns: map[netip.AddrPort]net.Conn{}}
+	d.keys.Store(&keys)
 	cfg := &dtls.Config{CipherSuites: dtlsSuites}
 	if len(keys.PSK) > 0 {
-		psk := keys.PSK
 		cfg.PSK = func(hint []byte) ([]byte, error) {
-			k, ok := psk[string(hint)]
+			k, ok := d.keys.Load().PSK[string(hint)]
 			if !ok {
 				return nil, fmt.Errorf("bridge: dtls: unknown PSK identity %q", hint)
 			}
@@ -89,22 +93,45 @@ func ListenDTLS(ctx context.Context, addr netip.AddrPort, keys DTLSKeys, log *sl
 		cfg.PSKIdentityHint = []byte("gatewayd")
 	}
 	if keys.Certificate != nil {
-		cfg.Certificates = []tls.Certificate{*keys.Certificate}
+		cfg.GetCertificate = func(*dtls.ClientHelloInfo) (*tls.Certificate, error) {
+			return d.keys.Load().Certificate, nil
+		}
 		if keys.ClientCAs != nil {
 			cfg.ClientAuth, cfg.ClientCAs = dtls.RequireAndVerifyClientCert, keys.ClientCAs
 		}
 	}
-	if cfg.PSK == nil && cfg.Certificates == nil {
+	if cfg.PSK == nil && cfg.GetCertificate == nil {
 		return nil, fmt.Errorf("bridge: dtls listen %v: no pre-shared key and no certificate", addr)
 	}
 	l, err := dtls.Listen("udp", net.UDPAddrFromAddrPort(addr), cfg)
 	if err != nil {
 		return nil, fmt.Errorf("bridge: dtls listen %v: %w", addr, err)
 	}
-	d := &DTLS{l: l, log: log, in: make(chan dgram, 256), done: make(chan struct{}), hs: make(chan struct{}, maxDTLSHandshakes), conns: map[netip.AddrPort]net.Conn{}}
+	d.l = l
 	d.wg.Add(1)
 	go d.accept()
 	return d, nil
+}
+
+// SetKeys replaces the pre-shared keys and the certificate that new
+// handshakes use; sessions already set up go on. The kinds of key stay
+// what the listener was started with, since they decide its cipher
+// suites: keys with a PSK where there was none (or none where there was
+// one), a certificate likewise, or other client CAs are refused. The
+// client CAs themselves are kept from the start.
+func (d *DTLS) SetKeys(keys DTLSKeys) error {
+	if !d.sameKind(keys) {
+		return errors.New("bridge: dtls: a different kind of key needs a new listener")
+	}
+	d.keys.Store(&keys)
+	return nil
+}
+
+// sameKind reports whether SetKeys would take keys.
+func (d *DTLS) sameKind(keys DTLSKeys) bool {
+	old := d.keys.Load()
+	return (len(keys.PSK) > 0) == (len(old.PSK) > 0) && (keys.Certificate != nil) == (old.Certificate != nil) &&
+		keys.ClientCAs.Equal(old.ClientCAs)
 }
 
 // LocalAddr is the bound address.

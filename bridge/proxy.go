@@ -62,6 +62,7 @@ type Proxy struct {
 	adminAddr string
 	adminDone chan struct{}
 	servers   []*coap.Endpoint
+	dtls      []*DTLS // the DTLS listeners among the servers' transports, for Reload
 	addrs     []netip.AddrPort
 	labels    []string // per server: the listen entry or the activated socket
 
@@ -213,6 +214,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*Pr
 				p.Close()
 				return nil, err
 			}
+			p.dtls = append(p.dtls, d)
 			serve(l, scheme, d, d.LocalAddr())
 		}
 	}
@@ -408,7 +410,9 @@ func (p *Proxy) buildChain(cfg Config) (*chainState, error) {
 
 // Reload swaps in what a new configuration changes of the request path:
 // [proxy] allow, clients, timeout, next_hop, hop_limit, name, rate, burst,
-// and the routes. Sockets, radios, the cache, observers, the broker and
+// and the routes; and the DTLS listeners' keys, re-read from their files,
+// for new handshakes, as long as they are of the kinds the listeners
+// started with (DTLS.SetKeys). Sockets, radios, the cache, observers, the broker and
 // plugins stay as they are; changes to their sections are reported in the
 // returned list and need a restart. An invalid cfg changes nothing. The
 // rate limiter starts afresh.
@@ -420,8 +424,17 @@ func (p *Proxy) Reload(cfg Config) (needsRestart []string, err error) {
 	if cfg.Proxy.Name == "" {
 		cfg.Proxy.Name = old.Proxy.Name
 	}
-	if !slices.Equal(cfg.Proxy.Listen, old.Proxy.Listen) || cfg.Proxy.PSKFile != old.Proxy.PSKFile ||
-		cfg.Proxy.CertFile != old.Proxy.CertFile || cfg.Proxy.KeyFile != old.Proxy.KeyFile || cfg.Proxy.ClientCAFile != old.Proxy.ClientCAFile {
+	// New DTLS keys (a renewed certificate, a changed PSK file) apply to
+	// the next handshakes; a different kind of key needs new listeners.
+	var keys DTLSKeys
+	newKind := false
+	if len(p.dtls) > 0 {
+		if keys, err = cfg.Proxy.dtlsKeys(); err != nil {
+			return nil, err
+		}
+		newKind = !p.dtls[0].sameKind(keys) // every listener has the same keys
+	}
+	if !slices.Equal(cfg.Proxy.Listen, old.Proxy.Listen) || newKind {
 		needsRestart = append(needsRestart, "proxy.listen/psk_file/cert_file/key_file/client_ca_file")
 	}
 	for name, changed := range map[string]bool{
@@ -438,12 +451,20 @@ func (p *Proxy) Reload(cfg Config) (needsRestart []string, err error) {
 	}
 	slices.Sort(needsRestart)
 	// Keep what cannot change live, so the chain matches what runs.
-	cfg.Proxy.Listen, cfg.Proxy.PSKFile = old.Proxy.Listen, old.Proxy.PSKFile
-	cfg.Proxy.CertFile, cfg.Proxy.KeyFile, cfg.Proxy.ClientCAFile = old.Proxy.CertFile, old.Proxy.KeyFile, old.Proxy.ClientCAFile
+	cfg.Proxy.Listen = old.Proxy.Listen
+	if newKind {
+		cfg.Proxy.PSKFile, cfg.Proxy.CertFile, cfg.Proxy.KeyFile, cfg.Proxy.ClientCAFile =
+			old.Proxy.PSKFile, old.Proxy.CertFile, old.Proxy.KeyFile, old.Proxy.ClientCAFile
+	}
 	cfg.Radio, cfg.Cache, cfg.Observe, cfg.PubSub, cfg.Metrics, cfg.Plugin = old.Radio, old.Cache, old.Observe, old.PubSub, old.Metrics, old.Plugin
 	c, err := p.buildChain(cfg)
 	if err != nil {
 		return nil, err
+	}
+	if !newKind {
+		for _, d := range p.dtls {
+			d.SetKeys(keys) // of the same kind: cannot fail
+		}
 	}
 	p.chain.Store(c)
 	return needsRestart, nil
