@@ -16,6 +16,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -258,10 +260,17 @@ psk_file = %q
 	if !strings.Contains(out, "libcoap") {
 		t.Fatalf("GET over DTLS through the proxy: %q", out)
 	}
+	// Observe over the DTLS session: libcoap's /time notifies every
+	// second, and the hub forwards each state on the client's session.
+	out = coapClient(t, "coap-client-openssl", "-B", "10", "-s", "4", "-u", "sensor-client", "-k", "s3cret-key-0123",
+		"-P", fmt.Sprintf("coaps://127.0.0.1:%d", dtls), fmt.Sprintf("coap://127.0.0.1:%d/time", origin))
+	if states := slices.Compact(regexp.MustCompile(`\d\d:\d\d:\d\d`).FindAllString(out, -1)); len(states) < 3 {
+		t.Fatalf("observing over DTLS: %d states in 4 s, want at least 3: %q", len(states), out)
+	}
 	// A wrong key gets nothing.
 	bad, _ := exec.Command(tool(t, "coap-client-openssl"), "-B", "3", "-u", "sensor-client", "-k", "wrong",
-		"-m", "get", fmt.Sprintf("coaps://127.0.0.1:%d/.well-known/core", dtls)).CombinedOutput()
-	if strings.Contains(string(bad), "title") {
+		"-m", "get", "-P", fmt.Sprintf("coaps://127.0.0.1:%d", dtls), fmt.Sprintf("coap://127.0.0.1:%d/", origin)).CombinedOutput()
+	if strings.Contains(string(bad), "libcoap") {
 		t.Fatalf("a wrong PSK was served: %q", bad)
 	}
 }
