@@ -7,6 +7,7 @@ import (
 	"errors"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -135,9 +136,14 @@ func TestTsharkReadsCapture(t *testing.T) {
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command(tshark, "-r", path, "-T", "fields", "-e", "wpan.fcs_ok").CombinedOutput()
+	var stderr strings.Builder
+	cmd := exec.Command(tshark, "-r", path, "-T", "fields", "-e", "wpan.fcs_ok")
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("tshark: %v\n%s", err, out)
+		t.Fatalf("tshark: %v\n%s%s", err, out, stderr.String())
 	}
-	t.Logf("tshark: %s", out)
+	if fcs := strings.TrimSpace(string(out)); fcs != "1" && fcs != "True" {
+		t.Fatalf("tshark finds the frame's FCS bad: %q", fcs)
+	}
 }
