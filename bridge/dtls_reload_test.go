@@ -2,12 +2,8 @@ package bridge
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
-	"encoding/pem"
 	"math/big"
 	"net"
 	"os"
@@ -17,38 +13,17 @@ import (
 	"time"
 
 	"github.com/pion/dtls/v3"
+
+	"github.com/opaque-edge/gatewayd/internal/testpeer"
 )
 
-// selfSigned writes a self-signed ECDSA certificate for 127.0.0.1 and its
-// key to cert and key, and returns a pool that trusts it.
-func selfSigned(t *testing.T, cert, key string) *x509.CertPool {
+// selfSigned writes a self-signed certificate for 127.0.0.1 and its key
+// to dir/name.pem and dir/name.key, and returns a pool that trusts it.
+func selfSigned(t *testing.T, dir, name string) *x509.CertPool {
 	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(now.UnixNano()), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
-		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(key, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	c, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, _ := testpeer.Issue(t, dir, name, &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()),
+		Subject: pkix.Name{CommonName: "127.0.0.1"}, IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}, nil, nil)
 	pool := x509.NewCertPool()
 	pool.AddCert(c)
 	return pool
@@ -74,8 +49,8 @@ func handshake(t *testing.T, to net.Addr, cfg *dtls.Config) error {
 // one and leaves the running keys alone.
 func TestReloadRenewsDTLSKeys(t *testing.T) {
 	dir := t.TempDir()
-	cert, key, psk := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"), filepath.Join(dir, "psk")
-	first := selfSigned(t, cert, key)
+	cert, key, psk := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "cert.key"), filepath.Join(dir, "psk")
+	first := selfSigned(t, dir, "cert")
 	if err := os.WriteFile(psk, []byte("client:first-key\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -100,7 +75,7 @@ func TestReloadRenewsDTLSKeys(t *testing.T) {
 		t.Fatalf("first PSK: %v", err)
 	}
 
-	second := selfSigned(t, cert, key)
+	second := selfSigned(t, dir, "cert")
 	if err := os.WriteFile(psk, []byte("client:second-key\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -3,8 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -24,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opaque-edge/gatewayd/internal/testpeer"
 	"github.com/opaque-edge/gatewayd/radio"
 )
 
@@ -282,37 +281,6 @@ psk_file = %q
 func testPKI(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	now := time.Now()
-	write := func(name, typ string, der []byte) {
-		if err := os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	issue := func(name string, tmpl, parent *x509.Certificate, parentKey *ecdsa.PrivateKey) (*x509.Certificate, *ecdsa.PrivateKey) {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		tmpl.NotBefore, tmpl.NotAfter = now.Add(-time.Hour), now.Add(time.Hour)
-		if parent == nil {
-			parent, parentKey = tmpl, k
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &k.PublicKey, parentKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		kder, err := x509.MarshalECPrivateKey(k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		write(name+".pem", "CERTIFICATE", der)
-		write(name+".key", "EC PRIVATE KEY", kder)
-		c, err := x509.ParseCertificate(der)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c, k
-	}
 	ca := func(serial int64, cn string) *x509.Certificate {
 		return &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn}, IsCA: true,
 			BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
@@ -321,13 +289,13 @@ func testPKI(t *testing.T) string {
 		return &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: cn},
 			KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage}}
 	}
-	caCert, caKey := issue("ca", ca(1, "gatewayd test CA"), nil, nil)
+	caCert, caKey := testpeer.Issue(t, dir, "ca", ca(1, "gatewayd test CA"), nil, nil)
 	srv := leaf(2, "127.0.0.1", x509.ExtKeyUsageServerAuth)
 	srv.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
-	issue("server", srv, caCert, caKey)
-	issue("client", leaf(3, "sensor-client", x509.ExtKeyUsageClientAuth), caCert, caKey)
-	otherCert, otherKey := issue("otherca", ca(4, "another CA"), nil, nil)
-	issue("other", leaf(5, "sensor-client", x509.ExtKeyUsageClientAuth), otherCert, otherKey)
+	testpeer.Issue(t, dir, "server", srv, caCert, caKey)
+	testpeer.Issue(t, dir, "client", leaf(3, "sensor-client", x509.ExtKeyUsageClientAuth), caCert, caKey)
+	otherCert, otherKey := testpeer.Issue(t, dir, "otherca", ca(4, "another CA"), nil, nil)
+	testpeer.Issue(t, dir, "other", leaf(5, "sensor-client", x509.ExtKeyUsageClientAuth), otherCert, otherKey)
 	return dir
 }
 
