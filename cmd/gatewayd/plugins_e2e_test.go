@@ -725,10 +725,7 @@ func gone(pid int) bool {
 // 2 s, and CoAP requests to radio nodes are served meanwhile; gatewayd
 // killed with SIGKILL leaves no plugin process behind (Pdeathsig).
 func TestBinaryRestartsKilledPluginAndLeavesNoneWhenKilled(t *testing.T) {
-	gwBin := filepath.Join(t.TempDir(), "gatewayd")
-	if out, err := exec.Command("go", "build", "-o", gwBin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	gwBin := gatewaydBinary(t)
 	bin, sum := testpeer.BuildPlugin(t, "github.com/opaque-edge/gatewayd/plugins/http/cmd/gatewayd-http")
 	proxy, httpPort := freePort(t), freePort(t)
 	cfg := writeFile(t, "gatewayd.toml", httpPluginConfig(proxy, "", bin, sum, httpPort, ""))

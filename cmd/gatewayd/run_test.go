@@ -432,10 +432,7 @@ func TestVersionFlag(t *testing.T) {
 }
 
 func TestBinaryStopsOnSIGTERMOrSIGINTWithinFiveSeconds(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "gatewayd")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := gatewaydBinary(t)
 	for _, sig := range []os.Signal{syscall.SIGTERM, os.Interrupt} {
 		port := freePort(t)
 		cfg := writeFile(t, "g.toml", fmt.Sprintf("[proxy]\nlisten = [\"udp://127.0.0.1:%d\"]\n[metrics]\nlisten = \"\"\n", port))

@@ -23,6 +23,15 @@ var (
 	buildErr  error
 )
 
+// TestMain removes the binary gatewaydBinary built, if it did.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
+}
+
 // gatewaydBinary builds the command once per test run.
 func gatewaydBinary(t *testing.T) string {
 	t.Helper()
