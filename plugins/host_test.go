@@ -20,6 +20,9 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
 	"github.com/opaque-edge/gatewayd/coap"
 )
 
@@ -223,6 +226,31 @@ func TestKilledPluginRestartsWhileOthersServe(t *testing.T) {
 	}
 	if s := h.Stats()[0]; s.Unavail == 0 || s.Starts != 2 {
 		t.Errorf("stats = %+v, want unavailable requests and 2 starts", s)
+	}
+}
+
+// A call made while the supervisor closes the connection of a process
+// it saw die fails with Canceled ("the client connection is closing")
+// though the caller's ctx is live: the plugin is down, 5.03 with Max-Age,
+// as when the connection breaks under the call. A cancelled ctx stays the
+// caller's own error, and other codes stay the plugin's fault.
+func TestCallErrorWhenThePluginGoesAway(t *testing.T) {
+	p := &plug{cfg: Config{Name: "x"}}
+	p.retryAt = time.Now().Add(time.Second)
+	for _, c := range []codes.Code{codes.Unavailable, codes.Canceled} {
+		var ce *coap.Error
+		err := p.callError(t.Context(), "round trip", status.Error(c, "grpc: the client connection is closing"))
+		if !errors.As(err, &ce) || ce.Code != coap.ServiceUnavailable || ce.MaxAge < 1 {
+			t.Errorf("%v: err = %v, want 5.03 with Max-Age", c, err)
+		}
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := p.callError(ctx, "round trip", status.Error(codes.Canceled, "context canceled")); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled ctx: err = %v, want context.Canceled", err)
+	}
+	if err := p.callError(t.Context(), "round trip", status.Error(codes.Internal, "boom")); !errors.Is(err, ErrPlugin) {
+		t.Errorf("Internal: err = %v, want ErrPlugin", err)
 	}
 }
 

@@ -9,9 +9,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
-
 	"github.com/opaque-edge/gatewayd/plugins/internal/wire"
 	pb "github.com/opaque-edge/gatewayd/plugins/sdk/proto"
 	"github.com/opaque-edge/gatewayd/radio"
@@ -144,7 +141,7 @@ func (l *link) Send(ctx context.Context, mpdu []byte) (err error) {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		if status.Code(err) == codes.Unavailable {
+		if goneUnderCall(err) {
 			return fmt.Errorf("plugins: %s: %w: %w", l.p.cfg.Name, radio.ErrDown, err)
 		}
 		return fmt.Errorf("%w: %s: radio send: %w", ErrPlugin, l.p.cfg.Name, err)

@@ -169,14 +169,26 @@ func (p *plug) callError(ctx context.Context, what string, err error) error {
 	if ctx.Err() != nil {
 		return fmt.Errorf("plugins: %s: %s: %w", p.cfg.Name, what, ctx.Err())
 	}
-	switch status.Code(err) {
-	case codes.DeadlineExceeded:
+	if status.Code(err) == codes.DeadlineExceeded {
 		return fmt.Errorf("plugins: %s: %s: %w", p.cfg.Name, what, context.DeadlineExceeded)
-	case codes.Unavailable:
-		// The connection went away: the plugin died under the call.
+	}
+	if goneUnderCall(err) {
 		return p.unavailable()
 	}
 	return fmt.Errorf("%w: %s: %s: %w", ErrPlugin, p.cfg.Name, what, err)
+}
+
+// goneUnderCall reports whether a call whose own ctx is still live failed
+// because the plugin went away under it: the connection broke
+// (Unavailable), or the supervisor, having seen the process die, closed
+// the connection while the call was being made (Canceled, "the client
+// connection is closing").
+func goneUnderCall(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.Canceled:
+		return true
+	}
+	return false
 }
 
 func (p *plug) failure(what string, f *pb.Failure) error {
