@@ -97,7 +97,11 @@ func ListenDTLS(ctx context.Context, addr netip.AddrPort, keys DTLSKeys, log *sl
 			return d.keys.Load().Certificate, nil
 		}
 		if keys.ClientCAs != nil {
-			cfg.ClientAuth, cfg.ClientCAs = dtls.RequireAndVerifyClientCert, keys.ClientCAs
+			// A certificate is required (a PSK client is asked for none)
+			// and checked here against the CAs of the moment, so that
+			// SetKeys can change them; pion would keep the pool it was
+			// given.
+			cfg.ClientAuth, cfg.VerifyPeerCertificate = dtls.RequireAnyClientCert, d.verifyClient
 		}
 	}
 	if cfg.PSK == nil && cfg.GetCertificate == nil {
@@ -113,12 +117,42 @@ func ListenDTLS(ctx context.Context, addr netip.AddrPort, keys DTLSKeys, log *sl
 	return d, nil
 }
 
-// SetKeys replaces the pre-shared keys and the certificate that new
-// handshakes use; sessions already set up go on. The kinds of key stay
-// what the listener was started with, since they decide its cipher
-// suites: keys with a PSK where there was none (or none where there was
-// one), a certificate likewise, or other client CAs are refused. The
-// client CAs themselves are kept from the start.
+// verifyClient checks a client's certificate chain, whose key pion has
+// seen it hold (CertificateVerify), against the client CAs now in force:
+// a chain to one of them, valid now, for client authentication.
+func (d *DTLS) verifyClient(raw [][]byte, _ [][]*x509.Certificate) error {
+	if len(raw) == 0 {
+		return errors.New("bridge: dtls: no client certificate")
+	}
+	certs := make([]*x509.Certificate, len(raw))
+	for i, b := range raw {
+		c, err := x509.ParseCertificate(b)
+		if err != nil {
+			return fmt.Errorf("bridge: dtls: client certificate: %w", err)
+		}
+		certs[i] = c
+	}
+	intermediates := x509.NewCertPool()
+	for _, c := range certs[1:] {
+		intermediates.AddCert(c)
+	}
+	_, err := certs[0].Verify(x509.VerifyOptions{
+		Roots:         d.keys.Load().ClientCAs,
+		Intermediates: intermediates,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+	if err != nil {
+		return fmt.Errorf("bridge: dtls: client certificate %q: %w", certs[0].Subject, err)
+	}
+	return nil
+}
+
+// SetKeys replaces the pre-shared keys, the certificate and the client
+// CAs that new handshakes use; sessions already set up go on. The kinds
+// of key stay what the listener was started with, since they decide its
+// cipher suites and whether it asks for client certificates: keys with a
+// PSK where there was none (or none where there was one), a certificate
+// or client CAs likewise, are refused.
 func (d *DTLS) SetKeys(keys DTLSKeys) error {
 	if !d.sameKind(keys) {
 		return errors.New("bridge: dtls: a different kind of key needs a new listener")
@@ -131,7 +165,7 @@ func (d *DTLS) SetKeys(keys DTLSKeys) error {
 func (d *DTLS) sameKind(keys DTLSKeys) bool {
 	old := d.keys.Load()
 	return (len(keys.PSK) > 0) == (len(old.PSK) > 0) && (keys.Certificate != nil) == (old.Certificate != nil) &&
-		keys.ClientCAs.Equal(old.ClientCAs)
+		(keys.ClientCAs != nil) == (old.ClientCAs != nil)
 }
 
 // LocalAddr is the bound address.
