@@ -60,7 +60,7 @@ func (c *Libcoap) Log() string {
 	return string(b)
 }
 
-// ClientAddr is a loopback address of client i's own, for libcoap
+// ClientAddr is a loopback address of client i's own (of up to 250), for libcoap
 // clients that run at once. coap-client binds its socket to port 0 with
 // SO_REUSEADDR, and Linux may then give two clients the same port; as
 // every coap-client uses the token 0x01, two such clients on one address
