@@ -260,6 +260,7 @@ func TestProxyErrors(t *testing.T) {
 		want coap.Code
 	}{
 		{"unknown scheme", &coap.Message{Code: coap.GET, Options: proxyURI("http://127.0.0.1/x")}, coap.ProxyingNotSupported},
+		{"unknown scheme without a default port", &coap.Message{Code: coap.GET, Options: proxyURI("foo://127.0.0.1/x")}, coap.ProxyingNotSupported},
 		{"disallowed target", &coap.Message{Code: coap.GET, Options: proxyURI("coap://192.0.2.1/x")}, coap.ProxyingNotSupported},
 		{"bad Proxy-Uri", &coap.Message{Code: coap.GET, Options: proxyURI("coap://127.0.0.1/x#frag")}, coap.BadOption},
 		{"unknown critical unsafe option", &coap.Message{Code: coap.GET, Options: proxyURI("coap://"+o.addr.String()+"/x").Insert(2051, []byte{1})}, coap.BadOption},

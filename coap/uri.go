@@ -17,7 +17,7 @@ var ErrBadURI = errors.New("coap: bad URI")
 type URI struct {
 	Scheme string   // lower case: "coap", "coaps", "http", ...
 	Host   string   // reg-name (lower case) or IP literal without brackets
-	Port   uint16   // the explicit port or the scheme's default
+	Port   uint16   // the explicit port, else the scheme's default, else 0
 	Path   []string // Uri-Path values; nil for "" and "/"
 	Query  []string // Uri-Query values
 }
@@ -38,8 +38,10 @@ func DefaultPort(scheme string) uint16 {
 }
 
 // ParseURI decomposes an absolute URI (a Proxy-Uri value) per RFC 7252
-// §6.4. Any scheme with a known default port or an explicit port is
-// accepted here; whether the proxy can reach it is the caller's decision.
+// §6.4. Any scheme is accepted here: whether the proxy can reach it is the
+// caller's decision (§5.7.2: 5.05 for a scheme it does not serve). Port is
+// 0 when the URI names none and the scheme has no default that DefaultPort
+// knows; such a URI is still valid.
 func ParseURI(s string) (*URI, error) {
 	u, err := url.Parse(s)
 	if err != nil {
@@ -83,8 +85,8 @@ func ParseURI(s string) (*URI, error) {
 			return nil, fmt.Errorf("%w: port %q", ErrBadURI, p)
 		}
 		r.Port = uint16(n)
-	} else if r.Port = DefaultPort(r.Scheme); r.Port == 0 {
-		return nil, fmt.Errorf("%w: no default port for scheme %q", ErrBadURI, r.Scheme)
+	} else {
+		r.Port = DefaultPort(r.Scheme)
 	}
 	// §6.4 step 8: path segments, percent-decoded.
 	if p := u.EscapedPath(); p != "" && p != "/" {
@@ -172,7 +174,7 @@ func (u *URI) String() string {
 	} else {
 		b.WriteString(escapeSet(u.Host, hostChars))
 	}
-	if d := DefaultPort(u.Scheme); d == 0 || u.Port != d {
+	if d := DefaultPort(u.Scheme); u.Port != d {
 		b.WriteString(":" + strconv.Itoa(int(u.Port)))
 	}
 	if len(u.Path) == 0 {

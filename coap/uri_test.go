@@ -18,6 +18,9 @@ func TestParseURIDecomposesAsRFC7252Section6_4(t *testing.T) {
 		{"coaps://Example.COM/%7Esensor/a%2Fb/", "example.com", 5684, []string{"~sensor", "a/b", ""}, nil},
 		{"coap://h/temp?q=a%26b+c", "h", 5683, []string{"temp"}, []string{"q=a&b+c"}},
 		{"coap://h?", "h", 5683, nil, []string{""}},
+		// A valid URI of a scheme without a known default port: the
+		// proxy answers 5.05 for it (§5.7.2), not 4.02.
+		{"foo://127.0.0.1/x", "127.0.0.1", 0, []string{"x"}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
@@ -30,7 +33,7 @@ func TestParseURIDecomposesAsRFC7252Section6_4(t *testing.T) {
 			}
 		})
 	}
-	for _, bad := range []string{"/relative", "coap://h/#frag", "coap://", "coap://u@h/", "foo:bar", "coap://h:99999/", "nodefault://h/"} {
+	for _, bad := range []string{"/relative", "coap://h/#frag", "coap://", "coap://u@h/", "foo:bar", "coap://h:99999/"} {
 		if _, err := ParseURI(bad); err == nil {
 			t.Errorf("ParseURI(%q) accepted", bad)
 		}
