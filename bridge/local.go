@@ -10,15 +10,27 @@ import (
 
 // newLocal answers requests for the proxy itself: no Proxy-Uri, no
 // Proxy-Scheme, no reverse route. /.well-known/core lists what the gateway
-// offers (RFC 6690 link format); anything else is 4.04.
-func newLocal(cfg Config, passes func(*coap.Message) bool, more func() []string) stage {
+// offers (RFC 6690 link format); anything else is 4.04. forwards tells the
+// requests that go on to an origin; owned those another local resource
+// (the broker) answers further down the chain.
+func newLocal(cfg Config, forwards, owned func(*coap.Message) bool, more func() []string) stage {
 	var links []string
 	for _, r := range cfg.Route {
 		links = append(links, `</`+r.Name+`>;title="route"`)
 	}
 	return func(next coap.Handler) coap.Handler {
 		return coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, r *coap.Request) error {
-			if passes(r.Msg) {
+			if forwards(r.Msg) {
+				return next.ServeCoAP(ctx, w, r)
+			}
+			// RFC 7252 §5.4.1: a critical option the resource does not
+			// understand is 4.02 on every local resource, whatever the
+			// path or method. OSCORE is one (RFC 8613 §8.2: the gateway
+			// has no security context of its own).
+			if id, bad := r.Msg.Options.UnrecognizedCritical(localOptions...); bad {
+				return coap.Errorf(coap.BadOption, "unsupported critical option %v", id)
+			}
+			if owned(r.Msg) {
 				return next.ServeCoAP(ctx, w, r)
 			}
 			if path(r.Msg) != ".well-known/core" {
@@ -43,6 +55,10 @@ func newLocal(cfg Config, passes func(*coap.Message) bool, more func() []string)
 		})
 	}
 }
+
+// localOptions are the critical options the gateway's own resources
+// understand.
+var localOptions = []coap.OptionID{coap.URIHost, coap.URIPort, coap.URIPath, coap.URIQuery, coap.Accept}
 
 // path joins the Uri-Path options.
 func path(m *coap.Message) string {

@@ -381,12 +381,12 @@ func (p *Proxy) buildChain(cfg Config) (*chainState, error) {
 	// The broker comes after the hub: a subscription is an observation
 	// the broker serves as its origin, so the hub's fan-out, numbering
 	// and latest-wins delivery apply to subscribers too.
-	local := func(m *coap.Message) bool { return r.forwards(m) || p.broker != nil && p.broker.Owns(m) }
+	owned := func(m *coap.Message) bool { return p.broker != nil && p.broker.Owns(m) }
 	stages := []stage{
 		newAccess(cfg.Proxy),
 		newHopLimit(cfg.Proxy, p.log.With("component", "hoplimit"), r.forwards),
 		guard,
-		newLocal(cfg, local, p.brokerLinks),
+		newLocal(cfg, r.forwards, owned, p.brokerLinks),
 		p.hub.Stage,
 	}
 	if p.broker != nil {

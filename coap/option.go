@@ -221,6 +221,18 @@ func (o Options) Remove(id OptionID) Options {
 	return slices.DeleteFunc(o, func(opt Option) bool { return opt.ID == id })
 }
 
+// UnrecognizedCritical returns the first critical option of o whose number
+// is not among known: RFC 7252 §5.4.1 has a server reject a request that
+// carries one with 4.02 Bad Option. Elective options are never reported.
+func (o Options) UnrecognizedCritical(known ...OptionID) (OptionID, bool) {
+	for _, opt := range o {
+		if opt.ID.Critical() && !slices.Contains(known, opt.ID) {
+			return opt.ID, true
+		}
+	}
+	return 0, false
+}
+
 // Equal reports whether two option lists are identical, order included.
 func (o Options) Equal(p Options) bool {
 	return slices.EqualFunc(o, p, func(a, b Option) bool {

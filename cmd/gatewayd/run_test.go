@@ -233,15 +233,25 @@ func TestLibcoapClientSeesProxyErrors(t *testing.T) {
 	silent := freePort(t) // nothing listens: ICMP refused, or silence
 	startGatewayd(t, fmt.Sprintf("[proxy]\nlisten = [\"udp://127.0.0.1:%d\"]\ntimeout = \"1s\"\n", proxy))
 	P := fmt.Sprintf("coap://127.0.0.1:%d", proxy)
-	cases := []struct{ uri, want string }{
-		{"http://127.0.0.1/x", "5.05"},
-		{"coap://192.0.2.7/x", "5.05"},
-		{fmt.Sprintf("coap://127.0.0.1:%d/x", silent), "5.04"},
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-P", P, "http://127.0.0.1/x"}, "5.05"},
+		// A valid URI of a scheme without a default port is 5.05 too
+		// (§5.7.2), not a bad option.
+		{[]string{"-P", P, "foo://127.0.0.1/x"}, "5.05"},
+		{[]string{"-P", P, "coap://192.0.2.7/x"}, "5.05"},
+		{[]string{"-P", P, fmt.Sprintf("coap://127.0.0.1:%d/x", silent)}, "5.04"},
+		// §5.4.1 on the gateway's own resources: an unknown critical
+		// option, and OSCORE without a context (RFC 8613 §8.2).
+		{[]string{"-O", "65001,1", P + "/.well-known/core"}, "4.02"},
+		{[]string{"-O", "9,0x0901", P + "/.well-known/core"}, "4.02"},
 	}
 	for _, c := range cases {
-		out, _ := exec.Command(tool(t, "coap-client-notls"), "-B", "10", "-m", "get", "-P", P, c.uri).CombinedOutput()
+		out, _ := exec.Command(tool(t, "coap-client-notls"), append([]string{"-B", "10", "-m", "get"}, c.args...)...).CombinedOutput()
 		if !strings.Contains(string(out), c.want) {
-			t.Errorf("%s: want %s, got %q", c.uri, c.want, out)
+			t.Errorf("%v: want %s, got %q", c.args, c.want, out)
 		}
 	}
 }

@@ -32,22 +32,14 @@ func (b *Broker) fail(w coap.ResponseWriter, code coap.Code, diag string) error 
 }
 
 // supported lists the critical options the broker understands; a request
-// with any other critical option gets 4.02 (RFC 7252 §5.4.1). Among them:
-// OSCORE (the gateway holds no keys, RFC 8613 §8.2), If-Match and
+// with any other critical option gets 4.02 (RFC 7252 §5.4.1). Among those
+// others: OSCORE (the gateway holds no keys, RFC 8613 §8.2), If-Match and
 // If-None-Match, and Block1/Block2 (no block-wise transfer here).
-func supported(id coap.OptionID) bool {
-	switch id {
-	case coap.URIHost, coap.URIPort, coap.URIPath, coap.URIQuery, coap.Accept:
-		return true
-	}
-	return !id.Critical()
-}
+var supported = []coap.OptionID{coap.URIHost, coap.URIPort, coap.URIPath, coap.URIQuery, coap.Accept}
 
 func (b *Broker) serve(ctx context.Context, w coap.ResponseWriter, r *coap.Request, rest []string) error {
-	for _, o := range r.Msg.Options {
-		if !supported(o.ID) {
-			return b.fail(w, coap.BadOption, "pubsub: unsupported critical option "+o.ID.String())
-		}
+	if id, bad := r.Msg.Options.UnrecognizedCritical(supported...); bad {
+		return b.fail(w, coap.BadOption, "pubsub: unsupported critical option "+id.String())
 	}
 	b.mu.Lock()
 	closed := b.closed
