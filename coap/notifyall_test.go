@@ -31,7 +31,10 @@ func TestNotifyAllReachesEveryObserver(t *testing.T) {
 			t.Fatalf("registration %d: %v", i, resp.Code)
 		}
 	}
-	sentBefore := e.Stats().Sent
+	// A CON notification may be retransmitted if the machine is slow to
+	// deliver its ACK; what is counted is first transmissions.
+	firsts := func() uint64 { s := e.Stats(); return s.Sent - s.Retransmissions }
+	sentBefore := firsts()
 	ns := make([]Notification, n)
 	mu.Lock()
 	for i, w := range writers {
@@ -68,8 +71,8 @@ func TestNotifyAllReachesEveryObserver(t *testing.T) {
 	if len(seen) != n {
 		t.Fatalf("%d observers reached, want %d", len(seen), n)
 	}
-	if got := e.Stats().Sent - sentBefore; got != n {
-		t.Fatalf("Sent grew by %d, want %d", got, n)
+	if got := firsts() - sentBefore; got != n {
+		t.Fatalf("%d datagrams sent (retransmissions aside), want %d", got, n)
 	}
 	for _, x := range ns {
 		if x.Err != nil {
