@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real peers the tests run against, when they are missing:
-# libcoap's clients and server, tshark. Debian or Ubuntu, as root.
+# libcoap's clients and server, node-coap, tshark, mosquitto, curl, and
+# the packaging tools. Debian or Ubuntu, as root (apt); node-coap comes
+# from npm into internal/testpeer/nodecoap/node_modules.
 set -euo pipefail
 
 need=()
@@ -15,15 +17,27 @@ command -v lintian >/dev/null || need+=(lintian)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v systemd-sysusers >/dev/null || need+=(systemd)
 command -v protoc >/dev/null || need+=(protobuf-compiler)
+# node-coap, the second CoAP implementation the tests use, runs on node.
+command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
 
-if [ ${#need[@]} -eq 0 ]; then
-	exit 0
+if [ ${#need[@]} -gt 0 ]; then
+	if [ "$(id -u)" -ne 0 ]; then
+		echo "test-deps: missing ${need[*]}; run as root or install them" >&2
+		exit 1
+	fi
+	echo "test-deps: installing ${need[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
-if [ "$(id -u)" -ne 0 ]; then
-	echo "test-deps: missing ${need[*]}; run as root or install them" >&2
-	exit 1
+
+# node-coap (npm coap) at the version package-lock.json pins, installed
+# afresh when it is missing or the lock file changed. --ignore-scripts:
+# nothing from the registry runs at install time.
+nodecoap="$(cd "$(dirname "$0")/../internal/testpeer/nodecoap" && pwd)"
+if [ ! -f "$nodecoap/node_modules/coap/package.json" ] ||
+	[ "$nodecoap/package-lock.json" -nt "$nodecoap/node_modules/.package-lock.json" ]; then
+	echo "test-deps: installing node-coap into $nodecoap/node_modules"
+	(cd "$nodecoap" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
 fi
-echo "test-deps: installing ${need[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
