@@ -378,7 +378,7 @@ func TestOSCOREVectorsPassByteExact(t *testing.T) {
 	}
 }
 
-func TestGuardRefusesToSendATamperedProtectedRequest(t *testing.T) {
+func TestVerifyFindsChangesBeyondPR1(t *testing.T) {
 	in := &coap.Message{Code: coap.POST, Payload: []byte{1, 2, 3}}
 	in.Options = in.Options.Insert(coap.OSCORE, []byte{9}).Insert(coap.ProxyURI, []byte("coap://127.0.0.1/x"))
 	cases := map[string]func(m *coap.Message){
