@@ -25,24 +25,13 @@ func oscoreSetup(t *testing.T, window int) (*oscoreClient, *oscoreServer, *relay
 	return newOSCOREClient(t, c), srv, newRelay(t, srv.addr)
 }
 
-// onPayload applies f to the first message with a body in direction d
-// and forwards everything.
-func onPayload(want dir, f func(m *coap.Message)) hook {
-	var once sync.Once
-	return func(d dir, _ netip.AddrPort, m *coap.Message, fwd func(*coap.Message)) {
-		if d == want && isPayloadMsg(m) {
-			once.Do(func() { f(m) })
-		}
-		fwd(m)
-	}
-}
-
 func flip(b []byte) { b[len(b)-1] ^= 0x80 }
 
 func TestT1_1_1ModifiedRequestPayloadIsErrDecrypt(t *testing.T) {
 	c, srv, r := oscoreSetup(t, 0)
-	r.setHook(onPayload(up, func(m *coap.Message) { flip(m.Payload) }))
+	r.setHook(r.onPayload(up, func(m *coap.Message) { flip(m.Payload) }))
 	resp, _, err := c.do(timeout(t, 5*time.Second), r.addr(), getReq("alarm"))
+	r.mustHaveTampered(t, up, onlyPayloadChanged)
 	if got := srv.nextErr(t); !errors.Is(got, oscore.ErrDecrypt) {
 		t.Fatalf("server: %v, want ErrDecrypt", got)
 	}
@@ -54,9 +43,10 @@ func TestT1_1_1ModifiedRequestPayloadIsErrDecrypt(t *testing.T) {
 
 func TestT1_1_2ModifiedResponsePayloadIsErrDecrypt(t *testing.T) {
 	c, srv, r := oscoreSetup(t, 0)
-	r.setHook(onPayload(down, func(m *coap.Message) { flip(m.Payload) }))
+	r.setHook(r.onPayload(down, func(m *coap.Message) { flip(m.Payload) }))
 	_, _, err := c.do(timeout(t, 5*time.Second), r.addr(), getReq("alarm"))
 	srv.nextOK(t)
+	r.mustHaveTampered(t, down, onlyPayloadChanged)
 	if !errors.Is(err, oscore.ErrDecrypt) {
 		t.Fatalf("client: %v, want ErrDecrypt", err)
 	}
@@ -65,26 +55,35 @@ func TestT1_1_2ModifiedResponsePayloadIsErrDecrypt(t *testing.T) {
 func TestT1_1_3ModifiedRequestOptionsAreDetectedOrIgnored(t *testing.T) {
 	t.Run("outer Uri-Path added is ignored", func(t *testing.T) {
 		c, _, r := oscoreSetup(t, 0)
-		r.setHook(onPayload(up, func(m *coap.Message) { m.Options = m.Options.Insert(coap.URIPath, []byte("valve_42")) }))
+		r.setHook(r.onPayload(up, func(m *coap.Message) { m.Options = m.Options.Insert(coap.URIPath, []byte("valve_42")) }))
 		resp, _, err := c.do(timeout(t, 5*time.Second), r.addr(), getReq("alarm"))
+		r.mustHaveTampered(t, up, func(b, a *coap.Message) bool {
+			p, ok := a.Options.Get(coap.URIPath)
+			return !b.Options.Has(coap.URIPath) && ok && string(p) == "valve_42"
+		})
 		if err != nil || string(resp.Payload) != "GET alarm" {
 			t.Fatalf("the server must act on the protected path only: %v %q", err, resp.Payload)
 		}
 	})
 	cases := []struct {
-		name   string
-		tamper func(m *coap.Message)
-		want   error
+		name     string
+		tamper   func(m *coap.Message)
+		intended func(before, after *coap.Message) bool
+		want     error
 	}{
-		{"kid changed", func(m *coap.Message) { setOSCORE(m, func(ov *oscore.OptionValue) { ov.KID = []byte{0xc2} }) }, oscore.ErrUnknownKID},
-		{"partial IV changed", func(m *coap.Message) { setOSCORE(m, func(ov *oscore.OptionValue) { ov.PIV = []byte{0x33} }) }, oscore.ErrDecrypt},
-		{"OSCORE option removed", func(m *coap.Message) { m.Options = m.Options.Remove(coap.OSCORE) }, oscore.ErrNotOSCORE},
+		{"kid changed", func(m *coap.Message) { setOSCORE(m, func(ov *oscore.OptionValue) { ov.KID = []byte{0xc2} }) },
+			oscoreField(func(ov oscore.OptionValue) []byte { return ov.KID }, []byte{0xc2}), oscore.ErrUnknownKID},
+		{"partial IV changed", func(m *coap.Message) { setOSCORE(m, func(ov *oscore.OptionValue) { ov.PIV = []byte{0x33} }) },
+			oscoreField(func(ov oscore.OptionValue) []byte { return ov.PIV }, []byte{0x33}), oscore.ErrDecrypt},
+		{"OSCORE option removed", func(m *coap.Message) { m.Options = m.Options.Remove(coap.OSCORE) },
+			func(b, a *coap.Message) bool { return b.Options.Has(coap.OSCORE) && !a.Options.Has(coap.OSCORE) }, oscore.ErrNotOSCORE},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			c, srv, r := oscoreSetup(t, 0)
-			r.setHook(onPayload(up, tc.tamper))
+			r.setHook(r.onPayload(up, tc.tamper))
 			c.do(timeout(t, 2*time.Second), r.addr(), getReq("alarm"))
+			r.mustHaveTampered(t, up, tc.intended)
 			if got := srv.nextErr(t); !errors.Is(got, tc.want) {
 				t.Fatalf("server: %v, want %v", got, tc.want)
 			}
@@ -105,6 +104,18 @@ func TestT1_1_3ModifiedRequestOptionsAreDetectedOrIgnored(t *testing.T) {
 	})
 }
 
+// oscoreField says whether a change set a field of the OSCORE option
+// value (RFC 8613 §6.1) that was something else before to want.
+func oscoreField(field func(oscore.OptionValue) []byte, want []byte) func(before, after *coap.Message) bool {
+	return func(b, a *coap.Message) bool {
+		rb, _ := b.Options.Get(coap.OSCORE)
+		ra, _ := a.Options.Get(coap.OSCORE)
+		ob, errb := oscore.ParseOptionValue(rb)
+		oa, erra := oscore.ParseOptionValue(ra)
+		return errb == nil && erra == nil && !bytes.Equal(field(ob), want) && bytes.Equal(field(oa), want)
+	}
+}
+
 // setOSCORE rewrites the OSCORE option of m.
 func setOSCORE(m *coap.Message, f func(*oscore.OptionValue)) {
 	raw, _ := m.Options.Get(coap.OSCORE)
@@ -123,17 +134,23 @@ func setOSCORE(m *coap.Message, f func(*oscore.OptionValue)) {
 func TestT1_1_4ModifiedResponseOptionsAreDetectedOrIgnored(t *testing.T) {
 	t.Run("partial IV added", func(t *testing.T) {
 		c, _, r := oscoreSetup(t, 0)
-		r.setHook(onPayload(down, func(m *coap.Message) { setOSCORE(m, func(ov *oscore.OptionValue) { ov.PIV = []byte{7} }) }))
+		r.setHook(r.onPayload(down, func(m *coap.Message) { setOSCORE(m, func(ov *oscore.OptionValue) { ov.PIV = []byte{7} }) }))
 		if _, _, err := c.do(timeout(t, 5*time.Second), r.addr(), getReq("alarm")); !errors.Is(err, oscore.ErrDecrypt) {
 			t.Fatalf("client: %v, want ErrDecrypt", err)
 		}
+		r.mustHaveTampered(t, down, oscoreField(func(ov oscore.OptionValue) []byte { return ov.PIV }, []byte{7}))
 	})
 	t.Run("outer Content-Format and Max-Age are ignored", func(t *testing.T) {
 		c, _, r := oscoreSetup(t, 0)
-		r.setHook(onPayload(down, func(m *coap.Message) {
+		r.setHook(r.onPayload(down, func(m *coap.Message) {
 			m.Options = m.Options.SetUint(coap.ContentFormat, 50).SetUint(coap.MaxAge, 3600)
 		}))
 		resp, _, err := c.do(timeout(t, 5*time.Second), r.addr(), getReq("alarm"))
+		r.mustHaveTampered(t, down, func(b, a *coap.Message) bool {
+			cf, _ := a.Options.Uint(coap.ContentFormat)
+			ma, _ := a.Options.Uint(coap.MaxAge)
+			return !b.Options.Has(coap.ContentFormat) && cf == 50 && ma == 3600
+		})
 		cf, _ := resp.Options.Uint(coap.ContentFormat)
 		ma, _ := resp.Options.Uint(coap.MaxAge)
 		if err != nil || cf != 0 || ma != 0 {
@@ -145,8 +162,9 @@ func TestT1_1_4ModifiedResponseOptionsAreDetectedOrIgnored(t *testing.T) {
 func TestT1_1_5ChangedRequestHeaderIsIgnoredOrDropped(t *testing.T) {
 	t.Run("code", func(t *testing.T) {
 		c, _, r := oscoreSetup(t, 0)
-		r.setHook(onPayload(up, func(m *coap.Message) { m.Code = coap.DELETE }))
+		r.setHook(r.onPayload(up, func(m *coap.Message) { m.Code = coap.DELETE }))
 		resp, _, err := c.do(timeout(t, 5*time.Second), r.addr(), getReq("alarm"))
+		r.mustHaveTampered(t, up, func(b, a *coap.Message) bool { return b.Code == coap.POST && a.Code == coap.DELETE })
 		if err != nil || string(resp.Payload) != "GET alarm" {
 			t.Fatalf("the server must act on the protected code: %v %q", err, resp.Payload)
 		}
@@ -158,11 +176,16 @@ func TestT1_1_5ChangedRequestHeaderIsIgnoredOrDropped(t *testing.T) {
 				fwd(m)
 				return
 			}
-			b, _ := m.Marshal()
+			before, _ := m.Marshal()
+			b := bytes.Clone(before)
 			b[0] = 2<<6 | b[0]&0x3f
+			r.recordRawEdit(up, before, b)
 			r.sendRaw(up, client, b)
 		})
 		_, _, err := c.do(timeout(t, 500*time.Millisecond), r.addr(), getReq("alarm"))
+		r.mustHaveTamperedRaw(t, up, func(b, a []byte) bool {
+			return b[0]>>6 == 1 && a[0]>>6 == 2 && bytes.Equal(a[1:], b[1:])
+		})
 		if !errors.Is(err, context.DeadlineExceeded) || srv.e.Stats().Malformed == 0 {
 			t.Fatalf("a version 2 message must be dropped as malformed: %v, %+v", err, srv.e.Stats())
 		}
@@ -172,8 +195,9 @@ func TestT1_1_5ChangedRequestHeaderIsIgnoredOrDropped(t *testing.T) {
 
 func TestT1_1_6ChangedResponseCodeIsIgnored(t *testing.T) {
 	c, _, r := oscoreSetup(t, 0)
-	r.setHook(onPayload(down, func(m *coap.Message) { m.Code = coap.NotFound }))
+	r.setHook(r.onPayload(down, func(m *coap.Message) { m.Code = coap.NotFound }))
 	resp, _, err := c.do(timeout(t, 5*time.Second), r.addr(), getReq("alarm"))
+	r.mustHaveTampered(t, down, func(b, a *coap.Message) bool { return b.Code != coap.NotFound && a.Code == coap.NotFound })
 	if err != nil || resp.Code != coap.Content {
 		t.Fatalf("client must see the protected code 2.05: %v %v", resp, err)
 	}
@@ -204,8 +228,14 @@ func TestT1_1_7ReplayedOrForeignRequestIsDetected(t *testing.T) {
 		srv.nextOK(t)
 		// The proxy sends A's request on B's connection: the server still
 		// knows it is A's, by its security context.
+		var mu sync.Mutex
+		var moved [][]byte
 		r.setHook(func(d dir, client netip.AddrPort, m *coap.Message, fwd func(*coap.Message)) {
 			if d == up && client == a.e2eAddr(t) {
+				raw, _ := m.Marshal()
+				mu.Lock()
+				moved = append(moved, raw)
+				mu.Unlock()
 				r.send(up, b.e2eAddr(t), m)
 				return
 			}
@@ -215,9 +245,15 @@ func TestT1_1_7ReplayedOrForeignRequestIsDetected(t *testing.T) {
 		if v := srv.nextOK(t); v.ex.Context() != sa {
 			t.Fatal("server attributed A's request to another context")
 		}
+		mu.Lock()
+		if len(moved) == 0 || !r.wrote(up, b.e2eAddr(t), moved[0]) || r.wrote(up, a.e2eAddr(t), moved[0]) {
+			t.Fatal("relay: A's request did not go out on B's connection alone")
+		}
+		mu.Unlock()
 		// Relabelled as B's (kid), it does not verify.
-		r.setHook(onPayload(up, func(m *coap.Message) { setOSCORE(m, func(ov *oscore.OptionValue) { ov.KID = []byte{0xb1} }) }))
+		r.setHook(r.onPayload(up, func(m *coap.Message) { setOSCORE(m, func(ov *oscore.OptionValue) { ov.KID = []byte{0xb1} }) }))
 		a.do(timeout(t, 2*time.Second), r.addr(), getReq("x"))
+		r.mustHaveTampered(t, up, oscoreField(func(ov oscore.OptionValue) []byte { return ov.KID }, []byte{0xb1}))
 		if got := srv.nextErr(t); !errors.Is(got, oscore.ErrDecrypt) {
 			t.Fatalf("server: %v, want ErrDecrypt", got)
 		}
@@ -239,10 +275,13 @@ func TestT1_1_8ResponseToAnotherRequestIsErrDecrypt(t *testing.T) {
 	old := lastPayload(r.messages(down))
 	// The proxy answers the next request with the response to the first
 	// (a cached or spoofed alarm status).
-	r.setHook(onPayload(down, func(m *coap.Message) { m.Payload, m.Options = old.Payload, old.Options }))
+	r.setHook(r.onPayload(down, func(m *coap.Message) { m.Payload, m.Options = old.Payload, old.Options }))
 	if _, _, err := c.do(timeout(t, 5*time.Second), r.addr(), getReq("alarm")); !errors.Is(err, oscore.ErrDecrypt) {
 		t.Fatalf("client: %v, want ErrDecrypt", err)
 	}
+	r.mustHaveTampered(t, down, func(b, a *coap.Message) bool {
+		return !bytes.Equal(b.Payload, old.Payload) && bytes.Equal(a.Payload, old.Payload) && a.Options.Equal(old.Options)
+	})
 }
 
 func lastPayload(ms []*coap.Message) *coap.Message {
@@ -271,11 +310,14 @@ func TestT2_1_1InjectedRequestIsDetected(t *testing.T) {
 func TestT2_1_2InjectedResponseIsDetectedUnlessAnUnprotectedError(t *testing.T) {
 	c, srv, r := oscoreSetup(t, 0)
 	// A forged protected response: the proxy has no key.
-	r.setHook(onPayload(down, func(m *coap.Message) { m.Payload = bytes.Repeat([]byte{0x5a}, len(m.Payload)) }))
+	r.setHook(r.onPayload(down, func(m *coap.Message) { m.Payload = bytes.Repeat([]byte{0x5a}, len(m.Payload)) }))
 	if _, _, err := c.do(timeout(t, 5*time.Second), r.addr(), getReq("alarm")); !errors.Is(err, oscore.ErrDecrypt) {
 		t.Fatalf("forged response: %v, want ErrDecrypt", err)
 	}
 	srv.nextOK(t)
+	r.mustHaveTampered(t, down, func(b, a *coap.Message) bool {
+		return !bytes.Equal(b.Payload, a.Payload) && bytes.Equal(a.Payload, bytes.Repeat([]byte{0x5a}, len(a.Payload)))
+	})
 	// An unprotected 5.02 from the proxy itself: a denial of service the
 	// seed calls difficult to mitigate; the client can only see that it
 	// is unprotected.
@@ -442,6 +484,10 @@ func TestT3_1_4SwappedResponsesAreErrDecrypt(t *testing.T) {
 		// Each response goes to the other request's token.
 		a, b := first.Clone(), m.Clone()
 		a.Payload, a.Options, b.Payload, b.Options = m.Payload, m.Options, first.Payload, first.Options
+		fb, _ := first.Marshal()
+		mb, _ := m.Marshal()
+		r.recordEdit(down, fb, a)
+		r.recordEdit(down, mb, b)
 		firstFwd(a)
 		fwd(b)
 	})
@@ -455,6 +501,9 @@ func TestT3_1_4SwappedResponsesAreErrDecrypt(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+	r.mustHaveTampered(t, down, func(b, a *coap.Message) bool {
+		return !bytes.Equal(b.Token, a.Token) || !bytes.Equal(b.Payload, a.Payload)
+	})
 	for i, err := range errs {
 		if !errors.Is(err, oscore.ErrDecrypt) {
 			t.Fatalf("response %d: %v, want ErrDecrypt", i, err)
@@ -588,11 +637,12 @@ func TestT2_2ReplayedAndModifiedNotificationsAreDetected(t *testing.T) {
 	if n := next(t, results); !errors.Is(n.err, oscore.ErrReplay) {
 		t.Fatalf("replayed notification: %v, want ErrReplay", n.err)
 	}
-	r.setHook(onPayload(down, func(m *coap.Message) { flip(m.Payload) }))
+	r.setHook(r.onPayload(down, func(m *coap.Message) { flip(m.Payload) }))
 	srv.notify(t, 2, "72")
 	if n := next(t, results); !errors.Is(n.err, oscore.ErrDecrypt) {
 		t.Fatalf("modified notification: %v, want ErrDecrypt", n.err)
 	}
+	r.mustHaveTampered(t, down, onlyPayloadChanged)
 }
 
 func lastClient(r *relay) netip.AddrPort {

@@ -51,11 +51,22 @@ type relay struct {
 	hook  hook                            // guarded by mu; nil forwards everything
 	backs map[netip.AddrPort]*net.UDPConn // guarded by mu: upstream socket per client
 	seen  []seenDatagram                  // guarded by mu: everything that passed
+	wire  []seenDatagram                  // guarded by mu: everything the relay wrote
+	edits []edit                          // guarded by mu: messages a hook changed
 }
 
 type seenDatagram struct {
-	d    dir
-	data []byte
+	d      dir
+	client netip.AddrPort
+	data   []byte
+}
+
+// edit is one message a hook changed: its bytes as the relay received
+// them and as it sent them on. before is nil for a message the relay made
+// up in place of the one it got.
+type edit struct {
+	d             dir
+	before, after []byte
 }
 
 func newRelay(t *testing.T, server netip.AddrPort) *relay {
@@ -136,7 +147,7 @@ func (r *relay) back(client netip.AddrPort) *net.UDPConn {
 
 func (r *relay) handle(d dir, client netip.AddrPort, data []byte) {
 	r.mu.Lock()
-	r.seen = append(r.seen, seenDatagram{d, data})
+	r.seen = append(r.seen, seenDatagram{d, client, data})
 	h := r.hook
 	r.mu.Unlock()
 	var m coap.Message
@@ -159,6 +170,9 @@ func (r *relay) send(d dir, client netip.AddrPort, m *coap.Message) {
 }
 
 func (r *relay) sendRaw(d dir, client netip.AddrPort, b []byte) {
+	r.mu.Lock()
+	r.wire = append(r.wire, seenDatagram{d, client, bytes.Clone(b)})
+	r.mu.Unlock()
 	if d == up {
 		if c := r.back(client); c != nil {
 			c.WriteToUDPAddrPort(b, r.server)
@@ -166,6 +180,100 @@ func (r *relay) sendRaw(d dir, client netip.AddrPort, b []byte) {
 		return
 	}
 	r.front.WriteToUDPAddrPort(b, client)
+}
+
+// modify applies f to a copy of m and records the change: what a hook
+// that tampers with a message calls before it forwards the result.
+func (r *relay) modify(d dir, m *coap.Message, f func(*coap.Message)) *coap.Message {
+	before, err := m.Marshal()
+	if err != nil {
+		r.t.Errorf("relay: %v", err)
+	}
+	out := m.Clone()
+	f(out)
+	r.recordEdit(d, before, out)
+	return out
+}
+
+// recordEdit records that the relay sends after in place of before.
+func (r *relay) recordEdit(d dir, before []byte, after *coap.Message) {
+	b, err := after.Marshal()
+	if err != nil {
+		r.t.Errorf("relay: %v", err)
+		return
+	}
+	r.recordRawEdit(d, before, b)
+}
+
+func (r *relay) recordRawEdit(d dir, before, after []byte) {
+	r.mu.Lock()
+	r.edits = append(r.edits, edit{d, bytes.Clone(before), bytes.Clone(after)})
+	r.mu.Unlock()
+}
+
+// onPayload applies f to the first message with a body in direction want
+// and forwards everything.
+func (r *relay) onPayload(want dir, f func(m *coap.Message)) hook {
+	var once sync.Once
+	return func(d dir, _ netip.AddrPort, m *coap.Message, fwd func(*coap.Message)) {
+		if d == want && isPayloadMsg(m) {
+			once.Do(func() { m = r.modify(d, m, f) })
+		}
+		fwd(m)
+	}
+}
+
+// mustHaveTampered fails t unless a hook changed a message going in
+// direction d, the relay wrote the changed bytes to its socket, and
+// intended, given the message as received and as sent, says the change
+// is the one the test means (before is empty for a made-up message). A
+// relay that forwards what it should tamper with cannot make a test
+// that calls this pass.
+func (r *relay) mustHaveTampered(t *testing.T, d dir, intended func(before, after *coap.Message) bool) {
+	t.Helper()
+	r.mustHaveTamperedRaw(t, d, func(before, after []byte) bool {
+		var b, a coap.Message
+		if before != nil && b.Decode(before) != nil || a.Decode(after) != nil {
+			return false
+		}
+		return intended(&b, &a)
+	})
+}
+
+// mustHaveTamperedRaw is mustHaveTampered on the datagrams' bytes.
+func (r *relay) mustHaveTamperedRaw(t *testing.T, d dir, intended func(before, after []byte) bool) {
+	t.Helper()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, e := range r.edits {
+		if e.d != d || bytes.Equal(e.before, e.after) || !intended(e.before, e.after) {
+			continue
+		}
+		for _, w := range r.wire {
+			if w.d == d && bytes.Equal(w.data, e.after) {
+				return
+			}
+		}
+	}
+	t.Fatalf("relay: no %v message was changed as the test intends and sent on (%d edits recorded)", d, len(r.edits))
+}
+
+// onlyPayloadChanged: the payload differs, code and options do not.
+func onlyPayloadChanged(b, a *coap.Message) bool {
+	return !bytes.Equal(b.Payload, a.Payload) && b.Code == a.Code && b.Options.Equal(a.Options)
+}
+
+// wrote reports whether the relay wrote exactly data in direction d on
+// the given client's behalf (up: from the client's upstream socket).
+func (r *relay) wrote(d dir, client netip.AddrPort, data []byte) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, w := range r.wire {
+		if w.d == d && w.client == client && bytes.Equal(w.data, data) {
+			return true
+		}
+	}
+	return false
 }
 
 // saw reports whether needle occurs in any datagram that passed the relay:

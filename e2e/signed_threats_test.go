@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -37,13 +38,15 @@ func mustGet(t *testing.T, c *coap.Endpoint, r *relay, name string) *coap.Messag
 	return resp
 }
 
-// cacheAs makes the relay answer requests for a name from the given
-// response, as a cache does (PR3.1), without asking the origin.
+// serveFrom makes the relay answer requests from the given response, as
+// a cache does (PR3.1), without asking the origin. The answer is recorded
+// as a made-up message (mustHaveTampered, madeUp).
 func serveFrom(r *relay, resp *coap.Message) {
 	r.setHook(func(d dir, client netip.AddrPort, m *coap.Message, fwd func(*coap.Message)) {
 		if d == up && isPayloadMsg(m) {
 			out := resp.Clone()
 			out.Type, out.MID, out.Token = coap.Acknowledgement, m.MID, m.Token
+			r.recordEdit(down, nil, out)
 			r.send(down, client, out)
 			return
 		}
@@ -51,23 +54,41 @@ func serveFrom(r *relay, resp *coap.Message) {
 	})
 }
 
+// madeUp says whether the relay sent a message of its own making with
+// the given payload.
+func madeUp(payload []byte) func(before, after *coap.Message) bool {
+	return func(b, a *coap.Message) bool { return b.Code == coap.Empty && bytes.Equal(a.Payload, payload) }
+}
+
+// payloadBecame says whether a change replaced the payload by p.
+func payloadBecame(p []byte) func(before, after *coap.Message) bool {
+	return func(b, a *coap.Message) bool { return !bytes.Equal(b.Payload, p) && bytes.Equal(a.Payload, p) }
+}
+
 func TestT1_3_ProxyAsCacheCannotForgeRepresentations(t *testing.T) {
 	cases := []struct {
-		id     string
-		name   string // what the client asks for
-		tamper func(t *testing.T, s keySigner, o *sigOrigin, r *relay, c *coap.Endpoint)
+		id   string
+		name string // what the client asks for
+		// tamper sets the relay up and returns what the tampering it
+		// makes looks like (mustHaveTampered).
+		tamper func(t *testing.T, s keySigner, o *sigOrigin, r *relay, c *coap.Endpoint) func(before, after *coap.Message) bool
 		want   error
 	}{
-		{"T1:3.2 modified payload", "temp", func(t *testing.T, _ keySigner, _ *sigOrigin, r *relay, _ *coap.Endpoint) {
-			r.setHook(onPayload(down, func(m *coap.Message) { m.Payload[len(m.Payload)-1] ^= 1 }))
+		{"T1:3.2 modified payload", "temp", func(t *testing.T, _ keySigner, _ *sigOrigin, r *relay, _ *coap.Endpoint) func(before, after *coap.Message) bool {
+			r.setHook(r.onPayload(down, func(m *coap.Message) { m.Payload[len(m.Payload)-1] ^= 1 }))
+			return onlyPayloadChanged
 		}, signed.ErrBadSignature},
-		{"T1:3.4 other variant", "temp", func(t *testing.T, _ keySigner, _ *sigOrigin, r *relay, c *coap.Endpoint) {
-			serveFrom(r, mustGet(t, c, r, "temp.json"))
+		{"T1:3.4 other variant", "temp", func(t *testing.T, _ keySigner, _ *sigOrigin, r *relay, c *coap.Endpoint) func(before, after *coap.Message) bool {
+			resp := mustGet(t, c, r, "temp.json")
+			serveFrom(r, resp)
+			return madeUp(resp.Payload)
 		}, signed.ErrWrongResource},
-		{"T1:3.8 other resource", "alarm", func(t *testing.T, _ keySigner, _ *sigOrigin, r *relay, c *coap.Endpoint) {
-			serveFrom(r, mustGet(t, c, r, "temp"))
+		{"T1:3.8 other resource", "alarm", func(t *testing.T, _ keySigner, _ *sigOrigin, r *relay, c *coap.Endpoint) func(before, after *coap.Message) bool {
+			resp := mustGet(t, c, r, "temp")
+			serveFrom(r, resp)
+			return madeUp(resp.Payload)
 		}, signed.ErrWrongResource},
-		{"T1:3.8 other server", "temp", func(t *testing.T, _ keySigner, _ *sigOrigin, r *relay, c *coap.Endpoint) {
+		{"T1:3.8 other server", "temp", func(t *testing.T, _ keySigner, _ *sigOrigin, r *relay, c *coap.Endpoint) func(before, after *coap.Message) bool {
 			other := newSigOrigin(t, newSigner(t, "node9"))
 			other.set("temp", 0, "99")
 			resp, err := sigGet(t, c, other.addr, "temp")
@@ -75,8 +96,9 @@ func TestT1_3_ProxyAsCacheCannotForgeRepresentations(t *testing.T) {
 				t.Fatal(err)
 			}
 			serveFrom(r, resp)
+			return madeUp(resp.Payload)
 		}, signed.ErrUnknownKey},
-		{"T1:3.9 old response", "temp", func(t *testing.T, _ keySigner, o *sigOrigin, r *relay, c *coap.Endpoint) {
+		{"T1:3.9 old response", "temp", func(t *testing.T, _ keySigner, o *sigOrigin, r *relay, c *coap.Endpoint) func(before, after *coap.Message) bool {
 			// The response the proxy cached before the client saw a newer
 			// one, served again with a fresh Max-Age.
 			old := lastPayload(r.messages(down)).Clone()
@@ -86,8 +108,9 @@ func TestT1_3_ProxyAsCacheCannotForgeRepresentations(t *testing.T) {
 				t.Fatal(err)
 			}
 			serveFrom(r, old)
+			return madeUp(old.Payload)
 		}, signed.ErrStale},
-		{"T1:3.11 colluding client", "temp", func(t *testing.T, s keySigner, _ *sigOrigin, r *relay, c *coap.Endpoint) {
+		{"T1:3.11 colluding client", "temp", func(t *testing.T, s keySigner, _ *sigOrigin, r *relay, c *coap.Endpoint) func(before, after *coap.Message) bool {
 			// A client holding what every client holds (public key, group
 			// key) signs a changed value under the origin's kid.
 			attacker := newSigner(t, string(s.KID()))
@@ -95,7 +118,8 @@ func TestT1_3_ProxyAsCacheCannotForgeRepresentations(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			r.setHook(onPayload(down, func(m *coap.Message) { m.Payload = rep }))
+			r.setHook(r.onPayload(down, func(m *coap.Message) { m.Payload = rep }))
+			return payloadBecame(rep)
 		}, signed.ErrBadSignature},
 	}
 	for _, tc := range cases {
@@ -106,8 +130,9 @@ func TestT1_3_ProxyAsCacheCannotForgeRepresentations(t *testing.T) {
 			if _, _, err := v.Verify(mustGet(t, c, r, tc.name).Payload, expect(tc.name)); err != nil {
 				t.Fatal(err)
 			}
-			tc.tamper(t, s, o, r, c)
+			intended := tc.tamper(t, s, o, r, c)
 			resp := mustGet(t, c, r, tc.name)
+			r.mustHaveTampered(t, down, intended)
 			if _, _, err := v.Verify(resp.Payload, expect(tc.name)); !errors.Is(err, tc.want) {
 				t.Fatalf("%v, want %v", err, tc.want)
 			}
@@ -115,20 +140,42 @@ func TestT1_3_ProxyAsCacheCannotForgeRepresentations(t *testing.T) {
 	}
 	t.Run("T1:3.4 content format of the same resource", func(t *testing.T) {
 		s, _, r, c := sigSetup(t)
-		// The client asked for temp.json as text/plain; the signed
-		// Content-Format says JSON whatever the options say.
+		// The representation is JSON (signed Content-Format 50); the
+		// proxy relabels the response text/plain. A client that asked
+		// for text/plain checks the signed Content-Format, not the option.
+		r.setHook(r.onPayload(down, func(m *coap.Message) { m.Options = m.Options.SetUint(coap.ContentFormat, 0) }))
 		resp := mustGet(t, c, r, "temp.json")
+		r.mustHaveTampered(t, down, contentFormatBecame(0))
+		if cf, _ := resp.Options.Uint(coap.ContentFormat); cf != 0 {
+			t.Fatalf("the client got Content-Format %d, want the relabelled 0", cf)
+		}
 		want := signed.Expectation{URI: resourceURI("temp.json"), ContentFormat: 0}
-		if _, _, err := verifierFor(t, s).Verify(resp.Payload, want); !errors.Is(err, signed.ErrWrongContentFormat) {
+		v := verifierFor(t, s)
+		if _, _, err := v.Verify(resp.Payload, want); !errors.Is(err, signed.ErrWrongContentFormat) {
 			t.Fatalf("%v, want ErrWrongContentFormat", err)
+		}
+		want.ContentFormat = 50
+		if _, meta, err := v.Verify(resp.Payload, want); err != nil || meta.ContentFormat != 50 {
+			t.Fatalf("the signed Content-Format: %d, %v; want 50", meta.ContentFormat, err)
 		}
 	})
 }
 
+// contentFormatBecame says whether a change set the Content-Format
+// option, which was something else, to cf.
+func contentFormatBecame(cf uint32) func(before, after *coap.Message) bool {
+	return func(b, a *coap.Message) bool {
+		was, _ := b.Options.Uint(coap.ContentFormat)
+		now, ok := a.Options.Uint(coap.ContentFormat)
+		return was != cf && ok && now == cf && bytes.Equal(a.Payload, b.Payload)
+	}
+}
+
 func TestT1_3_6ChangedResponseCodeIsNoticedByAVerifyingClient(t *testing.T) {
 	s, _, r, c := sigSetup(t)
-	r.setHook(onPayload(down, func(m *coap.Message) { m.Code = coap.NotFound }))
+	r.setHook(r.onPayload(down, func(m *coap.Message) { m.Code = coap.NotFound }))
 	resp := mustGet(t, c, r, "temp")
+	r.mustHaveTampered(t, down, func(b, a *coap.Message) bool { return b.Code == coap.Content && a.Code == coap.NotFound })
 	// The payload still verifies as the current representation of the
 	// resource, which only a 2.05 carries: the code was changed on the
 	// way. A proxy that also drops the payload is a denial of service.
@@ -142,6 +189,7 @@ func TestT1_3_10ValidResponseFromTheProxyCannotBeVerified(t *testing.T) {
 	_, o, r, c := sigSetup(t)
 	serveFrom(r, &coap.Message{Code: coap.Valid})
 	resp := mustGet(t, c, r, "temp")
+	r.mustHaveTampered(t, down, func(b, a *coap.Message) bool { return b.Code == coap.Empty && a.Code == coap.Valid })
 	if resp.Code != coap.Valid || len(resp.Payload) != 0 || o.served() != 0 {
 		t.Fatalf("got %v", resp)
 	}
@@ -256,10 +304,14 @@ func TestNR3_1RequestIsNotProtectedButTheClientSeesTheWrongResource(t *testing.T
 	// the origin cannot tell a changed request. The client can tell that
 	// the representation is not of the resource it asked for.
 	s, o, r, c := sigSetup(t)
-	r.setHook(onPayload(up, func(m *coap.Message) {
+	r.setHook(r.onPayload(up, func(m *coap.Message) {
 		m.Options = m.Options.Remove(coap.URIPath).Insert(coap.URIPath, []byte("alarm"))
 	}))
 	resp := mustGet(t, c, r, "temp")
+	r.mustHaveTampered(t, up, func(b, a *coap.Message) bool {
+		return strings.Join(coap.URIFromOptions(b.Options, "", "", 0).Path, "/") == "temp" &&
+			strings.Join(coap.URIFromOptions(a.Options, "", "", 0).Path, "/") == "alarm"
+	})
 	if o.served() != 1 {
 		t.Fatal("origin did not serve the changed request")
 	}
@@ -270,11 +322,19 @@ func TestNR3_1RequestIsNotProtectedButTheClientSeesTheWrongResource(t *testing.T
 
 func TestNR3_2ResponseOptionsAreNotProtected(t *testing.T) {
 	s, _, r, c := sigSetup(t)
-	r.setHook(onPayload(down, func(m *coap.Message) {
+	r.setHook(r.onPayload(down, func(m *coap.Message) {
 		m.Options = m.Options.SetUint(coap.MaxAge, 86400).Set(coap.ETag, []byte("forged"))
 	}))
 	resp := mustGet(t, c, r, "temp")
+	r.mustHaveTampered(t, down, func(b, a *coap.Message) bool {
+		ma, _ := a.Options.Uint(coap.MaxAge)
+		etag, _ := a.Options.Get(coap.ETag)
+		return ma == 86400 && string(etag) == "forged" && bytes.Equal(a.Payload, b.Payload)
+	})
 	ma, _ := resp.Options.Uint(coap.MaxAge)
+	if etag, _ := resp.Options.Get(coap.ETag); string(etag) != "forged" {
+		t.Fatalf("the client got ETag %q, want the forged one", etag)
+	}
 	if _, _, err := verifierFor(t, s).Verify(resp.Payload, expect("temp")); err != nil || ma != 86400 {
 		t.Fatalf("changed Max-Age and ETag go unnoticed by the signature: %v, %d", err, ma)
 	}
@@ -367,45 +427,57 @@ func (p *pubsub) check(t *testing.T, m *coap.Message, name string) error {
 }
 
 func TestT1_5_BrokerCannotForgeOrReorderPublications(t *testing.T) {
+	// Each attack sets the broker (the relay) up and returns the
+	// direction and the look of the tampering it makes (mustHaveTampered).
+	type tampering struct {
+		d        dir
+		intended func(before, after *coap.Message) bool
+	}
 	cases := []struct {
 		id     string
-		attack func(t *testing.T, p *pubsub)
+		attack func(t *testing.T, p *pubsub) tampering
 		want   error
 	}{
-		{"T1:5.1 modified payload", func(t *testing.T, p *pubsub) {
-			p.r.setHook(onNote(func(m *coap.Message) { m.Payload[len(m.Payload)-1] ^= 1 }))
+		{"T1:5.1 modified payload", func(t *testing.T, p *pubsub) tampering {
+			p.r.setHook(p.r.onNote(func(m *coap.Message) { m.Payload[len(m.Payload)-1] ^= 1 }))
+			return tampering{down, onlyPayloadChanged}
 		}, signed.ErrBadSignature},
-		{"T1:5.4 modified before storage", func(t *testing.T, p *pubsub) {
-			p.r.setHook(onPayload(up, func(m *coap.Message) {
+		{"T1:5.4 modified before storage", func(t *testing.T, p *pubsub) tampering {
+			p.r.setHook(p.r.onPayload(up, func(m *coap.Message) {
 				if m.Code == coap.PUT {
 					m.Payload[len(m.Payload)-1] ^= 1
 				}
 			}))
+			return tampering{up, func(b, a *coap.Message) bool { return a.Code == coap.PUT && onlyPayloadChanged(b, a) }}
 		}, signed.ErrBadSignature},
-		{"T1:5.5 publication of another topic", func(t *testing.T, p *pubsub) {
+		{"T1:5.5 publication of another topic", func(t *testing.T, p *pubsub) tampering {
 			if err := publish(t, p.pubEP, p.r.addr(), p.pub, "alarm", 0, "on"); err != nil {
 				t.Fatal(err)
 			}
 			alarm := lastPUT(p.r)
-			p.r.setHook(onNote(func(m *coap.Message) { m.Payload = alarm }))
+			p.r.setHook(p.r.onNote(func(m *coap.Message) { m.Payload = alarm }))
+			return tampering{down, payloadBecame(alarm)}
 		}, signed.ErrWrongResource},
-		{"T1:5.5 T3:5.4 old publication", func(t *testing.T, p *pubsub) {
+		{"T1:5.5 T3:5.4 old publication", func(t *testing.T, p *pubsub) tampering {
 			old := lastPUT(p.r)
-			p.r.setHook(onNote(func(m *coap.Message) { m.Payload = old }))
+			p.r.setHook(p.r.onNote(func(m *coap.Message) { m.Payload = old }))
+			return tampering{down, payloadBecame(old)}
 		}, signed.ErrStale},
-		{"T1:5.6 colluding subscriber", func(t *testing.T, p *pubsub) {
+		{"T1:5.6 colluding subscriber", func(t *testing.T, p *pubsub) tampering {
 			rep, err := newSigner(t, "publisher-1").Sign(resourceURI("temp"), 0, []byte("99"))
 			if err != nil {
 				t.Fatal(err)
 			}
-			p.r.setHook(onNote(func(m *coap.Message) { m.Payload = rep }))
+			p.r.setHook(p.r.onNote(func(m *coap.Message) { m.Payload = rep }))
+			return tampering{down, payloadBecame(rep)}
 		}, signed.ErrBadSignature},
-		{"T2:5.1 publication the publisher never made", func(t *testing.T, p *pubsub) {
+		{"T2:5.1 publication the publisher never made", func(t *testing.T, p *pubsub) tampering {
 			rep, err := newSigner(t, "broker").Sign(resourceURI("temp"), 0, []byte("99"))
 			if err != nil {
 				t.Fatal(err)
 			}
-			p.r.setHook(onNote(func(m *coap.Message) { m.Payload = rep }))
+			p.r.setHook(p.r.onNote(func(m *coap.Message) { m.Payload = rep }))
+			return tampering{down, payloadBecame(rep)}
 		}, signed.ErrUnknownKey},
 	}
 	for _, tc := range cases {
@@ -415,7 +487,7 @@ func TestT1_5_BrokerCannotForgeOrReorderPublications(t *testing.T) {
 			if err := p.check(t, sub.first, "temp"); err != nil {
 				t.Fatal(err)
 			}
-			tc.attack(t, p)
+			tm := tc.attack(t, p)
 			if err := publish(t, p.pubEP, p.r.addr(), p.pub, "temp", 0, "21.0"); err != nil {
 				t.Fatal(err)
 			}
@@ -423,6 +495,7 @@ func TestT1_5_BrokerCannotForgeOrReorderPublications(t *testing.T) {
 			if !ok {
 				t.Fatal("no notification")
 			}
+			p.r.mustHaveTampered(t, tm.d, tm.intended)
 			if err := p.check(t, note, "temp"); !errors.Is(err, tc.want) {
 				t.Fatalf("%v, want %v", err, tc.want)
 			}
@@ -431,11 +504,11 @@ func TestT1_5_BrokerCannotForgeOrReorderPublications(t *testing.T) {
 }
 
 // onNote applies f to the first notification to a subscriber.
-func onNote(f func(m *coap.Message)) hook {
+func (r *relay) onNote(f func(m *coap.Message)) hook {
 	var once sync.Once
 	return func(d dir, _ netip.AddrPort, m *coap.Message, fwd func(*coap.Message)) {
 		if d == down && m.Options.Has(coap.Observe) {
-			once.Do(func() { f(m) })
+			once.Do(func() { m = r.modify(d, m, f) })
 		}
 		fwd(m)
 	}
@@ -454,14 +527,26 @@ func lastPUT(r *relay) []byte {
 
 func TestT1_5_2ChangedContentFormatIsErrWrongContentFormat(t *testing.T) {
 	p := pubsubSetup(t)
-	// The publisher publishes JSON; the broker relabels it text/plain. A
-	// subscriber that takes the option's word still checks the signed one.
+	// The publisher publishes JSON (signed Content-Format 50); the broker
+	// relabels the publication text/plain on its way to the subscriber.
+	// A subscriber that asks for text/plain checks the signed format,
+	// not the option, and learns the real one.
 	if err := publish(t, p.pubEP, p.r.addr(), p.pub, "cfg", 50, `{"a":1}`); err != nil {
 		t.Fatal(err)
 	}
+	p.r.setHook(p.r.onPayload(down, func(m *coap.Message) { m.Options = m.Options.SetUint(coap.ContentFormat, 0) }))
 	sub := subscribe(t, p.subEP, p.r.addr(), "cfg")
+	p.r.mustHaveTampered(t, down, contentFormatBecame(0))
+	if cf, _ := sub.first.Options.Uint(coap.ContentFormat); cf != 0 {
+		t.Fatalf("the subscriber got Content-Format %d, want the relabelled 0", cf)
+	}
 	if _, _, err := p.verify.Verify(sub.first.Payload, expect("cfg")); !errors.Is(err, signed.ErrWrongContentFormat) {
 		t.Fatalf("%v, want ErrWrongContentFormat", err)
+	}
+	want := expect("cfg")
+	want.ContentFormat = 50
+	if _, meta, err := p.verify.Verify(sub.first.Payload, want); err != nil || meta.ContentFormat != 50 {
+		t.Fatalf("the signed Content-Format: %d, %v; want 50", meta.ContentFormat, err)
 	}
 }
 
