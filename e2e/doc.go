@@ -19,6 +19,9 @@
 // contains it. docs/REQUIREMENTS.md maps each identifier of the seed to the
 // tests that show it; TestRequirementsTableIsComplete keeps that table true.
 //
-// Nothing outside e2e imports it; the proxy (bridge, cache, observe) never
-// imports e2e and holds no end-to-end keys.
+// Only the endpoint side imports e2e/oscore and e2e/signed: cmd/gatewayctl,
+// radio/sim/nodekeys and, through it, cmd/gatewayd for its simulated nodes.
+// No package of the proxy path links them, directly or not, and none holds
+// an end-to-end key; TestNoProxyPackageLinksEndToEndCode checks every
+// package of the module.
 package e2e
