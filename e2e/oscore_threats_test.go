@@ -350,7 +350,18 @@ func TestT2_1_3FloodOfReplaysIsRejected(t *testing.T) {
 			t.Fatalf("server: %v, want ErrReplay", got)
 		}
 	}
-	// The client side: copies of a response it already has.
+	// The client side: copies of a response it already has, sent at the
+	// client. Its message layer matches them to no request (the exchange
+	// is over) and drops them; its OSCORE layer would refuse them too.
+	before := c.e.Stats().Unmatched
+	for range 10 {
+		r.send(down, c.addr, renew(resp, false))
+	}
+	for deadline := time.Now().Add(5 * time.Second); c.e.Stats().Unmatched < before+10; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("client: %d of 10 copies matched no request, want all", c.e.Stats().Unmatched-before)
+		}
+	}
 	for range 10 {
 		if _, err := ex.UnprotectResponse(renew(resp, false)); !errors.Is(err, oscore.ErrReplay) {
 			t.Fatalf("client: %v, want ErrReplay", err)
@@ -643,6 +654,61 @@ func TestT2_2ReplayedAndModifiedNotificationsAreDetected(t *testing.T) {
 		t.Fatalf("modified notification: %v, want ErrDecrypt", n.err)
 	}
 	r.mustHaveTampered(t, down, onlyPayloadChanged)
+}
+
+func TestR2_1NotificationOfAnotherObservationIsErrDecrypt(t *testing.T) {
+	// One client observes two resources; the proxy gives the first
+	// observation a notification protected for the second. OSCORE binds
+	// each notification to its registration (RFC 8613 §8.3: the request's
+	// kid and Partial IV are in the AAD), so it does not verify.
+	c, srv, r := oscoreSetup(t, 0)
+	observe := func(path string) chan noteResult {
+		req := getReq(path)
+		req.Options = req.Options.SetUint(coap.Observe, 0)
+		p, ex, err := c.osc.ProtectRequest(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		results := make(chan noteResult, 32)
+		first, obs, err := c.e.Observe(timeout(t, 5*time.Second), r.addr(), p, func(m *coap.Message) {
+			u, err := ex.UnprotectResponse(m)
+			results <- noteResult{u, err}
+		})
+		if err != nil || obs == nil {
+			t.Fatalf("observe %s: %v", path, err)
+		}
+		if _, err := ex.UnprotectResponse(first); err != nil {
+			t.Fatal(err)
+		}
+		srv.nextOK(t)
+		return results
+	}
+	heart := observe("heart_rate")
+	heartToken := r.messages(up)[0].Token
+	temp := observe("temp")
+	srv.waitObservers(t, 2)
+	// What the proxy got for the second observation: its first
+	// (protected) response.
+	other := lastPayload(r.messages(down))
+	var once sync.Once
+	r.setHook(func(d dir, _ netip.AddrPort, m *coap.Message, fwd func(*coap.Message)) {
+		if d == down && isPayloadMsg(m) && bytes.Equal(m.Token, heartToken) {
+			once.Do(func() {
+				m = r.modify(d, m, func(m *coap.Message) { m.Payload, m.Options = other.Payload, other.Options })
+			})
+		}
+		fwd(m)
+	})
+	srv.notify(t, 1, "71")
+	if n := next(t, heart); !errors.Is(n.err, oscore.ErrDecrypt) {
+		t.Fatalf("the other observation's notification: %v, want ErrDecrypt", n.err)
+	}
+	if n := next(t, temp); n.err != nil || string(n.m.Payload) != "71" {
+		t.Fatalf("the second observation's own notification: %v", n.err)
+	}
+	r.mustHaveTampered(t, down, func(b, a *coap.Message) bool {
+		return bytes.Equal(a.Token, heartToken) && bytes.Equal(a.Payload, other.Payload) && !bytes.Equal(b.Payload, other.Payload)
+	})
 }
 
 func lastClient(r *relay) netip.AddrPort {

@@ -549,7 +549,9 @@ var errUnprotected = errors.New("e2e test: unprotected response")
 // ---- signed origin ----
 
 // sigOrigin serves signed representations: GET /name returns the current
-// value of name signed for its URI, with the Content-Format of the value.
+// value of name signed for its URI, with the Content-Format of the value;
+// FETCH (RFC 8132) returns the value its payload names; DELETE removes
+// the value.
 type sigOrigin struct {
 	addr   netip.AddrPort
 	e      *coap.Endpoint
@@ -559,6 +561,7 @@ type sigOrigin struct {
 	mu     sync.Mutex
 	values map[string]value // guarded by mu
 	gets   int              // guarded by mu: requests served
+	got    []*coap.Message  // guarded by mu: the requests, as received
 }
 
 type value struct {
@@ -593,6 +596,13 @@ func (o *sigOrigin) served() int {
 	return o.gets
 }
 
+// requests are the requests the origin received, in order.
+func (o *sigOrigin) requests() []*coap.Message {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]*coap.Message(nil), o.got...)
+}
+
 func (o *sigOrigin) serve(ctx context.Context, w coap.ResponseWriter, r *coap.Request) error {
 	// Named by Uri-Host (node7.example), or, through a proxy that split
 	// a Proxy-Uri with an IP literal, by this origin's own address.
@@ -602,8 +612,24 @@ func (o *sigOrigin) serve(ctx context.Context, w coap.ResponseWriter, r *coap.Re
 		u = coap.URIFromOptions(r.Msg.Options, "coap", "", 5683)
 	}
 	name := strings.Join(u.Path, "/")
-	v, ok := o.values[name]
+	o.got = append(o.got, r.Msg.Clone())
 	o.gets++
+	switch r.Msg.Code {
+	case coap.FETCH:
+		// The body names the value; the representation is bound to it.
+		name = string(r.Msg.Payload)
+		u = coap.URIFromOptions(nil, "coap", host, 5683)
+		u.Path = []string{name}
+	case coap.DELETE:
+		_, ok := o.values[name]
+		delete(o.values, name)
+		o.mu.Unlock()
+		if !ok {
+			return coap.Errorf(coap.NotFound, "")
+		}
+		return w.WriteResponse(&coap.Message{Code: coap.Deleted})
+	}
+	v, ok := o.values[name]
 	group := o.group
 	o.mu.Unlock()
 	if !ok {

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -211,20 +212,56 @@ func TestT2_3_2UnsolicitedResponseIsRejectedByTheClient(t *testing.T) {
 }
 
 func TestT2_3_3FloodOfOldAndForgedRepresentationsIsRejected(t *testing.T) {
-	s, _, r, c := sigSetup(t)
+	s, o, r, c := sigSetup(t)
 	v := verifierFor(t, s)
-	current := mustGet(t, c, r, "temp").Payload
-	if _, _, err := v.Verify(current, expect("temp")); err != nil {
+	current := mustGet(t, c, r, "temp")
+	if _, _, err := v.Verify(current.Payload, expect("temp")); err != nil {
 		t.Fatal(err)
 	}
-	forged := bytes.Clone(current)
-	forged[len(forged)-1] ^= 1
-	for range 20 {
-		if _, _, err := v.Verify(current, expect("temp")); !errors.Is(err, signed.ErrStale) {
-			t.Fatalf("replayed: %v, want ErrStale", err)
+	forged := current.Clone()
+	forged.Payload[len(forged.Payload)-1] ^= 1
+	// The proxy answers each request itself, alternately with the
+	// representation the client already has and a forged one.
+	var n atomic.Int32
+	r.setHook(func(d dir, client netip.AddrPort, m *coap.Message, fwd func(*coap.Message)) {
+		if d != up || !isPayloadMsg(m) {
+			fwd(m)
+			return
 		}
-		if _, _, err := v.Verify(forged, expect("temp")); !errors.Is(err, signed.ErrBadSignature) {
-			t.Fatalf("forged: %v, want ErrBadSignature", err)
+		out := current.Clone()
+		if n.Add(1)%2 == 0 {
+			out = forged.Clone()
+		}
+		out.Type, out.MID, out.Token = coap.Acknowledgement, m.MID, m.Token
+		r.recordEdit(down, nil, out)
+		r.send(down, client, out)
+	})
+	for i := range 20 {
+		resp := mustGet(t, c, r, "temp")
+		want := signed.ErrStale
+		if i%2 == 1 {
+			want = signed.ErrBadSignature
+		}
+		if _, _, err := v.Verify(resp.Payload, expect("temp")); !errors.Is(err, want) {
+			t.Fatalf("response %d: %v, want %v", i, err, want)
+		}
+	}
+	r.mustHaveTampered(t, down, madeUp(current.Payload))
+	r.mustHaveTampered(t, down, madeUp(forged.Payload))
+	if o.served() != 1 {
+		t.Fatalf("the origin served %d requests, want only the first", o.served())
+	}
+	// Unasked copies sent straight at the client: its message layer
+	// matches them to no request and drops them.
+	before := c.Stats().Unmatched
+	for range 20 {
+		m := renew(current, false)
+		m.Token = []byte("flood")
+		r.send(down, lastClient(r), m)
+	}
+	for deadline := time.Now().Add(5 * time.Second); c.Stats().Unmatched < before+20; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the client matched no request to %d of 20 unasked responses, want all", c.Stats().Unmatched-before)
 		}
 	}
 }
@@ -377,21 +414,52 @@ func TestNR3_4DroppedResponseLooksLikeLoss(t *testing.T) {
 
 func TestNR3_5DelayIsUndetectedInsideTheFreshnessWindow(t *testing.T) {
 	s, _, r, c := sigSetup(t)
-	rep := mustGet(t, c, r, "temp").Payload
 	v := verifierFor(t, s)
-	want := expect("temp")
-	want.MaxAge = time.Minute
-	// Held back ten minutes, as a proxy may: the time window catches it.
-	late := want
-	late.Now = time.Now().Add(10 * time.Minute)
-	if _, _, err := v.Verify(rep, late); !errors.Is(err, signed.ErrStale) {
-		t.Fatalf("delayed past MaxAge: %v, want ErrStale", err)
-	}
-	// Held back thirty seconds: inside the window, undetectable.
-	soon := want
-	soon.Now = time.Now().Add(30 * time.Second)
-	if _, _, err := v.Verify(rep, soon); err != nil {
-		t.Fatalf("delayed inside the window: %v", err)
+	// The proxy holds each response until the test lets it go; the
+	// verifier's clock (Expectation.Now) stands for the time that passes
+	// meanwhile, so no test waits for minutes.
+	held := make(chan func(), 1)
+	r.setHook(func(d dir, _ netip.AddrPort, m *coap.Message, fwd func(*coap.Message)) {
+		if d == down && isPayloadMsg(m) {
+			select {
+			case held <- func() { fwd(m) }:
+				return
+			default: // a response to a retransmission: let it pass
+			}
+		}
+		fwd(m)
+	})
+	for _, tc := range []struct {
+		delay time.Duration
+		want  error
+	}{
+		{30 * time.Second, nil},             // inside the time window: undetectable
+		{10 * time.Minute, signed.ErrStale}, // past it
+	} {
+		got := make(chan *coap.Message, 1)
+		go func() {
+			req := &coap.Message{Code: coap.GET}
+			req.Options = req.Options.Insert(coap.URIHost, []byte(host)).Insert(coap.URIPath, []byte("temp"))
+			resp, _ := c.Do(timeout(t, 10*time.Second), r.addr(), req)
+			got <- resp
+		}()
+		var release func()
+		select {
+		case release = <-held:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the relay held no response")
+		}
+		now := time.Now().Add(tc.delay)
+		release()
+		resp := <-got
+		if resp == nil {
+			t.Fatal("no response after the relay let it go")
+		}
+		want := expect("temp")
+		want.MaxAge, want.Now = time.Minute, now
+		if _, _, err := v.Verify(resp.Payload, want); !errors.Is(err, tc.want) {
+			t.Fatalf("held for %v: %v, want %v", tc.delay, err, tc.want)
+		}
 	}
 }
 
