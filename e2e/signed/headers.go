@@ -19,8 +19,9 @@ const (
 
 // Header labels this package defines, in the private-use range of the IANA
 // "COSE Header Parameters" registry (integers less than -65536). They are
-// listed in the crit parameter of every signed object, so a generic COSE
-// verifier that does not know them fails instead of ignoring the binding.
+// listed in the crit parameter of every signed object (RFC 9052 §3.1), but
+// generic COSE verifiers such as go-cose accept the object without knowing
+// them: only Verify, or a consumer doing its checks, enforces the binding.
 const (
 	// HeaderLabelURI carries the resource URI as a tstr.
 	HeaderLabelURI int64 = -65537
