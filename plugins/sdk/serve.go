@@ -40,9 +40,12 @@ func Serve(opts ServeOpts) {
 }
 
 // NewGRPCServer is a gRPC server that turns a panic in a handler into an
-// Internal error instead of a crash. Both ends use it.
+// Internal error instead of a crash, and takes messages as large as the
+// CoAP messages the plugin protocol carries (wire.MaxMessage, a whole
+// representation). Both ends use it.
 func NewGRPCServer(opts []grpc.ServerOption) *grpc.Server {
 	opts = append(opts,
+		grpc.MaxRecvMsgSize(wire.MaxMessage+16<<10),
 		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (resp any, err error) {
 			defer recoverTo(&err, info.FullMethod)
 			return h(ctx, req)

@@ -10,13 +10,16 @@ import (
 	"strings"
 
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/plugins/sdk/blockwise"
 	pb "github.com/opaque-edge/gatewayd/plugins/sdk/proto"
 	"github.com/opaque-edge/gatewayd/radio"
 )
 
-// MaxMessage bounds an encoded CoAP message on the wire: no CoAP transport
-// gatewayd serves carries more (RFC 7959 blocks are far smaller).
-const MaxMessage = 1 << 20
+// MaxMessage bounds an encoded CoAP message on the wire. The largest is a
+// whole representation the host assembled from RFC 7959 blocks, up to a
+// plugin's max_body (at most 4 MiB), plus room for its header and
+// options.
+const MaxMessage = 4<<20 + 64<<10
 
 // ErrBadMessage is wrapped by errors about bytes that are no CoAP message.
 var ErrBadMessage = errors.New("bad coap message")
@@ -57,14 +60,23 @@ func Failure(err error) *pb.Failure {
 		f.Diagnostic = ce.Diagnostic
 		f.MaxAge = int32(ce.MaxAge)
 	}
+	var tl *blockwise.TooLargeError
+	if errors.As(err, &tl) {
+		f.TooLarge = &pb.TooLarge{Size: uint64(max(tl.Size, 0)), Max: uint64(max(tl.Max, 0)), Request: tl.Request}
+	}
 	return f
 }
 
 // Error turns a wire Failure back into an error: a *coap.Error when it
-// carries a response code; nil for nil.
+// carries a response code, wrapping a *blockwise.TooLargeError when it
+// says so; nil for nil.
 func Error(f *pb.Failure) error {
 	if f == nil {
 		return nil
+	}
+	var cause error
+	if t := f.GetTooLarge(); t != nil {
+		cause = &blockwise.TooLargeError{Size: clamp(t.GetSize()), Max: clamp(t.GetMax()), Request: t.GetRequest()}
 	}
 	if f.Code != 0 {
 		c := coap.Code(f.Code)
@@ -75,9 +87,17 @@ func Error(f *pb.Failure) error {
 		if maxAge < -1 {
 			maxAge = -1
 		}
-		return &coap.Error{Code: c, Diagnostic: clip(f.Diagnostic), MaxAge: maxAge}
+		return &coap.Error{Code: c, Diagnostic: clip(f.Diagnostic), MaxAge: maxAge, Err: cause}
+	}
+	if cause != nil {
+		return fmt.Errorf("%s: %w", clip(f.Text), cause)
 	}
 	return errors.New(clip(f.Text))
+}
+
+// clamp keeps a peer's size within int64.
+func clamp(v uint64) int64 {
+	return int64(min(v, 1<<62))
 }
 
 // clip bounds text a peer chose before it reaches logs and clients.

@@ -132,6 +132,7 @@ type Failure struct {
 	Diagnostic    string                 `protobuf:"bytes,2,opt,name=diagnostic,proto3" json:"diagnostic,omitempty"`
 	MaxAge        int32                  `protobuf:"varint,3,opt,name=max_age,json=maxAge,proto3" json:"max_age,omitempty"` // -1: no Max-Age
 	Text          string                 `protobuf:"bytes,4,opt,name=text,proto3" json:"text,omitempty"`
+	TooLarge      *TooLarge              `protobuf:"bytes,5,opt,name=too_large,json=tooLarge,proto3" json:"too_large,omitempty"` // set when the error is a body over a maximum
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -194,6 +195,75 @@ func (x *Failure) GetText() string {
 	return ""
 }
 
+func (x *Failure) GetTooLarge() *TooLarge {
+	if x != nil {
+		return x.TooLarge
+	}
+	return nil
+}
+
+// TooLarge is a body refused whole for being over a maximum
+// (blockwise.TooLargeError): never cut short.
+type TooLarge struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Size          uint64                 `protobuf:"varint,1,opt,name=size,proto3" json:"size,omitempty"`       // its size as far as known
+	Max           uint64                 `protobuf:"varint,2,opt,name=max,proto3" json:"max,omitempty"`         // the maximum (the plugin's max_body)
+	Request       bool                   `protobuf:"varint,3,opt,name=request,proto3" json:"request,omitempty"` // a request body; otherwise a representation
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TooLarge) Reset() {
+	*x = TooLarge{}
+	mi := &file_gatewayd_plugin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TooLarge) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TooLarge) ProtoMessage() {}
+
+func (x *TooLarge) ProtoReflect() protoreflect.Message {
+	mi := &file_gatewayd_plugin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TooLarge.ProtoReflect.Descriptor instead.
+func (*TooLarge) Descriptor() ([]byte, []int) {
+	return file_gatewayd_plugin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *TooLarge) GetSize() uint64 {
+	if x != nil {
+		return x.Size
+	}
+	return 0
+}
+
+func (x *TooLarge) GetMax() uint64 {
+	if x != nil {
+		return x.Max
+	}
+	return 0
+}
+
+func (x *TooLarge) GetRequest() bool {
+	if x != nil {
+		return x.Request
+	}
+	return false
+}
+
 type InitRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`     // the [[plugin]] name
@@ -204,7 +274,7 @@ type InitRequest struct {
 
 func (x *InitRequest) Reset() {
 	*x = InitRequest{}
-	mi := &file_gatewayd_plugin_proto_msgTypes[2]
+	mi := &file_gatewayd_plugin_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -216,7 +286,7 @@ func (x *InitRequest) String() string {
 func (*InitRequest) ProtoMessage() {}
 
 func (x *InitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatewayd_plugin_proto_msgTypes[2]
+	mi := &file_gatewayd_plugin_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -229,7 +299,7 @@ func (x *InitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitRequest.ProtoReflect.Descriptor instead.
 func (*InitRequest) Descriptor() ([]byte, []int) {
-	return file_gatewayd_plugin_proto_rawDescGZIP(), []int{2}
+	return file_gatewayd_plugin_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *InitRequest) GetName() string {
@@ -259,7 +329,7 @@ type InitResponse struct {
 
 func (x *InitResponse) Reset() {
 	*x = InitResponse{}
-	mi := &file_gatewayd_plugin_proto_msgTypes[3]
+	mi := &file_gatewayd_plugin_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -271,7 +341,7 @@ func (x *InitResponse) String() string {
 func (*InitResponse) ProtoMessage() {}
 
 func (x *InitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatewayd_plugin_proto_msgTypes[3]
+	mi := &file_gatewayd_plugin_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -284,7 +354,7 @@ func (x *InitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use InitResponse.ProtoReflect.Descriptor instead.
 func (*InitResponse) Descriptor() ([]byte, []int) {
-	return file_gatewayd_plugin_proto_rawDescGZIP(), []int{3}
+	return file_gatewayd_plugin_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *InitResponse) GetSchemes() []string {
@@ -325,7 +395,7 @@ type RoundTripRequest struct {
 
 func (x *RoundTripRequest) Reset() {
 	*x = RoundTripRequest{}
-	mi := &file_gatewayd_plugin_proto_msgTypes[4]
+	mi := &file_gatewayd_plugin_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -337,7 +407,7 @@ func (x *RoundTripRequest) String() string {
 func (*RoundTripRequest) ProtoMessage() {}
 
 func (x *RoundTripRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatewayd_plugin_proto_msgTypes[4]
+	mi := &file_gatewayd_plugin_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -350,7 +420,7 @@ func (x *RoundTripRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoundTripRequest.ProtoReflect.Descriptor instead.
 func (*RoundTripRequest) Descriptor() ([]byte, []int) {
-	return file_gatewayd_plugin_proto_rawDescGZIP(), []int{4}
+	return file_gatewayd_plugin_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *RoundTripRequest) GetTarget() string {
@@ -377,7 +447,7 @@ type RoundTripResponse struct {
 
 func (x *RoundTripResponse) Reset() {
 	*x = RoundTripResponse{}
-	mi := &file_gatewayd_plugin_proto_msgTypes[5]
+	mi := &file_gatewayd_plugin_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -389,7 +459,7 @@ func (x *RoundTripResponse) String() string {
 func (*RoundTripResponse) ProtoMessage() {}
 
 func (x *RoundTripResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatewayd_plugin_proto_msgTypes[5]
+	mi := &file_gatewayd_plugin_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -402,7 +472,7 @@ func (x *RoundTripResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RoundTripResponse.ProtoReflect.Descriptor instead.
 func (*RoundTripResponse) Descriptor() ([]byte, []int) {
-	return file_gatewayd_plugin_proto_rawDescGZIP(), []int{5}
+	return file_gatewayd_plugin_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *RoundTripResponse) GetMessage() []byte {
@@ -431,7 +501,7 @@ type Notification struct {
 
 func (x *Notification) Reset() {
 	*x = Notification{}
-	mi := &file_gatewayd_plugin_proto_msgTypes[6]
+	mi := &file_gatewayd_plugin_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -443,7 +513,7 @@ func (x *Notification) String() string {
 func (*Notification) ProtoMessage() {}
 
 func (x *Notification) ProtoReflect() protoreflect.Message {
-	mi := &file_gatewayd_plugin_proto_msgTypes[6]
+	mi := &file_gatewayd_plugin_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -456,7 +526,7 @@ func (x *Notification) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Notification.ProtoReflect.Descriptor instead.
 func (*Notification) Descriptor() ([]byte, []int) {
-	return file_gatewayd_plugin_proto_rawDescGZIP(), []int{6}
+	return file_gatewayd_plugin_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Notification) GetMessage() []byte {
@@ -482,7 +552,7 @@ type RunRequest struct {
 
 func (x *RunRequest) Reset() {
 	*x = RunRequest{}
-	mi := &file_gatewayd_plugin_proto_msgTypes[7]
+	mi := &file_gatewayd_plugin_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -494,7 +564,7 @@ func (x *RunRequest) String() string {
 func (*RunRequest) ProtoMessage() {}
 
 func (x *RunRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatewayd_plugin_proto_msgTypes[7]
+	mi := &file_gatewayd_plugin_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -507,7 +577,7 @@ func (x *RunRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RunRequest.ProtoReflect.Descriptor instead.
 func (*RunRequest) Descriptor() ([]byte, []int) {
-	return file_gatewayd_plugin_proto_rawDescGZIP(), []int{7}
+	return file_gatewayd_plugin_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *RunRequest) GetHostBrokerId() uint32 {
@@ -527,7 +597,7 @@ type DoRequest struct {
 
 func (x *DoRequest) Reset() {
 	*x = DoRequest{}
-	mi := &file_gatewayd_plugin_proto_msgTypes[8]
+	mi := &file_gatewayd_plugin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -539,7 +609,7 @@ func (x *DoRequest) String() string {
 func (*DoRequest) ProtoMessage() {}
 
 func (x *DoRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatewayd_plugin_proto_msgTypes[8]
+	mi := &file_gatewayd_plugin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -552,7 +622,7 @@ func (x *DoRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DoRequest.ProtoReflect.Descriptor instead.
 func (*DoRequest) Descriptor() ([]byte, []int) {
-	return file_gatewayd_plugin_proto_rawDescGZIP(), []int{8}
+	return file_gatewayd_plugin_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *DoRequest) GetMessage() []byte {
@@ -579,7 +649,7 @@ type DoResponse struct {
 
 func (x *DoResponse) Reset() {
 	*x = DoResponse{}
-	mi := &file_gatewayd_plugin_proto_msgTypes[9]
+	mi := &file_gatewayd_plugin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -591,7 +661,7 @@ func (x *DoResponse) String() string {
 func (*DoResponse) ProtoMessage() {}
 
 func (x *DoResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatewayd_plugin_proto_msgTypes[9]
+	mi := &file_gatewayd_plugin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -604,7 +674,7 @@ func (x *DoResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DoResponse.ProtoReflect.Descriptor instead.
 func (*DoResponse) Descriptor() ([]byte, []int) {
-	return file_gatewayd_plugin_proto_rawDescGZIP(), []int{9}
+	return file_gatewayd_plugin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *DoResponse) GetMessage() []byte {
@@ -637,7 +707,7 @@ type RadioInfo struct {
 
 func (x *RadioInfo) Reset() {
 	*x = RadioInfo{}
-	mi := &file_gatewayd_plugin_proto_msgTypes[10]
+	mi := &file_gatewayd_plugin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -649,7 +719,7 @@ func (x *RadioInfo) String() string {
 func (*RadioInfo) ProtoMessage() {}
 
 func (x *RadioInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_gatewayd_plugin_proto_msgTypes[10]
+	mi := &file_gatewayd_plugin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -662,7 +732,7 @@ func (x *RadioInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RadioInfo.ProtoReflect.Descriptor instead.
 func (*RadioInfo) Descriptor() ([]byte, []int) {
-	return file_gatewayd_plugin_proto_rawDescGZIP(), []int{10}
+	return file_gatewayd_plugin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RadioInfo) GetExtAddr() []byte {
@@ -731,7 +801,7 @@ type RadioParams struct {
 
 func (x *RadioParams) Reset() {
 	*x = RadioParams{}
-	mi := &file_gatewayd_plugin_proto_msgTypes[11]
+	mi := &file_gatewayd_plugin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -743,7 +813,7 @@ func (x *RadioParams) String() string {
 func (*RadioParams) ProtoMessage() {}
 
 func (x *RadioParams) ProtoReflect() protoreflect.Message {
-	mi := &file_gatewayd_plugin_proto_msgTypes[11]
+	mi := &file_gatewayd_plugin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -756,7 +826,7 @@ func (x *RadioParams) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RadioParams.ProtoReflect.Descriptor instead.
 func (*RadioParams) Descriptor() ([]byte, []int) {
-	return file_gatewayd_plugin_proto_rawDescGZIP(), []int{11}
+	return file_gatewayd_plugin_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RadioParams) GetChannel() uint32 {
@@ -782,7 +852,7 @@ type SendRequest struct {
 
 func (x *SendRequest) Reset() {
 	*x = SendRequest{}
-	mi := &file_gatewayd_plugin_proto_msgTypes[12]
+	mi := &file_gatewayd_plugin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -794,7 +864,7 @@ func (x *SendRequest) String() string {
 func (*SendRequest) ProtoMessage() {}
 
 func (x *SendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatewayd_plugin_proto_msgTypes[12]
+	mi := &file_gatewayd_plugin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -807,7 +877,7 @@ func (x *SendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendRequest.ProtoReflect.Descriptor instead.
 func (*SendRequest) Descriptor() ([]byte, []int) {
-	return file_gatewayd_plugin_proto_rawDescGZIP(), []int{12}
+	return file_gatewayd_plugin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *SendRequest) GetMpdu() []byte {
@@ -827,7 +897,7 @@ type SendResponse struct {
 
 func (x *SendResponse) Reset() {
 	*x = SendResponse{}
-	mi := &file_gatewayd_plugin_proto_msgTypes[13]
+	mi := &file_gatewayd_plugin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -839,7 +909,7 @@ func (x *SendResponse) String() string {
 func (*SendResponse) ProtoMessage() {}
 
 func (x *SendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatewayd_plugin_proto_msgTypes[13]
+	mi := &file_gatewayd_plugin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -852,7 +922,7 @@ func (x *SendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SendResponse.ProtoReflect.Descriptor instead.
 func (*SendResponse) Descriptor() ([]byte, []int) {
-	return file_gatewayd_plugin_proto_rawDescGZIP(), []int{13}
+	return file_gatewayd_plugin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *SendResponse) GetError() RadioError {
@@ -880,7 +950,7 @@ type Frame struct {
 
 func (x *Frame) Reset() {
 	*x = Frame{}
-	mi := &file_gatewayd_plugin_proto_msgTypes[14]
+	mi := &file_gatewayd_plugin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -892,7 +962,7 @@ func (x *Frame) String() string {
 func (*Frame) ProtoMessage() {}
 
 func (x *Frame) ProtoReflect() protoreflect.Message {
-	mi := &file_gatewayd_plugin_proto_msgTypes[14]
+	mi := &file_gatewayd_plugin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -905,7 +975,7 @@ func (x *Frame) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Frame.ProtoReflect.Descriptor instead.
 func (*Frame) Descriptor() ([]byte, []int) {
-	return file_gatewayd_plugin_proto_rawDescGZIP(), []int{14}
+	return file_gatewayd_plugin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Frame) GetData() []byte {
@@ -939,7 +1009,7 @@ type ConfigureResponse struct {
 
 func (x *ConfigureResponse) Reset() {
 	*x = ConfigureResponse{}
-	mi := &file_gatewayd_plugin_proto_msgTypes[15]
+	mi := &file_gatewayd_plugin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -951,7 +1021,7 @@ func (x *ConfigureResponse) String() string {
 func (*ConfigureResponse) ProtoMessage() {}
 
 func (x *ConfigureResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatewayd_plugin_proto_msgTypes[15]
+	mi := &file_gatewayd_plugin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -964,7 +1034,7 @@ func (x *ConfigureResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ConfigureResponse.ProtoReflect.Descriptor instead.
 func (*ConfigureResponse) Descriptor() ([]byte, []int) {
-	return file_gatewayd_plugin_proto_rawDescGZIP(), []int{15}
+	return file_gatewayd_plugin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *ConfigureResponse) GetSupported() bool {
@@ -986,14 +1056,19 @@ var File_gatewayd_plugin_proto protoreflect.FileDescriptor
 const file_gatewayd_plugin_proto_rawDesc = "" +
 	"\n" +
 	"\x15gatewayd_plugin.proto\x12\x12gatewayd.plugin.v1\"\a\n" +
-	"\x05Empty\"j\n" +
+	"\x05Empty\"\xa5\x01\n" +
 	"\aFailure\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\rR\x04code\x12\x1e\n" +
 	"\n" +
 	"diagnostic\x18\x02 \x01(\tR\n" +
 	"diagnostic\x12\x17\n" +
 	"\amax_age\x18\x03 \x01(\x05R\x06maxAge\x12\x12\n" +
-	"\x04text\x18\x04 \x01(\tR\x04text\"9\n" +
+	"\x04text\x18\x04 \x01(\tR\x04text\x129\n" +
+	"\ttoo_large\x18\x05 \x01(\v2\x1c.gatewayd.plugin.v1.TooLargeR\btooLarge\"J\n" +
+	"\bTooLarge\x12\x12\n" +
+	"\x04size\x18\x01 \x01(\x04R\x04size\x12\x10\n" +
+	"\x03max\x18\x02 \x01(\x04R\x03max\x12\x18\n" +
+	"\arequest\x18\x03 \x01(\bR\arequest\"9\n" +
 	"\vInitRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06config\x18\x02 \x01(\fR\x06config\"w\n" +
@@ -1088,57 +1163,59 @@ func file_gatewayd_plugin_proto_rawDescGZIP() []byte {
 }
 
 var file_gatewayd_plugin_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_gatewayd_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
+var file_gatewayd_plugin_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
 var file_gatewayd_plugin_proto_goTypes = []any{
 	(RadioError)(0),           // 0: gatewayd.plugin.v1.RadioError
 	(*Empty)(nil),             // 1: gatewayd.plugin.v1.Empty
 	(*Failure)(nil),           // 2: gatewayd.plugin.v1.Failure
-	(*InitRequest)(nil),       // 3: gatewayd.plugin.v1.InitRequest
-	(*InitResponse)(nil),      // 4: gatewayd.plugin.v1.InitResponse
-	(*RoundTripRequest)(nil),  // 5: gatewayd.plugin.v1.RoundTripRequest
-	(*RoundTripResponse)(nil), // 6: gatewayd.plugin.v1.RoundTripResponse
-	(*Notification)(nil),      // 7: gatewayd.plugin.v1.Notification
-	(*RunRequest)(nil),        // 8: gatewayd.plugin.v1.RunRequest
-	(*DoRequest)(nil),         // 9: gatewayd.plugin.v1.DoRequest
-	(*DoResponse)(nil),        // 10: gatewayd.plugin.v1.DoResponse
-	(*RadioInfo)(nil),         // 11: gatewayd.plugin.v1.RadioInfo
-	(*RadioParams)(nil),       // 12: gatewayd.plugin.v1.RadioParams
-	(*SendRequest)(nil),       // 13: gatewayd.plugin.v1.SendRequest
-	(*SendResponse)(nil),      // 14: gatewayd.plugin.v1.SendResponse
-	(*Frame)(nil),             // 15: gatewayd.plugin.v1.Frame
-	(*ConfigureResponse)(nil), // 16: gatewayd.plugin.v1.ConfigureResponse
+	(*TooLarge)(nil),          // 3: gatewayd.plugin.v1.TooLarge
+	(*InitRequest)(nil),       // 4: gatewayd.plugin.v1.InitRequest
+	(*InitResponse)(nil),      // 5: gatewayd.plugin.v1.InitResponse
+	(*RoundTripRequest)(nil),  // 6: gatewayd.plugin.v1.RoundTripRequest
+	(*RoundTripResponse)(nil), // 7: gatewayd.plugin.v1.RoundTripResponse
+	(*Notification)(nil),      // 8: gatewayd.plugin.v1.Notification
+	(*RunRequest)(nil),        // 9: gatewayd.plugin.v1.RunRequest
+	(*DoRequest)(nil),         // 10: gatewayd.plugin.v1.DoRequest
+	(*DoResponse)(nil),        // 11: gatewayd.plugin.v1.DoResponse
+	(*RadioInfo)(nil),         // 12: gatewayd.plugin.v1.RadioInfo
+	(*RadioParams)(nil),       // 13: gatewayd.plugin.v1.RadioParams
+	(*SendRequest)(nil),       // 14: gatewayd.plugin.v1.SendRequest
+	(*SendResponse)(nil),      // 15: gatewayd.plugin.v1.SendResponse
+	(*Frame)(nil),             // 16: gatewayd.plugin.v1.Frame
+	(*ConfigureResponse)(nil), // 17: gatewayd.plugin.v1.ConfigureResponse
 }
 var file_gatewayd_plugin_proto_depIdxs = []int32{
-	2,  // 0: gatewayd.plugin.v1.RoundTripResponse.failure:type_name -> gatewayd.plugin.v1.Failure
-	2,  // 1: gatewayd.plugin.v1.Notification.failure:type_name -> gatewayd.plugin.v1.Failure
-	2,  // 2: gatewayd.plugin.v1.DoResponse.failure:type_name -> gatewayd.plugin.v1.Failure
-	0,  // 3: gatewayd.plugin.v1.SendResponse.error:type_name -> gatewayd.plugin.v1.RadioError
-	2,  // 4: gatewayd.plugin.v1.ConfigureResponse.failure:type_name -> gatewayd.plugin.v1.Failure
-	3,  // 5: gatewayd.plugin.v1.Plugin.Init:input_type -> gatewayd.plugin.v1.InitRequest
-	5,  // 6: gatewayd.plugin.v1.Translator.RoundTrip:input_type -> gatewayd.plugin.v1.RoundTripRequest
-	5,  // 7: gatewayd.plugin.v1.Translator.Observe:input_type -> gatewayd.plugin.v1.RoundTripRequest
-	8,  // 8: gatewayd.plugin.v1.FrontEnd.Run:input_type -> gatewayd.plugin.v1.RunRequest
-	9,  // 9: gatewayd.plugin.v1.Host.Do:input_type -> gatewayd.plugin.v1.DoRequest
-	9,  // 10: gatewayd.plugin.v1.Host.Observe:input_type -> gatewayd.plugin.v1.DoRequest
-	1,  // 11: gatewayd.plugin.v1.Radio.Info:input_type -> gatewayd.plugin.v1.Empty
-	12, // 12: gatewayd.plugin.v1.Radio.Configure:input_type -> gatewayd.plugin.v1.RadioParams
-	13, // 13: gatewayd.plugin.v1.Radio.Send:input_type -> gatewayd.plugin.v1.SendRequest
-	1,  // 14: gatewayd.plugin.v1.Radio.Recv:input_type -> gatewayd.plugin.v1.Empty
-	4,  // 15: gatewayd.plugin.v1.Plugin.Init:output_type -> gatewayd.plugin.v1.InitResponse
-	6,  // 16: gatewayd.plugin.v1.Translator.RoundTrip:output_type -> gatewayd.plugin.v1.RoundTripResponse
-	7,  // 17: gatewayd.plugin.v1.Translator.Observe:output_type -> gatewayd.plugin.v1.Notification
-	1,  // 18: gatewayd.plugin.v1.FrontEnd.Run:output_type -> gatewayd.plugin.v1.Empty
-	10, // 19: gatewayd.plugin.v1.Host.Do:output_type -> gatewayd.plugin.v1.DoResponse
-	7,  // 20: gatewayd.plugin.v1.Host.Observe:output_type -> gatewayd.plugin.v1.Notification
-	11, // 21: gatewayd.plugin.v1.Radio.Info:output_type -> gatewayd.plugin.v1.RadioInfo
-	16, // 22: gatewayd.plugin.v1.Radio.Configure:output_type -> gatewayd.plugin.v1.ConfigureResponse
-	14, // 23: gatewayd.plugin.v1.Radio.Send:output_type -> gatewayd.plugin.v1.SendResponse
-	15, // 24: gatewayd.plugin.v1.Radio.Recv:output_type -> gatewayd.plugin.v1.Frame
-	15, // [15:25] is the sub-list for method output_type
-	5,  // [5:15] is the sub-list for method input_type
-	5,  // [5:5] is the sub-list for extension type_name
-	5,  // [5:5] is the sub-list for extension extendee
-	0,  // [0:5] is the sub-list for field type_name
+	3,  // 0: gatewayd.plugin.v1.Failure.too_large:type_name -> gatewayd.plugin.v1.TooLarge
+	2,  // 1: gatewayd.plugin.v1.RoundTripResponse.failure:type_name -> gatewayd.plugin.v1.Failure
+	2,  // 2: gatewayd.plugin.v1.Notification.failure:type_name -> gatewayd.plugin.v1.Failure
+	2,  // 3: gatewayd.plugin.v1.DoResponse.failure:type_name -> gatewayd.plugin.v1.Failure
+	0,  // 4: gatewayd.plugin.v1.SendResponse.error:type_name -> gatewayd.plugin.v1.RadioError
+	2,  // 5: gatewayd.plugin.v1.ConfigureResponse.failure:type_name -> gatewayd.plugin.v1.Failure
+	4,  // 6: gatewayd.plugin.v1.Plugin.Init:input_type -> gatewayd.plugin.v1.InitRequest
+	6,  // 7: gatewayd.plugin.v1.Translator.RoundTrip:input_type -> gatewayd.plugin.v1.RoundTripRequest
+	6,  // 8: gatewayd.plugin.v1.Translator.Observe:input_type -> gatewayd.plugin.v1.RoundTripRequest
+	9,  // 9: gatewayd.plugin.v1.FrontEnd.Run:input_type -> gatewayd.plugin.v1.RunRequest
+	10, // 10: gatewayd.plugin.v1.Host.Do:input_type -> gatewayd.plugin.v1.DoRequest
+	10, // 11: gatewayd.plugin.v1.Host.Observe:input_type -> gatewayd.plugin.v1.DoRequest
+	1,  // 12: gatewayd.plugin.v1.Radio.Info:input_type -> gatewayd.plugin.v1.Empty
+	13, // 13: gatewayd.plugin.v1.Radio.Configure:input_type -> gatewayd.plugin.v1.RadioParams
+	14, // 14: gatewayd.plugin.v1.Radio.Send:input_type -> gatewayd.plugin.v1.SendRequest
+	1,  // 15: gatewayd.plugin.v1.Radio.Recv:input_type -> gatewayd.plugin.v1.Empty
+	5,  // 16: gatewayd.plugin.v1.Plugin.Init:output_type -> gatewayd.plugin.v1.InitResponse
+	7,  // 17: gatewayd.plugin.v1.Translator.RoundTrip:output_type -> gatewayd.plugin.v1.RoundTripResponse
+	8,  // 18: gatewayd.plugin.v1.Translator.Observe:output_type -> gatewayd.plugin.v1.Notification
+	1,  // 19: gatewayd.plugin.v1.FrontEnd.Run:output_type -> gatewayd.plugin.v1.Empty
+	11, // 20: gatewayd.plugin.v1.Host.Do:output_type -> gatewayd.plugin.v1.DoResponse
+	8,  // 21: gatewayd.plugin.v1.Host.Observe:output_type -> gatewayd.plugin.v1.Notification
+	12, // 22: gatewayd.plugin.v1.Radio.Info:output_type -> gatewayd.plugin.v1.RadioInfo
+	17, // 23: gatewayd.plugin.v1.Radio.Configure:output_type -> gatewayd.plugin.v1.ConfigureResponse
+	15, // 24: gatewayd.plugin.v1.Radio.Send:output_type -> gatewayd.plugin.v1.SendResponse
+	16, // 25: gatewayd.plugin.v1.Radio.Recv:output_type -> gatewayd.plugin.v1.Frame
+	16, // [16:26] is the sub-list for method output_type
+	6,  // [6:16] is the sub-list for method input_type
+	6,  // [6:6] is the sub-list for extension type_name
+	6,  // [6:6] is the sub-list for extension extendee
+	0,  // [0:6] is the sub-list for field type_name
 }
 
 func init() { file_gatewayd_plugin_proto_init() }
@@ -1152,7 +1229,7 @@ func file_gatewayd_plugin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gatewayd_plugin_proto_rawDesc), len(file_gatewayd_plugin_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   16,
+			NumMessages:   17,
 			NumExtensions: 0,
 			NumServices:   5,
 		},
