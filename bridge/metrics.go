@@ -199,7 +199,7 @@ var (
 	descTopics   = prometheus.NewDesc("gatewayd_pubsub_topics", "Pub-sub broker topics now.", nil, nil)
 	descPubSub   = prometheus.NewDesc("gatewayd_pubsub_total", "Pub-sub broker counters.", []string{"counter"}, nil)
 	descPlugUp   = prometheus.NewDesc("gatewayd_plugin_up", "1 when the plugin runs.", []string{"plugin"}, nil)
-	descPlugin   = prometheus.NewDesc("gatewayd_plugin_total", "Plugin counters: restarts, failures, requests, unavailable, log_dropped, callbacks, observes, observe_skipped.", []string{"plugin", "counter"}, nil)
+	descPlugin   = prometheus.NewDesc("gatewayd_plugin_total", "Plugin counters: restarts, failures, requests, unavailable, log_dropped, callbacks, observes, observe_skipped, too_large, blockwise.", []string{"plugin", "counter"}, nil)
 )
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
@@ -260,7 +260,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			for name, v := range map[string]uint64{
 				"restarts": ps.Restarts, "failures": ps.Failures, "requests": ps.Requests, "unavailable": ps.Unavail,
 				"log_dropped": ps.LogDropped, "callbacks": ps.Callbacks, "observes": ps.Observes,
-				"observe_skipped": ps.ObserveSkipped,
+				"observe_skipped": ps.ObserveSkipped, "too_large": ps.TooLarge, "blockwise": ps.Blockwise,
 			} {
 				counter(descPlugin, v, ps.Name, name)
 			}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/plugins/internal/wire"
+	"github.com/opaque-edge/gatewayd/plugins/sdk/blockwise"
 	pb "github.com/opaque-edge/gatewayd/plugins/sdk/proto"
 )
 
@@ -46,19 +47,103 @@ func (s *hostServer) Do(ctx context.Context, req *pb.DoRequest) (resp *pb.DoResp
 	if s.p.h.chain == nil {
 		return s.answer(m, coap.Errorf(coap.ServiceUnavailable, "no chain"))
 	}
-	w := &capture{req: m}
-	err = s.p.h.chain.ServeCoAP(ctx, w, &coap.Request{Msg: m, Peer: s.p.peer, Secure: req.GetSecure()})
-	if r := w.response(); r != nil {
-		b, err := wire.Encode(r)
-		if err != nil {
-			return &pb.DoResponse{Failure: wire.Failure(err)}, nil
-		}
-		return &pb.DoResponse{Message: b}, nil
+	// A body or representation larger than a block moves in RFC 7959
+	// blocks, each its own request through the chain; the plugin gets
+	// the whole or an error, never a part.
+	exchanges := 0
+	r, err := s.blocks(req.GetSecure(), &exchanges).Do(ctx, m)
+	if exchanges > 1 {
+		s.p.blockwise.Add(1)
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, errPanic):
+		return nil, status.Error(codes.Internal, "panic in chain")
+	case errors.Is(err, errUnanswered) && exchanges == 1:
+		return &pb.DoResponse{}, nil // deliberately unanswered
+	case err != nil:
+		if f := s.transferFailure(m, err); f != nil {
+			return &pb.DoResponse{Failure: f}, nil
+		}
 		return s.answer(m, err)
 	}
-	return &pb.DoResponse{}, nil // deliberately unanswered
+	b, err := wire.Encode(r)
+	if err != nil {
+		return &pb.DoResponse{Failure: wire.Failure(err)}, nil
+	}
+	return &pb.DoResponse{Message: b}, nil
+}
+
+// errUnanswered is what a chain exchange that got no response reports.
+var errUnanswered = errors.New("plugins: no response")
+
+// exchange runs m through the chain once, as a request from the plugin's
+// peer, and returns the response, with m's token and message ID.
+func (s *hostServer) exchange(ctx context.Context, m *coap.Message, secure bool) (*coap.Message, error) {
+	w := &capture{req: m}
+	err := s.serve(ctx, w, &coap.Request{Msg: m, Peer: s.p.peer, Secure: secure})
+	if r := w.response(); r != nil {
+		return r, nil
+	}
+	if err == nil {
+		err = errUnanswered
+	}
+	return nil, err
+}
+
+// blocks is the block-wise client (RFC 7959) of one callback over the
+// chain, bounded by the plugin's max_body; exchanges counts its requests.
+// A transfer's exchanges run one after another, so the count needs no
+// lock.
+func (s *hostServer) blocks(secure bool, exchanges *int) *blockwise.Client {
+	return &blockwise.Client{
+		MaxBody:   s.p.cfg.MaxBody,
+		BlockSize: s.p.cfg.BlockSize,
+		RoundTrip: func(ctx context.Context, m *coap.Message) (*coap.Message, error) {
+			*exchanges++
+			return s.exchange(ctx, m, secure)
+		},
+	}
+}
+
+// transferFailure is the Failure a plugin gets for a block-wise transfer
+// that could not give it a whole body: 4.13 for a request body over its
+// max_body (RFC 7252 §5.9.2.9), 5.02 for a representation over it or one
+// whose blocks did not make a whole (RFC 7252 §5.9.3.3). nil for other
+// errors. A body over max_body is counted and logged with its URI.
+func (s *hostServer) transferFailure(req *coap.Message, err error) *pb.Failure {
+	var tl *blockwise.TooLargeError
+	switch {
+	case errors.As(err, &tl):
+		s.p.tooLarge.Add(1)
+		what, code := "representation", coap.BadGateway
+		if tl.Request {
+			what, code = "request body", coap.RequestEntityTooLarge
+		}
+		if s.p.warns.pass(s.p.log) {
+			s.p.log.Warn(what+" over max_body: refused whole", "uri", targetOf(req), "size", tl.Size, "max_body", tl.Max)
+		}
+		return wire.Failure(&coap.Error{Code: code, MaxAge: -1, Err: tl,
+			Diagnostic: fmt.Sprintf("%s of %d bytes over the gateway's max_body of %d", what, tl.Size, tl.Max)})
+	case errors.Is(err, blockwise.ErrBlockwise), errors.Is(err, errUnanswered):
+		if s.p.warns.pass(s.p.log) {
+			s.p.log.Warn("block-wise transfer failed", "uri", targetOf(req), "err", err)
+		}
+		return wire.Failure(&coap.Error{Code: coap.BadGateway, MaxAge: -1, Err: err, Diagnostic: "incomplete block-wise transfer"})
+	}
+	return nil
+}
+
+// targetOf is the URI a request from a plugin names, for logs: its
+// Proxy-Uri, or what its Proxy-Scheme and Uri-* options compose.
+func targetOf(m *coap.Message) string {
+	if pu, ok := m.Options.Get(coap.ProxyURI); ok {
+		return string(pu)
+	}
+	scheme := "coap"
+	if ps, ok := m.Options.Get(coap.ProxyScheme); ok {
+		scheme = string(ps)
+	}
+	return coap.URIFromOptions(m.Options, scheme, "", coap.DefaultPort(scheme)).String()
 }
 
 // answer turns a chain error into the response an endpoint would send.
@@ -179,7 +264,13 @@ func (s *hostServer) Observe(req *pb.DoRequest, stream pb.Host_ObserveServer) er
 	// Whatever the stream does now, an observer made by this response
 	// is removed when the handler returns.
 	observing = observes(first)
-	if err := s.send(stream, first); err != nil || !observing {
+	whole, err := s.whole(ctx, reg, first, req.GetSecure())
+	if err != nil {
+		return s.endWith(stream, m, err)
+	}
+	// A whole that is not 2.xx (a block's fetch failed) ends the stream
+	// too; the observer the hub keeps is deregistered on the way out.
+	if err := s.send(stream, whole); err != nil || !observing || !observes(whole) {
 		return err
 	}
 	for {
@@ -188,11 +279,20 @@ func (s *hostServer) Observe(req *pb.DoRequest, stream pb.Host_ObserveServer) er
 			return nil
 		case <-w.ready:
 		}
-		n, done := w.take()
-		if n == nil {
+		last, done := w.take()
+		if last == nil {
 			continue
 		}
-		err := s.send(stream, n)
+		// RFC 7959 §2.6: a notification carries the first block; the
+		// rest is fetched before the plugin sees it, whole.
+		n, err := s.whole(ctx, reg, last, req.GetSecure())
+		if err != nil {
+			if done != nil {
+				done(nil)
+			}
+			return s.endWith(stream, m, err)
+		}
+		err = s.send(stream, n)
 		if done != nil {
 			// A CON notification counts as acknowledged once the stream
 			// has taken it; the hub holds newer states until then.
@@ -205,11 +305,14 @@ func (s *hostServer) Observe(req *pb.DoRequest, stream pb.Host_ObserveServer) er
 		if err != nil {
 			return err
 		}
-		if !observes(n) {
+		if !observes(last) {
 			// The last notification (§3.2): the hub removes the
 			// observer itself.
 			observing = false
 			return nil
+		}
+		if !observes(n) {
+			return nil // a block's fetch failed: deregistered on the way out
 		}
 	}
 }
@@ -218,6 +321,54 @@ func (s *hostServer) Observe(req *pb.DoRequest, stream pb.Host_ObserveServer) er
 // Observe (RFC 7641 §3.2, §4.1).
 func observes(m *coap.Message) bool {
 	return m.Code.Class() == 2 && m.Options.Has(coap.Observe)
+}
+
+// whole completes a response or notification n of the registration reg
+// that carries the first block of its representation (RFC 7959 §2.6):
+// the other blocks are fetched through the chain with GET and Block2,
+// without Observe (§3.4). n itself when it is whole already.
+func (s *hostServer) whole(ctx context.Context, reg, n *coap.Message, secure bool) (*coap.Message, error) {
+	if b, ok, err := blockwise.Get(n.Options, coap.Block2); err == nil && (!ok || !b.More) {
+		return n, nil
+	}
+	// Not the observation's token: the fetches are requests of their own
+	// (RFC 7959 §3.4, Figure 12).
+	follow := reg.Clone()
+	follow.Token = binary.BigEndian.AppendUint64(nil, rand.Uint64())
+	exchanges := 0
+	w, err := s.blocks(secure, &exchanges).Complete(ctx, follow, n)
+	if exchanges > 0 {
+		s.p.blockwise.Add(1)
+	}
+	if err != nil {
+		return nil, err
+	}
+	// The whole goes to the plugin as n would have: its token, its type,
+	// its message ID.
+	w.Token, w.MID, w.Type = n.Token, n.MID, n.Type
+	return w, nil
+}
+
+// endWith ends a plugin's observation with the reason its latest message
+// could not be completed: a representation over max_body, blocks that did
+// not make a whole, an error of the chain. The plugin gets a Failure,
+// never a part; its observer is then deregistered (§3.6).
+func (s *hostServer) endWith(stream pb.Host_ObserveServer, req *coap.Message, err error) error {
+	if errors.Is(err, errPanic) {
+		return status.Error(codes.Internal, "panic in chain")
+	}
+	if stream.Context().Err() != nil {
+		return nil
+	}
+	f := s.transferFailure(req, err)
+	if f == nil {
+		var ce *coap.Error
+		if !errors.As(err, &ce) {
+			ce = &coap.Error{Code: coap.BadGateway, MaxAge: -1, Diagnostic: "fetching the representation's blocks", Err: err}
+		}
+		f = wire.Failure(ce)
+	}
+	return stream.Send(&pb.Notification{Failure: f})
 }
 
 func notification(r *pb.DoResponse, _ error) *pb.Notification {

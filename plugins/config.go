@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+
+	"github.com/opaque-edge/gatewayd/plugins/sdk/blockwise"
 )
 
 // DefaultDir is where plugins live; a relative path resolves against it.
@@ -29,6 +31,16 @@ type Config struct {
 	// client, and one the operator installed. The hub's max_observers
 	// still bounds everyone together. Default 1024.
 	MaxObservations int `toml:"max_observations"`
+	// MaxBody bounds, in bytes, a whole representation or request body
+	// that crosses the plugin's boundary through Host.Do and
+	// Host.Observe, which move bodies larger than a block in RFC 7959
+	// blocks. A larger one is refused whole, never cut short: a request
+	// body with 4.13, a representation with 5.02. Default 1 MiB, at most
+	// 4 MiB.
+	MaxBody int `toml:"max_body"`
+	// BlockSize is the largest block Host.Do and Host.Observe send or ask
+	// for: 16 to 1024 bytes, a power of two. Default 1024.
+	BlockSize int `toml:"block_size"`
 	// Config is passed to the plugin's Init as JSON; its keys are the
 	// plugin's business.
 	Config Table `toml:"config"`
@@ -36,6 +48,13 @@ type Config struct {
 
 // DefaultMaxObservations is MaxObservations when the key is absent.
 const DefaultMaxObservations = 1024
+
+// Bounds of MaxBody and BlockSize.
+const (
+	DefaultMaxBody   = blockwise.DefaultMaxBody
+	MaxMaxBody       = 4 << 20 // what one gRPC message to or from a plugin carries (wire.MaxMessage)
+	DefaultBlockSize = blockwise.DefaultBlockSize
+)
 
 // Table is a plugin's config table, kept as decoded. Its keys are the
 // plugin's to check (its Init refuses unknown ones), not gatewayd's.
@@ -66,6 +85,12 @@ func (c Config) Defaults() Config {
 	if c.MaxObservations == 0 {
 		c.MaxObservations = DefaultMaxObservations
 	}
+	if c.MaxBody == 0 {
+		c.MaxBody = DefaultMaxBody
+	}
+	if c.BlockSize == 0 {
+		c.BlockSize = DefaultBlockSize
+	}
 	return c
 }
 
@@ -94,6 +119,12 @@ func (c Config) Validate() error {
 	}
 	if c.MaxObservations <= 0 {
 		return bad("max_observations = %d: want a positive number", c.MaxObservations)
+	}
+	if c.MaxBody <= 0 || c.MaxBody > MaxMaxBody {
+		return bad("max_body = %d: want 1 to %d bytes", c.MaxBody, MaxMaxBody)
+	}
+	if c.BlockSize < blockwise.MinBlockSize || c.BlockSize > blockwise.DefaultBlockSize || c.BlockSize&(c.BlockSize-1) != 0 {
+		return bad("block_size = %d: want 16, 32, 64, 128, 256, 512 or 1024", c.BlockSize)
 	}
 	if _, err := c.configJSON(); err != nil {
 		return bad("config: %v", err)

@@ -188,6 +188,13 @@ type Stats struct {
 	// ObserveSkipped counts notifications of its Host.Observe streams
 	// replaced by a newer one before it read them (RFC 7641 §4.5).
 	ObserveSkipped uint64
+	// TooLarge counts bodies of its Host.Do and Host.Observe callbacks
+	// refused whole for being over its max_body: request bodies (4.13)
+	// and representations (5.02).
+	TooLarge uint64
+	// Blockwise counts its Host.Do calls and Host.Observe messages that
+	// took more than one exchange in the chain: RFC 7959 transfers.
+	Blockwise uint64
 	// LogDropped counts its log lines dropped over the rate limit (50
 	// a second, 200 at once).
 	LogDropped uint64

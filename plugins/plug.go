@@ -59,6 +59,11 @@ type plug struct {
 
 	starts, restarts, failures, requests, unavail, callbacks atomic.Uint64
 	observes, observeSkipped                                 atomic.Uint64
+	tooLarge, blockwise                                      atomic.Uint64
+	// warns limits gatewayd's own warnings about what the plugin's
+	// callbacks asked for (a body over max_body), which its peers can
+	// trigger at will.
+	warns *logLimiter
 	// logs limits go-plugin's log and the plugin's stdout and stderr;
 	// crash limits the process's own stderr (what it writes before Serve,
 	// a panic's trace), so that a flood of chatter cannot crowd it out.
@@ -75,6 +80,7 @@ func newPlug(h *Host, c Config, i int) *plug {
 		upc:   make(chan struct{}),
 		logs:  newLogLimiter(time.Now),
 		crash: newLogLimiter(time.Now),
+		warns: newLogLimiter(time.Now),
 	}
 }
 
@@ -403,6 +409,8 @@ func (p *plug) stats() Stats {
 	s.Callbacks = p.callbacks.Load()
 	s.Observes = p.observes.Load()
 	s.ObserveSkipped = p.observeSkipped.Load()
+	s.TooLarge = p.tooLarge.Load()
+	s.Blockwise = p.blockwise.Load()
 	s.LogDropped = p.logs.dropped.Load() + p.crash.dropped.Load()
 	return s
 }

@@ -5,7 +5,9 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"strings"
@@ -14,6 +16,7 @@ import (
 
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/plugins/sdk"
+	"github.com/opaque-edge/gatewayd/plugins/sdk/blockwise"
 )
 
 type config struct {
@@ -22,11 +25,15 @@ type config struct {
 	// Observe is a Uri-Path the front end observes with Host.Observe
 	// instead of sending its GET /hello.
 	Observe string `json:"observe"`
+	// Digest records what the observation got as its length and
+	// SHA-256 prefix instead of the payload: for large ones.
+	Digest bool `json:"digest"`
 }
 
 type echo struct {
 	scheme  string
 	observe string
+	digest  bool
 
 	mu       sync.Mutex
 	last     *coap.Message      // the front end's last Host.Do response; guarded by mu
@@ -126,8 +133,18 @@ func (e *echo) Run(ctx context.Context, host sdk.Host) error {
 			if string(m.Token) != "\x03" {
 				e.observed = append(e.observed, "wrong-token")
 			}
+			if e.digest {
+				h := sha256.Sum256(m.Payload)
+				e.observed = append(e.observed, fmt.Sprintf("%d:%x", len(m.Payload), h[:8]))
+				return
+			}
 			e.observed = append(e.observed, string(m.Payload))
 		})
+		var tl *blockwise.TooLargeError
+		if errors.As(err, &tl) {
+			// The typed error crossed the boundary.
+			err = fmt.Errorf("too large: %d over %d: %w", tl.Size, tl.Max, err)
+		}
 		e.mu.Lock()
 		e.obsEnd = err
 		e.mu.Unlock()
@@ -152,7 +169,7 @@ func newPlugin(_ context.Context, _ string, raw []byte) (*sdk.Plugin, error) {
 	if c.Scheme == "" {
 		c.Scheme = "echo"
 	}
-	e := &echo{scheme: c.Scheme, observe: c.Observe}
+	e := &echo{scheme: c.Scheme, observe: c.Observe, digest: c.Digest}
 	p := &sdk.Plugin{Translator: e}
 	if c.FrontEnd {
 		p.FrontEnd = e
