@@ -42,8 +42,8 @@ const (
 
 // Validate reports a configuration the Client cannot use.
 func (c ClientConfig) Validate() error {
-	if c.MaxResponse > 16<<20 {
-		return fmt.Errorf("http: max_response %d over 16 MiB", c.MaxResponse)
+	if c.MaxResponse > MaxMaxBody {
+		return fmt.Errorf("http: max_response %d over 4 MiB", c.MaxResponse)
 	}
 	for _, h := range c.AllowHosts {
 		if h == "" || strings.ContainsAny(h, "/@ []") {

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/plugins/sdk/blockwise"
 )
 
 // DoFunc sends a CoAP request into gatewayd's chain (access control, guard,
@@ -46,6 +47,10 @@ const (
 	DefaultPrefix  = "/hc/"
 	DefaultMaxBody = 64 << 10
 	DefaultTimeout = 60 * time.Second
+	// MaxMaxBody bounds max_body and max_response: no larger body
+	// crosses the plugin boundary to gatewayd (whose own max_body for
+	// the plugin is at most this too).
+	MaxMaxBody = 4 << 20
 )
 
 func (c Config) withDefaults() Config {
@@ -67,8 +72,8 @@ func (c Config) Validate() error {
 	if !strings.HasPrefix(c.Prefix, "/") || !strings.HasSuffix(c.Prefix, "/") {
 		return fmt.Errorf("http: prefix %q must start and end with /", c.Prefix)
 	}
-	if c.MaxBody > 16<<20 {
-		return fmt.Errorf("http: max_body %d over 16 MiB", c.MaxBody)
+	if c.MaxBody > MaxMaxBody {
+		return fmt.Errorf("http: max_body %d over 4 MiB", c.MaxBody)
 	}
 	return nil
 }
@@ -78,7 +83,7 @@ type Stats struct {
 	Requests       uint64 // HTTP requests seen
 	OSCORE         uint64 // of which carried the OSCORE header field
 	Rejected       uint64 // answered 4xx/501 by the handler without a CoAP exchange
-	UpstreamErrors uint64 // Do returned an error (mapped to 5xx)
+	UpstreamErrors uint64 // Do returned an error, no response, or one block of several (mapped to 5xx)
 }
 
 // Handler is an HTTP-to-CoAP proxy (RFC 8075) in front of a DoFunc. Mount
@@ -189,6 +194,14 @@ func (h *Handler) ServeHTTP(w nethttp.ResponseWriter, r *nethttp.Request) {
 	if resp == nil || !resp.Code.IsResponse() {
 		h.upstream.Add(1)
 		writeText(w, nethttp.StatusBadGateway, "no CoAP response")
+		return
+	}
+	if b, ok, err := blockwise.Get(resp.Options, coap.Block2); err != nil || ok && (b.More || b.Num != 0) {
+		// One block of a larger representation (RFC 7959): a DoFunc that
+		// does not complete block-wise transfers. Never passed off as
+		// the whole (RFC 8075 §8.3 has the HC proxy fetch the rest).
+		h.upstream.Add(1)
+		writeText(w, nethttp.StatusBadGateway, "incomplete CoAP representation: one block of a block-wise transfer")
 		return
 	}
 	h.writeResponse(w, r, u, resp, x)

@@ -291,3 +291,25 @@ func TestDoErrorsMapToGatewayStatuses(t *testing.T) {
 		})
 	}
 }
+
+// A DoFunc that does not complete block-wise transfers hands the Handler
+// block 0 of a larger representation (RFC 7959 §2.4): curl gets 502, not
+// 1024 bytes as if they were the whole.
+func TestFirstBlockIsNeverPassedOffAsTheWhole(t *testing.T) {
+	answer := func(_ context.Context, req *coap.Message) *coap.Message {
+		m := &coap.Message{Code: coap.Content, Payload: bytes.Repeat([]byte{'b'}, 1024)}
+		m.Options = m.Options.Insert(coap.ETag, []byte{1}).Insert(coap.Block2, []byte{0x0e}).SetUint(coap.Size2, 10240)
+		return m
+	}
+	o, _, h, base := proxy(t, Config{}, answer)
+	r := curl(t, base+"/hc/coap://127.0.0.1/big")
+	if o.count() != 1 {
+		t.Fatalf("origin got %d requests", o.count())
+	}
+	if r.status != 502 || !strings.Contains(string(r.body), "one block of a block-wise transfer") {
+		t.Fatalf("HTTP %d %q, want 502", r.status, r.body)
+	}
+	if h.Stats().UpstreamErrors != 1 {
+		t.Errorf("stats %+v", h.Stats())
+	}
+}
