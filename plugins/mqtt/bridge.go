@@ -17,6 +17,7 @@ import (
 
 	"github.com/opaque-edge/gatewayd/coap"
 	httpcoap "github.com/opaque-edge/gatewayd/plugins/http"
+	"github.com/opaque-edge/gatewayd/plugins/sdk/blockwise"
 )
 
 // DoFunc sends a CoAP request into gatewayd's chain; see
@@ -61,7 +62,8 @@ type Stats struct {
 	Rejected      uint64 // PUBACK with an error reason code: not retried
 	Dropped       uint64 // oldest representations dropped from a full queue
 	Queued        uint64 // waiting for a PUBACK now
-	ObserveErrors uint64 // observations that failed or ended, and non-2.05 representations
+	ObserveErrors uint64 // observations that failed or ended, and non-2.05 or partial representations
+	TooLarge      uint64 // representations over the host's max_body: not published
 	Received      uint64 // MQTT messages of the down direction
 	Delivered     uint64 // PUT answered 2.xx
 	Failed        uint64 // PUT answered otherwise or not at all (after retries)
@@ -81,6 +83,7 @@ type Bridge struct {
 	connected chan struct{} // guarded by mu: closed when cli is set
 
 	connects, notifications, published, rejected, observeErrors atomic.Uint64
+	tooLarge                                                    atomic.Uint64
 	received, delivered, failed                                 atomic.Uint64
 }
 
@@ -113,7 +116,7 @@ func (b *Bridge) Stats() Stats {
 	return Stats{
 		Connects: b.connects.Load(), Notifications: b.notifications.Load(),
 		Published: b.published.Load(), Rejected: b.rejected.Load(), Dropped: dropped,
-		Queued: uint64(n), ObserveErrors: b.observeErrors.Load(), Received: b.received.Load(),
+		Queued: uint64(n), ObserveErrors: b.observeErrors.Load(), TooLarge: b.tooLarge.Load(), Received: b.received.Load(),
 		Delivered: b.delivered.Load(), Failed: b.failed.Load(),
 	}
 }
@@ -170,7 +173,16 @@ func (b *Bridge) runObservation(ctx context.Context, m Up) {
 			wait = 0
 		}
 		b.observeErrors.Add(1)
-		b.log.Warn("observation ended", "uri", m.Observe, "err", err)
+		var tl *blockwise.TooLargeError
+		if errors.As(err, &tl) {
+			// gatewayd refused the representation whole (RFC 7959
+			// transfers are bounded by the plugin's max_body): nothing
+			// of it is published.
+			b.tooLarge.Add(1)
+			b.log.Warn("representation over max_body: not published", "uri", m.Observe, "topic", m.Topic, "size", tl.Size, "max_body", tl.Max)
+		} else {
+			b.log.Warn("observation ended", "uri", m.Observe, "err", err)
+		}
 		if !backoff(ctx, &wait) {
 			return
 		}
@@ -182,6 +194,14 @@ func (b *Bridge) runObservation(ctx context.Context, m Up) {
 func (b *Bridge) notify(m Up, n *coap.Message) {
 	if n == nil || n.Code != coap.Content {
 		b.observeErrors.Add(1)
+		return
+	}
+	if blk, ok, err := blockwise.Get(n.Options, coap.Block2); err != nil || ok && (blk.More || blk.Num != 0) {
+		// One block of a larger representation (RFC 7959 §2.6): an
+		// ObserveFunc that does not fetch the rest. Published, it would
+		// pass for the whole; a signature over it could never verify.
+		b.observeErrors.Add(1)
+		b.log.Warn("partial representation not published", "uri", m.Observe, "bytes", len(n.Payload))
 		return
 	}
 	it := item{topic: m.Topic, payload: append([]byte(nil), n.Payload...), cf: -1, retain: m.Retain}
@@ -445,6 +465,7 @@ func (b *Bridge) put(ctx context.Context, m Down, p *paho.Publish) bool {
 		}
 		var ce *coap.Error
 		if errors.As(err, &ce) {
+			b.log.Warn("put failed", "uri", m.Put, "topic", p.Topic, "bytes", len(p.Payload), "err", err)
 			break // an answer, not a transport failure: retrying will not help
 		}
 		if try++; try < 3 && !backoff(ctx, &wait) {

@@ -298,3 +298,38 @@ func TestMessageNotAcknowledgedWhenStoppedBeforeThePUTIsAnswered(t *testing.T) {
 		t.Fatalf("the message was not sent again; stats %+v", b2.Stats())
 	}
 }
+
+// An ObserveFunc that hands the bridge block 0 of a larger representation
+// (RFC 7959 §2.6) gets it refused: only a whole representation is
+// published, so the first message the subscriber gets is the whole one
+// that followed.
+func TestFirstBlockOfALargerRepresentationIsNotPublished(t *testing.T) {
+	need(t, "mosquitto", "mosquitto_sub")
+	br := startBroker(t)
+	subscribeSession(t, br, "sub-partial", "gw/test/up/partial")
+	partial := &coap.Message{Code: coap.Content, Payload: bytes.Repeat([]byte{0xd2}, 1024)}
+	partial.Options = partial.Options.SetUint(coap.Observe, 1).Insert(coap.Block2, []byte{0x0e}).SetUint(coap.Size2, 10240)
+	whole := &coap.Message{Code: coap.Content, Payload: blob(7)}
+	whole.Options = whole.Options.SetUint(coap.Observe, 2)
+	observe := func(ctx context.Context, _ string, fn func(*coap.Message)) error {
+		fn(partial)
+		fn(whole)
+		<-ctx.Done()
+		return ctx.Err()
+	}
+	b, err := New(Config{
+		Broker: br.URL(), ClientID: "gw-test-partial",
+		Up: []Up{{Observe: "coap://[fd00::1]/big", Topic: "gw/test/up/partial"}},
+	}, nil, observe, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runBridge(t, b)
+	got := receive(t, br, "sub-partial", "gw/test/up/partial", "%x", 1, 10*time.Second)
+	if len(got) != 1 || got[0] != hex.EncodeToString(blob(7)) {
+		t.Fatalf("first message %q, want the whole representation %x", got, blob(7))
+	}
+	if s := b.Stats(); s.Notifications != 1 || s.ObserveErrors != 1 {
+		t.Errorf("stats %+v, want the block refused and the whole queued", s)
+	}
+}
