@@ -60,7 +60,7 @@ func openVerified(path, want string) (*os.File, error) {
 	}
 	if f.mode&0o111 == 0 {
 		f.Close()
-		return nil, fmt.Errorf("plugins: %s: not executable (mode %v)", path, f.mode)
+		return nil, fmt.Errorf("%s: not executable (mode %v)", path, f.mode)
 	}
 	source := "config says"
 	if want == "" {
@@ -73,11 +73,11 @@ func openVerified(path, want string) (*os.File, error) {
 	h := sha256.New()
 	if _, err := io.Copy(h, f); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("plugins: %s: %w", path, err)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != want {
 		f.Close()
-		return nil, fmt.Errorf("plugins: %s: %w: %s %s, file has %s", path, ErrChecksum, source, want, got)
+		return nil, fmt.Errorf("%s: %w: %s %s, file has %s", path, ErrChecksum, source, want, got)
 	}
 	return f.File, nil
 }
@@ -93,24 +93,24 @@ type ownedFile struct {
 func openOwned(path string) (ownedFile, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return ownedFile{}, fmt.Errorf("plugins: %w", err)
+		return ownedFile{}, err
 	}
 	fi, err := f.Stat()
 	if err != nil {
 		f.Close()
-		return ownedFile{}, fmt.Errorf("plugins: %w", err)
+		return ownedFile{}, err
 	}
 	if !fi.Mode().IsRegular() {
 		f.Close()
-		return ownedFile{}, fmt.Errorf("plugins: %s: not a regular file", path)
+		return ownedFile{}, fmt.Errorf("%s: not a regular file", path)
 	}
 	if fi.Mode().Perm()&0o022 != 0 {
 		f.Close()
-		return ownedFile{}, fmt.Errorf("plugins: %s: writable by group or others (mode %v): refusing to use it", path, fi.Mode().Perm())
+		return ownedFile{}, fmt.Errorf("%s: writable by group or others (mode %v): refusing to use it", path, fi.Mode().Perm())
 	}
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 && int(st.Uid) != os.Geteuid() {
 		f.Close()
-		return ownedFile{}, fmt.Errorf("plugins: %s: owned by uid %d, neither root nor gatewayd's user: refusing to use it", path, st.Uid)
+		return ownedFile{}, fmt.Errorf("%s: owned by uid %d, neither root nor gatewayd's user: refusing to use it", path, st.Uid)
 	}
 	return ownedFile{f, fi.Mode().Perm()}, nil
 }
@@ -125,7 +125,7 @@ func listedSum(path string) (string, error) {
 	name := filepath.Base(path)
 	f, err := openOwned(list)
 	if err != nil {
-		return "", fmt.Errorf("plugins: %s: no sha256 in its [[plugin]] table and no digest list to check it against: %w", path, err)
+		return "", fmt.Errorf("%s: no sha256 in its [[plugin]] table and no digest list to check it against: %w", path, err)
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(io.LimitReader(f, maxSumsFile))
@@ -138,16 +138,16 @@ func listedSum(path string) (string, error) {
 		sum, file, ok := strings.Cut(line, " ")
 		file = strings.TrimPrefix(strings.TrimLeft(file, " "), "*")
 		if b, err := hex.DecodeString(sum); !ok || err != nil || len(b) != sha256.Size {
-			return "", fmt.Errorf("plugins: %s:%d: want \"<sha256>  <file>\"", list, n)
+			return "", fmt.Errorf("%s:%d: want \"<sha256>  <file>\"", list, n)
 		}
 		if file == name {
 			return strings.ToLower(sum), nil
 		}
 	}
 	if err := sc.Err(); err != nil {
-		return "", fmt.Errorf("plugins: %s: %w", list, err)
+		return "", fmt.Errorf("%s: %w", list, err)
 	}
-	return "", fmt.Errorf("plugins: %s: no sha256 in its [[plugin]] table and %s does not list %s", path, list, name)
+	return "", fmt.Errorf("%s: no sha256 in its [[plugin]] table and %s does not list %s", path, list, name)
 }
 
 // command execs the verified file f; Args[0] keeps the real path for ps.
