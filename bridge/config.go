@@ -388,6 +388,12 @@ func (c *Config) Warnings() []string {
 		w = append(w, fmt.Sprintf("proxy: clients admits %v, beyond loopback, and allow contains %v: "+
 			"those clients can reach the gateway's own loopback services through the proxy; take loopback out of allow", lan, lo))
 	}
+	for _, r := range c.Radio {
+		if name, ok := strings.CutPrefix(r.Driver, radio.PluginDriverPrefix); ok && !r.ExtAddr.IsValid() {
+			w = append(w, fmt.Sprintf("radio %q: driver %q and no ext_addr: should plugin %q fail to start, "+
+				"gatewayd waits up_timeout for the address and then stops; set ext_addr to start without it", r.Name, r.Driver, name))
+		}
+	}
 	if c.Metrics.PProf && c.Metrics.Listen != "" {
 		if ap, err := netip.ParseAddrPort(c.Metrics.Listen); err == nil && !ap.Addr().Unmap().IsLoopback() {
 			w = append(w, fmt.Sprintf("metrics: pprof is on and listen %q is not loopback: "+

@@ -285,6 +285,15 @@ func TestConfigWarnings(t *testing.T) {
 			c.Proxy.Clients = []string{"127.0.0.1/32", "::ffff:127.0.0.0/104"}
 		}, ""},
 		{"pprof on loopback", func(c *Config) { c.Metrics.PProf = true }, ""},
+		{"radio plugin without ext_addr", func(c *Config) {
+			c.Plugin = []plugins.Config{{Name: "slip", Path: "/nonexistent", SHA256: strings.Repeat("ab", 32)}}
+			c.Radio = []radio.Config{{Name: "mesh", Driver: "plugin:slip", Prefix: radio.DefaultSimPrefix}}
+		}, `radio "mesh": driver "plugin:slip" and no ext_addr`},
+		{"radio plugin with ext_addr", func(c *Config) {
+			c.Plugin = []plugins.Config{{Name: "slip", Path: "/nonexistent", SHA256: strings.Repeat("ab", 32)}}
+			c.Radio = []radio.Config{{Name: "mesh", Driver: "plugin:slip", Prefix: radio.DefaultSimPrefix}}
+			c.Radio[0].ExtAddr.UnmarshalText([]byte("18:b4:30:00:00:00:00:01"))
+		}, ""},
 		{"pprof beyond loopback", func(c *Config) {
 			c.Metrics.PProf = true
 			c.Metrics.Listen = "0.0.0.0:9683"
