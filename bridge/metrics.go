@@ -421,7 +421,10 @@ type PluginStatus struct {
 // Status returns a snapshot of the proxy.
 func (p *Proxy) Status() Status {
 	now := time.Now()
-	cfg := p.chain.Load().cfg
+	cfg := p.cfg
+	if c := p.chain.Load(); c != nil {
+		cfg = c.cfg // the routes of the last reload
+	}
 	s := Status{
 		Version: p.version, GoVersion: runtime.Version(), Started: p.started,
 		Uptime: now.Sub(p.started).Round(time.Second).String(), UptimeSeconds: now.Sub(p.started).Seconds(),
