@@ -1,7 +1,7 @@
 # gatewayd: build and test. `make check` is what CI runs.
 
 GO      ?= go
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+VERSION ?= $(shell packaging/version.sh)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
 .PHONY: all build check deps fmt-check vet test bench clean

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -72,8 +73,8 @@ type ProxyConfig struct {
 // RouteConfig is a reverse route: requests for /Name/... on the proxy go to
 // Target/... (RFC 7252 §5.7.3).
 type RouteConfig struct {
-	Name   string `toml:"name"`
-	Target string `toml:"target"`
+	Name   string `toml:"name" json:"name"`
+	Target string `toml:"target" json:"target"`
 }
 
 // Duration is a time.Duration written as "3s" in TOML.
@@ -338,6 +339,68 @@ func (c *Config) Validate() error {
 		}
 	}
 	return nil
+}
+
+// loopback are the prefixes of the host's own loopback: IPv4, IPv6, and
+// IPv4 loopback mapped into IPv6.
+var loopback = []netip.Prefix{
+	netip.MustParsePrefix("127.0.0.0/8"),
+	netip.MustParsePrefix("::1/128"),
+	netip.MustParsePrefix("::ffff:127.0.0.0/104"),
+}
+
+// withinLoopback reports whether every address of p is a loopback one.
+func withinLoopback(p netip.Prefix) bool {
+	for _, l := range loopback {
+		if l.Bits() <= p.Bits() && l.Contains(p.Addr()) {
+			return true
+		}
+	}
+	return false
+}
+
+// Warnings are what a valid configuration may still get wrong, for
+// -check, the start and reloads to say.
+//
+// Clients beyond loopback with loopback in allow: anyone admitted could
+// send CoAP through the proxy to whatever listens on the gateway's own
+// 127.0.0.1 or ::1 (plugins, other daemons), which trusts loopback. pprof
+// on a listen address beyond loopback: anyone who reaches the port can
+// make the gateway profile itself.
+func (c *Config) Warnings() []string {
+	var w []string
+	clients, _ := parsePrefixes(c.Proxy.Clients)
+	allow, _ := parsePrefixes(c.Proxy.Allow)
+	var lan, lo netip.Prefix
+	for _, p := range clients {
+		if !withinLoopback(p) {
+			lan = p
+			break
+		}
+	}
+	for _, p := range allow {
+		if slices.ContainsFunc(loopback, p.Overlaps) {
+			lo = p
+			break
+		}
+	}
+	if lan.IsValid() && lo.IsValid() {
+		w = append(w, fmt.Sprintf("proxy: clients admits %v, beyond loopback, and allow contains %v: "+
+			"those clients can reach the gateway's own loopback services through the proxy; take loopback out of allow", lan, lo))
+	}
+	for _, r := range c.Radio {
+		if name, ok := strings.CutPrefix(r.Driver, radio.PluginDriverPrefix); ok && !r.ExtAddr.IsValid() {
+			w = append(w, fmt.Sprintf("radio %q: driver %q and no ext_addr: should plugin %q fail to start, "+
+				"gatewayd waits up_timeout for the address and then stops; set ext_addr to start without it", r.Name, r.Driver, name))
+		}
+	}
+	if c.Metrics.PProf && c.Metrics.Listen != "" {
+		if ap, err := netip.ParseAddrPort(c.Metrics.Listen); err == nil && !ap.Addr().Unmap().IsLoopback() {
+			w = append(w, fmt.Sprintf("metrics: pprof is on and listen %q is not loopback: "+
+				"anyone who reaches the port can start a CPU profile or trace", c.Metrics.Listen))
+		}
+	}
+	return w
 }
 
 func (p *ProxyConfig) validate() error {

@@ -9,13 +9,20 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"net/netip"
+	"runtime"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/opaque-edge/gatewayd/cache"
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/observe"
+	"github.com/opaque-edge/gatewayd/observe/pubsub"
+	"github.com/opaque-edge/gatewayd/plugins"
+	"github.com/opaque-edge/gatewayd/radio"
 )
 
 // MetricsConfig is the [metrics] section: the admin endpoint with
@@ -23,6 +30,11 @@ import (
 // `gatewayctl status`. Loopback by default; "" disables it.
 type MetricsConfig struct {
 	Listen string `toml:"listen"`
+	// PProf serves Go's profiles under /debug/pprof/ on the same port.
+	// Off by default: a CPU profile or trace costs the gateway CPU, and
+	// whoever reaches the port (a remote Prometheus's network, once listen
+	// is not loopback) could start one.
+	PProf bool `toml:"pprof"`
 }
 
 // DefaultMetricsListen is the admin endpoint's default address.
@@ -33,6 +45,7 @@ const DefaultMetricsListen = "127.0.0.1:9683"
 type metrics struct {
 	requests *prometheus.CounterVec   // by method and response code
 	latency  *prometheus.HistogramVec // upstream exchange time by transport
+	reloads  *prometheus.CounterVec   // by outcome
 	// byCode holds the counter of requests for each method (0.01-0.07)
 	// and code once used: looking the labels up is most of what counting
 	// a request costs.
@@ -41,18 +54,37 @@ type metrics struct {
 
 type counterRef struct{ c prometheus.Counter }
 
-func newMetrics(reg *prometheus.Registry, p *Proxy) *metrics {
+// Reload outcomes, the values of gatewayd_reloads_total's label.
+const (
+	reloadSuccess = "success"
+	reloadFailure = "failure"
+)
+
+func newMetrics(reg *prometheus.Registry, p *Proxy, version string) *metrics {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gatewayd_requests_total", Help: "Requests answered, by method and response code.",
 		}, []string{"method", "code"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "gatewayd_upstream_seconds",
+			Name:    "gatewayd_upstream_duration_seconds",
 			Help:    "Time of upstream exchanges, by transport.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"transport"}),
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gatewayd_reloads_total", Help: "Configuration reloads (SIGHUP), by outcome: success, or failure when the file was refused.",
+		}, []string{"outcome"}),
 	}
-	reg.MustRegister(m.requests, m.latency, &collector{p: p})
+	// Both outcomes from the start, so that a first failure is an
+	// increase and not a new series.
+	m.reloads.WithLabelValues(reloadSuccess)
+	m.reloads.WithLabelValues(reloadFailure)
+	build := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "gatewayd_build_info", Help: "Always 1; the labels say which gatewayd runs.",
+		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version()},
+	})
+	build.Set(1)
+	reg.MustRegister(m.requests, m.latency, m.reloads, build, &collector{p: p},
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
 
@@ -184,131 +216,250 @@ var codeLabels = func() (l [256]string) {
 
 func codeLabel(c coap.Code) string { return codeLabels[c] }
 
-// collector turns the components' Stats into metrics at scrape time.
+// collector turns the components' Stats into metrics at scrape time: one
+// family per meaning, named by Prometheus's conventions (base units, a
+// counter ends in _total), labelled only by which listener, radio or
+// plugin it is about.
 type collector struct{ p *Proxy }
 
+// stat is one family the collector reads from a component's Stats.
+type stat[S any] struct {
+	desc *prometheus.Desc
+	kind prometheus.ValueType
+	get  func(*S) float64
+}
+
+func counterOf[S any](name, help string, labels []string, get func(*S) uint64) stat[S] {
+	return stat[S]{prometheus.NewDesc(name, help, labels, nil), prometheus.CounterValue, func(s *S) float64 { return float64(get(s)) }}
+}
+
+func gaugeOf[S any](name, help string, labels []string, get func(*S) float64) stat[S] {
+	return stat[S]{prometheus.NewDesc(name, help, labels, nil), prometheus.GaugeValue, get}
+}
+
+func up(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 var (
-	descEndpoint = prometheus.NewDesc("gatewayd_endpoint_datagrams_total", "Message layer counters per listener.", []string{"listen", "counter"}, nil)
-	descCache    = prometheus.NewDesc("gatewayd_cache_total", "Cache counters: hits, misses, revalidations, evictions, ...", []string{"counter"}, nil)
-	descCacheNow = prometheus.NewDesc("gatewayd_cache_bytes", "Bytes held by the cache.", nil, nil)
-	descObsNow   = prometheus.NewDesc("gatewayd_observers", "Observers registered now.", nil, nil)
-	descUpObsNow = prometheus.NewDesc("gatewayd_upstream_observations", "Upstream observations now.", nil, nil)
-	descObs      = prometheus.NewDesc("gatewayd_observe_total", "Observe hub counters.", []string{"counter"}, nil)
-	descRadioUp  = prometheus.NewDesc("gatewayd_radio_up", "1 when the radio is up.", []string{"radio"}, nil)
-	descRadio    = prometheus.NewDesc("gatewayd_radio_total", "Radio counters: frames tx/rx, errors, reconnects, reassembly drops.", []string{"radio", "counter"}, nil)
-	descTopics   = prometheus.NewDesc("gatewayd_pubsub_topics", "Pub-sub broker topics now.", nil, nil)
-	descPubSub   = prometheus.NewDesc("gatewayd_pubsub_total", "Pub-sub broker counters.", []string{"counter"}, nil)
-	descPlugUp   = prometheus.NewDesc("gatewayd_plugin_up", "1 when the plugin runs.", []string{"plugin"}, nil)
-	descPlugin   = prometheus.NewDesc("gatewayd_plugin_total", "Plugin counters: restarts, failures, requests, unavailable, log_dropped, callbacks, observes, observe_skipped, too_large, blockwise.", []string{"plugin", "counter"}, nil)
+	byListen = []string{"listen"}
+	byRadio  = []string{"radio"}
+	byPlugin = []string{"plugin"}
+
+	endpointStats = []stat[coap.Stats]{
+		counterOf("gatewayd_endpoint_datagrams_received_total", "Datagrams read by the listener.", byListen, func(s *coap.Stats) uint64 { return s.Received }),
+		counterOf("gatewayd_endpoint_datagrams_sent_total", "Datagrams written by the listener, retransmissions included.", byListen, func(s *coap.Stats) uint64 { return s.Sent }),
+		counterOf("gatewayd_endpoint_reads_total", "Reads that returned datagrams; datagrams received per read is the batching (recvmmsg).", byListen, func(s *coap.Stats) uint64 { return s.Reads }),
+		counterOf("gatewayd_endpoint_malformed_datagrams_total", "Datagrams that did not decode as CoAP (dropped or answered with RST).", byListen, func(s *coap.Stats) uint64 { return s.Malformed }),
+		counterOf("gatewayd_endpoint_refused_datagrams_total", "Datagrams dropped unanswered because the client is not in clients.", byListen, func(s *coap.Stats) uint64 { return s.Refused }),
+		counterOf("gatewayd_endpoint_duplicate_messages_total", "Requests and confirmable responses recognised as duplicates (RFC 7252 §4.5).", byListen, func(s *coap.Stats) uint64 { return s.Duplicates }),
+		counterOf("gatewayd_endpoint_retransmissions_total", "Confirmable messages retransmitted.", byListen, func(s *coap.Stats) uint64 { return s.Retransmissions }),
+		counterOf("gatewayd_endpoint_transmission_timeouts_total", "Confirmable messages given up after MAX_RETRANSMIT.", byListen, func(s *coap.Stats) uint64 { return s.Timeouts }),
+		counterOf("gatewayd_endpoint_resets_sent_total", "Reset messages sent.", byListen, func(s *coap.Stats) uint64 { return s.ResetsSent }),
+		counterOf("gatewayd_endpoint_unmatched_responses_total", "Responses that matched no exchange.", byListen, func(s *coap.Stats) uint64 { return s.Unmatched }),
+		counterOf("gatewayd_endpoint_busy_rejections_total", "Requests refused because too many were in progress.", byListen, func(s *coap.Stats) uint64 { return s.Busy }),
+		counterOf("gatewayd_endpoint_inline_requests_total", "Requests served on the reader goroutine that read them.", byListen, func(s *coap.Stats) uint64 { return s.Inline }),
+	}
+	cacheStats = []stat[cache.Stats]{
+		gaugeOf("gatewayd_cache_entries", "Responses held by the cache.", nil, func(s *cache.Stats) float64 { return float64(s.Entries) }),
+		gaugeOf("gatewayd_cache_bytes", "Bytes held by the cache.", nil, func(s *cache.Stats) float64 { return float64(s.Bytes) }),
+		counterOf("gatewayd_cache_hits_total", "Requests answered from a fresh entry.", nil, func(s *cache.Stats) uint64 { return s.Hits }),
+		counterOf("gatewayd_cache_misses_total", "Cacheable requests that found no fresh entry and went upstream.", nil, func(s *cache.Stats) uint64 { return s.Misses }),
+		counterOf("gatewayd_cache_revalidations_total", "Stale entries validated upstream with their ETag (RFC 7252 §5.6.2).", nil, func(s *cache.Stats) uint64 { return s.Revalidations }),
+		counterOf("gatewayd_cache_coalesced_requests_total", "Requests answered by an identical concurrent request's upstream exchange.", nil, func(s *cache.Stats) uint64 { return s.Coalesced }),
+		counterOf("gatewayd_cache_stores_total", "Responses stored or refreshed.", nil, func(s *cache.Stats) uint64 { return s.Stored }),
+		counterOf("gatewayd_cache_evictions_total", "Entries dropped to stay within max_bytes.", nil, func(s *cache.Stats) uint64 { return s.Evictions }),
+		counterOf("gatewayd_cache_expirations_total", "Stale entries without an ETag dropped when found.", nil, func(s *cache.Stats) uint64 { return s.Expired }),
+		counterOf("gatewayd_cache_invalidations_total", "Entries dropped because an unsafe request to their URI succeeded.", nil, func(s *cache.Stats) uint64 { return s.Invalidated }),
+	}
+	observeStats = []stat[observe.Stats]{
+		gaugeOf("gatewayd_observe_observers", "Observers registered now.", nil, func(s *observe.Stats) float64 { return float64(s.Observers) }),
+		gaugeOf("gatewayd_observe_upstream_observations", "Upstream observations now, one per observed resource.", nil, func(s *observe.Stats) float64 { return float64(s.Upstreams) }),
+		counterOf("gatewayd_observe_notifications_received_total", "Notifications received from upstream.", nil, func(s *observe.Stats) uint64 { return s.NotificationsIn }),
+		counterOf("gatewayd_observe_notifications_sent_total", "Notifications sent to observers.", nil, func(s *observe.Stats) uint64 { return s.NotificationsOut }),
+		counterOf("gatewayd_observe_stale_notifications_total", "Upstream notifications dropped as out of sequence (RFC 7641 §3.4).", nil, func(s *observe.Stats) uint64 { return s.DroppedStale }),
+		counterOf("gatewayd_observe_skipped_notifications_total", "Notifications an observer never got because a newer one replaced it (RFC 7641 §4.5).", nil, func(s *observe.Stats) uint64 { return s.Skipped }),
+		counterOf("gatewayd_observe_deregistrations_total", "Observers removed by Observe=1, RST or a confirmable timeout.", nil, func(s *observe.Stats) uint64 { return s.Deregistrations }),
+		counterOf("gatewayd_observe_refused_registrations_total", "Registrations answered without Observe because of max_observers or max_per_client.", nil, func(s *observe.Stats) uint64 { return s.OverLimit }),
+		counterOf("gatewayd_observe_expired_protected_observations_total", "Protected observations ended after a day without a notification.", nil, func(s *observe.Stats) uint64 { return s.ProtectedExpired }),
+	}
+	pubsubStats = []stat[pubsub.Stats]{
+		gaugeOf("gatewayd_pubsub_topics", "Broker topics now.", nil, func(s *pubsub.Stats) float64 { return float64(s.Topics) }),
+		gaugeOf("gatewayd_pubsub_subscriptions", "Observations the broker is the origin of now.", nil, func(s *pubsub.Stats) float64 { return float64(s.Subscriptions) }),
+		counterOf("gatewayd_pubsub_publications_total", "Publications accepted.", nil, func(s *pubsub.Stats) uint64 { return s.Publications }),
+		counterOf("gatewayd_pubsub_notifications_total", "Notifications the broker handed to the Observe hub for its subscribers.", nil, func(s *pubsub.Stats) uint64 { return s.SubscribersInformed }),
+		counterOf("gatewayd_pubsub_rejected_requests_total", "Requests the broker answered with 4.xx or 5.xx.", nil, func(s *pubsub.Stats) uint64 { return s.Rejected }),
+		counterOf("gatewayd_pubsub_expired_topics_total", "Topics removed because their expiration date passed.", nil, func(s *pubsub.Stats) uint64 { return s.Expired }),
+		counterOf("gatewayd_pubsub_bad_state_files_total", "State files skipped at start.", nil, func(s *pubsub.Stats) uint64 { return s.BadStateFiles }),
+	}
+	radioStats = []stat[radio.Counters]{
+		gaugeOf("gatewayd_radio_up", "1 when the radio is up.", byRadio, func(s *radio.Counters) float64 { return up(s.Up) }),
+		counterOf("gatewayd_radio_frames_sent_total", "MAC frames sent.", byRadio, func(s *radio.Counters) uint64 { return s.Conn.FramesTx }),
+		counterOf("gatewayd_radio_frames_received_total", "MAC frames received.", byRadio, func(s *radio.Counters) uint64 { return s.Conn.FramesRx }),
+		counterOf("gatewayd_radio_sent_bytes_total", "Octets sent on air (PSDU with FCS).", byRadio, func(s *radio.Counters) uint64 { return s.Conn.BytesTx }),
+		counterOf("gatewayd_radio_received_bytes_total", "Octets received on air (PSDU with FCS).", byRadio, func(s *radio.Counters) uint64 { return s.Conn.BytesRx }),
+		counterOf("gatewayd_radio_transmit_errors_total", "Frames the radio failed to send: no ack, busy channel, link lost.", byRadio, func(s *radio.Counters) uint64 { return s.Link.TxErrors }),
+		counterOf("gatewayd_radio_decode_errors_total", "Frames, 6LoWPAN payloads or UDP packets that did not decode or verify.", byRadio, func(s *radio.Counters) uint64 { return s.Conn.DecodeErrors }),
+		counterOf("gatewayd_radio_reassemblies_dropped_total", "6LoWPAN reassemblies dropped: timeout, cap, overlap or oversize.", byRadio, func(s *radio.Counters) uint64 { return s.Conn.ReassemblyDrops }),
+		counterOf("gatewayd_radio_datagrams_dropped_total", "Received datagrams dropped because the receive queue was full.", byRadio, func(s *radio.Counters) uint64 { return s.Conn.QueueDrops }),
+		counterOf("gatewayd_radio_reconnects_total", "Times the radio link came back after being lost.", byRadio, func(s *radio.Counters) uint64 { return s.Link.Reconnects }),
+	}
+	pluginStats = []stat[plugins.Stats]{
+		gaugeOf("gatewayd_plugin_up", "1 when the plugin runs, 0 while it is down or cannot start.", byPlugin, func(s *plugins.Stats) float64 { return up(s.Up) }),
+		counterOf("gatewayd_plugin_starts_total", "Successful starts of the plugin, the first included.", byPlugin, func(s *plugins.Stats) uint64 { return s.Starts }),
+		counterOf("gatewayd_plugin_start_failures_total", "Start attempts that failed: file, digest, exec, handshake or init.", byPlugin, func(s *plugins.Stats) uint64 { return s.Failures }),
+		counterOf("gatewayd_plugin_restarts_total", "Times the plugin died, or was stopped for a fault, while gatewayd ran.", byPlugin, func(s *plugins.Stats) uint64 { return s.Restarts }),
+		counterOf("gatewayd_plugin_requests_total", "Requests and observations sent to the plugin.", byPlugin, func(s *plugins.Stats) uint64 { return s.Requests }),
+		counterOf("gatewayd_plugin_unavailable_responses_total", "Requests answered 5.03 because the plugin was down.", byPlugin, func(s *plugins.Stats) uint64 { return s.Unavail }),
+		counterOf("gatewayd_plugin_callbacks_total", "Requests the plugin's front end sent into the chain.", byPlugin, func(s *plugins.Stats) uint64 { return s.Callbacks }),
+		counterOf("gatewayd_plugin_observations_total", "Observations the plugin's front end registered through the chain.", byPlugin, func(s *plugins.Stats) uint64 { return s.Observes }),
+		counterOf("gatewayd_plugin_skipped_notifications_total", "Notifications of the plugin's observations replaced by a newer one before it read them.", byPlugin, func(s *plugins.Stats) uint64 { return s.ObserveSkipped }),
+		counterOf("gatewayd_plugin_oversized_bodies_total", "Bodies of the plugin's callbacks over max_body, refused whole.", byPlugin, func(s *plugins.Stats) uint64 { return s.TooLarge }),
+		counterOf("gatewayd_plugin_blockwise_transfers_total", "Host.Do calls and Host.Observe messages of the plugin that took more than one block-wise exchange.", byPlugin, func(s *plugins.Stats) uint64 { return s.Blockwise }),
+		counterOf("gatewayd_plugin_log_lines_dropped_total", "Log lines of the plugin dropped over the rate limit.", byPlugin, func(s *plugins.Stats) uint64 { return s.LogDropped }),
+	}
 )
 
-func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descEndpoint, descCache, descCacheNow, descObsNow, descUpObsNow, descObs, descRadioUp, descRadio, descTopics, descPubSub, descPlugUp, descPlugin} {
-		ch <- d
+func describe[S any](ch chan<- *prometheus.Desc, stats []stat[S]) {
+	for _, s := range stats {
+		ch <- s.desc
 	}
 }
 
-func (c *collector) Collect(ch chan<- prometheus.Metric) {
-	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+func emit[S any](ch chan<- prometheus.Metric, stats []stat[S], v *S, labels ...string) {
+	for _, s := range stats {
+		ch <- prometheus.MustNewConstMetric(s.desc, s.kind, s.get(v), labels...)
 	}
+}
+
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	describe(ch, endpointStats)
+	describe(ch, cacheStats)
+	describe(ch, observeStats)
+	describe(ch, pubsubStats)
+	describe(ch, radioStats)
+	describe(ch, pluginStats)
+}
+
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for i, e := range c.p.servers {
 		s := e.Stats()
-		l := c.p.labels[i]
-		for name, v := range map[string]uint64{
-			"received": s.Received, "sent": s.Sent, "malformed": s.Malformed, "duplicates": s.Duplicates,
-			"retransmissions": s.Retransmissions, "timeouts": s.Timeouts, "busy": s.Busy, "refused": s.Refused,
-			"inline": s.Inline, "reads": s.Reads,
-		} {
-			counter(descEndpoint, v, l, name)
-		}
+		emit(ch, endpointStats, &s, c.p.labels[i])
 	}
 	cs := c.p.cache.Stats()
-	for name, v := range map[string]uint64{
-		"hits": cs.Hits, "misses": cs.Misses, "revalidations": cs.Revalidations, "evictions": cs.Evictions,
-		"coalesced": cs.Coalesced, "stored": cs.Stored, "invalidated": cs.Invalidated,
-	} {
-		counter(descCache, v, name)
-	}
-	ch <- prometheus.MustNewConstMetric(descCacheNow, prometheus.GaugeValue, float64(cs.Bytes))
+	emit(ch, cacheStats, &cs)
 	hs := c.p.hub.Stats()
-	ch <- prometheus.MustNewConstMetric(descObsNow, prometheus.GaugeValue, float64(hs.Observers))
-	ch <- prometheus.MustNewConstMetric(descUpObsNow, prometheus.GaugeValue, float64(hs.Upstreams))
-	for name, v := range map[string]uint64{
-		"notifications_in": hs.NotificationsIn, "notifications_out": hs.NotificationsOut,
-		"dropped_stale": hs.DroppedStale, "deregistrations": hs.Deregistrations, "skipped": hs.Skipped,
-		"over_limit": hs.OverLimit, "protected_expired": hs.ProtectedExpired,
-	} {
-		counter(descObs, v, name)
-	}
+	emit(ch, observeStats, &hs)
 	if b := c.p.broker; b != nil {
 		bs := b.Stats()
-		ch <- prometheus.MustNewConstMetric(descTopics, prometheus.GaugeValue, float64(bs.Topics))
-		for name, v := range map[string]uint64{
-			"publications": bs.Publications, "subscribers_informed": bs.SubscribersInformed, "rejected": bs.Rejected, "expired": bs.Expired,
-		} {
-			counter(descPubSub, v, name)
-		}
+		emit(ch, pubsubStats, &bs)
 	}
 	if h := c.p.plugins; h != nil {
 		for _, ps := range h.Stats() {
-			up := 0.0
-			if ps.Up {
-				up = 1
-			}
-			ch <- prometheus.MustNewConstMetric(descPlugUp, prometheus.GaugeValue, up, ps.Name)
-			for name, v := range map[string]uint64{
-				"restarts": ps.Restarts, "failures": ps.Failures, "requests": ps.Requests, "unavailable": ps.Unavail,
-				"log_dropped": ps.LogDropped, "callbacks": ps.Callbacks, "observes": ps.Observes,
-				"observe_skipped": ps.ObserveSkipped, "too_large": ps.TooLarge, "blockwise": ps.Blockwise,
-			} {
-				counter(descPlugin, v, ps.Name, name)
-			}
+			emit(ch, pluginStats, &ps, ps.Name)
 		}
 	}
 	for _, r := range c.p.radios {
 		rc := r.r.Counters()
-		up := 0.0
-		if rc.Up {
-			up = 1
-		}
-		ch <- prometheus.MustNewConstMetric(descRadioUp, prometheus.GaugeValue, up, r.r.Name())
-		for name, v := range map[string]uint64{
-			"frames_tx": rc.Conn.FramesTx, "frames_rx": rc.Conn.FramesRx, "tx_errors": rc.Link.TxErrors,
-			"decode_errors": rc.Conn.DecodeErrors, "reconnects": rc.Link.Reconnects,
-			"reassembly_drops": rc.Conn.ReassemblyDrops, "queue_drops": rc.Conn.QueueDrops,
-		} {
-			counter(descRadio, v, r.r.Name(), name)
-		}
+		emit(ch, radioStats, &rc, r.r.Name())
 	}
 }
 
-// Status is the snapshot /status serves and `gatewayctl status` shows.
+// Status is the snapshot /status serves and `gatewayctl status` shows:
+// which gatewayd runs and since when, what the effective configuration
+// serves (listeners, routes, radios, plugins) and in what state, and the
+// components' counters.
 type Status struct {
-	Listen  []string              `json:"listen"`
-	Uptime  string                `json:"uptime"`
-	Cache   any                   `json:"cache"`
-	Observe any                   `json:"observe"`
-	Radios  map[string]any        `json:"radios"`
-	Clients map[string]coap.Stats `json:"endpoints"`
+	Version       string           `json:"version"`
+	GoVersion     string           `json:"goversion"`
+	Started       time.Time        `json:"started"`
+	Uptime        string           `json:"uptime"`
+	UptimeSeconds float64          `json:"uptime_seconds"`
+	Listen        []string         `json:"listen"` // bound addresses, in the order of Listeners
+	Listeners     []ListenerStatus `json:"listeners"`
+	Routes        []RouteConfig    `json:"routes"`
+	Radios        []RadioStatus    `json:"radios"`
+	Plugins       []PluginStatus   `json:"plugins"`
+	Cache         cache.Stats      `json:"cache"`
+	Observe       observe.Stats    `json:"observe"`
+	PubSub        *pubsub.Stats    `json:"pubsub,omitempty"` // nil unless [pubsub] enabled
+	// Endpoints are the listeners' message-layer counters, by listener.
+	Endpoints map[string]coap.Stats `json:"endpoints"`
+}
+
+// ListenerStatus is one listener: the configuration entry (or the
+// socket systemd passed) and the address it is bound to.
+type ListenerStatus struct {
+	Listen string `json:"listen"`
+	Addr   string `json:"addr"`
+}
+
+// RadioStatus is one [[radio]] and its state.
+type RadioStatus struct {
+	Name     string         `json:"name"`
+	Driver   string         `json:"driver"`
+	Device   string         `json:"device,omitempty"`
+	Prefix   string         `json:"prefix"`
+	Up       bool           `json:"up"`
+	Counters radio.Counters `json:"counters"`
+}
+
+// PluginStatus is one [[plugin]] and its state.
+type PluginStatus struct {
+	Name      string    `json:"name"`
+	Path      string    `json:"path"`
+	Up        bool      `json:"up"`
+	PID       int       `json:"pid,omitempty"`
+	Starts    uint64    `json:"starts"`
+	Restarts  uint64    `json:"restarts"`
+	Failures  uint64    `json:"start_failures"`
+	LastError string    `json:"last_error,omitempty"`
+	RetryAt   time.Time `json:"retry_at,omitzero"` // while down: the next start
 }
 
 // Status returns a snapshot of the proxy.
 func (p *Proxy) Status() Status {
-	s := Status{Uptime: time.Since(p.started).Round(time.Second).String(), Cache: p.cache.Stats(), Observe: p.hub.Stats(),
-		Radios: map[string]any{}, Clients: map[string]coap.Stats{}}
+	now := time.Now()
+	cfg := p.cfg
+	if c := p.chain.Load(); c != nil {
+		cfg = c.cfg // the routes of the last reload
+	}
+	s := Status{
+		Version: p.version, GoVersion: runtime.Version(), Started: p.started,
+		Uptime: now.Sub(p.started).Round(time.Second).String(), UptimeSeconds: now.Sub(p.started).Seconds(),
+		Routes: append([]RouteConfig{}, cfg.Route...), Radios: []RadioStatus{}, Plugins: []PluginStatus{},
+		Cache: p.cache.Stats(), Observe: p.hub.Stats(), Endpoints: map[string]coap.Stats{},
+	}
 	for i, e := range p.servers {
 		s.Listen = append(s.Listen, p.addrs[i].String())
-		s.Clients[p.labels[i]] = e.Stats()
+		s.Listeners = append(s.Listeners, ListenerStatus{Listen: p.labels[i], Addr: p.addrs[i].String()})
+		s.Endpoints[p.labels[i]] = e.Stats()
 	}
 	for _, r := range p.radios {
-		s.Radios[r.r.Name()] = r.r.Counters()
+		rc := r.r.Config()
+		c := r.r.Counters()
+		s.Radios = append(s.Radios, RadioStatus{Name: rc.Name, Driver: rc.Driver, Device: rc.Device,
+			Prefix: rc.Prefix.String(), Up: c.Up, Counters: c})
+	}
+	if p.plugins != nil {
+		for _, ps := range p.plugins.Stats() {
+			s.Plugins = append(s.Plugins, PluginStatus{Name: ps.Name, Path: ps.Path, Up: ps.Up, PID: ps.PID,
+				Starts: ps.Starts, Restarts: ps.Restarts, Failures: ps.Failures, LastError: ps.LastError, RetryAt: ps.RetryAt})
+		}
+	}
+	if p.broker != nil {
+		bs := p.broker.Stats()
+		s.PubSub = &bs
 	}
 	return s
 }
 
-// ServeAdmin starts the admin endpoint (/metrics, /status) on addr; Close
-// stops it. It returns the bound address.
+// ServeAdmin starts the admin endpoint (/metrics, /status, and with
+// [metrics] pprof /debug/pprof/) on addr; Close stops it. It returns the
+// bound address.
 func (p *Proxy) ServeAdmin(ctx context.Context, addr string) (string, error) {
 	var lc net.ListenConfig
 	l, err := lc.Listen(ctx, "tcp", addr)
@@ -317,10 +468,13 @@ func (p *Proxy) ServeAdmin(ctx context.Context, addr string) (string, error) {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(p.registry, promhttp.HandlerOpts{}))
-	// Profiles for the operator (loopback by default, like the rest).
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	if p.cfg.Metrics.PProf {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	mux.HandleFunc("/status", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(p.Status())

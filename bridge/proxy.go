@@ -55,6 +55,7 @@ type Proxy struct {
 	broker  *pubsub.Broker // nil unless [pubsub] enabled
 	plugins *plugins.Host  // nil without [[plugin]] tables
 	started time.Time
+	version string // of the running gatewayd, for /status and gatewayd_build_info
 
 	registry  *prometheus.Registry
 	metrics   *metrics
@@ -78,6 +79,13 @@ type Option func(*options)
 
 type options struct {
 	activated []net.PacketConn
+	version   string
+}
+
+// WithVersion names the running gatewayd's version in /status and in
+// gatewayd_build_info.
+func WithVersion(v string) Option {
+	return func(o *options) { o.version = v }
 }
 
 // WithPacketConns serves CoAP on sockets opened by someone else (systemd
@@ -102,7 +110,13 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*Pr
 			cfg.Proxy.Name = "gatewayd"
 		}
 	}
-	p := &Proxy{cfg: cfg, log: log, started: time.Now(), registry: prometheus.NewRegistry()}
+	if o.version == "" {
+		o.version = "devel"
+	}
+	p := &Proxy{cfg: cfg, log: log, started: time.Now(), version: o.version, registry: prometheus.NewRegistry()}
+	for _, w := range cfg.Warnings() {
+		log.Warn("configuration warning", "component", "config", "warning", w)
+	}
 	up, err := newIPUpstream(ctx, log.With("component", "upstream"))
 	if err != nil {
 		return nil, err
@@ -156,7 +170,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*Pr
 		})
 		p.radios = append(p.radios, &radioUpstream{r: r, e: e})
 	}
-	p.metrics = newMetrics(p.registry, p)
+	p.metrics = newMetrics(p.registry, p, o.version)
 	chain, err := p.buildChain(p.cfg)
 	if err != nil {
 		p.Close()
@@ -191,6 +205,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*Pr
 		u := coap.NewUDP(uc)
 		serve(fmt.Sprintf("systemd:coap/%d", i), "udp", u, u.LocalAddr())
 	}
+	if len(o.activated) > 0 {
+		p.logActivation(cfg.Proxy.Listen)
+	}
 	for _, l := range cfg.Proxy.Listen {
 		scheme, addr, _ := parseListen(l)
 		switch {
@@ -219,6 +236,34 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*Pr
 		}
 	}
 	return p, nil
+}
+
+// logActivation says which sockets serve when systemd passed some: they
+// replace the configuration's udp:// listeners, and an operator who edited
+// listen and not gatewayd.socket should hear that the edit has no effect.
+func (p *Proxy) logActivation(listen []string) {
+	var used, ignored []string
+	same := true
+	for _, a := range p.addrs {
+		used = append(used, a.String())
+	}
+	var configured []netip.AddrPort
+	for _, l := range listen {
+		if scheme, addr, _ := parseListen(l); scheme == "udp" {
+			ignored = append(ignored, l)
+			configured = append(configured, addr)
+			same = same && slices.Contains(p.addrs, addr)
+		}
+	}
+	same = same && len(configured) == len(p.addrs)
+	if same {
+		p.log.Info("serving the sockets systemd passed (gatewayd.socket) in place of the udp:// listeners",
+			"component", "proxy", "sockets", used)
+		return
+	}
+	p.log.Warn("serving the sockets systemd passed (gatewayd.socket), not the udp:// listeners of the configuration; "+
+		"to serve other addresses, change ListenDatagram in gatewayd.socket",
+		"component", "proxy", "sockets", used, "not_bound", ignored)
 }
 
 // serveChain hands a request to the chain once it is built (radio
@@ -467,5 +512,23 @@ func (p *Proxy) Reload(cfg Config) (needsRestart []string, err error) {
 		}
 	}
 	p.chain.Store(c)
+	for _, w := range cfg.Warnings() {
+		p.log.Warn("configuration warning", "component", "config", "warning", w)
+	}
 	return needsRestart, nil
+}
+
+// ReloadFile reads the configuration at path and applies it as Reload
+// does. Either way the outcome counts in gatewayd_reloads_total.
+func (p *Proxy) ReloadFile(path string) (needsRestart []string, err error) {
+	cfg, err := Load(path)
+	if err == nil {
+		needsRestart, err = p.Reload(cfg)
+	}
+	outcome := reloadSuccess
+	if err != nil {
+		outcome = reloadFailure
+	}
+	p.metrics.reloads.WithLabelValues(outcome).Inc()
+	return needsRestart, err
 }

@@ -456,14 +456,14 @@ func TestMetricsAndStatusEndpoint(t *testing.T) {
 	for _, want := range []string{
 		`gatewayd_requests_total{code="2.05",method="GET"} 2`,
 		`gatewayd_requests_total{code="5.05",method="GET"} 1`,
-		`gatewayd_upstream_seconds_count{transport="ip"} 2`,
-		`gatewayd_upstream_seconds_count{transport="radio"} 0`,
-		`gatewayd_cache_total{counter="misses"}`,
-		`gatewayd_endpoint_datagrams_total{counter="received"`,
+		`gatewayd_upstream_duration_seconds_count{transport="ip"} 2`,
+		`gatewayd_upstream_duration_seconds_count{transport="radio"} 0`,
+		`gatewayd_cache_misses_total `,
+		`gatewayd_endpoint_datagrams_received_total{listen=`,
 		`gatewayd_pubsub_topics 0`,
-		`gatewayd_observers 0`,
-		`gatewayd_observe_total{counter="over_limit"} 0`,
-		`gatewayd_observe_total{counter="protected_expired"} 0`,
+		`gatewayd_observe_observers 0`,
+		`gatewayd_observe_refused_registrations_total 0`,
+		`gatewayd_observe_expired_protected_observations_total 0`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("metrics lack %q", want)

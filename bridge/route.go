@@ -155,7 +155,7 @@ func (r *router) verify(ctx context.Context, out *coap.Message) error {
 }
 
 // transport is the kind of upstream an exchange took: the label of
-// gatewayd_upstream_seconds.
+// gatewayd_upstream_duration_seconds.
 type transport uint8
 
 const (

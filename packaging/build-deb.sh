@@ -6,8 +6,8 @@
 # the network: nfpm is a Go tool of this module (go tool nfpm).
 #
 # Environment:
-#   VERSION         upstream version (default: from `git describe`, else
-#                   0.0.0~git<date>.<hash>)
+#   VERSION         upstream version (default: packaging/version.sh, which
+#                   a later commit always makes higher)
 #   DEB_REVISION    Debian revision (default 1)
 #   DEB_MAINTAINER  the Maintainer field
 #   DIST            output directory (default <repo>/dist)
@@ -34,12 +34,7 @@ fi
 export SOURCE_DATE_EPOCH
 
 if [ -z "${VERSION:-}" ]; then
-	if tag="$(git -C "$repo" describe --tags --match 'v[0-9]*' 2>/dev/null)"; then
-		# v1.2.3 → 1.2.3; v1.2.3-4-gabc → 1.2.3+git4.abc (after 1.2.3, before 1.2.4)
-		VERSION="$(echo "${tag#v}" | sed -E 's/-([0-9]+)-g([0-9a-f]+)$/+git\1.\2/')"
-	else
-		VERSION="0.0.0~git$(date -u -d "@$SOURCE_DATE_EPOCH" +%Y%m%d).$(git -C "$repo" rev-parse --short HEAD 2>/dev/null || echo unknown)"
-	fi
+	VERSION="$("$here/version.sh" "$repo")"
 fi
 case "$VERSION" in
 [0-9]*) ;;
@@ -59,6 +54,7 @@ mkdir -p "$common"
 for page in gatewayd.8 gatewayd.toml.5; do
 	gzip -9n <"$here/man/$page" >"$common/$page.gz"
 done
+gzip -9n <"$repo/README.md" >"$common/README.md.gz"
 {
 	echo "gatewayd ($full) unstable; urgency=medium"
 	echo
@@ -86,11 +82,17 @@ for arch in "${arches[@]}"; do
 	}
 	build gatewayd
 	build gatewayctl
-	# The plugins shipped with the daemon (plugins/*/cmd/<name>).
+	# The plugins shipped with the daemon (plugins/*/cmd/<name>), with the
+	# package's version for -version (plugins/sdk), and the list of their
+	# digests that a [[plugin]] without sha256 is checked against: it
+	# changes with them on every upgrade, where a digest pinned in the
+	# conffile would not.
 	for plugin in http mqtt slipradio; do
 		CGO_ENABLED=0 GOOS=linux GOARCH="$goarch" GOARM="$goarm" \
-			"$go" build -trimpath -ldflags "-s -w" -o "$stage/gatewayd-$plugin" "./plugins/$plugin/cmd/gatewayd-$plugin"
+			"$go" build -trimpath -ldflags "-s -w -X github.com/opaque-edge/gatewayd/plugins/sdk.version=$VERSION" \
+			-o "$stage/gatewayd-$plugin" "./plugins/$plugin/cmd/gatewayd-$plugin"
 	done
+	(cd "$stage" && sha256sum gatewayd-http gatewayd-mqtt gatewayd-slipradio >SHA256SUMS)
 	gzip -9n <"$here/man/gatewayctl.1" >"$stage/gatewayctl.1.gz"
 	config="$here/nfpm.yaml"
 	out="$dist/gatewayd_${full}_${arch}.deb"

@@ -2,10 +2,14 @@ package packaging
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -43,8 +47,11 @@ func shErr(ctx context.Context, env []string, name string, args ...string) (stri
 // buildDeb runs build-deb.sh for amd64 at version and returns the .deb.
 func buildDeb(t *testing.T, ctx context.Context, dist, version string) string {
 	t.Helper()
-	out := sh(t, ctx, []string{"VERSION=" + version, "DIST=" + dist, "SOURCE_DATE_EPOCH=1790000000"},
-		"./build-deb.sh", "amd64")
+	env := []string{"DIST=" + dist, "SOURCE_DATE_EPOCH=1790000000"}
+	if version != strings.TrimSpace(sh(t, ctx, nil, "./version.sh")) {
+		env = append(env, "VERSION="+version)
+	}
+	out := sh(t, ctx, env, "./build-deb.sh", "amd64")
 	deb := filepath.Join(dist, "gatewayd_"+version+"-1_amd64.deb")
 	if _, err := os.Stat(deb); err != nil {
 		t.Fatalf("build-deb.sh did not leave %s:\n%s", deb, out)
@@ -81,6 +88,50 @@ func dpkg(t *testing.T, ctx context.Context, root string, args ...string) string
 	return sh(t, ctx, nil, "dpkg", append(base, args...)...)
 }
 
+// unitFile parses a systemd unit into its settings, each key's values
+// in order.
+func unitFile(t *testing.T, path string) map[string][]string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := map[string][]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || line[0] == '#' || line[0] == '[' {
+			continue
+		}
+		if k, v, ok := strings.Cut(line, "="); ok {
+			u[k] = append(u[k], v)
+		}
+	}
+	return u
+}
+
+func fileSum(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := sha256.Sum256(b)
+	return hex.EncodeToString(h[:])
+}
+
+// checkVersions runs -version of every installed program: each must tell
+// the package's version.
+func checkVersions(t *testing.T, ctx context.Context, root, version string) {
+	t.Helper()
+	for _, p := range []string{"usr/sbin/gatewayd", "usr/bin/gatewayctl", "usr/lib/gatewayd/plugins/gatewayd-http",
+		"usr/lib/gatewayd/plugins/gatewayd-mqtt", "usr/lib/gatewayd/plugins/gatewayd-slipradio"} {
+		want := filepath.Base(p) + " " + version
+		if out := sh(t, ctx, nil, filepath.Join(root, p), "-version"); strings.TrimSpace(out) != want {
+			t.Errorf("%s -version: %q, want %q", p, strings.TrimSpace(out), want)
+		}
+	}
+}
+
 func query(t *testing.T, ctx context.Context, root, format string) string {
 	t.Helper()
 	return sh(t, ctx, nil, "dpkg-query", "--admindir="+filepath.Join(root, "var/lib/dpkg"),
@@ -101,11 +152,14 @@ func TestDebianPackageBuildsLintsInstallsAndUpgrades(t *testing.T) {
 	need(t, "dpkg-query", "dpkg")
 	need(t, "systemd-sysusers", "systemd")
 	need(t, "deb-systemd-helper", "init-system-helpers")
-	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute) // two package builds, on a busy machine
 	defer cancel()
 
 	dist := t.TempDir()
-	deb := buildDeb(t, ctx, dist, "0.1.0")
+	// The first build takes its version from packaging/version.sh, as
+	// `make deb` does.
+	version := strings.TrimSpace(sh(t, ctx, nil, "./version.sh"))
+	deb := buildDeb(t, ctx, dist, version)
 
 	t.Run("lintian reports no errors or warnings", func(t *testing.T) {
 		out, err := shErr(ctx, nil, lintian, "--fail-on", "error,warning", deb)
@@ -132,6 +186,8 @@ func TestDebianPackageBuildsLintsInstallsAndUpgrades(t *testing.T) {
 			"lib/udev/rules.d/70-gatewayd-radio.rules",
 			"usr/share/man/man8/gatewayd.8.gz", "usr/share/man/man5/gatewayd.toml.5.gz",
 			"usr/share/doc/gatewayd/copyright", "usr/share/doc/gatewayd/changelog.Debian.gz",
+			"usr/share/doc/gatewayd/README.md.gz", "usr/share/doc/gatewayd/examples/gatewayd.toml",
+			"usr/lib/gatewayd/plugins/SHA256SUMS",
 		} {
 			if _, err := os.Stat(filepath.Join(root, f)); err != nil {
 				t.Errorf("missing /%s: %v", f, err)
@@ -185,42 +241,188 @@ func TestDebianPackageBuildsLintsInstallsAndUpgrades(t *testing.T) {
 		}
 	})
 
-	t.Run("sandbox exposure is at most 2.0", func(t *testing.T) {
+	t.Run("sandbox exposure is at most 1.5", func(t *testing.T) {
 		out := sh(t, ctx, nil, analyze, "security", "--offline=yes", "--root="+root, "--no-pager", "gatewayd.service")
 		m := exposureRE.FindStringSubmatch(out)
 		if m == nil {
 			t.Fatalf("no exposure level in:\n%s", out)
 		}
 		score, err := strconv.ParseFloat(m[1], 64)
-		if err != nil || score > 2.0 {
-			t.Fatalf("exposure %s, want ≤ 2.0:\n%s", m[1], out)
+		if err != nil || score > 1.5 {
+			t.Fatalf("exposure %s, want ≤ 1.5:\n%s", m[1], out)
 		}
 		t.Logf("exposure %.1f", score)
 	})
 
+	unit := unitFile(t, filepath.Join(root, "lib/systemd/system/gatewayd.service"))
+	t.Run("the serial drivers are loaded before the unit resolves DeviceAllow", func(t *testing.T) {
+		// char-ttyACM and char-ttyUSB name a device class only once its
+		// driver is loaded: without these, a gateway booted without its
+		// dongle never gets the radio until a restart.
+		wants, after := strings.Fields(strings.Join(unit["Wants"], " ")), strings.Fields(strings.Join(unit["After"], " "))
+		for _, mod := range []string{"cdc_acm", "usbserial", "ch341", "cp210x", "ftdi_sio"} {
+			u := "modprobe@" + mod + ".service"
+			if !slices.Contains(wants, u) || !slices.Contains(after, u) {
+				t.Errorf("gatewayd.service does not want and order after %s", u)
+			}
+		}
+		if !slices.Contains(unit["DeviceAllow"], "char-ttyACM rw") || !slices.Contains(unit["DeviceAllow"], "char-ttyUSB rw") {
+			t.Errorf("DeviceAllow %q", unit["DeviceAllow"])
+		}
+	})
+
+	t.Run("the radio links are named by serial number, not enumeration order", func(t *testing.T) {
+		b, err := os.ReadFile(filepath.Join(root, "lib/udev/rules.d/70-gatewayd-radio.rules"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		var links []string
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(strings.TrimSpace(line), "#") || !strings.Contains(line, "SYMLINK") {
+				continue
+			}
+			links = append(links, line)
+			// %n, %k, $number and $kernel follow the kernel's ttyACM<n>.
+			for _, unstable := range []string{"%n", "%k", "$number", "$kernel"} {
+				if strings.Contains(line, unstable) {
+					t.Errorf("a link named by %s: %s", unstable, line)
+				}
+			}
+			if !strings.Contains(line, `ENV{ID_SERIAL_SHORT}=="?*"`) || !strings.Contains(line, "$env{ID_SERIAL_SHORT}") {
+				t.Errorf("a link not named by the device's serial number: %s", line)
+			}
+		}
+		if len(links) == 0 {
+			t.Fatal("no SYMLINK in the rule")
+		}
+		conf, _ := os.ReadFile(filepath.Join(root, "etc/gatewayd/gatewayd.toml"))
+		if !strings.Contains(string(conf), `#device = "/dev/serial/by-id/`) || strings.Contains(string(conf), "gatewayd-radio-0") {
+			t.Error("the shipped config does not suggest a /dev/serial/by-id/ device")
+		}
+	})
+
 	gatewayd := filepath.Join(root, "usr/sbin/gatewayd")
 	config := filepath.Join(root, "etc/gatewayd/gatewayd.toml")
+
+	t.Run("systemctl reload fails for a refused config and sends no SIGHUP", func(t *testing.T) {
+		// What systemd does on reload: each ExecReload= line in turn, the
+		// next only if the one before succeeded. The daemon is a sleep
+		// here, which SIGHUP ends: whether it is still alive says whether
+		// the signal was sent.
+		if len(unit["ExecReload"]) < 2 {
+			t.Fatalf("ExecReload %q: want the check, then the signal", unit["ExecReload"])
+		}
+		reload := func(cfg string) (alive bool, err error) {
+			daemon := exec.Command("sleep", "600")
+			if err := daemon.Start(); err != nil {
+				t.Fatal(err)
+			}
+			exited := make(chan error, 1)
+			go func() { exited <- daemon.Wait() }()
+			defer daemon.Process.Kill()
+			for _, line := range unit["ExecReload"] {
+				line = strings.NewReplacer("/usr/sbin/gatewayd", gatewayd, "/etc/gatewayd/gatewayd.toml", cfg,
+					"$MAINPID", strconv.Itoa(daemon.Process.Pid)).Replace(line)
+				f := strings.Fields(line)
+				if out, err := exec.CommandContext(ctx, f[0], f[1:]...).CombinedOutput(); err != nil {
+					return true, fmt.Errorf("%s: %v: %s", line, err, out)
+				}
+			}
+			select {
+			case <-exited:
+				return false, nil
+			case <-time.After(30 * time.Second):
+				return true, nil
+			}
+		}
+		bad := filepath.Join(t.TempDir(), "bad.toml")
+		os.WriteFile(bad, []byte("[proxy]\ntimeout = \"-1s\"\n"), 0o644)
+		alive, err := reload(bad)
+		if err == nil || !strings.Contains(err.Error(), "timeout") || !alive {
+			t.Fatalf("reload of a refused config: err %v, daemon alive %v; want the check's error and no SIGHUP", err, alive)
+		}
+		alive, err = reload(config)
+		if err != nil || alive {
+			t.Fatalf("reload of the shipped config: err %v, daemon alive %v; want SIGHUP sent", err, alive)
+		}
+	})
 	t.Run("installed gatewayd accepts the shipped config", func(t *testing.T) {
 		if out := sh(t, ctx, nil, gatewayd, "-check", "-config", config); !strings.Contains(out, "configuration ok") {
 			t.Fatalf("-check: %s", out)
 		}
-		if out := sh(t, ctx, nil, gatewayd, "-version"); strings.TrimSpace(out) != "gatewayd 0.1.0" {
+		if out := sh(t, ctx, nil, gatewayd, "-version"); strings.TrimSpace(out) != "gatewayd "+version {
 			t.Fatalf("-version: %q", out)
 		}
 	})
 
-	t.Run("upgrade keeps the edited conffile", func(t *testing.T) {
+	t.Run("every program tells the package's version", func(t *testing.T) {
+		checkVersions(t, ctx, root, version)
+	})
+
+	t.Run("the example config is valid", func(t *testing.T) {
+		example := filepath.Join(root, "usr/share/doc/gatewayd/examples/gatewayd.toml")
+		if out := sh(t, ctx, nil, gatewayd, "-check", "-check-plugins=false", "-config", example); !strings.Contains(out, "configuration ok") {
+			t.Fatalf("-check: %s", out)
+		}
+	})
+
+	t.Run("the copyright file names a licence for the project and every module", func(t *testing.T) {
+		b, err := os.ReadFile(filepath.Join(root, "usr/share/doc/gatewayd/copyright"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := string(b)
+		if strings.Contains(strings.ToLower(c), "unlicensed") || !strings.Contains(c, "\nFiles: *\nCopyright: 2026 The gatewayd authors\nLicense: Apache-2.0\n") {
+			t.Fatalf("the project's own paragraph:\n%.600s", c)
+		}
+		// Every module a shipped program links, as the program itself says.
+		for _, prog := range []string{"usr/sbin/gatewayd", "usr/bin/gatewayctl", "usr/lib/gatewayd/plugins/gatewayd-mqtt"} {
+			for _, line := range strings.Split(sh(t, ctx, nil, "go", "version", "-m", filepath.Join(root, prog)), "\n") {
+				f := strings.Fields(line)
+				if len(f) >= 3 && f[0] == "dep" && !strings.Contains(c, "\nFiles: "+f[1]+"/*\n") {
+					t.Errorf("%s links %s %s, which the copyright file does not list", prog, f[1], f[2])
+				}
+			}
+		}
+	})
+
+	t.Run("the shipped plugins' digests are in SHA256SUMS", func(t *testing.T) {
+		cmd := exec.CommandContext(ctx, "sha256sum", "--check", "--strict", "SHA256SUMS")
+		cmd.Dir = filepath.Join(root, "usr/lib/gatewayd/plugins")
+		out, err := cmd.CombinedOutput()
+		for _, p := range []string{"gatewayd-http", "gatewayd-mqtt", "gatewayd-slipradio"} {
+			if err != nil || !strings.Contains(string(out), p+": OK") {
+				t.Errorf("SHA256SUMS does not vouch for %s: %v\n%s", p, err, out)
+			}
+		}
+	})
+
+	// The operator enables a shipped plugin without sha256, as the config
+	// suggests; another pins the digest by hand, as for a plugin of one's
+	// own. An upgrade rebuilds the plugins.
+	plugin := filepath.Join(root, "usr/lib/gatewayd/plugins/gatewayd-http")
+	pinned := filepath.Join(t.TempDir(), "pinned.toml")
+	t.Run("upgrade keeps the edited conffile and the shipped plugins consistent", func(t *testing.T) {
 		orig, err := os.ReadFile(config)
 		if err != nil {
 			t.Fatal(err)
 		}
-		edited := strings.Replace(string(orig), `timeout = "3s"`, `timeout = "7s"`, 1) + "\n# edited on the gateway\n"
-		if edited == string(orig)+"\n# edited on the gateway\n" {
+		edited := strings.Replace(string(orig), `timeout = "3s"`, `timeout = "7s"`, 1) +
+			fmt.Sprintf("\n# edited on the gateway\n[[plugin]]\nname = \"http\"\npath = %q\n", plugin)
+		if !strings.Contains(edited, `timeout = "7s"`) {
 			t.Fatal(`shipped config has no timeout = "3s" line to edit`)
 		}
 		if err := os.WriteFile(config, []byte(edited), 0o644); err != nil {
 			t.Fatal(err)
 		}
+		before := fileSum(t, plugin)
+		os.WriteFile(pinned, []byte(fmt.Sprintf("[[plugin]]\nname = \"http\"\npath = %q\nsha256 = %q\n", plugin, before)), 0o644)
+		for _, c := range []string{config, pinned} {
+			if out, err := shErr(ctx, nil, gatewayd, "-check", "-config", c); err != nil {
+				t.Fatalf("-check %s before the upgrade: %v\n%s", c, err, out)
+			}
+		}
+
 		deb2 := buildDeb(t, ctx, dist, "0.2.0")
 		dpkg(t, ctx, root, "-i", deb2)
 		if v := query(t, ctx, root, "${Version}"); v != "0.2.0-1" {
@@ -233,7 +435,19 @@ func TestDebianPackageBuildsLintsInstallsAndUpgrades(t *testing.T) {
 		if out := sh(t, ctx, nil, gatewayd, "-version"); strings.TrimSpace(out) != "gatewayd 0.2.0" {
 			t.Fatalf("-version after upgrade: %q", out)
 		}
-		sh(t, ctx, nil, gatewayd, "-check", "-config", config)
+		checkVersions(t, ctx, root, "0.2.0")
+		if fileSum(t, plugin) == before {
+			t.Fatal("the upgrade did not change the plugin; the test shows nothing")
+		}
+		// The plugin without sha256 is checked against the new SHA256SUMS,
+		// and passes; the hand-pinned digest no longer matches, and -check
+		// says so (the daemon would serve without that plugin).
+		if out, err := shErr(ctx, nil, gatewayd, "-check", "-config", config); err != nil || !strings.Contains(out, "configuration ok") {
+			t.Fatalf("-check of the edited conffile after the upgrade: %v\n%s", err, out)
+		}
+		if out, err := shErr(ctx, nil, gatewayd, "-check", "-config", pinned); err == nil || !strings.Contains(out, "sha256 mismatch") || !strings.Contains(out, before) {
+			t.Fatalf("-check of a digest the upgrade made stale: %v\n%s", err, out)
+		}
 	})
 
 	t.Run("purge removes state and conffiles", func(t *testing.T) {

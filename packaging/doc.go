@@ -3,3 +3,7 @@
 // default configuration) and the test that builds, lints, installs and
 // upgrades that package. See README.md.
 package packaging
+
+// The copyright file lists every module linked into the programs; a test
+// (gencopyright) fails when it is stale.
+//go:generate go run ./gencopyright -o copyright

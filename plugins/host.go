@@ -5,9 +5,11 @@
 // by URI scheme, radios as "plugin:<name>" radio drivers, and a callback
 // through which a plugin's front end sends requests into the chain.
 //
-// A plugin never takes gatewayd down: every call into and out of a plugin
-// recovers from panics and treats the plugin's bytes as untrusted; a plugin
-// that is down answers 5.03 with Max-Age instead of blocking.
+// A plugin never takes gatewayd down: one that cannot start is logged and
+// retried with backoff while gatewayd serves everything else; every call
+// into and out of a plugin recovers from panics and treats the plugin's
+// bytes as untrusted; a plugin that is down answers 5.03 with Max-Age
+// instead of blocking.
 package plugins
 
 import (
@@ -15,9 +17,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"runtime"
+	"slices"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/opaque-edge/gatewayd/coap"
 )
@@ -35,29 +41,38 @@ type Host struct {
 	started chan struct{} // closed when the starter thread ends
 
 	plugins []*plug
-	schemes map[string]*Translator
+	// schemes maps a URI scheme to the translator of the plugin serving
+	// it. Read on every request, so swapped whole (copy on write) under
+	// claimMu when a plugin that could not start at first comes up.
+	schemes atomic.Pointer[map[string]*Translator]
+	claimMu sync.Mutex
 
 	closeOnce sync.Once
 }
 
 // New verifies and starts every plugin and waits until each has told what
-// it serves. It fails when a plugin cannot start (wrong sha256, bad
-// config, crash at start); after that, plugins that die are restarted.
-// chain is where Host.Do callbacks of plugin front ends go. Radio plugins
-// are registered as radio drivers "plugin:<name>", so New must run before
-// [[radio]] tables are validated. ctx bounds the starts only. log may be nil.
+// it serves, or has failed to start. A plugin that cannot start (a missing
+// file, a digest that does not match, a crash at start) does not fail New:
+// it is logged at error level and started again with backoff, like a
+// plugin that died, and claims its schemes when it first comes up; until
+// then a request for a scheme no plugin serves is answered 5.03 with
+// Max-Age, since that plugin may be the one to serve it. New fails on a
+// configuration error, or when two plugins claim one scheme. chain is where
+// Host.Do callbacks of plugin front ends go. Radio plugins are registered
+// as radio drivers "plugin:<name>" (a plugin that has not started yet, as
+// one that may be a radio), so New must run before [[radio]] tables are
+// validated. ctx bounds the first starts only. log may be nil.
 func New(ctx context.Context, cfgs []Config, chain coap.Handler, log *slog.Logger) (*Host, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	log = log.With("component", "plugins")
 	h := &Host{
 		chain:   chain,
 		log:     log,
 		startq:  make(chan func()),
 		started: make(chan struct{}),
-		schemes: map[string]*Translator{},
 	}
+	h.schemes.Store(&map[string]*Translator{})
 	h.ctx, h.cancel = context.WithCancel(context.WithoutCancel(ctx))
 	names := map[string]bool{}
 	for i, c := range cfgs {
@@ -74,16 +89,25 @@ func New(ctx context.Context, cfgs []Config, chain coap.Handler, log *slog.Logge
 	go h.starter()
 	for _, p := range h.plugins {
 		inst, err := p.start(ctx)
-		if err == nil {
-			err = h.claim(p, inst.init.GetSchemes())
-			if err != nil {
-				inst.stop()
-			}
-		}
 		if err != nil {
+			if ctx.Err() != nil {
+				h.Close()
+				return nil, err
+			}
+			p.log.Error("plugin cannot start; gatewayd serves without it and retries",
+				"err", err, "retry_in", minBackoff)
+			p.setRetry(minBackoff)
+			registerRadio(p)
+			h.wg.Add(1)
+			go p.supervise(nil)
+			continue
+		}
+		if err := h.claim(p, inst.init.GetSchemes()); err != nil {
+			inst.stop()
 			h.Close()
 			return nil, err
 		}
+		p.routed.Store(true)
 		p.setUp(inst)
 		if inst.init.GetRadio() {
 			registerRadio(p)
@@ -96,16 +120,41 @@ func New(ctx context.Context, cfgs []Config, chain coap.Handler, log *slog.Logge
 
 // claim routes the plugin's schemes to it.
 func (h *Host) claim(p *plug, schemes []string) error {
+	h.claimMu.Lock()
+	defer h.claimMu.Unlock()
+	m := maps.Clone(*h.schemes.Load())
 	for _, s := range schemes {
 		if s == "" || len(s) > 64 {
 			return fmt.Errorf("plugins: %s: bad scheme %q", p.cfg.Name, s)
 		}
-		if o, dup := h.schemes[s]; dup {
+		if o, dup := m[s]; dup {
 			return fmt.Errorf("plugins: %s: scheme %q is already served by plugin %s", p.cfg.Name, s, o.p.cfg.Name)
 		}
-		h.schemes[s] = &Translator{p: p, scheme: s}
+		m[s] = &Translator{p: p, scheme: s}
 	}
+	h.schemes.Store(&m)
 	return nil
+}
+
+// claimLate routes the schemes of a plugin that comes up for the first
+// time after New, keeping what other plugins serve already.
+func (h *Host) claimLate(p *plug, schemes []string) {
+	h.claimMu.Lock()
+	defer h.claimMu.Unlock()
+	m := maps.Clone(*h.schemes.Load())
+	for _, s := range schemes {
+		if o, dup := m[s]; s == "" || len(s) > 64 || dup {
+			owner := ""
+			if dup {
+				owner = o.p.cfg.Name
+			}
+			p.log.Error("plugin scheme not routed: bad, or served by another plugin", "scheme", s, "served_by", owner)
+			continue
+		}
+		m[s] = &Translator{p: p, scheme: s}
+	}
+	h.schemes.Store(&m)
+	p.routed.Store(true)
 }
 
 // starter runs plugin starts on one OS thread that it never unlocks, so
@@ -141,19 +190,25 @@ func (h *Host) onStarter(ctx context.Context, f func()) error {
 // ErrClosed is returned by calls on a closed Host.
 var ErrClosed = errors.New("plugins: host closed")
 
-// Translator returns the translator serving scheme.
+// Translator returns the translator serving scheme. While a plugin that
+// has never started is down, a scheme no plugin serves gets a translator
+// of that plugin that answers 5.03 with Max-Age: until it is up nobody
+// knows which schemes it serves.
 func (h *Host) Translator(scheme string) (*Translator, bool) {
-	t, ok := h.schemes[scheme]
-	return t, ok
+	if t, ok := (*h.schemes.Load())[scheme]; ok {
+		return t, true
+	}
+	for _, p := range h.plugins {
+		if !p.routed.Load() {
+			return &Translator{p: p, scheme: scheme, pending: true}, true
+		}
+	}
+	return nil, false
 }
 
 // Schemes returns the schemes plugins serve.
 func (h *Host) Schemes() []string {
-	s := make([]string, 0, len(h.schemes))
-	for k := range h.schemes {
-		s = append(s, k)
-	}
-	return s
+	return slices.Collect(maps.Keys(*h.schemes.Load()))
 }
 
 // Close stops every plugin and waits for them and for the Host's
@@ -198,7 +253,8 @@ type Stats struct {
 	// LogDropped counts its log lines dropped over the rate limit (50
 	// a second, 200 at once).
 	LogDropped uint64
-	LastError  string
+	LastError  string         // why it last went down or failed to start
+	RetryAt    time.Time      // while down: when the next start is due; zero while up
 	Peer       netip.AddrPort // the Request.Peer of its Host.Do and Host.Observe callbacks
 }
 

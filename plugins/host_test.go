@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -106,10 +107,27 @@ func translator(t *testing.T, h *Host, scheme string) *Translator {
 	return tr
 }
 
-func TestWrongChecksumIsRefusedNamingFileAndDigests(t *testing.T) {
+// copyExec copies the file at src to dir/name with mode.
+func copyExec(t *testing.T, src, dir, name string, mode os.FileMode) string {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, b, mode); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(p, mode); err != nil { // past the umask
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestVerifyRefusesWrongChecksumNamingFileAndDigests(t *testing.T) {
 	c := echoConfig("echo", "echo")
 	c.SHA256 = strings.Repeat("ab", 32)
-	_, err := New(t.Context(), []Config{c}, nil, nil)
+	err := Verify(c.Defaults())
 	if !errors.Is(err, ErrChecksum) {
 		t.Fatalf("err = %v, want ErrChecksum", err)
 	}
@@ -118,23 +136,136 @@ func TestWrongChecksumIsRefusedNamingFileAndDigests(t *testing.T) {
 			t.Errorf("error %q does not name %s", err, want)
 		}
 	}
+	c.SHA256 = bins.echoSum
+	if err := Verify(c.Defaults()); err != nil {
+		t.Fatalf("the right digest: %v", err)
+	}
 }
 
-func TestGroupWritableExecutableIsRefused(t *testing.T) {
+func TestVerifyRefusesGroupWritableOrNonExecutableFiles(t *testing.T) {
 	dir := t.TempDir()
-	p := filepath.Join(dir, "echo")
-	b, err := os.ReadFile(bins.echo)
+	for _, tc := range []struct {
+		name string
+		mode os.FileMode
+		want string
+	}{
+		{"group-writable", 0o775, "writable"},
+		{"not-executable", 0o644, "not executable"},
+	} {
+		c := echoConfig("echo", "echo")
+		c.Path = copyExec(t, bins.echo, dir, tc.name, tc.mode)
+		if err := Verify(c.Defaults()); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v, want %q", tc.name, err, tc.want)
+		}
+	}
+}
+
+// A [[plugin]] without sha256 is checked against the SHA256SUMS beside
+// it, the list the package installs with its plugins: an upgrade that
+// rebuilds a plugin brings the list that matches it.
+func TestPluginWithoutSHA256IsCheckedAgainstTheListBesideIt(t *testing.T) {
+	dir := t.TempDir()
+	path := copyExec(t, bins.echo, dir, "gatewayd-echo", 0o755)
+	list := filepath.Join(dir, SumsFile)
+	c := Config{Name: "echo", Path: path, Config: map[string]any{"scheme": "echo"}}.Defaults()
+	if err := c.Validate(); err != nil {
+		t.Fatalf("Validate without sha256: %v", err)
+	}
+	for _, tc := range []struct {
+		name, list string
+		mode       os.FileMode
+		want       string // in the error; "" for none
+	}{
+		{"no list", "", 0, "no digest list"},
+		{"not listed", bins.echoSum + "  gatewayd-other\n", 0o644, "does not list gatewayd-echo"},
+		{"other digest", strings.Repeat("cd", 32) + "  gatewayd-echo\n", 0o644, list + " says " + strings.Repeat("cd", 32)},
+		{"writable list", bins.echoSum + "  gatewayd-echo\n", 0o666, "writable"},
+		{"malformed", "not a digest line\n", 0o644, list + ":1"},
+		{"listed", "# shipped plugins\n" + strings.Repeat("cd", 32) + "  gatewayd-other\n" + bins.echoSum + " *gatewayd-echo\n", 0o644, ""},
+	} {
+		os.Remove(list)
+		if tc.list != "" {
+			if err := os.WriteFile(list, []byte(tc.list), tc.mode); err != nil {
+				t.Fatal(err)
+			}
+			os.Chmod(list, tc.mode)
+		}
+		err := Verify(c)
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("%s: err = %v, want %q", tc.name, err, tc.want)
+		}
+	}
+	// And it runs.
+	h := newHost(t, nil, c)
+	if _, err := translator(t, h, "echo").RoundTrip(t.Context(), "echo://n/", &coap.Message{Code: coap.GET}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A plugin that cannot start does not fail the Host: it is logged at
+// error level and reported down, its scheme (unknown until it starts) is
+// answered 5.03 with Max-Age while the other plugins serve, and it comes
+// up by itself once its file is right, through the backoff retries.
+func TestPluginThatCannotStartIsRetriedWhileTheOthersServe(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "echoplugin")
+	// At first a file with another digest: the test host's executable.
+	copyExec(t, bins.host, dir, "echoplugin", 0o755)
+	if fileSum(path) == bins.echoSum {
+		t.Fatal("the stand-in has the plugin's digest")
+	}
+	late := echoConfig("late", "late")
+	late.Path = path
+	var buf syncLog
+	log := slog.New(slog.NewTextHandler(&buf, nil))
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	defer cancel()
+	h, err := New(ctx, []Config{echoConfig("echo", "echo"), late}, nil, log)
 	if err != nil {
+		t.Fatalf("New failed for a plugin that cannot start: %v", err)
+	}
+	t.Cleanup(func() { h.Close() })
+
+	st := h.Stats()[1]
+	if st.Up || !strings.Contains(st.LastError, "sha256 mismatch") || st.Failures == 0 || st.RetryAt.IsZero() {
+		t.Fatalf("stats of the plugin that cannot start: %+v", st)
+	}
+	if s := buf.String(); !regexp.MustCompile(`level=ERROR msg="plugin cannot start[^\n]*plugin=late`).MatchString(s) {
+		t.Fatalf("no error-level line for the plugin:\n%s", s)
+	}
+	req := &coap.Message{Code: coap.GET}
+	if _, err := translator(t, h, "echo").RoundTrip(t.Context(), "echo://n/", req); err != nil {
+		t.Fatalf("the other plugin: %v", err)
+	}
+	_, err = translator(t, h, "late").RoundTrip(t.Context(), "late://n/", req)
+	var ce *coap.Error
+	if !errors.As(err, &ce) || ce.Code != coap.ServiceUnavailable || ce.MaxAge < 1 {
+		t.Fatalf("the plugin's scheme while it cannot start: err = %v, want 5.03 with Max-Age", err)
+	}
+
+	// The right file arrives, as an upgrade puts it: renamed into place.
+	copyExec(t, bins.echo, dir, "echoplugin.new", 0o755)
+	if err := os.Rename(path+".new", path); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(p, b, 0o775); err != nil {
-		t.Fatal(err)
+	_, up := h.plugins[1].current()
+	select {
+	case <-up:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the plugin did not come up by itself: %+v", h.Stats()[1])
 	}
-	os.Chmod(p, 0o775)
-	c := echoConfig("echo", "echo")
-	c.Path = p
-	if _, err := New(t.Context(), []Config{c}, nil, nil); err == nil || !strings.Contains(err.Error(), "writable") {
-		t.Fatalf("err = %v, want a refusal of a group-writable file", err)
+	resp, err := translator(t, h, "late").RoundTrip(t.Context(), "late://n/", &coap.Message{Code: coap.GET, Payload: []byte("hi")})
+	if err != nil || string(resp.Payload) != "hi" {
+		t.Fatalf("after it came up: %v %v", resp, err)
+	}
+	if _, ok := h.Translator("nobody"); ok {
+		t.Error("a scheme nobody serves still has a translator once every plugin is up")
+	}
+	if st := h.Stats()[1]; !st.Up || st.Starts != 1 || !st.RetryAt.IsZero() {
+		t.Errorf("stats once up: %+v", st)
 	}
 }
 

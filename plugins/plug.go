@@ -64,6 +64,9 @@ type plug struct {
 	// callbacks asked for (a body over max_body), which its peers can
 	// trigger at will.
 	warns *logLimiter
+	// routed is set once the plugin's schemes are routed to it, at its
+	// first start; until then Host.Translator answers for it.
+	routed atomic.Bool
 	// logs limits go-plugin's log and the plugin's stdout and stderr;
 	// crash limits the process's own stderr (what it writes before Serve,
 	// a panic's trace), so that a flood of chatter cannot crowd it out.
@@ -260,28 +263,29 @@ func (inst *instance) stop() {
 }
 
 // supervise watches the running instance and restarts the plugin when it
-// dies, with exponential backoff, until the Host closes.
+// dies, with exponential backoff, until the Host closes. With a nil inst
+// (the first start failed) it begins by starting it.
 func (p *plug) supervise(inst *instance) {
 	defer p.h.wg.Done()
 	backoff := minBackoff
 	for {
-		began := time.Now()
-		why := inst.wait()
-		p.setDown(inst)
-		inst.stop()
-		if p.h.ctx.Err() != nil {
-			return
-		}
-		p.restarts.Add(1)
-		p.setErr(errors.New(why))
-		p.log.Warn("plugin down; restarting", "reason", why, "backoff", backoff)
-		if time.Since(began) >= resetAfter {
-			backoff = minBackoff
+		if inst != nil {
+			began := time.Now()
+			why := inst.wait()
+			p.setDown(inst)
+			inst.stop()
+			if p.h.ctx.Err() != nil {
+				return
+			}
+			p.restarts.Add(1)
+			p.setErr(errors.New(why))
+			p.log.Warn("plugin down; restarting", "reason", why, "backoff", backoff)
+			if time.Since(began) >= resetAfter {
+				backoff = minBackoff
+			}
 		}
 		for {
-			p.mu.Lock()
-			p.retryAt = time.Now().Add(backoff)
-			p.mu.Unlock()
+			p.setRetry(backoff)
 			t := time.NewTimer(backoff)
 			select {
 			case <-p.h.ctx.Done():
@@ -297,13 +301,25 @@ func (p *plug) supervise(inst *instance) {
 			if p.h.ctx.Err() != nil {
 				return
 			}
-			p.log.Error("plugin restart failed", "err", err, "backoff", backoff)
+			p.log.Error("plugin cannot start; gatewayd serves without it and retries", "err", err, "retry_in", backoff)
 		}
-		if s := inst.init.GetSchemes(); !sameSchemes(p, s) {
+		if !p.routed.Load() {
+			p.h.claimLate(p, inst.init.GetSchemes())
+			if inst.init.GetRadio() {
+				registerRadio(p)
+			}
+		} else if s := inst.init.GetSchemes(); !sameSchemes(p, s) {
 			p.log.Warn("plugin restarted with other schemes; routing keeps the first ones", "schemes", s)
 		}
 		p.setUp(inst)
 	}
+}
+
+// setRetry records when the next start is due, for the Max-Age of 5.03.
+func (p *plug) setRetry(after time.Duration) {
+	p.mu.Lock()
+	p.retryAt = time.Now().Add(after)
+	p.mu.Unlock()
 }
 
 // wait blocks until the instance's process exits, it reports a fault, or
@@ -326,8 +342,9 @@ func (inst *instance) wait() string {
 }
 
 func sameSchemes(p *plug, s []string) bool {
+	schemes := *p.h.schemes.Load()
 	n := 0
-	for _, t := range p.h.schemes {
+	for _, t := range schemes {
 		if t.p == p {
 			n++
 		}
@@ -336,7 +353,7 @@ func sameSchemes(p *plug, s []string) bool {
 		return false
 	}
 	for _, x := range s {
-		if t, ok := p.h.schemes[x]; !ok || t.p != p {
+		if t, ok := schemes[x]; !ok || t.p != p {
 			return false
 		}
 	}
@@ -391,7 +408,7 @@ func (p *plug) unavailable() error {
 	p.mu.Unlock()
 	secs := int(math.Ceil(wait.Seconds()))
 	secs = max(secs, 1)
-	return &coap.Error{Code: coap.ServiceUnavailable, Diagnostic: "plugin " + p.cfg.Name + " restarting", MaxAge: secs}
+	return &coap.Error{Code: coap.ServiceUnavailable, Diagnostic: "plugin " + p.cfg.Name + " down", MaxAge: secs}
 }
 
 func (p *plug) stats() Stats {
@@ -399,6 +416,8 @@ func (p *plug) stats() Stats {
 	s := Stats{Name: p.cfg.Name, Path: p.cfg.Path, Up: p.cur != nil, LastError: p.lastErr, Peer: p.peer}
 	if p.cur != nil {
 		s.PID = p.cur.pid
+	} else {
+		s.RetryAt = p.retryAt
 	}
 	p.mu.Unlock()
 	s.Starts = p.starts.Load()

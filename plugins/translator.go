@@ -25,6 +25,9 @@ var ErrPlugin = errors.New("plugins: plugin failed")
 type Translator struct {
 	p      *plug
 	scheme string
+	// pending: the plugin has never started, and the scheme is one no
+	// plugin serves; the answer is 5.03 until the plugin is up.
+	pending bool
 }
 
 // Plugin names the plugin behind the translator.
@@ -36,7 +39,7 @@ func (t *Translator) Plugin() string { return t.p.cfg.Name }
 func (t *Translator) RoundTrip(ctx context.Context, targetURI string, req *coap.Message) (resp *coap.Message, err error) {
 	defer recoverErr(&err, t.p, "round trip")
 	inst, _ := t.p.current()
-	if inst == nil {
+	if inst == nil || t.pending {
 		return nil, t.p.unavailable()
 	}
 	t.p.requests.Add(1)
@@ -67,7 +70,7 @@ func (t *Translator) RoundTrip(ctx context.Context, targetURI string, req *coap.
 func (t *Translator) Observe(ctx context.Context, targetURI string, req *coap.Message, notify func(*coap.Message)) (first *coap.Message, stop func(context.Context) error, err error) {
 	defer recoverErr(&err, t.p, "observe")
 	inst, _ := t.p.current()
-	if inst == nil {
+	if inst == nil || t.pending {
 		return nil, nil, t.p.unavailable()
 	}
 	if !inst.init.GetObserver() {

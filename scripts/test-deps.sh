@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the real peers the tests run against, when they are missing:
-# libcoap's clients and server, node-coap, tshark, mosquitto, curl, and
-# the packaging tools. Debian or Ubuntu, as root (apt); node-coap comes
-# from npm into internal/testpeer/nodecoap/node_modules.
+# libcoap's clients and server, node-coap, tshark, mosquitto, curl,
+# promtool, and the packaging tools. Debian or Ubuntu, as root (apt);
+# node-coap comes from npm into internal/testpeer/nodecoap/node_modules.
 set -euo pipefail
 
 need=()
@@ -20,6 +20,13 @@ command -v protoc >/dev/null || need+=(protobuf-compiler)
 # node-coap, the second CoAP implementation the tests use, runs on node.
 command -v node >/dev/null || need+=(nodejs)
 command -v npm >/dev/null || need+=(npm)
+# promtool lints the metrics (bridge). It comes with the Prometheus server:
+# on a host running systemd, Debian's package enables and starts that
+# server (TCP 9090, scraping itself), which no test uses or disturbs; in a
+# container policy-rc.d usually keeps it from starting.
+command -v promtool >/dev/null || need+=(prometheus)
+# The version scheme's test makes commits in a scratch repository.
+command -v git >/dev/null || need+=(git)
 
 if [ ${#need[@]} -gt 0 ]; then
 	if [ "$(id -u)" -ne 0 ]; then

@@ -7,6 +7,8 @@
 //
 //	gatewayctl get|put|post|delete|observe [flags] URI
 //	gatewayctl keys ed25519|oscore [flags]
+//	gatewayctl status [-admin host:port] [-json]
+//	gatewayctl -version
 //
 // Exit codes: 0 success, 1 CoAP error response, 2 usage or local file error,
 // 3 verification failure, 4 network error or timeout. See README.md.

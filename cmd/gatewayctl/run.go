@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"runtime/debug"
 )
 
 // Exit codes, the contract scripts rely on (README.md).
@@ -50,7 +51,10 @@ Usage:
   gatewayctl keys oscore -out FILE [-peer-out FILE]
                                     a matching pair of OSCORE contexts (0600)
   gatewayctl status [-admin host:port] [-json]
-                                    gatewayd's state from its admin endpoint
+                                    gatewayd's state from its admin endpoint:
+                                    version, uptime, listeners, routes,
+                                    radios and plugins with their state
+  gatewayctl -version               print the version
 
 Request flags (see "gatewayctl get -h"):
   -proxy URI      send through this CoAP proxy (Proxy-Uri), e.g. coap://127.0.0.1:5683
@@ -79,6 +83,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, topUsage)
 		return exitOK
+	case "-version", "--version", "version":
+		fmt.Fprintln(stdout, "gatewayctl", buildVersion())
+		return exitOK
 	case "get", "put", "post", "delete", "observe":
 		err = runRequest(ctx, cmd, args[1:], stdout, stderr)
 	case "keys":
@@ -104,6 +111,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "gatewayctl:", err)
 	}
 	return code
+}
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = ""
+
+func buildVersion() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "devel"
 }
 
 // errReported marks an error whose message was already printed (flag

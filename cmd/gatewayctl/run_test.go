@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +19,8 @@ import (
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/e2e/oscore"
 	"github.com/opaque-edge/gatewayd/e2e/signed"
+	"github.com/opaque-edge/gatewayd/plugins"
+	"github.com/opaque-edge/gatewayd/radio"
 )
 
 // origin is a CoAP server for the CLI tests: /temp, /store (PUT),
@@ -459,7 +462,11 @@ func TestKeysWritesFilesWithSafeModesAndNeverOverwrites(t *testing.T) {
 }
 
 func TestStatusShowsTheProxyAtAGlance(t *testing.T) {
-	p := bridgetest.Start(t, nil)
+	p := bridgetest.Start(t, func(c *bridge.Config) {
+		c.Route = []bridge.RouteConfig{{Name: "hall", Target: "coap://[fd00::1]"}}
+		c.Radio = []radio.Config{{Name: "sim", Driver: "sim"}}
+		c.Plugin = []plugins.Config{{Name: "http", Path: filepath.Join(t.TempDir(), "gatewayd-http"), SHA256: strings.Repeat("ab", 32)}}
+	}, bridge.WithVersion("1.2.3"))
 	addr, err := p.ServeAdmin(context.Background(), "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -468,12 +475,30 @@ func TestStatusShowsTheProxyAtAGlance(t *testing.T) {
 	if code := run(context.Background(), []string{"status", "-admin", addr}, &out, &errb); code != exitOK {
 		t.Fatalf("exit %d: %s", code, errb.String())
 	}
-	for _, want := range []string{"gatewayd up", "cache", "observe", "udp://127.0.0.1:0"} {
+	for _, want := range []string{
+		"gatewayd 1.2.3 (" + runtime.Version() + "), up ",
+		"listen   udp://127.0.0.1:0 on " + p.Addrs()[0].String() + ": received ",
+		"route    /hall → coap://[fd00::1]",
+		"radio    sim (sim, " + radio.DefaultSimPrefix.String() + "): ",
+		"plugin   http (", "): DOWN, next start ", "no such file",
+		"cache    0 entries", "observe  0 observers",
+	} {
 		if !strings.Contains(out.String(), want) {
 			t.Errorf("status lacks %q:\n%s", want, out.String())
 		}
 	}
 	if code := run(context.Background(), []string{"status", "-admin", "127.0.0.1:1"}, &out, &errb); code != exitNetwork {
 		t.Fatalf("no gatewayd: exit %d, want %d", code, exitNetwork)
+	}
+}
+
+func TestVersionFlag(t *testing.T) {
+	version = "1.2.3+test"
+	defer func() { version = "" }()
+	for _, arg := range []string{"-version", "--version", "version"} {
+		var out bytes.Buffer
+		if code := run(context.Background(), []string{arg}, &out, &bytes.Buffer{}); code != exitOK || out.String() != "gatewayctl 1.2.3+test\n" {
+			t.Errorf("%s: exit %d, %q", arg, code, out.String())
+		}
 	}
 }

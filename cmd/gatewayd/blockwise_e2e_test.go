@@ -67,10 +67,10 @@ func getOrigin(t *testing.T, uri string) []byte {
 	return b
 }
 
-// metric finds gatewayd_plugin_total{counter,plugin} in a scrape; -1 when
-// absent.
+// metric finds the plugin's counter gatewayd_plugin_<counter>_total in a
+// scrape; -1 when absent.
 func metric(scraped, plugin, counter string) int {
-	re := regexp.MustCompile(`gatewayd_plugin_total\{counter="` + counter + `",plugin="` + regexp.QuoteMeta(plugin) + `"\} ([0-9]+)`)
+	re := regexp.MustCompile(`gatewayd_plugin_` + counter + `_total\{plugin="` + regexp.QuoteMeta(plugin) + `"\} ([0-9]+)`)
 	m := re.FindStringSubmatch(scraped)
 	if m == nil {
 		return -1
@@ -169,8 +169,8 @@ func TestHTTPPluginMovesLargeBodiesWholeBothWays(t *testing.T) {
 		t.Fatalf("the origin has %s, want the %s curl sent", digest(got), digest(other))
 	}
 	m := scrape(t, admin)
-	if n := metric(m, "http", "blockwise"); n < 3 {
-		t.Errorf("blockwise counter %d, want both GETs and the PUT\n%s", n, grepLines(m, "gatewayd_plugin_total"))
+	if n := metric(m, "http", "blockwise_transfers"); n < 3 {
+		t.Errorf("blockwise counter %d, want both GETs and the PUT\n%s", n, grepLines(m, "gatewayd_plugin_blockwise_transfers_total"))
 	}
 }
 
@@ -203,7 +203,7 @@ func TestHTTPPluginRefusesBodiesOverMaxBodyWhole(t *testing.T) {
 	if got := getOrigin(t, origin); !bytes.Equal(got, body) {
 		t.Fatalf("after a refused PUT the origin has %s, want the earlier %s", digest(got), digest(body))
 	}
-	if n := metric(scrape(t, admin), "http", "too_large"); n != 2 {
+	if n := metric(scrape(t, admin), "http", "oversized_bodies"); n != 2 {
 		t.Errorf("too_large counter %d, want 2", n)
 	}
 }
@@ -298,7 +298,7 @@ retain = true
 	// counted, and nothing published.
 	waitLog(t, log, 15*time.Second, "representation over max_body", "plugin=mqtt-small", "uri="+origin, "size=10240", "max_body=4096")
 	waitLog(t, log, 15*time.Second, "representation over max_body: not published", "plugin=mqtt-small", "topic=gw/small", "size=10240")
-	if n := metric(scrape(t, fmt.Sprintf("127.0.0.1:%d", admin)), "mqtt-small", "too_large"); n < 1 {
+	if n := metric(scrape(t, fmt.Sprintf("127.0.0.1:%d", admin)), "mqtt-small", "oversized_bodies"); n < 1 {
 		t.Errorf("too_large counter %d for mqtt-small", n)
 	}
 	// mosquitto sends the retained messages of a SUBSCRIBE's filters in

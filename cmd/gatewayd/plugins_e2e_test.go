@@ -470,7 +470,7 @@ func TestMQTTPluginBridgesSignedReadingsUpAndPublicationsDown(t *testing.T) {
 	t.Logf("up: %d signed representations verified, counters %v", len(counters), counters)
 	// The plugin observes through gatewayd's hub (Host.Observe), and the
 	// metrics say so.
-	if m := scrape(t, admin); !regexp.MustCompile(`gatewayd_plugin_total\{counter="observes",plugin="mqtt"\} [1-9]`).MatchString(m) {
+	if m := scrape(t, admin); !regexp.MustCompile(`gatewayd_plugin_observations_total\{plugin="mqtt"\} [1-9]`).MatchString(m) {
 		t.Fatalf("no observation by the plugin in the metrics:\n%s", grepLines(m, "gatewayd_plugin"))
 	}
 	// And with mosquitto's own client: the retained message, raw (-N),

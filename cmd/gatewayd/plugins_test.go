@@ -35,10 +35,12 @@ func TestHTTPPluginBothWays(t *testing.T) {
 	defer web.Close()
 	startGatewayd(t, httpPluginConfig(proxy, fmt.Sprintf("127.0.0.1:%d", adminPort), bin, sum, httpPort, ""))
 	base := fmt.Sprintf("http://127.0.0.1:%d/hc/", httpPort)
-	// The front end may need a moment after gatewayd reports it started.
+	// The front end may need a moment after gatewayd reports it started,
+	// and the simulated radio too on a busy machine (a 5.03 "radio sim
+	// down" is HTTP 503, which -f makes a failure to retry).
 	var body string
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		out, err := exec.Command(tool(t, "curl"), "-sS", "--max-time", "20", base+"coap://["+simNodeAddr(0).String()+"]/sensors/temp").CombinedOutput()
+		out, err := exec.Command(tool(t, "curl"), "-fsS", "--max-time", "20", base+"coap://["+simNodeAddr(0).String()+"]/sensors/temp").CombinedOutput()
 		if err == nil {
 			body = string(out)
 			break

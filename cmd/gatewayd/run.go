@@ -19,6 +19,7 @@ import (
 
 	"github.com/opaque-edge/gatewayd/bridge"
 	"github.com/opaque-edge/gatewayd/internal/service"
+	"github.com/opaque-edge/gatewayd/plugins"
 	"github.com/opaque-edge/gatewayd/radio"
 	"github.com/opaque-edge/gatewayd/radio/sim"
 )
@@ -35,11 +36,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("gatewayd", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "", "configuration `file` (TOML); without it, a demo runs on loopback")
-	check := fs.Bool("check", false, "validate the configuration and exit")
+	check := fs.Bool("check", false, "validate the configuration, and the [[plugin]] files as a start would, and exit")
+	checkPlugins := fs.Bool("check-plugins", true, "with -check: verify each [[plugin]]'s file (path, owner, mode, sha256); the unit turns it off, since a plugin that cannot start does not stop gatewayd")
 	showVersion := fs.Bool("version", false, "print the version and exit")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to `file` until exit")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil // the usage is printed; asking for it is no failure
+		}
 		return err
 	}
 	if fs.NArg() > 0 {
@@ -78,8 +83,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	if *check {
-		fmt.Fprintln(stdout, "configuration ok")
-		return nil
+		return checkConfig(cfg, demoMode, *checkPlugins, stdout, stderr)
 	}
 
 	var keys demoKeys
@@ -120,7 +124,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			pc.Close()
 		}
 	}
-	p, err := bridge.New(ctx, cfg, log, bridge.WithPacketConns(activated[service.SocketCoAP]))
+	p, err := bridge.New(ctx, cfg, log, bridge.WithPacketConns(activated[service.SocketCoAP]), bridge.WithVersion(buildVersion()))
 	if err != nil {
 		return err
 	}
@@ -139,6 +143,31 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		defer stopPublisher()
 	}
 	return serve(ctx, p, *configPath, notifier, log)
+}
+
+// checkConfig is -check on a loaded configuration: its warnings, then
+// what a start verifies of each plugin, unless checkPlugins is off.
+func checkConfig(cfg bridge.Config, demo, checkPlugins bool, stdout, stderr io.Writer) error {
+	for _, w := range cfg.Warnings() {
+		fmt.Fprintln(stderr, "gatewayd: warning:", w)
+	}
+	if checkPlugins {
+		var errs []error
+		for _, pc := range cfg.Plugin {
+			if err := plugins.Verify(pc.Defaults()); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		if err := errors.Join(errs...); err != nil {
+			return err
+		}
+	}
+	if demo {
+		fmt.Fprintln(stdout, "configuration ok: the built-in demo defaults, since no -config was given (the installed file: -config /etc/gatewayd/gatewayd.toml)")
+		return nil
+	}
+	fmt.Fprintln(stdout, "configuration ok")
+	return nil
 }
 
 // serve runs the started proxy until ctx is done: systemd readiness and
@@ -193,15 +222,10 @@ func reload(p *bridge.Proxy, configPath string, n *service.Notifier, log *slog.L
 		log.Warn("reload: the demo has no configuration file")
 		return
 	}
-	cfg, err := bridge.Load(configPath)
+	restart, err := p.ReloadFile(configPath)
 	if err != nil {
 		log.Error("reload refused; the running configuration stays", "err", err)
 		n.Status("reload refused: " + err.Error())
-		return
-	}
-	restart, err := p.Reload(cfg)
-	if err != nil {
-		log.Error("reload refused; the running configuration stays", "err", err)
 		return
 	}
 	if len(restart) > 0 {

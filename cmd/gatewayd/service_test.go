@@ -150,7 +150,8 @@ func getWellKnown(t *testing.T, port int) error {
 func TestSystemdNotifyWatchdogReloadAndStop(t *testing.T) {
 	ns := newNotifySocket(t)
 	port := freePort(t)
-	cfgPath := writeFile(t, "g.toml", fmt.Sprintf("[proxy]\nlisten = [\"udp://127.0.0.1:%d\"]\n[metrics]\nlisten = \"\"\n", port))
+	admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	cfgPath := writeFile(t, "g.toml", fmt.Sprintf("[proxy]\nlisten = [\"udp://127.0.0.1:%d\"]\n[metrics]\nlisten = %q\n", port, admin))
 	cmd := exec.Command(gatewaydBinary(t), "-config", cfgPath)
 	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+ns.path, "WATCHDOG_USEC=2000000")
 	var stderr syncBuffer
@@ -184,13 +185,19 @@ func TestSystemdNotifyWatchdogReloadAndStop(t *testing.T) {
 	if !strings.Contains(stderr.String(), "reload refused") {
 		t.Fatalf("the refused reload is not logged:\n%s", stderr.String())
 	}
+	if m := scrape(t, admin); !strings.Contains(m, `gatewayd_reloads_total{outcome="failure"} 1`) || !strings.Contains(m, `gatewayd_reloads_total{outcome="success"} 0`) {
+		t.Fatalf("reloads after a refused one:\n%s", grepLines(m, "reloads"))
+	}
 	// A valid one that changes a live setting.
-	os.WriteFile(cfgPath, []byte(fmt.Sprintf("[proxy]\nlisten = [\"udp://127.0.0.1:%d\"]\ntimeout = \"2s\"\n[metrics]\nlisten = \"\"\n", port)), 0o600)
+	os.WriteFile(cfgPath, []byte(fmt.Sprintf("[proxy]\nlisten = [\"udp://127.0.0.1:%d\"]\ntimeout = \"2s\"\n[metrics]\nlisten = %q\n", port, admin)), 0o600)
 	mark = ns.len()
 	cmd.Process.Signal(syscall.SIGHUP)
 	ns.waitFor(t, "READY=1", ns.waitFor(t, "RELOADING=1", mark))
 	if err := getWellKnown(t, port); err != nil {
 		t.Fatalf("not serving after a reload: %v", err)
+	}
+	if m := scrape(t, admin); !strings.Contains(m, `gatewayd_reloads_total{outcome="failure"} 1`) || !strings.Contains(m, `gatewayd_reloads_total{outcome="success"} 1`) {
+		t.Fatalf("reloads after a good one:\n%s", grepLines(m, "reloads"))
 	}
 	cmd.Process.Signal(syscall.SIGTERM)
 	ns.waitFor(t, "STOPPING=1", 0)
@@ -239,6 +246,11 @@ func TestSocketActivationServesCoAP(t *testing.T) {
 	}
 	if getWellKnown(t, other) == nil {
 		t.Fatal("the configured udp:// listener was bound although systemd passed a socket")
+	}
+	// And the log says which socket serves and which listener does not.
+	want := fmt.Sprintf(`level=WARN msg="serving the sockets systemd passed (gatewayd.socket), not the udp:// listeners of the configuration; to serve other addresses, change ListenDatagram in gatewayd.socket" component=proxy sockets=[127.0.0.1:%d] not_bound=[udp://127.0.0.1:%d]`, port, other)
+	if !strings.Contains(stderr.String(), want) {
+		t.Fatalf("no %q in:\n%s", want, stderr.String())
 	}
 }
 

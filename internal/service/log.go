@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -20,11 +21,74 @@ import (
 // `journalctl -o verbose` and `journalctl FIELD=value` see; a text handler
 // on w otherwise (a shell, a test buffer, a unit with StandardError=file).
 // ident is the SYSLOG_IDENTIFIER journal entries carry.
+//
+// Either way a record carries each attribute key once (UniqueAttrs).
 func NewLogHandler(w io.Writer, ident string, opts *slog.HandlerOptions) slog.Handler {
 	if isJournalStream(w, os.Getenv("JOURNAL_STREAM")) && journal.Enabled() {
-		return NewJournalHandler(ident, opts)
+		return UniqueAttrs(NewJournalHandler(ident, opts))
 	}
-	return slog.NewTextHandler(w, opts)
+	return UniqueAttrs(slog.NewTextHandler(w, opts))
+}
+
+// UniqueAttrs wraps h so that each record carries an attribute key once
+// per group: a logger handed down with component=radio to a driver that
+// adds component=spinel logs component=spinel, not both. The later value
+// wins, being the more specific, in the place of the first.
+func UniqueAttrs(h slog.Handler) slog.Handler { return &uniqueAttrs{h: h} }
+
+// uniqueAttrs holds back the attributes added since the last group, so
+// that a later one with the same key can replace them; those of enclosing
+// groups are passed to h, since keys in different groups do not collide.
+type uniqueAttrs struct {
+	h     slog.Handler
+	attrs []slog.Attr
+}
+
+func (u *uniqueAttrs) Enabled(ctx context.Context, l slog.Level) bool { return u.h.Enabled(ctx, l) }
+
+func (u *uniqueAttrs) WithAttrs(as []slog.Attr) slog.Handler {
+	return &uniqueAttrs{h: u.h, attrs: mergeAttrs(u.attrs, as)}
+}
+
+func (u *uniqueAttrs) WithGroup(name string) slog.Handler {
+	if name == "" {
+		return u
+	}
+	h := u.h
+	if len(u.attrs) > 0 {
+		h = h.WithAttrs(u.attrs)
+	}
+	return &uniqueAttrs{h: h.WithGroup(name)}
+}
+
+func (u *uniqueAttrs) Handle(ctx context.Context, r slog.Record) error {
+	rec := make([]slog.Attr, 0, r.NumAttrs())
+	r.Attrs(func(a slog.Attr) bool {
+		rec = append(rec, a)
+		return true
+	})
+	out := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+	out.AddAttrs(mergeAttrs(u.attrs, rec)...)
+	return u.h.Handle(ctx, out)
+}
+
+// mergeAttrs is base followed by add, an attribute of add replacing the
+// one of the same key. Inline groups (empty keys) are kept as they come.
+func mergeAttrs(base, add []slog.Attr) []slog.Attr {
+	out := make([]slog.Attr, len(base), len(base)+len(add))
+	copy(out, base)
+	for _, a := range add {
+		i := -1
+		if a.Key != "" {
+			i = slices.IndexFunc(out, func(b slog.Attr) bool { return b.Key == a.Key })
+		}
+		if i >= 0 {
+			out[i] = a
+		} else {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // isJournalStream reports whether w is a file whose device and inode are

@@ -154,3 +154,34 @@ func TestLogHandlerChoosesJournalOnlyForTheJournalStream(t *testing.T) {
 }
 
 var timeZero time.Time
+
+// A logger handed down with component=radio to a driver that adds
+// component=spinel logs one component, the driver's; a key repeated in
+// the record replaces the logger's; keys in other groups stay apart.
+func TestLogHandlerCarriesEachAttributeOnce(t *testing.T) {
+	var buf bytes.Buffer
+	log := slog.New(NewLogHandler(&buf, "gatewayd", nil))
+	radio := log.With("component", "radio").With("radio", "hall", "driver", "spinel")
+	radio.With("component", "spinel", "device", "/dev/ttyACM0").Info("rcp up", "radio", "hall", "version", "1.0")
+	radio.WithGroup("link").With("component", "mac").Warn("lost", "err", "eof")
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("log:\n%s", buf.String())
+	}
+	want := []string{
+		`level=INFO msg="rcp up" component=spinel radio=hall driver=spinel device=/dev/ttyACM0 version=1.0`,
+		`level=WARN msg=lost component=radio radio=hall driver=spinel link.component=mac link.err=eof`,
+	}
+	for i, line := range lines {
+		if _, rest, _ := strings.Cut(line, " "); rest != want[i] { // past time=
+			t.Errorf("line %d:\n got %s\nwant %s", i, rest, want[i])
+		}
+	}
+
+	// The journal's MESSAGE and fields too.
+	h, got := capture(nil)
+	slog.New(UniqueAttrs(h)).With("component", "radio").With("component", "spinel").Info("rcp up")
+	if e := (*got)[0]; e.msg != "rcp up component=spinel" || e.vars["COMPONENT"] != "spinel" {
+		t.Errorf("journal entry %q %v", e.msg, e.vars)
+	}
+}

@@ -19,10 +19,20 @@ func BuildPlugin(t *testing.T, pkg string) (path, sum string) {
 	if out, err := exec.Command("go", "build", "-o", path, pkg).CombinedOutput(); err != nil {
 		t.Fatalf("build %s: %v\n%s", pkg, err, out)
 	}
-	b, err := os.ReadFile(path)
+	sum, err := FileSHA256(path)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return path, sum
+}
+
+// FileSHA256 is the SHA-256 of the file at path in hex, as sha256sum
+// prints it and a [[plugin]] table takes it.
+func FileSHA256(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
 	h := sha256.Sum256(b)
-	return path, hex.EncodeToString(h[:])
+	return hex.EncodeToString(h[:]), nil
 }

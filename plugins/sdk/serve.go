@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime/debug"
 	"sync"
 
@@ -24,8 +25,13 @@ import (
 //
 //	func main() { sdk.Serve(sdk.ServeOpts{Init: newPlugin}) }
 //
-// Run by hand instead of by gatewayd, it says so and exits with status 1.
+// Run by hand instead of by gatewayd, it says so and exits with status 1;
+// run with the one argument -version, it prints its name and Version.
 func Serve(opts ServeOpts) {
+	if len(os.Args) == 2 && (os.Args[1] == "-version" || os.Args[1] == "--version") {
+		fmt.Println(filepath.Base(os.Args[0]), Version())
+		os.Exit(0)
+	}
 	if opts.Init == nil {
 		fmt.Fprintln(os.Stderr, "sdk: ServeOpts.Init is required")
 		os.Exit(1)
@@ -37,6 +43,22 @@ func Serve(opts ServeOpts) {
 		GRPCServer:      NewGRPCServer,
 	})
 	st.close()
+}
+
+// version is set at build time:
+// -ldflags "-X github.com/opaque-edge/gatewayd/plugins/sdk.version=1.2.3".
+var version = ""
+
+// Version is the plugin's version: the one set at build time, else the
+// main module's, else "devel".
+func Version() string {
+	if version != "" {
+		return version
+	}
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
+		return bi.Main.Version
+	}
+	return "devel"
 }
 
 // NewGRPCServer is a gRPC server that turns a panic in a handler into an

@@ -305,6 +305,9 @@ func (d *Driver) run(ctx context.Context) {
 
 	backoff := d.cfg.BackoffMin
 	everUp := false
+	// A missing device is a warning, once per error: the radio is not
+	// serving. The retries after it, failing the same way, are debug.
+	warned := ""
 	for {
 		wasUp, err := d.connect(ctx, &fds, everUp)
 		if ctx.Err() != nil {
@@ -316,10 +319,16 @@ func (d *Driver) run(ctx context.Context) {
 		if wasUp {
 			everUp = true
 			backoff = d.cfg.BackoffMin
+			warned = ""
 			d.log.Warn("rcp link lost", "err", err)
 		} else {
 			d.retries.Add(1)
-			d.log.Info("rcp not available", "err", err, "retry_in", backoff)
+			if msg := fmt.Sprint(err); msg != warned {
+				warned = msg
+				d.log.Warn("rcp not available", "err", err, "retry_in", backoff)
+			} else {
+				d.log.Debug("rcp not available", "err", err, "retry_in", backoff)
+			}
 		}
 		t := time.NewTimer(backoff)
 		select {
