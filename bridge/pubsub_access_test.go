@@ -15,6 +15,8 @@ import (
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/internal/testpeer"
 	"github.com/opaque-edge/gatewayd/observe/pubsub"
+	"github.com/opaque-edge/gatewayd/radio"
+	"github.com/opaque-edge/gatewayd/radio/sim"
 )
 
 // libcoapClient runs one of libcoap's clients (coap-client-notls, or
@@ -32,15 +34,21 @@ func libcoapClient(t *testing.T, tool string, args ...string) string {
 	return string(out)
 }
 
-// topicFile writes a topic configuration (draft §2.2.1) for libcoap's -f.
-func topicFile(t *testing.T, p pubsub.Properties) string {
+// topicBody is a topic configuration (draft §2.2.1) as a request's payload.
+func topicBody(t *testing.T, p pubsub.Properties) []byte {
 	t.Helper()
 	b, err := p.Encode()
 	if err != nil {
 		t.Fatal(err)
 	}
+	return b
+}
+
+// topicFile writes a topic configuration for libcoap's -f.
+func topicFile(t *testing.T, p pubsub.Properties) string {
+	t.Helper()
 	f := filepath.Join(t.TempDir(), "topic.cbor")
-	if err := os.WriteFile(f, b, 0o600); err != nil {
+	if err := os.WriteFile(f, topicBody(t, p), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return f
@@ -173,12 +181,7 @@ func TestPubSubPublishersAndSubscribersThroughTheChain(t *testing.T) {
 	})
 	base := "coap://" + p.Addrs()[0].String()
 	c := client(t) // 127.0.0.1: admin, publisher and subscriber
-	create := &coap.Message{Code: coap.POST, Options: pathOpts("ps").SetUint(coap.ContentFormat, 65001)}
-	door := sensorTopic("door", "/ps/data/door")
-	var err error
-	if create.Payload, err = door.Encode(); err != nil {
-		t.Fatal(err)
-	}
+	create := &coap.Message{Code: coap.POST, Options: pathOpts("ps").SetUint(coap.ContentFormat, 65001), Payload: topicBody(t, sensorTopic("door", "/ps/data/door"))}
 	if resp := do(t, c, p, create); resp.Code != coap.Created {
 		t.Fatalf("create: %v %s", resp.Code, resp.Payload)
 	}
@@ -297,5 +300,47 @@ func TestPubSubDTLSIdentitiesAsAdmins(t *testing.T) {
 	}
 	if st := p.Broker().Stats(); st.Topics != 2 {
 		t.Fatalf("%d topics, want those of psk:ops and cn:console", st.Topics)
+	}
+}
+
+// The default admins, "loopback" and "radio": a node of the simulated
+// radio creates a topic over the radio (as the demo's first node does),
+// while a client on loopback but outside admins = ["radio"] may not.
+func TestPubSubRadioNodesAreAdminsByDefault(t *testing.T) {
+	p := startProxy(t, func(c *Config) {
+		brokerConfig(t, c)
+		c.PubSub.Admins = []string{"radio"}
+		c.Proxy.Timeout = Duration{10 * time.Second}
+		c.Radio = []radio.Config{{Name: "sim", Driver: "sim"}}
+	})
+	if d := pubsub.Defaults().Admins; len(d) != 2 || d[0] != "loopback" || d[1] != "radio" {
+		t.Fatalf("default admins %q", d)
+	}
+	r := p.Radios()[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := r.WaitUp(ctx); err != nil {
+		t.Fatalf("sim radio did not come up: %v", err)
+	}
+	n, ok := sim.FromLink(r.Link())
+	if !ok {
+		t.Fatal("not a sim network")
+	}
+	node := n.SimNodes()[0]
+	create := &coap.Message{Code: coap.POST, Options: pathOpts("ps").SetUint(coap.ContentFormat, 65001), Payload: topicBody(t, sensorTopic("node-topic", ""))}
+	// Over a radio a frame may be lost on a loaded machine: try again,
+	// as the node would, until the answer comes.
+	var resp *coap.Message
+	for resp == nil && ctx.Err() == nil {
+		rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
+		resp, _ = node.Endpoint().Do(rctx, r.Conn().LocalAddr(), create)
+		rcancel()
+	}
+	if resp == nil || resp.Code != coap.Created {
+		t.Fatalf("node %v creates a topic over the radio: %v", node.Addr(), resp)
+	}
+	create.Payload = topicBody(t, sensorTopic("loopback-topic", ""))
+	if got := do(t, client(t), p, create); got.Code != coap.Forbidden {
+		t.Fatalf("loopback, not in admins = [\"radio\"]: %v %s", got.Code, got.Payload)
 	}
 }
