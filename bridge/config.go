@@ -7,6 +7,8 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
+	"math"
 	"net/netip"
 	"net/url"
 	"os"
@@ -433,8 +435,10 @@ func (p *ProxyConfig) validate() error {
 			return fmt.Errorf("next_hop: %q must be coap://ip:port", p.NextHop)
 		}
 	}
-	if p.Rate < 0 || p.Burst < 1 {
-		return fmt.Errorf("rate/burst: rate must be >= 0 and burst >= 1")
+	if !(p.Rate >= 0) || math.IsInf(p.Rate, 1) || p.Burst < 1 {
+		// NaN and infinity slip past a plain comparison; either makes
+		// every bucket NaN, and every request a 4.29.
+		return fmt.Errorf("rate/burst: rate must be a number >= 0 and burst >= 1")
 	}
 	for _, l := range p.Listen {
 		if s, _, _ := parseListen(l); s == "dtls" && p.PSKFile == "" && p.CertFile == "" {
@@ -464,14 +468,22 @@ func (p *ProxyConfig) dtlsKeys() (DTLSKeys, error) {
 	case p.ClientCAFile != "" && p.CertFile == "":
 		return k, errors.New("cert_file: client_ca_file needs the listener's own certificate")
 	case p.CertFile != "":
-		cert, err := tls.LoadX509KeyPair(p.CertFile, p.KeyFile)
+		certPEM, err := readKeyFile(p.CertFile)
+		if err != nil {
+			return k, fmt.Errorf("cert_file: %w", err)
+		}
+		keyPEM, err := readKeyFile(p.KeyFile)
+		if err != nil {
+			return k, fmt.Errorf("key_file: %w", err)
+		}
+		cert, err := tls.X509KeyPair(certPEM, keyPEM)
 		if err != nil {
 			return k, fmt.Errorf("cert_file, key_file: %w", err)
 		}
 		k.Certificate = &cert
 	}
 	if p.ClientCAFile != "" {
-		pem, err := os.ReadFile(p.ClientCAFile)
+		pem, err := readKeyFile(p.ClientCAFile)
 		if err != nil {
 			return k, fmt.Errorf("client_ca_file: %w", err)
 		}
@@ -520,10 +532,41 @@ func contains(ps []netip.Prefix, a netip.Addr) bool {
 	return false
 }
 
+// maxKeyFile bounds a key, certificate or PSK file: PEM chains and PSK
+// lists are kilobytes.
+const maxKeyFile = 1 << 20
+
+// readKeyFile reads a file the configuration names for DTLS: a regular
+// file of at most maxKeyFile bytes. A device, a pipe or a huge file named
+// by mistake (/dev/zero, /proc/kcore) is an error, not a read without
+// end or an allocation of its reported size.
+func readKeyFile(path string) ([]byte, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s: not a regular file", path)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxKeyFile+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxKeyFile {
+		return nil, fmt.Errorf("%s: over %d bytes", path, maxKeyFile)
+	}
+	return b, nil
+}
+
 // LoadPSK reads "identity:key" lines; "#" starts a comment. The key is
 // used as written, as libcoap's -k takes it.
 func LoadPSK(path string) (map[string][]byte, error) {
-	data, err := os.ReadFile(path)
+	data, err := readKeyFile(path)
 	if err != nil {
 		return nil, err
 	}
@@ -539,6 +582,11 @@ func LoadPSK(path string) (map[string][]byte, error) {
 			return nil, fmt.Errorf("%s:%d: want identity:key", path, n)
 		}
 		keys[id] = []byte(key)
+	}
+	if err := sc.Err(); err != nil {
+		// A line over the scanner's 64 KiB: not a key, and the lines
+		// after it are not to be dropped silently.
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	if len(keys) == 0 {
 		return nil, fmt.Errorf("%s: no keys", path)

@@ -44,7 +44,7 @@ type DTLS struct {
 	hs   chan struct{} // handshake slots
 
 	mu    sync.Mutex
-	conns map[netip.AddrPort]net.Conn // guarded by mu
+	conns map[netip.AddrPort]session // guarded by mu
 
 	keys atomic.Pointer[DTLSKeys] // read at each handshake; SetKeys swaps it
 }
@@ -54,7 +54,16 @@ type dgram struct {
 	from netip.AddrPort
 }
 
-var _ coap.Transport = (*DTLS)(nil)
+// session is one established DTLS session and who its peer proved to be.
+type session struct {
+	c  net.Conn
+	id string // coap.Request.Identity of its requests
+}
+
+var (
+	_ coap.Transport      = (*DTLS)(nil)
+	_ coap.PeerIdentifier = (*DTLS)(nil)
+)
 
 // DTLSKeys is what a DTLS listener authenticates with: pre-shared keys by
 // identity, a certificate, or both; at least one.
@@ -79,7 +88,7 @@ var dtlsSuites = []dtls.CipherSuiteID{
 
 // ListenDTLS binds a DTLS listener that authenticates with keys.
 func ListenDTLS(ctx context.Context, addr netip.AddrPort, keys DTLSKeys, log *slog.Logger) (*DTLS, error) {
-	d := &DTLS{log: log, in: make(chan dgram, 256), done: make(chan struct{}), hs: make(chan struct{}, maxDTLSHandshakes), conns: map[netip.AddrPort]net.Conn{}}
+	d := &DTLS{log: log, in: make(chan dgram, 256), done: make(chan struct{}), hs: make(chan struct{}, maxDTLSHandshakes), conns: map[netip.AddrPort]session{}}
 	d.keys.Store(&keys)
 	cfg := &dtls.Config{CipherSuites: dtlsSuites}
 	if len(keys.PSK) > 0 {
@@ -228,6 +237,7 @@ func (d *DTLS) session(c net.Conn) {
 		c.Close()
 		return
 	}
+	id := d.identity(c)
 	d.mu.Lock()
 	if len(d.conns) >= maxDTLSSessions {
 		d.mu.Unlock()
@@ -243,9 +253,9 @@ func (d *DTLS) session(c net.Conn) {
 	default:
 	}
 	if old, ok := d.conns[peer]; ok {
-		old.Close()
+		old.c.Close()
 	}
-	d.conns[peer] = c
+	d.conns[peer] = session{c: c, id: id}
 	d.mu.Unlock()
 	d.read(c, peer)
 }
@@ -253,7 +263,7 @@ func (d *DTLS) session(c net.Conn) {
 func (d *DTLS) read(c net.Conn, peer netip.AddrPort) {
 	defer func() {
 		d.mu.Lock()
-		if d.conns[peer] == c {
+		if d.conns[peer].c == c {
 			delete(d.conns, peer)
 		}
 		d.mu.Unlock()
@@ -287,13 +297,53 @@ func (d *DTLS) ReadFrom(b []byte) (int, netip.AddrPort, error) {
 // WriteTo sends on the peer's session.
 func (d *DTLS) WriteTo(_ context.Context, b []byte, to netip.AddrPort) error {
 	d.mu.Lock()
-	c, ok := d.conns[to]
+	s, ok := d.conns[to]
 	d.mu.Unlock()
 	if !ok {
 		return fmt.Errorf("bridge: dtls: no session with %v", to)
 	}
-	_, err := c.Write(b)
+	_, err := s.c.Write(b)
 	return err
+}
+
+// PeerIdentity is the identity the peer at addr authenticated with in
+// the handshake of the session it holds now. A datagram read before a new
+// handshake from the same address and port replaced the session is
+// credited to the new one: both came from that address, and each
+// handshake proved its key.
+func (d *DTLS) PeerIdentity(addr netip.AddrPort) string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.conns[addr].id
+}
+
+// identity names who completed the handshake on c: "psk:" and the PSK
+// identity it used, or "cn:" and the common name of its certificate,
+// which verifyClient has checked against the client CAs. Without client
+// CAs no certificate is asked for, and one a client sends unasked proves
+// nothing, so it names no one.
+func (d *DTLS) identity(c net.Conn) string {
+	dc, ok := c.(*dtls.Conn)
+	if !ok {
+		return ""
+	}
+	st, ok := dc.ConnectionState()
+	if !ok {
+		return ""
+	}
+	if len(st.IdentityHint) > 0 {
+		// On the server side pion keeps the client's PSK identity here
+		// (the ClientKeyExchange of RFC 4279 §2).
+		return "psk:" + string(st.IdentityHint)
+	}
+	if len(st.PeerCertificates) == 0 || d.keys.Load().ClientCAs == nil {
+		return ""
+	}
+	cert, err := x509.ParseCertificate(st.PeerCertificates[0])
+	if err != nil || cert.Subject.CommonName == "" {
+		return ""
+	}
+	return "cn:" + cert.Subject.CommonName
 }
 
 // Close ends the listener and every session, and waits for their
@@ -304,8 +354,8 @@ func (d *DTLS) Close() error {
 		close(d.done)
 		err = d.l.Close()
 		d.mu.Lock()
-		for _, c := range d.conns {
-			c.Close()
+		for _, s := range d.conns {
+			s.c.Close()
 		}
 		d.mu.Unlock()
 		d.wg.Wait()

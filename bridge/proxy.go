@@ -4,13 +4,15 @@
 //
 // The chain, fixed here and nowhere else:
 //
-//	access → hop-limit → guard → local → observe → pubsub → cache → route → upstream
+//	access → hop-limit → guard → local → pubsub gate → observe → pubsub → cache → route → upstream
 //
 // access drops unknown clients and rate-limits known ones; hop-limit
 // enforces RFC 8768; the guard marks OSCORE requests so that later stages
 // only read or rewrite outer options; local answers requests for the proxy
-// itself; route picks the target (Proxy-Uri, Proxy-Scheme, reverse route,
-// next hop) and rewrites the options as PR1.1/PR1.2 allow; upstream sends
+// itself; the pubsub gate applies the broker's access lists before the
+// hub can let a subscriber join an observation; route picks the target
+// (Proxy-Uri, Proxy-Scheme, reverse route, next hop) and rewrites the
+// options as PR1.1/PR1.2 allow; upstream sends
 // the request and writes the response back unmodified (PR1.3). The cache
 // (RFC 7252 §5.6, PR3.x) sits before route, and the Observe hub (RFC 7641
 // §5, PR4.x) before the cache.
@@ -34,6 +36,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/opaque-edge/gatewayd/acl"
 	"github.com/opaque-edge/gatewayd/cache"
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/observe"
@@ -137,7 +140,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*Pr
 			}
 		}))
 	if cfg.PubSub.Enabled {
-		b, err := pubsub.New(cfg.PubSub, pubsub.WithLogger(log.With("component", "pubsub")))
+		b, err := pubsub.New(cfg.PubSub, pubsub.WithLogger(log.With("component", "pubsub")),
+			pubsub.WithRadioPrefixes(radioPrefixes(cfg.Radio)), pubsub.WithClient(p.clientOf))
 		if err != nil {
 			p.Close()
 			return nil, fmt.Errorf("bridge: %w", err)
@@ -329,6 +333,55 @@ func cacheKeyOf(key string) (cache.Key, bool) {
 	return k, true
 }
 
+// radioPrefixes are the networks of the configured radios.
+func radioPrefixes(rs []radio.Config) []netip.Prefix {
+	ps := make([]netip.Prefix, 0, len(rs))
+	for _, rc := range rs {
+		if pfx := rc.Defaults().Prefix; pfx.IsValid() {
+			ps = append(ps, pfx)
+		}
+	}
+	return ps
+}
+
+// clientOf is who sent a request, for the broker's access lists: the
+// client of acl.Of, except for a request this proxy forwarded to itself
+// (a Proxy-Uri naming one of its own addresses). That one comes back from
+// the upstream socket, from loopback or another address of this host,
+// and the client who asked for it is not known here: it is no one, and
+// so never an admin by the proxy's own address.
+func (p *Proxy) clientOf(r *coap.Request) acl.Client {
+	if p.fromSelf(r.Peer) {
+		return acl.Client{}
+	}
+	return acl.Of(r)
+}
+
+// fromSelf reports a datagram from one of the upstream sockets: from
+// their port, at an address of this host. Failing to list the host's
+// addresses counts as yes, which only takes privileges away.
+func (p *Proxy) fromSelf(peer netip.AddrPort) bool {
+	if p.up == nil || !slices.Contains(p.up.ports, peer.Port()) {
+		return false
+	}
+	a := peer.Addr().Unmap().WithZone("")
+	if a.IsLoopback() {
+		return true
+	}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		return true
+	}
+	for _, ia := range addrs {
+		if n, ok := ia.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap() == a {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 func (p *Proxy) brokerLinks() []string {
 	if p.broker == nil {
 		return nil
@@ -432,8 +485,13 @@ func (p *Proxy) buildChain(cfg Config) (*chainState, error) {
 		newHopLimit(cfg.Proxy, p.log.With("component", "hoplimit"), r.forwards),
 		guard,
 		newLocal(cfg, r.forwards, owned, p.brokerLinks),
-		p.hub.Stage,
 	}
+	if p.broker != nil {
+		// The broker's access lists go before the hub, which lets a
+		// subscriber join an observation it holds without the broker.
+		stages = append(stages, p.broker.Gate)
+	}
+	stages = append(stages, p.hub.Stage)
 	if p.broker != nil {
 		stages = append(stages, p.broker.Stage)
 	}
@@ -486,7 +544,7 @@ func (p *Proxy) Reload(cfg Config) (needsRestart []string, err error) {
 		"radio":   !reflect.DeepEqual(cfg.Radio, old.Radio),
 		"cache":   cfg.Cache != old.Cache,
 		"observe": cfg.Observe != old.Observe,
-		"pubsub":  cfg.PubSub != old.PubSub,
+		"pubsub":  !reflect.DeepEqual(cfg.PubSub, old.PubSub),
 		"metrics": cfg.Metrics != old.Metrics,
 		"plugin":  !reflect.DeepEqual(cfg.Plugin, old.Plugin),
 	} {

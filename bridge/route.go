@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -305,6 +306,8 @@ func (r *router) resolve(ctx context.Context, u *coap.URI) (netip.AddrPort, erro
 	var addr netip.Addr
 	if a, err := netip.ParseAddr(u.Host); err == nil {
 		addr = a
+	} else if a, ok := parseIPv4Number(u.Host); ok {
+		addr = a
 	} else if coap.Inline(ctx) {
 		return netip.AddrPort{}, errWouldBlock
 	} else {
@@ -326,6 +329,86 @@ func (r *router) resolve(ctx context.Context, u *coap.URI) (netip.AddrPort, erro
 		return netip.AddrPort{}, coap.Errorf(coap.ProxyingNotSupported, "target %v not allowed", addr)
 	}
 	return netip.AddrPortFrom(addr, u.Port), nil
+}
+
+// parseIPv4Number reads the numeric IPv4 forms the C library's resolver
+// takes (inet_aton, which getaddrinfo tries before DNS): one to four
+// parts separated by dots, each decimal, octal with a leading 0 or
+// hexadecimal with 0x; the last part fills the bytes the others leave
+// ("127.1" is 127.0.0.1, "2130706433" and "0x7f.1" are too). RFC 3986
+// §3.2.2 takes only four decimal parts for an IPv4address, so in a URI
+// these forms are reg-names; §7.4 warns that implementations read them
+// differently. Go's own resolver, which gatewayd uses, sends them to DNS,
+// which knows no such name: 5.02. Read here, the address they stand for
+// is the one the allow list judges and the one the request goes to, so
+// the two cannot disagree. Anything else is not a number (false) and is
+// looked up as a name.
+func parseIPv4Number(host string) (netip.Addr, bool) {
+	if host == "" || len(host) > len("0xffffffff.0xffffffff.0xffffffff.0xffffffff") {
+		return netip.Addr{}, false
+	}
+	var parts [4]uint64
+	n := 0
+	for p := range strings.SplitSeq(host, ".") {
+		if n == len(parts) {
+			return netip.Addr{}, false
+		}
+		v, ok := parseIPv4Part(p)
+		if !ok {
+			return netip.Addr{}, false
+		}
+		parts[n] = v
+		n++
+	}
+	// The last part fills 32 bits less those of the others.
+	var v uint64
+	for i := 0; i < n-1; i++ {
+		if parts[i] > 0xff {
+			return netip.Addr{}, false
+		}
+		v |= parts[i] << (24 - 8*i)
+	}
+	if parts[n-1] >= 1<<(32-8*(n-1)) {
+		return netip.Addr{}, false
+	}
+	v |= parts[n-1]
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), true
+}
+
+// parseIPv4Part reads one part of parseIPv4Number: 0x/0X and at least one
+// hex digit, 0 and octal digits, or decimal digits.
+func parseIPv4Part(p string) (uint64, bool) {
+	base := uint64(10)
+	switch {
+	case len(p) > 2 && (p[:2] == "0x" || p[:2] == "0X"):
+		base, p = 16, p[2:]
+	case len(p) > 1 && p[0] == '0':
+		base, p = 8, p[1:]
+	case p == "":
+		return 0, false
+	}
+	var v uint64
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		var d uint64
+		switch {
+		case c >= '0' && c <= '9':
+			d = uint64(c - '0')
+		case c >= 'a' && c <= 'f':
+			d = uint64(c-'a') + 10
+		case c >= 'A' && c <= 'F':
+			d = uint64(c-'A') + 10
+		default:
+			return 0, false
+		}
+		if d >= base {
+			return 0, false
+		}
+		if v = v*base + d; v > 0xffffffff {
+			return 0, false
+		}
+	}
+	return v, true
 }
 
 // radioFor returns the radio whose network holds addr.

@@ -30,6 +30,10 @@ type Upstream interface {
 // kernel; v6 is nil where the host has no IPv6.
 type ipUpstream struct {
 	v4, v6 *coap.Endpoint
+	// ports are the sockets' local ports: a request that reaches the
+	// proxy's own listeners from one of them is one it forwarded to
+	// itself (fromSelf).
+	ports []uint16
 }
 
 var _ Upstream = (*ipUpstream)(nil)
@@ -44,11 +48,12 @@ func newIPUpstream(ctx context.Context, log *slog.Logger) (*ipUpstream, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bridge: upstream socket: %w", err)
 	}
-	up := &ipUpstream{v4: coap.NewEndpoint(u4, cfg)}
+	up := &ipUpstream{v4: coap.NewEndpoint(u4, cfg), ports: []uint16{u4.LocalAddr().Port()}}
 	if u6, err := coap.ListenUDPNetwork(ctx, "udp6", "[::]:0"); err != nil {
 		log.Info("no IPv6 upstream socket", "err", err)
 	} else {
 		up.v6 = coap.NewEndpoint(u6, cfg)
+		up.ports = append(up.ports, u6.LocalAddr().Port())
 	}
 	return up, nil
 }

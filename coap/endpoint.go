@@ -579,6 +579,9 @@ func (e *Endpoint) receiveRequest(inline context.Context, m *Message, peer netip
 		return
 	}
 	req := &Request{Msg: m.Clone(), Peer: peer, Secure: e.cfg.Secure}
+	if pi, ok := e.t.(PeerIdentifier); ok {
+		req.Identity = pi.PeerIdentity(peer)
+	}
 	if m.Type == Confirmable {
 		e.slow.add(w, now)
 	}

@@ -13,6 +13,11 @@ type Request struct {
 	// (DTLS): the coaps scheme, which RFC 7252 §11.2 keeps apart from coap
 	// in caching.
 	Secure bool
+	// Identity is the client's authenticated identity on a secured
+	// transport: "psk:" and the DTLS PSK identity it used, or "cn:" and
+	// the subject common name of the certificate the transport verified;
+	// empty when the transport authenticates no one (PeerIdentifier).
+	Identity string
 }
 
 // ResponseWriter answers one request. The writer sets the token, message

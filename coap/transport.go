@@ -22,6 +22,14 @@ type Transport interface {
 	Close() error
 }
 
+// PeerIdentifier is a Transport that authenticates its peers (DTLS): the
+// endpoint puts PeerIdentity of a request's sender in Request.Identity.
+// It names the peer that holds the session with addr when it is asked, in
+// the form Request.Identity documents, or "" for none.
+type PeerIdentifier interface {
+	PeerIdentity(addr netip.AddrPort) string
+}
+
 // Datagram is one datagram to send, for BatchWriter.
 type Datagram struct {
 	B  []byte

@@ -6,12 +6,14 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/opaque-edge/gatewayd/acl"
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/internal/clock"
 	"github.com/opaque-edge/gatewayd/observe"
@@ -32,6 +34,20 @@ func WithClock(c Clock) Option { return func(b *Broker) { b.clock = c } }
 
 // WithLogger sets the broker's logger (default: discard).
 func WithLogger(l *slog.Logger) Option { return func(b *Broker) { b.log = l } }
+
+// WithRadioPrefixes names the gateway's radio networks: what the "radio"
+// entry of the access lists stands for, and where each address is a
+// client of its own for max_topics_per_client (acl.Client.Key).
+func WithRadioPrefixes(ps []netip.Prefix) Option {
+	return func(b *Broker) { b.radio = append([]netip.Prefix(nil), ps...) }
+}
+
+// WithClient replaces acl.Of as the way to tell who sent a request: the
+// proxy names requests it forwarded to itself as an unknown client,
+// whatever address they came back from.
+func WithClient(f func(*coap.Request) acl.Client) Option {
+	return func(b *Broker) { b.clientOf = f }
+}
 
 // withStore replaces the state directory (tests, benchmarks).
 func withStore(s store) Option { return func(b *Broker) { b.st = s } }
@@ -63,6 +79,12 @@ type Broker struct {
 	segs   []string // cfg.Path split at "/"
 	prefix string   // "/" + cfg.Path
 
+	radio    []netip.Prefix
+	clientOf func(*coap.Request) acl.Client
+	admins   acl.List
+	pubs     *acl.List // nil: everyone
+	subs     *acl.List // nil: everyone
+
 	publications, informed, rejected, expired, badFiles atomic.Uint64
 	lastLog                                             atomic.Int64 // unix nanos of the last peer-triggered warning
 
@@ -74,6 +96,7 @@ type Broker struct {
 	byName  map[string]*topic // guarded by mu: by topic-name
 	byData  map[string]*topic // guarded by mu: by topic-data segment
 	nextSub uint64            // guarded by mu
+	created map[string]int    // guarded by mu: topics by creator (acl.Client.Key), for max_topics_per_client
 	timer   Timer             // guarded by mu: fires at the earliest expiration-date
 }
 
@@ -81,6 +104,7 @@ type Broker struct {
 type topic struct {
 	id      string // the topic resource is <prefix>/<id>
 	dataSeg string // the topic-data resource is <prefix>/data/<dataSeg>
+	creator string // acl.Client.Key of who created it; "" for an admin's of an older state file, charged to no one
 
 	// op serializes the changes of one topic: it is held while a change
 	// is written to disk and while its notifications go out, so that
@@ -107,17 +131,29 @@ func New(cfg Config, opts ...Option) (*Broker, error) {
 		return nil, err
 	}
 	b := &Broker{
-		cfg:    cfg,
-		clock:  clock.System,
-		log:    slog.New(slog.DiscardHandler),
-		segs:   strings.Split(cfg.Path, "/"),
-		prefix: "/" + cfg.Path,
-		topics: make(map[string]*topic),
-		byName: make(map[string]*topic),
-		byData: make(map[string]*topic),
+		cfg:      cfg,
+		clock:    clock.System,
+		log:      slog.New(slog.DiscardHandler),
+		segs:     strings.Split(cfg.Path, "/"),
+		prefix:   "/" + cfg.Path,
+		topics:   make(map[string]*topic),
+		byName:   make(map[string]*topic),
+		byData:   make(map[string]*topic),
+		created:  make(map[string]int),
+		clientOf: acl.Of,
 	}
 	for _, o := range opts {
 		o(b)
+	}
+	var err error
+	if b.admins, err = acl.Parse(cfg.Admins, b.radio); err != nil {
+		return nil, fmt.Errorf("%w: admins: %w", ErrConfig, err)
+	}
+	if b.pubs, err = optionalList(cfg.Publishers, b.radio); err != nil {
+		return nil, fmt.Errorf("%w: publishers: %w", ErrConfig, err)
+	}
+	if b.subs, err = optionalList(cfg.Subscribers, b.radio); err != nil {
+		return nil, fmt.Errorf("%w: subscribers: %w", ErrConfig, err)
 	}
 	if b.st == nil {
 		fs, err := newFileStore(cfg.StateDir, int64(maxConfigBytes+cfg.MaxPayload+1024))
@@ -204,7 +240,19 @@ func (b *Broker) restore() {
 			continue
 		}
 		b.topics[t.id], b.byName[*t.props.TopicName], b.byData[t.dataSeg] = t, t, t
+		if t.creator != "" {
+			b.created[t.creator]++
+		}
 	}
+}
+
+// optionalList parses a list that allows everyone when it is empty.
+func optionalList(entries []string, radio []netip.Prefix) (*acl.List, error) {
+	if len(entries) == 0 {
+		return nil, nil
+	}
+	l, err := acl.Parse(entries, radio)
+	return &l, err
 }
 
 func (b *Broker) reportBad(err error) {
@@ -234,7 +282,7 @@ func (b *Broker) topicFromRecord(raw []byte) (*topic, error) {
 	if len(r.Payload) > b.cfg.MaxPayload {
 		return nil, fmt.Errorf("pubsub: state file of topic %s: publication of %d bytes, over max_payload", r.ID, len(r.Payload))
 	}
-	t := &topic{id: r.ID, dataSeg: seg, props: p, full: r.Full, seq: r.Seq & 0xffffff, subs: make(map[uint64]observe.Upstream)}
+	t := &topic{id: r.ID, dataSeg: seg, creator: r.Creator, props: p, full: r.Full, seq: r.Seq & 0xffffff, subs: make(map[uint64]observe.Upstream)}
 	if r.Full {
 		t.payload, t.hasCF, t.cf = r.Payload, r.HasCF, r.CF
 		if t.payload == nil {
@@ -262,7 +310,7 @@ func (b *Broker) recordLocked(t *topic, p *Properties, full, hasCF bool, cf uint
 	if err != nil {
 		return nil, err
 	}
-	r := &record{Version: recordVersion, ID: t.id, Config: conf, Full: full, Seq: seq}
+	r := &record{Version: recordVersion, ID: t.id, Config: conf, Full: full, Seq: seq, Creator: t.creator}
 	if full {
 		r.HasCF, r.CF, r.Payload = hasCF, cf, payload
 	}
@@ -469,6 +517,23 @@ func (b *Broker) match(m *coap.Message) (rest []string, ok bool) {
 		i++
 	}
 	return rest, i >= len(b.segs)
+}
+
+// Gate is the broker's access lists as a stage of their own, for the
+// chain to put before the Observe hub: the hub lets a subscriber join an
+// observation it already holds without asking the broker, so the lists
+// are applied before it. A request the lists refuse gets 4.03; anything
+// else goes to next. Stage applies the same lists again, for a broker
+// used without Gate.
+func (b *Broker) Gate(next coap.Handler) coap.Handler {
+	return coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, r *coap.Request) error {
+		if rest, ok := b.match(r.Msg); ok {
+			if diag := b.deny(r, rest); diag != "" {
+				return b.fail(w, coap.Forbidden, diag)
+			}
+		}
+		return next.ServeCoAP(ctx, w, r)
+	})
 }
 
 // Owns reports whether a request is for the broker's resources; the

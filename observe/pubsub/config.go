@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+
+	"github.com/opaque-edge/gatewayd/acl"
 )
 
 // Config is the [pubsub] section of gatewayd.toml.
@@ -39,6 +41,26 @@ type Config struct {
 	// DefaultExpiration, when not zero, gives a topic created without
 	// "expiration-date" one that far in the future.
 	DefaultExpiration Duration `toml:"default_expiration"`
+	// Admins may create topics, change their configuration and delete
+	// them (draft §2.4.3, §2.5.3–§2.5.5); others get 4.03. Entries are
+	// those of package acl: CIDR prefixes, "loopback", "radio" (every
+	// [[radio]] prefix), "psk:<identity>", "cn:<name>". Empty: no one.
+	Admins []string `toml:"admins"`
+	// Publishers, when not empty, are the only clients that may publish
+	// to topic-data and delete it (§3.2.1, §3.2.4). Empty: every client
+	// the proxy admits.
+	Publishers []string `toml:"publishers"`
+	// Subscribers, when not empty, are the only clients that may read
+	// topic-data and subscribe to it (§3.2.2, §3.3). Empty: every client
+	// the proxy admits.
+	Subscribers []string `toml:"subscribers"`
+	// MaxTopicsPerClient bounds the topics one client has created that
+	// exist, the client named by acl.Client.Key (its DTLS identity, else
+	// its IPv4 address or IPv6 /64).
+	MaxTopicsPerClient int `toml:"max_topics_per_client"`
+	// MaxNameLength bounds, in bytes, the topic-name, resource-type and
+	// topic-type a client sets and the topic-data path segment it picks.
+	MaxNameLength int `toml:"max_name_length"`
 	// MaxAge is the Max-Age of topic-data representations and
 	// notifications (capped by the topic's expiration). The hub registers
 	// a quiet subscription again after it, so it also bounds how long a
@@ -72,6 +94,9 @@ func Defaults() Config {
 		MaxPayload:         1024,
 		MinPublishInterval: Duration{100 * time.Millisecond},
 		MaxAge:             Duration{60 * time.Second},
+		Admins:             []string{acl.Loopback, acl.Radio},
+		MaxTopicsPerClient: 16,
+		MaxNameLength:      64,
 	}
 }
 
@@ -88,6 +113,7 @@ const (
 	maxExpirationLimit  = 100 * 365 * 24 * time.Hour
 	maxMaxAge           = 24 * time.Hour
 	maxPublishInterval  = time.Hour
+	maxNameLimit        = 255 // a CBOR text property's bound (DecodeProperties)
 )
 
 // Validate checks every field.
@@ -112,6 +138,19 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: default_expiration must be between 0 and %v, got %v", ErrConfig, maxExpirationLimit, c.DefaultExpiration.Duration)
 	case c.MaxAge.Duration < time.Second || c.MaxAge.Duration > maxMaxAge:
 		return fmt.Errorf("%w: max_age must be between 1s and %v, got %v", ErrConfig, maxMaxAge, c.MaxAge.Duration)
+	case c.MaxTopicsPerClient <= 0 || c.MaxTopicsPerClient > maxTopicsLimit:
+		// Above max_topics it is harmless: max_topics bounds first.
+		return fmt.Errorf("%w: max_topics_per_client must be between 1 and %d, got %d", ErrConfig, maxTopicsLimit, c.MaxTopicsPerClient)
+	case c.MaxNameLength <= 0 || c.MaxNameLength > maxNameLimit:
+		return fmt.Errorf("%w: max_name_length must be between 1 and %d, got %d", ErrConfig, maxNameLimit, c.MaxNameLength)
+	}
+	for _, l := range []struct {
+		key     string
+		entries []string
+	}{{"admins", c.Admins}, {"publishers", c.Publishers}, {"subscribers", c.Subscribers}} {
+		if _, err := acl.Parse(l.entries, nil); err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrConfig, l.key, err)
+		}
 	}
 	return nil
 }

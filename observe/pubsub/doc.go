@@ -9,7 +9,9 @@
 // observation: it writes the first response, hands the hub a cancel
 // function and reports every later publication with Upstream.Notify. The
 // hub does the fan-out to the subscribers. Without a hub the broker answers
-// one-shot responses.
+// one-shot responses. Who may administer topics, publish and subscribe is
+// decided by access lists (package acl) in the stage and, for the proxy to
+// place before the hub, in Gate.
 //
 // Publication payloads are opaque: a COSE-protected representation is
 // stored, persisted and fanned out byte for byte and never parsed

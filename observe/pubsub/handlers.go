@@ -3,11 +3,13 @@ package pubsub
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"strings"
 	"time"
 
+	"github.com/opaque-edge/gatewayd/acl"
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/observe"
 )
@@ -41,6 +43,9 @@ func (b *Broker) serve(ctx context.Context, w coap.ResponseWriter, r *coap.Reque
 	if id, bad := r.Msg.Options.UnrecognizedCritical(supported...); bad {
 		return b.fail(w, coap.BadOption, "pubsub: unsupported critical option "+id.String())
 	}
+	if diag := b.deny(r, rest); diag != "" {
+		return b.fail(w, coap.Forbidden, diag)
+	}
 	b.mu.Lock()
 	closed := b.closed
 	b.mu.Unlock()
@@ -68,6 +73,62 @@ func (b *Broker) serve(ctx context.Context, w coap.ResponseWriter, r *coap.Reque
 		return b.topicData(ctx, w, r, t)
 	}
 	return b.fail(w, coap.NotFound, "")
+}
+
+// deny applies the access lists to a request for the broker's resource at
+// rest (the path below the collection): "" when the client may go on,
+// else the diagnostic of the 4.03 it gets. The draft leaves the policy
+// to the broker and asks for a 4.xx "such as 4.03 Forbidden" when a
+// client does not meet it (draft §2.4.3, §2.5, §5). 4.03 rather than 4.01
+// (RFC 7252 §5.9.2.2): a client is refused for who it is, and no better
+// authentication on this connection changes that, unless it comes back
+// over DTLS with a listed identity, which the diagnostic says.
+//
+// Administration is creating a topic (POST to the collection) and
+// changing or deleting one (POST, iPATCH, DELETE on a topic); publishing
+// is PUT and DELETE on topic-data (§3.2.1, §3.2.4: deleting topic-data is
+// the publisher's); subscribing is GET on topic-data, with or without
+// Observe (§3.2.2, §3.3). Discovery and reading topic configurations are
+// open to every client the proxy admits. The lists are checked before the
+// resource is looked up, so a refused client learns nothing of what
+// exists.
+func (b *Broker) deny(r *coap.Request, rest []string) string {
+	code := r.Msg.Code
+	var list *acl.List
+	var what string
+	switch {
+	case len(rest) == 0 && code == coap.POST,
+		len(rest) == 1 && rest[0] != dataSeg && (code == coap.POST || code == coap.IPATCH || code == coap.DELETE):
+		list, what = &b.admins, "admins may create, change or delete topics"
+	case len(rest) == 2 && rest[0] == dataSeg && (code == coap.PUT || code == coap.DELETE):
+		list, what = b.pubs, "publishers may publish or delete topic-data"
+	case len(rest) == 2 && rest[0] == dataSeg && code == coap.GET:
+		list, what = b.subs, "subscribers may read or subscribe to topic-data"
+	}
+	if list == nil {
+		return ""
+	}
+	c := b.clientOf(r)
+	if list.Allows(c) {
+		return ""
+	}
+	b.warn("pubsub: request refused by the access lists", "client", c.String(), "code", code.String(), "path", b.prefix+"/"+strings.Join(rest, "/"))
+	return "pubsub: only " + what + " (" + c.String() + " is not listed)"
+}
+
+// checkNames bounds the names a client gives (max_name_length): they are
+// stored, persisted and listed in every discovery answer.
+func (b *Broker) checkNames(p *Properties, seg string) (code coap.Code, diag string) {
+	limit := b.cfg.MaxNameLength
+	for _, n := range []struct {
+		key string
+		v   *string
+	}{{"topic-name", p.TopicName}, {"resource-type", p.ResourceType}, {"topic-type", p.TopicType}, {"topic-data segment", &seg}} {
+		if n.v != nil && len(*n.v) > limit {
+			return coap.BadRequest, fmt.Sprintf("pubsub: %s longer than %d bytes (max_name_length)", n.key, limit)
+		}
+	}
+	return 0, ""
 }
 
 // contentFormat returns the request's Content-Format.
@@ -220,12 +281,24 @@ func (b *Broker) create(w coap.ResponseWriter, r *coap.Request) error {
 			return b.fail(w, coap.BadRequest, "pubsub: topic-data must be "+b.prefix+"/"+dataSeg+"/<segment> on this broker")
 		}
 	}
+	if code, diag := b.checkNames(&p, seg); code != 0 {
+		return b.fail(w, code, diag)
+	}
+	creator := b.clientOf(r).Key(b.radio)
 
 	b.mu.Lock()
 	switch {
 	case len(b.topics) >= b.cfg.MaxTopics:
 		b.mu.Unlock()
 		return b.fail(w, coap.Forbidden, "pubsub: topic limit reached")
+	case b.created[creator] >= b.cfg.MaxTopicsPerClient:
+		// 4.03, not 5.03: RFC 7252 §5.9.3.4 makes 5.03 a passing state
+		// of the server, to retry after Max-Age, while this holds until
+		// the client deletes one of its topics; draft §2.4.3 asks for a
+		// 4.xx (such as 4.03) when the client does not meet the broker's
+		// requirements for creating a topic.
+		b.mu.Unlock()
+		return b.fail(w, coap.Forbidden, fmt.Sprintf("pubsub: %s has created %d topics (max_topics_per_client); delete one first", creator, b.cfg.MaxTopicsPerClient))
 	case b.byName[*p.TopicName] != nil:
 		b.mu.Unlock()
 		return b.fail(w, coap.BadRequest, "pubsub: topic-name in use")
@@ -233,7 +306,7 @@ func (b *Broker) create(w coap.ResponseWriter, r *coap.Request) error {
 		b.mu.Unlock()
 		return b.fail(w, coap.BadRequest, "pubsub: topic-data in use")
 	}
-	t := &topic{id: newIDLocked(b.topics), subs: make(map[uint64]observe.Upstream)}
+	t := &topic{id: newIDLocked(b.topics), creator: creator, subs: make(map[uint64]observe.Upstream)}
 	if seg == "" {
 		seg = newIDLocked(b.byData)
 		td := b.dataPath(seg)
@@ -251,6 +324,7 @@ func (b *Broker) create(w coap.ResponseWriter, r *coap.Request) error {
 	t.op.Lock()
 	defer t.op.Unlock()
 	b.topics[t.id], b.byName[*p.TopicName], b.byData[seg] = t, t, t
+	b.created[creator]++
 	err = b.persistUnlock(t, &t.props, t.full, t.hasCF, t.cf, t.payload, t.seq)
 	b.mu.Lock()
 	if err != nil {
@@ -258,6 +332,7 @@ func (b *Broker) create(w coap.ResponseWriter, r *coap.Request) error {
 		delete(b.topics, t.id)
 		delete(b.byName, *p.TopicName)
 		delete(b.byData, seg)
+		b.uncreateLocked(t)
 		b.mu.Unlock()
 		b.warn("pubsub: cannot store topic", "err", err)
 		return b.fail(w, coap.InternalServerError, "pubsub: cannot store topic")
@@ -357,6 +432,11 @@ func (b *Broker) update(w coap.ResponseWriter, r *coap.Request, t *topic) error 
 	if !same(req.TopicName, cur.TopicName) || !same(req.TopicData, cur.TopicData) || !same(req.ResourceType, cur.ResourceType) {
 		return b.fail(w, coap.BadRequest, "pubsub: topic-name, topic-data and resource-type are immutable")
 	}
+	// Only topic-type can be new; the others are the stored ones, which
+	// an older configuration may have let be longer.
+	if code, diag := b.checkNames(&Properties{TopicType: req.TopicType}, ""); code != 0 {
+		return b.fail(w, code, diag)
+	}
 	var next Properties
 	if m.Code == coap.POST {
 		// A full replacement: what is left out gets its default.
@@ -437,6 +517,7 @@ func (b *Broker) deleteTopic(t *topic, expiring bool) error {
 	delete(b.topics, t.id)
 	delete(b.byName, *t.props.TopicName)
 	delete(b.byData, t.dataSeg)
+	b.uncreateLocked(t)
 	subs := takeSubs(t)
 	if t.props.ExpirationDate != nil {
 		b.rearmLocked()
@@ -444,6 +525,16 @@ func (b *Broker) deleteTopic(t *topic, expiring bool) error {
 	b.mu.Unlock()
 	b.notifyAll(subs, &coap.Message{Code: coap.NotFound})
 	return nil
+}
+
+// uncreateLocked gives back the quota t's creator used.
+func (b *Broker) uncreateLocked(t *topic) {
+	if t.creator == "" {
+		return
+	}
+	if b.created[t.creator]--; b.created[t.creator] <= 0 {
+		delete(b.created, t.creator)
+	}
 }
 
 // takeSubs empties t's subscription list; the caller holds Broker.mu.

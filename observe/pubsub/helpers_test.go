@@ -73,6 +73,10 @@ type rig struct {
 	cfg   Config
 	stage coap.Handler
 	next  int // requests passed to next
+	// peer and identity are the client of the requests do sends:
+	// [2001:db8::1]:5683 and none unless a test sets them.
+	peer     netip.AddrPort
+	identity string
 }
 
 func testConfig(t testing.TB) Config {
@@ -80,6 +84,10 @@ func testConfig(t testing.TB) Config {
 	cfg.Enabled = true
 	cfg.StateDir = t.TempDir()
 	cfg.MinPublishInterval = Duration{} // the rate limit has its own test
+	// The rig's requests come from 2001:db8::1; the access lists and the
+	// per-client quota have tests of their own.
+	cfg.Admins = append(cfg.Admins, "2001:db8::/32")
+	cfg.MaxTopicsPerClient = cfg.MaxTopics
 	return cfg
 }
 
@@ -94,7 +102,7 @@ func newRig(t testing.TB, mod func(*Config), opts ...Option) *rig {
 
 func openRig(t testing.TB, cfg Config, opts ...Option) *rig {
 	t.Helper()
-	r := &rig{t: t, clock: newFakeClock(), cfg: cfg}
+	r := &rig{t: t, clock: newFakeClock(), cfg: cfg, peer: netip.MustParseAddrPort("[2001:db8::1]:5683")}
 	b, err := New(cfg, append([]Option{WithClock(r.clock)}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
@@ -138,7 +146,7 @@ func msg(code coap.Code, path string, payload []byte, opts ...any) *coap.Message
 func (r *rig) do(ctx context.Context, m *coap.Message) *coap.Message {
 	r.t.Helper()
 	w := &recorder{}
-	req := &coap.Request{Msg: m, Peer: netip.MustParseAddrPort("[2001:db8::1]:5683")}
+	req := &coap.Request{Msg: m, Peer: r.peer, Identity: r.identity}
 	if err := r.stage.ServeCoAP(ctx, w, req); err != nil {
 		r.t.Fatalf("%v %v: %v", m.Code, m, err)
 	}

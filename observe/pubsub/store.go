@@ -23,6 +23,10 @@ type record struct {
 	CF      uint16 `cbor:"5,keyasint"`
 	Payload []byte `cbor:"6,keyasint"`
 	Seq     uint32 `cbor:"7,keyasint"`
+	// Creator is acl.Client.Key of who created the topic, for
+	// max_topics_per_client across restarts. Files written before it
+	// existed have none: their topics are charged to no one.
+	Creator string `cbor:"8,keyasint,omitempty"`
 }
 
 const recordVersion = 1
