@@ -202,8 +202,11 @@ var (
 	descPlugin   = prometheus.NewDesc("gatewayd_plugin_total", "Plugin counters: restarts, failures, requests, unavailable, log_dropped, callbacks, observes, observe_skipped.", []string{"plugin", "counter"}, nil)
 )
 
+// descRadioDrop counts a radio's receive drops by radio.DropReason.
+var descRadioDrop = prometheus.NewDesc("gatewayd_radio_drops_total", "Received radio frames and datagrams dropped, by reason.", []string{"radio", "reason"}, nil)
+
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descEndpoint, descCache, descCacheNow, descObsNow, descUpObsNow, descObs, descRadioUp, descRadio, descTopics, descPubSub, descPlugUp, descPlugin} {
+	for _, d := range []*prometheus.Desc{descEndpoint, descCache, descCacheNow, descObsNow, descUpObsNow, descObs, descRadioUp, descRadio, descRadioDrop, descTopics, descPubSub, descPlugUp, descPlugin} {
 		ch <- d
 	}
 }
@@ -279,6 +282,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			"reassembly_drops": rc.Conn.ReassemblyDrops, "queue_drops": rc.Conn.QueueDrops,
 		} {
 			counter(descRadio, v, r.r.Name(), name)
+		}
+		for reason, v := range rc.Conn.Drops {
+			counter(descRadioDrop, v, r.r.Name(), reason)
 		}
 	}
 }
