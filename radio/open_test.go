@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/radio"
 	_ "github.com/opaque-edge/gatewayd/radio/drivers"
@@ -344,5 +346,36 @@ func TestOpenSpinelWithTheDongleAbsent(t *testing.T) {
 	defer r2.Close()
 	if r2.ExtAddr() != r.ExtAddr() {
 		t.Fatal("the derived address is not stable")
+	}
+}
+
+// rtscts reaches the serial port: on by default, off when the config says
+// so, and a radio works either way (a pty keeps the flag and ignores it).
+func TestRTSCTSConfigReachesThePort(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		doc    string
+		rtscts bool
+	}{
+		{"default", "[[radio]]\nname = \"sim0\"\ndriver = \"sim\"\n", true},
+		{"rtscts = false", "[[radio]]\nname = \"sim0\"\ndriver = \"sim\"\nrtscts = false\n", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := decode(t, tt.doc)[0]
+			r, ep, n := simRadio(t, func(c *radio.Config) { *c = cfg })
+			tio, err := n.Port().Termios()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := tio.Cflag&unix.CRTSCTS != 0; got != tt.rtscts {
+				t.Errorf("CRTSCTS %v, want %v", got, tt.rtscts)
+			}
+			if got := tio.Cflag & unix.CBAUD; got != unix.B460800 {
+				t.Errorf("CBAUD %#o, want B460800", got)
+			}
+			if resp := do(t, ep, r.Nodes()[0], request(coap.GET, "/sensors/temp", nil)); resp.Code != coap.Content {
+				t.Fatalf("GET: %v", resp.Code)
+			}
+		})
 	}
 }

@@ -12,7 +12,14 @@ import (
 // recovery paths with short values.
 type Config struct {
 	Device string // serial device path, opened by this path on every (re)connect
-	Baud   int    // default 115200, OpenThread's RCP UART default
+	Baud   int    // default DefaultBaud (460800)
+	// DisableRTSCTS opens the port without RTS/CTS hardware flow control.
+	// By default the driver turns it on (termios CRTSCTS), as Spinel over
+	// a UART needs (a host that cannot hold the RCP off loses frames
+	// under load). A device that does not take it (a pty; some USB
+	// bridges) runs without, and the driver says so once. A UART whose
+	// CTS line is not wired needs it off: with it on, no write completes.
+	DisableRTSCTS bool
 
 	Channel uint8  // IEEE 802.15.4 channel, 11–26 (2.4 GHz O-QPSK); default 11
 	PANID   uint16 // PROP_MAC_15_4_PANID
@@ -47,6 +54,11 @@ type Config struct {
 	Logger *slog.Logger // nil: discard
 }
 
+// DefaultBaud is the serial speed unless Config.Baud says otherwise. It
+// must match the rate the RCP firmware's UART was built for; a native USB
+// CDC-ACM device (the nRF52840 dongle) ignores it.
+const DefaultBaud = 460800
+
 // ErrConfig is wrapped by every error Validate returns.
 var ErrConfig = errors.New("spinel: invalid config")
 
@@ -58,7 +70,7 @@ func (c Config) WithDefaults() Config {
 		}
 	}
 	if c.Baud == 0 {
-		c.Baud = 115200
+		c.Baud = DefaultBaud
 	}
 	if c.Channel == 0 {
 		c.Channel = 11

@@ -81,7 +81,7 @@ type Info struct {
 type Driver struct {
 	cfg    Config
 	log    *slog.Logger
-	open   func(*fdReserve) (serial.Port, error) // openPort on cfg.Device; tests wrap it
+	open   func(*fdReserve) (serial.Port, error) // openPort on cfg.Device, then flow control; tests wrap it
 	cancel context.CancelFunc
 	done   chan struct{} // closed by Close
 	once   sync.Once
@@ -94,6 +94,7 @@ type Driver struct {
 	txFrames, txErrors, rxFrames, rxDropped    atomic.Uint64
 	rxErrors, badFCS, decodeErrs, retries, rec atomic.Uint64
 	lateReplies                                atomic.Uint64
+	flowWarned                                 atomic.Bool // the "no rts/cts" warning was logged
 
 	mu      sync.Mutex
 	sess    *session      // guarded by mu; non-nil only while up
@@ -108,12 +109,12 @@ var _ radio.Link = (*Driver)(nil)
 // down until the first bring-up succeeds (see WaitUp), and comes back by
 // itself whenever it is lost, until Close.
 func New(cfg Config) (*Driver, error) {
-	return newDriver(cfg, func(fds *fdReserve) (serial.Port, error) {
-		return openPort(cfg.Device, cfg.Baud, fds)
-	})
+	return newDriver(cfg, nil, nil)
 }
 
-func newDriver(cfg Config, open func(*fdReserve) (serial.Port, error)) (*Driver, error) {
+// newDriver is New with every port passed through wrap after it is opened
+// and set up, and with setFlow instead of setRTSCTS; nil means neither.
+func newDriver(cfg Config, wrap func(serial.Port) serial.Port, setFlow func(serial.Port) error) (*Driver, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -126,12 +127,31 @@ func newDriver(cfg Config, open func(*fdReserve) (serial.Port, error)) (*Driver,
 	d := &Driver{
 		cfg:    cfg,
 		log:    log.With("component", "spinel", "device", cfg.Device),
-		open:   open,
 		cancel: cancel,
 		done:   make(chan struct{}),
 		rx:     make(chan radio.Frame, cfg.RxQueue),
 		txSem:  make(chan struct{}, cfg.MaxTxInFlight),
 		upCh:   make(chan struct{}),
+	}
+	if setFlow == nil {
+		setFlow = setRTSCTS
+	}
+	d.open = func(fds *fdReserve) (serial.Port, error) {
+		p, err := openPort(cfg.Device, cfg.Baud, fds)
+		if err != nil {
+			return nil, err
+		}
+		if !cfg.DisableRTSCTS {
+			if err := setFlow(p); err != nil && !d.flowWarned.Swap(true) {
+				// Not a failure: a pty or a USB CDC-ACM device has no
+				// RTS/CTS lines and needs none. Once, not per reconnect.
+				d.log.Warn("serial port runs without rts/cts flow control", "err", err)
+			}
+		}
+		if wrap != nil {
+			p = wrap(p)
+		}
+		return p, nil
 	}
 	d.wg.Add(1)
 	go d.run(ctx)
@@ -319,7 +339,11 @@ func (d *Driver) run(ctx context.Context) {
 			d.log.Warn("rcp link lost", "err", err)
 		} else {
 			d.retries.Add(1)
-			d.log.Info("rcp not available", "err", err, "retry_in", backoff)
+			attrs := []any{"err", err, "retry_in", backoff}
+			if !d.cfg.DisableRTSCTS && errors.Is(err, ErrTimeout) {
+				attrs = append(attrs, "hint", "with rtscts on, a UART whose CTS line is not wired lets no write through: set rtscts = false for it")
+			}
+			d.log.Info("rcp not available", attrs...)
 		}
 		t := time.NewTimer(backoff)
 		select {
