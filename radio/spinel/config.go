@@ -45,8 +45,8 @@ type Config struct {
 	CommandTimeout time.Duration // reply to a property command; default 2 s
 	TxTimeout      time.Duration // tx-done after STREAM_RAW; default 5 s
 	ResetTimeout   time.Duration // reset notification after CMD_RESET; default 2 s
-	BackoffMin     time.Duration // first reconnect delay; default 100 ms
-	BackoffMax     time.Duration // reconnect delay cap; default 5 s
+	BackoffMin     time.Duration // first reconnect delay, and how often an absent device is looked for; default 100 ms
+	BackoffMax     time.Duration // reconnect delay cap, and how long a link must stay up to start the backoff over; default 5 s
 
 	RxQueue  int // received frames buffered for Recv; default 64, newest dropped when full
 	MaxFrame int // HDLC-lite frame bound; default DefaultMaxFrame
