@@ -323,6 +323,9 @@ var (
 	}
 )
 
+// descRadioDrop counts a radio's receive drops by radio.DropReason.
+var descRadioDrop = prometheus.NewDesc("gatewayd_radio_drops_total", "Received radio frames and datagrams dropped, by reason.", []string{"radio", "reason"}, nil)
+
 func describe[S any](ch chan<- *prometheus.Desc, stats []stat[S]) {
 	for _, s := range stats {
 		ch <- s.desc
@@ -342,6 +345,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	describe(ch, pubsubStats)
 	describe(ch, radioStats)
 	describe(ch, pluginStats)
+	ch <- descRadioDrop
 }
 
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
@@ -365,6 +369,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for _, r := range c.p.radios {
 		rc := r.r.Counters()
 		emit(ch, radioStats, &rc, r.r.Name())
+		for reason, v := range rc.Conn.Drops {
+			ch <- prometheus.MustNewConstMetric(descRadioDrop, prometheus.CounterValue, float64(v), r.r.Name(), reason)
+		}
 	}
 }
 

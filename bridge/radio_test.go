@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -153,5 +154,32 @@ func TestRadioDownFailsFastWith503ThenRecovers(t *testing.T) {
 			t.Fatalf("no success within 3 s of the radio's return: %v %v", resp, err)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// A frame the radio drops shows in the metrics under its reason.
+func TestRadioDropsInMetricsByReason(t *testing.T) {
+	p, n := startSimProxy(t)
+	addr, err := p.ServeAdmin(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A data frame with MAC security on (frame control 0xA869), as every
+	// Thread node sends: the gateway holds no MAC keys.
+	secured := []byte{0x69, 0xa8, 0x42, 0xce, 0xfa, 0x01, 0x00, 0x42, 0x00, 0x00}
+	if !n.RCP().Deliver(radio.Frame{Data: secured, RSSI: -50, LQI: 200}) {
+		t.Fatal("the rcp did not pass the frame to the driver")
+	}
+	want := `gatewayd_radio_drops_total{radio="sim",reason="mac_secured"} 1`
+	var body string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if body = httpGet(t, "http://"+addr+"/metrics"); strings.Contains(body, want) {
+			break
+		}
+	}
+	for _, w := range []string{want, `gatewayd_radio_drops_total{radio="sim",reason="other_pan"} 0`} {
+		if !strings.Contains(body, w) {
+			t.Errorf("metrics lack %q", w)
+		}
 	}
 }

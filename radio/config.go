@@ -13,7 +13,7 @@ import (
 
 // Config defaults.
 const (
-	DefaultBaud          = 115200
+	DefaultBaud          = 460800
 	DefaultChannel       = 11
 	DefaultPANID         = 0xFACE
 	DefaultAckTimeout    = 3 * time.Second
@@ -57,7 +57,11 @@ type Config struct {
 	Name   string `toml:"name"`   // names the radio in routes, logs and metrics
 	Driver string `toml:"driver"` // a registered driver: "spinel", "sim", ...
 	Device string `toml:"device"` // serial device path (spinel: required; sim: where to publish the pty)
-	Baud   int    `toml:"baud"`   // default 115200
+	Baud   int    `toml:"baud"`   // default 460800
+	// RTSCTS turns RTS/CTS hardware flow control on the serial port on
+	// (termios CRTSCTS); nil means the default, true. A device that does
+	// not take it runs without, with one warning.
+	RTSCTS *bool `toml:"rtscts"`
 
 	Channel uint8  `toml:"channel"` // 11–26, default 11
 	PANID   uint16 `toml:"pan_id"`  // default 0xFACE; 0xFFFF is not allowed
@@ -121,6 +125,10 @@ type SimConfig struct {
 func (c Config) Defaults() Config {
 	if c.Baud == 0 {
 		c.Baud = DefaultBaud
+	}
+	if c.RTSCTS == nil {
+		on := true
+		c.RTSCTS = &on
 	}
 	if c.Channel == 0 {
 		c.Channel = DefaultChannel

@@ -107,7 +107,7 @@ func openErr(cfg radio.Config) error {
 func TestDefaults(t *testing.T) {
 	c := radio.Config{Name: "sim0", Driver: "sim"}.Defaults()
 	if c.Prefix != radio.DefaultSimPrefix || c.Sim.Nodes != 3 || c.AckTimeout.Duration != 3*time.Second ||
-		c.MaxRetransmit != 4 || c.Channel != 11 || c.PANID != 0xFACE || c.Baud != 115200 {
+		c.MaxRetransmit != 4 || c.Channel != 11 || c.PANID != 0xFACE || c.Baud != 460800 || c.RTSCTS == nil || !*c.RTSCTS {
 		t.Fatalf("defaults %+v", c)
 	}
 	if err := c.Validate(); err != nil {
@@ -142,7 +142,8 @@ func TestTOMLDecodesEveryKey(t *testing.T) {
 name = "wpan0"
 driver = "spinel"
 device = "/dev/ttyACM0"
-baud = 460800
+baud = 115200
+rtscts = false
 channel = 15
 pan_id = 0xFACE
 prefix = "fd00:db8:2::/64"
@@ -161,7 +162,7 @@ max_datagrams = 32
 `)
 	c := rs[0]
 	want := radio.Config{
-		Name: "wpan0", Driver: "spinel", Device: "/dev/ttyACM0", Baud: 460800, Channel: 15, PANID: 0xFACE,
+		Name: "wpan0", Driver: "spinel", Device: "/dev/ttyACM0", Baud: 115200, RTSCTS: new(bool), Channel: 15, PANID: 0xFACE,
 		Prefix: netip.MustParsePrefix("fd00:db8:2::/64"), PCAP: "/tmp/x.pcap", ShortAddr: u16(1),
 		ExtAddr:    mac.ExtendedAddrUint64(0x18b4300000000001),
 		AckTimeout: radio.Duration{Duration: 4 * time.Second}, MaxRetransmit: 3, UpTimeout: radio.Duration{Duration: 2 * time.Second},

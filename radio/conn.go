@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,6 +61,24 @@ type ConnConfig struct {
 	// after ErrChannelBusy or ErrNoAck. The Link already runs CSMA/CA and
 	// MAC retransmissions, so the default 0 adds none.
 	FrameRetries int
+	// FrameVersion is the IEEE 802.15.4 frame version the Conn sends:
+	// mac.Version2003 (0, the default, which every 6LoWPAN node reads),
+	// mac.Version2006 or mac.Version2015. Received frames of all three
+	// are read whatever it is.
+	FrameVersion uint8
+	// SuppressSeq and IEs shape sent version 2 frames: no sequence number
+	// (802.15.4-2015 §7.2.1.6), and these Information Elements, exactly
+	// as on air and terminated so that a payload may follow (see
+	// mac.Frame.IEs), in every frame. Simulated nodes use them to send
+	// what 802.15.4-2015 stacks send.
+	SuppressSeq bool
+	IEs         []byte
+	// Logger gets a debug line for every received frame or datagram the
+	// Conn drops, with the reason, rate-limited (a burst of 10, then one
+	// a second, with a count of the lines left out). nil: discard.
+	Logger *slog.Logger
+	// Now is the drop log's clock; nil means time.Now.
+	Now func() time.Time
 }
 
 // ConnCounters is a snapshot of what a Conn did.
@@ -75,6 +95,9 @@ type ConnCounters struct {
 	RecvErrors               uint64 // Link.Recv errors other than close
 	Neighbors                int    // learned neighbour entries now
 	Reassembly               sixlowpan.Counters
+	// Drops counts received frames and datagrams dropped, by
+	// DropReason.String(); every reason is present, zero or not.
+	Drops map[string]uint64
 }
 
 type datagram struct {
@@ -104,10 +127,11 @@ type Conn struct {
 	seq      atomic.Uint32 // MAC sequence numbers (low 8 bits)
 	tag      atomic.Uint32 // datagram_tag (low 16 bits)
 	sendMu   sync.Mutex    // keeps one datagram's fragments together on air
+	dropLog  *dropLog      // the reader goroutine's
 	counters struct {
 		framesTx, framesRx, bytesTx, bytesRx, datagramsTx, datagramsRx atomic.Uint64
-		decodeErrors, framesIgnored, portDrops, queueDrops             atomic.Uint64
 		sendErrors, recvErrors                                         atomic.Uint64
+		drops                                                          [numDropReasons]atomic.Uint64
 	}
 }
 
@@ -134,6 +158,15 @@ func NewConn(link Link, cfg ConnConfig) (*Conn, error) {
 			return nil, fmt.Errorf("radio: conn: neighbour %v at %v: want an IPv6 and a MAC address", n.IP, n.MAC)
 		}
 	}
+	if cfg.FrameVersion > mac.Version2015 {
+		return nil, fmt.Errorf("radio: conn: frame version %d: want 0, 1 or 2", cfg.FrameVersion)
+	}
+	cfg.IEs = slices.Clone(cfg.IEs)
+	probe := mac.Frame{Type: mac.TypeData, Version: cfg.FrameVersion, SeqSuppressed: cfg.SuppressSeq, IEs: cfg.IEs,
+		PANIDCompression: true, Dst: mac.Broadcast, Src: cfg.ExtAddr, Payload: []byte{0}}
+	if _, err := probe.AppendEncode(nil); err != nil {
+		return nil, fmt.Errorf("radio: conn: frames to send: %w", err)
+	}
 	if cfg.Port == 0 {
 		cfg.Port = DefaultPort
 	}
@@ -149,6 +182,7 @@ func NewConn(link Link, cfg ConnConfig) (*Conn, error) {
 		queue: make(chan datagram, cfg.QueueLen),
 		done:  make(chan struct{}),
 	}
+	c.dropLog = newDropLog(cfg.Logger, cfg.Now)
 	c.reasm = sixlowpan.NewReassembler(c.codec, cfg.Reassembly)
 	c.srcMAC = cfg.ExtAddr
 	if cfg.ShortAddr.IsValid() {
@@ -216,19 +250,21 @@ func (c *Conn) WriteTo(ctx context.Context, b []byte, to netip.AddrPort) error {
 	if err != nil {
 		return fmt.Errorf("radio: conn: write to %v: %w", to, err)
 	}
-	maxPayload := mac.MaxPayload(dstMAC.Mode(), c.srcMAC.Mode(), true)
-	frames, err := c.codec.Fragment(nil, nil, pkt, c.srcMAC, dstMAC, maxPayload, uint16(c.tag.Add(1)))
-	if err != nil {
-		return fmt.Errorf("radio: conn: write to %v: %w", to, err)
-	}
 	f := mac.Frame{
 		Type:             mac.TypeData,
 		AckRequest:       !dstMAC.IsBroadcast(),
 		PANIDCompression: true,
+		Version:          c.cfg.FrameVersion,
+		SeqSuppressed:    c.cfg.SuppressSeq,
 		DstPAN:           c.cfg.PANID,
 		Dst:              dstMAC,
 		SrcPAN:           c.cfg.PANID,
 		Src:              c.srcMAC,
+		IEs:              c.cfg.IEs,
+	}
+	frames, err := c.codec.Fragment(nil, nil, pkt, c.srcMAC, dstMAC, f.MaxPayload(), uint16(c.tag.Add(1)))
+	if err != nil {
+		return fmt.Errorf("radio: conn: write to %v: %w", to, err)
 	}
 	buf := make([]byte, 0, mac.MaxMPDU)
 	c.sendMu.Lock()
@@ -295,23 +331,46 @@ func (c *Conn) Close() error {
 func (c *Conn) Counters() ConnCounters {
 	r := c.reasm.Counters()
 	k := &c.counters
-	return ConnCounters{
+	cc := ConnCounters{
 		FramesTx:        k.framesTx.Load(),
 		FramesRx:        k.framesRx.Load(),
 		BytesTx:         k.bytesTx.Load(),
 		BytesRx:         k.bytesRx.Load(),
 		DatagramsTx:     k.datagramsTx.Load(),
 		DatagramsRx:     k.datagramsRx.Load(),
-		DecodeErrors:    k.decodeErrors.Load(),
-		FramesIgnored:   k.framesIgnored.Load(),
-		PortDrops:       k.portDrops.Load(),
 		ReassemblyDrops: r.Timeouts + r.Evicted + r.Rejected + r.Overlaps,
-		QueueDrops:      k.queueDrops.Load(),
 		SendErrors:      k.sendErrors.Load(),
 		RecvErrors:      k.recvErrors.Load(),
 		Neighbors:       c.nbr.len(),
 		Reassembly:      r,
+		Drops:           make(map[string]uint64, numDropReasons),
 	}
+	for i := range k.drops {
+		r := DropReason(i)
+		v := k.drops[i].Load()
+		cc.Drops[r.String()] = v
+		switch r {
+		case DropMACTruncated, DropMACMalformed, DropMACSecured, DropMACUnsupported, DropMACTooLong,
+			DropLowpanTruncated, DropLowpanMalformed, DropLowpanUnsupported, DropLowpanContext,
+			DropUDPMalformed, DropUDPChecksum:
+			cc.DecodeErrors += v
+		case DropNotData, DropNoSource, DropOtherPAN, DropOtherDst:
+			cc.FramesIgnored += v
+		case DropNotUDP, DropNotLocal:
+			cc.PortDrops += v
+		case DropQueueFull:
+			cc.QueueDrops += v
+		}
+	}
+	return cc
+}
+
+// drop counts a received frame or datagram dropped for r and logs it
+// (rate-limited). src is the frame's source, if known. Only the reader
+// goroutine calls it.
+func (c *Conn) drop(r DropReason, err error, src mac.Addr, octets int) {
+	c.counters.drops[r].Add(1)
+	c.dropLog.drop(r, err, src, octets)
 }
 
 func (c *Conn) run(ctx context.Context) {
@@ -336,12 +395,22 @@ func (c *Conn) run(ctx context.Context) {
 	}
 }
 
-// forUs reports whether a frame's destination is this gateway.
-func (c *Conn) forUs(f *mac.Frame) bool {
-	if f.DstPAN != c.cfg.PANID && f.DstPAN != mac.BroadcastShort {
-		return false
+// notForUs says why a well-formed frame is not one for this Conn, or
+// returns false.
+func (c *Conn) notForUs(f *mac.Frame) (DropReason, bool) {
+	switch {
+	case f.Type != mac.TypeData:
+		return DropNotData, true
+	case !f.Src.IsValid():
+		return DropNoSource, true
+	case f.HasDstPAN() && f.DstPAN != c.cfg.PANID && f.DstPAN != mac.BroadcastShort:
+		// A version 2 frame without a destination PAN ID is for the
+		// receiver's own PAN (802.15.4-2015 §7.2.1.5, Table 7-2).
+		return DropOtherPAN, true
+	case !f.Dst.IsBroadcast() && f.Dst != c.cfg.ExtAddr && !(c.cfg.ShortAddr.IsValid() && f.Dst == c.cfg.ShortAddr):
+		return DropOtherDst, true
 	}
-	return f.Dst.IsBroadcast() || f.Dst == c.cfg.ExtAddr || c.cfg.ShortAddr.IsValid() && f.Dst == c.cfg.ShortAddr
+	return 0, false
 }
 
 func (c *Conn) receive(b []byte) {
@@ -349,18 +418,16 @@ func (c *Conn) receive(b []byte) {
 	c.counters.bytesRx.Add(uint64(len(b) + mac.FCSLen))
 	f, err := mac.Decode(b)
 	if err != nil {
-		c.counters.decodeErrors.Add(1)
+		c.drop(macDropReason(err), err, f.Src, len(b))
 		return
 	}
-	if f.Type != mac.TypeData || !f.Src.IsValid() || !c.forUs(&f) {
-		c.counters.framesIgnored.Add(1)
+	if r, ok := c.notForUs(&f); ok {
+		c.drop(r, nil, f.Src, len(b))
 		return
 	}
 	pkt, err := c.reasm.Input(f.Payload, f.Src, f.Dst)
 	if err != nil {
-		if !errors.Is(err, sixlowpan.ErrTooLarge) { // counted as a reassembly drop
-			c.counters.decodeErrors.Add(1)
-		}
+		c.drop(lowpanDropReason(err), err, f.Src, len(b))
 		return
 	}
 	if pkt == nil {
@@ -369,15 +436,18 @@ func (c *Conn) receive(b []byte) {
 	u, err := sixlowpan.ParseUDP(pkt)
 	switch {
 	case errors.Is(err, sixlowpan.ErrNotUDP):
-		c.counters.portDrops.Add(1)
+		c.drop(DropNotUDP, err, f.Src, len(b))
+		return
+	case errors.Is(err, sixlowpan.ErrChecksum):
+		c.drop(DropUDPChecksum, err, f.Src, len(b))
 		return
 	case err != nil:
-		c.counters.decodeErrors.Add(1)
+		c.drop(DropUDPMalformed, err, f.Src, len(b))
 		return
 	}
 	dst := u.Dst.Addr()
 	if u.Dst.Port() != c.cfg.Port || !dst.IsMulticast() && !c.local[dst] {
-		c.counters.portDrops.Add(1)
+		c.drop(DropNotLocal, nil, f.Src, len(b))
 		return
 	}
 	// Remember how to reach a node whose address we could not derive.
@@ -393,6 +463,6 @@ func (c *Conn) receive(b []byte) {
 	case c.queue <- d:
 		c.counters.datagramsRx.Add(1)
 	default:
-		c.counters.queueDrops.Add(1)
+		c.drop(DropQueueFull, nil, f.Src, len(b))
 	}
 }

@@ -73,14 +73,31 @@ func newPair(t *testing.T, gwCfg, nodeCfg radio.ConnConfig) pair {
 	return pair{gw: gw, node: node, gwLink: a, nodeLink: b}
 }
 
+// read returns the next datagram c receives; nothing within a generous
+// deadline fails the test (closing c at cleanup ends the read).
 func read(t *testing.T, c *radio.Conn) ([]byte, netip.AddrPort) {
 	t.Helper()
-	buf := make([]byte, 1500)
-	n, from, err := c.ReadFrom(buf)
-	if err != nil {
-		t.Fatal(err)
+	type result struct {
+		b    []byte
+		from netip.AddrPort
+		err  error
 	}
-	return buf[:n], from
+	ch := make(chan result, 1)
+	go func() {
+		buf := make([]byte, 1500)
+		n, from, err := c.ReadFrom(buf)
+		ch <- result{buf[:n], from, err}
+	}()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		return r.b, r.from
+	case <-time.After(10 * time.Second):
+		t.Fatalf("nothing received (counters %+v)", c.Counters())
+		return nil, netip.AddrPort{}
+	}
 }
 
 func TestConnGETIsOneFrameWithSmallHeaders(t *testing.T) {

@@ -116,7 +116,9 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Radio, error) {
 		}
 		l = &Tap{Link: link, W: r.pw}
 	}
-	if r.conn, err = NewConn(l, cfg.connConfig(r.ext)); err != nil {
+	cc := cfg.connConfig(r.ext)
+	cc.Logger = log
+	if r.conn, err = NewConn(l, cc); err != nil {
 		link.Close()
 		if r.pw != nil {
 			r.pw.Close()

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/radio"
 	_ "github.com/opaque-edge/gatewayd/radio/drivers"
@@ -205,6 +207,10 @@ func checkCapture(t *testing.T, path string, prefix netip.Prefix, big []byte) {
 	}
 }
 
+// The dongle's device path goes away and comes back: requests meanwhile
+// fail fast with ErrDown, and once the path is back the radio comes up by
+// itself and the nodes answer again. The time from the path's return to
+// the first answer is logged.
 func TestRadioRecoversWhenPtyReturns(t *testing.T) {
 	r, ep, n := simRadio(t, func(c *radio.Config) { c.AckTimeout = radio.Duration{Duration: time.Second} })
 	node := r.Nodes()[0]
@@ -220,23 +226,21 @@ func TestRadioRecoversWhenPtyReturns(t *testing.T) {
 	if err := r.Conn().WriteTo(ctxT(t, 5*time.Second), []byte{0x40, 0, 0, 1}, netip.AddrPortFrom(node, 5683)); !errors.Is(err, radio.ErrDown) {
 		t.Fatalf("write while unplugged: %v, want ErrDown", err)
 	}
-	time.Sleep(200 * time.Millisecond)
+	retries := n.Stats().Retries
+	eventually(t, "the driver to look for the device and not find it", func() bool { return n.Stats().Retries >= retries+3 })
 
 	if err := n.Port().Plug(); err != nil {
 		t.Fatal(err)
 	}
 	plugged := time.Now()
-	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
-		resp, err := ep.Do(ctx, netip.AddrPortFrom(node, 5683), request(coap.GET, "/sensors/temp", nil))
-		cancel()
-		if err == nil && resp.Code == coap.Content {
-			break
-		}
-		if time.Since(plugged) > 3*time.Second {
-			t.Fatalf("no answer within 3 s of the pty's return: %v (counters %+v)", err, r.Counters())
-		}
+	if err := r.WaitUp(ctxT(t, 15*time.Second)); err != nil {
+		t.Fatalf("not up again: %v (counters %+v)", err, r.Counters())
 	}
+	up := time.Since(plugged)
+	if resp := do(t, ep, node, request(coap.GET, "/sensors/temp", nil)); resp.Code != coap.Content {
+		t.Fatalf("GET after replug: %v", resp.Code)
+	}
+	t.Logf("device path back → radio up in %v, CoAP answer in %v", up.Round(time.Millisecond), time.Since(plugged).Round(time.Millisecond))
 	if c := r.Counters(); c.Link.Reconnects == 0 {
 		t.Errorf("reconnects not counted: %+v", c.Link)
 	}
@@ -344,5 +348,36 @@ func TestOpenSpinelWithTheDongleAbsent(t *testing.T) {
 	defer r2.Close()
 	if r2.ExtAddr() != r.ExtAddr() {
 		t.Fatal("the derived address is not stable")
+	}
+}
+
+// rtscts reaches the serial port: on by default, off when the config says
+// so, and a radio works either way (a pty keeps the flag and ignores it).
+func TestRTSCTSConfigReachesThePort(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		doc    string
+		rtscts bool
+	}{
+		{"default", "[[radio]]\nname = \"sim0\"\ndriver = \"sim\"\n", true},
+		{"rtscts = false", "[[radio]]\nname = \"sim0\"\ndriver = \"sim\"\nrtscts = false\n", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := decode(t, tt.doc)[0]
+			r, ep, n := simRadio(t, func(c *radio.Config) { *c = cfg })
+			tio, err := n.Port().Termios()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := tio.Cflag&unix.CRTSCTS != 0; got != tt.rtscts {
+				t.Errorf("CRTSCTS %v, want %v", got, tt.rtscts)
+			}
+			if got := tio.Cflag & unix.CBAUD; got != unix.B460800 {
+				t.Errorf("CBAUD %#o, want B460800", got)
+			}
+			if resp := do(t, ep, r.Nodes()[0], request(coap.GET, "/sensors/temp", nil)); resp.Code != coap.Content {
+				t.Fatalf("GET: %v", resp.Code)
+			}
+		})
 	}
 }

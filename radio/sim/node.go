@@ -53,6 +53,13 @@ type NodeConfig struct {
 	// Signer, if set, signs the reading served at /signed/temp and by
 	// SignReading.
 	Signer Signer
+	// FrameVersion, SuppressSeq and IEs shape the frames the node sends,
+	// as radio.ConnConfig's do: mac.Version2015 with IEs is what Thread
+	// 1.2 (CSL), Contiki-NG (TSCH) and Wi-SUN nodes send. Zero: 2003
+	// frames.
+	FrameVersion uint8
+	SuppressSeq  bool
+	IEs          []byte
 }
 
 // Node is a simulated constrained device: a station on a Medium with its
@@ -117,9 +124,15 @@ func NewNode(m Medium, cfg NodeConfig) (*Node, error) {
 		ext: cfg.ExtAddr, short: cfg.ShortAddr, pan: cfg.PANID,
 		rx: make(chan radio.Frame, cfg.QueueLen), done: make(chan struct{}),
 	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	n.link.st = m.Join(n.link.receive)
 	conn, err := radio.NewConn(n.link, radio.ConnConfig{
 		Prefix: cfg.Prefix, PANID: cfg.PANID, ExtAddr: cfg.ExtAddr, ShortAddr: cfg.ShortAddr,
+		FrameVersion: cfg.FrameVersion, SuppressSeq: cfg.SuppressSeq, IEs: cfg.IEs,
+		Logger: log.With("component", "sim-node", "ext_addr", cfg.ExtAddr),
 	})
 	if err != nil {
 		n.link.Close()
@@ -140,10 +153,6 @@ func NewNode(m Medium, cfg NodeConfig) (*Node, error) {
 			n.requests.Add(1)
 			return cfg.Handler.ServeCoAP(ctx, w, r)
 		})
-	}
-	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
 	}
 	n.ep = coap.NewEndpoint(conn, coap.EndpointConfig{
 		Handler: h, Params: cfg.Params,
@@ -469,7 +478,9 @@ func (l *stationLink) receive(f radio.Frame) bool {
 	if err != nil || mf.Type != mac.TypeData {
 		return false
 	}
-	if mf.DstPAN != l.pan && mf.DstPAN != mac.BroadcastShort {
+	// A version 2 frame without a destination PAN ID is for our own PAN
+	// (802.15.4-2015 §7.2.1.5, Table 7-2).
+	if mf.HasDstPAN() && mf.DstPAN != l.pan && mf.DstPAN != mac.BroadcastShort {
 		return false
 	}
 	bcast := mf.Dst.IsBroadcast()

@@ -117,6 +117,23 @@ func (p *Port) unplugLocked() error {
 	return nil
 }
 
+// Termios returns the terminal settings of the pty the port publishes now,
+// as the driver that opened Path left them (a pty keeps the speed and
+// flow control flags it is given, and ignores them); ErrPortClosed while
+// unplugged or closed.
+func (p *Port) Termios() (*unix.Termios, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.slave == nil {
+		return nil, ErrPortClosed
+	}
+	t, err := unix.IoctlGetTermios(int(p.slave.Fd()), unix.TCGETS)
+	if err != nil {
+		return nil, fmt.Errorf("sim: pty termios: %w", err)
+	}
+	return t, nil
+}
+
 // Close unplugs the port for good and waits for the RCP to stop serving.
 // It is idempotent. The RCP itself stays joined to its medium (see
 // RCP.Leave).

@@ -69,6 +69,16 @@ type Faults struct {
 	// the medium's: radio.ErrNoAck or radio.ErrChannelBusy (any other
 	// error is reported as STATUS_FAILURE).
 	TxResult error
+	// ResetOnRadioOn makes the RCP reset by itself (a power-on reset
+	// notification, its radio state cleared) each time the host enables
+	// the raw stream, right after confirming it: a board that browns out
+	// when the radio switches on, or firmware that crashes then. While it
+	// is set the RCP resets in a loop under any host that sets it up.
+	ResetOnRadioOn bool
+	// ResetDelay, with ResetOnRadioOn, is how long after that
+	// confirmation the reset comes: 0 is at once (while the host is still
+	// setting up), more lets the link come up and fail soon after.
+	ResetDelay time.Duration
 }
 
 // RCPStats counts what an RCP saw.
@@ -79,6 +89,7 @@ type RCPStats struct {
 	Delivered   uint64 // received frames sent to the host
 	HostBadFCS  uint64 // HDLC frames from the host with a bad FCS
 	WriteErrors uint64 // frames the host did not take
+	SelfResets  uint64 // resets the RCP made on its own: Reset, ResetOnRadioOn
 }
 
 // RCP is a fake OpenThread radio co-processor. Serve runs it on one
@@ -100,7 +111,7 @@ type RCP struct {
 	wbuf   []byte    // guarded by wmu
 	wmu    sync.Mutex
 
-	commands, resets, transmits, delivered, hostBad, writeErrs atomic.Uint64
+	commands, resets, transmits, delivered, hostBad, writeErrs, selfResets atomic.Uint64
 }
 
 // NewRCP returns an RCP joined to medium (which may be nil: then every
@@ -132,6 +143,7 @@ func (r *RCP) Stats() RCPStats {
 	return RCPStats{
 		Commands: r.commands.Load(), Resets: r.resets.Load(), Transmits: r.transmits.Load(),
 		Delivered: r.delivered.Load(), HostBadFCS: r.hostBad.Load(), WriteErrors: r.writeErrs.Load(),
+		SelfResets: r.selfResets.Load(),
 	}
 }
 
@@ -186,7 +198,10 @@ func (r *RCP) Serve(rw io.ReadWriter) error {
 // Reset behaves like the device resetting on its own (watchdog, brown-out):
 // the radio state is cleared and an unsolicited reset notification with
 // cause st (one of the spinel.StatusReset* codes) goes to the host.
-func (r *RCP) Reset(st spinel.Status) { r.reset(st) }
+func (r *RCP) Reset(st spinel.Status) {
+	r.selfResets.Add(1)
+	r.reset(st)
+}
 
 // Deliver injects a frame as if the radio had received it from the air.
 // It reports whether it went to the host (the raw stream must be enabled).
@@ -327,8 +342,16 @@ func (r *RCP) set(tid uint8, prop uint32, v []byte) {
 		r.status(tid, spinel.StatusPropNotFound)
 		return
 	}
+	crash := prop == spinel.PropMACRawStreamEnabled && v[0] == 1 && r.faults.ResetOnRadioOn
+	delay := r.faults.ResetDelay
 	r.mu.Unlock()
 	r.sendProp(tid, prop, v) // success is the value echoed back (§6)
+	switch {
+	case crash && delay <= 0:
+		r.Reset(spinel.StatusResetPowerOn)
+	case crash:
+		time.AfterFunc(delay, func() { r.Reset(spinel.StatusResetPowerOn) })
+	}
 }
 
 func (r *RCP) queueTx(tid uint8, v []byte, txq chan<- txJob) {

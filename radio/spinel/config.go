@@ -12,7 +12,14 @@ import (
 // recovery paths with short values.
 type Config struct {
 	Device string // serial device path, opened by this path on every (re)connect
-	Baud   int    // default 115200, OpenThread's RCP UART default
+	Baud   int    // default DefaultBaud (460800)
+	// DisableRTSCTS opens the port without RTS/CTS hardware flow control.
+	// By default the driver turns it on (termios CRTSCTS), as Spinel over
+	// a UART needs (a host that cannot hold the RCP off loses frames
+	// under load). A device that does not take it (a pty; some USB
+	// bridges) runs without, and the driver says so once. A UART whose
+	// CTS line is not wired needs it off: with it on, no write completes.
+	DisableRTSCTS bool
 
 	Channel uint8  // IEEE 802.15.4 channel, 11–26 (2.4 GHz O-QPSK); default 11
 	PANID   uint16 // PROP_MAC_15_4_PANID
@@ -38,14 +45,19 @@ type Config struct {
 	CommandTimeout time.Duration // reply to a property command; default 2 s
 	TxTimeout      time.Duration // tx-done after STREAM_RAW; default 5 s
 	ResetTimeout   time.Duration // reset notification after CMD_RESET; default 2 s
-	BackoffMin     time.Duration // first reconnect delay; default 100 ms
-	BackoffMax     time.Duration // reconnect delay cap; default 5 s
+	BackoffMin     time.Duration // first reconnect delay, and how often an absent device is looked for; default 100 ms
+	BackoffMax     time.Duration // reconnect delay cap, and how long a link must stay up to start the backoff over; default 5 s
 
 	RxQueue  int // received frames buffered for Recv; default 64, newest dropped when full
 	MaxFrame int // HDLC-lite frame bound; default DefaultMaxFrame
 
 	Logger *slog.Logger // nil: discard
 }
+
+// DefaultBaud is the serial speed unless Config.Baud says otherwise. It
+// must match the rate the RCP firmware's UART was built for; a native USB
+// CDC-ACM device (the nRF52840 dongle) ignores it.
+const DefaultBaud = 460800
 
 // ErrConfig is wrapped by every error Validate returns.
 var ErrConfig = errors.New("spinel: invalid config")
@@ -58,7 +70,7 @@ func (c Config) WithDefaults() Config {
 		}
 	}
 	if c.Baud == 0 {
-		c.Baud = 115200
+		c.Baud = DefaultBaud
 	}
 	if c.Channel == 0 {
 		c.Channel = 11

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"slices"
 	"sync"
@@ -81,7 +82,7 @@ type Info struct {
 type Driver struct {
 	cfg    Config
 	log    *slog.Logger
-	open   func(*fdReserve) (serial.Port, error) // openPort on cfg.Device; tests wrap it
+	open   func(*fdReserve) (serial.Port, error) // openPort on cfg.Device, then flow control; tests wrap it
 	cancel context.CancelFunc
 	done   chan struct{} // closed by Close
 	once   sync.Once
@@ -94,6 +95,7 @@ type Driver struct {
 	txFrames, txErrors, rxFrames, rxDropped    atomic.Uint64
 	rxErrors, badFCS, decodeErrs, retries, rec atomic.Uint64
 	lateReplies                                atomic.Uint64
+	flowWarned                                 atomic.Bool // the "no rts/cts" warning was logged
 
 	mu      sync.Mutex
 	sess    *session      // guarded by mu; non-nil only while up
@@ -108,12 +110,12 @@ var _ radio.Link = (*Driver)(nil)
 // down until the first bring-up succeeds (see WaitUp), and comes back by
 // itself whenever it is lost, until Close.
 func New(cfg Config) (*Driver, error) {
-	return newDriver(cfg, func(fds *fdReserve) (serial.Port, error) {
-		return openPort(cfg.Device, cfg.Baud, fds)
-	})
+	return newDriver(cfg, nil, nil)
 }
 
-func newDriver(cfg Config, open func(*fdReserve) (serial.Port, error)) (*Driver, error) {
+// newDriver is New with every port passed through wrap after it is opened
+// and set up, and with setFlow instead of setRTSCTS; nil means neither.
+func newDriver(cfg Config, wrap func(serial.Port) serial.Port, setFlow func(serial.Port) error) (*Driver, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -126,12 +128,31 @@ func newDriver(cfg Config, open func(*fdReserve) (serial.Port, error)) (*Driver,
 	d := &Driver{
 		cfg:    cfg,
 		log:    log.With("component", "spinel", "device", cfg.Device),
-		open:   open,
 		cancel: cancel,
 		done:   make(chan struct{}),
 		rx:     make(chan radio.Frame, cfg.RxQueue),
 		txSem:  make(chan struct{}, cfg.MaxTxInFlight),
 		upCh:   make(chan struct{}),
+	}
+	if setFlow == nil {
+		setFlow = setRTSCTS
+	}
+	d.open = func(fds *fdReserve) (serial.Port, error) {
+		p, err := openPort(cfg.Device, cfg.Baud, fds)
+		if err != nil {
+			return nil, err
+		}
+		if !cfg.DisableRTSCTS {
+			if err := setFlow(p); err != nil && !d.flowWarned.Swap(true) {
+				// Not a failure: a pty or a USB CDC-ACM device has no
+				// RTS/CTS lines and needs none. Once, not per reconnect.
+				d.log.Warn("serial port runs without rts/cts flow control", "err", err)
+			}
+		}
+		if wrap != nil {
+			p = wrap(p)
+		}
+		return p, nil
 	}
 	d.wg.Add(1)
 	go d.run(ctx)
@@ -297,6 +318,20 @@ func (d *Driver) downErr(s *session) error {
 }
 
 // run is the supervisor: connect, serve, and reconnect with backoff.
+//
+// The delay before the next attempt:
+//   - after a link that stayed up for BackoffMax or longer: BackoffMin, and
+//     the backoff starts over;
+//   - after a link lost sooner, or an attempt that failed with the device
+//     present: the backoff, which then doubles up to BackoffMax. An RCP
+//     that resets in a loop (a crashing firmware, a brown-out when the radio
+//     switches on) is thus retried ever more slowly, never in a tight loop;
+//   - while the device path does not exist (unplugged): BackoffMin, without
+//     backing off. Looking costs one stat(2), and the dongle is taken back
+//     within BackoffMin of its return however long it was away.
+//
+// A failure that repeats the last one is logged at debug, so a radio that
+// stays away does not fill the log.
 func (d *Driver) run(ctx context.Context) {
 	defer d.wg.Done()
 	var fds fdReserve
@@ -305,50 +340,65 @@ func (d *Driver) run(ctx context.Context) {
 
 	backoff := d.cfg.BackoffMin
 	everUp := false
-	// A missing device is a warning, once per error: the radio is not
-	// serving. The retries after it, failing the same way, are debug.
-	warned := ""
+	lastLogged := ""
 	for {
-		wasUp, err := d.connect(ctx, &fds, everUp)
+		wasUp, upFor, err := d.connect(ctx, &fds, everUp)
 		if ctx.Err() != nil {
 			return
 		}
 		d.mu.Lock()
 		d.lastErr = err
 		d.mu.Unlock()
-		if wasUp {
+		delay := backoff
+		switch {
+		case wasUp && upFor >= d.cfg.BackoffMax:
 			everUp = true
-			backoff = d.cfg.BackoffMin
-			warned = ""
-			d.log.Warn("rcp link lost", "err", err)
-		} else {
+			backoff, delay = d.cfg.BackoffMin, d.cfg.BackoffMin
+			lastLogged = ""
+			d.log.Warn("rcp link lost", "err", err, "up_for", upFor, "retry_in", delay)
+		case wasUp:
+			everUp = true
+			backoff = min(2*backoff, d.cfg.BackoffMax)
+			lastLogged = ""
+			d.log.Warn("rcp link lost soon after coming up", "err", err, "up_for", upFor, "retry_in", delay)
+		default:
 			d.retries.Add(1)
-			if msg := fmt.Sprint(err); msg != warned {
-				warned = msg
-				d.log.Warn("rcp not available", "err", err, "retry_in", backoff)
+			if errors.Is(err, fs.ErrNotExist) {
+				delay = d.cfg.BackoffMin
 			} else {
-				d.log.Debug("rcp not available", "err", err, "retry_in", backoff)
+				backoff = min(2*backoff, d.cfg.BackoffMax)
 			}
+			attrs := []any{"err", err, "retry_in", delay}
+			if !d.cfg.DisableRTSCTS && errors.Is(err, ErrTimeout) {
+				attrs = append(attrs, "hint", "with rtscts on, a UART whose CTS line is not wired lets no write through: set rtscts = false for it")
+			}
+			// A missing device is a warning, once per error: the radio
+			// is not serving. The retries failing the same way are debug.
+			level := slog.LevelWarn
+			if msg := err.Error(); msg == lastLogged {
+				level = slog.LevelDebug
+			} else {
+				lastLogged = msg
+			}
+			d.log.Log(ctx, level, "rcp not available", attrs...)
 		}
-		t := time.NewTimer(backoff)
+		t := time.NewTimer(delay)
 		select {
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
 			return
 		}
-		if !wasUp {
-			backoff = min(2*backoff, d.cfg.BackoffMax)
-		}
 	}
 }
 
 // connect opens the port, brings the RCP up and serves until the session
-// fails. wasUp reports whether the bring-up succeeded.
-func (d *Driver) connect(ctx context.Context, fds *fdReserve, everUp bool) (wasUp bool, err error) {
+// fails. wasUp reports whether the bring-up succeeded, upFor for how long
+// the link was up then.
+func (d *Driver) connect(ctx context.Context, fds *fdReserve, everUp bool) (wasUp bool, upFor time.Duration, err error) {
 	port, err := d.open(fds)
 	if err != nil {
-		return false, err
+		return false, 0, err
 	}
 	// Whatever the RCP sent before we opened (a power-on notification, the
 	// tail of an old session) is stale.
@@ -359,10 +409,13 @@ func (d *Driver) connect(ctx context.Context, fds *fdReserve, everUp bool) (wasU
 	defer s.close()
 
 	info, err := d.bringUp(ctx, s)
-	if err != nil {
-		return false, err
+	if err == nil {
+		err = s.cause() // a reset right after the last setting undid them
 	}
-	s.up.Store(true)
+	if err != nil {
+		return false, 0, err
+	}
+	upAt := time.Now()
 	d.mu.Lock()
 	d.sess, d.info = s, info
 	// State first: whoever WaitUp wakes must see Up.
@@ -385,7 +438,7 @@ func (d *Driver) connect(ctx context.Context, fds *fdReserve, everUp bool) (wasU
 	d.sess = nil
 	d.upCh = make(chan struct{})
 	d.mu.Unlock()
-	return true, err
+	return true, time.Since(upAt), err
 }
 
 // bringUp runs the sequence OpenThread's RadioSpinel host runs: reset,
@@ -460,6 +513,11 @@ func (d *Driver) bringUp(ctx context.Context, s *session) (Info, error) {
 	if info.ExtAddr == ([8]byte{}) {
 		info.ExtAddr = info.HWAddr
 	}
+	// From here a reset undoes what follows: one the RCP makes on its own
+	// (a watchdog, a brown-out as the radio switches on, firmware that
+	// crashes in a loop) fails the bring-up instead of leaving the link up
+	// on an unconfigured radio.
+	s.configured.Store(true)
 	le16 := func(x uint16) []byte { return binary.LittleEndian.AppendUint16(nil, x) }
 	for _, p := range []struct {
 		prop uint32
@@ -493,7 +551,9 @@ func (d *Driver) bringUp(ctx context.Context, s *session) (Info, error) {
 type session struct {
 	d    *Driver
 	port serial.Port
-	up   atomic.Bool // bring-up done: a reset notification is now a fault
+	// configured: the bring-up has begun setting the radio up, so a reset
+	// notification now is a fault: the RCP forgot the settings.
+	configured atomic.Bool
 
 	wq    chan []byte   // Spinel frames to writeLoop; unbuffered, so a frame taken is being written
 	wdone chan struct{} // closed when writeLoop returns
@@ -875,7 +935,7 @@ func (s *session) dispatch(b []byte) {
 		if err != nil || !st.IsReset() {
 			return
 		}
-		if s.up.Load() {
+		if s.configured.Load() {
 			s.fail(fmt.Errorf("spinel: %v: %w", st, ErrUnexpectedReset))
 			return
 		}

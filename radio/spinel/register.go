@@ -17,16 +17,17 @@ func open(_ context.Context, cfg radio.Config, log *slog.Logger) (radio.Link, er
 }
 
 // FromRadioConfig maps the keys of a `[[radio]]` table to a driver
-// Config: device, baud, channel, pan_id, short_addr (none: 0xFFFE) and
-// ext_addr (unset: the RCP's HWADDR).
+// Config: device, baud, rtscts (unset: on), channel, pan_id, short_addr
+// (none: 0xFFFE) and ext_addr (unset: the RCP's HWADDR).
 func FromRadioConfig(cfg radio.Config, log *slog.Logger) Config {
 	c := Config{
-		Device:    cfg.Device,
-		Baud:      cfg.Baud,
-		Channel:   cfg.Channel,
-		PANID:     cfg.PANID,
-		ShortAddr: 0xFFFE,
-		Logger:    log,
+		Device:        cfg.Device,
+		Baud:          cfg.Baud,
+		DisableRTSCTS: cfg.RTSCTS != nil && !*cfg.RTSCTS,
+		Channel:       cfg.Channel,
+		PANID:         cfg.PANID,
+		ShortAddr:     0xFFFE,
+		Logger:        log,
 	}
 	if cfg.ShortAddr != nil {
 		c.ShortAddr = *cfg.ShortAddr

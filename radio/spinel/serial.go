@@ -155,3 +155,35 @@ func processFDs() []int {
 	}
 	return fds
 }
+
+// ErrNoFlowControl reports a serial device that did not take RTS/CTS
+// flow control.
+var ErrNoFlowControl = errors.New("spinel: rts/cts flow control not taken by the device")
+
+// setRTSCTS turns RTS/CTS hardware flow control (termios CRTSCTS) on for
+// p. go.bug.st/serial v1.8.0 clears CRTSCTS when it opens a port and has
+// no setting for it, so the flag is set on the port's descriptor, found
+// as highFD finds it, and read back: a driver may drop a flag it does not
+// implement.
+func setRTSCTS(p serial.Port) error {
+	fds, ok := serialFDs(p)
+	if !ok || len(fds) == 0 {
+		return fmt.Errorf("%w: the port's descriptor is unknown", ErrNoFlowControl)
+	}
+	fd := fds[0]
+	t, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrNoFlowControl, err)
+	}
+	t.Cflag |= unix.CRTSCTS
+	if err := unix.IoctlSetTermios(fd, unix.TCSETS, t); err != nil {
+		return fmt.Errorf("%w: %w", ErrNoFlowControl, err)
+	}
+	if t, err = unix.IoctlGetTermios(fd, unix.TCGETS); err != nil {
+		return fmt.Errorf("%w: %w", ErrNoFlowControl, err)
+	}
+	if t.Cflag&unix.CRTSCTS == 0 {
+		return ErrNoFlowControl
+	}
+	return nil
+}
