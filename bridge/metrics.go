@@ -219,6 +219,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			"received": s.Received, "sent": s.Sent, "malformed": s.Malformed, "duplicates": s.Duplicates,
 			"retransmissions": s.Retransmissions, "timeouts": s.Timeouts, "busy": s.Busy, "refused": s.Refused,
 			"inline": s.Inline, "reads": s.Reads,
+			"icmp": s.ICMP, "unreachable": s.Unreachable,
 		} {
 			counter(descEndpoint, v, l, name)
 		}
@@ -238,6 +239,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		"notifications_in": hs.NotificationsIn, "notifications_out": hs.NotificationsOut,
 		"dropped_stale": hs.DroppedStale, "deregistrations": hs.Deregistrations, "skipped": hs.Skipped,
 		"over_limit": hs.OverLimit, "protected_expired": hs.ProtectedExpired,
+		"rejected": hs.Rejected, "unconfirmed": hs.Unconfirmed, "unreachable": hs.Unreachable,
 	} {
 		counter(descObs, v, name)
 	}
