@@ -625,6 +625,10 @@ func (h *Hub) releaseLocked(a netip.Addr) {
 func (h *Hub) addLocked(e *entry, id obsID, w coap.NotifyWriter, now time.Time) *observer {
 	o := &observer{id: id, e: e, w: w, idx: int32(len(e.obs)), lastCON: now.UnixNano()}
 	o.seq = h.seqBase.Load() & seqMask
+	// The observers of a resource take their CONs in turn, not all on
+	// the same notification: a fan-out to thousands then holds a
+	// CONEvery-th of them in retransmission state at a time, not all.
+	o.sinceCON = uint16(int(o.idx) % h.cfg.CONEvery)
 	e.obs = append(e.obs, o)
 	if old := h.observers.get(id); old != nil {
 		// §4.1: the same client and token replace an entry, never add a

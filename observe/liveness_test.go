@@ -103,3 +103,43 @@ func TestGoneObserverIsRemovedAndUpstreamCancelled(t *testing.T) {
 		})
 	}
 }
+
+// The observers of one resource take their CONs in turn: with con_every
+// 3 and three observers, each notification goes as a CON to one of them,
+// and each gets one CON in three notifications.
+func TestObserversTakeTurnsWithCONs(t *testing.T) {
+	cfg := Defaults()
+	cfg.CONEvery = 3
+	r := newRig(t, cfg, coap.Params{})
+	clients := make([]*rawClient, 3)
+	for i := range clients {
+		clients[i] = newRawClient(t, r.proxy)
+		if reg := clients[i].register("temp", fmt.Sprintf("tok%d", i)); !reg.Options.Has(coap.Observe) {
+			t.Fatalf("client %d not registered: %v", i, reg)
+		}
+	}
+	cons := make([]int, len(clients))
+	for i := 1; i <= 3; i++ {
+		r.origin.push(t, content(fmt.Sprintf("v%d", i), uint32(i+1)), false)
+		perNotification := 0
+		for k, c := range clients {
+			n := c.read(5 * time.Second)
+			if string(n.Payload) != fmt.Sprintf("v%d", i) {
+				t.Fatalf("client %d: %q, want v%d", k, n.Payload, i)
+			}
+			if n.Type == coap.Confirmable {
+				cons[k]++
+				perNotification++
+				c.empty(coap.Acknowledgement, n.MID)
+			}
+		}
+		if perNotification != 1 {
+			t.Fatalf("notification v%d went as a CON to %d observers, want 1", i, perNotification)
+		}
+	}
+	for k, n := range cons {
+		if n != 1 {
+			t.Fatalf("observer %d got %d CONs in 3 notifications, want 1 (%v)", k, n, cons)
+		}
+	}
+}
