@@ -753,6 +753,15 @@ func (e *Endpoint) sendCON(peer netip.AddrPort, mid uint16, data []byte, fin fun
 // sendCONToken is sendCON for a request: a piggybacked response is taken
 // only with the request's token.
 func (e *Endpoint) sendCONToken(peer netip.AddrPort, mid uint16, tok []byte, data []byte, fin func(*Message, error)) {
+	if e.pendCON(peer, mid, tok, data, fin) {
+		e.write(peer, data)
+	}
+}
+
+// pendCON is sendCONToken but for the first transmission, which the
+// caller makes when pendCON reports true (NotifyAll sends it in a batch).
+// data is kept for the retransmissions.
+func (e *Endpoint) pendCON(peer netip.AddrPort, mid uint16, tok []byte, data []byte, fin func(*Message, error)) bool {
 	p := &outCon{key: exKey{peer, mid}, data: data, timeout: e.cfg.Params.initialTimeout(), fin: fin, token: tok}
 	e.mu.Lock()
 	if e.ctx.Err() != nil {
@@ -760,12 +769,12 @@ func (e *Endpoint) sendCONToken(peer netip.AddrPort, mid uint16, tok []byte, dat
 		if fin != nil {
 			fin(nil, ErrClosed)
 		}
-		return
+		return false
 	}
 	e.pending[p.key] = p
 	p.timer = time.AfterFunc(p.timeout, func() { e.retransmit(p) })
 	e.mu.Unlock()
-	e.write(peer, data)
+	return true
 }
 
 // retransmit sends p again, or gives up after MAX_RETRANSMIT; it reports

@@ -68,10 +68,10 @@ type Notification struct {
 }
 
 // NotifyAll sends each notification as its writer's Notify would, but the
-// NON notifications to observers of one endpoint leave together, with as
-// few system calls as the transport allows (BatchWriter): a fan-out to
+// notifications to observers of one endpoint leave together, with as few
+// system calls as the transport allows (BatchWriter): a fan-out to
 // thousands of observers is then bound by the network, not by one
-// sendto per observer.
+// sendto per observer. A CON is retransmitted on its own, as Notify's.
 func NotifyAll(ns []Notification) {
 	var (
 		e     *Endpoint
@@ -87,17 +87,22 @@ func NotifyAll(ns []Notification) {
 	for i := range ns {
 		n := &ns[i]
 		w, ok := n.W.(*responseWriter)
-		if !ok || n.CON {
+		if !ok {
 			n.Err = n.W.Notify(n.Resp, n.CON, n.Done)
 			continue
-		}
-		if arena == nil {
-			arena = make([]byte, 0, 64*len(ns))
 		}
 		var data []byte
 		var mid uint16
 		var err error
-		arena, data, mid, err = w.notification(arena, n.Resp, false)
+		if n.CON {
+			// Its own memory: it is kept for the retransmissions.
+			_, data, mid, err = w.notification(nil, n.Resp, true)
+		} else {
+			if arena == nil {
+				arena = make([]byte, 0, 64*len(ns))
+			}
+			arena, data, mid, err = w.notification(arena, n.Resp, false)
+		}
 		if err != nil {
 			n.Err = err
 			continue
@@ -106,13 +111,17 @@ func NotifyAll(ns []Notification) {
 			flush()
 			e = w.e
 		}
-		if e.ctx.Err() != nil {
+		switch {
+		case n.CON:
+			if !e.pendCON(w.peer, mid, nil, data, conDone(n.Done)) {
+				continue
+			}
+		case e.ctx.Err() != nil:
 			if n.Done != nil {
 				n.Done(ErrClosed)
 			}
 			continue
-		}
-		if n.Done != nil {
+		case n.Done != nil:
 			e.nons.add(exKey{w.peer, mid}, w.token(), n.Done)
 		}
 		batch = append(batch, Datagram{B: data, To: w.peer})
@@ -142,15 +151,20 @@ func (w *responseWriter) Notify(resp *Message, con bool, done func(error)) error
 		return err
 	}
 	if con {
-		w.e.sendCON(w.peer, mid, data, func(_ *Message, err error) {
-			if done != nil {
-				done(err)
-			}
-		})
+		w.e.sendCON(w.peer, mid, data, conDone(done))
 	} else {
 		w.e.sendNON(w.peer, mid, data, done)
 	}
 	return nil
+}
+
+// conDone is a CON notification's outcome callback for sendCON.
+func conDone(done func(error)) func(*Message, error) {
+	return func(_ *Message, err error) {
+		if done != nil {
+			done(err)
+		}
+	}
 }
 
 // recentNONs bounds how many sent NONs the endpoint remembers to match an
