@@ -15,7 +15,9 @@ func TestCONEveryNthNotificationAndEveryInterval(t *testing.T) {
 	clk := newFakeClock()
 	cfg := Defaults()
 	cfg.CONEvery = 3
-	cfg.CONInterval = Duration{time.Hour}
+	// Shorter than the liveness timer (Max-Age 60 s and 5 s), which would
+	// register again.
+	cfg.CONInterval = Duration{30 * time.Second}
 	r := newRig(t, cfg, coap.Params{}, WithClock(clk))
 	c := newRawClient(t, r.proxy)
 	if reg := c.register("temp", "tok1"); !reg.Options.Has(coap.Observe) {
@@ -23,8 +25,8 @@ func TestCONEveryNthNotificationAndEveryInterval(t *testing.T) {
 	}
 	var types string
 	for i := 1; i <= 8; i++ {
-		if i == 6 {
-			clk.Advance(time.Hour) // the interval passes: the next is a CON
+		if i == 5 {
+			clk.Advance(30 * time.Second) // the interval passes: the next is a CON
 		}
 		r.origin.push(t, content(fmt.Sprintf("v%d", i), uint32(i+1)), false)
 		n := c.read(5 * time.Second)
@@ -38,9 +40,10 @@ func TestCONEveryNthNotificationAndEveryInterval(t *testing.T) {
 			types += "N"
 		}
 	}
-	// v3 is the third since the registration, v6 the first after the
-	// hour, and the count starts again after each.
-	if want := "NNCNNCNN"; types != want {
+	// v3 is the third since the registration, v5 the first after the
+	// interval (the count alone would make it a NON), and the count
+	// starts again after each: v8 is the third after v5.
+	if want := "NNCNCNNC"; types != want {
 		t.Fatalf("notification types %s, want %s", types, want)
 	}
 }
