@@ -261,6 +261,8 @@ var (
 		counterOf("gatewayd_endpoint_resets_sent_total", "Reset messages sent.", byListen, func(s *coap.Stats) uint64 { return s.ResetsSent }),
 		counterOf("gatewayd_endpoint_unmatched_responses_total", "Responses that matched no exchange.", byListen, func(s *coap.Stats) uint64 { return s.Unmatched }),
 		counterOf("gatewayd_endpoint_busy_rejections_total", "Requests refused because too many were in progress.", byListen, func(s *coap.Stats) uint64 { return s.Busy }),
+		counterOf("gatewayd_endpoint_icmp_reports_total", "ICMP errors read from the socket (Linux IP_RECVERR), vetted against what was sent or not (RFC 7252 §4.2).", byListen, func(s *coap.Stats) uint64 { return s.ICMP }),
+		counterOf("gatewayd_endpoint_unreachable_exchanges_total", "Exchanges and notifications ended at once because the network reported their peer unreachable.", byListen, func(s *coap.Stats) uint64 { return s.Unreachable }),
 		counterOf("gatewayd_endpoint_inline_requests_total", "Requests served on the reader goroutine that read them.", byListen, func(s *coap.Stats) uint64 { return s.Inline }),
 	}
 	cacheStats = []stat[cache.Stats]{
@@ -282,7 +284,10 @@ var (
 		counterOf("gatewayd_observe_notifications_sent_total", "Notifications sent to observers.", nil, func(s *observe.Stats) uint64 { return s.NotificationsOut }),
 		counterOf("gatewayd_observe_stale_notifications_total", "Upstream notifications dropped as out of sequence (RFC 7641 §3.4).", nil, func(s *observe.Stats) uint64 { return s.DroppedStale }),
 		counterOf("gatewayd_observe_skipped_notifications_total", "Notifications an observer never got because a newer one replaced it (RFC 7641 §4.5).", nil, func(s *observe.Stats) uint64 { return s.Skipped }),
-		counterOf("gatewayd_observe_deregistrations_total", "Observers removed by Observe=1, RST or a confirmable timeout.", nil, func(s *observe.Stats) uint64 { return s.Deregistrations }),
+		counterOf("gatewayd_observe_deregistrations_total", "Observers removed by Observe=1, RST, a confirmable timeout or ICMP.", nil, func(s *observe.Stats) uint64 { return s.Deregistrations }),
+		counterOf("gatewayd_observe_rejected_notifications_total", "Observers removed because they answered a notification with RST (RFC 7641 §3.6).", nil, func(s *observe.Stats) uint64 { return s.Rejected }),
+		counterOf("gatewayd_observe_unconfirmed_notifications_total", "Observers removed because a confirmable notification went unacknowledged (RFC 7641 §4.5).", nil, func(s *observe.Stats) uint64 { return s.Unconfirmed }),
+		counterOf("gatewayd_observe_unreachable_observers_total", "Observers removed because the network reported their address and port unreachable (ICMP).", nil, func(s *observe.Stats) uint64 { return s.Unreachable }),
 		counterOf("gatewayd_observe_refused_registrations_total", "Registrations answered without Observe because of max_observers or max_per_client.", nil, func(s *observe.Stats) uint64 { return s.OverLimit }),
 		counterOf("gatewayd_observe_expired_protected_observations_total", "Protected observations ended after a day without a notification.", nil, func(s *observe.Stats) uint64 { return s.ProtectedExpired }),
 	}

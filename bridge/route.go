@@ -437,6 +437,10 @@ func upstreamError(err error) error {
 		return err
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, coap.ErrTimeout):
 		return &coap.Error{Code: coap.GatewayTimeout, MaxAge: -1, Err: err}
+	case errors.Is(err, coap.ErrUnreachable):
+		// The network reported the target unreachable (ICMP): the
+		// origin's failure, told at once (§5.7.2).
+		return &coap.Error{Code: coap.BadGateway, Diagnostic: "target unreachable", MaxAge: -1, Err: err}
 	default:
 		// RST from the origin, unreachable network, radio down: 5.02.
 		return &coap.Error{Code: coap.BadGateway, MaxAge: -1, Err: err}

@@ -67,10 +67,15 @@ type Stats struct {
 	// Reads counts the reads that returned datagrams; Received/Reads is
 	// how many one read took on average (BatchReader).
 	Reads uint64
+	// ICMP counts the network's reports of datagrams from this endpoint
+	// that did not arrive (ICMPError); Unreachable those that quoted what
+	// the endpoint sent (RFC 7252 §4.2) and so ended exchanges or
+	// notifications with ErrUnreachable.
+	ICMP, Unreachable uint64
 }
 
 type counters struct {
-	received, sent, malformed, duplicates, retransmissions, timeouts, resetsSent, busy, unmatched, refused, inline, reads atomic.Uint64
+	received, sent, malformed, duplicates, retransmissions, timeouts, resetsSent, busy, unmatched, refused, inline, reads, icmp, unreachable atomic.Uint64
 }
 
 // exKey names an exchange by peer and message ID (§4.5).
@@ -264,7 +269,7 @@ func (e *Endpoint) Stats() Stats {
 		Duplicates: s.duplicates.Load(), Retransmissions: s.retransmissions.Load(),
 		Timeouts: s.timeouts.Load(), ResetsSent: s.resetsSent.Load(), Busy: s.busy.Load(),
 		Unmatched: s.unmatched.Load(), Refused: s.refused.Load(), Inline: s.inline.Load(),
-		Reads: s.reads.Load(),
+		Reads: s.reads.Load(), ICMP: s.icmp.Load(), Unreachable: s.unreachable.Load(),
 	}
 }
 
@@ -328,6 +333,10 @@ func (e *Endpoint) readLoop() {
 	for {
 		n, peer, err := e.t.ReadFrom(buf)
 		if err != nil {
+			if e.icmpRead(err) {
+				fails = 0
+				continue
+			}
 			if e.readEnded(err, &fails) {
 				return
 			}
@@ -345,6 +354,10 @@ func (e *Endpoint) readBatches(inline context.Context, m *Message, b Batch) {
 	for {
 		n, err := b.Read()
 		if err != nil {
+			if e.icmpRead(err) {
+				fails = 0
+				continue
+			}
 			if e.readEnded(err, &fails) {
 				return
 			}
@@ -743,6 +756,15 @@ func (e *Endpoint) sendCON(peer netip.AddrPort, mid uint16, data []byte, fin fun
 // sendCONToken is sendCON for a request: a piggybacked response is taken
 // only with the request's token.
 func (e *Endpoint) sendCONToken(peer netip.AddrPort, mid uint16, tok []byte, data []byte, fin func(*Message, error)) {
+	if e.pendCON(peer, mid, tok, data, fin) {
+		e.write(peer, data)
+	}
+}
+
+// pendCON is sendCONToken but for the first transmission, which the
+// caller makes when pendCON reports true (NotifyAll sends it in a batch).
+// data is kept for the retransmissions.
+func (e *Endpoint) pendCON(peer netip.AddrPort, mid uint16, tok []byte, data []byte, fin func(*Message, error)) bool {
 	p := &outCon{key: exKey{peer, mid}, data: data, timeout: e.cfg.Params.initialTimeout(), fin: fin, token: tok}
 	e.mu.Lock()
 	if e.ctx.Err() != nil {
@@ -750,12 +772,12 @@ func (e *Endpoint) sendCONToken(peer netip.AddrPort, mid uint16, tok []byte, dat
 		if fin != nil {
 			fin(nil, ErrClosed)
 		}
-		return
+		return false
 	}
 	e.pending[p.key] = p
 	p.timer = time.AfterFunc(p.timeout, func() { e.retransmit(p) })
 	e.mu.Unlock()
-	e.write(peer, data)
+	return true
 }
 
 // retransmit sends p again, or gives up after MAX_RETRANSMIT; it reports
@@ -822,9 +844,10 @@ func (e *Endpoint) Do(ctx context.Context, to netip.AddrPort, req *Message) (*Me
 }
 
 // Go is Do without waiting: it sends req to the peer and calls done once,
-// with the first response or the error: ErrTimeout, ErrReset, ErrClosed,
-// or context.DeadlineExceeded when no response came within timeout. done
-// runs on the endpoint's reader goroutine or a timer's and must not block.
+// with the first response or the error: ErrTimeout, ErrReset,
+// ErrUnreachable, ErrClosed, or context.DeadlineExceeded when no response
+// came within timeout. done runs on the endpoint's reader goroutine or a
+// timer's and must not block.
 // It lets a handler answer through Later instead of holding a goroutine
 // for the whole exchange.
 func (e *Endpoint) Go(to netip.AddrPort, req *Message, timeout time.Duration, done func(*Message, error)) {

@@ -11,6 +11,10 @@ var (
 	ErrReset   = errors.New("coap: reset by peer") // the peer answered RST (§4.2)
 	ErrClosed  = errors.New("coap: endpoint closed")
 	ErrBusy    = errors.New("coap: too many exchanges in flight")
+	// ErrUnreachable: the network reported the peer unreachable (ICMP,
+	// vetted against what was sent, §4.2); the error also wraps the
+	// report's own, e.g. ECONNREFUSED for a closed port.
+	ErrUnreachable = errors.New("coap: destination unreachable")
 )
 
 // Error is a failure that maps to a CoAP response code: a handler that

@@ -32,15 +32,24 @@ func TestNotifyAllReachesEveryObserver(t *testing.T) {
 		}
 	}
 	// A CON notification may be retransmitted if the machine is slow to
-	// deliver its ACK; what is counted is first transmissions.
+	// deliver its ACK; what is counted is first transmissions. And a
+	// response is counted after it is sent, so possibly after its client
+	// has it: counting starts once all fifty responses are counted.
 	firsts := func() uint64 { s := e.Stats(); return s.Sent - s.Retransmissions }
+	for deadline := time.Now().Add(10 * time.Second); firsts() != n; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("registrations answered: %d sent, want %d", firsts(), n)
+		}
+	}
 	sentBefore := firsts()
 	ns := make([]Notification, n)
+	acked := make(chan error, 1)
 	mu.Lock()
 	for i, w := range writers {
 		ns[i] = Notification{W: w, Resp: &Message{Code: Content, Payload: []byte("1")}, CON: i == 0}
 	}
 	mu.Unlock()
+	ns[0].Done = func(err error) { acked <- err }
 	NotifyAll(ns)
 	seen := map[netip.AddrPort]bool{}
 	for i, c := range peers {
@@ -70,6 +79,9 @@ func TestNotifyAllReachesEveryObserver(t *testing.T) {
 	}
 	if len(seen) != n {
 		t.Fatalf("%d observers reached, want %d", len(seen), n)
+	}
+	if err := <-acked; err != nil {
+		t.Fatalf("CON notification: %v", err)
 	}
 	if got := firsts() - sentBefore; got != n {
 		t.Fatalf("%d datagrams sent (retransmissions aside), want %d", got, n)

@@ -19,9 +19,12 @@ type NotifyWriter interface {
 	// message ID, CON when con is set. done, if not nil, learns the
 	// outcome: for a CON it is called once, with nil when acknowledged,
 	// ErrReset when the client rejected it (it is no longer interested,
-	// §3.6) or ErrTimeout when it went unacknowledged (§4.5); for a NON it
-	// is called only if the client rejects it with RST while the endpoint
-	// still remembers the message ID (the last recentNONs NONs sent).
+	// §3.6), ErrTimeout when it went unacknowledged (§4.5) or
+	// ErrUnreachable when the network reported the client unreachable
+	// (RFC 7252 §4.2); for a NON it is called only if the client rejects
+	// it with RST, or the network reports it undelivered, while the
+	// endpoint still remembers the message ID (the last recentNONs NONs
+	// sent).
 	// resp is the caller's again once Notify returns: it is encoded, not
 	// kept.
 	Notify(resp *Message, con bool, done func(error)) error
@@ -65,10 +68,10 @@ type Notification struct {
 }
 
 // NotifyAll sends each notification as its writer's Notify would, but the
-// NON notifications to observers of one endpoint leave together, with as
-// few system calls as the transport allows (BatchWriter): a fan-out to
+// notifications to observers of one endpoint leave together, with as few
+// system calls as the transport allows (BatchWriter): a fan-out to
 // thousands of observers is then bound by the network, not by one
-// sendto per observer.
+// sendto per observer. A CON is retransmitted on its own, as Notify's.
 func NotifyAll(ns []Notification) {
 	var (
 		e     *Endpoint
@@ -84,17 +87,22 @@ func NotifyAll(ns []Notification) {
 	for i := range ns {
 		n := &ns[i]
 		w, ok := n.W.(*responseWriter)
-		if !ok || n.CON {
+		if !ok {
 			n.Err = n.W.Notify(n.Resp, n.CON, n.Done)
 			continue
-		}
-		if arena == nil {
-			arena = make([]byte, 0, 64*len(ns))
 		}
 		var data []byte
 		var mid uint16
 		var err error
-		arena, data, mid, err = w.notification(arena, n.Resp, false)
+		if n.CON {
+			// Its own memory: it is kept for the retransmissions.
+			_, data, mid, err = w.notification(nil, n.Resp, true)
+		} else {
+			if arena == nil {
+				arena = make([]byte, 0, 64*len(ns))
+			}
+			arena, data, mid, err = w.notification(arena, n.Resp, false)
+		}
 		if err != nil {
 			n.Err = err
 			continue
@@ -103,14 +111,18 @@ func NotifyAll(ns []Notification) {
 			flush()
 			e = w.e
 		}
-		if e.ctx.Err() != nil {
+		switch {
+		case n.CON:
+			if !e.pendCON(w.peer, mid, nil, data, conDone(n.Done)) {
+				continue
+			}
+		case e.ctx.Err() != nil:
 			if n.Done != nil {
 				n.Done(ErrClosed)
 			}
 			continue
-		}
-		if n.Done != nil {
-			e.nons.add(exKey{w.peer, mid}, n.Done)
+		case n.Done != nil:
+			e.nons.add(exKey{w.peer, mid}, w.token(), n.Done)
 		}
 		batch = append(batch, Datagram{B: data, To: w.peer})
 	}
@@ -139,15 +151,20 @@ func (w *responseWriter) Notify(resp *Message, con bool, done func(error)) error
 		return err
 	}
 	if con {
-		w.e.sendCON(w.peer, mid, data, func(_ *Message, err error) {
-			if done != nil {
-				done(err)
-			}
-		})
+		w.e.sendCON(w.peer, mid, data, conDone(done))
 	} else {
 		w.e.sendNON(w.peer, mid, data, done)
 	}
 	return nil
+}
+
+// conDone is a CON notification's outcome callback for sendCON.
+func conDone(done func(error)) func(*Message, error) {
+	return func(_ *Message, err error) {
+		if done != nil {
+			done(err)
+		}
+	}
 }
 
 // recentNONs bounds how many sent NONs the endpoint remembers to match an
@@ -159,34 +176,60 @@ const recentNONs = 1 << 16
 // nonRing remembers the most recent NONs sent with an RST callback.
 type nonRing struct {
 	mu   sync.Mutex
-	keys []exKey               // guarded by mu: ring, oldest at next
-	next int                   // guarded by mu
-	done map[exKey]func(error) // guarded by mu
+	keys []exKey           // guarded by mu: ring, oldest at next
+	next int               // guarded by mu
+	sent map[exKey]nonSent // guarded by mu
 }
 
-func (r *nonRing) add(k exKey, done func(error)) {
+// nonSent is a remembered NON: its callback, and its token, which an ICMP
+// report that quotes the NON must match (RFC 7252 §4.2).
+type nonSent struct {
+	done func(error)
+	tok  uint64
+}
+
+// tokenBits packs a token of up to 8 bytes (RFC 7252 §3) into a uint64.
+func tokenBits(tok []byte) uint64 {
+	var b [8]byte
+	copy(b[:], tok)
+	return binary.BigEndian.Uint64(b[:])
+}
+
+func (r *nonRing) add(k exKey, tok []byte, done func(error)) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.done == nil {
-		r.done = make(map[exKey]func(error))
+	if r.sent == nil {
+		r.sent = make(map[exKey]nonSent)
 	}
 	if len(r.keys) < recentNONs {
 		r.keys = append(r.keys, k)
 	} else {
-		delete(r.done, r.keys[r.next])
+		delete(r.sent, r.keys[r.next])
 		r.keys[r.next] = k
 		r.next = (r.next + 1) % recentNONs
 	}
-	r.done[k] = done
+	r.sent[k] = nonSent{done, tokenBits(tok)}
 }
 
 // take removes and returns the callback of a remembered NON.
 func (r *nonRing) take(k exKey) func(error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	d := r.done[k]
-	delete(r.done, k)
-	return d
+	s := r.sent[k]
+	delete(r.sent, k)
+	return s.done
+}
+
+// takeToken is take for a NON that must also carry tok.
+func (r *nonRing) takeToken(k exKey, tok []byte) func(error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s, ok := r.sent[k]
+	if !ok || s.tok != tokenBits(tok) {
+		return nil
+	}
+	delete(r.sent, k)
+	return s.done
 }
 
 // sendNON sends a NON; with done set, an RST for it is reported.
@@ -198,9 +241,17 @@ func (e *Endpoint) sendNON(peer netip.AddrPort, mid uint16, data []byte, done fu
 		return
 	}
 	if done != nil {
-		e.nons.add(exKey{peer, mid}, done)
+		e.nons.add(exKey{peer, mid}, nonToken(data), done)
 	}
 	e.write(peer, data)
+}
+
+// nonToken is the token of an encoded message.
+func nonToken(data []byte) []byte {
+	if len(data) < 4 {
+		return nil
+	}
+	return data[4:min(4+int(data[0]&0xf), len(data))]
 }
 
 // Observation is a client-side observation registered with Observe.

@@ -2,6 +2,7 @@ package coap
 
 import (
 	"context"
+	"fmt"
 	"net/netip"
 )
 
@@ -62,4 +63,34 @@ type Batch interface {
 	// bytes are overwritten by the next Read. A datagram that did not fit
 	// is reported with truncated set.
 	Datagram(i int) (b []byte, from netip.AddrPort, truncated bool)
+}
+
+// ICMPReport is the network's report that a datagram sent earlier did not
+// reach its destination: an ICMP or ICMPv6 destination unreachable or
+// parameter problem (RFC 7252 §4.2: host, network, port or protocol
+// unreachable and parameter problem errors may fail an exchange, after
+// vetting).
+type ICMPReport struct {
+	To  netip.AddrPort // the datagram's destination
+	Err error          // what the report stands for: ECONNREFUSED for a closed port, EHOSTUNREACH, ...
+	// Quote is the start of the datagram as the report quoted it, for the
+	// message layer to check it against what it sent: header, token and
+	// more where the report has them. It is valid until the next read.
+	Quote []byte
+}
+
+// ICMPError is what a read returns, instead of datagrams, when the
+// network reported datagrams sent from the transport undelivered (on
+// Linux, UDP sockets ask for the reports with IP_RECVERR and
+// IPV6_RECVERR). Reports may be empty: the network said something the
+// transport could not attribute. Either way the reader reads on at once.
+type ICMPError struct {
+	Reports []ICMPReport
+}
+
+func (e *ICMPError) Error() string {
+	if len(e.Reports) == 0 {
+		return "coap: ICMP error"
+	}
+	return fmt.Sprintf("coap: ICMP error: %v: %v (and %d more)", e.Reports[0].To, e.Reports[0].Err, len(e.Reports)-1)
 }

@@ -54,6 +54,9 @@ func NewUDP(c *net.UDPConn) *UDP {
 	la, _ := c.LocalAddr().(*net.UDPAddr)
 	u := &UDP{c: c, v6: la != nil && la.IP.To4() == nil}
 	u.raw.init(c)
+	// The network's reports of undelivered datagrams (ICMP) fail the
+	// exchanges they concern at once (RFC 7252 §4.2).
+	enableICMP(c, u.v6)
 	if u.v6 {
 		u.batch = ipv6.NewPacketConn(c)
 	} else {
@@ -99,26 +102,32 @@ func (u *UDP) WriteBatch(_ context.Context, ds []Datagram) (int, error) {
 		clear(bufs)
 		v.ms, v.bufs, v.addrs, v.ips = ms[:0], bufs[:0], addrs[:0], ips[:0]
 	}()
-	sent := 0
+	sent, retried := 0, false
 	for sent < len(ms) {
 		n, err := u.batch.WriteBatch(ms[sent:], 0)
+		n = max(n, 0) // a failed sendmmsg reports -1
 		sent += n
-		if err != nil {
+		switch {
+		case err != nil && n == 0 && !retried && u.icmpTook(err):
+			retried = true // an ICMP report's pending error: again
+		case err != nil:
 			return sent, err
-		}
-		if n == 0 {
+		case n == 0:
 			return sent, errors.New("coap: sendmmsg sent nothing")
+		case sent < len(ms):
+			u.sentShort()
 		}
 	}
 	return sent, nil
 }
 
 // ReadFrom reads one datagram. Peers of an IPv6 socket that are IPv4 are
-// reported as IPv4 addresses, not IPv4-mapped ones.
+// reported as IPv4 addresses, not IPv4-mapped ones. Reports of datagrams
+// that did not arrive come as an *ICMPError (on Linux).
 func (u *UDP) ReadFrom(b []byte) (int, netip.AddrPort, error) {
 	n, ap, err := u.c.ReadFromUDPAddrPort(b)
 	if err != nil {
-		return 0, netip.AddrPort{}, err
+		return 0, netip.AddrPort{}, u.icmpAfter(err)
 	}
 	return n, netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), nil
 }
@@ -135,6 +144,9 @@ func (u *UDP) WriteTo(_ context.Context, b []byte, to netip.AddrPort) error {
 	// has no raw path: the runtime's path waits until the datagram fits
 	// and turns a zone into a scope ID.
 	_, err := u.c.WriteToUDPAddrPort(b, to)
+	if err != nil && u.icmpTook(err) {
+		_, err = u.c.WriteToUDPAddrPort(b, to)
+	}
 	return err
 }
 

@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"syscall"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -28,6 +30,7 @@ func (u *UDP) NewBatch(n int) (Batch, error) {
 	}
 	n = max(n, 1)
 	r := &mmsgBatch{
+		c:     u.c,
 		rc:    rc,
 		hs:    make([]unix.Mmsghdr, n),
 		iovs:  make([]unix.Iovec, n),
@@ -46,15 +49,26 @@ func (u *UDP) NewBatch(n int) (Batch, error) {
 }
 
 type mmsgBatch struct {
+	c     *net.UDPConn
 	rc    syscall.RawConn
 	hs    []unix.Mmsghdr
 	iovs  []unix.Iovec
 	names []unix.RawSockaddrInet6 // large enough for either family
 	bufs  [][]byte
 	recv  func(fd uintptr) bool
+	eq    *errQueue // made at the first ICMP report
 
-	n     int
-	errno syscall.Errno
+	n       int
+	errno   syscall.Errno
+	reports []ICMPReport // read with errno, from the error queue
+}
+
+// errQueue returns the reader's error queue reader.
+func (r *mmsgBatch) errQueue() *errQueue {
+	if r.eq == nil {
+		r.eq = new(errQueue)
+	}
+	return r.eq
 }
 
 // recvmmsg is the RawConn.Read callback: false means "nothing waiting",
@@ -70,18 +84,26 @@ func (r *mmsgBatch) recvmmsg(fd uintptr) bool {
 	if e == unix.EAGAIN || e == unix.EWOULDBLOCK {
 		return false
 	}
-	r.n, r.errno = int(n), e
+	r.n, r.errno, r.reports = int(n), e, nil
+	if e != 0 && e != unix.EINTR {
+		// Most likely the pending error of an ICMP report: its report
+		// is on the error queue, read while the descriptor is at hand.
+		r.reports = r.errQueue().drain(fd)
+	}
 	return true
 }
 
 func (r *mmsgBatch) Read() (int, error) {
 	for {
 		if err := r.rc.Read(r.recv); err != nil {
-			return 0, err
+			return 0, r.readFailed(err)
 		}
 		switch {
 		case r.errno == unix.EINTR:
 			continue
+		case len(r.reports) > 0 || icmpErrno(r.errno):
+			r.eq.err.Reports = r.reports
+			return 0, &r.eq.err
 		case r.errno != 0:
 			return 0, fmt.Errorf("coap: recvmmsg: %w", error(r.errno))
 		case r.n == 0:
@@ -89,6 +111,36 @@ func (r *mmsgBatch) Read() (int, error) {
 		}
 		return r.n, nil
 	}
+}
+
+// readFailed is Read's handling of the runtime refusing to read. A read
+// deadline that passed is a sender's wake-up call (wakeReader): the error
+// queue has a report whose pending error a send took. Otherwise the
+// socket was closed, or the runtime refuses without a word about the
+// cause after an event that was an error alone (EPOLLERR: a report queued
+// while there was nothing to read and the send buffer was full) until the
+// descriptor's next event: the error queue is read aside then too, so
+// that its reports are not held up and the socket's error is cleared; if
+// there was nothing, the endpoint pauses before reading again, as for any
+// failing read, and the next event (a datagram, room in the send buffer)
+// lets the reader wait again.
+func (r *mmsgBatch) readFailed(err error) error {
+	if isClosedErr(err) {
+		return err
+	}
+	woken := errors.Is(err, os.ErrDeadlineExceeded)
+	if woken {
+		_ = r.c.SetReadDeadline(time.Time{})
+	}
+	var reps []ICMPReport
+	if cerr := r.rc.Control(func(fd uintptr) { reps = r.errQueue().drain(fd) }); cerr != nil {
+		return cerr
+	}
+	if len(reps) == 0 && !woken {
+		return err
+	}
+	r.eq.err.Reports = reps
+	return &r.eq.err
 }
 
 func (r *mmsgBatch) Datagram(i int) ([]byte, netip.AddrPort, bool) {
@@ -129,10 +181,12 @@ type rawSender struct {
 	mu     sync.RWMutex
 	fd     int // -1: no raw path
 	closed bool
+	wake   func() // the socket's wakeReader
 }
 
 func (r *rawSender) init(c *net.UDPConn) {
 	r.fd = -1
+	r.wake = func() { wakeReader(c) }
 	rc, err := c.SyscallConn()
 	if err != nil {
 		return
@@ -168,16 +222,23 @@ func (r *rawSender) sendto(b []byte, to netip.AddrPort) (sent bool, err error) {
 		setNetPort(&sa.Port, to.Port())
 		salen = unix.SizeofSockaddrInet6
 	}
+	retried := false
 	for {
 		_, _, e := unix.Syscall6(unix.SYS_SENDTO, uintptr(r.fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)),
 			unix.MSG_DONTWAIT, uintptr(unsafe.Pointer(&sa)), salen)
-		switch e {
-		case 0:
+		switch {
+		case e == 0:
 			return true, nil
-		case unix.EINTR:
+		case e == unix.EINTR:
 			continue
-		case unix.EAGAIN:
+		case e == unix.EAGAIN:
 			return false, nil
+		case icmpErrno(e) && !retried:
+			// Most likely an ICMP report's pending error, taken by
+			// this send (see icmpTook): send again.
+			retried = true
+			r.wake()
+			continue
 		}
 		return true, fmt.Errorf("coap: write to %v: %w", to, error(e))
 	}

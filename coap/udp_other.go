@@ -14,6 +14,14 @@ func (u *UDP) NewBatch(int) (Batch, error) {
 	return nil, errors.New("coap: batch reads need Linux")
 }
 
+// enableICMP: ICMP reports are read on Linux only; elsewhere an exchange
+// with an unreachable peer ends at its timeout.
+func enableICMP(*net.UDPConn, bool) {}
+
+func (u *UDP) icmpAfter(err error) error { return err }
+func (u *UDP) icmpTook(error) bool       { return false }
+func (u *UDP) sentShort()                {}
+
 // rawSender is the runtime's path everywhere but Linux.
 type rawSender struct{}
 

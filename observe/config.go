@@ -21,8 +21,15 @@ type Config struct {
 	// away is eventually removed.
 	CONInterval Duration `toml:"con_interval"`
 	// NotifyType is the message type of notifications: "non" (with a CON
-	// every CONInterval) or "con" (every notification confirmable).
+	// every CONEvery notifications and at least every CONInterval) or
+	// "con" (every notification confirmable).
 	NotifyType string `toml:"notify_type"`
+	// CONEvery makes every CONEvery-th notification to an observer
+	// confirmable when NotifyType is "non", so that an observer that went
+	// away without a word is found out within a few notifications, not a
+	// day: its CON goes unacknowledged, or is rejected (RFC 7641 §4.5
+	// lets a server send a CON whenever it likes).
+	CONEvery int `toml:"con_every"`
 }
 
 // Duration is a time.Duration written as a string in TOML, e.g. "24h".
@@ -47,14 +54,16 @@ const (
 	NotifyCON = "con"
 )
 
-// Defaults are 10000 observers, 64 per client, NON notifications and a
-// CON at least every 24 hours (RFC 7641 §4.5).
+// Defaults are 10000 observers, 64 per client, NON notifications with
+// every 20th confirmable and a CON at least every 24 hours (RFC 7641
+// §4.5).
 func Defaults() Config {
 	return Config{
 		MaxObservers: 10000,
 		MaxPerClient: 64,
 		CONInterval:  Duration{24 * time.Hour},
 		NotifyType:   NotifyNON,
+		CONEvery:     20,
 	}
 }
 
@@ -63,6 +72,10 @@ var ErrConfig = errors.New("observe: bad config")
 
 // maxObserversLimit keeps a typo from configuring an unbounded hub.
 const maxObserversLimit = 1 << 20
+
+// maxCONEvery is the largest CONEvery: an observer counts its
+// notifications since the last CON in 16 bits.
+const maxCONEvery = 1<<16 - 1
 
 // Validate checks the bounds.
 func (c Config) Validate() error {
@@ -78,6 +91,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: con_interval must be positive and at most the 24h of RFC 7641 §4.5, got %v", ErrConfig, c.CONInterval.Duration)
 	case c.NotifyType != NotifyNON && c.NotifyType != NotifyCON:
 		return fmt.Errorf("%w: notify_type must be %q or %q, got %q", ErrConfig, NotifyNON, NotifyCON, c.NotifyType)
+	case c.CONEvery < 1 || c.CONEvery > maxCONEvery:
+		return fmt.Errorf("%w: con_every must be between 1 and %d, got %d", ErrConfig, maxCONEvery, c.CONEvery)
 	}
 	return nil
 }
@@ -97,6 +112,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.NotifyType != NotifyCON {
 		c.NotifyType = NotifyNON
+	}
+	if c.CONEvery < 1 || c.CONEvery > maxCONEvery {
+		c.CONEvery = d.CONEvery
 	}
 	return c
 }

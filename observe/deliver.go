@@ -57,11 +57,16 @@ func (h *Hub) work() {
 			}
 			n, at, final := o.e.last, o.e.lastAt, o.final
 			o.dirty = false
-			// §4.5: NON by default, with a CON at least every CONInterval
-			// so that an observer that went away is found out and removed.
-			con := h.allCON || now.Sub(time.Unix(0, o.lastCON)) >= h.cfg.CONInterval.Duration
+			// §4.5: NON by default, with a CON every CONEvery
+			// notifications and at least every CONInterval, so that an
+			// observer that went away is found out and removed: its CON
+			// times out or is rejected.
+			con := h.allCON || int(o.sinceCON)+1 >= h.cfg.CONEvery ||
+				now.Sub(time.Unix(0, o.lastCON)) >= h.cfg.CONInterval.Duration
 			if con {
-				o.lastCON = now.UnixNano()
+				o.lastCON, o.sinceCON = now.UnixNano(), 0
+			} else {
+				o.sinceCON++
 			}
 			done := o.deliveredNON
 			if con {
@@ -112,8 +117,9 @@ func (o *observer) deliveredCON(err error) { o.e.h.delivered(o, true, err) }
 func (o *observer) deliveredNON(err error) { o.e.h.delivered(o, false, err) }
 
 // delivered is the outcome of one notification. A CON frees the observer
-// for the next state; an RST (§3.6, §4.5) or a CON that timed out (§4.5)
-// removes it.
+// for the next state; an RST (§3.6, §4.5), a CON that timed out (§4.5) or
+// the network's report that the observer is unreachable (a port closed
+// by a client that died: RFC 7252 §4.2) removes it.
 func (h *Hub) delivered(o *observer, con bool, err error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -124,8 +130,17 @@ func (h *Hub) delivered(o *observer, con bool, err error) {
 		return
 	}
 	switch {
-	case errors.Is(err, coap.ErrReset), errors.Is(err, coap.ErrTimeout):
+	case errors.Is(err, coap.ErrReset), errors.Is(err, coap.ErrTimeout), errors.Is(err, coap.ErrUnreachable):
 		h.st.dereg.Add(1)
+		switch {
+		case errors.Is(err, coap.ErrReset):
+			h.st.rejected.Add(1)
+		case errors.Is(err, coap.ErrTimeout):
+			h.st.unconfirmed.Add(1)
+		default:
+			h.st.unreachable.Add(1)
+		}
+		h.log.Debug("observer removed", "peer", o.id.peer(), "err", err)
 		h.removeLocked(o)
 	case err != nil:
 		// The endpoint closed: nobody to notify any more.

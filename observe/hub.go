@@ -81,7 +81,10 @@ type Stats struct {
 	NotificationsIn  uint64 // upstream notifications received
 	NotificationsOut uint64 // notifications sent to observers
 	DroppedStale     uint64 // upstream notifications out of sequence (PR4.1, RFC 7641 §3.4)
-	Deregistrations  uint64 // observers removed by Observe=1, RST or CON timeout
+	Deregistrations  uint64 // observers removed by Observe=1, RST, CON timeout or ICMP
+	Rejected         uint64 // of those, by an RST to a notification (RFC 7641 §3.6)
+	Unconfirmed      uint64 // of those, by a CON notification that timed out (§4.5)
+	Unreachable      uint64 // of those, by the network reporting the observer unreachable (ICMP)
 	Skipped          uint64 // states an observer never saw because a newer one replaced it in its slot
 	OverLimit        uint64 // registrations served without Observe because of MaxObservers or MaxPerClient
 	ProtectedExpired uint64 // protected observations ended after a day without a notification
@@ -89,6 +92,7 @@ type Stats struct {
 
 type counters struct {
 	in, out, stale, dereg, skipped, overLimit, protExpired atomic.Uint64
+	rejected, unconfirmed, unreachable                     atomic.Uint64
 }
 
 // Hub is the proxy's Observe hub (RFC 7641 §5): one upstream observation
@@ -171,6 +175,9 @@ func (h *Hub) Stats() Stats {
 	s.NotificationsOut = h.st.out.Load()
 	s.DroppedStale = h.st.stale.Load()
 	s.Deregistrations = h.st.dereg.Load()
+	s.Rejected = h.st.rejected.Load()
+	s.Unconfirmed = h.st.unconfirmed.Load()
+	s.Unreachable = h.st.unreachable.Load()
 	s.Skipped = h.st.skipped.Load()
 	s.OverLimit = h.st.overLimit.Load()
 	s.ProtectedExpired = h.st.protExpired.Load()
@@ -290,6 +297,7 @@ type observer struct {
 	lastCON   int64  // UnixNano of the last confirmable notification (or registration)
 	idx       int32  // in e.obs (max_observers is at most 2^20)
 	seq       uint32 // the last Observe number given to this observer
+	sinceCON  uint16 // notifications since the last confirmable one (CONEvery)
 	dirty     bool   // latest-wins slot: e.last is not yet sent
 	final     bool   // the slot's state ends the observation
 	started   bool   // the first response is out: notifications may follow
@@ -617,6 +625,10 @@ func (h *Hub) releaseLocked(a netip.Addr) {
 func (h *Hub) addLocked(e *entry, id obsID, w coap.NotifyWriter, now time.Time) *observer {
 	o := &observer{id: id, e: e, w: w, idx: int32(len(e.obs)), lastCON: now.UnixNano()}
 	o.seq = h.seqBase.Load() & seqMask
+	// The observers of a resource take their CONs in turn, not all on
+	// the same notification: a fan-out to thousands then holds a
+	// CONEvery-th of them in retransmission state at a time, not all.
+	o.sinceCON = uint16(int(o.idx) % h.cfg.CONEvery)
 	e.obs = append(e.obs, o)
 	if old := h.observers.get(id); old != nil {
 		// §4.1: the same client and token replace an entry, never add a

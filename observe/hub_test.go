@@ -85,6 +85,9 @@ func TestConfigValidate(t *testing.T) {
 		{"no con interval", func(c *Config) { c.CONInterval.Duration = 0 }, false},
 		{"con interval over 24h (RFC 7641 §4.5)", func(c *Config) { c.CONInterval.Duration = 25 * time.Hour }, false},
 		{"bad type", func(c *Config) { c.NotifyType = "ack" }, false},
+		{"every notification CON by count", func(c *Config) { c.CONEvery = 1 }, true},
+		{"con_every 0", func(c *Config) { c.CONEvery = 0 }, false},
+		{"con_every over 16 bits", func(c *Config) { c.CONEvery = 1 << 16 }, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := Defaults()

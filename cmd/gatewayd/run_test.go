@@ -230,7 +230,14 @@ func blockRequests(log, method, option string) int {
 
 func TestLibcoapClientSeesProxyErrors(t *testing.T) {
 	proxy := freePort(t)
-	silent := freePort(t) // nothing listens: ICMP refused, or silence
+	// Nothing listens on closed: ICMP port unreachable. silent reads
+	// nothing and answers nothing.
+	closed := freePort(t)
+	silent, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
 	startGatewayd(t, fmt.Sprintf("[proxy]\nlisten = [\"udp://127.0.0.1:%d\"]\ntimeout = \"1s\"\n", proxy))
 	P := fmt.Sprintf("coap://127.0.0.1:%d", proxy)
 	cases := []struct {
@@ -242,7 +249,8 @@ func TestLibcoapClientSeesProxyErrors(t *testing.T) {
 		// (§5.7.2), not a bad option.
 		{[]string{"-P", P, "foo://127.0.0.1/x"}, "5.05"},
 		{[]string{"-P", P, "coap://192.0.2.7/x"}, "5.05"},
-		{[]string{"-P", P, fmt.Sprintf("coap://127.0.0.1:%d/x", silent)}, "5.04"},
+		{[]string{"-P", P, fmt.Sprintf("coap://127.0.0.1:%d/x", closed)}, "5.02"},
+		{[]string{"-P", P, fmt.Sprintf("coap://%s/x", silent.LocalAddr())}, "5.04"},
 		// §5.4.1 on the gateway's own resources: an unknown critical
 		// option, and OSCORE without a context (RFC 8613 §8.2).
 		{[]string{"-O", "65001,1", P + "/.well-known/core"}, "4.02"},

@@ -16,6 +16,7 @@ import (
 // misbehaved saw.
 type Libcoap struct {
 	out, log string
+	cmd      *exec.Cmd
 	done     chan error
 }
 
@@ -41,12 +42,17 @@ func StartLibcoap(ctx context.Context, t *testing.T, i int, args ...string) *Lib
 	if err := cmd.Start(); err != nil {
 		t.Fatalf("coap-client %d: %v", i, err)
 	}
+	c.cmd = cmd
 	go func() { c.done <- cmd.Wait() }()
 	return c
 }
 
 // Wait waits for the process to end.
 func (c *Libcoap) Wait() error { return <-c.done }
+
+// Kill ends the process with SIGKILL, as a crash would: it deregisters
+// nothing, and its socket closes with it. Wait then returns.
+func (c *Libcoap) Kill() error { return c.cmd.Process.Kill() }
 
 // Payloads is what the client received, payload after payload.
 func (c *Libcoap) Payloads() string {
