@@ -34,6 +34,7 @@ type Cache struct {
 	mu      sync.Mutex
 	entries map[[sha256.Size]byte]*entry // guarded by mu: by Key.ID
 	byURI   map[[sha256.Size]byte]*entry // guarded by mu: heads of the same-URI lists, by Key.URI
+	reps    map[[sha256.Size]byte]*rep   // guarded by mu: the representations' blocks, by Key.Rep
 	lru     entry                        // guarded by mu: sentinel of the recency list
 	bytes   int64                        // guarded by mu: accounted size of all entries
 	flights map[flightKey]*flight        // guarded by mu: upstream requests others wait for
@@ -47,7 +48,7 @@ type Cache struct {
 }
 
 type counters struct {
-	hits, misses, revalidations, evictions, expired, coalesced, stored, invalidated atomic.Uint64
+	hits, misses, revalidations, evictions, expired, coalesced, stored, invalidated, superseded atomic.Uint64
 }
 
 // Stats is a snapshot of the cache's counters.
@@ -60,6 +61,7 @@ type Stats struct {
 	Coalesced     uint64 // requests answered by an identical concurrent request's upstream exchange
 	Stored        uint64 // responses stored or refreshed
 	Invalidated   uint64 // entries dropped because an unsafe request to their URI succeeded
+	Superseded    uint64 // 2.05 entries (blocks) dropped because another representation of their resource came (RFC 7959 §2.10)
 	Bytes         int64  // accounted size of the entries now
 	Entries       int    // entries now
 }
@@ -94,6 +96,7 @@ func New(cfg Config, opts ...Option) *Cache {
 		log:      slog.New(slog.DiscardHandler),
 		entries:  map[[sha256.Size]byte]*entry{},
 		byURI:    map[[sha256.Size]byte]*entry{},
+		reps:     map[[sha256.Size]byte]*rep{},
 		flights:  map[flightKey]*flight{},
 		unshared: map[[sha256.Size]byte]struct{}{},
 	}
@@ -118,6 +121,7 @@ func (c *Cache) Stats() Stats {
 		Coalesced:     c.stats.coalesced.Load(),
 		Stored:        c.stats.stored.Load(),
 		Invalidated:   c.stats.invalidated.Load(),
+		Superseded:    c.stats.superseded.Load(),
 		Bytes:         b,
 		Entries:       n,
 	}
@@ -138,13 +142,21 @@ func KeyOf(req *coap.Request) (Key, bool) {
 // Store stores a response under key if it is cacheable (2.05, or an error
 // with Max-Age; Max-Age not 0; not over max_entry_bytes), replacing the
 // entry there (PR3.2). It reports whether the response was stored. The
-// cache keeps a copy.
+// cache keeps a copy. A 2.05, stored or not, drops the stored blocks of
+// the other representations of its resource (key.Rep, RFC 7959 §2.10): a
+// notification carrying a new first block ends the old one's other blocks.
 func (c *Cache) Store(key Key, resp *coap.Message) bool {
 	if resp == nil {
 		return false
 	}
 	maxAge, ok := c.cacheable(resp)
 	if !ok {
+		if key.Rep == ([sha256.Size]byte{}) {
+			key.Rep = key.ID
+		}
+		c.mu.Lock()
+		c.learnFrom(key.Rep, resp)
+		c.mu.Unlock()
 		return false
 	}
 	m := resp.Clone()
@@ -323,7 +335,12 @@ func (c *Cache) lookup(m *coap.Message, k *reqKey, id [sha256.Size]byte, hop int
 	c.mu.Lock()
 	a, ok := c.get(alt, now)
 	c.mu.Unlock()
-	if ok && a.fresh(now) && a.resp.Code == coap.Content && a.cf == int64(accept) {
+	if ok && a.fresh(now) && a.resp.Code == coap.Content && a.cf == int64(accept) &&
+		!m.Options.Has(coap.Block2) && !a.resp.Options.Has(coap.Block2) {
+		// Not for a block: the other blocks would come from this
+		// request's own entries, which are another representation's
+		// list (Key.Rep includes Accept), and could be of another
+		// representation (RFC 7959 §2.4).
 		return a, true
 	}
 	return e, found
@@ -504,6 +521,7 @@ func (c *Cache) settle(w coap.ResponseWriter, k *reqKey, id [sha256.Size]byte, h
 	}
 	resp.Token, resp.MID, resp.Type = nil, 0, 0
 	now := c.now()
+	rid := k.rep()
 	if resp.Code == coap.Valid {
 		tag, ok := resp.Options.Get(coap.ETag)
 		if !ok && count(fwd.Msg.Options, coap.ETag) == 1 {
@@ -511,6 +529,16 @@ func (c *Cache) settle(w coap.ResponseWriter, k *reqKey, id [sha256.Size]byte, h
 		}
 		c.mu.Lock()
 		fresh, refreshed := c.refresh(id, tag, resp, now)
+		if !refreshed && len(tag) > 0 {
+			// Validating one block validates the complete
+			// representation (RFC 7959 §2.10), and tells which one is
+			// current: the blocks of any other are dropped.
+			var expires time.Time
+			if maxAge, ok := c.maxAge(resp); ok {
+				expires = now.Add(maxAge)
+			}
+			c.learn(rid, nil, tag, false, expires)
+		}
 		c.mu.Unlock()
 		switch {
 		case refreshed && hasETag(m, tag):
@@ -531,7 +559,7 @@ func (c *Cache) settle(w coap.ResponseWriter, k *reqKey, id [sha256.Size]byte, h
 	var shared *coap.Message
 	c.mu.Lock()
 	if cacheable {
-		if !c.put(Key{ID: id, URI: k.uri()}, resp, maxAge, hop, now) {
+		if !c.put(Key{ID: id, URI: k.uri(), Rep: rid}, resp, maxAge, hop, now) {
 			c.log.Debug("response not stored", "reason", "over max_entry_bytes", "size", entrySize(resp))
 		}
 		shared = resp
@@ -541,6 +569,7 @@ func (c *Cache) settle(w coap.ResponseWriter, k *reqKey, id [sha256.Size]byte, h
 			// A newer answer that may not be stored still outdates the old.
 			c.remove(old)
 		}
+		c.learnFrom(rid, resp)
 		if len(c.unshared) >= maxUnshared {
 			clear(c.unshared)
 		}

@@ -671,7 +671,7 @@ func TestCoalescedWaitersShareTheLeadersError(t *testing.T) {
 	}
 }
 
-func mustKey(t *testing.T, r *coap.Request) Key {
+func mustKey(t testing.TB, r *coap.Request) Key {
 	t.Helper()
 	k, ok := KeyOf(r)
 	if !ok {

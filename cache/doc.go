@@ -7,8 +7,10 @@
 // (PR3.3, RFC 7252 §5.6.2, §5.9.1.3), serves the remaining freshness as
 // Max-Age (PR3.4), serves a stored representation to an Accept that names
 // its Content-Format (PR3.5), coalesces identical concurrent misses into
-// one upstream request, and invalidates a URI's entries when an unsafe
-// request to it succeeds.
+// one upstream request, invalidates a URI's entries when an unsafe request
+// to it succeeds, and, storing block-wise responses block by block, drops
+// a representation's blocks when the origin answers with another one, so
+// that no client reassembles a body from blocks of two (RFC 7959 §2.10).
 //
 // The cache never reads a protected payload and never changes a protected
 // request: a request with the OSCORE option passes untouched (RFC 8613

@@ -4,17 +4,21 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
+	"hash"
 	"strings"
 	"sync"
 
 	"github.com/opaque-edge/gatewayd/coap"
 )
 
-// Key names one stored response. It holds two SHA-256 digests of the
+// Key names one stored response. It holds three SHA-256 digests of the
 // canonical encoding described in README.md: ID over the whole request key
 // (method, effective request URI, client transport security, every option
-// that is a cache key, payload), and URI over the effective request URI
-// alone, which is what a successful unsafe request invalidates.
+// that is a cache key, payload), URI over the effective request URI alone,
+// which is what a successful unsafe request invalidates, and Rep over the
+// request key without its Block2 option: the blocks of one representation
+// share it (RFC 7959 §2.10), and it is the ID of the same request without
+// Block2.
 //
 // A collision-resistant digest rather than a fast one: a client that could
 // craft a request colliding with another client's key could poison what
@@ -23,6 +27,7 @@ import (
 type Key struct {
 	ID  [sha256.Size]byte
 	URI [sha256.Size]byte
+	Rep [sha256.Size]byte
 }
 
 // keyVersion starts every encoding, so that a change of format cannot
@@ -148,7 +153,37 @@ func (k *reqKey) uri() [sha256.Size]byte { return sha256.Sum256(k.b[:k.uriEnd]) 
 // withoutAccept is the ID the same request without its Accept option has.
 func (k *reqKey) withoutAccept() [sha256.Size]byte { return sha256.Sum256(k.b[:k.acceptStart]) }
 
-func (k *reqKey) key() Key { return Key{ID: k.id(), URI: k.uri()} }
+// rep is Key.Rep: the digest of the key without its Block2 option, which
+// is the ID the same request without Block2 has (RFC 7959 §2.10: the
+// blocks of one representation share it). Only what is stored needs it,
+// so the hit path does not pay for it: the Block2 field is found here, in
+// the option part that follows the URI, the security byte and the method.
+func (k *reqKey) rep() [sha256.Size]byte {
+	b := k.b
+	var h hash.Hash
+	from := 0 // b[from:] is not written yet
+	for i := k.uriEnd + 2; i+7 <= len(b) && b[i] == tagOption; {
+		id := coap.OptionID(binary.BigEndian.Uint16(b[i+1:]))
+		next := i + 7 + int(binary.BigEndian.Uint32(b[i+3:]))
+		if id == coap.Block2 {
+			if h == nil {
+				h = sha256.New()
+			}
+			h.Write(b[from:i])
+			from = next
+		}
+		i = next
+	}
+	if h == nil {
+		return k.id()
+	}
+	h.Write(b[from:])
+	var d [sha256.Size]byte
+	h.Sum(d[:0])
+	return d
+}
+
+func (k *reqKey) key() Key { return Key{ID: k.id(), URI: k.uri(), Rep: k.rep()} }
 
 // inKey reports whether an option goes into the option part of the key.
 func inKey(id coap.OptionID) bool {

@@ -10,13 +10,15 @@ import (
 )
 
 // FuzzKey drives the key over arbitrary messages: it never panics, a
-// NoCacheKey option (§5.4.6) never changes it, and an option that is a
-// cache key always does.
+// NoCacheKey option (§5.4.6) never changes it, an option that is a cache
+// key always does, and Rep is the ID of the message without Block2
+// (RFC 7959 §2.10).
 func FuzzKey(f *testing.F) {
 	for _, r := range []*coap.Request{
 		get(target),
 		get("coap://Node.Example:5683/a%2Fb?x=1&y", uintOpt(coap.Accept, 50), opt(coap.ETag, "e")),
 		get(target, opt(coap.OSCORE, "\x19\x00"), opt(coap.RequestHash, "h")),
+		get(target, opt(coap.IfNoneMatch, ""), uintOpt(coap.Block2, 0x12), opt(65000, "x"), uintOpt(coap.Accept, 60)),
 	} {
 		b, _ := r.Msg.Marshal()
 		f.Add(b, uint16(65000), []byte("v"))
@@ -45,6 +47,11 @@ func FuzzKey(f *testing.F) {
 			if ok2 && k1.ID == k2.ID {
 				t.Fatalf("cache-key option %v left the key unchanged", oid)
 			}
+		}
+		nb := m.Clone()
+		nb.Options = nb.Options.Remove(coap.Block2)
+		if k3, ok := KeyOf(&coap.Request{Msg: nb}); !ok || k3.ID != k1.Rep {
+			t.Fatal("Rep is not the ID of the request without Block2")
 		}
 		s := &coap.Request{Msg: m.Clone(), Secure: true}
 		if k3, ok := KeyOf(s); ok && k3.ID == k1.ID {
