@@ -318,18 +318,22 @@ func (p *Proxy) Radios() []*radio.Radio {
 // cache does not key (OSCORE) get the hub's own key.
 func hubKey(r *coap.Request) (string, bool) {
 	if k, ok := cache.KeyOf(r); ok {
-		return "c" + string(k.ID[:]) + string(k.URI[:]), true
+		return "c" + string(k.ID[:]) + string(k.URI[:]) + string(k.Rep[:]), true
 	}
 	return observe.DefaultKey(r)
 }
 
+// cacheKeyOf is the cache key a hubKey carries, Rep included: with it a
+// notification's first block ends the cached blocks of the representation
+// it replaces (RFC 7959 §2.10, §3).
 func cacheKeyOf(key string) (cache.Key, bool) {
 	var k cache.Key
-	if len(key) != 1+len(k.ID)+len(k.URI) || key[0] != 'c' {
+	if len(key) != 1+len(k.ID)+len(k.URI)+len(k.Rep) || key[0] != 'c' {
 		return k, false
 	}
 	copy(k.ID[:], key[1:])
 	copy(k.URI[:], key[1+len(k.ID):])
+	copy(k.Rep[:], key[1+len(k.ID)+len(k.URI):])
 	return k, true
 }
 
