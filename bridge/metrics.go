@@ -275,6 +275,7 @@ var (
 		counterOf("gatewayd_cache_stores_total", "Responses stored or refreshed.", nil, func(s *cache.Stats) uint64 { return s.Stored }),
 		counterOf("gatewayd_cache_evictions_total", "Entries dropped to stay within max_bytes.", nil, func(s *cache.Stats) uint64 { return s.Evictions }),
 		counterOf("gatewayd_cache_expirations_total", "Stale entries without an ETag dropped when found.", nil, func(s *cache.Stats) uint64 { return s.Expired }),
+		counterOf("gatewayd_cache_superseded_blocks_total", "Cached blocks dropped because the origin sent a newer representation of their resource (RFC 7959 §2.10).", nil, func(s *cache.Stats) uint64 { return s.Superseded }),
 		counterOf("gatewayd_cache_invalidations_total", "Entries dropped because an unsafe request to their URI succeeded.", nil, func(s *cache.Stats) uint64 { return s.Invalidated }),
 	}
 	observeStats = []stat[observe.Stats]{

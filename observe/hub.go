@@ -54,8 +54,10 @@ func WithKey(f func(r *coap.Request) (string, bool)) Option {
 // WithOnNotify sets a hook that sees every accepted upstream notification
 // of a shared observation, as the origin sent it, with the key of the
 // observation: the cache stores it (RFC 7641 §4.3: a notification updates
-// the stored response). It runs on a transport's reader goroutine and must
-// not block. n is shared with the observers' slots: it may be kept but
+// the stored response). It runs on a transport's reader goroutine, with
+// the hub's lock held and before any observer is told (so an observer
+// fetching the rest of a block-wise notification finds the cache already
+// on it): it must not block nor call back into the hub. n is shared with the observers' slots: it may be kept but
 // never changed.
 func WithOnNotify(f func(key string, n *coap.Message)) Option {
 	return func(h *Hub) { h.onNotify = f }
@@ -381,31 +383,32 @@ func (g *registration) Notify(n *coap.Message) {
 		h.mu.Unlock()
 		return
 	}
-	e := g.e
-	hook := h.notifyLocked(e, n, now, false)
+	h.notifyLocked(g.e, n, now, false)
 	h.mu.Unlock()
-	if hook {
-		h.onNotify(e.key.k, n)
-	}
 }
 
 // notifyLocked makes n the entry's state and fills every observer's slot.
 // With reset, the order check is skipped: n is the first response of a
-// new registration, whose numbers start afresh. It reports whether the
-// OnNotify hook should see n.
-func (h *Hub) notifyLocked(e *entry, n *coap.Message, now time.Time, reset bool) bool {
+// new registration, whose numbers start afresh.
+func (h *Hub) notifyLocked(e *entry, n *coap.Message, now time.Time, reset bool) {
 	if e.state != stateActive {
-		return false
+		return
 	}
 	v2, has := n.Options.Uint(coap.Observe)
 	if has && e.haveSeq && !reset && !fresher(e.lastSeq, e.lastAt, v2, now) {
 		// PR4.1: out of sequence, discarded.
 		h.st.stale.Add(1)
-		return false
+		return
 	}
 	// RFC 7641 §3.2, §4.2: a notification that is not 2.xx, or that has
 	// no Observe option, ends the observation.
 	final := !has || n.Code.Class() != 2
+	if !final && h.onNotify != nil && !e.protected {
+		// Before any observer is signalled: one that goes on to fetch the
+		// rest of a block-wise representation (RFC 7959 §3) must find the
+		// cache already holding the new one, never the old one's blocks.
+		h.onNotify(e.key.k, n)
+	}
 	e.last, e.lastAt = n, now
 	e.lastSeq, e.haveSeq = v2, has
 	for _, o := range e.obs {
@@ -417,10 +420,9 @@ func (h *Hub) notifyLocked(e *entry, n *coap.Message, now time.Time, reset bool)
 	}
 	if final {
 		h.endLocked(e)
-		return false
+		return
 	}
 	h.armLocked(e, n, now)
-	return h.onNotify != nil && !e.protected
 }
 
 // armLocked (re)starts the liveness timer: when Max-Age runs out plus a

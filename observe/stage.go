@@ -237,9 +237,7 @@ func (h *Hub) failLocked(g *registration, err error) {
 
 // resolveLocked handles the first response of a registration: the first
 // one of an entry, or a re-registration.
-// It returns the messages the OnNotify hook should see, to be called
-// after h.mu is released.
-func (h *Hub) resolveLocked(g *registration, resp *coap.Message) (hook []*coap.Message) {
+func (h *Hub) resolveLocked(g *registration, resp *coap.Message) {
 	g.done = true
 	e := g.e
 	now := h.clock.Now()
@@ -259,10 +257,9 @@ func (h *Hub) resolveLocked(g *registration, resp *coap.Message) (hook []*coap.M
 			// response goes to every observer and ends the observation.
 			resp = withoutObserve(resp)
 		}
-		if h.notifyLocked(e, resp, now, true) {
-			hook = append(hook, resp)
-		}
-		return h.applyEarlyLocked(g, hook)
+		h.notifyLocked(e, resp, now, true)
+		h.applyEarlyLocked(g)
+		return
 	}
 	if !observable || h.closed {
 		// Not observable (§4.1: no Observe in the response) or not 2.xx:
@@ -296,30 +293,27 @@ func (h *Hub) resolveLocked(g *registration, resp *coap.Message) (hook []*coap.M
 	}
 	e.waiters, e.leader = nil, nil
 	h.armLocked(e, resp, now)
-	return h.applyEarlyLocked(g, nil)
+	h.applyEarlyLocked(g)
 }
 
 // applyEarlyLocked feeds a notification that overtook the first response
 // (the route stage writes the response after the origin sent it) through
 // the usual order check.
-func (h *Hub) applyEarlyLocked(g *registration, hook []*coap.Message) []*coap.Message {
+func (h *Hub) applyEarlyLocked(g *registration) {
 	if g.early == nil {
-		return hook
+		return
 	}
 	n, at := g.early, g.earlyAt
 	g.early = nil
 	e := g.e
 	if e.state != stateActive {
-		return hook
+		return
 	}
 	if v2, ok := n.Options.Uint(coap.Observe); ok && e.haveSeq && !fresher(e.lastSeq, e.lastAt, v2, at) {
 		h.st.stale.Add(1)
-		return hook
+		return
 	}
-	if h.notifyLocked(e, n, at, true) {
-		hook = append(hook, n)
-	}
-	return hook
+	h.notifyLocked(e, n, at, true)
 }
 
 // captureWriter is the ResponseWriter the hub hands to next for a
@@ -345,12 +339,8 @@ func (cw *captureWriter) WriteResponse(resp *coap.Message) error {
 			h.mu.Unlock()
 			return
 		}
-		hook := h.resolveLocked(cw.g, resp)
-		key := cw.g.e.key
+		h.resolveLocked(cw.g, resp)
 		h.mu.Unlock()
-		for _, n := range hook {
-			h.onNotify(key.k, n)
-		}
 		if cw.leader != nil {
 			cw.wrote = true
 			cw.err = h.finish(cw.leader)
