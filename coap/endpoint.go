@@ -45,7 +45,13 @@ type EndpointConfig struct {
 	// inline requests use several cores; the transport's ReadFrom must
 	// then allow concurrent calls (UDP's does).
 	Readers int
-	Logger  *slog.Logger
+	// OnAck, when set, hears of every CON this endpoint sent that its
+	// peer acknowledged (an empty ACK, or a piggybacked response with the
+	// request's token): the peer receives at its address, which is what
+	// amplification mitigation asks to know (RFC 9175 §2.4 item 3). It
+	// runs on the reader goroutine and must be quick.
+	OnAck  func(peer netip.AddrPort)
+	Logger *slog.Logger
 }
 
 // ErrAnswered is returned by a second WriteResponse for one request.
@@ -484,6 +490,9 @@ func (e *Endpoint) settle(k exKey, ack *Message, err error) bool {
 		}
 	}
 	e.mu.Unlock()
+	if ok && err == nil && e.cfg.OnAck != nil {
+		e.cfg.OnAck(k.peer)
+	}
 	switch {
 	case ok && p.fin != nil:
 		p.fin(ack, err)
@@ -1060,6 +1069,12 @@ func (w *responseWriter) WriteResponse(resp *Message) error {
 
 // write answers; for a request answered later, the answer also ends it.
 func (w *responseWriter) write(resp *Message, end bool) error {
+	return w.writeAs(resp, end, false)
+}
+
+// writeAs is write; with prompt, a response that would go as a separate
+// one (the CON request has had its empty ACK) is not sent: ErrSeparate.
+func (w *responseWriter) writeAs(resp *Message, end, prompt bool) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	ending := end && w.later
@@ -1068,6 +1083,9 @@ func (w *responseWriter) write(resp *Message, end bool) error {
 			w.end()
 		}
 		return ErrAnswered
+	}
+	if prompt && w.reqType == Confirmable && w.acked {
+		return ErrSeparate
 	}
 	w.done, w.code = true, resp.Code
 	w.e.slow.remove(w)
