@@ -70,6 +70,20 @@ type ProxyConfig struct {
 	CertFile     string `toml:"cert_file"`
 	KeyFile      string `toml:"key_file"`
 	ClientCAFile string `toml:"client_ca_file"`
+	// Verified are the CIDR prefixes of clients whose source addresses
+	// are taken as not forged: their answers are never cut to three times
+	// their requests' size (amp.go). Loopback by default, which the
+	// kernel does not accept from outside the host.
+	Verified []string `toml:"verified"`
+	// VerifiedFor is how long an address stays verified after it sent back
+	// an Echo value or acknowledged a CON (RFC 9175 §2.4 item 3).
+	VerifiedFor Duration `toml:"verified_for"`
+	// MaxVerified bounds the addresses remembered as verified; past it the
+	// least recently verified is forgotten.
+	MaxVerified int `toml:"max_verified"`
+	// EchoLifetime is how long an Echo value this proxy made is accepted
+	// back (RFC 9175 §2.3: (t1 - t0) < T).
+	EchoLifetime Duration `toml:"echo_lifetime"`
 }
 
 // RouteConfig is a reverse route: requests for /Name/... on the proxy go to
@@ -99,15 +113,23 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil
 // only.
 func Defaults() Config {
 	return Config{Cache: cache.Defaults(), Observe: observe.Defaults(), Metrics: MetricsConfig{Listen: DefaultMetricsListen}, PubSub: pubsub.Defaults(), Proxy: ProxyConfig{
-		Listen:   []string{"udp://127.0.0.1:5683"},
-		Allow:    []string{"127.0.0.0/8", "::1/128"},
-		Clients:  []string{"127.0.0.0/8", "::1/128"},
-		Timeout:  Duration{3 * time.Second},
-		HopLimit: 16,
-		Rate:     0,
-		Burst:    100,
+		Listen:       []string{"udp://127.0.0.1:5683"},
+		Allow:        []string{"127.0.0.0/8", "::1/128"},
+		Clients:      []string{"127.0.0.0/8", "::1/128"},
+		Timeout:      Duration{3 * time.Second},
+		HopLimit:     16,
+		Rate:         0,
+		Burst:        100,
+		Verified:     []string{"127.0.0.0/8", "::1/128"},
+		VerifiedFor:  Duration{time.Hour},
+		MaxVerified:  10000,
+		EchoLifetime: Duration{10 * time.Minute},
 	}}
 }
+
+// maxVerifiedLimit keeps a typo from configuring an unbounded table of
+// verified addresses (about 100 bytes each).
+const maxVerifiedLimit = 1 << 20
 
 // ErrConfig marks configuration errors.
 var ErrConfig = errors.New("config")
@@ -419,6 +441,18 @@ func (p *ProxyConfig) validate() error {
 	}
 	if _, err := parsePrefixes(p.Clients); err != nil {
 		return fmt.Errorf("clients: %w", err)
+	}
+	if _, err := parsePrefixes(p.Verified); err != nil {
+		return fmt.Errorf("verified: %w", err)
+	}
+	if p.VerifiedFor.Duration <= 0 || p.VerifiedFor.Duration > 7*24*time.Hour {
+		return fmt.Errorf("verified_for: want more than 0s and at most 168h, got %v", p.VerifiedFor)
+	}
+	if p.MaxVerified < 1 || p.MaxVerified > maxVerifiedLimit {
+		return fmt.Errorf("max_verified: want 1 to %d, got %d", maxVerifiedLimit, p.MaxVerified)
+	}
+	if p.EchoLifetime.Duration < time.Second || p.EchoLifetime.Duration > 24*time.Hour {
+		return fmt.Errorf("echo_lifetime: want 1s to 24h, got %v", p.EchoLifetime)
 	}
 	if p.Timeout.Duration <= 0 {
 		return fmt.Errorf("timeout: must be positive, got %v", p.Timeout)

@@ -23,6 +23,18 @@ func newLocal(cfg Config, forwards, owned func(*coap.Message) bool, more func() 
 			if forwards(r.Msg) {
 				return next.ServeCoAP(ctx, w, r)
 			}
+			if m := r.Msg; m.Code.IsSafe() && !m.Options.Has(coap.Observe) && !m.Options.Has(coap.OSCORE) {
+				// Representations larger than a block go in blocks
+				// (RFC 7959 §2.4); the resources answer whole. An
+				// observation's notifications are not cut.
+				var br blockRequest
+				var err error
+				if r, br, err = takeBlock2(r); err != nil {
+					return err
+				}
+				l, _ := limitOf(ctx)
+				w = &blockWriter{w: w, br: br, limit: l}
+			}
 			// RFC 7252 §5.4.1: a critical option the resource does not
 			// understand is 4.02 on every local resource, whatever the
 			// path or method. OSCORE is one (RFC 8613 §8.2: the gateway

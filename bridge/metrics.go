@@ -191,6 +191,20 @@ func (c *laterCounter) WriteResponse(resp *coap.Message) error {
 	return c.w.WriteResponse(resp)
 }
 
+// WritePrompt keeps the endpoint's coap.PromptWriter through the counter.
+func (c *laterCounter) WritePrompt(resp *coap.Message) error {
+	err := writePrompt(c.w, resp)
+	if err == nil && c.code == 0 {
+		c.code = resp.Code
+	}
+	return err
+}
+
+var (
+	_ coap.PromptWriter = (*laterCounter)(nil)
+	_ coap.Finisher     = (*laterCounter)(nil)
+)
+
 func (c *laterCounter) Finish(err error) {
 	if c.later {
 		c.later = false // once
@@ -301,6 +315,17 @@ var (
 		counterOf("gatewayd_pubsub_expired_topics_total", "Topics removed because their expiration date passed.", nil, func(s *pubsub.Stats) uint64 { return s.Expired }),
 		counterOf("gatewayd_pubsub_bad_state_files_total", "State files skipped at start.", nil, func(s *pubsub.Stats) uint64 { return s.BadStateFiles }),
 	}
+	ampStats = []stat[AmpStats]{
+		gaugeOf("gatewayd_amplification_verified_addresses", "Client addresses verified now by an Echo value they sent back or a confirmable message they acknowledged.", nil, func(s *AmpStats) float64 { return float64(s.Verified) }),
+		counterOf("gatewayd_amplification_echo_challenges_total", "4.01 responses with an Echo option sent to unverified addresses (RFC 9175 §2.4).", nil, func(s *AmpStats) uint64 { return s.Challenges }),
+		counterOf("gatewayd_amplification_observe_challenges_total", "Observe registrations from unverified addresses answered with the Echo challenge, not registered.", nil, func(s *AmpStats) uint64 { return s.ObserveChallenges }),
+		counterOf("gatewayd_amplification_echo_verifications_total", "Addresses verified by sending back an Echo value made for them.", nil, func(s *AmpStats) uint64 { return s.EchoVerified }),
+		counterOf("gatewayd_amplification_expired_echoes_total", "Echo values of this proxy's that came back after echo_lifetime.", nil, func(s *AmpStats) uint64 { return s.EchoExpired }),
+		counterOf("gatewayd_amplification_ack_verifications_total", "Addresses verified by acknowledging a confirmable message the proxy sent them.", nil, func(s *AmpStats) uint64 { return s.AckVerified }),
+		counterOf("gatewayd_amplification_block_responses_total", "Blocks of the gateway's own listings sent to unverified addresses, cut to fit three times the request.", nil, func(s *AmpStats) uint64 { return s.Blocks }),
+		counterOf("gatewayd_amplification_trimmed_responses_total", "Answers to unverified addresses sent without payload (or options) to fit three times the request.", nil, func(s *AmpStats) uint64 { return s.Trimmed }),
+		counterOf("gatewayd_amplification_dropped_responses_total", "Answers to unverified addresses not sent: a separate response whose retransmissions would exceed the limit, or a challenge too late to be piggybacked.", nil, func(s *AmpStats) uint64 { return s.Dropped }),
+	}
 	radioStats = []stat[radio.Counters]{
 		gaugeOf("gatewayd_radio_up", "1 when the radio is up.", byRadio, func(s *radio.Counters) float64 { return up(s.Up) }),
 		counterOf("gatewayd_radio_frames_sent_total", "MAC frames sent.", byRadio, func(s *radio.Counters) uint64 { return s.Conn.FramesTx }),
@@ -349,6 +374,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	describe(ch, cacheStats)
 	describe(ch, observeStats)
 	describe(ch, pubsubStats)
+	describe(ch, ampStats)
 	describe(ch, radioStats)
 	describe(ch, pluginStats)
 	ch <- descRadioDrop
@@ -367,6 +393,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		bs := b.Stats()
 		emit(ch, pubsubStats, &bs)
 	}
+	as := c.p.amp.Stats()
+	emit(ch, ampStats, &as)
 	if h := c.p.plugins; h != nil {
 		for _, ps := range h.Stats() {
 			emit(ch, pluginStats, &ps, ps.Name)

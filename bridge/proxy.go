@@ -4,9 +4,11 @@
 //
 // The chain, fixed here and nowhere else:
 //
-//	access → hop-limit → guard → local → pubsub gate → observe → pubsub → cache → route → upstream
+//	access → amp → hop-limit → guard → local → pubsub gate → observe → pubsub → cache → route → upstream
 //
-// access drops unknown clients and rate-limits known ones; hop-limit
+// access drops unknown clients and rate-limits known ones; amp keeps
+// answers to addresses nobody has verified within three times their
+// requests (RFC 9175 §2.4: Echo, Block2); hop-limit
 // enforces RFC 8768; the guard marks OSCORE requests so that later stages
 // only read or rewrite outer options; local answers requests for the proxy
 // itself; the pubsub gate applies the broker's access lists before the
@@ -56,6 +58,7 @@ type Proxy struct {
 	cache   *cache.Cache
 	hub     *observe.Hub
 	broker  *pubsub.Broker // nil unless [pubsub] enabled
+	amp     *verifier      // amplification mitigation: Echo values and verified addresses
 	plugins *plugins.Host  // nil without [[plugin]] tables
 	started time.Time
 	version string // of the running gatewayd, for /status and gatewayd_build_info
@@ -116,7 +119,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*Pr
 	if o.version == "" {
 		o.version = "devel"
 	}
-	p := &Proxy{cfg: cfg, log: log, started: time.Now(), version: o.version, registry: prometheus.NewRegistry()}
+	p := &Proxy{cfg: cfg, log: log, started: time.Now(), version: o.version, registry: prometheus.NewRegistry(), amp: newVerifier(cfg.Proxy)}
 	for _, w := range cfg.Warnings() {
 		log.Warn("configuration warning", "component", "config", "warning", w)
 	}
@@ -170,7 +173,10 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*Pr
 		e := coap.NewEndpoint(r.Conn(), coap.EndpointConfig{
 			Params:  r.Params(),
 			Handler: coap.HandlerFunc(p.serveChain),
-			Logger:  log.With("component", "endpoint", "radio", rc.Name),
+			// A node that acknowledges the gateway's CONs receives at
+			// its address; its requests are then answered in full.
+			OnAck:  p.amp.onAck,
+			Logger: log.With("component", "endpoint", "radio", rc.Name),
 		})
 		p.radios = append(p.radios, &radioUpstream{r: r, e: e})
 	}
@@ -191,6 +197,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*Pr
 			Readers: readers(scheme),
 			Secure:  scheme == "dtls",
 			Accept:  accept,
+			OnAck:   p.amp.onAck,
 			Logger:  log.With("component", "endpoint", "listen", label),
 		})
 		p.servers = append(p.servers, e)
@@ -386,6 +393,14 @@ func (p *Proxy) fromSelf(peer netip.AddrPort) bool {
 	return false
 }
 
+// isPlugin reports the address a plugin's front end calls the chain from:
+// its clients reached it over TCP (HTTP, MQTT), whose handshake verified
+// their addresses.
+func (p *Proxy) isPlugin(a netip.Addr) bool {
+	_, ok := p.plugins.ObserveLimit(a)
+	return ok
+}
+
 func (p *Proxy) brokerLinks() []string {
 	if p.broker == nil {
 		return nil
@@ -474,6 +489,10 @@ func (p *Proxy) buildChain(cfg Config) (*chainState, error) {
 	if err != nil {
 		return nil, err
 	}
+	verified, err := parsePrefixes(cfg.Proxy.Verified)
+	if err != nil {
+		return nil, err
+	}
 	for t, name := range transportNames {
 		r.latency[t] = p.metrics.latency.WithLabelValues(name)
 	}
@@ -486,6 +505,7 @@ func (p *Proxy) buildChain(cfg Config) (*chainState, error) {
 	owned := func(m *coap.Message) bool { return p.broker != nil && p.broker.Owns(m) }
 	stages := []stage{
 		newAccess(cfg.Proxy),
+		newAmp(p.amp, verified, p.isPlugin, r.forwards),
 		newHopLimit(cfg.Proxy, p.log.With("component", "hoplimit"), r.forwards),
 		guard,
 		newLocal(cfg, r.forwards, owned, p.brokerLinks),
@@ -517,7 +537,7 @@ func (p *Proxy) buildChain(cfg Config) (*chainState, error) {
 
 // Reload swaps in what a new configuration changes of the request path:
 // [proxy] allow, clients, timeout, next_hop, hop_limit, name, rate, burst,
-// and the routes; and the DTLS listeners' keys, re-read from their files,
+// verified, verified_for, max_verified, echo_lifetime, and the routes; and the DTLS listeners' keys, re-read from their files,
 // for new handshakes, as long as they are of the kinds the listeners
 // started with (DTLS.SetKeys). Sockets, radios, the cache, observers, the broker and
 // plugins stay as they are; changes to their sections are reported in the
@@ -573,6 +593,7 @@ func (p *Proxy) Reload(cfg Config) (needsRestart []string, err error) {
 			d.SetKeys(keys) // of the same kind: cannot fail
 		}
 	}
+	p.amp.configure(cfg.Proxy)
 	p.chain.Store(c)
 	for _, w := range cfg.Warnings() {
 		p.log.Warn("configuration warning", "component", "config", "warning", w)
