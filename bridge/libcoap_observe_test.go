@@ -21,12 +21,13 @@ type observableOrigin struct {
 	deregs int
 	obs    []coap.NotifyWriter
 	value  int
+	pad    int // bytes of padding after the value in each representation
 }
 
 func (o *observableOrigin) ServeCoAP(ctx context.Context, w coap.ResponseWriter, r *coap.Request) error {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	resp := &coap.Message{Code: coap.Content, Payload: []byte(fmt.Sprintf("v%03d;", o.value))}
+	resp := &coap.Message{Code: coap.Content, Payload: o.representation()}
 	resp.Options = resp.Options.SetUint(coap.ContentFormat, 0).SetUint(coap.MaxAge, 60)
 	switch v, ok := r.Msg.Options.Uint(coap.Observe); {
 	case ok && v == 0:
@@ -40,12 +41,17 @@ func (o *observableOrigin) ServeCoAP(ctx context.Context, w coap.ResponseWriter,
 	return w.WriteResponse(resp)
 }
 
+// representation is the current state; o.mu is held.
+func (o *observableOrigin) representation() []byte {
+	return append([]byte(fmt.Sprintf("v%03d;", o.value)), make([]byte, o.pad)...)
+}
+
 func (o *observableOrigin) notify() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.value++
 	for _, w := range o.obs {
-		n := &coap.Message{Code: coap.Content, Payload: []byte(fmt.Sprintf("v%03d;", o.value))}
+		n := &coap.Message{Code: coap.Content, Payload: o.representation()}
 		n.Options = n.Options.SetUint(coap.Observe, uint32(o.value+2)).SetUint(coap.ContentFormat, 0).SetUint(coap.MaxAge, 60)
 		w.Notify(n, false, func(err error) {
 			if err != nil {
