@@ -347,10 +347,6 @@ func TestCacheHitToUnverifiedClientIsAnEchoChallenge(t *testing.T) {
 	if full.Code != coap.Content || len(full.Payload) != 60000 {
 		t.Fatalf("with the Echo value: %v, %d bytes", full.Code, len(full.Payload))
 	}
-	// The proxy's own Echo value is not forwarded (RFC 9175 §2.3).
-	if in, _ := origin.last(t); in.Options.Has(coap.Echo) {
-		t.Fatal("the proxy's Echo option reached the origin")
-	}
 	if origin.count() != 1 {
 		t.Fatalf("origin got %d requests, want the second answered from the cache", origin.count())
 	}
@@ -424,7 +420,7 @@ func TestSlowOriginToUnverifiedCONGetsPiggybackedChallenge(t *testing.T) {
 
 // An unsafe request from an unverified address is not forwarded: the 4.01
 // says it was not processed, and the client repeats it with the Echo
-// value.
+// value, which the proxy takes out before forwarding.
 func TestUnsafeForwardFromUnverifiedIsChallengedFirst(t *testing.T) {
 	origin := newRecorder(t, func(*coap.Message) *coap.Message { return &coap.Message{Code: coap.Changed} })
 	p := startProxy(t, unverified)
@@ -442,8 +438,15 @@ func TestUnsafeForwardFromUnverifiedIsChallengedFirst(t *testing.T) {
 	}
 	again := put("q")
 	again.Options = again.Options.Set(coap.Echo, echo)
+	if !again.Options.Has(coap.Echo) {
+		t.Fatal("the repeated request carries no Echo option")
+	}
 	if resp := a.exchange(again, p.Addrs()[0]); resp.Code != coap.Changed || origin.count() != 1 {
 		t.Fatalf("with the Echo value: %v, origin got %d", resp.Code, origin.count())
+	}
+	// The proxy's own Echo value is not forwarded (RFC 9175 §2.3).
+	if in, _ := origin.last(t); in.Options.Has(coap.Echo) {
+		t.Fatal("the proxy's Echo option reached the origin")
 	}
 }
 
@@ -580,5 +583,48 @@ func TestConfigValidatesAmplificationKeys(t *testing.T) {
 	c.Proxy.Verified = []string{}
 	if err := c.Validate(); err != nil {
 		t.Fatalf("an empty verified list: %v", err)
+	}
+}
+
+// promptWriter records what it is given to send at once.
+type promptWriter struct{ sent []*coap.Message }
+
+func (w *promptWriter) WritePrompt(m *coap.Message) error { w.sent = append(w.sent, m); return nil }
+func (w *promptWriter) WriteResponse(m *coap.Message) error {
+	w.sent = append(w.sent, m)
+	return nil
+}
+
+// The answer to an unsafe request that was processed (the broker's
+// 2.01) cannot become a 4.01, which would have the client do it again:
+// over the limit it goes without its payload, and without its options
+// too if need be.
+func TestProcessedUnsafeAnswerIsTrimmedNotChallenged(t *testing.T) {
+	v := newVerifier(Defaults().Proxy)
+	created := &coap.Message{Code: coap.Created, Payload: make([]byte, 200)}
+	created.Options = created.Options.Insert(coap.LocationPath, []byte("ps")).Insert(coap.LocationPath, []byte("0a1b2c3d"))
+	for _, tc := range []struct {
+		name    string
+		limit   int
+		options bool
+	}{
+		{"room for the options", 3 * 20, true},
+		{"room for the code alone", 3 * 5, false},
+	} {
+		w := &promptWriter{}
+		l := &limitWriter{w: w, v: v, peer: netip.MustParseAddr("192.0.2.9"), tokLen: 1, limit: tc.limit, safe: false}
+		if err := l.WriteResponse(created); err != nil {
+			t.Fatal(err)
+		}
+		if len(w.sent) != 1 {
+			t.Fatalf("%s: %d messages sent", tc.name, len(w.sent))
+		}
+		got := w.sent[0]
+		if got.Code != coap.Created || len(got.Payload) != 0 || got.Options.Has(coap.LocationPath) != tc.options || l.size(got) > tc.limit {
+			t.Fatalf("%s: sent %v with options %v, want a 2.01 without payload, Location-Path %v, within %d bytes", tc.name, got, got.Options, tc.options, tc.limit)
+		}
+	}
+	if st := v.Stats(); st.Trimmed != 2 || st.Challenges != 0 {
+		t.Fatalf("stats %+v", st)
 	}
 }
