@@ -226,8 +226,9 @@ func (v *verifier) Stats() AmpStats {
 	}
 }
 
-// newAmp is the chain's amplification stage: right after access, so that
-// nothing after it answers an unverified address beyond the limit.
+// newAmp is the chain's amplification stage, the first: every answer of
+// the chain to an unverified address goes through it, the rate limit's
+// 4.29 included.
 // trusted are [proxy] verified; plugin reports the plugins' front ends;
 // forwards tells the requests that go on to an origin.
 func newAmp(v *verifier, trusted []netip.Prefix, plugin func(netip.Addr) bool, forwards func(*coap.Message) bool) stage {

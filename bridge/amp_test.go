@@ -628,3 +628,17 @@ func TestProcessedUnsafeAnswerIsTrimmedNotChallenged(t *testing.T) {
 		t.Fatalf("stats %+v", st)
 	}
 }
+
+// The rate limit's 4.29 goes through the limit too: the amplification
+// stage comes first in the chain.
+func TestRateLimitAnswerStaysWithinTheLimit(t *testing.T) {
+	p := startProxy(t, func(c *Config) { unverified(c); c.Proxy.Rate, c.Proxy.Burst = 0.001, 1 })
+	a := newAmpPeer(t, 2)
+	a.exchange(&coap.Message{Type: coap.NonConfirmable, Code: coap.GET}, p.Addrs()[0]) // takes the one token
+	req := &coap.Message{Type: coap.NonConfirmable, Code: coap.GET}                    // 4 bytes
+	resp := a.exchange(req, p.Addrs()[0])
+	if resp.Code != coap.TooManyRequests {
+		t.Fatalf("got %v, want 4.29", resp.Code)
+	}
+	mustFit(t, "the 4.29", req, resp)
+}

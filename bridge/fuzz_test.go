@@ -85,27 +85,34 @@ func FuzzChain(f *testing.F) {
 		}
 		f.Add(b)
 	}
-	peer := netip.MustParseAddrPort("127.0.0.1:40000")
+	// Loopback is verified; 192.0.2.7 is not: its answers must stay
+	// within three times its requests (amplification).
+	verified, unverified := netip.MustParseAddrPort("127.0.0.1:40000"), netip.MustParseAddrPort("192.0.2.7:40000")
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var m coap.Message
 		if m.Decode(b) != nil || !m.Code.IsRequest() {
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		w := &fuzzWriter{peer: peer, token: m.Token}
-		err := p.serveChain(ctx, w, &coap.Request{Msg: &m, Peer: peer})
-		w.mu.Lock()
-		resp := w.resp
-		w.mu.Unlock()
-		if resp == nil {
-			return // refused with err, left for later, or No-Response
-		}
-		if err != nil {
-			t.Fatalf("answered %v and returned %v", resp.Code, err)
-		}
-		if _, err := resp.Marshal(); err != nil {
-			t.Fatalf("answer %v does not encode: %v", resp.Code, err)
+		for _, peer := range []netip.AddrPort{verified, unverified} {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			w := &fuzzWriter{peer: peer, token: m.Token}
+			err := p.serveChain(ctx, w, &coap.Request{Msg: m.Clone(), Peer: peer})
+			cancel()
+			w.mu.Lock()
+			resp := w.resp
+			w.mu.Unlock()
+			if resp == nil {
+				continue // refused with err, left for later, or No-Response
+			}
+			if err != nil {
+				t.Fatalf("answered %v and returned %v", resp.Code, err)
+			}
+			if _, err := resp.Marshal(); err != nil {
+				t.Fatalf("answer %v does not encode: %v", resp.Code, err)
+			}
+			if size := resp.Size() - len(resp.Token) + len(m.Token); peer == unverified && size > 3*m.Size() {
+				t.Fatalf("answer %v of %d bytes to an unverified %d-byte request", resp.Code, size, m.Size())
+			}
 		}
 	})
 }

@@ -4,11 +4,11 @@
 //
 // The chain, fixed here and nowhere else:
 //
-//	access → amp → hop-limit → guard → local → pubsub gate → observe → pubsub → cache → route → upstream
+//	amp → access → hop-limit → guard → local → pubsub gate → observe → pubsub → cache → route → upstream
 //
-// access drops unknown clients and rate-limits known ones; amp keeps
-// answers to addresses nobody has verified within three times their
-// requests (RFC 9175 §2.4: Echo, Block2); hop-limit
+// amp keeps answers to addresses nobody has verified within three times
+// their requests (RFC 9175 §2.4: Echo, Block2); access rate-limits
+// clients (the endpoints drop unknown ones); hop-limit
 // enforces RFC 8768; the guard marks OSCORE requests so that later stages
 // only read or rewrite outer options; local answers requests for the proxy
 // itself; the pubsub gate applies the broker's access lists before the
@@ -504,8 +504,8 @@ func (p *Proxy) buildChain(cfg Config) (*chainState, error) {
 	// and latest-wins delivery apply to subscribers too.
 	owned := func(m *coap.Message) bool { return p.broker != nil && p.broker.Owns(m) }
 	stages := []stage{
-		newAccess(cfg.Proxy),
 		newAmp(p.amp, verified, p.isPlugin, r.forwards),
+		newAccess(cfg.Proxy),
 		newHopLimit(cfg.Proxy, p.log.With("component", "hoplimit"), r.forwards),
 		guard,
 		newLocal(cfg, r.forwards, owned, p.brokerLinks),
