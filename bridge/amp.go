@@ -235,8 +235,10 @@ func newAmp(v *verifier, trusted []netip.Prefix, plugin func(netip.Addr) bool, f
 	return func(next coap.Handler) coap.Handler {
 		return coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, r *coap.Request) error {
 			a := r.Peer.Addr()
+			size := 0 // what the client sent, an Echo value included
 			if val, ok := r.Msg.Options.Get(coap.Echo); ok {
 				if ours, fresh := v.check(val, a); ours {
+					size = r.Msg.Size()
 					switch {
 					case fresh && v.verify(a):
 						v.echoVerified.Add(1)
@@ -250,7 +252,10 @@ func newAmp(v *verifier, trusted []netip.Prefix, plugin func(netip.Addr) bool, f
 				return next.ServeCoAP(ctx, w, r)
 			}
 			m := r.Msg
-			lw := &limitWriter{w: w, v: v, peer: a, tokLen: len(m.Token), limit: ampFactor * m.Size(), safe: m.Code.IsSafe()}
+			if size == 0 {
+				size = m.Size()
+			}
+			lw := &limitWriter{w: w, v: v, peer: a, tokLen: len(m.Token), limit: ampFactor * size, safe: m.Code.IsSafe()}
 			if obs, ok := m.Options.Uint(coap.Observe); ok && obs == 0 && m.Code.IsSafe() {
 				// Not an observer until verified: notifications would go
 				// on to the address for as long as the resource changes.
