@@ -146,8 +146,21 @@ func Load(path string) (Config, error) {
 
 // Parse decodes TOML over the defaults and validates the result.
 func Parse(name string, data []byte) (Config, error) {
-	c := Defaults()
-	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&c)
+	// Package radio reads the [[radio]] tables: each driver owns its keys.
+	f := struct {
+		Config
+		Radio []toml.Primitive `toml:"radio"`
+	}{Config: Defaults()}
+	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(&f)
+	c := f.Config
+	for i := 0; err == nil && i < len(f.Radio); i++ {
+		var r radio.Config
+		r, err = radio.Decode(func(v any) error { return md.PrimitiveDecode(f.Radio[i], v) })
+		if errors.Is(err, radio.ErrConfig) {
+			return Config{}, invalid(name, data, fmt.Errorf("radio[%d]: %w", i, err))
+		}
+		c.Radio = append(c.Radio, r)
+	}
 	if err != nil {
 		var pe toml.ParseError
 		if errors.As(err, &pe) {
@@ -163,12 +176,35 @@ func Parse(name string, data []byte) (Config, error) {
 		return Config{}, fmt.Errorf("%w: %s:%d: unknown key %q", ErrConfig, name, keyLine(data, k), k.String())
 	}
 	if err := c.Validate(); err != nil {
-		if line := validationLine(data, err.Error()); line > 0 {
-			return Config{}, fmt.Errorf("%w: %s:%d: %w", ErrConfig, name, line, err)
-		}
-		return Config{}, fmt.Errorf("%w: %s: %w", ErrConfig, name, err)
+		return Config{}, invalid(name, data, err)
 	}
 	return c, nil
+}
+
+// invalid is a Validate error of the file name, with the line it is about
+// when one is found.
+func invalid(name string, data []byte, err error) error {
+	if line := validationLine(data, err.Error()); line > 0 {
+		return fmt.Errorf("%w: %s:%d: %w", ErrConfig, name, line, err)
+	}
+	return fmt.Errorf("%w: %s: %w", ErrConfig, name, err)
+}
+
+// MarshalTOML writes c in the format Parse reads, each radio's driver
+// options in its [radio.<driver>] table (radio.Config.Table).
+func (c Config) MarshalTOML() ([]byte, error) {
+	type plain Config // the same fields, without this method
+	f := struct {
+		plain
+		Radio []map[string]any `toml:"radio"`
+	}{plain: plain(c)}
+	f.plain.Radio = nil
+	for _, r := range c.Radio {
+		f.Radio = append(f.Radio, r.Table())
+	}
+	var b bytes.Buffer
+	err := toml.NewEncoder(&b).Encode(f)
+	return b.Bytes(), err
 }
 
 // validationLine finds the line a Validate error is about. The error

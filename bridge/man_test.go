@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/opaque-edge/gatewayd/radio"
 )
 
 // configKeys maps each table of gatewayd.toml ("proxy", "radio",
@@ -39,6 +41,13 @@ func configKeys() map[string][]string {
 		}
 		out[name] = nil
 		walk(ft, name)
+	}
+	// A radio driver's own keys are its [radio.<driver>] table.
+	for _, d := range radio.Drivers() {
+		if t := radio.OptionsType(d); t != nil {
+			out["radio"] = append(out["radio"], d)
+			walk(t, "radio."+d)
+		}
 	}
 	return out
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/plugins"
 	"github.com/opaque-edge/gatewayd/radio"
+	"github.com/opaque-edge/gatewayd/radio/sim"
 )
 
 // fullProxy is a proxy with every part that has metrics: a sim radio, the
@@ -244,7 +245,7 @@ func TestStatusShowsVersionListenersRoutesRadiosAndPlugins(t *testing.T) {
 	if !slices.Equal(st.Routes, []RouteConfig{{Name: "origin", Target: "coap://127.0.0.1:9"}}) {
 		t.Errorf("routes %+v", st.Routes)
 	}
-	if len(st.Radios) != 1 || st.Radios[0].Name != "sim" || st.Radios[0].Driver != "sim" || st.Radios[0].Prefix != radio.DefaultSimPrefix.String() {
+	if len(st.Radios) != 1 || st.Radios[0].Name != "sim" || st.Radios[0].Driver != "sim" || st.Radios[0].Prefix != sim.DefaultPrefix.String() {
 		t.Errorf("radios %+v", st.Radios)
 	}
 	if len(st.Plugins) != 1 {
@@ -287,11 +288,11 @@ func TestConfigWarnings(t *testing.T) {
 		{"pprof on loopback", func(c *Config) { c.Metrics.PProf = true }, ""},
 		{"radio plugin without ext_addr", func(c *Config) {
 			c.Plugin = []plugins.Config{{Name: "slip", Path: "/nonexistent", SHA256: strings.Repeat("ab", 32)}}
-			c.Radio = []radio.Config{{Name: "mesh", Driver: "plugin:slip", Prefix: radio.DefaultSimPrefix}}
+			c.Radio = []radio.Config{{Name: "mesh", Driver: "plugin:slip", Prefix: sim.DefaultPrefix}}
 		}, `radio "mesh": driver "plugin:slip" and no ext_addr`},
 		{"radio plugin with ext_addr", func(c *Config) {
 			c.Plugin = []plugins.Config{{Name: "slip", Path: "/nonexistent", SHA256: strings.Repeat("ab", 32)}}
-			c.Radio = []radio.Config{{Name: "mesh", Driver: "plugin:slip", Prefix: radio.DefaultSimPrefix}}
+			c.Radio = []radio.Config{{Name: "mesh", Driver: "plugin:slip", Prefix: sim.DefaultPrefix}}
 			c.Radio[0].ExtAddr.UnmarshalText([]byte("18:b4:30:00:00:00:00:01"))
 		}, ""},
 		{"pprof beyond loopback", func(c *Config) {

@@ -12,6 +12,7 @@ import (
 	"github.com/opaque-edge/gatewayd/plugins"
 	"github.com/opaque-edge/gatewayd/radio"
 	"github.com/opaque-edge/gatewayd/radio/mac"
+	"github.com/opaque-edge/gatewayd/radio/sim"
 )
 
 // A radio plugin whose file is missing does not stop the start when the
@@ -21,9 +22,9 @@ import (
 func TestRadioPluginThatCannotStartLeavesTheProxyServing(t *testing.T) {
 	cfg := Defaults()
 	cfg.Proxy.Listen = []string{"udp://127.0.0.1:0"}
-	cfg.Proxy.Allow = append(cfg.Proxy.Allow, radio.DefaultSimPrefix.String())
+	cfg.Proxy.Allow = append(cfg.Proxy.Allow, sim.DefaultPrefix.String())
 	cfg.Plugin = []plugins.Config{{Name: "slip", Path: filepath.Join(t.TempDir(), "gatewayd-slipradio"), SHA256: strings.Repeat("ab", 32)}}
-	cfg.Radio = []radio.Config{{Name: "mesh", Driver: "plugin:slip", Prefix: radio.DefaultSimPrefix,
+	cfg.Radio = []radio.Config{{Name: "mesh", Driver: "plugin:slip", Prefix: sim.DefaultPrefix,
 		UpTimeout: radio.Duration{Duration: 200 * time.Millisecond}}}
 	if err := cfg.Radio[0].ExtAddr.UnmarshalText([]byte("18:b4:30:00:00:00:00:01")); err != nil {
 		t.Fatal(err)
@@ -40,7 +41,7 @@ func TestRadioPluginThatCannotStartLeavesTheProxyServing(t *testing.T) {
 	}
 	defer p.Close()
 	c := client(t)
-	node := radio.DefaultSimPrefix.Addr().Next()
+	node := sim.DefaultPrefix.Addr().Next()
 	resp := do(t, c, p, &coap.Message{Code: coap.GET, Options: proxyURI("coap://[" + node.String() + "]/x")})
 	if ma, ok := resp.Options.Uint(coap.MaxAge); resp.Code != coap.ServiceUnavailable || !ok || ma < 1 {
 		t.Fatalf("a node behind the radio: %v, Max-Age %d (%v); want 5.03 with Max-Age", resp.Code, ma, ok)

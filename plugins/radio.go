@@ -38,9 +38,9 @@ func registerRadio(p *plug) {
 	radios.active[name] = p
 	if !radios.registered[name] {
 		radios.registered[name] = true
-		radio.Register(RadioDriver(name), func(ctx context.Context, cfg radio.Config, log *slog.Logger) (radio.Link, error) {
+		radio.Register(RadioDriver(name), radio.Driver{Open: func(ctx context.Context, cfg radio.Config, log *slog.Logger) (radio.Link, error) {
 			return openRadio(name, cfg)
-		})
+		}})
 	}
 }
 

@@ -131,7 +131,7 @@ func BenchmarkAirtime(b *testing.B) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	r, err := radio.Open(ctx, radio.Config{Name: "sim0", Driver: "sim", Channel: 15, PANID: 0xFACE,
-		Sim: radio.SimConfig{Nodes: 1}}, nil)
+		Options: sim.Config{Nodes: 1}}, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

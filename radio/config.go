@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"reflect"
+	"strconv"
 	"strings"
 	"time"
 
@@ -19,15 +21,11 @@ const (
 	DefaultAckTimeout    = 3 * time.Second
 	DefaultMaxRetransmit = 4
 	DefaultUpTimeout     = 10 * time.Second
-	DefaultSimNodes      = 3
 )
 
 // PluginDriverPrefix starts the driver names of radio plugins
 // ("plugin:<name>").
 const PluginDriverPrefix = "plugin:"
-
-// DefaultSimPrefix is the prefix of a "sim" radio that names none.
-var DefaultSimPrefix = netip.MustParsePrefix("fd00:db8:1::/64")
 
 // ErrConfig is wrapped by every error Validate returns.
 var ErrConfig = errors.New("radio: invalid config")
@@ -52,7 +50,8 @@ func (d *Duration) UnmarshalText(b []byte) error {
 }
 
 // Config is one `[[radio]]` table: which driver runs the radio, how it is
-// set up, and the IPv6 network behind it.
+// set up, and the IPv6 network behind it. It has the keys every radio
+// has; a driver's own keys, its [radio.<driver>] table, are in Options.
 type Config struct {
 	Name   string `toml:"name"`   // names the radio in routes, logs and metrics
 	Driver string `toml:"driver"` // a registered driver: "spinel", "sim", ...
@@ -66,7 +65,7 @@ type Config struct {
 	Channel uint8  `toml:"channel"` // 11–26, default 11
 	PANID   uint16 `toml:"pan_id"`  // default 0xFACE; 0xFFFF is not allowed
 	// Prefix is the radio network's /64 (6LoWPAN context 0). Required,
-	// except that a "sim" radio defaults to DefaultSimPrefix.
+	// unless the driver has a default (the simulator does).
 	Prefix netip.Prefix `toml:"prefix"`
 	// PCAP, if set, is a file to capture every frame into (LINKTYPE 195).
 	PCAP string `toml:"pcap"`
@@ -87,7 +86,12 @@ type Config struct {
 
 	Neighbors  []NeighborConfig `toml:"neighbors"`
 	Reassembly ReassemblyLimits `toml:"reassembly"`
-	Sim        SimConfig        `toml:"sim"` // only for driver "sim"
+
+	// Options are the driver's own settings, a value of the type its
+	// Driver.Options names, read from the [radio.<driver>] table by
+	// Decode; nil when the driver has none or the table is absent (the
+	// driver's Defaults may fill it in).
+	Options any `toml:"-"`
 }
 
 // NeighborConfig is a static binding of a node's IPv6 address to its MAC
@@ -105,20 +109,6 @@ type ReassemblyLimits struct {
 	MaxPerSource int      `toml:"max_per_source"` // octets
 	MaxTotal     int      `toml:"max_total"`      // octets
 	MaxDatagrams int      `toml:"max_datagrams"`
-}
-
-// SimConfig sets up the simulated network of a "sim" radio.
-type SimConfig struct {
-	Nodes int      `toml:"nodes"` // simulated CoAP nodes, 1–64, default 3
-	Loss  float64  `toml:"loss"`  // probability a reception is lost, 0 ≤ loss < 1
-	Delay Duration `toml:"delay"` // air time of a frame, at most 1 s
-	// OSCOREDir and SignKey are the simulated nodes' own end-to-end keys,
-	// not the proxy's: a directory of server-side OSCORE context files
-	// (node1.toml, node2.toml, ... or one nodes.toml all nodes share) and
-	// an Ed25519 private key file the nodes sign representations with.
-	// They take effect in binaries that link radio/sim/nodekeys.
-	OSCOREDir string `toml:"oscore_dir"`
-	SignKey   string `toml:"sign_key"`
 }
 
 // Defaults returns c with every unset field at its default.
@@ -145,13 +135,8 @@ func (c Config) Defaults() Config {
 	if c.UpTimeout.Duration == 0 {
 		c.UpTimeout.Duration = DefaultUpTimeout
 	}
-	if c.Driver == "sim" {
-		if !c.Prefix.IsValid() {
-			c.Prefix = DefaultSimPrefix
-		}
-		if c.Sim.Nodes == 0 {
-			c.Sim.Nodes = DefaultSimNodes
-		}
+	if d, ok := lookup(c.Driver); ok && d.Defaults != nil {
+		c = d.Defaults(c)
 	}
 	if c.Prefix.IsValid() {
 		c.Prefix = c.Prefix.Masked()
@@ -163,10 +148,7 @@ func (c Config) Defaults() Config {
 // Validate reports the first problem with c, naming the key. It checks c
 // as given: call it on c.Defaults() to accept unset fields.
 func (c Config) Validate() error {
-	name := c.Name
-	bad := func(format string, a ...any) error {
-		return fmt.Errorf("%w: [[radio]] %q: "+format, append([]any{ErrConfig, name}, a...)...)
-	}
+	bad := c.invalid
 	if c.Name == "" {
 		return bad("name is required")
 	}
@@ -178,13 +160,8 @@ func (c Config) Validate() error {
 	if c.Driver == "" {
 		return bad("driver is required (registered: %s)", registered())
 	}
-	if _, ok := lookup(c.Driver); !ok && !strings.HasPrefix(c.Driver, PluginDriverPrefix) {
-		// A plugin's driver registers when the plugin starts, after the
-		// configuration is checked; Open reports one that never came.
-		return bad("driver = %q: %w (registered: %s)", c.Driver, ErrUnknownDriver, registered())
-	}
-	if c.Driver == "spinel" && c.Device == "" {
-		return bad("device is required for driver %q", c.Driver)
+	if err := checkDriver(c.Driver); err != nil {
+		return bad("%w", err)
 	}
 	if c.Baud < 0 || c.Baud > 4_000_000 {
 		return bad("baud = %d: want 0 to 4000000", c.Baud)
@@ -248,20 +225,92 @@ func (c Config) Validate() error {
 	case r.MaxDatagrams < 0:
 		return bad("reassembly.max_datagrams = %d: negative", r.MaxDatagrams)
 	}
-	if c.Driver == "sim" {
-		s := c.Sim
-		switch {
-		case s.Nodes < 1 || s.Nodes > 64:
-			return bad("sim.nodes = %d: want 1 to 64", s.Nodes)
-		case !(s.Loss >= 0 && s.Loss < 1):
-			return bad("sim.loss = %v: want 0 ≤ loss < 1", s.Loss)
-		case s.Delay.Duration < 0 || s.Delay.Duration > time.Second:
-			return bad("sim.delay = %q: want 0 to 1s", s.Delay.Duration)
+	d, _ := lookup(c.Driver)
+	if c.Options != nil && (d.Options == nil || reflect.TypeOf(c.Options) != reflect.TypeOf(d.Options)) {
+		return bad("options of type %T: driver %q takes %s", c.Options, c.Driver, optionsName(d))
+	}
+	if d.Validate != nil {
+		if err := d.Validate(c); err != nil {
+			return bad("%w", err)
 		}
-	} else if c.Sim != (SimConfig{}) {
-		return bad("sim: only for driver \"sim\"")
 	}
 	return nil
+}
+
+// invalid is an error about c, naming the radio.
+func (c Config) invalid(format string, a ...any) error {
+	return fmt.Errorf("%w: [[radio]] %q: "+format, append([]any{ErrConfig, c.Name}, a...)...)
+}
+
+func optionsName(d Driver) string {
+	if d.Options == nil {
+		return "none"
+	}
+	return reflect.TypeOf(d.Options).String()
+}
+
+// Decode reads one [[radio]] table. decode fills a value from that table
+// as the configuration file's decoder does (BurntSushi/toml's
+// MetaData.PrimitiveDecode of the table): the common keys go into
+// Config, the table named after the driver into Options. Keys neither
+// takes stay undecoded, for the caller's unknown-key check with its line
+// numbers. A driver this build lacks and a table of another driver's
+// keys are errors (ErrConfig), found first so that the error says so
+// rather than naming that table's keys unknown.
+func Decode(decode func(v any) error) (Config, error) {
+	var c Config
+	if err := decode(&c); err != nil {
+		return Config{}, err
+	}
+	if c.Driver != "" {
+		if err := checkDriver(c.Driver); err != nil {
+			return Config{}, c.invalid("%w", err)
+		}
+	}
+	for _, name := range Drivers() {
+		typ := OptionsType(name)
+		if typ == nil {
+			continue
+		}
+		// A struct with the one field the driver's table decodes into:
+		// its key is the driver's name, known only at run time.
+		holder := reflect.New(reflect.StructOf([]reflect.StructField{{
+			Name: "Options",
+			Type: reflect.PointerTo(typ),
+			Tag:  reflect.StructTag("toml:" + strconv.Quote(name)),
+		}}))
+		if err := decode(holder.Interface()); err != nil {
+			return Config{}, err
+		}
+		opts := holder.Elem().Field(0)
+		if opts.IsNil() {
+			continue
+		}
+		if name != c.Driver {
+			return Config{}, c.invalid("%s: only for driver %q", name, name)
+		}
+		c.Options = opts.Elem().Interface()
+	}
+	return c, nil
+}
+
+// Table is c as a TOML encoder (BurntSushi/toml) should write it: the
+// common keys, and Options as the table named after the driver, so that
+// the written table reads back through Decode as c.
+func (c Config) Table() map[string]any {
+	t := make(map[string]any)
+	v := reflect.ValueOf(c)
+	for i, f := range reflect.VisibleFields(v.Type()) {
+		name, _, _ := strings.Cut(f.Tag.Get("toml"), ",")
+		if name == "" || name == "-" {
+			continue
+		}
+		t[name] = v.Field(i).Interface()
+	}
+	if c.Options != nil {
+		t[c.Driver] = c.Options
+	}
+	return t
 }
 
 // Short returns the configured short address, or no address.

@@ -1,8 +1,10 @@
 package radio_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"reflect"
@@ -17,6 +19,8 @@ import (
 	"github.com/opaque-edge/gatewayd/radio"
 	"github.com/opaque-edge/gatewayd/radio/mac"
 	"github.com/opaque-edge/gatewayd/radio/radiotest"
+	"github.com/opaque-edge/gatewayd/radio/sim"
+	_ "github.com/opaque-edge/gatewayd/radio/spinel" // registers "spinel"
 )
 
 func u16(v uint16) *uint16 { return &v }
@@ -60,9 +64,10 @@ func TestValidateNamesTheBadKey(t *testing.T) {
 		}, "neighbors[1]: ip"},
 		{"reassembly timeout", func(c *radio.Config) { c.Reassembly.Timeout = radio.Duration{Duration: 2 * time.Minute} }, "reassembly.timeout"},
 		{"reassembly cap", func(c *radio.Config) { c.Reassembly.MaxTotal = -1 }, "reassembly.max_total"},
-		{"sim keys on spinel", func(c *radio.Config) { c.Sim.Nodes = 2 }, "sim: only for driver"},
-		{"sim nodes", func(c *radio.Config) { c.Driver, c.Sim.Nodes = "sim", 65 }, "sim.nodes = 65"},
-		{"sim loss", func(c *radio.Config) { c.Driver, c.Sim.Nodes, c.Sim.Loss = "sim", 1, 1 }, "sim.loss"},
+		{"sim options on spinel", func(c *radio.Config) { c.Options = sim.Config{Nodes: 2} }, `driver "spinel" takes none`},
+		{"sim nodes", func(c *radio.Config) { c.Driver, c.Options = "sim", sim.Config{Nodes: 65} }, "sim.nodes = 65"},
+		{"sim loss", func(c *radio.Config) { c.Driver, c.Options = "sim", sim.Config{Nodes: 1, Loss: 1} }, "sim.loss"},
+		{"sim options of another type", func(c *radio.Config) { c.Driver, c.Options = "sim", struct{ Nodes int }{1} }, "takes sim.Config"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cfg := ok.Defaults()
@@ -106,7 +111,7 @@ func openErr(cfg radio.Config) error {
 
 func TestDefaults(t *testing.T) {
 	c := radio.Config{Name: "sim0", Driver: "sim"}.Defaults()
-	if c.Prefix != radio.DefaultSimPrefix || c.Sim.Nodes != 3 || c.AckTimeout.Duration != 3*time.Second ||
+	if c.Prefix != sim.DefaultPrefix || c.Options != (sim.Config{Nodes: 3}) || c.AckTimeout.Duration != 3*time.Second ||
 		c.MaxRetransmit != 4 || c.Channel != 11 || c.PANID != 0xFACE || c.Baud != 460800 || c.RTSCTS == nil || !*c.RTSCTS {
 		t.Fatalf("defaults %+v", c)
 	}
@@ -114,26 +119,44 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := radio.Config{Name: "wpan0", Driver: "spinel", Prefix: netip.MustParsePrefix("fd00:1::5/64")}.Defaults()
-	if s.Prefix.String() != "fd00:1::/64" || s.Sim.Nodes != 0 {
+	if s.Prefix.String() != "fd00:1::/64" || s.Options != nil {
 		t.Fatalf("spinel defaults %+v", s)
 	}
 }
 
 // decode decodes one TOML document's [[radio]] tables, failing on keys
-// Config does not have.
+// neither Config nor a driver's options have.
 func decode(t *testing.T, doc string) []radio.Config {
 	t.Helper()
-	var f struct {
-		Radio []radio.Config `toml:"radio"`
-	}
-	md, err := toml.Decode(doc, &f)
+	rs, err := decodeErr(doc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if u := md.Undecoded(); len(u) > 0 {
-		t.Fatalf("unknown keys %v", u)
+	return rs
+}
+
+// decodeErr decodes as the configuration loader (bridge.Parse) does:
+// each [[radio]] through radio.Decode, then the unknown-key check.
+func decodeErr(doc string) ([]radio.Config, error) {
+	var f struct {
+		Radio []toml.Primitive `toml:"radio"`
 	}
-	return f.Radio
+	md, err := toml.Decode(doc, &f)
+	if err != nil {
+		return nil, err
+	}
+	var rs []radio.Config
+	for _, p := range f.Radio {
+		c, err := radio.Decode(func(v any) error { return md.PrimitiveDecode(p, v) })
+		if err != nil {
+			return nil, err
+		}
+		rs = append(rs, c)
+	}
+	if u := md.Undecoded(); len(u) > 0 {
+		return nil, fmt.Errorf("unknown keys %v", u)
+	}
+	return rs, nil
 }
 
 func TestTOMLDecodesEveryKey(t *testing.T) {
@@ -178,15 +201,93 @@ max_datagrams = 32
 	if err := c.Defaults().Validate(); err != nil {
 		t.Fatal(err)
 	}
-	var f struct{ Radio []radio.Config }
 	for _, bad := range []string{
 		"[[radio]]\nack_timeout = \"soon\"",
 		"[[radio]]\next_addr = \"18:b4:30\"",
 		"[[radio]]\nprefix = \"fd00::/x\"",
 		"[[radio]]\npan_id = 70000",
+		"[[radio]]\ndriver = \"sim\"\n[radio.sim]\nnodes = \"three\"",
 	} {
-		if _, err := toml.Decode(bad, &f); err == nil {
+		if _, err := decodeErr(bad); err == nil {
 			t.Errorf("%q decoded", bad)
+		}
+	}
+}
+
+// A driver's own keys, its [radio.<driver>] table, decode into the
+// driver's options type; the file format is the one of the common keys'
+// sub-tables.
+func TestDecodeGivesTheDriverItsTable(t *testing.T) {
+	rs := decode(t, `
+[[radio]]
+name = "hall"
+driver = "spinel"
+device = "/dev/ttyACM0"
+prefix = "fd00:db8:2::/64"
+
+[[radio]]
+name = "sim0"
+driver = "sim"
+[radio.sim]
+nodes = 2
+loss = 0.25
+delay = "5ms"
+oscore_dir = "/etc/gatewayd/sim-oscore"
+sign_key = "/etc/gatewayd/sim-sign.key"
+`)
+	if len(rs) != 2 || rs[0].Options != nil {
+		t.Fatalf("decoded %+v", rs)
+	}
+	want := sim.Config{Nodes: 2, Loss: 0.25, Delay: radio.Duration{Duration: 5 * time.Millisecond},
+		OSCOREDir: "/etc/gatewayd/sim-oscore", SignKey: "/etc/gatewayd/sim-sign.key"}
+	if rs[1].Options != want {
+		t.Fatalf("sim options %+v, want %+v", rs[1].Options, want)
+	}
+	if err := rs[1].Defaults().Validate(); err != nil {
+		t.Fatal(err)
+	}
+	// A key the driver's table does not have is left for the file's
+	// unknown-key check; a table of another driver's keys is an error.
+	for doc, want := range map[string]string{
+		"[[radio]]\nname = \"s\"\ndriver = \"sim\"\n[radio.sim]\nnodez = 2\n":                            "unknown keys [radio.sim.nodez]",
+		"[[radio]]\nname = \"s\"\ndriver = \"spinel\"\ndevice = \"/dev/null\"\n[radio.sim]\nnodes = 2\n": `"s": sim: only for driver "sim"`,
+		"[[radio]]\nname = \"s\"\ndriver = \"zigbee\"\n[radio.zigbee]\nx = 1\n":                          `driver = "zigbee": unknown driver`,
+	} {
+		if _, err := decodeErr(doc); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", doc, err, want)
+		}
+	}
+}
+
+// Table writes a Config back in the file's format: encoded and decoded
+// again, it is the same Config, the driver's options included.
+func TestTableReadsBackThroughDecode(t *testing.T) {
+	for _, c := range []radio.Config{
+		{Name: "sim0", Driver: "sim", Prefix: netip.MustParsePrefix("fd00:1::/64"), Options: sim.Config{Nodes: 2, Loss: 0.5, SignKey: "k"}},
+		{Name: "hall", Driver: "spinel", Device: "/dev/ttyACM0", RTSCTS: new(bool), ShortAddr: u16(7),
+			Neighbors:  []radio.NeighborConfig{{IP: netip.MustParseAddr("fd00::1"), MAC: mac.ShortAddr(2)}},
+			Reassembly: radio.ReassemblyLimits{MaxTotal: 9}},
+	} {
+		var buf bytes.Buffer
+		if err := toml.NewEncoder(&buf).Encode(map[string]any{"radio": []map[string]any{c.Table()}}); err != nil {
+			t.Fatal(err)
+		}
+		back := decode(t, buf.String())
+		if len(back) != 1 || !reflect.DeepEqual(back[0], c) {
+			t.Fatalf("%+v\nwritten as\n%s\nread back as %+v", c, buf.String(), back)
+		}
+	}
+}
+
+// A driver the build leaves out on purpose says why, where an unknown
+// one lists the drivers there are.
+func TestAbsentDriverSaysWhy(t *testing.T) {
+	radio.RegisterAbsent("zigbee-test", "this build has no zigbee")
+	cfg := radio.Config{Name: "z", Driver: "zigbee-test", Prefix: netip.MustParsePrefix("fd00:1::/64")}.Defaults()
+	_, derr := decodeErr("[[radio]]\nname = \"z\"\ndriver = \"zigbee-test\"\n[radio.zigbee-test]\nx = 1\n")
+	for _, err := range []error{cfg.Validate(), openErr(cfg), derr} {
+		if !errors.Is(err, radio.ErrUnknownDriver) || !strings.Contains(err.Error(), `driver = "zigbee-test": unknown driver: this build has no zigbee`) {
+			t.Errorf("error %v: want ErrUnknownDriver with the reason", err)
 		}
 	}
 }

@@ -83,7 +83,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Radio, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	open, ok := lookup(cfg.Driver)
+	d, ok := lookup(cfg.Driver)
 	if !ok {
 		return nil, fmt.Errorf("radio: %s: driver %q: %w (registered: %s)", cfg.Name, cfg.Driver, ErrUnknownDriver, registered())
 	}
@@ -99,7 +99,7 @@ func Open(ctx context.Context, cfg Config, log *slog.Logger) (*Radio, error) {
 		cfg.ExtAddr = localExtAddr(cfg.Name)
 	}
 	log = log.With("radio", cfg.Name, "driver", cfg.Driver)
-	link, err := open(ctx, cfg, log)
+	link, err := d.Open(ctx, cfg, log)
 	if err != nil {
 		return nil, fmt.Errorf("radio: %s: open %s driver: %w", cfg.Name, cfg.Driver, err)
 	}

@@ -79,8 +79,8 @@ func TestOpenSimServesCoAPThroughSpinelOverPty(t *testing.T) {
 	r, ep, n := simRadio(t, func(c *radio.Config) { c.PCAP = pcapPath })
 
 	nodes := r.Nodes()
-	if len(nodes) != radio.DefaultSimNodes {
-		t.Fatalf("nodes %v, want %d", nodes, radio.DefaultSimNodes)
+	if len(nodes) != sim.DefaultNodes {
+		t.Fatalf("nodes %v, want %d", nodes, sim.DefaultNodes)
 	}
 	want := netip.MustParseAddr("fd00:db8:1::1")
 	if nodes[0] != want || !r.Contains(nodes[0]) {

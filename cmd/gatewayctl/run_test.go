@@ -21,6 +21,7 @@ import (
 	"github.com/opaque-edge/gatewayd/e2e/signed"
 	"github.com/opaque-edge/gatewayd/plugins"
 	"github.com/opaque-edge/gatewayd/radio"
+	"github.com/opaque-edge/gatewayd/radio/sim"
 )
 
 // origin is a CoAP server for the CLI tests: /temp, /store (PUT),
@@ -479,7 +480,7 @@ func TestStatusShowsTheProxyAtAGlance(t *testing.T) {
 		"gatewayd 1.2.3 (" + runtime.Version() + "), up ",
 		"listen   udp://127.0.0.1:0 on " + p.Addrs()[0].String() + ": received ",
 		"route    /hall → coap://[fd00::1]",
-		"radio    sim (sim, " + radio.DefaultSimPrefix.String() + "): ",
+		"radio    sim (sim, " + sim.DefaultPrefix.String() + "): ",
 		"plugin   http (", "): DOWN, next start ", "no such file",
 		"cache    0 entries", "observe  0 observers",
 	} {

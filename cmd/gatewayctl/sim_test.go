@@ -25,13 +25,13 @@ import (
 // startSimGateway runs gatewayd's proxy with a "sim" radio of one node
 // configured with sc, and returns the proxy's URI, the node's URI prefix
 // (coap://[addr]) and the node.
-func startSimGateway(t *testing.T, sc radio.SimConfig) (proxy, node string, n *sim.Node) {
+func startSimGateway(t *testing.T, sc sim.Config) (proxy, node string, n *sim.Node) {
 	t.Helper()
 	sc.Nodes = 1
 	p := bridgetest.Start(t, func(c *bridge.Config) {
 		c.Proxy.Timeout = bridge.Duration{Duration: 10 * time.Second}
 		c.Metrics.Listen = ""
-		c.Radio = []radio.Config{{Name: "sim", Driver: "sim", Sim: sc}}
+		c.Radio = []radio.Config{{Name: "sim", Driver: "sim", Options: sc}}
 	})
 	r := p.Radios()[0]
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -59,7 +59,7 @@ func TestOSCOREGetThroughGatewaydToSimNode(t *testing.T) {
 	if code, _, stderr := ctl(t, "keys", "oscore", "-out", client, "-peer-out", filepath.Join(nodeDir, "node1.toml")); code != exitOK {
 		t.Fatalf("keys oscore: exit %d: %s", code, stderr)
 	}
-	proxy, node, n := startSimGateway(t, radio.SimConfig{OSCOREDir: nodeDir})
+	proxy, node, n := startSimGateway(t, sim.Config{OSCOREDir: nodeDir})
 
 	// Twice: the second run must not reuse a sequence number, or the node
 	// would answer 4.01 Replay detected.
@@ -94,7 +94,7 @@ func TestOSCOREObserveThroughGatewaydGetsProtectedNotifications(t *testing.T) {
 	if code, _, stderr := ctl(t, "keys", "oscore", "-out", client, "-peer-out", filepath.Join(dir, "nodes.toml")); code != exitOK {
 		t.Fatalf("keys oscore: exit %d: %s", code, stderr)
 	}
-	proxy, node, n := startSimGateway(t, radio.SimConfig{OSCOREDir: dir})
+	proxy, node, n := startSimGateway(t, sim.Config{OSCOREDir: dir})
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
 	code, out, stderr := ctlCtx(t, ctx, "observe", "-n", "3", "-oscore", client, "-proxy", proxy, node+"/oscore/temp")
@@ -119,7 +119,7 @@ func TestSignedRepresentationTwoClientsOneNodeExchangeThroughGatewaydCache(t *te
 	if code, _, stderr := ctl(t, "keys", "ed25519", "-out", prefix); code != exitOK {
 		t.Fatalf("keys ed25519: exit %d: %s", code, stderr)
 	}
-	proxy, node, n := startSimGateway(t, radio.SimConfig{SignKey: prefix + ".key"})
+	proxy, node, n := startSimGateway(t, sim.Config{SignKey: prefix + ".key"})
 	counterRE := regexp.MustCompile(`counter ([0-9]+)`)
 	get := func() (out, counter string) {
 		// Each run is a separate client with its own verifier.
@@ -153,7 +153,7 @@ func TestObserveSignedThroughGatewaydVerifiesEveryNotification(t *testing.T) {
 	if code, _, stderr := ctl(t, "keys", "ed25519", "-out", prefix); code != exitOK {
 		t.Fatalf("keys ed25519: exit %d: %s", code, stderr)
 	}
-	proxy, node, _ := startSimGateway(t, radio.SimConfig{SignKey: prefix + ".key"})
+	proxy, node, _ := startSimGateway(t, sim.Config{SignKey: prefix + ".key"})
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
 	code, out, stderr := ctlCtx(t, ctx, "observe", "-v", "-n", "3", "-verify", prefix+".pub", "-proxy", proxy, node+"/signed/temp")

@@ -17,7 +17,6 @@ import (
 	"github.com/opaque-edge/gatewayd/e2e/oscore"
 	"github.com/opaque-edge/gatewayd/e2e/signed"
 	"github.com/opaque-edge/gatewayd/observe/pubsub"
-	"github.com/opaque-edge/gatewayd/radio"
 	"github.com/opaque-edge/gatewayd/radio/sim"
 	// nodekeys registers the loader of [radio.sim] oscore_dir and
 	// sign_key, for the demo and configuration files alike. It links e2e/
@@ -29,16 +28,16 @@ import (
 // demoKeys are the throwaway end-to-end keys of a demo run: the nodes'
 // (in the sim config) and the client's (for gatewayctl).
 type demoKeys struct {
-	sim    radio.SimConfig // oscore_dir and sign_key for the nodes
-	client string          // the client's OSCORE context file
-	pub    string          // the nodes' public key file
+	sim    sim.Config // oscore_dir and sign_key for the nodes
+	client string     // the client's OSCORE context file
+	pub    string     // the nodes' public key file
 }
 
 // makeDemoKeys writes into dir one OSCORE context pair (the nodes share
 // theirs, nodes.toml) and one signing key pair, as `gatewayctl keys` would.
 func makeDemoKeys(dir string) (demoKeys, error) {
 	k := demoKeys{
-		sim:    radio.SimConfig{OSCOREDir: filepath.Join(dir, "nodes"), SignKey: filepath.Join(dir, "node-sign.key")},
+		sim:    sim.Config{OSCOREDir: filepath.Join(dir, "nodes"), SignKey: filepath.Join(dir, "node-sign.key")},
 		client: filepath.Join(dir, "client.toml"),
 		pub:    filepath.Join(dir, "node-sign.pub"),
 	}

@@ -99,9 +99,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		cfg.PubSub.Enabled = true
 		cfg.PubSub.StateDir = stateDir
 		cfg.Metrics.Listen = "" // the demo leaves the admin port to an installed gatewayd
-		cfg.Radio = []radio.Config{{Name: "sim", Driver: "sim", Sim: keys.sim}}
+		cfg.Radio = []radio.Config{{Name: "sim", Driver: "sim", Options: keys.sim}}
 		// Reverse routes to the simulated nodes: /node1/... and so on.
-		for i := 0; i < radio.DefaultSimNodes; i++ {
+		for i := 0; i < sim.DefaultNodes; i++ {
 			cfg.Route = append(cfg.Route, bridge.RouteConfig{
 				Name:   fmt.Sprintf("node%d", i+1),
 				Target: fmt.Sprintf("coap://[%v]", simNodeAddr(i)),
@@ -291,7 +291,7 @@ func buildVersion() string {
 // simNodeAddr is the address of the demo's i-th simulated node: the sim
 // prefix and the IID of the node's MAC address (RFC 4944 §6).
 func simNodeAddr(i int) netip.Addr {
-	b := radio.DefaultSimPrefix.Addr().As16()
+	b := sim.DefaultPrefix.Addr().As16()
 	iid, _ := sim.NodeExtAddr(i).IID()
 	copy(b[8:], iid[:])
 	return netip.AddrFrom16(b)

@@ -23,7 +23,7 @@ import (
 	"time"
 
 	"github.com/opaque-edge/gatewayd/internal/testpeer"
-	"github.com/opaque-edge/gatewayd/radio"
+	"github.com/opaque-edge/gatewayd/radio/sim"
 )
 
 // syncBuffer is a bytes.Buffer safe for a writer and a reader at once.
@@ -420,6 +420,13 @@ func TestCheckNamesBadKeyAndLine(t *testing.T) {
 		{"bad duration", "[proxy]\ntimeout = \"soon\"\n", false, `:2: key "proxy.timeout"`},
 		{"syntax", "[proxy\nlisten = 1\n", false, ".toml:2:"},
 		{"hop limit", "[proxy]\nhop_limit = 0\n", false, "c.toml:2: proxy: hop_limit:"},
+		// The radio drivers' own tables keep the file's rules.
+		{"sim radio", "[[radio]]\nname = \"s\"\ndriver = \"sim\"\n[radio.sim]\nnodes = 2\nloss = 0.1\n", true, "configuration ok"},
+		{"unknown key of a driver's table", "[[radio]]\nname = \"s\"\ndriver = \"sim\"\n[radio.sim]\nnodes = 2\nlos = 0.1\n", false, `c.toml:6: unknown key "radio.sim.los"`},
+		{"unknown key of a radio", "[[radio]]\nname = \"s\"\ndriver = \"sim\"\nchanel = 12\n", false, `c.toml:4: unknown key "radio.chanel"`},
+		{"driver's check", "[[radio]]\nname = \"s\"\ndriver = \"sim\"\n[radio.sim]\nnodes = 65\n", false, `c.toml:1: radio[0]: radio: invalid config: [[radio]] "s": sim.nodes = 65`},
+		{"another driver's table", "[[radio]]\nname = \"r\"\ndriver = \"sim\"\n\n[[radio]]\nname = \"s\"\ndriver = \"spinel\"\ndevice = \"/dev/ttyACM0\"\nprefix = \"fd00:2::/64\"\n[radio.sim]\nnodes = 2\n", false, `c.toml:7: radio[1]: radio: invalid config: [[radio]] "s": sim: only for driver "sim"`},
+		{"spinel's check", "[[radio]]\nname = \"s\"\ndriver = \"spinel\"\nprefix = \"fd00:2::/64\"\n", false, `c.toml:3: radio[0]: radio: invalid config: [[radio]] "s": device is required for driver "spinel"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -529,7 +536,7 @@ pcap = %q
 	ts := func(args ...string) string {
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 		defer cancel()
-		args = append([]string{"-r", capture, "-d", "udp.port==5683,coap", "-o", "6lowpan.context0:" + radio.DefaultSimPrefix.String()}, args...)
+		args = append([]string{"-r", capture, "-d", "udp.port==5683,coap", "-o", "6lowpan.context0:" + sim.DefaultPrefix.String()}, args...)
 		out, err := exec.CommandContext(ctx, tshark, args...).Output()
 		if err != nil {
 			t.Fatalf("tshark %q: %v", args, err)

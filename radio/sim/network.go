@@ -1,7 +1,6 @@
 package sim
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,12 +15,6 @@ import (
 	"github.com/opaque-edge/gatewayd/radio/mac"
 	"github.com/opaque-edge/gatewayd/radio/spinel"
 )
-
-func init() {
-	radio.Register("sim", func(_ context.Context, cfg radio.Config, log *slog.Logger) (radio.Link, error) {
-		return NewNetwork(cfg, log)
-	})
-}
 
 // DefaultPortName is the pty link's name in a Network's directory.
 const DefaultPortName = "rcp0"
@@ -70,7 +63,7 @@ var (
 // NewNetwork starts a simulated network for a `[[radio]]` config with
 // defaults applied (radio.Config.Defaults): cfg.Device, if set, is where
 // the pty is published (its directory is created if missing); otherwise a
-// temporary directory is made and removed by Close. cfg.Sim sets the node
+// temporary directory is made and removed by Close. cfg.Options (a Config) sets the node
 // count, loss and air time, and the nodes' end-to-end keys through the
 // registered KeyLoader (ErrNoKeyLoader if there is none); cfg.ExtAddr, if
 // set, is the RCP's HWADDR. The link comes up shortly after NewNetwork
@@ -82,11 +75,12 @@ func NewNetwork(cfg radio.Config, log *slog.Logger) (n *Network, err error) {
 	if !cfg.Prefix.IsValid() {
 		return nil, fmt.Errorf("sim: network %q: no prefix", cfg.Name)
 	}
-	count := cfg.Sim.Nodes
+	sc := configOf(cfg)
+	count := sc.Nodes
 	if count <= 0 {
-		count = radio.DefaultSimNodes
+		count = DefaultNodes
 	}
-	started := &Network{air: NewAir(AirConfig{Loss: cfg.Sim.Loss, Delay: cfg.Sim.Delay.Duration})}
+	started := &Network{air: NewAir(AirConfig{Loss: sc.Loss, Delay: sc.Delay.Duration})}
 	n = started
 	defer func() {
 		// Not n.Close: a failing return has set n to nil already.
@@ -115,7 +109,7 @@ func NewNetwork(cfg radio.Config, log *slog.Logger) (n *Network, err error) {
 		return nil, fmt.Errorf("sim: network %q: %w", cfg.Name, err)
 	}
 
-	keys, err := loadKeys(cfg.Sim, count)
+	keys, err := loadKeys(sc, count)
 	if err != nil {
 		return nil, fmt.Errorf("sim: network %q: %w", cfg.Name, err)
 	}
@@ -135,11 +129,11 @@ func NewNetwork(cfg radio.Config, log *slog.Logger) (n *Network, err error) {
 		n.nodes = append(n.nodes, node)
 	}
 
-	sc := spinel.FromRadioConfig(cfg, log)
-	sc.Device = n.port.Path()
-	sc.ExtAddr = n.ext
-	sc.BackoffMin, sc.BackoffMax = netBackoffMin, netBackoffMax
-	if n.Driver, err = spinel.New(sc); err != nil {
+	dc := spinel.FromRadioConfig(cfg, log)
+	dc.Device = n.port.Path()
+	dc.ExtAddr = n.ext
+	dc.BackoffMin, dc.BackoffMax = netBackoffMin, netBackoffMax
+	if n.Driver, err = spinel.New(dc); err != nil {
 		return nil, fmt.Errorf("sim: network %q: %w", cfg.Name, err)
 	}
 	log.Info("simulated network", "port", n.port.Path(), "nodes", n.Nodes())

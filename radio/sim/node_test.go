@@ -8,10 +8,13 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/BurntSushi/toml"
 
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/radio"
@@ -160,8 +163,7 @@ func TestNetworkStartsNodesAndCleansUp(t *testing.T) {
 
 func TestNetworkPublishesAtDevice(t *testing.T) {
 	dev := filepath.Join(t.TempDir(), "by-id", "sim-rcp")
-	cfg := radio.Config{Name: "sim0", Driver: "sim", Device: dev}.Defaults()
-	cfg.Sim.Nodes = 1
+	cfg := radio.Config{Name: "sim0", Driver: "sim", Device: dev, Options: sim.Config{Nodes: 1}}.Defaults()
 	n, err := sim.NewNetwork(cfg, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -202,12 +204,47 @@ func TestREADMENamesCountersAndSettings(t *testing.T) {
 // Keys configured in a binary without radio/sim/nodekeys are an error, not
 // silently unprotected nodes.
 func TestNetworkWithKeysNeedsAKeyLoader(t *testing.T) {
-	cfg := radio.Config{Name: "sim0", Driver: "sim"}.Defaults()
-	cfg.Sim.SignKey = filepath.Join(t.TempDir(), "node.key")
+	cfg := radio.Config{Name: "sim0", Driver: "sim", Options: sim.Config{SignKey: filepath.Join(t.TempDir(), "node.key")}}.Defaults()
 	if n, err := sim.NewNetwork(cfg, nil); !errors.Is(err, sim.ErrNoKeyLoader) {
 		if n != nil {
 			n.Close()
 		}
 		t.Fatalf("err = %v, want ErrNoKeyLoader", err)
+	}
+}
+
+// The README's configuration example reads as a "sim" radio, and the
+// README names every key of the driver's own table.
+func TestREADMEDocumentsEverySimKey(t *testing.T) {
+	b, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)```toml\n(.*?)```").FindSubmatch(b)
+	if m == nil {
+		t.Fatal("README.md has no toml example")
+	}
+	var f struct {
+		Radio []toml.Primitive `toml:"radio"`
+	}
+	md, err := toml.Decode(string(m[1]), &f)
+	if err != nil || len(f.Radio) != 1 {
+		t.Fatalf("example: %v, %d radios", err, len(f.Radio))
+	}
+	c, err := radio.Decode(func(v any) error { return md.PrimitiveDecode(f.Radio[0], v) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if u := md.Undecoded(); len(u) > 0 {
+		t.Fatalf("example: unknown keys %v", u)
+	}
+	if err := c.Defaults().Validate(); err != nil {
+		t.Fatal(err)
+	}
+	for fld := range reflect.TypeFor[sim.Config]().Fields() {
+		key := fld.Tag.Get("toml")
+		if !strings.Contains(string(b), "`"+key+"`") || !regexp.MustCompile(`(?m)^`+key+` +=`).Match(m[1]) {
+			t.Errorf("README.md does not document [radio.sim] %s, in the text and the example", key)
+		}
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"fmt"
 
 	"github.com/opaque-edge/gatewayd/coap"
-	"github.com/opaque-edge/gatewayd/radio"
 )
 
 // The proxy links this package (its "sim" driver) and must never link
@@ -49,7 +48,7 @@ type NodeKeys struct {
 
 // KeyLoader loads the NodeKeys of a Network's count nodes, in node order,
 // from the [radio.sim] config.
-type KeyLoader func(cfg radio.SimConfig, count int) ([]NodeKeys, error)
+type KeyLoader func(cfg Config, count int) ([]NodeKeys, error)
 
 // keyLoader is set once from an init function, before any Network starts.
 var keyLoader KeyLoader
@@ -66,7 +65,7 @@ var ErrNoKeyLoader = errors.New("sim: oscore_dir and sign_key need radio/sim/nod
 var ErrNoSigner = errors.New("sim: node has no signing key")
 
 // loadKeys returns the nodes' keys, or nil when none are configured.
-func loadKeys(cfg radio.SimConfig, count int) ([]NodeKeys, error) {
+func loadKeys(cfg Config, count int) ([]NodeKeys, error) {
 	if cfg.OSCOREDir == "" && cfg.SignKey == "" {
 		return nil, nil
 	}

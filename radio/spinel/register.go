@@ -2,12 +2,22 @@ package spinel
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 
 	"github.com/opaque-edge/gatewayd/radio"
 )
 
-func init() { radio.Register("spinel", open) }
+func init() { radio.Register("spinel", radio.Driver{Open: open, Validate: validate}) }
+
+// validate checks what the "spinel" driver needs of a [[radio]]: a serial
+// device to open.
+func validate(c radio.Config) error {
+	if c.Device == "" {
+		return errors.New(`device is required for driver "spinel"`)
+	}
+	return nil
+}
 
 // open is the "spinel" driver of the radio registry: a Driver on the
 // configured serial device. It returns at once; the link comes up by

@@ -22,7 +22,6 @@ import (
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/e2e/oscore"
 	"github.com/opaque-edge/gatewayd/e2e/signed"
-	"github.com/opaque-edge/gatewayd/radio"
 	"github.com/opaque-edge/gatewayd/radio/sim"
 )
 
@@ -41,7 +40,7 @@ func ContextFile(i int) string { return "node" + strconv.Itoa(i+1) + ".toml" }
 // loaded once and shared (one Sender Sequence Number and replay window for
 // all nodes that use it, so no nonce repeats); a node with neither is an
 // error. With SignKey, every node signs with that key through one Signer.
-func Load(cfg radio.SimConfig, count int) ([]sim.NodeKeys, error) {
+func Load(cfg sim.Config, count int) ([]sim.NodeKeys, error) {
 	keys := make([]sim.NodeKeys, count)
 	if cfg.OSCOREDir != "" {
 		var shared *oscore.Context

@@ -15,7 +15,6 @@ import (
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/e2e/oscore"
 	"github.com/opaque-edge/gatewayd/e2e/signed"
-	"github.com/opaque-edge/gatewayd/radio"
 	"github.com/opaque-edge/gatewayd/radio/mac"
 	"github.com/opaque-edge/gatewayd/radio/sim"
 	"github.com/opaque-edge/gatewayd/radio/sim/nodekeys"
@@ -76,7 +75,7 @@ func TestLoadGivesEachNodeItsOwnOrTheSharedContext(t *testing.T) {
 	dir := t.TempDir()
 	c1 := contexts(t, dir, "node1.toml", 0x01)
 	cs := contexts(t, dir, nodekeys.SharedContextFile, 0x0f)
-	keys, err := nodekeys.Load(radio.SimConfig{OSCOREDir: dir}, 3)
+	keys, err := nodekeys.Load(sim.Config{OSCOREDir: dir}, 3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,19 +122,19 @@ func TestLoadGivesEachNodeItsOwnOrTheSharedContext(t *testing.T) {
 func TestLoadRefusesMissingAndReadableFiles(t *testing.T) {
 	dir := t.TempDir()
 	contexts(t, dir, "node1.toml", 0x01)
-	if _, err := nodekeys.Load(radio.SimConfig{OSCOREDir: dir}, 2); err == nil || !strings.Contains(err.Error(), "node2.toml") {
+	if _, err := nodekeys.Load(sim.Config{OSCOREDir: dir}, 2); err == nil || !strings.Contains(err.Error(), "node2.toml") {
 		t.Fatalf("node 2 without a context: %v", err)
 	}
 	if err := os.Chmod(filepath.Join(dir, "node1.toml"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := nodekeys.Load(radio.SimConfig{OSCOREDir: dir}, 1); !errors.Is(err, oscore.ErrFileMode) {
+	if _, err := nodekeys.Load(sim.Config{OSCOREDir: dir}, 1); !errors.Is(err, oscore.ErrFileMode) {
 		t.Fatalf("readable context: %v", err)
 	}
-	if _, err := nodekeys.Load(radio.SimConfig{SignKey: filepath.Join(dir, "none.key")}, 1); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := nodekeys.Load(sim.Config{SignKey: filepath.Join(dir, "none.key")}, 1); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("missing key: %v", err)
 	}
-	if keys, err := nodekeys.Load(radio.SimConfig{}, 2); err != nil || len(keys) != 2 || keys[0] != (sim.NodeKeys{}) {
+	if keys, err := nodekeys.Load(sim.Config{}, 2); err != nil || len(keys) != 2 || keys[0] != (sim.NodeKeys{}) {
 		t.Fatalf("nothing configured: %v %+v", err, keys)
 	}
 }
@@ -151,7 +150,7 @@ func TestNodeServesProtectedResourcesAndListsThem(t *testing.T) {
 	if err := signed.WritePrivateKeyFile(keyFile, priv); err != nil {
 		t.Fatal(err)
 	}
-	keys, err := nodekeys.Load(radio.SimConfig{OSCOREDir: dir, SignKey: keyFile}, 1)
+	keys, err := nodekeys.Load(sim.Config{OSCOREDir: dir, SignKey: keyFile}, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,7 +233,7 @@ func TestProtectedAndSignedObservationsNotifyEachChange(t *testing.T) {
 	if err := signed.WritePrivateKeyFile(keyFile, priv); err != nil {
 		t.Fatal(err)
 	}
-	keys, err := nodekeys.Load(radio.SimConfig{OSCOREDir: dir, SignKey: keyFile}, 1)
+	keys, err := nodekeys.Load(sim.Config{OSCOREDir: dir, SignKey: keyFile}, 1)
 	if err != nil {
 		t.Fatal(err)
 	}
