@@ -45,7 +45,6 @@ import (
 	"github.com/opaque-edge/gatewayd/observe/pubsub"
 	"github.com/opaque-edge/gatewayd/plugins"
 	"github.com/opaque-edge/gatewayd/radio"
-	_ "github.com/opaque-edge/gatewayd/radio/drivers" // "spinel" and "sim"
 )
 
 // Proxy is a running proxy: its endpoints, chain and upstreams.

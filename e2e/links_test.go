@@ -29,7 +29,7 @@ var endpointSide = []string{
 // cannot go stale unseen.
 var proxyPath = []string{
 	"bridge", "cache", "observe", "observe/pubsub", "coap",
-	"radio", "radio/drivers", "radio/spinel", "radio/sixlowpan", "radio/mac", "radio/sim",
+	"radio", "radio/spinel", "radio/sixlowpan", "radio/mac", "radio/sim",
 	"plugins", "plugins/sdk",
 }
 

@@ -19,7 +19,6 @@ import (
 
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/radio"
-	_ "github.com/opaque-edge/gatewayd/radio/drivers"
 	"github.com/opaque-edge/gatewayd/radio/sim"
 )
 
