@@ -8,8 +8,10 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 
 all: build
 
+# build: the daemon as the Debian package ships it, without the demo
+# (-tags nodemo; `go run ./cmd/gatewayd` has the demo).
 build:
-	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o gatewayd ./cmd/gatewayd
+	CGO_ENABLED=0 $(GO) build -trimpath -tags nodemo -ldflags "$(LDFLAGS)" -o gatewayd ./cmd/gatewayd
 
 # check installs what the tests need, then runs every check and test:
 # formatting, vet, unit and integration tests (real libcoap peers), with

@@ -78,10 +78,13 @@ for arch in "${arches[@]}"; do
 	cp "$here/lintian-overrides" "$stage/lintian-overrides"
 	build() {
 		CGO_ENABLED=0 GOOS=linux GOARCH="$goarch" GOARM="$goarm" \
-			"$go" build -trimpath -ldflags "-s -w -X main.version=$VERSION" -o "$stage/$1" "./cmd/$1"
+			"$go" build -trimpath -tags "$2" -ldflags "-s -w -X main.version=$VERSION" -o "$stage/$1" "./cmd/$1"
 	}
-	build gatewayd
-	build gatewayctl
+	# nodemo: the daemon without the demo, so without the simulator, its
+	# pseudo-terminal and the simulated nodes' end-to-end code
+	# (cmd/gatewayd/README.md).
+	build gatewayd nodemo
+	build gatewayctl ""
 	# The plugins shipped with the daemon (plugins/*/cmd/<name>), with the
 	# package's version for -version (plugins/sdk), and the list of their
 	# digests that a [[plugin]] without sha256 is checked against: it

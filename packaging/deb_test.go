@@ -355,6 +355,31 @@ func TestDebianPackageBuildsLintsInstallsAndUpgrades(t *testing.T) {
 		}
 	})
 
+	t.Run("the installed gatewayd has no demo, simulator or end-to-end code", func(t *testing.T) {
+		// What the binary itself says it was built from: the tag that
+		// leaves the demo out, and none of the modules only the simulator
+		// (creack/pty) and the nodes' keys (go-cose) bring.
+		info := sh(t, ctx, nil, "go", "version", "-m", gatewayd)
+		if !regexp.MustCompile(`(?m)^\s+build\s+-tags=nodemo$`).MatchString(info) {
+			t.Errorf("gatewayd was not built with -tags nodemo:\n%s", info)
+		}
+		for _, mod := range []string{"github.com/creack/pty", "github.com/veraison/go-cose"} {
+			if strings.Contains(info, "\t"+mod+"\t") {
+				t.Errorf("gatewayd links %s:\n%s", mod, info)
+			}
+		}
+		if !strings.Contains(info, "\tgo.bug.st/serial\t") {
+			t.Errorf("go version -m lists no modules: the check above proves nothing:\n%s", info)
+		}
+		sim := filepath.Join(t.TempDir(), "sim.toml")
+		if err := os.WriteFile(sim, []byte("[[radio]]\nname = \"s\"\ndriver = \"sim\"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := shErr(ctx, nil, gatewayd, "-check", "-config", sim); err == nil || !strings.Contains(out, "this gatewayd has no simulator") {
+			t.Errorf("-check of a sim radio: %v %q", err, out)
+		}
+	})
+
 	t.Run("every program tells the package's version", func(t *testing.T) {
 		checkVersions(t, ctx, root, version)
 	})

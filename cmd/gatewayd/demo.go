@@ -1,9 +1,18 @@
+//go:build !nodemo
+
+// The demo: what `go run ./cmd/gatewayd` runs with no -config, and all
+// that only it needs. The packaged daemon is built with -tags nodemo and
+// links none of it: not the simulator with its pseudo-terminal, not the
+// end-to-end code of the simulated nodes' keys.
+
 package main
 
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -17,13 +26,68 @@ import (
 	"github.com/opaque-edge/gatewayd/e2e/oscore"
 	"github.com/opaque-edge/gatewayd/e2e/signed"
 	"github.com/opaque-edge/gatewayd/observe/pubsub"
+	"github.com/opaque-edge/gatewayd/radio"
 	"github.com/opaque-edge/gatewayd/radio/sim"
 	// nodekeys registers the loader of [radio.sim] oscore_dir and
 	// sign_key, for the demo and configuration files alike. It links e2e/
-	// into gatewayd for the simulated nodes only: the proxy's packages
+	// into this build for the simulated nodes only: the proxy's packages
 	// (bridge, cache, observe) still import none of it.
 	"github.com/opaque-edge/gatewayd/radio/sim/nodekeys"
 )
+
+func init() { demo = runDemo }
+
+// demoListen is where the demo serves CoAP; tests move it to a free port.
+var demoListen = "udp://127.0.0.1:5683"
+
+// runDemo is gatewayd with no -config: a simulated radio with its nodes,
+// reverse routes to them, the broker with a node publishing to it, and
+// throwaway end-to-end keys for the nodes and the client, all in a
+// temporary directory removed at exit. With check, it checks that
+// configuration and stops.
+func runDemo(ctx context.Context, d *daemon, check bool) error {
+	stateDir, err := os.MkdirTemp("", "gatewayd-demo-")
+	if err != nil {
+		return fmt.Errorf("demo: %w", err)
+	}
+	defer os.RemoveAll(stateDir)
+	keys, err := makeDemoKeys(stateDir)
+	if err != nil {
+		return err
+	}
+	cfg := demoConfig(stateDir, keys.sim)
+	if check {
+		return d.check(cfg, "configuration ok: the built-in demo defaults, since no -config was given (the installed file: -config /etc/gatewayd/gatewayd.toml)")
+	}
+	p, n, err := d.start(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	printBanner(d.stdout, p.Addrs()[0], p.Radios()[0].Nodes(), keys)
+	stopPublisher := startDemoPublisher(ctx, p, d.log)
+	defer stopPublisher()
+	return serve(ctx, p, "", n, d.log)
+}
+
+// demoConfig is the demo's configuration: the defaults, the broker, a
+// "sim" radio whose nodes hold the keys simKeys names, and a reverse
+// route to each node.
+func demoConfig(stateDir string, simKeys sim.Config) bridge.Config {
+	cfg := bridge.Defaults()
+	cfg.Proxy.Listen = []string{demoListen}
+	cfg.PubSub.Enabled = true
+	cfg.PubSub.StateDir = stateDir
+	cfg.Metrics.Listen = "" // the demo leaves the admin port to an installed gatewayd
+	cfg.Radio = []radio.Config{{Name: "sim", Driver: "sim", Options: simKeys}}
+	// Reverse routes to the simulated nodes: /node1/... and so on.
+	for i := 0; i < sim.DefaultNodes; i++ {
+		cfg.Route = append(cfg.Route, bridge.RouteConfig{
+			Name:   fmt.Sprintf("node%d", i+1),
+			Target: fmt.Sprintf("coap://[%v]", sim.NodeAddr(sim.DefaultPrefix, i)),
+		})
+	}
+	return cfg
+}
 
 // demoKeys are the throwaway end-to-end keys of a demo run: the nodes'
 // (in the sim config) and the client's (for gatewayctl).
@@ -133,6 +197,12 @@ func startDemoPublisher(ctx context.Context, p *bridge.Proxy, log *slog.Logger) 
 	return func() { cancel(); wg.Wait() }
 }
 
+// errNoTopicData: the broker created the topic but named no topic-data
+// resource to publish to.
+var errNoTopicData = errors.New("created without topic-data")
+
+// createDemoTopic creates the demo's topic on the broker at gw through e
+// and returns its topic-data path.
 func createDemoTopic(ctx context.Context, e *coap.Endpoint, gw netip.AddrPort, cf uint16) (string, error) {
 	name, rt := demoTopic, pubsub.RTData
 	props := pubsub.Properties{TopicName: &name, ResourceType: &rt, TopicContentFormat: &cf}
@@ -151,8 +221,11 @@ func createDemoTopic(ctx context.Context, e *coap.Endpoint, gw netip.AddrPort, c
 		return "", coap.Errorf(resp.Code, "%s", resp.Payload)
 	}
 	got, err := pubsub.DecodeProperties(resp.Payload)
-	if err != nil || got.TopicData == nil {
-		return "", err
+	if err != nil {
+		return "", fmt.Errorf("demo: topic %q: %w", demoTopic, err)
+	}
+	if got.TopicData == nil {
+		return "", fmt.Errorf("demo: topic %q: %w", demoTopic, errNoTopicData)
 	}
 	return *got.TopicData, nil
 }
@@ -163,4 +236,39 @@ func pathOptions(path string) coap.Options {
 		o = o.Insert(coap.URIPath, []byte(seg))
 	}
 	return o
+}
+
+func printBanner(w io.Writer, proxy netip.AddrPort, nodes []netip.Addr, keys demoKeys) {
+	fmt.Fprintf(w, "\ngatewayd demo: a CoAP proxy on %v in front of a simulated 802.15.4 radio\n", proxy)
+	fmt.Fprintf(w, "(a fake OpenThread RCP on a pseudo-terminal, driven through the real Spinel driver)\n")
+	fmt.Fprintf(w, "with %d simulated nodes:", len(nodes))
+	for _, n := range nodes {
+		fmt.Fprintf(w, " %v", n)
+	}
+	c := "coap-client-notls" // Debian package libcoap3-bin
+	fmt.Fprintf(w, `
+
+Try (coap-client-notls is in the Debian package libcoap3-bin):
+
+  %[1]s -m get -P coap://%[2]v 'coap://[%[3]v]/sensors/temp'
+  %[1]s -m put -e open -P coap://%[2]v 'coap://[%[3]v]/actuators/valve'
+  %[1]s -m get -P coap://%[2]v 'coap://[%[3]v]/actuators/valve'
+  %[1]s -m get -P coap://%[2]v 'coap://[%[3]v]/.well-known/core'
+  %[1]s -m get coap://%[2]v/node1/sensors/temp   # a reverse route
+  %[1]s -m get coap://%[2]v/.well-known/core
+
+Node 1 publishes signed readings (COSE_Sign1) to the gateway's pub-sub
+broker; find the topic and subscribe for 30 s:
+
+  %[1]s -m get 'coap://%[2]v/.well-known/core?rt=core.ps.data'
+  %[1]s -s 30 -m get coap://%[2]v/ps/data/<id from the line above>
+
+End to end, with throwaway keys the nodes and this client hold and the
+proxy does not:
+
+  go run ./cmd/gatewayctl get -oscore %[4]s -proxy coap://%[2]v 'coap://[%[3]v]/oscore/temp'
+  go run ./cmd/gatewayctl observe -verify %[5]s -proxy coap://%[2]v 'coap://[%[3]v]/signed/temp'
+
+Stop with Ctrl-C.
+`, c, proxy, nodes[0], keys.client, keys.pub)
 }

@@ -6,7 +6,9 @@
 //
 //	gatewayd [-config /etc/gatewayd/gatewayd.toml] [-check] [-version]
 //
-// Without -config it runs a demo on loopback.
+// Without -config it runs a demo on loopback (demo.go). Built with -tags
+// nodemo, as the Debian package's is, it has no demo, links neither the
+// simulator nor end-to-end code, and reads /etc/gatewayd/gatewayd.toml.
 package main
 
 import (

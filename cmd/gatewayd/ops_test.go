@@ -66,19 +66,6 @@ func fileSHA256(t *testing.T, path string) string {
 	return sum
 }
 
-// -check without -config checks the demo's built-in defaults, and says so
-// rather than a bare "configuration ok" an operator would take for the
-// installed file's.
-func TestCheckWithoutConfigSaysItCheckedTheDemoDefaults(t *testing.T) {
-	var out bytes.Buffer
-	if err := run(context.Background(), []string{"-check"}, &out, &bytes.Buffer{}); err != nil {
-		t.Fatal(err)
-	}
-	if s := out.String(); !strings.Contains(s, "demo defaults") || !strings.Contains(s, "-config /etc/gatewayd/gatewayd.toml") {
-		t.Fatalf("-check without -config: %q", s)
-	}
-}
-
 // Clients beyond loopback with loopback in allow: -check warns (and still
 // passes, the file being valid), and so does the start.
 func TestCheckAndStartWarnWhenLANClientsMayReachLoopback(t *testing.T) {

@@ -36,6 +36,7 @@ import (
 	"github.com/opaque-edge/gatewayd/internal/testpeer"
 	"github.com/opaque-edge/gatewayd/observe/pubsub"
 	httpcoap "github.com/opaque-edge/gatewayd/plugins/http"
+	"github.com/opaque-edge/gatewayd/radio/sim"
 	"github.com/opaque-edge/gatewayd/radio/sim/nodekeys"
 )
 
@@ -78,7 +79,7 @@ func TestHTTPPluginCarriesOSCOREToSimNodeAndBack(t *testing.T) {
 	config := httpPluginConfig(proxy, "", bin, sum, httpPort, fmt.Sprintf("[radio.sim]\noscore_dir = %q", nodes))
 	startGatewayd(t, config)
 
-	node := "coap://[" + simNodeAddr(0).String() + "]"
+	node := "coap://[" + sim.NodeAddr(sim.DefaultPrefix, 0).String() + "]"
 	req := &coap.Message{Type: coap.Confirmable, Code: coap.GET}
 	req.Options = req.Options.Insert(coap.ProxyURI, []byte(node+"/oscore/temp"))
 	dir := t.TempDir()
@@ -369,7 +370,7 @@ func mqttGatewayRecording(t *testing.T) (*mosquitto, netip.AddrPort, []byte, any
 	}
 	proxy, admin := freePort(t), freePort(t)
 	gw := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(proxy))
-	node := "coap://[" + simNodeAddr(0).String() + "]"
+	node := "coap://[" + sim.NodeAddr(sim.DefaultPrefix, 0).String() + "]"
 	log := startGatewaydLogged(t, fmt.Sprintf(`
 [proxy]
 listen = ["udp://127.0.0.1:%[1]d"]
@@ -450,7 +451,7 @@ func TestMQTTPluginBridgesSignedReadingsUpAndPublicationsDown(t *testing.T) {
 	if err := v.AddKey(kid, pub); err != nil {
 		t.Fatal(err)
 	}
-	uri := "coap://[" + simNodeAddr(0).String() + "]/signed/temp"
+	uri := "coap://[" + sim.NodeAddr(sim.DefaultPrefix, 0).String() + "]/signed/temp"
 	var counters []uint64
 	for len(counters) < 2 {
 		select {
@@ -755,7 +756,7 @@ func TestBinaryRestartsKilledPluginAndLeavesNoneWhenKilled(t *testing.T) {
 
 	c := coapEndpoint(t)
 	gw := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(proxy))
-	node := "coap://[" + simNodeAddr(0).String() + "]/sensors/temp"
+	node := "coap://[" + sim.NodeAddr(sim.DefaultPrefix, 0).String() + "]/sensors/temp"
 	get := func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

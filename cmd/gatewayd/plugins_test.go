@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/opaque-edge/gatewayd/internal/testpeer"
+	"github.com/opaque-edge/gatewayd/radio/sim"
 )
 
 func curl(t *testing.T, args ...string) string {
@@ -40,7 +41,7 @@ func TestHTTPPluginBothWays(t *testing.T) {
 	// down" is HTTP 503, which -f makes a failure to retry).
 	var body string
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		out, err := exec.Command(tool(t, "curl"), "-fsS", "--max-time", "20", base+"coap://["+simNodeAddr(0).String()+"]/sensors/temp").CombinedOutput()
+		out, err := exec.Command(tool(t, "curl"), "-fsS", "--max-time", "20", base+"coap://["+sim.NodeAddr(sim.DefaultPrefix, 0).String()+"]/sensors/temp").CombinedOutput()
 		if err == nil {
 			body = string(out)
 			break
@@ -55,7 +56,7 @@ func TestHTTPPluginBothWays(t *testing.T) {
 	if out := curl(t, base+fmt.Sprintf("coap://127.0.0.1:%d/", origin)); !strings.Contains(out, "libcoap") {
 		t.Fatalf("IP CoAP server via HTTP: %q", out)
 	}
-	if out := curl(t, "-X", "PUT", "-H", "Content-Type: text/plain;charset=utf-8", "--data-binary", "open", base+"coap://["+simNodeAddr(1).String()+"]/actuators/valve", "-o", "/dev/null", "-w", "%{http_code}"); out != "204" {
+	if out := curl(t, "-X", "PUT", "-H", "Content-Type: text/plain;charset=utf-8", "--data-binary", "open", base+"coap://["+sim.NodeAddr(sim.DefaultPrefix, 1).String()+"]/actuators/valve", "-o", "/dev/null", "-w", "%{http_code}"); out != "204" {
 		t.Fatalf("PUT via HTTP: status %q, want 204 (2.04 Changed)", out)
 	}
 	// The plugin shows in the metrics.

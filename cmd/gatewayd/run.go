@@ -6,8 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
-	"net/netip"
 	"os"
 	"os/signal"
 	"runtime/debug"
@@ -20,8 +20,6 @@ import (
 	"github.com/opaque-edge/gatewayd/bridge"
 	"github.com/opaque-edge/gatewayd/internal/service"
 	"github.com/opaque-edge/gatewayd/plugins"
-	"github.com/opaque-edge/gatewayd/radio"
-	"github.com/opaque-edge/gatewayd/radio/sim"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -30,25 +28,45 @@ var version = ""
 // stopGrace bounds a graceful stop after SIGINT/SIGTERM.
 const stopGrace = 5 * time.Second
 
+// defaultConfig is the file read when no -config is given and the build
+// has no demo.
+const defaultConfig = "/etc/gatewayd/gatewayd.toml"
+
+// demo, when this build has one (demo.go), runs the built-in demo in
+// place of a configuration file when no -config is given. The packaged
+// daemon is built with -tags nodemo and has none.
+var demo func(ctx context.Context, d *daemon, check bool) error
+
+// daemon is what the flags set up, for whichever configuration runs.
+type daemon struct {
+	log            *slog.Logger
+	stdout, stderr io.Writer
+	checkPlugins   bool // with -check: verify the [[plugin]] files too
+}
+
 // run is gatewayd without the process: flags, config, wiring, serving
 // until ctx is done. A cancelled ctx is a clean stop, not an error.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("gatewayd", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	configPath := fs.String("config", "", "configuration `file` (TOML); without it, a demo runs on loopback")
-	check := fs.Bool("check", false, "validate the configuration, and the [[plugin]] files as a start would, and exit")
-	checkPlugins := fs.Bool("check-plugins", true, "with -check: verify each [[plugin]]'s file (path, owner, mode, sha256); the unit turns it off, since a plugin that cannot start does not stop gatewayd")
-	showVersion := fs.Bool("version", false, "print the version and exit")
-	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
-	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile to `file` until exit")
-	if err := fs.Parse(args); err != nil {
+	flags := flag.NewFlagSet("gatewayd", flag.ContinueOnError)
+	flags.SetOutput(stderr)
+	configUsage := "configuration `file` (TOML); default " + defaultConfig
+	if demo != nil {
+		configUsage = "configuration `file` (TOML); without it, a demo runs on loopback"
+	}
+	configPath := flags.String("config", "", configUsage)
+	check := flags.Bool("check", false, "validate the configuration, and the [[plugin]] files as a start would, and exit")
+	checkPlugins := flags.Bool("check-plugins", true, "with -check: verify each [[plugin]]'s file (path, owner, mode, sha256); the unit turns it off, since a plugin that cannot start does not stop gatewayd")
+	showVersion := flags.Bool("version", false, "print the version and exit")
+	logLevel := flags.String("log-level", "info", "debug, info, warn or error")
+	cpuProfile := flags.String("cpuprofile", "", "write a CPU profile to `file` until exit")
+	if err := flags.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil // the usage is printed; asking for it is no failure
 		}
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	if flags.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", flags.Args())
 	}
 	if *showVersion {
 		fmt.Fprintln(stdout, "gatewayd", buildVersion())
@@ -74,84 +92,42 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		defer pprof.StopCPUProfile()
 	}
 
-	demoMode := *configPath == ""
-	cfg := bridge.Defaults()
-	if !demoMode {
-		var err error
-		if cfg, err = bridge.Load(*configPath); err != nil {
-			return err
+	d := &daemon{log: log, stdout: stdout, stderr: stderr, checkPlugins: *checkPlugins}
+	path := *configPath
+	if path == "" {
+		if demo != nil {
+			return demo(ctx, d, *check)
 		}
+		path = defaultConfig
+	}
+	cfg, err := bridge.Load(path)
+	if err != nil {
+		if *configPath == "" && errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("%w (no -config was given, and this gatewayd has no built-in demo)", err)
+		}
+		return err
 	}
 	if *check {
-		return checkConfig(cfg, demoMode, *checkPlugins, stdout, stderr)
+		if *configPath == "" {
+			return d.check(cfg, "configuration ok: "+path+", since no -config was given")
+		}
+		return d.check(cfg, "configuration ok")
 	}
-
-	var keys demoKeys
-	if demoMode {
-		stateDir, err := os.MkdirTemp("", "gatewayd-demo-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(stateDir)
-		if keys, err = makeDemoKeys(stateDir); err != nil {
-			return err
-		}
-		cfg.PubSub.Enabled = true
-		cfg.PubSub.StateDir = stateDir
-		cfg.Metrics.Listen = "" // the demo leaves the admin port to an installed gatewayd
-		cfg.Radio = []radio.Config{{Name: "sim", Driver: "sim", Options: keys.sim}}
-		// Reverse routes to the simulated nodes: /node1/... and so on.
-		for i := 0; i < sim.DefaultNodes; i++ {
-			cfg.Route = append(cfg.Route, bridge.RouteConfig{
-				Name:   fmt.Sprintf("node%d", i+1),
-				Target: fmt.Sprintf("coap://[%v]", simNodeAddr(i)),
-			})
-		}
-	}
-	// Read systemd's variables before anything starts children (plugins),
-	// so they do not inherit them.
-	notifier, err := service.NewNotifier(service.Options{Logger: log.With("component", "service")})
+	p, n, err := d.start(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	activated, err := service.PacketConns()
-	if err != nil {
-		return err
-	}
-	if len(activated[service.SocketCoAPS]) > 0 {
-		log.Warn("socket-activated coaps sockets are not supported; the dtls:// listeners bind their own")
-		for _, pc := range activated[service.SocketCoAPS] {
-			pc.Close()
-		}
-	}
-	p, err := bridge.New(ctx, cfg, log, bridge.WithPacketConns(activated[service.SocketCoAP]), bridge.WithVersion(buildVersion()))
-	if err != nil {
-		return err
-	}
-	if cfg.Metrics.Listen != "" {
-		// Metrics are an aid, not the service: a busy port is logged, not fatal.
-		if addr, err := p.ServeAdmin(ctx, cfg.Metrics.Listen); err != nil {
-			log.Error("admin endpoint", "err", err)
-		} else {
-			log.Info("admin endpoint", "component", "metrics", "addr", addr)
-		}
-	}
-	log.Info("gatewayd started", "version", buildVersion())
-	if demoMode {
-		printBanner(stdout, p.Addrs()[0], p.Radios()[0].Nodes(), keys)
-		stopPublisher := startDemoPublisher(ctx, p, log)
-		defer stopPublisher()
-	}
-	return serve(ctx, p, *configPath, notifier, log)
+	return serve(ctx, p, path, n, log)
 }
 
-// checkConfig is -check on a loaded configuration: its warnings, then
-// what a start verifies of each plugin, unless checkPlugins is off.
-func checkConfig(cfg bridge.Config, demo, checkPlugins bool, stdout, stderr io.Writer) error {
+// check is -check on a loaded configuration: its warnings, then what a
+// start verifies of each plugin unless d.checkPlugins is off; ok is what
+// to say when all is well.
+func (d *daemon) check(cfg bridge.Config, ok string) error {
 	for _, w := range cfg.Warnings() {
-		fmt.Fprintln(stderr, "gatewayd: warning:", w)
+		fmt.Fprintln(d.stderr, "gatewayd: warning:", w)
 	}
-	if checkPlugins {
+	if d.checkPlugins {
 		var errs []error
 		for _, pc := range cfg.Plugin {
 			if err := plugins.Verify(pc.Defaults()); err != nil {
@@ -162,12 +138,43 @@ func checkConfig(cfg bridge.Config, demo, checkPlugins bool, stdout, stderr io.W
 			return err
 		}
 	}
-	if demo {
-		fmt.Fprintln(stdout, "configuration ok: the built-in demo defaults, since no -config was given (the installed file: -config /etc/gatewayd/gatewayd.toml)")
-		return nil
-	}
-	fmt.Fprintln(stdout, "configuration ok")
+	fmt.Fprintln(d.stdout, ok)
 	return nil
+}
+
+// start starts the proxy for cfg with the sockets systemd passed, and the
+// notifier serve keeps systemd informed through.
+func (d *daemon) start(ctx context.Context, cfg bridge.Config) (*bridge.Proxy, *service.Notifier, error) {
+	// Read systemd's variables before anything starts children (plugins),
+	// so they do not inherit them.
+	notifier, err := service.NewNotifier(service.Options{Logger: d.log.With("component", "service")})
+	if err != nil {
+		return nil, nil, err
+	}
+	activated, err := service.PacketConns()
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(activated[service.SocketCoAPS]) > 0 {
+		d.log.Warn("socket-activated coaps sockets are not supported; the dtls:// listeners bind their own")
+		for _, pc := range activated[service.SocketCoAPS] {
+			pc.Close()
+		}
+	}
+	p, err := bridge.New(ctx, cfg, d.log, bridge.WithPacketConns(activated[service.SocketCoAP]), bridge.WithVersion(buildVersion()))
+	if err != nil {
+		return nil, nil, err
+	}
+	if cfg.Metrics.Listen != "" {
+		// Metrics are an aid, not the service: a busy port is logged, not fatal.
+		if addr, err := p.ServeAdmin(ctx, cfg.Metrics.Listen); err != nil {
+			d.log.Error("admin endpoint", "err", err)
+		} else {
+			d.log.Info("admin endpoint", "component", "metrics", "addr", addr)
+		}
+	}
+	d.log.Info("gatewayd started", "version", buildVersion())
+	return p, notifier, nil
 }
 
 // serve runs the started proxy until ctx is done: systemd readiness and
@@ -286,48 +293,4 @@ func buildVersion() string {
 		return bi.Main.Version
 	}
 	return "devel"
-}
-
-// simNodeAddr is the address of the demo's i-th simulated node: the sim
-// prefix and the IID of the node's MAC address (RFC 4944 §6).
-func simNodeAddr(i int) netip.Addr {
-	b := sim.DefaultPrefix.Addr().As16()
-	iid, _ := sim.NodeExtAddr(i).IID()
-	copy(b[8:], iid[:])
-	return netip.AddrFrom16(b)
-}
-
-func printBanner(w io.Writer, proxy netip.AddrPort, nodes []netip.Addr, keys demoKeys) {
-	fmt.Fprintf(w, "\ngatewayd demo: a CoAP proxy on %v in front of a simulated 802.15.4 radio\n", proxy)
-	fmt.Fprintf(w, "(a fake OpenThread RCP on a pseudo-terminal, driven through the real Spinel driver)\n")
-	fmt.Fprintf(w, "with %d simulated nodes:", len(nodes))
-	for _, n := range nodes {
-		fmt.Fprintf(w, " %v", n)
-	}
-	c := "coap-client-notls" // Debian package libcoap3-bin
-	fmt.Fprintf(w, `
-
-Try (coap-client-notls is in the Debian package libcoap3-bin):
-
-  %[1]s -m get -P coap://%[2]v 'coap://[%[3]v]/sensors/temp'
-  %[1]s -m put -e open -P coap://%[2]v 'coap://[%[3]v]/actuators/valve'
-  %[1]s -m get -P coap://%[2]v 'coap://[%[3]v]/actuators/valve'
-  %[1]s -m get -P coap://%[2]v 'coap://[%[3]v]/.well-known/core'
-  %[1]s -m get coap://%[2]v/node1/sensors/temp   # a reverse route
-  %[1]s -m get coap://%[2]v/.well-known/core
-
-Node 1 publishes signed readings (COSE_Sign1) to the gateway's pub-sub
-broker; find the topic and subscribe for 30 s:
-
-  %[1]s -m get 'coap://%[2]v/.well-known/core?rt=core.ps.data'
-  %[1]s -s 30 -m get coap://%[2]v/ps/data/<id from the line above>
-
-End to end, with throwaway keys the nodes and this client hold and the
-proxy does not:
-
-  go run ./cmd/gatewayctl get -oscore %[4]s -proxy coap://%[2]v 'coap://[%[3]v]/oscore/temp'
-  go run ./cmd/gatewayctl observe -verify %[5]s -proxy coap://%[2]v 'coap://[%[3]v]/signed/temp'
-
-Stop with Ctrl-C.
-`, c, proxy, nodes[0], keys.client, keys.pub)
 }

@@ -502,7 +502,7 @@ driver = "sim"
 pcap = %q
 `, proxy, capture))
 	P := fmt.Sprintf("coap://127.0.0.1:%d", proxy)
-	node := "coap://[" + simNodeAddr(0).String() + "]"
+	node := "coap://[" + sim.NodeAddr(sim.DefaultPrefix, 0).String() + "]"
 	// Over a radio a request may fail and be tried again, as a user
 	// would: while the radio comes up (5.03) or a frame is lost on a
 	// loaded machine (5.04). Each answer must be right when it comes.

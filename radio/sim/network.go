@@ -34,6 +34,16 @@ func NodeExtAddr(i int) mac.Addr {
 	return mac.ExtendedAddrUint64(0x0200_0000_0000_0000 + uint64(i+1))
 }
 
+// NodeAddr is the IPv6 address of a Network's node i (from 0) in prefix:
+// the prefix and the IID of NodeExtAddr(i) (RFC 4944 §6), e.g.
+// fd00:db8:1::1 for the first node in DefaultPrefix.
+func NodeAddr(prefix netip.Prefix, i int) netip.Addr {
+	b := prefix.Masked().Addr().As16()
+	iid, _ := NodeExtAddr(i).IID()
+	copy(b[8:], iid[:])
+	return netip.AddrFrom16(b)
+}
+
 // Network is the "sim" radio driver: an Air, a fake RCP on it behind a
 // real pty, the real spinel driver on that pty (through go.bug.st/serial),
 // and simulated CoAP nodes on the same Air in the radio's prefix. It is a

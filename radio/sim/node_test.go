@@ -168,7 +168,8 @@ func TestNetworkPublishesAtDevice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n.Port().Path() != dev || len(n.Nodes()) != 1 {
+	if n.Port().Path() != dev || len(n.Nodes()) != 1 || n.Nodes()[0] != sim.NodeAddr(sim.DefaultPrefix, 0) ||
+		sim.NodeAddr(sim.DefaultPrefix, 0).String() != "fd00:db8:1::1" {
 		t.Fatalf("port %s, nodes %v", n.Port().Path(), n.Nodes())
 	}
 	n.Close()

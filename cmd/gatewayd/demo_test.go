@@ -1,0 +1,175 @@
+//go:build !nodemo
+
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"regexp"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/observe/pubsub"
+	"github.com/opaque-edge/gatewayd/radio/sim"
+)
+
+// -check without -config checks the demo's built-in defaults, and says so
+// rather than a bare "configuration ok" an operator would take for the
+// installed file's.
+func TestCheckWithoutConfigSaysItCheckedTheDemoDefaults(t *testing.T) {
+	var out bytes.Buffer
+	if err := run(context.Background(), []string{"-check"}, &out, &bytes.Buffer{}); err != nil {
+		t.Fatal(err)
+	}
+	if s := out.String(); !strings.Contains(s, "demo defaults") || !strings.Contains(s, "-config /etc/gatewayd/gatewayd.toml") {
+		t.Fatalf("-check without -config: %q", s)
+	}
+}
+
+// The README's first command, `go run ./cmd/gatewayd` with no
+// configuration, runs the demo: the banner's commands reach the
+// simulated nodes through the proxy, by proxy URI and by reverse route;
+// node 1 publishes to the broker, where discovery finds the topic; and
+// the throwaway keys are gone once it stops.
+func TestDemoWithoutConfigServesTheBannersCommands(t *testing.T) {
+	port := freePort(t)
+	old := demoListen
+	demoListen = fmt.Sprintf("udp://127.0.0.1:%d", port)
+	t.Cleanup(func() { demoListen = old })
+
+	ctx, cancel := context.WithCancel(context.Background())
+	var stdout, stderr syncBuffer
+	done := make(chan error, 1)
+	go func() { done <- run(ctx, nil, &stdout, &stderr) }()
+	stopped := false
+	stop := func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("run: %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("the demo did not stop within 10 s of cancellation")
+		}
+	}
+	t.Cleanup(stop)
+	waitFor(t, "the banner", done, &stdout, "Stop with Ctrl-C.")
+	banner := stdout.String()
+	P := fmt.Sprintf("coap://127.0.0.1:%d", port)
+	node := fmt.Sprintf("coap://[%v]", sim.NodeAddr(sim.DefaultPrefix, 0))
+	for _, want := range []string{"-P " + P + " '" + node + "/sensors/temp'", P + "/node1/sensors/temp", "rt=core.ps.data"} {
+		if !strings.Contains(banner, want) {
+			t.Fatalf("the banner lacks %q:\n%s", want, banner)
+		}
+	}
+	// Over the simulated radio a request may meet the radio coming up
+	// (5.03) or a lost frame (5.04); a user tries again, so does this.
+	get := func(what string, ok func(string) bool, args ...string) string {
+		t.Helper()
+		var out string
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+			out = coapClient(t, "coap-client-notls", args...)
+			if ok(out) {
+				return out
+			}
+			if !strings.Contains(out, "5.03") && !strings.Contains(out, "5.04") {
+				break
+			}
+		}
+		t.Fatalf("%s: %q\n%s", what, out, stderr.String())
+		return ""
+	}
+	reading := regexp.MustCompile(`(?m)^[0-9]+\.[0-9]$`)
+	get("GET through the proxy", reading.MatchString, "-m", "get", "-P", P, node+"/sensors/temp")
+	get("GET by reverse route", reading.MatchString, "-m", "get", P+"/node1/sensors/temp")
+	waitFor(t, "node 1's topic", done, &stderr, "demo: node publishes")
+	topics := get("topic discovery", func(o string) bool { return strings.Contains(o, "/ps/data/") },
+		"-m", "get", P+"/.well-known/core?rt=core.ps.data")
+	if !strings.Contains(topics, "core.ps.data") {
+		t.Fatalf("discovery: %q", topics)
+	}
+	m := regexp.MustCompile(`-oscore (\S+)`).FindStringSubmatch(banner)
+	if m == nil {
+		t.Fatalf("no client key file in the banner:\n%s", banner)
+	}
+	if _, err := os.Stat(m[1]); err != nil {
+		t.Fatalf("the banner's client keys: %v", err)
+	}
+	stop()
+	if _, err := os.Stat(m[1]); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the throwaway keys outlive the demo: %v", err)
+	}
+}
+
+// waitFor waits until out holds want, failing if run ends first.
+func waitFor(t *testing.T, what string, done <-chan error, out *syncBuffer, want string) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if strings.Contains(out.String(), want) {
+			return
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("run ended before %s: %v\n%s", what, err, out.String())
+		default:
+		}
+	}
+	t.Fatalf("no %s (%q) within 30 s:\n%s", what, want, out.String())
+}
+
+// A broker that creates the topic but names no topic-data resource makes
+// createDemoTopic fail with an error, not return an empty path and nil.
+func TestCreateDemoTopicNeedsTopicData(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	data := "/ps/data/abc"
+	var withData atomic.Bool
+	withData.Store(true)
+	_, broker := endpoint(t, ctx, coap.HandlerFunc(func(_ context.Context, w coap.ResponseWriter, r *coap.Request) error {
+		name, rt := demoTopic, pubsub.RTData
+		props := pubsub.Properties{TopicName: &name, ResourceType: &rt}
+		if withData.Load() {
+			props.TopicData = &data
+		}
+		body, err := props.Encode()
+		if err != nil {
+			return err
+		}
+		return w.WriteResponse(&coap.Message{Code: coap.Created, Payload: body})
+	}))
+	client, _ := endpoint(t, ctx, nil)
+	got, err := createDemoTopic(ctx, client, broker, 0)
+	if err != nil || got != data {
+		t.Fatalf("with topic-data: %q, %v; want %q", got, err, data)
+	}
+	withData.Store(false)
+	got, err = createDemoTopic(ctx, client, broker, 0)
+	if !errors.Is(err, errNoTopicData) || got != "" {
+		t.Fatalf("without topic-data: %q, %v; want errNoTopicData", got, err)
+	}
+}
+
+// endpoint is a CoAP endpoint on a loopback UDP socket; the broker's
+// address when h is set.
+func endpoint(t *testing.T, ctx context.Context, h coap.Handler) (*coap.Endpoint, netip.AddrPort) {
+	t.Helper()
+	u, err := coap.ListenUDP(ctx, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := coap.NewEndpoint(u, coap.EndpointConfig{Handler: h})
+	t.Cleanup(func() { e.Close() })
+	return e, u.LocalAddr()
+}
