@@ -20,8 +20,9 @@
 // tests that show it; TestRequirementsTableIsComplete keeps that table true.
 //
 // Only the endpoint side imports e2e/oscore and e2e/signed: cmd/gatewayctl,
-// radio/sim/nodekeys and, through it, cmd/gatewayd for its simulated nodes.
-// No package of the proxy path links them, directly or not, and none holds
-// an end-to-end key; TestNoProxyPackageLinksEndToEndCode checks every
-// package of the module.
+// radio/sim/nodekeys and, through it, cmd/gatewayd for its demo's
+// simulated nodes. No package of the proxy path links them, directly or
+// not, and none holds an end-to-end key; TestNoProxyPackageLinksEndToEndCode
+// checks every package of the module, TestShippedProgramsLinkNoSimulatorOrKeys
+// the programs the Debian package ships, the daemon built without its demo.
 package e2e

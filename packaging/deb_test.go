@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/opaque-edge/gatewayd/internal/shipped"
 )
 
 // need finds a tool the test command installs (scripts/test-deps.sh): a
@@ -355,14 +357,25 @@ func TestDebianPackageBuildsLintsInstallsAndUpgrades(t *testing.T) {
 		}
 	})
 
-	t.Run("the installed gatewayd has no demo, simulator or end-to-end code", func(t *testing.T) {
-		// What the binary itself says it was built from: the tag that
-		// leaves the demo out, and none of the modules only the simulator
-		// (creack/pty) and the nodes' keys (go-cose) bring.
-		info := sh(t, ctx, nil, "go", "version", "-m", gatewayd)
-		if !regexp.MustCompile(`(?m)^\s+build\s+-tags=nodemo$`).MatchString(info) {
-			t.Errorf("gatewayd was not built with -tags nodemo:\n%s", info)
+	t.Run("the installed programs are built as internal/shipped says", func(t *testing.T) {
+		tagsRE := regexp.MustCompile(`(?m)^\s+build\s+-tags=(.*)$`)
+		for _, p := range shipped.Programs {
+			info := sh(t, ctx, nil, "go", "version", "-m", filepath.Join(root, p.Installed))
+			got := ""
+			if m := tagsRE.FindStringSubmatch(info); m != nil {
+				got = m[1]
+			}
+			if got != p.Tags {
+				t.Errorf("%s built with tags %q, want %q", p.Installed, got, p.Tags)
+			}
 		}
+	})
+
+	t.Run("the installed gatewayd has no demo, simulator or end-to-end code", func(t *testing.T) {
+		// What the binary itself says it was built from: none of the
+		// modules only the simulator (creack/pty) and the nodes' keys
+		// (go-cose) bring.
+		info := sh(t, ctx, nil, "go", "version", "-m", gatewayd)
 		for _, mod := range []string{"github.com/creack/pty", "github.com/veraison/go-cose"} {
 			if strings.Contains(info, "\t"+mod+"\t") {
 				t.Errorf("gatewayd links %s:\n%s", mod, info)

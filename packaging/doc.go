@@ -7,3 +7,7 @@ package packaging
 // The copyright file lists every module linked into the programs; a test
 // (gencopyright) fails when it is stale.
 //go:generate go run ./gencopyright -o copyright
+
+// Each shipped program's deps.txt lists the packages it links; a test
+// (gendeps) fails when one is stale.
+//go:generate go run ./gendeps

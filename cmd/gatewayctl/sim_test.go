@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -163,27 +162,6 @@ func TestObserveSignedThroughGatewaydVerifiesEveryNotification(t *testing.T) {
 	for _, l := range strings.SplitAfter(out, "\n")[:3] {
 		if !readingRE.MatchString(l) {
 			t.Fatalf("not a reading: %q in %q", l, out)
-		}
-	}
-}
-
-// The proxy holds no end-to-end keys: none of its packages links the
-// end-to-end code (OSCORE, COSE) or the simulated nodes' keys.
-func TestProxyLinksNoEndToEndCode(t *testing.T) {
-	pkgs := []string{"bridge", "cache", "observe", "observe/pubsub", "coap", "radio", "radio/sim"}
-	args := []string{"list", "-deps"}
-	for _, p := range pkgs {
-		args = append(args, "github.com/opaque-edge/gatewayd/"+p)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "go", args...).Output()
-	if err != nil {
-		t.Fatalf("go list: %v", err)
-	}
-	for _, dep := range strings.Fields(string(out)) {
-		if strings.HasPrefix(dep, "github.com/opaque-edge/gatewayd/e2e") || dep == "github.com/opaque-edge/gatewayd/radio/sim/nodekeys" {
-			t.Errorf("the proxy links %s", dep)
 		}
 	}
 }

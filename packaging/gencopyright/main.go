@@ -25,24 +25,9 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+
+	"github.com/opaque-edge/gatewayd/internal/shipped"
 )
-
-// program is one executable of the package: its main package and the
-// name it is installed under.
-type program struct{ pkg, name string }
-
-// programs are what nfpm.yaml installs, built by build-deb.sh.
-var programs = []program{
-	{"./cmd/gatewayd", "gatewayd"},
-	{"./cmd/gatewayctl", "gatewayctl"},
-	{"./plugins/http/cmd/gatewayd-http", "gatewayd-http"},
-	{"./plugins/mqtt/cmd/gatewayd-mqtt", "gatewayd-mqtt"},
-	{"./plugins/slipradio/cmd/gatewayd-slipradio", "gatewayd-slipradio"},
-}
-
-// goarches are the architectures build-deb.sh builds (amd64, arm64, and
-// armhf as GOARCH=arm): a module linked on one of them only counts too.
-var goarches = []string{"amd64", "arm64", "arm"}
 
 // mainModule is this repository's module: its own code, under LICENSE.
 const mainModule = "github.com/opaque-edge/gatewayd"
@@ -72,7 +57,7 @@ func main() {
 // module is one linked module and what the copyright file says of it.
 type module struct {
 	path, version, dir string
-	programs           []string // that link it, in the order of programs
+	programs           []string // that link it, in the order of shipped.Programs
 	license            license
 	text               string   // the licence text, when it goes inline
 	copyright          []string // lines of holders
@@ -82,9 +67,18 @@ type module struct {
 // generate returns the copyright file for the repository at root.
 func generate(root string) ([]byte, error) {
 	mods := map[string]*module{}
-	for _, arch := range goarches {
-		if err := linked(root, arch, mods); err != nil {
-			return nil, err
+	for _, arch := range shipped.GOARCHes {
+		// Programs built with the same tags are listed together.
+		var tags []string
+		for _, p := range shipped.Programs {
+			if !slices.Contains(tags, p.Tags) {
+				tags = append(tags, p.Tags)
+			}
+		}
+		for _, t := range tags {
+			if err := linked(root, arch, t, mods); err != nil {
+				return nil, err
+			}
 		}
 	}
 	goroot, err := goEnv(root, "GOROOT")
@@ -116,15 +110,21 @@ func generate(root string) ([]byte, error) {
 	return render(list), nil
 }
 
-// linked adds the modules each program links on arch to mods.
-func linked(root, arch string, mods map[string]*module) error {
-	pkgs := make([]string, len(programs))
-	for i, p := range programs {
-		pkgs[i] = p.pkg
+// linked adds the modules each program built with tags links on arch to
+// mods.
+func linked(root, arch, tags string, mods map[string]*module) error {
+	var programs []shipped.Program
+	var pkgs []string
+	for _, p := range shipped.Programs {
+		if p.Tags == tags {
+			programs = append(programs, p)
+			pkgs = append(pkgs, p.Pkg)
+		}
 	}
+	args := []string{"-tags", tags}
 	// Every package of the programs and the module it belongs to...
-	out, err := goList(root, arch, append([]string{"-deps", "-f",
-		"{{.ImportPath}}\t{{if .Standard}}" + stdModule + "\t\t{{else}}{{with .Module}}{{.Path}}\t{{.Version}}\t{{with .Replace}}{{.Dir}}{{else}}{{.Dir}}{{end}}{{end}}{{end}}"}, pkgs...)...)
+	out, err := goList(root, arch, slices.Concat(args, []string{"-deps", "-f",
+		"{{.ImportPath}}\t{{if .Standard}}" + stdModule + "\t\t{{else}}{{with .Module}}{{.Path}}\t{{.Version}}\t{{with .Replace}}{{.Dir}}{{else}}{{.Dir}}{{end}}{{end}}{{end}}"}, pkgs)...)
 	if err != nil {
 		return err
 	}
@@ -142,7 +142,7 @@ func linked(root, arch string, mods map[string]*module) error {
 		owner[f[0]] = m
 	}
 	// ...and which packages each program links.
-	out, err = goList(root, arch, append([]string{"-f", "{{.ImportPath}}{{range .Deps}} {{.}}{{end}}"}, pkgs...)...)
+	out, err = goList(root, arch, slices.Concat(args, []string{"-f", "{{.ImportPath}}{{range .Deps}} {{.}}{{end}}"}, pkgs)...)
 	if err != nil {
 		return err
 	}
@@ -150,14 +150,20 @@ func linked(root, arch string, mods map[string]*module) error {
 		for _, pkg := range strings.Fields(line) {
 			m := owner[pkg]
 			if m == nil {
-				return fmt.Errorf("go list: %s of %s: unknown package", pkg, programs[i].name)
+				return fmt.Errorf("go list: %s of %s: unknown package", pkg, programs[i].Name())
 			}
-			if !slices.Contains(m.programs, programs[i].name) {
-				m.programs = append(m.programs, programs[i].name)
+			if !slices.Contains(m.programs, programs[i].Name()) {
+				m.programs = append(m.programs, programs[i].Name())
+				slices.SortFunc(m.programs, func(a, b string) int { return index(a) - index(b) })
 			}
 		}
 	}
 	return nil
+}
+
+// index is the place of the program named name in shipped.Programs.
+func index(name string) int {
+	return slices.IndexFunc(shipped.Programs, func(p shipped.Program) bool { return p.Name() == name })
 }
 
 func goList(root, arch string, args ...string) (string, error) {
