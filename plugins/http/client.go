@@ -131,14 +131,14 @@ func (c *Client) RoundTrip(ctx context.Context, target string, req *coap.Message
 		hreq.Header.Set("Content-Type", OSCOREMediaType)
 	} else {
 		if cf, ok := req.Options.Uint(coap.ContentFormat); ok && len(req.Payload) > 0 {
-			media, enc := MediaType(uint16(cf))
+			media, enc := coap.MediaType(uint16(cf))
 			hreq.Header.Set("Content-Type", media)
 			if enc != "" {
 				hreq.Header.Set("Content-Encoding", enc)
 			}
 		}
 		if cf, ok := req.Options.Uint(coap.Accept); ok {
-			media, _ := MediaType(uint16(cf))
+			media, _ := coap.MediaType(uint16(cf))
 			hreq.Header.Set("Accept", media)
 		}
 		// HTTP entity-tags from this direction are the origin's own
@@ -243,7 +243,7 @@ func (c *Client) mapResponse(m coap.Code, resp *nethttp.Response, body []byte, r
 		} else if ct := resp.Header.Get("Content-Type"); ct != "" {
 			// §6.3's generalisation ends in application/octet-stream, so
 			// any body has a content format.
-			if id, ok := ContentFormat(ct, resp.Header.Get("Content-Encoding"), true, true); ok {
+			if id, ok := coap.ContentFormatOf(ct, resp.Header.Get("Content-Encoding"), coap.Generalize|coap.AllowPayloadType); ok {
 				cf = id
 			} else if enc := resp.Header.Get("Content-Encoding"); enc != "" && !strings.EqualFold(enc, "identity") {
 				return nil, coap.Errorf(coap.BadGateway, "http: content coding %s has no CoAP format", enc)

@@ -304,7 +304,7 @@ func (h *Handler) plainRequest(r *nethttp.Request, req *coap.Message, body []byt
 	if len(body) > 0 {
 		req.Payload = body
 		if ct := r.Header.Get("Content-Type"); ct != "" {
-			cf, ok := ContentFormat(ct, r.Header.Get("Content-Encoding"), h.cfg.Loose, h.cfg.AllowCoAPPayload)
+			cf, ok := coap.ContentFormatOf(ct, r.Header.Get("Content-Encoding"), match(h.cfg.Loose, h.cfg.AllowCoAPPayload))
 			if !ok {
 				// RFC 8075 §6.1: SHALL elicit 415.
 				return nethttp.StatusUnsupportedMediaType, "no CoAP content format for " + ct
@@ -315,8 +315,8 @@ func (h *Handler) plainRequest(r *nethttp.Request, req *coap.Message, body []byt
 		}
 	}
 	if a := r.Header.Values("Accept"); len(a) > 0 {
-		if strings.Contains(strings.ToLower(strings.Join(a, ",")), CoAPPayload) && !h.cfg.AllowCoAPPayload {
-			return nethttp.StatusNotAcceptable, CoAPPayload + " is not forwarded"
+		if strings.Contains(strings.ToLower(strings.Join(a, ",")), coap.PayloadMediaType) && !h.cfg.AllowCoAPPayload {
+			return nethttp.StatusNotAcceptable, coap.PayloadMediaType + " is not forwarded"
 		}
 		if cf, ok := acceptFormat(strings.Join(a, ","), h.cfg.AllowCoAPPayload); ok {
 			req.Options = req.Options.SetUint(coap.Accept, uint32(cf))
@@ -397,7 +397,7 @@ func (h *Handler) writeResponse(w nethttp.ResponseWriter, r *nethttp.Request, u 
 		hdr.Set("Cache-Control", "no-cache")
 	case resp.Code.Class() == 2:
 		if cf, ok := resp.Options.Uint(coap.ContentFormat); ok && len(body) > 0 {
-			media, enc := MediaType(uint16(cf))
+			media, enc := coap.MediaType(uint16(cf))
 			hdr.Set("Content-Type", media)
 			if enc != "" {
 				hdr.Set("Content-Encoding", enc)

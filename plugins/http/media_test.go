@@ -7,47 +7,6 @@ import (
 	"github.com/opaque-edge/gatewayd/coap"
 )
 
-func TestEveryContentFormatMapsBackToItself(t *testing.T) {
-	for _, f := range formats {
-		media, enc := MediaType(f.id)
-		got, ok := ContentFormat(media, enc, false, false)
-		if !ok || got != f.id {
-			t.Errorf("%d → %q %q → %d %v", f.id, media, enc, got, ok)
-		}
-	}
-}
-
-func TestContentFormatLookup(t *testing.T) {
-	tests := []struct {
-		media, enc   string
-		loose, allow bool
-		cf           uint16
-		ok           bool
-	}{
-		{"text/plain", "", false, false, 0, true},
-		{"text/plain; charset=UTF-8", "identity", false, false, 0, true},
-		{"text/plain; charset=iso-8859-1", "", false, false, 0, false},
-		{"application/json", "deflate", false, false, 11050, true},
-		{"application/json", "gzip", false, false, 0, false},
-		{"application/cose; cose-type=cose-encrypt0", "", false, false, 16, true},
-		{`application/cose; cose-type="cose-sign"`, "", false, false, 98, true},
-		{"application/vnd.x+json", "", false, false, 0, false},
-		{"application/vnd.x+json", "", true, false, 50, true},
-		{"text/html", "", true, false, 0, true},
-		{"image/png", "", true, false, 42, true},
-		{"application/coap-payload; cf=65000", "", false, false, 0, false},
-		{"application/coap-payload; cf=65000", "", false, true, 65000, true},
-		{"application/coap-payload; cf=x", "", false, true, 0, false},
-		{"not a media type", "", true, true, 0, false},
-	}
-	for _, tc := range tests {
-		cf, ok := ContentFormat(tc.media, tc.enc, tc.loose, tc.allow)
-		if cf != tc.cf || ok != tc.ok {
-			t.Errorf("ContentFormat(%q, %q, %v, %v) = %d %v, want %d %v", tc.media, tc.enc, tc.loose, tc.allow, cf, ok, tc.cf, tc.ok)
-		}
-	}
-}
-
 func TestAcceptPicksMostPreferredMappable(t *testing.T) {
 	tests := []struct {
 		accept string

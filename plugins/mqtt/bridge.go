@@ -16,7 +16,6 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 
 	"github.com/opaque-edge/gatewayd/coap"
-	httpcoap "github.com/opaque-edge/gatewayd/plugins/http"
 	"github.com/opaque-edge/gatewayd/plugins/sdk/blockwise"
 )
 
@@ -207,7 +206,7 @@ func (b *Bridge) notify(m Up, n *coap.Message) {
 	it := item{topic: m.Topic, payload: append([]byte(nil), n.Payload...), cf: -1, retain: m.Retain}
 	if cf, ok := n.Options.Uint(coap.ContentFormat); ok {
 		it.cf = int(cf)
-		it.contentType, _ = httpcoap.MediaType(uint16(cf))
+		it.contentType, _ = coap.MediaType(uint16(cf))
 	}
 	b.notifications.Add(1)
 	b.q.push(it)
@@ -511,7 +510,7 @@ func contentFormat(props *paho.PublishProperties, def *uint16) (uint16, bool) {
 			}
 		}
 		if props.ContentType != "" {
-			if cf, ok := httpcoap.ContentFormat(props.ContentType, "", false, true); ok {
+			if cf, ok := coap.ContentFormatOf(props.ContentType, "", coap.AllowPayloadType); ok {
 				return cf, true
 			}
 		}
