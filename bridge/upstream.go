@@ -148,7 +148,7 @@ func (u *radioUpstream) Close() error {
 }
 
 // pluginUpstream hands a request to the plugin that translates its scheme
-// (plugins/http for http and https, ...). The plugin gets the target URI;
+// (plugins/httpcoap for http and https, ...). The plugin gets the target URI;
 // the payload stays opaque.
 type pluginUpstream struct {
 	t   *plugins.Translator

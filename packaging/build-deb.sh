@@ -85,15 +85,15 @@ for arch in "${arches[@]}"; do
 	# (cmd/gatewayd/README.md).
 	build gatewayd nodemo
 	build gatewayctl ""
-	# The plugins shipped with the daemon (plugins/*/cmd/<name>), with the
-	# package's version for -version (plugins/sdk), and the list of their
-	# digests that a [[plugin]] without sha256 is checked against: it
-	# changes with them on every upgrade, where a digest pinned in the
+	# The plugins shipped with the daemon (plugins/<package>/cmd/<name>),
+	# with the package's version for -version (plugins/sdk), and the list
+	# of their digests that a [[plugin]] without sha256 is checked against:
+	# it changes with them on every upgrade, where a digest pinned in the
 	# conffile would not.
-	for plugin in http mqtt slipradio; do
+	for main in httpcoap/cmd/gatewayd-http mqtt/cmd/gatewayd-mqtt slipradio/cmd/gatewayd-slipradio; do
 		CGO_ENABLED=0 GOOS=linux GOARCH="$goarch" GOARM="$goarm" \
 			"$go" build -trimpath -ldflags "-s -w -X github.com/opaque-edge/gatewayd/plugins/sdk.version=$VERSION" \
-			-o "$stage/gatewayd-$plugin" "./plugins/$plugin/cmd/gatewayd-$plugin"
+			-o "$stage/$(basename "$main")" "./plugins/$main"
 	done
 	(cd "$stage" && sha256sum gatewayd-http gatewayd-mqtt gatewayd-slipradio >SHA256SUMS)
 	gzip -9n <"$here/man/gatewayctl.1" >"$stage/gatewayctl.1.gz"

@@ -104,7 +104,7 @@ func waitLog(t *testing.T, log *syncBuffer, d time.Duration, patterns ...string)
 // end's /hc/ URI for it, the admin address and gatewayd's log.
 func startHTTPGateway(t *testing.T, body []byte, extra string) (origin, hc, admin string, log *syncBuffer) {
 	t.Helper()
-	bin, sum := testpeer.BuildPlugin(t, "github.com/opaque-edge/gatewayd/plugins/http/cmd/gatewayd-http")
+	bin, sum := testpeer.BuildPlugin(t, "github.com/opaque-edge/gatewayd/plugins/httpcoap/cmd/gatewayd-http")
 	origin = fmt.Sprintf("coap://127.0.0.1:%d/example_data", startCoapServer(t))
 	putOrigin(t, origin, body)
 	proxy, adminPort, httpPort := freePort(t), freePort(t), freePort(t)

@@ -92,7 +92,7 @@ func TestCheckAndStartWarnWhenLANClientsMayReachLoopback(t *testing.T) {
 // it down in /status and the metrics; once the file is right, the plugin
 // comes up by itself on its backoff and serves.
 func TestGatewaydServesWithoutAPluginThatCannotStartAndPicksItUpLater(t *testing.T) {
-	bin, sum := testpeer.BuildPlugin(t, "github.com/opaque-edge/gatewayd/plugins/http/cmd/gatewayd-http")
+	bin, sum := testpeer.BuildPlugin(t, "github.com/opaque-edge/gatewayd/plugins/httpcoap/cmd/gatewayd-http")
 	path := filepath.Join(t.TempDir(), "gatewayd-http")
 	if err := os.WriteFile(path, []byte("#!/bin/sh\nexit 1\n"), 0o755); err != nil {
 		t.Fatal(err)

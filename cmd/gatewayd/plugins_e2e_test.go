@@ -35,7 +35,7 @@ import (
 	"github.com/opaque-edge/gatewayd/e2e/signed"
 	"github.com/opaque-edge/gatewayd/internal/testpeer"
 	"github.com/opaque-edge/gatewayd/observe/pubsub"
-	httpcoap "github.com/opaque-edge/gatewayd/plugins/http"
+	"github.com/opaque-edge/gatewayd/plugins/httpcoap"
 	"github.com/opaque-edge/gatewayd/radio/sim"
 	"github.com/opaque-edge/gatewayd/radio/sim/nodekeys"
 )
@@ -72,7 +72,7 @@ func oscorePairFor(t *testing.T, dir string) *oscore.Context {
 // mapped to a CoAP response, unprotects with the client context to the
 // node's reading. gatewayd's configuration holds no key.
 func TestHTTPPluginCarriesOSCOREToSimNodeAndBack(t *testing.T) {
-	bin, sum := testpeer.BuildPlugin(t, "github.com/opaque-edge/gatewayd/plugins/http/cmd/gatewayd-http")
+	bin, sum := testpeer.BuildPlugin(t, "github.com/opaque-edge/gatewayd/plugins/httpcoap/cmd/gatewayd-http")
 	nodes := t.TempDir()
 	client := oscorePairFor(t, nodes)
 	proxy, httpPort := freePort(t), freePort(t)
@@ -727,7 +727,7 @@ func gone(pid int) bool {
 // killed with SIGKILL leaves no plugin process behind (Pdeathsig).
 func TestBinaryRestartsKilledPluginAndLeavesNoneWhenKilled(t *testing.T) {
 	gwBin := gatewaydBinary(t)
-	bin, sum := testpeer.BuildPlugin(t, "github.com/opaque-edge/gatewayd/plugins/http/cmd/gatewayd-http")
+	bin, sum := testpeer.BuildPlugin(t, "github.com/opaque-edge/gatewayd/plugins/httpcoap/cmd/gatewayd-http")
 	proxy, httpPort := freePort(t), freePort(t)
 	cfg := writeFile(t, "gatewayd.toml", httpPluginConfig(proxy, "", bin, sum, httpPort, ""))
 	cmd := exec.Command(gwBin, "-config", cfg)

@@ -26,7 +26,7 @@ func curl(t *testing.T, args ...string) string {
 // plugin's front end and gatewayd's chain (RFC 8075), and CoAP clients
 // reach HTTP servers through its translator.
 func TestHTTPPluginBothWays(t *testing.T) {
-	bin, sum := testpeer.BuildPlugin(t, "github.com/opaque-edge/gatewayd/plugins/http/cmd/gatewayd-http")
+	bin, sum := testpeer.BuildPlugin(t, "github.com/opaque-edge/gatewayd/plugins/httpcoap/cmd/gatewayd-http")
 	origin := startCoapServer(t)
 	proxy, httpPort, adminPort := freePort(t), freePort(t), freePort(t) // a free UDP port number is free for TCP too, most likely
 	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

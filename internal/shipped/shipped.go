@@ -28,7 +28,7 @@ func (p Program) Name() string {
 var Programs = []Program{
 	{Pkg: "./cmd/gatewayd", Installed: "/usr/sbin/gatewayd", Tags: "nodemo"},
 	{Pkg: "./cmd/gatewayctl", Installed: "/usr/bin/gatewayctl"},
-	{Pkg: "./plugins/http/cmd/gatewayd-http", Installed: "/usr/lib/gatewayd/plugins/gatewayd-http"},
+	{Pkg: "./plugins/httpcoap/cmd/gatewayd-http", Installed: "/usr/lib/gatewayd/plugins/gatewayd-http"},
 	{Pkg: "./plugins/mqtt/cmd/gatewayd-mqtt", Installed: "/usr/lib/gatewayd/plugins/gatewayd-mqtt"},
 	{Pkg: "./plugins/slipradio/cmd/gatewayd-slipradio", Installed: "/usr/lib/gatewayd/plugins/gatewayd-slipradio"},
 }

@@ -20,7 +20,7 @@ import (
 )
 
 // DoFunc sends a CoAP request into gatewayd's chain; see
-// plugins/http.DoFunc.
+// httpcoap.DoFunc.
 type DoFunc func(ctx context.Context, req *coap.Message, secure bool) (*coap.Message, error)
 
 // ObserveFunc observes a CoAP URI through gatewayd's chain (its Observe hub

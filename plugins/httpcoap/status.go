@@ -1,7 +1,7 @@
-package http
+package httpcoap
 
 import (
-	nethttp "net/http"
+	"net/http"
 
 	"github.com/opaque-edge/gatewayd/coap"
 )
@@ -14,75 +14,75 @@ import (
 func statusOf(c coap.Code, withPayload, conditional, headerOption bool) int {
 	switch c {
 	case coap.Created:
-		return nethttp.StatusCreated
+		return http.StatusCreated
 	case coap.Deleted, coap.Changed:
 		if withPayload {
-			return nethttp.StatusOK
+			return http.StatusOK
 		}
-		return nethttp.StatusNoContent
+		return http.StatusNoContent
 	case coap.Valid:
 		if conditional {
-			return nethttp.StatusNotModified
+			return http.StatusNotModified
 		}
 		// Note 4: 200 needs a local cache to revalidate; without one a
 		// 2.03 to an unconditional request is not understood.
-		return nethttp.StatusBadGateway
+		return http.StatusBadGateway
 	case coap.Content:
-		return nethttp.StatusOK
+		return http.StatusOK
 	case coap.Continue, coap.RequestEntityIncomplete:
 		// Note 10: block-wise only, never an HTTP response.
-		return nethttp.StatusBadGateway
+		return http.StatusBadGateway
 	case coap.BadRequest:
-		return nethttp.StatusBadRequest
+		return http.StatusBadRequest
 	case coap.Unauthorized:
-		return nethttp.StatusForbidden // note 5: no WWW-Authenticate in CoAP
+		return http.StatusForbidden // note 5: no WWW-Authenticate in CoAP
 	case coap.BadOption:
 		if headerOption {
-			return nethttp.StatusBadRequest
+			return http.StatusBadRequest
 		}
-		return nethttp.StatusInternalServerError
+		return http.StatusInternalServerError
 	case coap.Forbidden:
-		return nethttp.StatusForbidden
+		return http.StatusForbidden
 	case coap.NotFound:
-		return nethttp.StatusNotFound
+		return http.StatusNotFound
 	case coap.MethodNotAllowed:
-		return nethttp.StatusBadRequest // note 7: no Allow to give
+		return http.StatusBadRequest // note 7: no Allow to give
 	case coap.NotAcceptable:
-		return nethttp.StatusNotAcceptable
+		return http.StatusNotAcceptable
 	case coap.Conflict:
-		return nethttp.StatusConflict // RFC 9177
+		return http.StatusConflict // RFC 9177
 	case coap.PreconditionFailed:
-		return nethttp.StatusPreconditionFailed
+		return http.StatusPreconditionFailed
 	case coap.RequestEntityTooLarge:
-		return nethttp.StatusRequestEntityTooLarge
+		return http.StatusRequestEntityTooLarge
 	case coap.UnsupportedContentFormat:
-		return nethttp.StatusUnsupportedMediaType
+		return http.StatusUnsupportedMediaType
 	case coap.UnprocessableEntity:
-		return nethttp.StatusUnprocessableEntity // RFC 8132
+		return http.StatusUnprocessableEntity // RFC 8132
 	case coap.TooManyRequests:
-		return nethttp.StatusTooManyRequests // RFC 8516
+		return http.StatusTooManyRequests // RFC 8516
 	case coap.InternalServerError:
-		return nethttp.StatusInternalServerError
+		return http.StatusInternalServerError
 	case coap.NotImplemented:
-		return nethttp.StatusNotImplemented
+		return http.StatusNotImplemented
 	case coap.BadGateway, coap.ProxyingNotSupported:
-		return nethttp.StatusBadGateway // 5.05: note 9
+		return http.StatusBadGateway // 5.05: note 9
 	case coap.ServiceUnavailable:
-		return nethttp.StatusServiceUnavailable
+		return http.StatusServiceUnavailable
 	case coap.GatewayTimeout:
-		return nethttp.StatusGatewayTimeout
+		return http.StatusGatewayTimeout
 	case coap.HopLimitReached:
-		return nethttp.StatusLoopDetected // RFC 8768: a forwarding loop
+		return http.StatusLoopDetected // RFC 8768: a forwarding loop
 	}
 	switch c.Class() {
 	case 2:
-		return nethttp.StatusOK
+		return http.StatusOK
 	case 4:
-		return nethttp.StatusBadRequest
+		return http.StatusBadRequest
 	case 5:
-		return nethttp.StatusInternalServerError
+		return http.StatusInternalServerError
 	}
-	return nethttp.StatusBadGateway
+	return http.StatusBadGateway
 }
 
 // codeOf maps an HTTP status to a CoAP response code for a request with
@@ -90,56 +90,56 @@ func statusOf(c coap.Code, withPayload, conditional, headerOption bool) int {
 // (1xx, 3xx other than 304): the caller answers 5.02.
 func codeOf(status int, m coap.Code, conditional bool) (c coap.Code, ok bool) {
 	switch {
-	case status == nethttp.StatusNotModified && conditional:
+	case status == http.StatusNotModified && conditional:
 		return coap.Valid, true
 	case status >= 200 && status < 300:
 		switch {
 		case m == coap.DELETE:
 			return coap.Deleted, true
-		case status == nethttp.StatusCreated && (m == coap.POST || m == coap.PUT):
+		case status == http.StatusCreated && (m == coap.POST || m == coap.PUT):
 			return coap.Created, true
 		case m == coap.GET || m == coap.FETCH:
 			return coap.Content, true
 		}
 		return coap.Changed, true
-	case status == nethttp.StatusNotFound && m == coap.DELETE:
+	case status == http.StatusNotFound && m == coap.DELETE:
 		// §10.1.3: deleting what does not exist is a success.
 		return coap.Deleted, true
 	}
 	switch status {
-	case nethttp.StatusBadRequest:
+	case http.StatusBadRequest:
 		return coap.BadRequest, true
-	case nethttp.StatusUnauthorized:
+	case http.StatusUnauthorized:
 		return coap.Unauthorized, true
-	case nethttp.StatusForbidden:
+	case http.StatusForbidden:
 		return coap.Forbidden, true
-	case nethttp.StatusNotFound, nethttp.StatusGone:
+	case http.StatusNotFound, http.StatusGone:
 		return coap.NotFound, true
-	case nethttp.StatusMethodNotAllowed:
+	case http.StatusMethodNotAllowed:
 		return coap.MethodNotAllowed, true
-	case nethttp.StatusNotAcceptable:
+	case http.StatusNotAcceptable:
 		return coap.NotAcceptable, true
-	case nethttp.StatusConflict:
+	case http.StatusConflict:
 		return coap.Conflict, true
-	case nethttp.StatusPreconditionFailed:
+	case http.StatusPreconditionFailed:
 		return coap.PreconditionFailed, true
-	case nethttp.StatusRequestEntityTooLarge:
+	case http.StatusRequestEntityTooLarge:
 		return coap.RequestEntityTooLarge, true
-	case nethttp.StatusUnsupportedMediaType:
+	case http.StatusUnsupportedMediaType:
 		return coap.UnsupportedContentFormat, true
-	case nethttp.StatusUnprocessableEntity:
+	case http.StatusUnprocessableEntity:
 		return coap.UnprocessableEntity, true
-	case nethttp.StatusTooManyRequests:
+	case http.StatusTooManyRequests:
 		return coap.TooManyRequests, true
-	case nethttp.StatusNotImplemented:
+	case http.StatusNotImplemented:
 		return coap.NotImplemented, true
-	case nethttp.StatusBadGateway:
+	case http.StatusBadGateway:
 		return coap.BadGateway, true
-	case nethttp.StatusServiceUnavailable:
+	case http.StatusServiceUnavailable:
 		return coap.ServiceUnavailable, true
-	case nethttp.StatusGatewayTimeout:
+	case http.StatusGatewayTimeout:
 		return coap.GatewayTimeout, true
-	case nethttp.StatusLoopDetected:
+	case http.StatusLoopDetected:
 		return coap.HopLimitReached, true
 	}
 	switch {

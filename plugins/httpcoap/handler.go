@@ -1,4 +1,4 @@
-package http
+package httpcoap
 
 import (
 	"context"
@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	nethttp "net/http"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -97,7 +97,7 @@ type Handler struct {
 	requests, oscore, rejected, upstream atomic.Uint64
 }
 
-var _ nethttp.Handler = (*Handler)(nil)
+var _ http.Handler = (*Handler)(nil)
 
 // NewHandler returns a Handler sending requests through do.
 func NewHandler(cfg Config, do DoFunc) (*Handler, error) {
@@ -128,27 +128,27 @@ const maxProxyURI = 1034
 
 // ServeHTTP translates one HTTP request into a CoAP request, runs it
 // through the chain and translates the response back.
-func (h *Handler) ServeHTTP(w nethttp.ResponseWriter, r *nethttp.Request) {
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.requests.Add(1)
 	target, err := h.targetURI(r)
 	if err != nil {
-		h.reject(w, nethttp.StatusBadRequest, err.Error())
+		h.reject(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	u, err := coap.ParseURI(target)
 	if err != nil {
-		h.reject(w, nethttp.StatusBadRequest, err.Error())
+		h.reject(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	if u.Scheme != "coap" && u.Scheme != "coaps" {
-		h.reject(w, nethttp.StatusBadRequest, "not a coap or coaps URI: "+u.Scheme)
+		h.reject(w, http.StatusBadRequest, "not a coap or coaps URI: "+u.Scheme)
 		return
 	}
 	code, ok := methodCode(r.Method)
 	if !ok {
 		// RFC 7252 §10.2.1: OPTIONS and TRACE (and anything else CoAP
 		// lacks) are 501.
-		h.reject(w, nethttp.StatusNotImplemented, "no CoAP method for "+r.Method)
+		h.reject(w, http.StatusNotImplemented, "no CoAP method for "+r.Method)
 		return
 	}
 	req := &coap.Message{Type: coap.Confirmable, Code: code}
@@ -159,14 +159,14 @@ func (h *Handler) ServeHTTP(w nethttp.ResponseWriter, r *nethttp.Request) {
 		req.Options = u.SetOptions(req.Options, u.Port).Insert(coap.ProxyScheme, []byte(u.Scheme))
 	}
 
-	body, err := io.ReadAll(nethttp.MaxBytesReader(w, r.Body, h.cfg.MaxBody))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.cfg.MaxBody))
 	if err != nil {
-		var tooBig *nethttp.MaxBytesError
+		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			h.reject(w, nethttp.StatusRequestEntityTooLarge, fmt.Sprintf("body over %d bytes", h.cfg.MaxBody))
+			h.reject(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body over %d bytes", h.cfg.MaxBody))
 			return
 		}
-		h.reject(w, nethttp.StatusBadRequest, "reading body: "+err.Error())
+		h.reject(w, http.StatusBadRequest, "reading body: "+err.Error())
 		return
 	}
 
@@ -193,7 +193,7 @@ func (h *Handler) ServeHTTP(w nethttp.ResponseWriter, r *nethttp.Request) {
 	}
 	if resp == nil || !resp.Code.IsResponse() {
 		h.upstream.Add(1)
-		writeText(w, nethttp.StatusBadGateway, "no CoAP response")
+		writeText(w, http.StatusBadGateway, "no CoAP response")
 		return
 	}
 	if b, ok, err := blockwise.Get(resp.Options, coap.Block2); err != nil || ok && (b.More || b.Num != 0) {
@@ -201,7 +201,7 @@ func (h *Handler) ServeHTTP(w nethttp.ResponseWriter, r *nethttp.Request) {
 		// does not complete block-wise transfers. Never passed off as
 		// the whole (RFC 8075 §8.3 has the HC proxy fetch the rest).
 		h.upstream.Add(1)
-		writeText(w, nethttp.StatusBadGateway, "incomplete CoAP representation: one block of a block-wise transfer")
+		writeText(w, http.StatusBadGateway, "incomplete CoAP representation: one block of a block-wise transfer")
 		return
 	}
 	h.writeResponse(w, r, u, resp, x)
@@ -217,7 +217,7 @@ type exchange struct {
 // targetURI extracts the Target CoAP URI from the raw request target:
 // origin form under the prefix (RFC 8075 §5.3, percent-encoded brackets
 // per §5.3.2 undone), or absolute form naming a coap URI (RFC 7252 §10.2).
-func (h *Handler) targetURI(r *nethttp.Request) (string, error) {
+func (h *Handler) targetURI(r *http.Request) (string, error) {
 	raw := r.RequestURI
 	if raw == "" && r.URL != nil {
 		raw = r.URL.RequestURI()
@@ -252,15 +252,15 @@ func (h *Handler) targetURI(r *nethttp.Request) (string, error) {
 // for them by name (RFC 8132).
 func methodCode(m string) (coap.Code, bool) {
 	switch m {
-	case nethttp.MethodGet, nethttp.MethodHead:
+	case http.MethodGet, http.MethodHead:
 		return coap.GET, true
-	case nethttp.MethodPost:
+	case http.MethodPost:
 		return coap.POST, true
-	case nethttp.MethodPut:
+	case http.MethodPut:
 		return coap.PUT, true
-	case nethttp.MethodDelete:
+	case http.MethodDelete:
 		return coap.DELETE, true
-	case nethttp.MethodPatch:
+	case http.MethodPatch:
 		return coap.PATCH, true // RFC 8132 §3: PATCH is PATCH; iPATCH only by name
 	case "FETCH":
 		return coap.FETCH, true
@@ -273,25 +273,25 @@ func methodCode(m string) (coap.Code, bool) {
 // oscoreRequest fills req from an HTTP request with the OSCORE header
 // field (RFC 8613 §11.3). Nothing of the body is read or changed. It
 // returns a status and message when the request cannot be mapped.
-func (h *Handler) oscoreRequest(r *nethttp.Request, req *coap.Message, field string, body []byte) (int, string) {
+func (h *Handler) oscoreRequest(r *http.Request, req *coap.Message, field string, body []byte) (int, string) {
 	if len(r.Header.Values(HeaderOSCORE)) != 1 {
-		return nethttp.StatusBadRequest, "exactly one OSCORE header field is allowed"
+		return http.StatusBadRequest, "exactly one OSCORE header field is allowed"
 	}
 	// The outer code of an OSCORE request is POST, or FETCH for Observe
 	// (RFC 8613 §4.2); §11.1 uses the header field in POST requests only.
 	if req.Code != coap.POST && req.Code != coap.FETCH {
-		return nethttp.StatusBadRequest, "OSCORE requests use POST or FETCH, not " + r.Method
+		return http.StatusBadRequest, "OSCORE requests use POST or FETCH, not " + r.Method
 	}
 	ct := r.Header.Get("Content-Type")
 	if mt, _, _ := strings.Cut(ct, ";"); !strings.EqualFold(strings.TrimSpace(mt), OSCOREMediaType) {
-		return nethttp.StatusUnsupportedMediaType, "OSCORE requests carry Content-Type application/oscore"
+		return http.StatusUnsupportedMediaType, "OSCORE requests carry Content-Type application/oscore"
 	}
 	if enc := r.Header.Get("Content-Encoding"); enc != "" && !strings.EqualFold(enc, "identity") {
-		return nethttp.StatusUnsupportedMediaType, "OSCORE payload with content coding " + enc
+		return http.StatusUnsupportedMediaType, "OSCORE payload with content coding " + enc
 	}
 	opt, err := DecodeOSCORE(field)
 	if err != nil {
-		return nethttp.StatusBadRequest, err.Error()
+		return http.StatusBadRequest, err.Error()
 	}
 	req.Options = req.Options.Insert(coap.OSCORE, opt)
 	// §11.3: no Content-Format; the ciphertext goes as is.
@@ -300,23 +300,23 @@ func (h *Handler) oscoreRequest(r *nethttp.Request, req *coap.Message, field str
 }
 
 // plainRequest maps the header fields of an unprotected request.
-func (h *Handler) plainRequest(r *nethttp.Request, req *coap.Message, body []byte, x *exchange) (int, string) {
+func (h *Handler) plainRequest(r *http.Request, req *coap.Message, body []byte, x *exchange) (int, string) {
 	if len(body) > 0 {
 		req.Payload = body
 		if ct := r.Header.Get("Content-Type"); ct != "" {
 			cf, ok := coap.ContentFormatOf(ct, r.Header.Get("Content-Encoding"), match(h.cfg.Loose, h.cfg.AllowCoAPPayload))
 			if !ok {
 				// RFC 8075 §6.1: SHALL elicit 415.
-				return nethttp.StatusUnsupportedMediaType, "no CoAP content format for " + ct
+				return http.StatusUnsupportedMediaType, "no CoAP content format for " + ct
 			}
 			req.Options = req.Options.SetUint(coap.ContentFormat, uint32(cf))
 		} else if enc := r.Header.Get("Content-Encoding"); enc != "" && !strings.EqualFold(enc, "identity") {
-			return nethttp.StatusUnsupportedMediaType, "content coding " + enc + " without media type"
+			return http.StatusUnsupportedMediaType, "content coding " + enc + " without media type"
 		}
 	}
 	if a := r.Header.Values("Accept"); len(a) > 0 {
 		if strings.Contains(strings.ToLower(strings.Join(a, ",")), coap.PayloadMediaType) && !h.cfg.AllowCoAPPayload {
-			return nethttp.StatusNotAcceptable, coap.PayloadMediaType + " is not forwarded"
+			return http.StatusNotAcceptable, coap.PayloadMediaType + " is not forwarded"
 		}
 		if cf, ok := acceptFormat(strings.Join(a, ","), h.cfg.AllowCoAPPayload); ok {
 			req.Options = req.Options.SetUint(coap.Accept, uint32(cf))
@@ -379,7 +379,7 @@ func parseETags(field string) [][]byte {
 
 // writeResponse maps a CoAP response to HTTP (RFC 8075 §6, §7; RFC 8613
 // §11.2 when it carries the OSCORE option).
-func (h *Handler) writeResponse(w nethttp.ResponseWriter, r *nethttp.Request, u *coap.URI, resp *coap.Message, x exchange) {
+func (h *Handler) writeResponse(w http.ResponseWriter, r *http.Request, u *coap.URI, resp *coap.Message, x exchange) {
 	hdr := w.Header()
 	opt, isOSCORE := resp.Options.Get(coap.OSCORE)
 	status := statusOf(resp.Code, len(resp.Payload) > 0, x.conditional, x.headerOption)
@@ -390,7 +390,7 @@ func (h *Handler) writeResponse(w nethttp.ResponseWriter, r *nethttp.Request, u 
 		// successful outer code (2.04, or 2.05 for a notification) is 200,
 		// with or without body.
 		if resp.Code.Class() == 2 {
-			status = nethttp.StatusOK
+			status = http.StatusOK
 		}
 		hdr.Set(HeaderOSCORE, EncodeOSCORE(opt))
 		hdr.Set("Content-Type", OSCOREMediaType)
@@ -431,19 +431,19 @@ func (h *Handler) writeResponse(w nethttp.ResponseWriter, r *nethttp.Request, u 
 		}
 		if v, ok := resp.Options.Uint(coap.MaxAge); ok {
 			hdr.Set("Cache-Control", "max-age="+strconv.FormatUint(uint64(v), 10))
-			if status == nethttp.StatusServiceUnavailable || status == nethttp.StatusTooManyRequests {
+			if status == http.StatusServiceUnavailable || status == http.StatusTooManyRequests {
 				hdr.Set("Retry-After", strconv.FormatUint(uint64(v), 10)) // note 8
 			}
 		}
 	}
-	if status == nethttp.StatusNotModified || status == nethttp.StatusNoContent {
+	if status == http.StatusNotModified || status == http.StatusNoContent {
 		body = nil
 	}
 	if len(body) > 0 {
 		hdr.Set("Content-Length", strconv.Itoa(len(body)))
 	}
 	w.WriteHeader(status)
-	if r.Method != nethttp.MethodHead && len(body) > 0 {
+	if r.Method != http.MethodHead && len(body) > 0 {
 		_, _ = w.Write(body)
 	}
 }
@@ -466,30 +466,30 @@ func location(prefix string, target *coap.URI, opts coap.Options) string {
 
 // writeError maps a failure of the CoAP exchange (RFC 7252 §10.2: 504 when
 // no result came in time, 502 when it could not be obtained).
-func (h *Handler) writeError(w nethttp.ResponseWriter, r *nethttp.Request, err error) {
+func (h *Handler) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	var ce *coap.Error
 	switch {
 	case errors.As(err, &ce):
 		h.writeResponse(w, r, nil, ce.Response(), exchange{})
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, coap.ErrTimeout):
-		writeText(w, nethttp.StatusGatewayTimeout, "no CoAP response in time")
+		writeText(w, http.StatusGatewayTimeout, "no CoAP response in time")
 	case errors.Is(err, coap.ErrBusy):
-		writeText(w, nethttp.StatusServiceUnavailable, "too many CoAP exchanges in flight")
+		writeText(w, http.StatusServiceUnavailable, "too many CoAP exchanges in flight")
 	case errors.Is(err, context.Canceled):
 		// The HTTP client went away; nobody reads this.
-		writeText(w, nethttp.StatusServiceUnavailable, "cancelled")
+		writeText(w, http.StatusServiceUnavailable, "cancelled")
 	default:
 		h.log.Debug("coap exchange failed", "err", err)
-		writeText(w, nethttp.StatusBadGateway, "CoAP exchange failed")
+		writeText(w, http.StatusBadGateway, "CoAP exchange failed")
 	}
 }
 
-func (h *Handler) reject(w nethttp.ResponseWriter, status int, msg string) {
+func (h *Handler) reject(w http.ResponseWriter, status int, msg string) {
 	h.rejected.Add(1)
 	writeText(w, status, msg)
 }
 
-func writeText(w nethttp.ResponseWriter, status int, msg string) {
+func writeText(w http.ResponseWriter, status int, msg string) {
 	w.Header().Set("Content-Type", "text/plain;charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)

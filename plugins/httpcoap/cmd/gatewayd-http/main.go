@@ -12,12 +12,12 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	nethttp "net/http"
+	"net/http"
 	"sync"
 	"time"
 
 	"github.com/opaque-edge/gatewayd/coap"
-	httpcoap "github.com/opaque-edge/gatewayd/plugins/http"
+	"github.com/opaque-edge/gatewayd/plugins/httpcoap"
 	"github.com/opaque-edge/gatewayd/plugins/sdk"
 )
 
@@ -104,7 +104,7 @@ func (f *frontEnd) Run(ctx context.Context, host sdk.Host) error {
 	if err != nil {
 		return fmt.Errorf("gatewayd-http: %w", err)
 	}
-	srv := &nethttp.Server{
+	srv := &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
 		IdleTimeout:       60 * time.Second,
@@ -123,7 +123,7 @@ func (f *frontEnd) Run(ctx context.Context, host sdk.Host) error {
 	err = srv.Serve(l)
 	cancel() // Serve failed on its own: stop the shutdown goroutine too
 	wg.Wait()
-	if errors.Is(err, nethttp.ErrServerClosed) {
+	if errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
 	return fmt.Errorf("gatewayd-http: %w", err)

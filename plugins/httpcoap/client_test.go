@@ -1,11 +1,11 @@
-package http
+package httpcoap
 
 import (
 	"bytes"
 	"context"
 	"errors"
 	"io"
-	nethttp "net/http"
+	"net/http"
 	"net/http/httptest"
 	"sync"
 	"testing"
@@ -17,10 +17,10 @@ import (
 func TestClientMapsHTTPOriginToCoAP(t *testing.T) {
 	var (
 		mu       sync.Mutex
-		seen     *nethttp.Request // guarded by mu: the last request the origin got
-		seenBody []byte           // guarded by mu
+		seen     *http.Request // guarded by mu: the last request the origin got
+		seenBody []byte        // guarded by mu
 	)
-	srv := httptest.NewServer(nethttp.HandlerFunc(func(w nethttp.ResponseWriter, r *nethttp.Request) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		body, _ := io.ReadAll(r.Body)
 		mu.Lock()
 		seen, seenBody = r.Clone(context.Background()), body
@@ -57,7 +57,7 @@ func TestClientMapsHTTPOriginToCoAP(t *testing.T) {
 			w.WriteHeader(503)
 			_, _ = w.Write([]byte("later"))
 		default:
-			nethttp.NotFound(w, r)
+			http.NotFound(w, r)
 		}
 	}))
 	defer srv.Close()

@@ -1,4 +1,4 @@
-package http
+package httpcoap
 
 import (
 	"bytes"
@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
-	nethttp "net/http"
+	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
@@ -31,7 +31,7 @@ type ClientConfig struct {
 	AllowHosts []string `toml:"allow_hosts"`
 	// Transport replaces the HTTP transport (tests, proxies). Its own
 	// timeouts then apply besides Timeout.
-	Transport nethttp.RoundTripper `toml:"-"`
+	Transport http.RoundTripper `toml:"-"`
 }
 
 // Defaults for ClientConfig.
@@ -58,7 +58,7 @@ func (c ClientConfig) Validate() error {
 // gateway. It is safe for concurrent use.
 type Client struct {
 	cfg ClientConfig
-	hc  *nethttp.Client
+	hc  *http.Client
 }
 
 // NewClient returns a Client.
@@ -75,8 +75,8 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	rt := cfg.Transport
 	if rt == nil {
 		d := &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}
-		rt = &nethttp.Transport{
-			Proxy:                  nethttp.ProxyFromEnvironment,
+		rt = &http.Transport{
+			Proxy:                  http.ProxyFromEnvironment,
 			DialContext:            d.DialContext,
 			TLSHandshakeTimeout:    10 * time.Second,
 			ResponseHeaderTimeout:  cfg.Timeout,
@@ -87,12 +87,12 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 			ForceAttemptHTTP2:      true,
 		}
 	}
-	hc := &nethttp.Client{
+	hc := &http.Client{
 		Transport: rt,
 		Timeout:   cfg.Timeout,
 		// Redirects are not followed: CoAP has none to map them to, and
 		// an OSCORE body must not be replayed to another origin.
-		CheckRedirect: func(*nethttp.Request, []*nethttp.Request) error { return nethttp.ErrUseLastResponse },
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}
 	return &Client{cfg: cfg, hc: hc}, nil
 }
@@ -118,7 +118,7 @@ func (c *Client) RoundTrip(ctx context.Context, target string, req *coap.Message
 		return nil, coap.Errorf(coap.MethodNotAllowed, "http: no HTTP method for %v", req.Code)
 	}
 	oscoreOpt, isOSCORE := req.Options.Get(coap.OSCORE)
-	hreq, err := nethttp.NewRequestWithContext(ctx, method, u.String(), bytes.NewReader(req.Payload))
+	hreq, err := http.NewRequestWithContext(ctx, method, u.String(), bytes.NewReader(req.Payload))
 	if err != nil {
 		return nil, coap.Errorf(coap.BadRequest, "http: %v", err)
 	}
@@ -148,7 +148,7 @@ func (c *Client) RoundTrip(ctx context.Context, target string, req *coap.Message
 		for v := range req.Options.All(coap.ETag) {
 			tags = append(tags, `"`+string(v)+`"`)
 		}
-		if len(tags) > 0 && (method == nethttp.MethodGet) {
+		if len(tags) > 0 && (method == http.MethodGet) {
 			hreq.Header.Set("If-None-Match", strings.Join(tags, ", "))
 			conditional = true
 		}
@@ -195,20 +195,20 @@ func (c *Client) RoundTrip(ctx context.Context, target string, req *coap.Message
 func httpMethod(c coap.Code) (string, bool) {
 	switch c {
 	case coap.GET:
-		return nethttp.MethodGet, true
+		return http.MethodGet, true
 	case coap.POST:
-		return nethttp.MethodPost, true
+		return http.MethodPost, true
 	case coap.PUT:
-		return nethttp.MethodPut, true
+		return http.MethodPut, true
 	case coap.DELETE:
-		return nethttp.MethodDelete, true
+		return http.MethodDelete, true
 	case coap.PATCH, coap.IPATCH:
-		return nethttp.MethodPatch, true
+		return http.MethodPatch, true
 	}
 	return "", false
 }
 
-func (c *Client) mapResponse(m coap.Code, resp *nethttp.Response, body []byte, reqOSCORE, conditional bool) (*coap.Message, error) {
+func (c *Client) mapResponse(m coap.Code, resp *http.Response, body []byte, reqOSCORE, conditional bool) (*coap.Message, error) {
 	out := &coap.Message{Type: coap.Acknowledgement}
 	if field := resp.Header.Get(HeaderOSCORE); field != "" {
 		// RFC 8613 §11.3: the OSCORE option from the header field, no
@@ -218,7 +218,7 @@ func (c *Client) mapResponse(m coap.Code, resp *nethttp.Response, body []byte, r
 		if err != nil {
 			return nil, coap.Errorf(coap.BadGateway, "%v", err)
 		}
-		if resp.StatusCode != nethttp.StatusOK {
+		if resp.StatusCode != http.StatusOK {
 			return nil, coap.Errorf(coap.BadGateway, "http: OSCORE header field with status %d", resp.StatusCode)
 		}
 		out.Code = coap.Changed
@@ -281,7 +281,7 @@ func diagnostic(b []byte) []byte {
 // freshness is the Max-Age for an HTTP response (RFC 7252 §10.1.1: no
 // greater than the time left fresh): s-maxage or max-age less Age, and 0
 // when the response may not be reused or says nothing.
-func freshness(resp *nethttp.Response) uint32 {
+func freshness(resp *http.Response) uint32 {
 	var maxAge, sMaxAge int64 = -1, -1
 	for _, cc := range resp.Header.Values("Cache-Control") {
 		for _, d := range strings.Split(cc, ",") {
