@@ -330,6 +330,7 @@ func (e *Endpoint) readLoop() {
 	inline := context.WithValue(e.ctx, laterKey{}, &laterState{inline: true})
 	if br, ok := e.t.(BatchReader); ok {
 		if b, err := br.NewBatch(batchSize); err == nil {
+			defer b.Close() // m may alias it: m goes with the reader
 			e.readBatches(inline, &m, b)
 			return
 		}

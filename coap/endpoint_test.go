@@ -6,10 +6,21 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"runtime"
+	"runtime/metrics"
 	"sync/atomic"
 	"testing"
 	"time"
 )
+
+// liveHeap is the heap the last of two collections found live.
+func liveHeap() uint64 {
+	runtime.GC()
+	runtime.GC()
+	s := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	metrics.Read(s)
+	return s[0].Value.Uint64()
+}
 
 func listen(t *testing.T) *UDP {
 	t.Helper()

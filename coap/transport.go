@@ -63,6 +63,9 @@ type Batch interface {
 	// bytes are overwritten by the next Read. A datagram that did not fit
 	// is reported with truncated set.
 	Datagram(i int) (b []byte, from netip.AddrPort, truncated bool)
+	// Close frees the batch's buffers once its goroutine has stopped
+	// reading: the bytes Datagram returned are gone with them.
+	Close() error
 }
 
 // ICMPReport is the network's report that a datagram sent earlier did not

@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -21,14 +22,24 @@ var _ BatchReader = (*UDP)(nil)
 
 // NewBatch returns a recvmmsg(2) reader of up to n datagrams, each up to
 // 64 KiB, the most a UDP datagram can carry, so none is ever truncated.
-// Pages of a slot no datagram reached are never touched, so memory grows
-// by the size of the datagrams, not of the slots.
+// The slots are mapped apart from the Go heap: pages no datagram reached
+// are never touched, so memory grows by the size of the datagrams, not of
+// the slots; the pages that datagrams larger than a page touched are
+// given back when the reader next finds the socket empty (release), so
+// that a flood of large datagrams does not leave each reader holding its
+// slots; and the collector, which would count all 512 KiB of a reader's
+// slots as live heap and let the heap grow by as much again before it
+// collects, does not see them. Close unmaps them.
 func (u *UDP) NewBatch(n int) (Batch, error) {
 	rc, err := u.c.SyscallConn()
 	if err != nil {
 		return nil, fmt.Errorf("coap: batch reader: %w", err)
 	}
 	n = max(n, 1)
+	mem, err := unix.Mmap(-1, 0, n*maxDatagram, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	if err != nil {
+		return nil, fmt.Errorf("coap: batch reader: %w", err)
+	}
 	r := &mmsgBatch{
 		c:     u.c,
 		rc:    rc,
@@ -36,9 +47,10 @@ func (u *UDP) NewBatch(n int) (Batch, error) {
 		iovs:  make([]unix.Iovec, n),
 		names: make([]unix.RawSockaddrInet6, n),
 		bufs:  make([][]byte, n),
+		mem:   mem,
 	}
 	for i := range n {
-		r.bufs[i] = make([]byte, maxDatagram)
+		r.bufs[i] = r.mem[i*maxDatagram : (i+1)*maxDatagram : (i+1)*maxDatagram]
 		r.iovs[i].Base = &r.bufs[i][0]
 		r.iovs[i].SetLen(maxDatagram)
 		r.hs[i].Hdr.Iov = &r.iovs[i]
@@ -55,8 +67,12 @@ type mmsgBatch struct {
 	iovs  []unix.Iovec
 	names []unix.RawSockaddrInet6 // large enough for either family
 	bufs  [][]byte
+	mem   []byte // the slots of bufs, in one mapping
+	deep  bool   // a datagram larger than a page was read since the last release
 	recv  func(fd uintptr) bool
 	eq    *errQueue // made at the first ICMP report
+
+	releases atomic.Int64 // how many times release gave pages back
 
 	n       int
 	errno   syscall.Errno
@@ -82,15 +98,51 @@ func (r *mmsgBatch) recvmmsg(fd uintptr) bool {
 	}
 	n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hs[0])), uintptr(len(r.hs)), unix.MSG_DONTWAIT, 0, 0)
 	if e == unix.EAGAIN || e == unix.EWOULDBLOCK {
+		if r.deep {
+			r.release()
+		}
 		return false
 	}
 	r.n, r.errno, r.reports = int(n), e, nil
+	for i := range r.n {
+		r.deep = r.deep || int(r.hs[i].Len) > pageSize
+	}
 	if e != 0 && e != unix.EINTR {
 		// Most likely the pending error of an ICMP report: its report
 		// is on the error queue, read while the descriptor is at hand.
 		r.reports = r.errQueue().drain(fd)
 	}
 	return true
+}
+
+// release gives the slots' pages back to the kernel (MADV_DONTNEED): the
+// reader is about to wait, so nothing in them is needed any more, and the
+// next datagrams fault in fresh zeroed pages, as many as they fill.
+func (r *mmsgBatch) release() {
+	r.deep = false
+	if unix.Madvise(r.mem, unix.MADV_DONTNEED) == nil {
+		r.releases.Add(1)
+	}
+}
+
+// pageSize is the size of the pages release gives back.
+var pageSize = os.Getpagesize()
+
+// Close unmaps the slots; the batch's goroutine has stopped reading.
+func (r *mmsgBatch) Close() error {
+	if r.mem == nil {
+		return nil
+	}
+	clear(r.bufs)
+	for i := range r.iovs {
+		r.iovs[i].Base = nil
+	}
+	err := unix.Munmap(r.mem)
+	r.mem = nil
+	if err != nil {
+		return fmt.Errorf("coap: batch reader: %w", err)
+	}
+	return nil
 }
 
 func (r *mmsgBatch) Read() (int, error) {

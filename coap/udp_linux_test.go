@@ -3,14 +3,19 @@
 package coap
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // readAll reads want datagrams through b and returns them with the number
@@ -219,5 +224,110 @@ func TestDirectSendLeavesZonedPeersToTheRuntime(t *testing.T) {
 	}
 	if sent, err := u.raw.sendto([]byte("x"), u.LocalAddr()); !sent || err != nil {
 		t.Fatalf("plain peer: sent %v, %v", sent, err)
+	}
+}
+
+// resident counts the pages of b (page-aligned) that are in memory.
+func resident(t *testing.T, b []byte) int {
+	t.Helper()
+	vec := make([]byte, (len(b)+os.Getpagesize()-1)/os.Getpagesize())
+	if _, _, e := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)), uintptr(unsafe.Pointer(&vec[0]))); e != 0 {
+		t.Fatalf("mincore: %v", e)
+	}
+	n := 0
+	for _, v := range vec {
+		n += int(v & 1)
+	}
+	return n
+}
+
+// A flood of large datagrams must not leave a reader holding its 8×64 KiB
+// of slots: once the socket is empty, the pages the datagrams touched go
+// back to the kernel, and the next datagrams are read as before.
+func TestBatchGivesBackThePagesOfLargeDatagramsWhenIdle(t *testing.T) {
+	u := listen(t)
+	defer u.Close()
+	b, err := u.NewBatch(8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := b.(*mmsgBatch)
+	defer r.Close()
+	c := rawPeer(t)
+	big := bytes.Repeat([]byte{0xa5}, 60<<10)
+	for range 8 {
+		if _, err := c.WriteToUDPAddrPort(big, u.LocalAddr()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for got := 0; got < 8; {
+		n, err := r.Read()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range n {
+			if d, _, _ := r.Datagram(i); !bytes.Equal(d, big) {
+				t.Fatalf("datagram %d: %d bytes, not the %d sent", got+i, len(d), len(big))
+			}
+		}
+		got += n
+	}
+	pages := len(r.mem) / os.Getpagesize()
+	before := resident(t, r.mem)
+	if before < pages*3/4 {
+		t.Fatalf("%d of %d pages resident after eight 60 KiB datagrams: they did not fill the slots", before, pages)
+	}
+	// The next Read finds nothing waiting: it gives the pages back, then
+	// waits for the datagram sent below.
+	done := make(chan []byte, 1)
+	go func() {
+		if _, err := r.Read(); err != nil {
+			done <- nil
+			return
+		}
+		d, _, _ := r.Datagram(0)
+		done <- bytes.Clone(d)
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for r.releases.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the idle reader gave nothing back")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if after := resident(t, r.mem); after > 8 {
+		t.Fatalf("%d of %d pages still resident once the reader was idle (were %d)", after, pages, before)
+	}
+	if _, err := c.WriteToUDPAddrPort([]byte("small"), u.LocalAddr()); err != nil {
+		t.Fatal(err)
+	}
+	if d := <-done; string(d) != "small" {
+		t.Fatalf("read %q after the release", d)
+	}
+}
+
+// A reader's 8×64 KiB of slots are no part of the Go heap: the collector
+// would count them as live and let the heap grow by as much again before
+// collecting, whether or not a datagram ever touched them.
+func TestBatchSlotsAreOutsideTheGoHeap(t *testing.T) {
+	u := listen(t)
+	defer u.Close()
+	before := liveHeap()
+	var bs []Batch
+	for range 4 {
+		b, err := u.NewBatch(8)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bs = append(bs, b)
+	}
+	grown := int64(liveHeap()) - int64(before)
+	for _, b := range bs {
+		if err := b.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if grown > 64<<10 {
+		t.Fatalf("four batch readers grew the live heap by %d KiB; their slots are 2 MiB", grown>>10)
 	}
 }
