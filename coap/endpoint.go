@@ -30,9 +30,31 @@ type EndpointConfig struct {
 	// DedupLimit bounds the remembered exchanges of §4.5; the oldest is
 	// forgotten first. Default 16384.
 	DedupLimit int
-	// MaxInflight bounds requests being handled at once; beyond it a
-	// request is answered 5.03. Default 4096.
+	// MaxInflight bounds requests being handled at once, those Local
+	// picks aside; beyond it a request is answered 5.03 with Max-Age 1.
+	// Default 4096.
 	MaxInflight int
+	// MaxInflightPerClient bounds one client's share of MaxInflight: the
+	// requests in flight from one IPv4 address, or from one IPv6 /64. A
+	// request beyond it is answered 5.03 with Max-Age ShareMaxAge, and the
+	// other clients do not notice. Default 0: no share. The same two
+	// bounds apply to the separate responses (CON) a client has not
+	// acknowledged: past them, a separate response goes as a NON.
+	MaxInflightPerClient int
+	// ShareMaxAge is about when a client over its share may find a slot
+	// again: when the exchanges it has in flight have ended. Rounded up
+	// to whole seconds; default 3 s.
+	ShareMaxAge time.Duration
+	// Local, when set, picks the requests the handler answers at once,
+	// from what it holds, without waiting on anything and without side
+	// effects: a proxy's own resources. They are served on the reader
+	// goroutine and take no slot of MaxInflight, so that a pool full of
+	// requests waiting on an upstream, or a client over its share,
+	// delays none of them; and, handled in an idempotent fashion, they
+	// are not remembered once answered, whatever their method (§4.5): a
+	// duplicate is served again. Local itself runs on the reader and must
+	// be quick.
+	Local func(r *Request) bool
 	// Inline, when set, picks the requests whose handler runs on the
 	// reader goroutine instead of a worker: those whose way through the
 	// handler never blocks, since it answers at once or through Later.
@@ -67,6 +89,10 @@ type Stats struct {
 	Timeouts        uint64 // CONs given up after MAX_RETRANSMIT
 	ResetsSent      uint64
 	Busy            uint64 // requests refused because MaxInflight was reached
+	ClientBusy      uint64 // requests refused because their client had MaxInflightPerClient
+	SeparateNON     uint64 // separate responses sent NON: the client had its share of CONs unacknowledged
+	Local           uint64 // requests picked by Local: served on a reader, without a slot
+	Inflight        int    // requests holding a slot now
 	Unmatched       uint64 // responses matching no exchange
 	Refused         uint64 // datagrams dropped by Accept
 	Inline          uint64 // requests served on a reader goroutine (Inline)
@@ -81,7 +107,7 @@ type Stats struct {
 }
 
 type counters struct {
-	received, sent, malformed, duplicates, retransmissions, timeouts, resetsSent, busy, unmatched, refused, inline, reads, icmp, unreachable atomic.Uint64
+	received, sent, malformed, duplicates, retransmissions, timeouts, resetsSent, busy, clientBusy, separateNON, local, unmatched, refused, inline, reads, icmp, unreachable atomic.Uint64
 }
 
 // exKey names an exchange by peer and message ID (§4.5).
@@ -166,7 +192,6 @@ type Endpoint struct {
 	log      *slog.Logger
 	lifetime time.Duration
 	start    time.Time // the monotonic origin of dedup expiry times
-	sem      chan struct{}
 	ctx      context.Context
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
@@ -180,6 +205,12 @@ type Endpoint struct {
 	slow     slowList     // CON requests waiting for their handler
 	nons     nonRing      // recent NONs whose RST someone wants to hear of
 	idle     atomic.Int32 // workers waiting on jobs
+
+	slots   inflight // requests in flight, in all and per client
+	unacked inflight // separate responses (CON) not acknowledged yet, in all and per client
+	// shareMaxAge is the Max-Age, in seconds, of the 5.03 for a client
+	// over its share.
+	shareMaxAge atomic.Int64
 
 	mu      sync.Mutex
 	seen    map[exKey]seen    // guarded by mu: §4.5 deduplication
@@ -199,7 +230,7 @@ func NewEndpoint(t Transport, cfg EndpointConfig) *Endpoint {
 		cfg.DedupLimit = 16384
 	}
 	if cfg.MaxInflight <= 0 {
-		cfg.MaxInflight = 4096
+		cfg.MaxInflight = defaultMaxInflight
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -212,7 +243,6 @@ func NewEndpoint(t Transport, cfg EndpointConfig) *Endpoint {
 		log:      log,
 		lifetime: cfg.Params.ExchangeLifetime(),
 		start:    time.Now(),
-		sem:      make(chan struct{}, cfg.MaxInflight),
 		ctx:      ctx,
 		cancel:   cancel,
 		jobs:     make(chan job),
@@ -220,6 +250,7 @@ func NewEndpoint(t Transport, cfg EndpointConfig) *Endpoint {
 		pending:  make(map[exKey]*outCon),
 		calls:    make(map[tokKey]*call),
 	}
+	e.SetInflightLimits(cfg.MaxInflight, cfg.MaxInflightPerClient, cfg.ShareMaxAge)
 	e.mids = make(map[netip.AddrPort]uint16)
 	e.wg.Add(1)
 	go e.ackLoop()
@@ -274,6 +305,7 @@ func (e *Endpoint) Stats() Stats {
 		Received: s.received.Load(), Sent: s.sent.Load(), Malformed: s.malformed.Load(),
 		Duplicates: s.duplicates.Load(), Retransmissions: s.retransmissions.Load(),
 		Timeouts: s.timeouts.Load(), ResetsSent: s.resetsSent.Load(), Busy: s.busy.Load(),
+		ClientBusy: s.clientBusy.Load(), SeparateNON: s.separateNON.Load(), Local: s.local.Load(), Inflight: e.slots.count(),
 		Unmatched: s.unmatched.Load(), Refused: s.refused.Load(), Inline: s.inline.Load(),
 		Reads: s.reads.Load(), ICMP: s.icmp.Load(), Unreachable: s.unreachable.Load(),
 	}
@@ -592,19 +624,30 @@ func (e *Endpoint) receiveRequest(inline context.Context, m *Message, peer netip
 	}
 	w := &responseWriter{e: e, peer: peer, mid: m.MID, reqType: m.Type, tokLen: uint8(len(m.Token)), safe: m.Code.IsSafe()}
 	copy(w.tok[:], m.Token)
-	select {
-	case e.sem <- struct{}{}:
-	default:
-		e.stats.busy.Add(1)
-		busy := &Message{Code: ServiceUnavailable}
-		busy.Options = busy.Options.SetUint(MaxAge, 1)
-		w.WriteResponse(busy)
-		return
-	}
 	req := &Request{Msg: m.Clone(), Peer: peer, Secure: e.cfg.Secure}
 	if pi, ok := e.t.(PeerIdentifier); ok {
 		req.Identity = pi.PeerIdentity(peer)
 	}
+	if e.cfg.Local != nil && e.cfg.Local(req) {
+		e.stats.local.Add(1)
+		w.safe = true
+		if m.Type == Confirmable {
+			e.slow.add(w, now)
+		}
+		e.serve(inline, w, req)
+		return
+	}
+	switch e.slots.take(clientOf(peer.Addr())) {
+	case shareFull:
+		e.stats.clientBusy.Add(1)
+		w.busy(uint32(e.shareMaxAge.Load()))
+		return
+	case slotsFull:
+		e.stats.busy.Add(1)
+		w.busy(1)
+		return
+	}
+	w.slot = true
 	if m.Type == Confirmable {
 		e.slow.add(w, now)
 	}
@@ -984,6 +1027,7 @@ type responseWriter struct {
 	mid     uint16 // the request's
 	reqType Type
 	safe    bool // GET or FETCH: idempotent, not remembered once answered
+	slot    bool // holds a slot of MaxInflight, given back by end
 
 	mu sync.Mutex
 	// Links in the endpoint's list of CON requests not yet answered,
@@ -1031,8 +1075,8 @@ func (w *responseWriter) emptyACK() {
 // Finish ends the request (Finisher): when the handler returned err, or,
 // for a request answered later, when its continuation gives up. An error
 // not yet answered is answered; a CON that got no answer still gets its
-// ACK, so the client stops retransmitting; the request's MaxInflight slot
-// is freed. Only the first Finish counts.
+// ACK, so the client stops retransmitting; the request's MaxInflight slot,
+// if it has one, is freed. Only the first Finish counts.
 func (w *responseWriter) Finish(err error) {
 	if err != nil && !errors.Is(err, ErrLater) {
 		if w.answered() {
@@ -1061,7 +1105,9 @@ func (w *responseWriter) end() {
 		w.acked = true
 		w.e.remember(w.key(), w.e.sendEmptyACK(w.peer, w.mid))
 	}
-	<-w.e.sem
+	if w.slot {
+		w.e.slots.give(clientOf(w.peer.Addr()))
+	}
 }
 
 func (w *responseWriter) WriteResponse(resp *Message) error {
@@ -1096,7 +1142,18 @@ func (w *responseWriter) writeAs(resp *Message, end, prompt bool) error {
 	case w.reqType == Confirmable && !w.acked:
 		out.Type, out.MID = Acknowledgement, w.mid
 	case w.reqType == Confirmable:
-		out.Type, out.MID = Confirmable, w.e.allocMID(w.peer)
+		// A separate response (§5.2.2) is a CON retransmitted until the
+		// client acknowledges it, for up to MAX_TRANSMIT_WAIT: a client
+		// that never does, a spoofed address above all, would have every
+		// answer kept that long, and sent it five times. Past the client's
+		// share of CONs unacknowledged (or the endpoint's), it goes as a
+		// NON, which §5.2.2 allows.
+		out.Type, out.MID = NonConfirmable, w.e.allocMID(w.peer)
+		if w.e.unacked.take(clientOf(w.peer.Addr())) == slotTaken {
+			out.Type = Confirmable
+		} else {
+			w.e.stats.separateNON.Add(1)
+		}
 	default:
 		out.Type, out.MID = NonConfirmable, w.e.allocMID(w.peer)
 	}
@@ -1134,11 +1191,14 @@ func (w *responseWriter) writeAs(resp *Message, end, prompt bool) error {
 		// in progress, not every observer's registration for
 		// EXCHANGE_LIFETIME.
 		w.e.forget(w.key())
-	case out.Type == Acknowledgement || out.Type == NonConfirmable:
+	case out.Type == Acknowledgement || w.reqType == NonConfirmable:
+		// (A CON request answered separately keeps its empty ACK as the
+		// answer to a duplicate.)
 		w.e.remember(w.key(), data)
 	}
 	if out.Type == Confirmable {
-		w.e.sendCON(w.peer, out.MID, data, nil)
+		k := clientOf(w.peer.Addr())
+		w.e.sendCON(w.peer, out.MID, data, func(*Message, error) { w.e.unacked.give(k) })
 		return nil
 	}
 	w.e.write(w.peer, data)
