@@ -197,6 +197,8 @@ type Endpoint struct {
 	wg       sync.WaitGroup
 	midMu    sync.Mutex
 	mids     map[netip.AddrPort]uint16 // guarded by midMu: last ID per peer
+	oldMids  map[netip.AddrPort]uint16 // guarded by midMu: mids before the last rotation
+	midsAt   time.Time                 // guarded by midMu: the last rotation
 	stats    counters
 	closeMu  sync.Once
 	closeErr error
@@ -217,6 +219,8 @@ type Endpoint struct {
 	seenQ   seenRing          // guarded by mu: FIFO of seen keys by expiry
 	pending map[exKey]*outCon // guarded by mu: our CONs awaiting ACK/RST
 	calls   map[tokKey]*call  // guarded by mu: client exchanges by token
+	peaks   peaks             // guarded by mu: the most entries of each map
+	pushes  int               // guarded by mu: seenQ pushes since the last housekeeping
 }
 
 // NewEndpoint starts the message layer on t: one reader goroutine, ended by
@@ -251,7 +255,7 @@ func NewEndpoint(t Transport, cfg EndpointConfig) *Endpoint {
 		calls:    make(map[tokKey]*call),
 	}
 	e.SetInflightLimits(cfg.MaxInflight, cfg.MaxInflightPerClient, cfg.ShareMaxAge)
-	e.mids = make(map[netip.AddrPort]uint16)
+	e.mids, e.midsAt = make(map[netip.AddrPort]uint16), e.start
 	e.wg.Add(1)
 	go e.ackLoop()
 	for range max(cfg.Readers, 1) {
@@ -319,23 +323,55 @@ const maxMIDPeers = 16384
 // allocMID returns the next message ID for a peer. Each peer has its own
 // sequence (§4.4: an ID must not be reused with the same endpoint within
 // EXCHANGE_LIFETIME), so traffic to one peer does not use up the IDs
-// another sees.
+// another sees. A peer's counter is forgotten once no ID has been taken
+// for it for an EXCHANGE_LIFETIME (rotateMIDs): all it was used for has
+// expired by then, and a fresh start is as good as the old sequence.
 func (e *Endpoint) allocMID(peer netip.AddrPort) uint16 {
 	e.midMu.Lock()
 	defer e.midMu.Unlock()
 	v, ok := e.mids[peer]
 	if !ok {
-		if len(e.mids) >= maxMIDPeers {
-			for k := range e.mids { // forget one peer, whichever the map gives
-				delete(e.mids, k)
-				break
+		if v, ok = e.oldMids[peer]; ok {
+			delete(e.oldMids, peer)
+		} else {
+			if len(e.mids)+len(e.oldMids) >= maxMIDPeers {
+				forgetOne(e.oldMids, e.mids)
 			}
+			v = uint16(rand.Uint32())
 		}
-		v = uint16(rand.Uint32())
 	}
 	v++
 	e.mids[peer] = v
 	return v
+}
+
+// forgetOne deletes one entry, whichever the map gives, of the first of
+// ms that has any.
+func forgetOne(ms ...map[netip.AddrPort]uint16) {
+	for _, m := range ms {
+		for k := range m {
+			delete(m, k)
+			return
+		}
+	}
+}
+
+// rotateMIDs forgets the counters of the peers no ID was taken for since
+// the rotation before the last: a rotation every EXCHANGE_LIFETIME keeps
+// each counter at least that long after its last use (§4.4), and gives
+// the maps' room back once the peers of a flood are gone.
+func (e *Endpoint) rotateMIDs(now time.Time) {
+	e.midMu.Lock()
+	defer e.midMu.Unlock()
+	if now.Sub(e.midsAt) < e.lifetime {
+		return
+	}
+	e.midsAt = now
+	if len(e.mids) == 0 {
+		e.oldMids = nil
+		return
+	}
+	e.oldMids, e.mids = e.mids, make(map[netip.AddrPort]uint16)
 }
 
 func (e *Endpoint) write(peer netip.AddrPort, b []byte) {
@@ -546,20 +582,36 @@ func (e *Endpoint) dedup(k exKey, at time.Time) (dup bool, reply []byte) {
 	}
 	// Forget what has expired, then the oldest while over the limit: O(1)
 	// amortised per datagram, bounded memory.
+	e.expireSeen(now, e.cfg.DedupLimit)
+	exp := now + int64(e.lifetime)
+	e.seen[k] = seen{expires: exp}
+	e.peaks.seen = max(e.peaks.seen, len(e.seen))
+	e.seenQ.push(seenItem{k, exp})
+	e.pushes++
+	return false, nil
+}
+
+// expireSeen forgets the exchanges that have expired by now, and the
+// oldest while limit or more are remembered; e.mu is held.
+func (e *Endpoint) expireSeen(now int64, limit int) {
 	for e.seenQ.len() > 0 {
 		it := e.seenQ.peek()
-		if now <= it.expires && e.seenQ.len() < e.cfg.DedupLimit {
+		if now <= it.expires && e.seenQ.len() < limit {
 			break
 		}
-		if s, ok := e.seen[it.key]; ok && s.expires == it.expires {
+		if e.live(it) {
 			delete(e.seen, it.key)
 		}
 		e.seenQ.pop()
 	}
-	exp := now + int64(e.lifetime)
-	e.seen[k] = seen{expires: exp}
-	e.seenQ.push(seenItem{k, exp})
-	return false, nil
+}
+
+// live reports whether a ring item is still its exchange's: a GET
+// answered and forgotten, or an exchange remembered again since, leaves
+// an item that stands for nothing until it expires; e.mu is held.
+func (e *Endpoint) live(it seenItem) bool {
+	s, ok := e.seen[it.key]
+	return ok && s.expires == it.expires
 }
 
 // forget drops a remembered exchange (its ring slot is reclaimed in turn).
@@ -586,9 +638,10 @@ type seenRing struct {
 	n    int
 }
 
-func (r *seenRing) len() int       { return r.n }
-func (r *seenRing) peek() seenItem { return r.buf[r.head] }
-func (r *seenRing) pop()           { r.buf[r.head] = seenItem{}; r.head = (r.head + 1) % len(r.buf); r.n-- }
+func (r *seenRing) len() int          { return r.n }
+func (r *seenRing) at(i int) seenItem { return r.buf[(r.head+i)%len(r.buf)] }
+func (r *seenRing) peek() seenItem    { return r.buf[r.head] }
+func (r *seenRing) pop()              { r.buf[r.head] = seenItem{}; r.head = (r.head + 1) % len(r.buf); r.n-- }
 func (r *seenRing) push(it seenItem) {
 	if r.n == len(r.buf) {
 		grown := make([]seenItem, max(64, 2*len(r.buf)))
@@ -828,6 +881,7 @@ func (e *Endpoint) pendCON(peer netip.AddrPort, mid uint16, tok []byte, data []b
 		return false
 	}
 	e.pending[p.key] = p
+	e.peaks.pending = max(e.peaks.pending, len(e.pending))
 	p.timer = time.AfterFunc(p.timeout, func() { e.retransmit(p) })
 	e.mu.Unlock()
 	return true
@@ -887,6 +941,7 @@ func (e *Endpoint) Do(ctx context.Context, to netip.AddrPort, req *Message) (*Me
 		return nil, ErrClosed
 	}
 	e.calls[tk] = c
+	e.peaks.calls = max(e.peaks.calls, len(e.calls))
 	e.mu.Unlock()
 	defer func() {
 		e.mu.Lock()
@@ -928,9 +983,11 @@ func (e *Endpoint) Go(to netip.AddrPort, req *Message, timeout time.Duration, do
 		return
 	}
 	e.calls[g.tk] = &g.call
+	e.peaks.calls = max(e.peaks.calls, len(e.calls))
 	wait := timeout
 	if out.Type == Confirmable {
 		e.pending[g.con.key] = &g.con
+		e.peaks.pending = max(e.peaks.pending, len(e.pending))
 		wait = min(wait, g.con.timeout)
 	}
 	g.con.timer = time.AfterFunc(wait, g.onTimer)
@@ -1269,8 +1326,9 @@ func (l *slowList) due(now time.Time, d time.Duration) []*responseWriter {
 
 func (e *Endpoint) ackLoop() {
 	defer e.wg.Done()
-	t := time.NewTicker(max(e.cfg.AckDelay/4, time.Millisecond))
+	t := time.NewTicker(max(min(e.cfg.AckDelay/4, housekeepEvery), time.Millisecond))
 	defer t.Stop()
+	last := time.Now()
 	for {
 		select {
 		case <-e.ctx.Done():
@@ -1279,6 +1337,17 @@ func (e *Endpoint) ackLoop() {
 			for _, w := range e.slow.due(now, e.cfg.AckDelay) {
 				w.emptyACK()
 			}
+			if now.Sub(last) >= housekeepEvery {
+				last = now
+				e.housekeep(now)
+			}
 		}
 	}
+}
+
+// empty reports whether no CON request waits for its handler.
+func (l *slowList) empty() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.head == nil
 }

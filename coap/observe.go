@@ -281,6 +281,7 @@ func (e *Endpoint) Observe(ctx context.Context, to netip.AddrPort, req *Message,
 		return nil, nil, ErrClosed
 	}
 	e.calls[o.tk] = c
+	e.peaks.calls = max(e.peaks.calls, len(e.calls))
 	e.mu.Unlock()
 	resp, err := e.exchange(ctx, to, &o.req, o.token[:], c)
 	if err != nil || !resp.Options.Has(Observe) || !resp.Code.IsResponse() || resp.Code.Class() != 2 {
@@ -321,6 +322,7 @@ func (o *Observation) Cancel(ctx context.Context) error {
 		return ErrClosed
 	}
 	o.e.calls[o.tk] = c
+	o.e.peaks.calls = max(o.e.peaks.calls, len(o.e.calls))
 	o.e.mu.Unlock()
 	defer o.forget()
 	_, err := o.e.exchange(ctx, o.peer, &req, o.token[:], c)
