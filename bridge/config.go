@@ -61,6 +61,14 @@ type ProxyConfig struct {
 	// and bucket size. Rate 0 disables the limit.
 	Rate  float64 `toml:"rate"`
 	Burst int     `toml:"burst"`
+	// MaxInflight bounds the requests each listener has in flight at
+	// once (waiting on an upstream, or on the hub or broker); beyond it
+	// 5.03. MaxInflightPerClient is one client's share of them: an IPv4
+	// address, an IPv6 /64. Requests for the proxy itself
+	// (/.well-known/core) take no slot. The same bounds hold the separate
+	// responses a client has not acknowledged; past them, NON.
+	MaxInflight          int `toml:"max_inflight"`
+	MaxInflightPerClient int `toml:"max_inflight_per_client"`
 	// PSKFile holds DTLS pre-shared keys, one "identity:key" per line.
 	PSKFile string `toml:"psk_file"`
 	// CertFile and KeyFile are the DTLS listeners' certificate chain and
@@ -124,6 +132,9 @@ func Defaults() Config {
 		VerifiedFor:  Duration{time.Hour},
 		MaxVerified:  10000,
 		EchoLifetime: Duration{10 * time.Minute},
+
+		MaxInflight:          4096,
+		MaxInflightPerClient: 64,
 	}}
 }
 
@@ -510,6 +521,12 @@ func (p *ProxyConfig) validate() error {
 		// every bucket NaN, and every request a 4.29.
 		return fmt.Errorf("rate/burst: rate must be a number >= 0 and burst >= 1")
 	}
+	if p.MaxInflight < 1 || p.MaxInflight > maxInflight {
+		return fmt.Errorf("max_inflight: %d is outside 1..%d", p.MaxInflight, maxInflight)
+	}
+	if p.MaxInflightPerClient < 1 || p.MaxInflightPerClient > p.MaxInflight {
+		return fmt.Errorf("max_inflight_per_client: %d is outside 1..max_inflight (%d)", p.MaxInflightPerClient, p.MaxInflight)
+	}
 	for _, l := range p.Listen {
 		if s, _, _ := parseListen(l); s == "dtls" && p.PSKFile == "" && p.CertFile == "" {
 			return fmt.Errorf("psk_file: a dtls address in listen needs keys (psk_file) or a certificate (cert_file)")
@@ -518,6 +535,10 @@ func (p *ProxyConfig) validate() error {
 	_, err := p.dtlsKeys()
 	return err
 }
+
+// maxInflight bounds max_inflight: each request in flight holds a few KiB
+// until its upstream answers or times out.
+const maxInflight = 1 << 20
 
 // dtlsKeys loads what the DTLS listeners authenticate with. Errors name
 // the key at fault.

@@ -191,13 +191,17 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*Pr
 	}
 	serve := func(label, scheme string, t coap.Transport, addr netip.AddrPort) {
 		e := coap.NewEndpoint(t, coap.EndpointConfig{
-			Handler: coap.HandlerFunc(p.serveChain),
-			Inline:  p.inline,
-			Readers: readers(scheme),
-			Secure:  scheme == "dtls",
-			Accept:  accept,
-			OnAck:   p.amp.onAck,
-			Logger:  log.With("component", "endpoint", "listen", label),
+			Handler:              coap.HandlerFunc(p.serveChain),
+			Local:                p.local,
+			Inline:               p.inline,
+			Readers:              readers(scheme),
+			Secure:               scheme == "dtls",
+			Accept:               accept,
+			OnAck:                p.amp.onAck,
+			MaxInflight:          cfg.Proxy.MaxInflight,
+			MaxInflightPerClient: cfg.Proxy.MaxInflightPerClient,
+			ShareMaxAge:          cfg.Proxy.Timeout.Duration,
+			Logger:               log.With("component", "endpoint", "listen", label),
 		})
 		p.servers = append(p.servers, e)
 		p.addrs = append(p.addrs, addr)
@@ -284,6 +288,21 @@ func (p *Proxy) serveChain(ctx context.Context, w coap.ResponseWriter, r *coap.R
 		return coap.Errorf(coap.ServiceUnavailable, "starting")
 	}
 	return c.h.ServeCoAP(ctx, w, r)
+}
+
+// local picks the requests for the proxy itself that the local stage
+// answers at once (coap.EndpointConfig.Local): /.well-known/core, and the
+// 4.02, 4.04 or 4.05 of anything else not forwarded. The endpoints serve
+// them on their reader without a slot of the in-flight pool, so neither
+// the watchdog's probe nor a client asking what the gateway offers waits
+// behind requests to a silent upstream. Not the broker's: its requests may
+// block, and wait for a slot like forwarded ones.
+func (p *Proxy) local(r *coap.Request) bool {
+	c := p.chain.Load()
+	if c == nil {
+		return true // answered 5.03 "starting" at once
+	}
+	return !c.router.forwards(r.Msg) && (p.broker == nil || !p.broker.Owns(r.Msg))
 }
 
 // inline picks the requests the endpoints serve on their reader goroutine
@@ -536,7 +555,8 @@ func (p *Proxy) buildChain(cfg Config) (*chainState, error) {
 
 // Reload swaps in what a new configuration changes of the request path:
 // [proxy] allow, clients, timeout, next_hop, hop_limit, name, rate, burst,
-// verified, verified_for, max_verified, echo_lifetime, and the routes; and the DTLS listeners' keys, re-read from their files,
+// verified, verified_for, max_verified, echo_lifetime, max_inflight,
+// max_inflight_per_client, and the routes; and the DTLS listeners' keys, re-read from their files,
 // for new handshakes, as long as they are of the kinds the listeners
 // started with (DTLS.SetKeys). Sockets, radios, the cache, observers, the broker and
 // plugins stay as they are; changes to their sections are reported in the
@@ -594,6 +614,9 @@ func (p *Proxy) Reload(cfg Config) (needsRestart []string, err error) {
 	}
 	p.amp.configure(cfg.Proxy)
 	p.chain.Store(c)
+	for _, e := range p.servers {
+		e.SetInflightLimits(cfg.Proxy.MaxInflight, cfg.Proxy.MaxInflightPerClient, cfg.Proxy.Timeout.Duration)
+	}
 	for _, w := range cfg.Warnings() {
 		p.log.Warn("configuration warning", "component", "config", "warning", w)
 	}

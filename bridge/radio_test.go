@@ -78,7 +78,9 @@ func TestCache100ClientsOneRadioExchangeDecreasingMaxAge(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c := client(t)
+			// A hundred clients, each on an address of its own: one
+			// address has max_inflight_per_client (64) requests at once.
+			c := clientOn(t, fmt.Sprintf("127.0.1.%d", i+1))
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
 			resp, err := c.Do(ctx, p.Addrs()[0], &coap.Message{Code: coap.GET, Options: proxyURI(uri)})
