@@ -187,9 +187,10 @@ func serve(ctx context.Context, p *bridge.Proxy, configPath string, n *service.N
 		wg.Wait()
 	}()
 	hb := n.Heartbeat("request path")
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); n.Run(ctx) }()
 	go func() { defer wg.Done(); probeLoop(ctx, p, n, hb, log) }()
+	go func() { defer wg.Done(); trimLoop(ctx, log) }()
 	n.Ready()
 	n.Status(statusLine(p))
 
