@@ -275,6 +275,9 @@ func (b *Broker) topicFromRecord(raw []byte) (*topic, error) {
 	if p.TopicName == nil || p.ResourceType == nil || p.TopicData == nil {
 		return nil, fmt.Errorf("pubsub: state file of topic %s: required property missing", r.ID)
 	}
+	if !validResourceType(*p.ResourceType) {
+		return nil, fmt.Errorf("pubsub: state file of topic %s: resource-type %q cannot be listed as link-format", r.ID, *p.ResourceType)
+	}
 	seg, ok := b.dataSegment(*p.TopicData)
 	if !ok {
 		return nil, fmt.Errorf("pubsub: state file of topic %s: topic-data %q is not under %s", r.ID, *p.TopicData, b.prefix)

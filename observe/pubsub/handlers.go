@@ -128,6 +128,9 @@ func (b *Broker) checkNames(p *Properties, seg string) (code coap.Code, diag str
 			return coap.BadRequest, fmt.Sprintf("pubsub: %s longer than %d bytes (max_name_length)", n.key, limit)
 		}
 	}
+	if p.ResourceType != nil && !validResourceType(*p.ResourceType) {
+		return coap.BadRequest, "pubsub: resource-type must be space-separated link relation types (RFC 6690 §2) without \" \\ < > , ;"
+	}
 	return 0, ""
 }
 

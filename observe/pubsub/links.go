@@ -168,3 +168,26 @@ func parseLink(s string) (map[string][]string, bool) {
 	}
 	return attrs, true
 }
+
+// validResourceType reports a resource-type property that the broker can
+// list as an rt attribute of a link (draft §2.3): space-separated
+// relation types of RFC 6690 §2 (a registered name or a URI), each of
+// visible ASCII without the characters that would end the quoted string,
+// the link or the link's attribute: '"', '\\', '<', '>', ',' and ';'. A
+// client must not be able to add links or attributes to
+// /.well-known/core through a topic's configuration.
+func validResourceType(s string) bool {
+	if strings.TrimSpace(s) == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == ' ':
+		case c <= 0x20 || c >= 0x7f:
+			return false
+		case strings.IndexByte(`"\<>,;`, c) >= 0:
+			return false
+		}
+	}
+	return true
+}
