@@ -4,7 +4,7 @@ GO      ?= go
 VERSION ?= $(shell packaging/version.sh)
 LDFLAGS := -s -w -X main.version=$(VERSION)
 
-.PHONY: all build check deps fmt-check vet test bench clean
+.PHONY: all build check deps fmt-check vet test bench clean fuzz-brief fuzz-campaign soak soak-brief
 
 all: build
 
@@ -15,8 +15,8 @@ build:
 
 # check installs what the tests need, then runs every check and test:
 # formatting, vet, unit and integration tests (real libcoap peers), with
-# the race detector.
-check: deps fmt-check vet test
+# the race detector; every fuzz target briefly; a one-minute soak.
+check: deps fmt-check vet test fuzz-brief soak-brief
 
 deps:
 	./scripts/test-deps.sh
@@ -35,6 +35,30 @@ test:
 
 bench:
 	./bench/proxy.sh
+
+# fuzz-brief runs every fuzz target for FUZZ_BRIEF (5000 executions each,
+# about 1.5 minutes in all on 2 cores); a failing input stays in the
+# package's testdata/fuzz/ and fails the target. See docs/RELIABILITY.md.
+FUZZ_BRIEF ?= 5000x
+fuzz-brief:
+	./scripts/fuzz.sh brief $(FUZZ_BRIEF)
+
+# fuzz-campaign runs every fuzz target for FUZZ_TIME, one after the other,
+# niced, with one worker, and writes $(FUZZ_OUT)/results.{tsv,md}.
+FUZZ_TIME ?= 10m
+FUZZ_OUT  ?= fuzz-results
+fuzz-campaign:
+	FUZZ_NICE=19 ./scripts/fuzz.sh campaign $(FUZZ_TIME) $(FUZZ_OUT)
+
+# soak runs the daemon under mixed load for SOAK_TIME and checks that its
+# RSS, goroutines and open files stay flat; it writes a CSV and a PNG
+# (docs/soak.png with the defaults). soak-brief is its one-minute form.
+SOAK_TIME ?= 30m
+SOAK_OUT  ?= soak-results
+soak:
+	$(GO) run ./bench/soak -duration $(SOAK_TIME) -out $(SOAK_OUT)
+soak-brief:
+	$(GO) run ./bench/soak -duration 1m -out $(SOAK_OUT)/brief
 
 clean:
 	rm -f gatewayd

@@ -106,9 +106,10 @@ func FuzzCreateTopic(f *testing.F) {
 	f.Add(mustHex(f, "a200656d7976617202"+"6c636f72652e70732e64617461"))
 	f.Add(enc(f, map[int]any{KeyTopicName: "a", KeyResourceType: RTData, KeyTopicContentFormat: 60}))
 	f.Add(enc(f, map[int]any{KeyTopicName: "b", KeyResourceType: "core.ps.data temperature", KeyTopicData: "/ps/data/b"}))
+	cfg := testConfig(f)
 	f.Fuzz(func(t *testing.T, conf []byte) {
 		st := &recordingStore{}
-		r := newRig(t, nil, withStore(st))
+		r := openRig(t, cfg, withStore(st))
 		resp := r.req(coap.POST, "/ps", conf, coap.ContentFormat, testCF)
 		if resp.Code != coap.Created {
 			if resp.Code.Class() == 2 {
