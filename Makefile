@@ -51,14 +51,16 @@ fuzz-campaign:
 	FUZZ_NICE=19 ./scripts/fuzz.sh campaign $(FUZZ_TIME) $(FUZZ_OUT)
 
 # soak runs the daemon under mixed load for SOAK_TIME and checks that its
-# RSS, goroutines and open files stay flat; it writes a CSV and a PNG
-# (docs/soak.png with the defaults). soak-brief is its one-minute form.
+# RSS, goroutines and open files stay flat; it writes samples.csv,
+# summary.md and a plot (SOAK_PNG) into SOAK_OUT. soak-brief is its
+# one-minute form, judged after a 30 s warm-up. See docs/RELIABILITY.md.
 SOAK_TIME ?= 30m
 SOAK_OUT  ?= soak-results
+SOAK_PNG  ?= $(SOAK_OUT)/soak.png
 soak:
-	$(GO) run ./bench/soak -duration $(SOAK_TIME) -out $(SOAK_OUT)
+	nice -n 10 $(GO) run ./bench/soak -duration $(SOAK_TIME) -out $(SOAK_OUT) -png $(SOAK_PNG)
 soak-brief:
-	$(GO) run ./bench/soak -duration 1m -out $(SOAK_OUT)/brief
+	$(GO) run ./bench/soak -duration 1m -warmup 30s -out $(SOAK_OUT)/brief
 
 clean:
 	rm -f gatewayd
