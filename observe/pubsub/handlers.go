@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"math"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/opaque-edge/gatewayd/acl"
@@ -31,6 +33,23 @@ func (b *Broker) fail(w coap.ResponseWriter, code coap.Code, diag string) error 
 		m.Payload = []byte(diag)
 	}
 	return w.WriteResponse(m)
+}
+
+// stored is the diagnostic of a change the broker refused because it
+// could not make it durable: what, and the state directory's condition
+// when the error says it, so that a client (and whoever reads its logs)
+// learns that retrying will not help until an operator acts. The full
+// error, with the path, goes to the log only.
+func stored(what string, err error) string {
+	switch {
+	case errors.Is(err, syscall.ENOSPC), errors.Is(err, syscall.EDQUOT):
+		return what + ": state_dir is full"
+	case errors.Is(err, syscall.EROFS):
+		return what + ": state_dir is read-only"
+	case errors.Is(err, fs.ErrPermission):
+		return what + ": state_dir is not writable"
+	}
+	return what
 }
 
 // supported lists the critical options the broker understands; a request
@@ -338,7 +357,7 @@ func (b *Broker) create(w coap.ResponseWriter, r *coap.Request) error {
 		b.uncreateLocked(t)
 		b.mu.Unlock()
 		b.warn("pubsub: cannot store topic", "err", err)
-		return b.fail(w, coap.InternalServerError, "pubsub: cannot store topic")
+		return b.fail(w, coap.InternalServerError, stored("pubsub: cannot store topic", err))
 	}
 	if p.ExpirationDate != nil {
 		b.rearmLocked()
@@ -397,7 +416,7 @@ func (b *Broker) topicResource(w coap.ResponseWriter, r *coap.Request, t *topic)
 				return b.fail(w, coap.NotFound, "")
 			}
 			b.warn("pubsub: cannot delete topic", "topic", t.id, "err", err)
-			return b.fail(w, coap.InternalServerError, "pubsub: cannot delete topic")
+			return b.fail(w, coap.InternalServerError, stored("pubsub: cannot delete topic", err))
 		}
 		return w.WriteResponse(&coap.Message{Code: coap.Deleted})
 	}
@@ -473,7 +492,7 @@ func (b *Broker) update(w coap.ResponseWriter, r *coap.Request, t *topic) error 
 	b.mu.Lock()
 	if err := b.persistUnlock(t, &next, t.full, t.hasCF, t.cf, t.payload, t.seq); err != nil {
 		b.warn("pubsub: cannot store topic", "topic", t.id, "err", err)
-		return b.fail(w, coap.InternalServerError, "pubsub: cannot store topic")
+		return b.fail(w, coap.InternalServerError, stored("pubsub: cannot store topic", err))
 	}
 	b.mu.Lock()
 	t.props = next
@@ -643,7 +662,7 @@ func (b *Broker) publish(w coap.ResponseWriter, r *coap.Request, t *topic) error
 	// Durable before acknowledged: a 2.01/2.04 survives a crash.
 	if err := b.persistUnlock(t, &t.props, true, hasCF, cf, payload, seq); err != nil {
 		b.warn("pubsub: cannot store publication", "topic", t.id, "err", err)
-		return b.fail(w, coap.InternalServerError, "pubsub: cannot store publication")
+		return b.fail(w, coap.InternalServerError, stored("pubsub: cannot store publication", err))
 	}
 	b.mu.Lock()
 	t.full, t.hasCF, t.cf, t.payload, t.seq, t.lastPub = true, hasCF, cf, payload, seq, now
@@ -721,7 +740,7 @@ func (b *Broker) deleteData(w coap.ResponseWriter, t *topic) error {
 	}
 	if err := b.persistUnlock(t, &t.props, false, false, 0, nil, t.seq); err != nil {
 		b.warn("pubsub: cannot store topic", "topic", t.id, "err", err)
-		return b.fail(w, coap.InternalServerError, "pubsub: cannot store topic")
+		return b.fail(w, coap.InternalServerError, stored("pubsub: cannot store topic", err))
 	}
 	b.mu.Lock()
 	t.full, t.hasCF, t.cf, t.payload = false, false, 0, nil

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -20,6 +21,9 @@ import (
 const childEnv = "PUBSUB_TEST_CHILD_STATE_DIR"
 
 func TestMain(m *testing.M) {
+	if dir := os.Getenv(holderEnv); dir != "" {
+		os.Exit(runHolder(dir))
+	}
 	if dir := os.Getenv(childEnv); dir != "" {
 		os.Exit(runChild(dir))
 	}
@@ -30,7 +34,7 @@ func runChild(dir string) int {
 	cfg := Defaults()
 	cfg.StateDir = dir
 	cfg.MinPublishInterval = Duration{}
-	b, err := New(cfg)
+	b, err := New(cfg, WithLogger(slog.New(slog.NewTextHandler(os.Stderr, nil))))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
