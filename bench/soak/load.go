@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -67,8 +68,8 @@ type topic struct {
 	data string // topic-data path, "/ps/data/..."
 
 	mu      sync.Mutex
-	acked   []byte // guarded by mu: the payload of the last 2.01/2.04
-	unknown []byte // guarded by mu: a later publication whose answer was lost, if any
+	acked   []byte   // guarded by mu: the payload of the last 2.01/2.04
+	unknown [][]byte // guarded by mu: publications that got no answer, which the broker may apply at any time
 }
 
 func (l *load) proxy() netip.AddrPort { return *l.gw.Load() }
@@ -172,21 +173,25 @@ func (l *load) createTopic(ctx context.Context, ep *coap.Endpoint, name string) 
 }
 
 // publishTo publishes payload and records it as acknowledged on 2.01 or
-// 2.04, or as of unknown fate when no answer came.
-func (l *load) publishTo(ctx context.Context, ep *coap.Endpoint, t *topic, payload []byte) error {
+// 2.04, or as of unknown fate when no answer came. The exchange is never
+// cut short, not even when the load ends: a request given up while in
+// flight could still be applied after a later one was acknowledged (the
+// two would be concurrent requests, which CoAP does not order), and the
+// last acknowledged publication would mean nothing.
+func (l *load) publishTo(_ context.Context, ep *coap.Endpoint, t *topic, payload []byte) error {
 	req := &coap.Message{Type: coap.Confirmable, Code: coap.PUT, Payload: payload,
 		Options: pathOpts(t.data).SetUint(coap.ContentFormat, 0)}
-	c, cancel := context.WithTimeout(ctx, 10*time.Second)
+	c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	resp, err := ep.Do(c, l.proxy(), req)
 	cancel()
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	switch {
 	case err != nil:
-		t.unknown = payload
+		t.unknown = append(t.unknown, payload)
 		return fmt.Errorf("publish to %s: %w", t.data, err)
 	case resp.Code == coap.Changed || resp.Code == coap.Created:
-		t.acked, t.unknown = payload, nil
+		t.acked = payload
 		return nil
 	default:
 		return fmt.Errorf("publish to %s: %v %q", t.data, resp.Code, resp.Payload)
@@ -200,12 +205,12 @@ func (l *load) checkTopics(ctx context.Context, ep *coap.Endpoint) error {
 	for _, t := range l.topics {
 		resp, err := l.do(ctx, ep, &coap.Message{Type: coap.Confirmable, Code: coap.GET, Options: pathOpts(t.data)}, coap.Content, "")
 		t.mu.Lock()
-		acked, unknown := t.acked, t.unknown
+		acked, unknown := t.acked, slices.Clone(t.unknown)
 		t.mu.Unlock()
 		switch {
 		case err != nil:
 			errs = append(errs, fmt.Errorf("read %s: %w", t.data, err))
-		case !bytes.Equal(resp.Payload, acked) && (unknown == nil || !bytes.Equal(resp.Payload, unknown)):
+		case !bytes.Equal(resp.Payload, acked) && !slices.ContainsFunc(unknown, func(u []byte) bool { return bytes.Equal(u, resp.Payload) }):
 			errs = append(errs, fmt.Errorf("%s holds %q; the last acknowledged publication was %q", t.data, resp.Payload, acked))
 		}
 	}
@@ -259,7 +264,7 @@ func (l *load) run(ctx context.Context, wg *sync.WaitGroup, eps []*coap.Endpoint
 		var seq int
 		l.every(ctx, wg, 100*time.Millisecond, func(int) {
 			seq++
-			l.publish.done(ctxErr(ctx, l.publishTo(ctx, ep, t, fmt.Appendf(nil, "%s %d", t.name, seq))))
+			l.publish.done(l.publishTo(ctx, ep, t, fmt.Appendf(nil, "%s %d", t.name, seq)))
 		})
 	}
 	// Topic churn: a topic created, published to and deleted.
