@@ -16,7 +16,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/opaque-edge/gatewayd/radio"
 	"github.com/opaque-edge/gatewayd/radio/sim"
 )
 
@@ -192,12 +191,9 @@ func buildGatewayd(ctx context.Context, dir string) (string, error) {
 }
 
 // simNode is the address of the i-th simulated node of a "sim" radio with
-// the default prefix: the prefix and the IID of its MAC address (RFC 4944 §6).
+// the default prefix.
 func simNode(i int) netip.Addr {
-	b := radio.DefaultSimPrefix.Addr().As16()
-	iid, _ := sim.NodeExtAddr(i).IID()
-	copy(b[8:], iid[:])
-	return netip.AddrFrom16(b)
+	return sim.NodeAddr(sim.DefaultPrefix, i)
 }
 
 // writeConfig writes the daemon's configuration atomically (a reload
