@@ -35,7 +35,7 @@ type outcome struct {
 // plugin again and its route serves. The test logs how many requests
 // failed and how long the route was down.
 func TestPluginKilledUnderLoadAnswers503UntilItServesAgain(t *testing.T) {
-	bin, sum := testpeer.BuildPlugin(t, "github.com/opaque-edge/gatewayd/plugins/http/cmd/gatewayd-http")
+	bin, sum := testpeer.BuildPlugin(t, "github.com/opaque-edge/gatewayd/plugins/httpcoap/cmd/gatewayd-http")
 	origin := startCoapServer(t)
 	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Never stored: every request must cross the plugin.
