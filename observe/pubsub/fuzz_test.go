@@ -204,8 +204,11 @@ func FuzzFilterLinks(f *testing.F) {
 			t.Fatalf("query %q with no attribute matched %q", query, out)
 		}
 		// What the broker writes, it reads back: hrefs are topic paths
-		// and resource types are checked when topics are created.
-		if strings.ContainsAny(href, `<>`) || !validResourceType(rt) || strings.TrimSpace(rt) == "" {
+		// and resource types are checked when topics are created. Both
+		// are bounded (max_name_length, at most maxNameLimit), far below
+		// parseLink's 4096 bytes; a 4 KiB href is not the broker's.
+		if len(href) > 4*maxNameLimit || len(rt) > maxNameLimit ||
+			strings.ContainsAny(href, `<>`) || !validResourceType(rt) || strings.TrimSpace(rt) == "" {
 			return
 		}
 		l := link{href: href, rt: rt, ct: "40", obs: true}
