@@ -219,6 +219,7 @@ type Endpoint struct {
 	seenQ   seenRing          // guarded by mu: FIFO of seen keys by expiry
 	pending map[exKey]*outCon // guarded by mu: our CONs awaiting ACK/RST
 	calls   map[tokKey]*call  // guarded by mu: client exchanges by token
+	groups  groupCalls        // group requests by token (group.go)
 	peaks   peaks             // guarded by mu: the most entries of each map
 	pushes  int               // guarded by mu: seenQ pushes since the last housekeeping
 }
@@ -810,6 +811,9 @@ func (e *Endpoint) receiveResponse(m *Message, peer netip.AddrPort) {
 	}
 	if c != nil && c.deregister && m.Type != Acknowledgement && m.Options.Has(Observe) {
 		c = nil // a late notification: rejected below (RFC 7641 §3.6)
+	}
+	if c == nil && e.groupResponse(m, peer, k) {
+		return
 	}
 	if c == nil {
 		e.stats.unmatched.Add(1)
