@@ -73,6 +73,11 @@ type ConnConfig struct {
 	// what 802.15.4-2015 stacks send.
 	SuppressSeq bool
 	IEs         []byte
+	// Groups are the multicast addresses a node's Conn has joined
+	// (draft-ietf-core-groupcomm-bis §2.1): when set, datagrams to other
+	// multicast addresses are dropped (not-local). Nil takes every
+	// multicast datagram, as the gateway does.
+	Groups []netip.Addr
 	// Logger gets a debug line for every received frame or datagram the
 	// Conn drops, with the reason, rate-limited (a burst of 10, then one
 	// a second, with a count of the lines left out). nil: discard.
@@ -102,6 +107,7 @@ type ConnCounters struct {
 
 type datagram struct {
 	from netip.AddrPort
+	to   netip.Addr // the destination: this Conn's address or a group's
 	data []byte
 }
 
@@ -119,6 +125,7 @@ type Conn struct {
 	nbr      *neighbors
 	srcMAC   mac.Addr            // the address frames are sent from
 	local    map[netip.Addr]bool // the gateway's unicast addresses; read-only
+	groups   map[netip.Addr]bool // joined groups, nil for all; read-only
 	queue    chan datagram
 	done     chan struct{}
 	cancel   context.CancelFunc
@@ -182,6 +189,15 @@ func NewConn(link Link, cfg ConnConfig) (*Conn, error) {
 		queue: make(chan datagram, cfg.QueueLen),
 		done:  make(chan struct{}),
 	}
+	for _, g := range cfg.Groups {
+		if !g.Is6() || !g.IsMulticast() {
+			return nil, fmt.Errorf("radio: conn: group %v: want an IPv6 multicast address", g)
+		}
+		if c.groups == nil {
+			c.groups = make(map[netip.Addr]bool, len(cfg.Groups))
+		}
+		c.groups[g.WithZone("")] = true
+	}
 	c.dropLog = newDropLog(cfg.Logger, cfg.Now)
 	c.reasm = sixlowpan.NewReassembler(c.codec, cfg.Reassembly)
 	c.srcMAC = cfg.ExtAddr
@@ -210,16 +226,24 @@ func (c *Conn) LocalAddr() netip.AddrPort {
 // ReadFrom implements coap.Transport: it returns the next datagram for the
 // local port, truncated to len(b), or ErrConnClosed after Close.
 func (c *Conn) ReadFrom(b []byte) (int, netip.AddrPort, error) {
+	n, from, _, err := c.ReadMsg(b)
+	return n, from, err
+}
+
+// ReadMsg is ReadFrom that also tells the datagram's destination
+// address: this Conn's own or a multicast group's. A node needs it to
+// know a group request (RFC 7252 §8.2) from a unicast one.
+func (c *Conn) ReadMsg(b []byte) (int, netip.AddrPort, netip.Addr, error) {
 	select {
 	case <-c.done:
-		return 0, netip.AddrPort{}, ErrConnClosed
+		return 0, netip.AddrPort{}, netip.Addr{}, ErrConnClosed
 	default:
 	}
 	select {
 	case <-c.done:
-		return 0, netip.AddrPort{}, ErrConnClosed
+		return 0, netip.AddrPort{}, netip.Addr{}, ErrConnClosed
 	case d := <-c.queue:
-		return copy(b, d.data), d.from, nil
+		return copy(b, d.data), d.from, d.to, nil
 	}
 }
 
@@ -446,7 +470,8 @@ func (c *Conn) receive(b []byte) {
 		return
 	}
 	dst := u.Dst.Addr()
-	if u.Dst.Port() != c.cfg.Port || !dst.IsMulticast() && !c.local[dst] {
+	if u.Dst.Port() != c.cfg.Port || !dst.IsMulticast() && !c.local[dst] ||
+		dst.IsMulticast() && c.groups != nil && !c.groups[dst] {
 		c.drop(DropNotLocal, nil, f.Src, len(b))
 		return
 	}
@@ -458,7 +483,7 @@ func (c *Conn) receive(b []byte) {
 			c.nbr.forget(src)
 		}
 	}
-	d := datagram{from: u.Src, data: append([]byte(nil), u.Payload...)}
+	d := datagram{from: u.Src, to: dst, data: append([]byte(nil), u.Payload...)}
 	select {
 	case c.queue <- d:
 		c.counters.datagramsRx.Add(1)
