@@ -111,7 +111,7 @@ func openErr(cfg radio.Config) error {
 
 func TestDefaults(t *testing.T) {
 	c := radio.Config{Name: "sim0", Driver: "sim"}.Defaults()
-	if c.Prefix != sim.DefaultPrefix || c.Options != (sim.Config{Nodes: 3}) || c.AckTimeout.Duration != 3*time.Second ||
+	if c.Prefix != sim.DefaultPrefix || !reflect.DeepEqual(c.Options, sim.Config{Nodes: 3, Leisure: radio.Duration{Duration: sim.DefaultLeisure}}) || c.AckTimeout.Duration != 3*time.Second ||
 		c.MaxRetransmit != 4 || c.Channel != 11 || c.PANID != 0xFACE || c.Baud != 460800 || c.RTSCTS == nil || !*c.RTSCTS {
 		t.Fatalf("defaults %+v", c)
 	}
@@ -234,13 +234,19 @@ loss = 0.25
 delay = "5ms"
 oscore_dir = "/etc/gatewayd/sim-oscore"
 sign_key = "/etc/gatewayd/sim-sign.key"
+leisure = "2s"
+[[radio.sim.group]]
+address = "ff05::1:3"
+nodes = [2]
 `)
 	if len(rs) != 2 || rs[0].Options != nil {
 		t.Fatalf("decoded %+v", rs)
 	}
 	want := sim.Config{Nodes: 2, Loss: 0.25, Delay: radio.Duration{Duration: 5 * time.Millisecond},
-		OSCOREDir: "/etc/gatewayd/sim-oscore", SignKey: "/etc/gatewayd/sim-sign.key"}
-	if rs[1].Options != want {
+		OSCOREDir: "/etc/gatewayd/sim-oscore", SignKey: "/etc/gatewayd/sim-sign.key",
+		Leisure: radio.Duration{Duration: 2 * time.Second},
+		Groups:  []sim.GroupConfig{{Address: netip.MustParseAddr("ff05::1:3"), Nodes: []int{2}}}}
+	if !reflect.DeepEqual(rs[1].Options, want) {
 		t.Fatalf("sim options %+v, want %+v", rs[1].Options, want)
 	}
 	if err := rs[1].Defaults().Validate(); err != nil {

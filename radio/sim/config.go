@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/opaque-edge/gatewayd/radio"
@@ -40,6 +41,43 @@ type Config struct {
 	// They take effect in binaries that link radio/sim/nodekeys.
 	OSCOREDir string `toml:"oscore_dir"`
 	SignKey   string `toml:"sign_key"`
+	// Leisure is the longest a node waits before it answers a group
+	// request; it picks a random time below it (RFC 7252 §8.2,
+	// draft-ietf-core-groupcomm-bis §3.6). Default DefaultLeisure.
+	Leisure radio.Duration `toml:"leisure"`
+	// Groups are multicast groups some or all nodes join, besides All
+	// CoAP Nodes (ff02::fd, ff03::fd, ff05::fd), which every node joins
+	// (RFC 7252 §12.8).
+	Groups []GroupConfig `toml:"group"`
+}
+
+// GroupConfig is one [[radio.sim.group]]: a multicast address, and the
+// nodes (numbered from 1) that join it; none listed means all.
+type GroupConfig struct {
+	Address netip.Addr `toml:"address"`
+	Nodes   []int      `toml:"nodes"`
+}
+
+// DefaultLeisure is a simulated node's Leisure. RFC 7252 §8.2's default
+// (5 s) is for 50 nodes answering 100 bytes at 1 kB/s; the simulated air
+// carries them at any rate, and a shorter wait keeps the demo brisk.
+const DefaultLeisure = time.Second
+
+// AllCoAPNodes are the All CoAP Nodes addresses every simulated node
+// joins (RFC 7252 §12.8): link-local, realm-local and site-local scope.
+var AllCoAPNodes = []netip.Addr{
+	netip.MustParseAddr("ff02::fd"), netip.MustParseAddr("ff03::fd"), netip.MustParseAddr("ff05::fd"),
+}
+
+// groupsOf are the groups node i (from 0) joins.
+func (c Config) groupsOf(i int) []netip.Addr {
+	gs := append([]netip.Addr(nil), AllCoAPNodes...)
+	for _, g := range c.Groups {
+		if len(g.Nodes) == 0 || slices.Contains(g.Nodes, i+1) {
+			gs = append(gs, g.Address)
+		}
+	}
+	return gs
 }
 
 // configOf is the [radio.sim] part of a "sim" radio's config; zero when
@@ -57,6 +95,9 @@ func defaults(c radio.Config) radio.Config {
 	if s.Nodes == 0 {
 		s.Nodes = DefaultNodes
 	}
+	if s.Leisure.Duration == 0 {
+		s.Leisure.Duration = DefaultLeisure
+	}
 	c.Options = s
 	return c
 }
@@ -70,6 +111,18 @@ func validate(c radio.Config) error {
 		return fmt.Errorf("sim.loss = %v: want 0 ≤ loss < 1", s.Loss)
 	case s.Delay.Duration < 0 || s.Delay.Duration > time.Second:
 		return fmt.Errorf("sim.delay = %q: want 0 to 1s", s.Delay.Duration)
+	case s.Leisure.Duration < 0 || s.Leisure.Duration > time.Minute:
+		return fmt.Errorf("sim.leisure = %q: want 0 to 1m", s.Leisure.Duration)
+	}
+	for i, g := range s.Groups {
+		if !g.Address.Is6() || !g.Address.IsMulticast() {
+			return fmt.Errorf("sim.group[%d]: address %v: want an IPv6 multicast address", i, g.Address)
+		}
+		for _, n := range g.Nodes {
+			if n < 1 || n > s.Nodes {
+				return fmt.Errorf("sim.group[%d]: node %d: want 1 to %d", i, n, s.Nodes)
+			}
+		}
 	}
 	return nil
 }

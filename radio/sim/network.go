@@ -128,6 +128,7 @@ func NewNetwork(cfg radio.Config, log *slog.Logger) (n *Network, err error) {
 		nc := NodeConfig{
 			ExtAddr: NodeExtAddr(i), PANID: cfg.PANID, Prefix: cfg.Prefix,
 			Params: params, Base: float64(i), Logger: log,
+			Groups: sc.groupsOf(i), Leisure: sc.Leisure.Duration,
 		}
 		if keys != nil {
 			nc.OSCORE, nc.Signer = keys[i].OSCORE, keys[i].Signer

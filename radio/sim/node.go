@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -60,6 +61,13 @@ type NodeConfig struct {
 	FrameVersion uint8
 	SuppressSeq  bool
 	IEs          []byte
+	// Groups are the multicast addresses the node receives group
+	// requests at (radio.ConnConfig.Groups); none: it joins All CoAP
+	// Nodes (AllCoAPNodes).
+	Groups []netip.Addr
+	// Leisure bounds the random wait before the node answers a group
+	// request (RFC 7252 §8.2); zero answers at once.
+	Leisure time.Duration
 }
 
 // Node is a simulated constrained device: a station on a Medium with its
@@ -78,10 +86,13 @@ type Node struct {
 	signedURI string // the URI /signed/temp representations are bound to
 	core      []byte // the /.well-known/core document
 	requests  atomic.Uint64
+	groupReqs atomic.Uint64
 	once      sync.Once
+	recent    recentGroup // group requests lately read, to tell them from unicast ones
 
 	mu        sync.Mutex
 	valve     string     // guarded by mu
+	lastGroup []byte     // guarded by mu: the last group request, as it came
 	observers []observer // guarded by mu
 	signStep  int        // guarded by mu: the step signRep is the reading of
 	signRep   []byte     // guarded by mu: the latest signed representation, or nil
@@ -129,9 +140,13 @@ func NewNode(m Medium, cfg NodeConfig) (*Node, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	n.link.st = m.Join(n.link.receive)
+	if len(cfg.Groups) == 0 {
+		cfg.Groups = AllCoAPNodes
+		n.cfg.Groups = AllCoAPNodes
+	}
 	conn, err := radio.NewConn(n.link, radio.ConnConfig{
 		Prefix: cfg.Prefix, PANID: cfg.PANID, ExtAddr: cfg.ExtAddr, ShortAddr: cfg.ShortAddr,
-		FrameVersion: cfg.FrameVersion, SuppressSeq: cfg.SuppressSeq, IEs: cfg.IEs,
+		FrameVersion: cfg.FrameVersion, SuppressSeq: cfg.SuppressSeq, IEs: cfg.IEs, Groups: cfg.Groups,
 		Logger: log.With("component", "sim-node", "ext_addr", cfg.ExtAddr),
 	})
 	if err != nil {
@@ -154,7 +169,7 @@ func NewNode(m Medium, cfg NodeConfig) (*Node, error) {
 			return cfg.Handler.ServeCoAP(ctx, w, r)
 		})
 	}
-	n.ep = coap.NewEndpoint(conn, coap.EndpointConfig{
+	n.ep = coap.NewEndpoint(groupConn{conn, n}, coap.EndpointConfig{
 		Handler: h, Params: cfg.Params,
 		Logger: log.With("component", "sim-node", "addr", n.Addr()),
 	})
@@ -254,6 +269,21 @@ func (n *Node) Conn() *radio.Conn { return n.conn }
 // of its own.
 func (n *Node) Endpoint() *coap.Endpoint { return n.ep }
 
+// GroupRequests counts the group requests the node received (each
+// counts in Requests too).
+func (n *Node) GroupRequests() uint64 { return n.groupReqs.Load() }
+
+// LastGroupRequest is the last group request the node received, encoded
+// as it came (message ID and token included), or nil.
+func (n *Node) LastGroupRequest() []byte {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.Clone(n.lastGroup)
+}
+
+// Groups are the multicast addresses the node has joined.
+func (n *Node) Groups() []netip.Addr { return slices.Clone(n.cfg.Groups) }
+
 // Valve is the valve's state, "open" or "closed".
 func (n *Node) Valve() string {
 	n.mu.Lock()
@@ -295,6 +325,108 @@ const (
 // the failures of §8.2 go back unprotected).
 func (n *Node) serve(ctx context.Context, w coap.ResponseWriter, r *coap.Request) error {
 	n.requests.Add(1)
+	group := n.recent.has(r.Peer, r.Msg.MID)
+	if group {
+		n.groupReqs.Add(1)
+		raw, _ := r.Msg.Marshal()
+		n.mu.Lock()
+		n.lastGroup = raw
+		n.mu.Unlock()
+		// RFC 7252 §8.2: not at once, but after a random part of the
+		// Leisure, so that the members' answers spread out.
+		if l := n.cfg.Leisure; l > 0 {
+			t := time.NewTimer(rand.N(l))
+			select {
+			case <-t.C:
+			case <-n.stop:
+				t.Stop()
+				return nil
+			case <-ctx.Done():
+				t.Stop()
+				return nil
+			}
+		}
+	}
+	drop := suppressed(r.Msg, group)
+	if drop == 0 {
+		return n.serveOne(ctx, w, r)
+	}
+	var qw coap.ResponseWriter = quietWriter{w, drop}
+	if nw, ok := w.(coap.NotifyWriter); ok {
+		qw = quietNotifyWriter{nw, drop}
+	}
+	if err := n.serveOne(ctx, qw, r); err != nil {
+		// Through the filter, not the endpoint: an error may be one the
+		// client does not want.
+		return qw.WriteResponse(errorResponse(err))
+	}
+	return nil
+}
+
+// No-Response values (RFC 7967 §2.1): the classes a client is not
+// interested in.
+const (
+	noResponse2xx = 2
+	noResponse4xx = 8
+	noResponse5xx = 16
+)
+
+// suppressed is the No-Response bitmap of the classes of response the
+// node does not send to r: what the client's No-Response option asks
+// (RFC 7967); without one, for a group request, errors, which
+// draft-ietf-core-groupcomm-bis §3.1.2 says a server should not send.
+func suppressed(m *coap.Message, group bool) uint32 {
+	if v, ok := m.Options.Uint(coap.NoResponse); ok {
+		return v
+	}
+	if group {
+		return noResponse4xx | noResponse5xx
+	}
+	return 0
+}
+
+// suppress reports whether a response of code c is one of drop's classes.
+func suppress(drop uint32, c coap.Code) bool {
+	switch c.Class() {
+	case 2:
+		return drop&noResponse2xx != 0
+	case 4:
+		return drop&noResponse4xx != 0
+	case 5:
+		return drop&noResponse5xx != 0
+	}
+	return false
+}
+
+// quietWriter leaves out the responses the client asked not to get.
+type quietWriter struct {
+	coap.ResponseWriter
+	drop uint32
+}
+
+func (q quietWriter) WriteResponse(resp *coap.Message) error {
+	if suppress(q.drop, resp.Code) {
+		return nil
+	}
+	return q.ResponseWriter.WriteResponse(resp)
+}
+
+// quietNotifyWriter is quietWriter for a writer that may take
+// notifications (an observation made by a group request).
+type quietNotifyWriter struct {
+	coap.NotifyWriter
+	drop uint32
+}
+
+func (q quietNotifyWriter) WriteResponse(resp *coap.Message) error {
+	if suppress(q.drop, resp.Code) {
+		return nil
+	}
+	return q.NotifyWriter.WriteResponse(resp)
+}
+
+// serveOne answers a request, group or not.
+func (n *Node) serveOne(ctx context.Context, w coap.ResponseWriter, r *coap.Request) error {
 	if !r.Msg.Options.Has(coap.OSCORE) {
 		resp, err := n.answer(w, r, r.Msg, nil)
 		if err != nil {
@@ -556,4 +688,51 @@ func (n *Node) SignReading(uri string) ([]byte, error) {
 		return nil, fmt.Errorf("sim: node %v: %w", n.cfg.ExtAddr, err)
 	}
 	return rep, nil
+}
+
+// recentGroup remembers which datagrams lately read were group requests,
+// by sender and message ID, for the handler, which sees only the message
+// (the endpoint does not tell a datagram's destination). A small ring: a
+// group request is served soon after it is read.
+type recentGroup struct {
+	mu   sync.Mutex
+	keys [64]groupKey // guarded by mu
+	next int          // guarded by mu
+}
+
+type groupKey struct {
+	from netip.AddrPort
+	mid  uint16
+	set  bool
+}
+
+func (g *recentGroup) add(from netip.AddrPort, mid uint16) {
+	g.mu.Lock()
+	g.keys[g.next] = groupKey{from, mid, true}
+	g.next = (g.next + 1) % len(g.keys)
+	g.mu.Unlock()
+}
+
+func (g *recentGroup) has(from netip.AddrPort, mid uint16) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return slices.Contains(g.keys[:], groupKey{from, mid, true})
+}
+
+// groupConn is the node's transport: its Conn, noting the group requests
+// it reads.
+type groupConn struct {
+	*radio.Conn
+	n *Node
+}
+
+func (c groupConn) ReadFrom(b []byte) (int, netip.AddrPort, error) {
+	n, from, to, err := c.Conn.ReadMsg(b)
+	// A request's message ID is in octets 2-3 (RFC 7252 §3); the type
+	// bits say request-or-not only with the code, which the handler
+	// sees: noting any multicast datagram is enough.
+	if err == nil && to.IsMulticast() && n >= 4 {
+		c.n.recent.add(from, uint16(b[2])<<8|uint16(b[3]))
+	}
+	return n, from, err
 }
