@@ -37,6 +37,10 @@ type Config struct {
 	Metrics MetricsConfig    `toml:"metrics"`
 	PubSub  pubsub.Config    `toml:"pubsub"`
 	Plugin  []plugins.Config `toml:"plugin"`
+	// GroupComm and Group are group requests through the proxy
+	// (group.go).
+	GroupComm GroupCommConfig `toml:"groupcomm"`
+	Group     []GroupConfig   `toml:"group"`
 }
 
 // ProxyConfig is the [proxy] section.
@@ -120,7 +124,7 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil
 // Defaults returns the configuration of a proxy with no file: loopback
 // only.
 func Defaults() Config {
-	return Config{Cache: cache.Defaults(), Observe: observe.Defaults(), Metrics: MetricsConfig{Listen: DefaultMetricsListen}, PubSub: pubsub.Defaults(), Proxy: ProxyConfig{
+	return Config{Cache: cache.Defaults(), Observe: observe.Defaults(), Metrics: MetricsConfig{Listen: DefaultMetricsListen}, PubSub: pubsub.Defaults(), GroupComm: defaultGroupComm(), Proxy: ProxyConfig{
 		Listen:       []string{"udp://127.0.0.1:5683"},
 		Allow:        []string{"127.0.0.0/8", "::1/128"},
 		Clients:      []string{"127.0.0.0/8", "::1/128"},
@@ -391,6 +395,9 @@ func (c *Config) Validate() error {
 			return fmt.Errorf("radio[%d]: duplicate name %q", i, r.Name)
 		}
 		radios[r.Name] = true
+	}
+	if err := validateGroups(c.GroupComm, c.Group, radios); err != nil {
+		return err
 	}
 	seen := map[string]bool{}
 	for i, r := range c.Route {

@@ -64,6 +64,7 @@ type Proxy struct {
 
 	registry  *prometheus.Registry
 	metrics   *metrics
+	groupm    *groupMetrics
 	admin     *http.Server
 	adminAddr string
 	adminDone chan struct{}
@@ -180,6 +181,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*Pr
 		p.radios = append(p.radios, &radioUpstream{r: r, e: e})
 	}
 	p.metrics = newMetrics(p.registry, p, o.version)
+	p.groupm = newGroupMetrics(p.registry)
 	chain, err := p.buildChain(p.cfg)
 	if err != nil {
 		p.Close()
@@ -316,7 +318,7 @@ func (p *Proxy) inline(r *coap.Request) bool {
 	c := p.chain.Load()
 	m := r.Msg
 	return c != nil && !m.Options.Has(coap.Observe) && c.router.forwards(m) &&
-		(p.broker == nil || !p.broker.Owns(m))
+		(p.broker == nil || !p.broker.Owns(m)) && !c.group.owns(m)
 }
 
 // readers is how many goroutines read a listener: one per core for UDP,
@@ -492,6 +494,7 @@ type stage func(next coap.Handler) coap.Handler
 type chainState struct {
 	h       coap.Handler
 	router  *router
+	group   *groupStage
 	clients []netip.Prefix
 	cfg     Config
 }
@@ -517,6 +520,10 @@ func (p *Proxy) buildChain(cfg Config) (*chainState, error) {
 	if p.plugins != nil {
 		r.translator = p.plugins.Translator
 	}
+	group, err := newGroupStage(cfg, r, p.radios, p.groupm)
+	if err != nil {
+		return nil, err
+	}
 	// The broker comes after the hub: a subscription is an observation
 	// the broker serves as its origin, so the hub's fan-out, numbering
 	// and latest-wins delivery apply to subscribers too.
@@ -526,6 +533,7 @@ func (p *Proxy) buildChain(cfg Config) (*chainState, error) {
 		newAccess(cfg.Proxy),
 		newHopLimit(cfg.Proxy, p.log.With("component", "hoplimit"), r.forwards),
 		guard,
+		group.stage,
 		newLocal(cfg, r.forwards, owned, p.brokerLinks),
 	}
 	if p.broker != nil {
@@ -548,6 +556,7 @@ func (p *Proxy) buildChain(cfg Config) (*chainState, error) {
 	return &chainState{
 		h:       first,
 		router:  r,
+		group:   group,
 		clients: clients,
 		cfg:     cfg,
 	}, nil
