@@ -6,6 +6,7 @@
 // Usage:
 //
 //	gatewayctl get|put|post|delete|observe [flags] URI
+//	gatewayctl group [flags] URI
 //	gatewayctl keys ed25519|oscore [flags]
 //	gatewayctl status [-admin host:port] [-json]
 //	gatewayctl -version

@@ -46,6 +46,8 @@ Usage:
   gatewayctl post    [flags] URI    send -e to a resource
   gatewayctl delete  [flags] URI    delete a resource
   gatewayctl observe [flags] URI    fetch and follow a resource (RFC 7641)
+  gatewayctl group   [flags] URI    one request to a group of nodes through gatewayd,
+                                    every node's response (see "gatewayctl group -h")
   gatewayctl keys ed25519 -out PREFIX
                                     signing key pair: PREFIX.key (0600), PREFIX.pub
   gatewayctl keys oscore -out FILE [-peer-out FILE]
@@ -88,6 +90,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	case "get", "put", "post", "delete", "observe":
 		err = runRequest(ctx, cmd, args[1:], stdout, stderr)
+	case "group":
+		err = runGroup(ctx, args[1:], stdout, stderr)
 	case "keys":
 		err = runKeys(args[1:], stdout, stderr)
 	case "status":
