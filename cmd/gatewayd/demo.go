@@ -79,6 +79,8 @@ func demoConfig(stateDir string, simKeys sim.Config) bridge.Config {
 	cfg.PubSub.StateDir = stateDir
 	cfg.Metrics.Listen = "" // the demo leaves the admin port to an installed gatewayd
 	cfg.Radio = []radio.Config{{Name: "sim", Driver: "sim", Options: simKeys}}
+	// Group requests from this host: one request, every node's answer.
+	cfg.GroupComm.Clients = []string{"127.0.0.0/8", "::1/128"}
 	// Reverse routes to the simulated nodes: /node1/... and so on.
 	for i := 0; i < sim.DefaultNodes; i++ {
 		cfg.Route = append(cfg.Route, bridge.RouteConfig{
@@ -256,6 +258,12 @@ Try (coap-client-notls is in the Debian package libcoap3-bin):
   %[1]s -m get -P coap://%[2]v 'coap://[%[3]v]/.well-known/core'
   %[1]s -m get coap://%[2]v/node1/sensors/temp   # a reverse route
   %[1]s -m get coap://%[2]v/.well-known/core
+
+One request to all three nodes at once (a group request to All CoAP
+Nodes; each node's answer comes back with its address in Reply-From):
+
+  go run ./cmd/gatewayctl group -proxy coap://%[2]v 'coap://[ff05::fd]/sensors/temp'
+  %[1]s -m get -O 65002,0x05 -P coap://%[2]v 'coap://[ff05::fd]/sensors/temp'   # shows the first answer
 
 Node 1 publishes signed readings (COSE_Sign1) to the gateway's pub-sub
 broker; find the topic and subscribe for 30 s:

@@ -94,6 +94,10 @@ func TestDemoWithoutConfigServesTheBannersCommands(t *testing.T) {
 	reading := regexp.MustCompile(`(?m)^[0-9]+\.[0-9]$`)
 	get("GET through the proxy", reading.MatchString, "-m", "get", "-P", P, node+"/sensors/temp")
 	get("GET by reverse route", reading.MatchString, "-m", "get", P+"/node1/sensors/temp")
+	if want := "-O 65002,0x05 -P " + P + " 'coap://[ff05::fd]/sensors/temp'"; !strings.Contains(banner, want) {
+		t.Fatalf("the banner lacks the group request %q:\n%s", want, banner)
+	}
+	get("group GET", reading.MatchString, "-m", "get", "-O", "65002,0x05", "-P", P, "coap://[ff05::fd]/sensors/temp")
 	waitFor(t, "node 1's topic", done, &stderr, "demo: node publishes")
 	topics := get("topic discovery", func(o string) bool { return strings.Contains(o, "/ps/data/") },
 		"-m", "get", P+"/.well-known/core?rt=core.ps.data")
