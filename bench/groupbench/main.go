@@ -62,7 +62,15 @@ func main() {
 	loss := flag.Float64("loss", 0, "probability a reception is lost")
 	jsonOut := flag.String("json", "", "write the runs as JSON here")
 	svgOut := flag.String("svg", "", "write the arrival plot here")
+	from := flag.String("from", "", "draw -svg from this -json file of an earlier run instead of running")
 	flag.Parse()
+	if *from != "" {
+		if err := replot(*from, *svgOut); err != nil {
+			fmt.Fprintln(os.Stderr, "groupbench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := bench(*nodes, *rounds, *leisure, *delay, *loss, *jsonOut, *svgOut); err != nil {
 		fmt.Fprintln(os.Stderr, "groupbench:", err)
 		os.Exit(1)
@@ -132,6 +140,20 @@ func bench(nodes, rounds int, leisure, delay time.Duration, loss float64, jsonOu
 		}
 	}
 	return nil
+}
+
+// replot draws the plot of an earlier run's JSON.
+func replot(from, svgOut string) error {
+	b, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	var res result
+	if err := json.Unmarshal(b, &res); err != nil {
+		return fmt.Errorf("%s: %w", from, err)
+	}
+	table(os.Stdout, res)
+	return os.WriteFile(svgOut, []byte(plot(res)), 0o644)
 }
 
 func first(r run) float64 {
@@ -284,7 +306,7 @@ func plot(res result) string {
 	}
 	runs := []run{pick("group"), pick("unicast")}
 	colors := []string{"#1f77b4", "#d62728"}
-	const W, H, L, B, T, R = 560, 300, 50, 40, 20, 150
+	const W, H, L, B, T, R = 640, 300, 50, 40, 20, 210
 	maxX := 1.0
 	for _, r := range runs {
 		if len(r.Arrivals) > 0 {
