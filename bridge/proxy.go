@@ -565,7 +565,8 @@ func (p *Proxy) buildChain(cfg Config) (*chainState, error) {
 // Reload swaps in what a new configuration changes of the request path:
 // [proxy] allow, clients, timeout, next_hop, hop_limit, name, rate, burst,
 // verified, verified_for, max_verified, echo_lifetime, max_inflight,
-// max_inflight_per_client, and the routes; and the DTLS listeners' keys, re-read from their files,
+// max_inflight_per_client, the routes, [groupcomm] and the [[group]] tables (whose
+// radios must be running ones); and the DTLS listeners' keys, re-read from their files,
 // for new handshakes, as long as they are of the kinds the listeners
 // started with (DTLS.SetKeys). Sockets, radios, the cache, observers, the broker and
 // plugins stay as they are; changes to their sections are reported in the
