@@ -2,7 +2,6 @@ package bridge
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -27,8 +26,9 @@ import (
 //
 // Group responses are not cached: the stage answers before the cache and
 // the Observe hub, and a group request never reaches them. Observe on a
-// group is not offered: a group request with Observe gets the members'
-// first responses only, as any other.
+// group (groupcomm-bis §3.7, groupcomm-proxy §5.2.2, §5.4.2) is relayed
+// by the stage itself: every member's notifications go to the client,
+// past Multicast-Timeout, until the client deregisters or rejects one.
 //
 // A group request is an amplifier (one request, one response per
 // member): only [groupcomm] clients may send one (else 4.01, §5.2.1 step
@@ -156,10 +156,43 @@ func radioScope(a netip.Addr) bool {
 	return a.IsMulticast() && s >= 2 && s <= 5
 }
 
-// groupMetrics count what the stage did; they live as long as the proxy.
-type groupMetrics struct {
+// groupState is what outlives a chain: the counters of what the group
+// stage did, and the group observations in progress.
+type groupState struct {
 	requests  *prometheus.CounterVec // by result
 	responses *prometheus.CounterVec // by result
+
+	mu  sync.Mutex
+	obs map[obsKey]*groupObs // guarded by mu
+}
+
+func (s *groupState) put(k obsKey, o *groupObs) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if old := s.obs[k]; old != nil {
+		// A re-registration with the same token replaces the
+		// observation (RFC 7641 §4.1).
+		old.once.Do(func() { close(old.takeover) })
+		stopAll(old.sent)
+	}
+	s.obs[k] = o
+}
+
+// take removes and returns the observation k names, if any.
+func (s *groupState) take(k obsKey) *groupObs {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	o := s.obs[k]
+	delete(s.obs, k)
+	return o
+}
+
+func (s *groupState) remove(k obsKey, o *groupObs) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.obs[k] == o {
+		delete(s.obs, k)
+	}
 }
 
 // Results of group requests and responses, the metrics' labels.
@@ -176,8 +209,8 @@ const (
 	groupDropped = "dropped"
 )
 
-func newGroupMetrics(reg prometheus.Registerer) *groupMetrics {
-	m := &groupMetrics{
+func newGroupState(reg prometheus.Registerer) *groupState {
+	m := &groupState{obs: map[obsKey]*groupObs{},
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "gatewayd_group_requests_total",
 			Help: "Group requests by result: sent to the radios, or refused (unauthorized, no_timeout, rate_limited, challenged, failed).",
@@ -207,10 +240,10 @@ type groupStage struct {
 	limit   *limiter
 	max     time.Duration
 	mt, rf  coap.OptionID
-	m       *groupMetrics
+	s       *groupState
 }
 
-func newGroupStage(cfg Config, r *router, radios []*radioUpstream, m *groupMetrics) (*groupStage, error) {
+func newGroupStage(cfg Config, r *router, radios []*radioUpstream, st *groupState) (*groupStage, error) {
 	gc := cfg.GroupComm
 	clients, err := parsePrefixes(gc.Clients)
 	if err != nil {
@@ -222,7 +255,7 @@ func newGroupStage(cfg Config, r *router, radios []*radioUpstream, m *groupMetri
 		limit: &limiter{rate: gc.Rate, burst: float64(gc.Burst), now: time.Now, buckets: map[netip.Addr]*bucket{}},
 		max:   gc.MaxTimeout.Duration,
 		mt:    coap.OptionID(gc.MulticastTimeoutOption), rf: coap.OptionID(gc.ReplyFromOption),
-		m: m,
+		s: st,
 	}
 	for _, gr := range cfg.Group {
 		g.byName[strings.ToLower(gr.Name)] = gr
@@ -310,7 +343,7 @@ func (g *groupStage) stage(next coap.Handler) coap.Handler {
 			return next.ServeCoAP(ctx, w, r)
 		}
 		if err != nil {
-			g.m.requests.WithLabelValues(groupFailed).Inc()
+			g.s.requests.WithLabelValues(groupFailed).Inc()
 			return err
 		}
 		return g.serve(ctx, w, r, t, out)
@@ -318,7 +351,7 @@ func (g *groupStage) stage(next coap.Handler) coap.Handler {
 }
 
 func (g *groupStage) serve(ctx context.Context, w coap.ResponseWriter, r *coap.Request, t groupTarget, out *coap.Message) error {
-	count := func(result string) { g.m.requests.WithLabelValues(result).Inc() }
+	count := func(result string) { g.s.requests.WithLabelValues(result).Inc() }
 	// §5.2.1 step 2: only clients allowed group requests.
 	if !contains(g.clients, r.Peer.Addr()) {
 		count(groupUnauthorized)
@@ -356,7 +389,7 @@ func (g *groupStage) serve(ctx context.Context, w coap.ResponseWriter, r *coap.R
 	}
 	timeout := min(time.Duration(coap.DecodeUint(v))*time.Second, g.max)
 	out.Type = coap.NonConfirmable
-	return g.relay(ctx, w, t, out, timeout)
+	return g.relay(ctx, w, r, t, out, timeout)
 }
 
 // member is one member's response, as the radio endpoint delivered it.
@@ -365,27 +398,67 @@ type member struct {
 	resp *coap.Message
 }
 
+// obsKey names a client's group observation: its address and token
+// (RFC 7641 §3.6, §4.1).
+type obsKey struct {
+	peer netip.AddrPort
+	tok  string
+}
+
+// groupObs is a group observation in progress (groupcomm-bis §3.7,
+// groupcomm-proxy §5.2.2): the group requests that registered it, and
+// the members' notifications on their way to the client.
+type groupObs struct {
+	in       chan member
+	sent     []*coap.GroupRequest
+	takeover chan struct{} // closed when the client's deregistration takes the relay over
+	once     sync.Once
+}
+
+// relay ends: why the relay loop returned.
+type relayEnd int
+
+const (
+	endTimeout  relayEnd = iota // Multicast-Timeout, and no observation to go on with
+	endGone                     // the client rejected a response, or left a CON unacknowledged
+	endDone                     // the request's context ended (the proxy stops)
+	endTakeover                 // a deregistration took the observation over
+)
+
 // relay sends the group request on the radios and writes every response
 // that comes within timeout back to the client: the first as the answer,
-// the others as further responses with the same token (NON), each with
+// the others as further responses with the same token, each with
 // Reply-From (§5.4.1). An RST from the client to one of them ends it
-// (§5.2.3).
-func (g *groupStage) relay(ctx context.Context, w coap.ResponseWriter, t groupTarget, out *coap.Message, timeout time.Duration) error {
+// (§5.2.3). A registration (Observe 0) goes on past the timeout as long
+// as a member registered it (§5.4.2); when it ends, the members are told
+// (a deregistration with No-Response 26: nothing comes back). A
+// deregistration (Observe 1) with the token of an observation goes to the
+// members with the observation's token, and their answers come back.
+func (g *groupStage) relay(ctx context.Context, w coap.ResponseWriter, r *coap.Request, t groupTarget, out *coap.Message, timeout time.Duration) error {
+	key := obsKey{r.Peer, string(r.Msg.Token)}
+	obs, isObs := out.Options.Uint(coap.Observe)
+	if isObs && obs == 1 {
+		if o := g.s.take(key); o != nil {
+			o.once.Do(func() { close(o.takeover) })
+			for _, gr := range o.sent {
+				gr.Resend(out)
+			}
+			defer stopAll(o.sent)
+			g.s.requests.WithLabelValues(groupSent).Inc()
+			g.loop(ctx, w, o.in, timeout, false, nil)
+			return nil
+		}
+	}
 	in := make(chan member, groupQueue)
 	deliver := func(from netip.AddrPort, resp *coap.Message) {
 		select {
 		case in <- member{from, resp}:
 		default:
-			g.m.responses.WithLabelValues(groupDropped).Inc()
+			g.s.responses.WithLabelValues(groupDropped).Inc()
 		}
 	}
-	late := func(netip.AddrPort) { g.m.responses.WithLabelValues(groupLate).Inc() }
-	var sent []interface{ Stop() }
-	defer func() {
-		for _, s := range sent {
-			s.Stop()
-		}
-	}()
+	late := func(netip.AddrPort) { g.s.responses.WithLabelValues(groupLate).Inc() }
+	var sent []*coap.GroupRequest
 	var errs []error
 	for _, u := range t.radios {
 		if !u.r.Up() {
@@ -400,58 +473,107 @@ func (g *groupStage) relay(ctx context.Context, w coap.ResponseWriter, t groupTa
 		sent = append(sent, gr)
 	}
 	if len(sent) == 0 {
-		g.m.requests.WithLabelValues(groupFailed).Inc()
-		if err := errors.Join(errs...); err != nil {
+		g.s.requests.WithLabelValues(groupFailed).Inc()
+		if len(errs) > 0 {
 			return upstreamError(errs[0])
 		}
 		return coap.Errorf(coap.BadGateway, "no radio")
 	}
-	g.m.requests.WithLabelValues(groupSent).Inc()
-	if timeout <= 0 {
-		// T' = 0: the client wants no responses (§5.2.1 step 6).
+	g.s.requests.WithLabelValues(groupSent).Inc()
+	if !isObs || obs != 0 {
+		defer stopAll(sent)
+		if timeout > 0 {
+			// T' = 0: the client wants no responses (§5.2.1 step 6).
+			g.loop(ctx, w, in, timeout, false, nil)
+		}
 		return nil
 	}
+	o := &groupObs{in: in, sent: sent, takeover: make(chan struct{})}
+	g.s.put(key, o)
+	end := g.loop(ctx, w, in, timeout, true, o.takeover)
+	g.s.remove(key, o)
+	if end == endTakeover {
+		return nil // the deregistration stops the requests
+	}
+	// The members forget the observation (RFC 7641 §3.6), and send
+	// nothing back (RFC 7967: No-Response 26).
+	dereg := *out
+	dereg.Options = append(coap.Options(nil), out.Options...).SetUint(coap.Observe, 1).SetUint(coap.NoResponse, 26)
+	for _, gr := range sent {
+		gr.Resend(&dereg)
+	}
+	stopAll(sent)
+	return nil
+}
+
+func stopAll(sent []*coap.GroupRequest) {
+	for _, gr := range sent {
+		gr.Stop()
+	}
+}
+
+// conEvery makes every so many notifications relayed after the timeout a
+// CON, so that a client that went away is noticed (RFC 7641 §4.5).
+const conEvery = 10
+
+// loop writes the responses from in to the client until timeout; with
+// observe, past it too, as long as a member's 2.xx with Observe came.
+func (g *groupStage) loop(ctx context.Context, w coap.ResponseWriter, in <-chan member, timeout time.Duration, observe bool, takeover <-chan struct{}) relayEnd {
 	timer := time.NewTimer(timeout)
 	defer timer.Stop()
+	expired := timer.C
 	gone := make(chan struct{})
 	var once sync.Once
-	first := true
+	first, observing, after := true, false, 0
 	nw, _ := w.(coap.NotifyWriter)
 	for {
 		select {
-		case <-timer.C:
-			return nil
+		case <-expired:
+			if !observe || !observing {
+				return endTimeout
+			}
+			expired = nil
 		case <-ctx.Done():
-			return nil
+			return endDone
 		case <-gone:
-			return nil
+			return endGone
+		case <-takeover:
+			return endTakeover
 		case mr := <-in:
 			resp := mr.resp
+			if resp.Code.Class() == 2 && resp.Options.Has(coap.Observe) {
+				observing = true
+			}
 			resp.Options = resp.Options.Set(g.rf, replyFrom(mr.from))
 			if first {
 				first = false
 				if err := coap.WriteOwned(w, resp); err != nil {
-					g.m.responses.WithLabelValues(groupDropped).Inc()
-					return nil
+					g.s.responses.WithLabelValues(groupDropped).Inc()
+					return endGone
 				}
-				g.m.responses.WithLabelValues(groupRelayed).Inc()
+				g.s.responses.WithLabelValues(groupRelayed).Inc()
 				continue
 			}
 			if nw == nil {
 				// A front end that takes one response (a plugin's).
-				g.m.responses.WithLabelValues(groupDropped).Inc()
+				g.s.responses.WithLabelValues(groupDropped).Inc()
 				continue
 			}
-			err := nw.Notify(resp, false, func(err error) {
+			con := false
+			if expired == nil {
+				after++
+				con = after%conEvery == 0
+			}
+			err := nw.Notify(resp, con, func(err error) {
 				if err != nil {
 					once.Do(func() { close(gone) })
 				}
 			})
 			if err != nil {
-				g.m.responses.WithLabelValues(groupDropped).Inc()
+				g.s.responses.WithLabelValues(groupDropped).Inc()
 				continue
 			}
-			g.m.responses.WithLabelValues(groupRelayed).Inc()
+			g.s.responses.WithLabelValues(groupRelayed).Inc()
 		}
 	}
 }

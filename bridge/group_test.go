@@ -385,3 +385,105 @@ func TestGroupOSCOREPassesUntouched(t *testing.T) {
 		}
 	}
 }
+
+// sendWith sends m as a CON with the given token.
+func (c *groupClient) sendWith(m *coap.Message, tok []byte) {
+	c.t.Helper()
+	out := *m
+	out.Type, out.Token = coap.Confirmable, tok
+	c.mid++
+	out.MID = c.mid
+	b, err := out.Marshal()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	if _, err := c.conn.WriteToUDP(b, c.to); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+// waitObservers waits for every node to have n observations.
+func waitObservers(t *testing.T, n *sim.Network, want int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for _, node := range n.SimNodes() {
+		for node.Observers() != want {
+			if time.Now().After(deadline) {
+				t.Fatalf("node %v has %d observations, want %d", node.Addr(), node.Observers(), want)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+}
+
+// TestGroupObserveRelaysEveryNodesNotificationsUntilCancelled registers
+// an observation with a group (groupcomm-bis §3.7) through the proxy:
+// every node's notifications come with Reply-From past Multicast-Timeout;
+// the client's deregistration reaches every node, and so does the end of
+// an observation whose notification the client rejected.
+func TestGroupObserveRelaysEveryNodesNotificationsUntilCancelled(t *testing.T) {
+	p, n := startGroupProxy(t, 3, 100*time.Millisecond, nil)
+	c := newGroupClient(t, p)
+	reg := groupGET("coap://[ff03::fd]/sensors/temp", 1)
+	reg.Options = reg.Options.SetUint(coap.Observe, 0)
+	tok := c.send(reg)
+	// Each node's first response and a notification (TempPeriod, 3 s,
+	// after the 1 s Multicast-Timeout).
+	per := map[netip.Addr]int{}
+	for done := 0; done < len(n.Nodes()); {
+		got := c.responses(tok, 1, 20*time.Second)
+		if len(got) == 0 {
+			t.Fatalf("notifications so far: %v", per)
+		}
+		if !got[0].Options.Has(coap.Observe) || got[0].Code != coap.Content {
+			t.Fatalf("not a notification: %v", got[0])
+		}
+		a := replyFromAddr(t, got[0]).Addr()
+		if per[a]++; per[a] == 2 {
+			done++
+		}
+	}
+	waitObservers(t, n, 1)
+	// The client deregisters: every node hears of it and answers.
+	dereg := groupGET("coap://[ff03::fd]/sensors/temp", 5)
+	dereg.Options = dereg.Options.SetUint(coap.Observe, 1)
+	c.sendWith(dereg, tok)
+	waitObservers(t, n, 0)
+	from := map[netip.Addr]bool{}
+	for len(from) < len(n.Nodes()) {
+		got := c.responses(tok, 1, 20*time.Second)
+		if len(got) == 0 {
+			t.Fatalf("answers to the deregistration from %v only", from)
+		}
+		if !got[0].Options.Has(coap.Observe) {
+			from[replyFromAddr(t, got[0]).Addr()] = true
+		}
+	}
+
+	// Again; this time the client rejects a notification with RST.
+	tok = c.send(reg)
+	waitObservers(t, n, 1)
+	buf := make([]byte, 2048)
+	for {
+		c.conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+		k, _, err := c.conn.ReadFromUDP(buf)
+		if err != nil {
+			t.Fatalf("no notification to reject: %v", err)
+		}
+		var m coap.Message
+		if m.Decode(buf[:k]) != nil || !bytes.Equal(m.Token, tok) || m.Type == coap.Acknowledgement {
+			continue
+		}
+		rst := coap.Message{Type: coap.Reset, MID: m.MID}
+		b, _ := rst.Marshal()
+		c.conn.WriteToUDP(b, c.to)
+		break
+	}
+	late := counterValue(p.groupm.responses.WithLabelValues(groupLate))
+	waitObservers(t, n, 0)
+	// The proxy deregistered at once: the nodes did not each have to send
+	// one more notification to be told by an RST (RFC 7641 §3.6).
+	if v := counterValue(p.groupm.responses.WithLabelValues(groupLate)); v >= late+float64(len(n.Nodes())) {
+		t.Fatalf("%v late notifications after the client left: the nodes were not deregistered", v-late)
+	}
+}

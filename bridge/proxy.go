@@ -64,7 +64,7 @@ type Proxy struct {
 
 	registry  *prometheus.Registry
 	metrics   *metrics
-	groupm    *groupMetrics
+	groupm    *groupState
 	admin     *http.Server
 	adminAddr string
 	adminDone chan struct{}
@@ -181,7 +181,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*Pr
 		p.radios = append(p.radios, &radioUpstream{r: r, e: e})
 	}
 	p.metrics = newMetrics(p.registry, p, o.version)
-	p.groupm = newGroupMetrics(p.registry)
+	p.groupm = newGroupState(p.registry)
 	chain, err := p.buildChain(p.cfg)
 	if err != nil {
 		p.Close()

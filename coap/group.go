@@ -41,6 +41,7 @@ type groupCalls struct {
 // GroupRequest is a group request sent by Endpoint.Group.
 type GroupRequest struct {
 	e    *Endpoint
+	to   netip.AddrPort
 	tok  uint64
 	c    *groupCall
 	once sync.Once
@@ -51,14 +52,15 @@ type GroupRequest struct {
 // confirmable). Every response with that token, from whichever peer, goes
 // to deliver, on the endpoint's reader goroutine: deliver must not block.
 // After Stop, responses with the token are late: late hears of each, and
-// they are dropped without an RST, for an EXCHANGE_LIFETIME; the token is
+// they are dropped, without an RST but for notifications (RFC 7641 §3.6:
+// the member then forgets the observation), for an EXCHANGE_LIFETIME; the token is
 // then forgotten (groupcomm-bis §3.1.5 keeps it from reuse for that long;
 // tokens here are random).
 func (e *Endpoint) Group(to netip.AddrPort, req *Message, deliver func(from netip.AddrPort, resp *Message), late func(from netip.AddrPort)) (*GroupRequest, error) {
 	if !to.Addr().IsMulticast() {
 		return nil, fmt.Errorf("coap: group request to %v: not a multicast address", to)
 	}
-	g := &GroupRequest{e: e, c: &groupCall{deliver: deliver, late: late}}
+	g := &GroupRequest{e: e, to: to, c: &groupCall{deliver: deliver, late: late}}
 	var tok [8]byte
 	out := *req
 	out.Type = NonConfirmable
@@ -93,6 +95,25 @@ func (e *Endpoint) Group(to netip.AddrPort, req *Message, deliver func(from neti
 	}
 	e.write(to, data)
 	return g, nil
+}
+
+// Resend sends req to the group again, as a NON with this request's
+// token: the deregistration of a group observation, which the members
+// match by token (RFC 7641 §3.6; draft-ietf-core-groupcomm-bis §3.7).
+func (g *GroupRequest) Resend(req *Message) error {
+	out := *req
+	out.Type = NonConfirmable
+	out.MID = g.e.allocMID(g.to)
+	out.Token = g.Token()
+	data, err := out.Marshal()
+	if err != nil {
+		return fmt.Errorf("coap: encode group request: %w", err)
+	}
+	if g.e.ctx.Err() != nil {
+		return ErrClosed
+	}
+	g.e.write(g.to, data)
+	return nil
 }
 
 // Token is the group request's token.
@@ -133,6 +154,16 @@ func (e *Endpoint) groupResponse(m *Message, peer netip.AddrPort, k exKey) bool 
 	gs.mu.Unlock()
 	if c == nil {
 		return false
+	}
+	if c.stopped.Load() && m.Options.Has(Observe) {
+		e.sendRST(peer, m.MID)
+		if m.Type == Confirmable {
+			e.remember(k, rstBytes(m.MID))
+		}
+		if c.late != nil {
+			c.late(peer)
+		}
+		return true
 	}
 	if m.Type == Confirmable {
 		e.remember(k, e.sendEmptyACK(peer, m.MID))
