@@ -329,15 +329,43 @@ func (g *groupStage) target(m *coap.Message) (groupTarget, *coap.Message, bool, 
 	return t, &out, true, nil
 }
 
-// owns reports a request the stage serves: one for a group, or one that
-// looks like it (a group name or multicast host), which it refuses.
+// owns reports a request the stage serves: one whose target host is a
+// group name or an IPv6 multicast address (one of a scope beyond the
+// radios' it refuses). It runs for every forwarded request on the
+// endpoints' readers (Proxy.inline), so it only looks at the host.
 func (g *groupStage) owns(m *coap.Message) bool {
-	_, _, ok, _ := g.target(m)
-	return ok
+	var host string
+	if ru := g.router.route(m); ru != nil {
+		host = ru.Host
+	} else if pu, ok := m.Options.Get(coap.ProxyURI); ok {
+		parsed, err := g.router.uris.parse(pu)
+		if err != nil {
+			return false
+		}
+		host = parsed.u.Host
+	} else if h, ok := m.Options.Get(coap.URIHost); ok && m.Options.Has(coap.ProxyScheme) {
+		host = string(h)
+	} else {
+		return false
+	}
+	if len(g.byName) > 0 {
+		if _, ok := g.byName[strings.ToLower(host)]; ok {
+			return true
+		}
+	}
+	// An IPv6 multicast address starts with ff (RFC 4291 §2.7).
+	if len(host) < 2 || host[0]|0x20 != 'f' || host[1]|0x20 != 'f' {
+		return false
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.Is6() && a.IsMulticast()
 }
 
 func (g *groupStage) stage(next coap.Handler) coap.Handler {
 	return coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, r *coap.Request) error {
+		if !g.owns(r.Msg) {
+			return next.ServeCoAP(ctx, w, r)
+		}
 		t, out, ok, err := g.target(r.Msg)
 		if !ok {
 			return next.ServeCoAP(ctx, w, r)
