@@ -489,3 +489,26 @@ func TestGroupObserveRelaysEveryNodesNotificationsUntilCancelled(t *testing.T) {
 		t.Fatalf("%v late notifications after the client left: the nodes were not deregistered", v-late)
 	}
 }
+
+// TestGroupGETReachesFiftyNodesInOneFrame runs the simulator at 50 nodes
+// on one radio: one broadcast frame out, every node's answer back.
+func TestGroupGETReachesFiftyNodesInOneFrame(t *testing.T) {
+	if testing.Short() {
+		t.Skip("50 simulated nodes")
+	}
+	p, n := startGroupProxy(t, 50, time.Second, nil)
+	c := newGroupClient(t, p)
+	frames := n.Air().Stats().Frames
+	tok := c.send(groupGET("coap://[ff05::fd]/sensors/temp", 30))
+	got := c.responses(tok, 50, 40*time.Second)
+	seen := map[netip.Addr]bool{}
+	for _, m := range got {
+		seen[replyFromAddr(t, m).Addr()] = true
+	}
+	if len(seen) != 50 {
+		t.Fatalf("answers from %d distinct nodes of 50 (%d responses)", len(seen), len(got))
+	}
+	if d := n.Air().Stats().Frames - frames; d != 51 {
+		t.Fatalf("%d frames on the air, want 1 + 50", d)
+	}
+}
