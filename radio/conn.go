@@ -50,6 +50,10 @@ type ConnConfig struct {
 	// MaxNeighbors bounds the learned neighbour entries; 0 means
 	// DefaultMaxNeighbors.
 	MaxNeighbors int
+	// MaxNodes bounds the nodes NodeStats keeps; 0 means
+	// DefaultMaxNodes. When full, a new node replaces the one heard
+	// from least recently.
+	MaxNodes int
 	// Reassembly bounds fragment reassembly (sixlowpan defaults when zero).
 	Reassembly sixlowpan.ReassemblyConfig
 	// QueueLen bounds received datagrams not yet read; 0 means
@@ -82,7 +86,8 @@ type ConnConfig struct {
 	// Conn drops, with the reason, rate-limited (a burst of 10, then one
 	// a second, with a count of the lines left out). nil: discard.
 	Logger *slog.Logger
-	// Now is the drop log's clock; nil means time.Now.
+	// Now is the clock of the drop log and of NodeStats; nil means
+	// time.Now.
 	Now func() time.Time
 }
 
@@ -99,6 +104,8 @@ type ConnCounters struct {
 	SendErrors               uint64 // WriteTo calls that failed at the Link
 	RecvErrors               uint64 // Link.Recv errors other than close
 	Neighbors                int    // learned neighbour entries now
+	Nodes                    int    // nodes NodeStats keeps now
+	NodesEvicted             uint64 // nodes NodeStats forgot to make room for another
 	Reassembly               sixlowpan.Counters
 	// Drops counts received frames and datagrams dropped, by
 	// DropReason.String(); every reason is present, zero or not.
@@ -123,6 +130,8 @@ type Conn struct {
 	codec    *sixlowpan.Codec
 	reasm    *sixlowpan.Reassembler
 	nbr      *neighbors
+	nodes    *nodeTable
+	now      func() time.Time
 	srcMAC   mac.Addr            // the address frames are sent from
 	local    map[netip.Addr]bool // the gateway's unicast addresses; read-only
 	groups   map[netip.Addr]bool // joined groups, nil for all; read-only
@@ -185,6 +194,8 @@ func NewConn(link Link, cfg ConnConfig) (*Conn, error) {
 		cfg:   cfg,
 		codec: sixlowpan.NewCodec(cfg.Prefix),
 		nbr:   newNeighbors(cfg.Neighbors, cfg.MaxNeighbors),
+		nodes: newNodeTable(cfg.MaxNodes),
+		now:   cfg.Now,
 		local: make(map[netip.Addr]bool),
 		queue: make(chan datagram, cfg.QueueLen),
 		done:  make(chan struct{}),
@@ -197,6 +208,9 @@ func NewConn(link Link, cfg ConnConfig) (*Conn, error) {
 			c.groups = make(map[netip.Addr]bool, len(cfg.Groups))
 		}
 		c.groups[g.WithZone("")] = true
+	}
+	if c.now == nil {
+		c.now = time.Now
 	}
 	c.dropLog = newDropLog(cfg.Logger, cfg.Now)
 	c.reasm = sixlowpan.NewReassembler(c.codec, cfg.Reassembly)
@@ -308,6 +322,10 @@ func (c *Conn) WriteTo(ctx context.Context, b []byte, to netip.AddrPort) error {
 		c.counters.bytesTx.Add(uint64(len(mpdu) + mac.FCSLen))
 	}
 	c.counters.datagramsTx.Add(1)
+	if !dstMAC.IsBroadcast() {
+		c.nodes.sent(dstMAC, len(frames))
+		c.nodes.addr(dstMAC, dst)
+	}
 	return nil
 }
 
@@ -366,6 +384,8 @@ func (c *Conn) Counters() ConnCounters {
 		SendErrors:      k.sendErrors.Load(),
 		RecvErrors:      k.recvErrors.Load(),
 		Neighbors:       c.nbr.len(),
+		Nodes:           c.nodes.len(),
+		NodesEvicted:    c.nodes.evicted.Load(),
 		Reassembly:      r,
 		Drops:           make(map[string]uint64, numDropReasons),
 	}
@@ -415,9 +435,14 @@ func (c *Conn) run(ctx context.Context) {
 			}
 			continue
 		}
-		c.receive(f.Data)
+		c.receive(f)
 	}
 }
+
+// NodeStats returns what the Conn saw of each node it received frames
+// from or sent frames to (at most ConnConfig.MaxNodes), ordered by
+// address.
+func (c *Conn) NodeStats() []NodeStats { return c.nodes.snapshot() }
 
 // notForUs says why a well-formed frame is not one for this Conn, or
 // returns false.
@@ -437,7 +462,8 @@ func (c *Conn) notForUs(f *mac.Frame) (DropReason, bool) {
 	return 0, false
 }
 
-func (c *Conn) receive(b []byte) {
+func (c *Conn) receive(fr Frame) {
+	b := fr.Data
 	c.counters.framesRx.Add(1)
 	c.counters.bytesRx.Add(uint64(len(b) + mac.FCSLen))
 	f, err := mac.Decode(b)
@@ -449,6 +475,9 @@ func (c *Conn) receive(b []byte) {
 		c.drop(r, nil, f.Src, len(b))
 		return
 	}
+	// A frame for us from a node: how well it is heard, whatever its
+	// payload turns out to be.
+	c.nodes.heard(f.Src, c.now(), fr.RSSI, fr.LQI)
 	pkt, err := c.reasm.Input(f.Payload, f.Src, f.Dst)
 	if err != nil {
 		c.drop(lowpanDropReason(err), err, f.Src, len(b))
@@ -477,6 +506,7 @@ func (c *Conn) receive(b []byte) {
 	}
 	// Remember how to reach a node whose address we could not derive.
 	if src := u.Src.Addr(); !src.IsMulticast() && !src.IsUnspecified() {
+		c.nodes.addr(f.Src, src)
 		if derived, _ := f.Src.IID(); derived != iidOf(src) {
 			c.nbr.learn(src, f.Src)
 		} else {

@@ -35,6 +35,9 @@ type (
 	NodeLister interface{ Nodes() []netip.Addr }
 	// LinkCounterReporter reports the link's counters.
 	LinkCounterReporter interface{ LinkCounters() LinkCounters }
+	// FirmwareReporter tells the radio's firmware version (an RCP's
+	// NCP_VERSION); "" while the driver does not know it.
+	FirmwareReporter interface{ Firmware() string }
 )
 
 // LinkCounters are the counters a driver can report.
@@ -246,6 +249,18 @@ func (r *Radio) Nodes() []netip.Addr {
 	}
 	return nil
 }
+
+// Firmware is the radio's firmware version if the driver can tell it
+// (FirmwareReporter), else "".
+func (r *Radio) Firmware() string {
+	if f, ok := r.link.(FirmwareReporter); ok {
+		return f.Firmware()
+	}
+	return ""
+}
+
+// NodeStats is what the Conn saw of each node (Conn.NodeStats).
+func (r *Radio) NodeStats() []NodeStats { return r.conn.NodeStats() }
 
 // Counters returns a snapshot of the link's and the Conn's counters.
 func (r *Radio) Counters() Counters {

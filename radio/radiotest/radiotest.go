@@ -21,6 +21,8 @@ type Link struct {
 
 	mu      sync.Mutex
 	sendErr func(mpdu []byte) error // guarded by mu
+	rssi    int8                    // of the frames this end sends; guarded by mu
+	lqi     uint8                   // guarded by mu
 	sent    [][]byte                // frames this end sent, copied; guarded by mu
 }
 
@@ -28,8 +30,8 @@ var _ radio.Link = (*Link)(nil)
 
 // Pair returns two connected Links.
 func Pair() (a, b *Link) {
-	a = &Link{inbox: make(chan radio.Frame, QueueLen), done: make(chan struct{})}
-	b = &Link{inbox: make(chan radio.Frame, QueueLen), done: make(chan struct{})}
+	a = &Link{inbox: make(chan radio.Frame, QueueLen), done: make(chan struct{}), rssi: -40, lqi: 255}
+	b = &Link{inbox: make(chan radio.Frame, QueueLen), done: make(chan struct{}), rssi: -40, lqi: 255}
 	a.peer, b.peer = b, a
 	return a, b
 }
@@ -40,6 +42,14 @@ func (l *Link) FailSend(f func(mpdu []byte) error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.sendErr = f
+}
+
+// SetSignal sets the RSSI and LQI the peer receives this end's next
+// frames with (-40 dBm and 255 at first).
+func (l *Link) SetSignal(rssi int8, lqi uint8) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.rssi, l.lqi = rssi, lqi
 }
 
 // Sent returns copies of the frames this end delivered, in order.
@@ -56,7 +66,7 @@ func (l *Link) Send(ctx context.Context, mpdu []byte) error {
 		return radio.ErrTooLong
 	}
 	l.mu.Lock()
-	f := l.sendErr
+	f, rssi, lqi := l.sendErr, l.rssi, l.lqi
 	l.mu.Unlock()
 	if f != nil {
 		if err := f(mpdu); err != nil {
@@ -71,7 +81,7 @@ func (l *Link) Send(ctx context.Context, mpdu []byte) error {
 		return ctx.Err()
 	case <-l.peer.done:
 		return radio.ErrNoAck // nobody there to acknowledge
-	case l.peer.inbox <- radio.Frame{Data: b, RSSI: -40, LQI: 255}:
+	case l.peer.inbox <- radio.Frame{Data: b, RSSI: rssi, LQI: lqi}:
 	}
 	l.mu.Lock()
 	l.sent = append(l.sent, b)

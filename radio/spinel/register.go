@@ -53,6 +53,7 @@ var (
 	_ radio.UpWaiter            = (*Driver)(nil)
 	_ radio.ExtAddrReporter     = (*Driver)(nil)
 	_ radio.LinkCounterReporter = (*Driver)(nil)
+	_ radio.FirmwareReporter    = (*Driver)(nil)
 )
 
 // Up reports whether the link is up (State() == StateUp).
@@ -78,3 +79,7 @@ func (d *Driver) LinkCounters() radio.LinkCounters {
 		Reconnects: s.Reconnects, LastError: s.LastError,
 	}
 }
+
+// Firmware is the RCP's NCP_VERSION as the last bring-up read it; "" before
+// one has.
+func (d *Driver) Firmware() string { return d.Info().NCPVersion }
