@@ -38,7 +38,12 @@ type AirConfig struct {
 	Delay time.Duration // air time: Transmit returns after it, receivers hear after it
 	RSSI  int8          // reported for every reception; 0 means -60 dBm
 	LQI   uint8         // reported for every reception; 0 means 255
-	Seed  uint64        // loss pattern; the same seed gives the same losses
+	// Fading, in dB, makes each reception's RSSI vary by up to that much
+	// either way. With it, or a station's attenuation (SetAttenuation),
+	// a reception's RSSI is RSSI less both stations' attenuation plus
+	// the fading, and its LQI follows the RSSI (lqiOf), at most LQI.
+	Fading float64
+	Seed   uint64 // loss and fading pattern; the same seed gives the same
 }
 
 // Air is a simple in-memory Medium: one channel, every station hears every
@@ -121,8 +126,31 @@ func (a *Air) Join(rx Receiver) Station {
 }
 
 type station struct {
-	air *Air
-	rx  Receiver
+	air   *Air
+	rx    Receiver
+	atten float64 // dB; guarded by air.mu
+}
+
+// Attenuator is a Station whose path loss can be set: the Stations of
+// an Air are.
+type Attenuator interface {
+	// SetAttenuation sets the station's path loss in dB, taken off the
+	// RSSI of every frame it sends or hears.
+	SetAttenuation(dB float64)
+}
+
+var _ Attenuator = (*station)(nil)
+
+func (s *station) SetAttenuation(dB float64) {
+	s.air.mu.Lock()
+	s.atten = dB
+	s.air.mu.Unlock()
+}
+
+// lqiOf maps an RSSI to an LQI as 802.15.4 radios roughly do: 255 at
+// -50 dBm and above, falling linearly to 0 at -100 dBm.
+func lqiOf(rssi int8) uint8 {
+	return uint8(min(max((int(rssi)+100)*255/50, 0), 255))
 }
 
 func (s *station) Leave() {
@@ -140,16 +168,31 @@ func (s *station) Transmit(mpdu []byte) error {
 		return radio.ErrChannelBusy
 	}
 	cfg := a.cfg
-	var hear []*station
+	type reception struct {
+		o    *station
+		rssi int8
+		lqi  uint8
+	}
+	var hear []reception
 	for o := range a.stations {
 		if o == s {
 			continue
 		}
-		if cfg.Loss <= 0 || a.rng.Float64() >= cfg.Loss {
-			hear = append(hear, o)
-		} else {
+		if cfg.Loss > 0 && a.rng.Float64() < cfg.Loss {
 			a.lost.Add(1)
+			continue
 		}
+		r := reception{o: o, rssi: cfg.RSSI, lqi: cfg.LQI}
+		if loss := s.atten + o.atten; loss != 0 || cfg.Fading > 0 {
+			dB := float64(cfg.RSSI) - loss
+			if cfg.Fading > 0 {
+				dB += (a.rng.Float64()*2 - 1) * cfg.Fading
+			}
+			// 126 at most: 127 is the radio package's "unknown".
+			r.rssi = int8(min(max(dB, -127), 126))
+			r.lqi = min(cfg.LQI, lqiOf(r.rssi))
+		}
+		hear = append(hear, r)
 	}
 	a.mu.Unlock()
 	a.frames.Add(1)
@@ -158,9 +201,9 @@ func (s *station) Transmit(mpdu []byte) error {
 		time.Sleep(cfg.Delay) // the frame is on the air
 	}
 	acked := false
-	for _, o := range hear {
-		f := radio.Frame{Data: slices.Clone(mpdu), RSSI: cfg.RSSI, LQI: cfg.LQI}
-		if o.rx(f) {
+	for _, r := range hear {
+		f := radio.Frame{Data: slices.Clone(mpdu), RSSI: r.rssi, LQI: r.lqi}
+		if r.o.rx(f) {
 			acked = true
 		}
 	}

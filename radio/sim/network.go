@@ -44,6 +44,17 @@ func NodeAddr(prefix netip.Prefix, i int) netip.Addr {
 	return netip.AddrFrom16(b)
 }
 
+// nodeFading is how much, in dB, the RSSI of a Network's receptions
+// varies either way.
+const nodeFading = 3
+
+// NodeAttenuation is the path loss in dB between a Network's node i (from
+// 0) and the gateway: 20 dB for the first, 8 dB more for each next one
+// up to the fifth, and then again from 20 dB: over the Air's -40 dBm the
+// nodes are heard at about -60, -68, -76, -84 and -92 dBm (LQI about 204,
+// 163, 122, 81 and 40), within any 802.15.4 radio's sensitivity.
+func NodeAttenuation(i int) float64 { return 20 + 8*float64(i%5) }
+
 // Network is the "sim" radio driver: an Air, a fake RCP on it behind a
 // real pty, the real spinel driver on that pty (through go.bug.st/serial),
 // and simulated CoAP nodes on the same Air in the radio's prefix. It is a
@@ -90,7 +101,9 @@ func NewNetwork(cfg radio.Config, log *slog.Logger) (n *Network, err error) {
 	if count <= 0 {
 		count = DefaultNodes
 	}
-	started := &Network{air: NewAir(AirConfig{Loss: sc.Loss, Delay: sc.Delay.Duration})}
+	// Nodes are placed ever farther from the gateway and the air fades a
+	// little, so each is heard at its own plausible, varying RSSI and LQI.
+	started := &Network{air: NewAir(AirConfig{Loss: sc.Loss, Delay: sc.Delay.Duration, RSSI: -40, Fading: nodeFading})}
 	n = started
 	defer func() {
 		// Not n.Close: a failing return has set n to nil already.
@@ -129,6 +142,7 @@ func NewNetwork(cfg radio.Config, log *slog.Logger) (n *Network, err error) {
 			ExtAddr: NodeExtAddr(i), PANID: cfg.PANID, Prefix: cfg.Prefix,
 			Params: params, Base: float64(i), Logger: log,
 			Groups: sc.groupsOf(i), Leisure: sc.Leisure.Duration,
+			Attenuation: NodeAttenuation(i),
 		}
 		if keys != nil {
 			nc.OSCORE, nc.Signer = keys[i].OSCORE, keys[i].Signer

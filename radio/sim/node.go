@@ -68,6 +68,9 @@ type NodeConfig struct {
 	// Leisure bounds the random wait before the node answers a group
 	// request (RFC 7252 §8.2); zero answers at once.
 	Leisure time.Duration
+	// Attenuation is the node's path loss in dB, on a Medium whose
+	// stations take one (Attenuator): how far it is from the gateway.
+	Attenuation float64
 }
 
 // Node is a simulated constrained device: a station on a Medium with its
@@ -143,6 +146,9 @@ func NewNode(m Medium, cfg NodeConfig) (*Node, error) {
 	if len(cfg.Groups) == 0 {
 		cfg.Groups = AllCoAPNodes
 		n.cfg.Groups = AllCoAPNodes
+	}
+	if a, ok := n.link.st.(Attenuator); ok && cfg.Attenuation != 0 {
+		a.SetAttenuation(cfg.Attenuation)
 	}
 	conn, err := radio.NewConn(n.link, radio.ConnConfig{
 		Prefix: cfg.Prefix, PANID: cfg.PANID, ExtAddr: cfg.ExtAddr, ShortAddr: cfg.ShortAddr,
