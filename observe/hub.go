@@ -271,7 +271,8 @@ type entry struct {
 	key       entryKey
 	protected bool          // OSCORE: one observer, notifications relayed as they come
 	next      coap.Handler  // where registrations go
-	req       *coap.Request // the registration, for re-registration
+	req       *coap.Request // the registration, for re-registration; nil if protected
+	name      string        // the resource, for Observations
 	state     entryState
 	waiters   []*waiter     // registering: requests waiting for the first response
 	leader    *waiter       // registering: the waiter whose request is in next

@@ -137,7 +137,7 @@ func (h *Hub) register(ctx context.Context, w coap.ResponseWriter, r *coap.Reque
 		h.mu.Unlock()
 		return h.wait(ctx, e, wt)
 	}
-	e = &entry{h: h, key: key, protected: key.own, next: next, state: stateRegistering}
+	e = &entry{h: h, key: key, protected: key.own, next: next, state: stateRegistering, name: resourceOf(r.Msg)}
 	if !key.own {
 		// Kept for re-registration; protected ones are never replayed
 		// (RFC 8613 §4.1.3.5.1).
