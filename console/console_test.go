@@ -183,9 +183,9 @@ func TestPagePlotsRequestRateAndEachNodesSignal(t *testing.T) {
 	_, ts := newTestServer(t, Config{History: h, Snapshot: func() Snapshot { return fixture(now) }})
 	_, page, _ := get(t, ts.URL+"/")
 	for _, label := range []string{`aria-label="requests per second" data-points="10"`,
-		`aria-label="RSSI of 02:00:00:00:00:00:00:01" data-points="11"`,
-		`aria-label="LQI of 02:00:00:00:00:00:00:01" data-points="11"`,
-		`aria-label="seconds since last heard, 02:00:00:00:00:00:00:01" data-points="11"`} {
+		`aria-label="RSSI of 02:00:00:00:00:00:00:01" data-points="12"`,
+		`aria-label="LQI of 02:00:00:00:00:00:00:01" data-points="12"`,
+		`aria-label="seconds since last heard, 02:00:00:00:00:00:00:01" data-points="12"`} {
 		i := strings.Index(page, label)
 		if i < 0 {
 			t.Errorf("no plot %s", label)

@@ -297,6 +297,17 @@ func (s *Server) view() view {
 		if h := byKey[NodeKey(n.Radio, n.MAC)]; h != nil {
 			rssi, lqi, heard = h.RSSI, h.LQI, h.HeardAge
 		}
+		// The lines run to now: the sampled history, then the value of
+		// this snapshot.
+		if n.RSSI != nil {
+			rssi = append(rssi, Point{snap.Now, float64(*n.RSSI)})
+		}
+		if n.LQI != nil {
+			lqi = append(lqi, Point{snap.Now, float64(*n.LQI)})
+		}
+		if n.LastHeard != nil {
+			heard = append(heard, Point{snap.Now, max(snap.Now.Sub(*n.LastHeard).Seconds(), 0)})
+		}
 		// RSSI spans an 802.15.4 receiver's range; LQI is 0 to 255
 		// (IEEE 802.15.4-2020 §10.2.6).
 		nv.RSSIPlot = plotOf("RSSI of "+n.MAC, " dBm", rssi, snap.Now, window, -110, -10, sparkW, sparkH)

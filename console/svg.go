@@ -15,8 +15,11 @@ type Plot struct {
 	W, H   int
 	Points string // the polyline's "x,y x,y …"; "" when there is nothing to draw
 	Dots   int    // how many points
-	Lo, Hi string // the y axis's ends, labelled
-	Last   string // the newest value, labelled
+	// LastX, LastY place a dot on the newest point, so that an hour's
+	// plot of a gateway up for a minute still shows where it is.
+	LastX, LastY string
+	Lo, Hi       string // the y axis's ends, labelled
+	Last         string // the newest value, labelled
 }
 
 // Plot sizes, in SVG user units.
@@ -58,9 +61,10 @@ func plotOf(title, unit string, pts []Point, end time.Time, window time.Duration
 		if b.Len() > 0 {
 			b.WriteByte(' ')
 		}
-		b.WriteString(strconv.FormatFloat(x, 'f', 1, 64))
+		p.LastX, p.LastY = strconv.FormatFloat(x, 'f', 1, 64), strconv.FormatFloat(y, 'f', 1, 64)
+		b.WriteString(p.LastX)
 		b.WriteByte(',')
-		b.WriteString(strconv.FormatFloat(y, 'f', 1, 64))
+		b.WriteString(p.LastY)
 		p.Dots++
 	}
 	p.Points = b.String()
