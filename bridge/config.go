@@ -124,7 +124,7 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil
 // Defaults returns the configuration of a proxy with no file: loopback
 // only.
 func Defaults() Config {
-	return Config{Cache: cache.Defaults(), Observe: observe.Defaults(), Metrics: MetricsConfig{Listen: DefaultMetricsListen}, PubSub: pubsub.Defaults(), GroupComm: defaultGroupComm(), Proxy: ProxyConfig{
+	return Config{Cache: cache.Defaults(), Observe: observe.Defaults(), Metrics: MetricsConfig{Listen: DefaultMetricsListen, Console: true}, PubSub: pubsub.Defaults(), GroupComm: defaultGroupComm(), Proxy: ProxyConfig{
 		Listen:       []string{"udp://127.0.0.1:5683"},
 		Allow:        []string{"127.0.0.0/8", "::1/128"},
 		Clients:      []string{"127.0.0.0/8", "::1/128"},
@@ -476,6 +476,12 @@ func (c *Config) Warnings() []string {
 		if ap, err := netip.ParseAddrPort(c.Metrics.Listen); err == nil && !ap.Addr().Unmap().IsLoopback() {
 			w = append(w, fmt.Sprintf("metrics: pprof is on and listen %q is not loopback: "+
 				"anyone who reaches the port can start a CPU profile or trace", c.Metrics.Listen))
+		}
+	}
+	if c.Metrics.Listen != "" && c.Metrics.TokenFile == "" {
+		if ap, err := netip.ParseAddrPort(c.Metrics.Listen); err == nil && !ap.Addr().Unmap().IsLoopback() {
+			w = append(w, fmt.Sprintf("metrics: listen %q is not loopback and there is no token_file: "+
+				"anyone who reaches the port reads the status and the console", c.Metrics.Listen))
 		}
 	}
 	return w

@@ -35,6 +35,15 @@ type MetricsConfig struct {
 	// whoever reaches the port (a remote Prometheus's network, once listen
 	// is not loopback) could start one.
 	PProf bool `toml:"pprof"`
+	// Console serves the operator console (/, /api/v1/) on the same
+	// port. On by default: it shows what /status and /metrics do, read
+	// only, and costs nothing while nobody looks.
+	Console bool `toml:"console"`
+	// TokenFile, when set, is a file holding a bearer token that every
+	// request to the admin endpoint must present (RFC 6750, or as the
+	// password of HTTP Basic for a browser): for a listen address that
+	// is not loopback.
+	TokenFile string `toml:"token_file"`
 }
 
 // DefaultMetricsListen is the admin endpoint's default address.
@@ -524,7 +533,12 @@ func (p *Proxy) ServeAdmin(ctx context.Context, addr string) (string, error) {
 		w.Header().Set("Content-Type", "application/json")
 		json.NewEncoder(w).Encode(p.Status())
 	})
-	p.admin = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	h, err := p.adminHandler(mux)
+	if err != nil {
+		l.Close()
+		return "", err
+	}
+	p.admin = &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	p.adminAddr = l.Addr().String()
 	p.adminDone = make(chan struct{})
 	go func() {

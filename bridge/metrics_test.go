@@ -305,6 +305,13 @@ func TestConfigWarnings(t *testing.T) {
 			c.Metrics.PProf = true
 			c.Metrics.Listen = "0.0.0.0:9683"
 		}, `pprof is on and listen "0.0.0.0:9683" is not loopback`},
+		{"admin beyond loopback without a token", func(c *Config) {
+			c.Metrics.Listen = "[::]:9683"
+		}, `metrics: listen "[::]:9683" is not loopback and there is no token_file`},
+		{"admin beyond loopback with a token", func(c *Config) {
+			c.Metrics.Listen = "192.0.2.1:9683"
+			c.Metrics.TokenFile = "/etc/gatewayd/admin.token"
+		}, ""},
 	} {
 		c := Defaults()
 		tc.mod(&c)

@@ -41,6 +41,7 @@ import (
 	"github.com/opaque-edge/gatewayd/acl"
 	"github.com/opaque-edge/gatewayd/cache"
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/console"
 	"github.com/opaque-edge/gatewayd/observe"
 	"github.com/opaque-edge/gatewayd/observe/pubsub"
 	"github.com/opaque-edge/gatewayd/plugins"
@@ -68,10 +69,15 @@ type Proxy struct {
 	admin     *http.Server
 	adminAddr string
 	adminDone chan struct{}
-	servers   []*coap.Endpoint
-	dtls      []*DTLS // the DTLS listeners among the servers' transports, for Reload
-	addrs     []netip.AddrPort
-	labels    []string // per server: the listen entry or the activated socket
+	console   *consoleState   // nil unless the admin endpoint serves the console
+	recent    *console.Recent // nil: no "last errors" on the console
+	// consoleTicks, when set, paces the console's sampler in place of a
+	// ticker (tests).
+	consoleTicks <-chan time.Time
+	servers      []*coap.Endpoint
+	dtls         []*DTLS // the DTLS listeners among the servers' transports, for Reload
+	addrs        []netip.AddrPort
+	labels       []string // per server: the listen entry or the activated socket
 
 	probeMu   sync.Mutex
 	probe     *coap.Endpoint // guarded by probeMu: the watchdog's client
@@ -84,8 +90,10 @@ type Proxy struct {
 type Option func(*options)
 
 type options struct {
-	activated []net.PacketConn
-	version   string
+	activated    []net.PacketConn
+	version      string
+	recent       *console.Recent
+	consoleTicks <-chan time.Time
 }
 
 // WithVersion names the running gatewayd's version in /status and in
@@ -119,7 +127,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*Pr
 	if o.version == "" {
 		o.version = "devel"
 	}
-	p := &Proxy{cfg: cfg, log: log, started: time.Now(), version: o.version, registry: prometheus.NewRegistry(), amp: newVerifier(cfg.Proxy)}
+	p := &Proxy{cfg: cfg, log: log, started: time.Now(), version: o.version, registry: prometheus.NewRegistry(), amp: newVerifier(cfg.Proxy),
+		recent: o.recent, consoleTicks: o.consoleTicks}
 	for _, w := range cfg.Warnings() {
 		log.Warn("configuration warning", "component", "config", "warning", w)
 	}
@@ -459,6 +468,7 @@ func (p *Proxy) Close() error {
 		}
 		p.probeMu.Unlock()
 		if p.admin != nil {
+			p.closeConsole()
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			p.admin.Shutdown(ctx)
 			cancel()
