@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real peers the tests run against, when they are missing:
 # libcoap's clients and server, node-coap, tshark, mosquitto, curl,
-# promtool, and the packaging tools. Debian or Ubuntu, as root (apt);
+# promtool, headless Chromium, and the packaging tools. Debian or Ubuntu, as root (apt);
 # node-coap comes from npm into internal/testpeer/nodecoap/node_modules.
 set -euo pipefail
 
@@ -25,6 +25,9 @@ command -v npm >/dev/null || need+=(npm)
 # server (TCP 9090, scraping itself), which no test uses or disturbs; in a
 # container policy-rc.d usually keeps it from starting.
 command -v promtool >/dev/null || need+=(prometheus)
+# The operator console's browser test (cmd/gatewayd) loads the page in
+# headless Chromium, driven over --remote-debugging-pipe.
+command -v chromium >/dev/null || need+=(chromium)
 # The version scheme's test makes commits in a scratch repository.
 command -v git >/dev/null || need+=(git)
 

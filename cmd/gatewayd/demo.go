@@ -37,8 +37,13 @@ import (
 
 func init() { demo = runDemo }
 
-// demoListen is where the demo serves CoAP; tests move it to a free port.
-var demoListen = "udp://127.0.0.1:5683"
+// demoListen is where the demo serves CoAP, and demoAdmin its admin
+// endpoint with the console: beside, not on, the 9683 an installed
+// gatewayd uses. Tests move them to free ports.
+var (
+	demoListen = "udp://127.0.0.1:5683"
+	demoAdmin  = "127.0.0.1:9684"
+)
 
 // runDemo is gatewayd with no -config: a simulated radio with its nodes,
 // reverse routes to them, the broker with a node publishing to it, and
@@ -63,7 +68,7 @@ func runDemo(ctx context.Context, d *daemon, check bool) error {
 	if err != nil {
 		return err
 	}
-	printBanner(d.stdout, p.Addrs()[0], p.Radios()[0].Nodes(), keys)
+	printBanner(d.stdout, p.Addrs()[0], p.Radios()[0].Nodes(), keys, p.AdminAddr())
 	stopPublisher := startDemoPublisher(ctx, p, d.log)
 	defer stopPublisher()
 	return serve(ctx, p, "", n, d.log)
@@ -77,7 +82,7 @@ func demoConfig(stateDir string, simKeys sim.Config) bridge.Config {
 	cfg.Proxy.Listen = []string{demoListen}
 	cfg.PubSub.Enabled = true
 	cfg.PubSub.StateDir = stateDir
-	cfg.Metrics.Listen = "" // the demo leaves the admin port to an installed gatewayd
+	cfg.Metrics.Listen = demoAdmin
 	cfg.Radio = []radio.Config{{Name: "sim", Driver: "sim", Options: simKeys}}
 	// Group requests from this host: one request, every node's answer.
 	cfg.GroupComm.Clients = []string{"127.0.0.0/8", "::1/128"}
@@ -240,7 +245,7 @@ func pathOptions(path string) coap.Options {
 	return o
 }
 
-func printBanner(w io.Writer, proxy netip.AddrPort, nodes []netip.Addr, keys demoKeys) {
+func printBanner(w io.Writer, proxy netip.AddrPort, nodes []netip.Addr, keys demoKeys, admin string) {
 	fmt.Fprintf(w, "\ngatewayd demo: a CoAP proxy on %v in front of a simulated 802.15.4 radio\n", proxy)
 	fmt.Fprintf(w, "(a fake OpenThread RCP on a pseudo-terminal, driven through the real Spinel driver)\n")
 	fmt.Fprintf(w, "with %d simulated nodes:", len(nodes))
@@ -276,7 +281,15 @@ proxy does not:
 
   go run ./cmd/gatewayctl get -oscore %[4]s -proxy coap://%[2]v 'coap://[%[3]v]/oscore/temp'
   go run ./cmd/gatewayctl observe -verify %[5]s -proxy coap://%[2]v 'coap://[%[3]v]/signed/temp'
-
-Stop with Ctrl-C.
 `, c, proxy, nodes[0], keys.client, keys.pub)
+	if admin != "" {
+		fmt.Fprintf(w, `
+The operator console (radios, nodes with their signal, routes, Observe,
+cache, topics, plugins, last errors) is at http://%[1]s/ in a browser;
+the same as JSON:
+
+  curl -s http://%[1]s/api/v1/status
+`, admin)
+	}
+	fmt.Fprintf(w, "\nStop with Ctrl-C.\n")
 }

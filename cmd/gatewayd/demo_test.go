@@ -5,8 +5,10 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"net/netip"
 	"os"
 	"regexp"
@@ -16,6 +18,7 @@ import (
 	"time"
 
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/console"
 	"github.com/opaque-edge/gatewayd/observe/pubsub"
 	"github.com/opaque-edge/gatewayd/radio/sim"
 )
@@ -40,9 +43,10 @@ func TestCheckWithoutConfigSaysItCheckedTheDemoDefaults(t *testing.T) {
 // the throwaway keys are gone once it stops.
 func TestDemoWithoutConfigServesTheBannersCommands(t *testing.T) {
 	port := freePort(t)
-	old := demoListen
+	old, oldAdmin := demoListen, demoAdmin
 	demoListen = fmt.Sprintf("udp://127.0.0.1:%d", port)
-	t.Cleanup(func() { demoListen = old })
+	demoAdmin = "127.0.0.1:0"
+	t.Cleanup(func() { demoListen, demoAdmin = old, oldAdmin })
 
 	ctx, cancel := context.WithCancel(context.Background())
 	var stdout, stderr syncBuffer
@@ -103,6 +107,22 @@ func TestDemoWithoutConfigServesTheBannersCommands(t *testing.T) {
 		"-m", "get", P+"/.well-known/core?rt=core.ps.data")
 	if !strings.Contains(topics, "core.ps.data") {
 		t.Fatalf("discovery: %q", topics)
+	}
+	// The banner's console address serves the console, which lists the
+	// node the demo's requests reached.
+	api := regexp.MustCompile(`curl -s (http://127\.0\.0\.1:[0-9]+/api/v1/status)`).FindStringSubmatch(banner)
+	if api == nil || !strings.Contains(banner, strings.TrimSuffix(api[1], "api/v1/status")+" in a browser") {
+		t.Fatalf("the banner names no console:\n%s", banner)
+	}
+	resp, err := http.Get(api[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var snap console.Snapshot
+	err = json.NewDecoder(resp.Body).Decode(&snap)
+	resp.Body.Close()
+	if err != nil || len(snap.Radios) != 1 || snap.Radios[0].State != "up" || len(snap.Nodes) == 0 || len(snap.Routes) != sim.DefaultNodes {
+		t.Fatalf("the demo's console: %v %+v", err, snap)
 	}
 	m := regexp.MustCompile(`-oscore (\S+)`).FindStringSubmatch(banner)
 	if m == nil {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/opaque-edge/gatewayd/bridge"
+	"github.com/opaque-edge/gatewayd/console"
 	"github.com/opaque-edge/gatewayd/internal/service"
 	"github.com/opaque-edge/gatewayd/plugins"
 )
@@ -40,6 +41,7 @@ var demo func(ctx context.Context, d *daemon, check bool) error
 // daemon is what the flags set up, for whichever configuration runs.
 type daemon struct {
 	log            *slog.Logger
+	recent         *console.Recent // what log kept for the console
 	stdout, stderr io.Writer
 	checkPlugins   bool // with -check: verify the [[plugin]] files too
 }
@@ -78,7 +80,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	// The journal's native protocol when systemd connected stderr to it,
 	// text otherwise.
-	log := slog.New(service.NewLogHandler(stderr, "gatewayd", &slog.HandlerOptions{Level: level}))
+	// The console's "last errors" keeps the warnings and errors on their
+	// way to the journal.
+	recent := console.NewRecent(0)
+	log := slog.New(recent.Handler(service.NewLogHandler(stderr, "gatewayd", &slog.HandlerOptions{Level: level})))
 
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)
@@ -92,7 +97,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		defer pprof.StopCPUProfile()
 	}
 
-	d := &daemon{log: log, stdout: stdout, stderr: stderr, checkPlugins: *checkPlugins}
+	d := &daemon{log: log, recent: recent, stdout: stdout, stderr: stderr, checkPlugins: *checkPlugins}
 	path := *configPath
 	if path == "" {
 		if demo != nil {
@@ -161,7 +166,7 @@ func (d *daemon) start(ctx context.Context, cfg bridge.Config) (*bridge.Proxy, *
 			pc.Close()
 		}
 	}
-	p, err := bridge.New(ctx, cfg, d.log, bridge.WithPacketConns(activated[service.SocketCoAP]), bridge.WithVersion(buildVersion()))
+	p, err := bridge.New(ctx, cfg, d.log, bridge.WithPacketConns(activated[service.SocketCoAP]), bridge.WithVersion(buildVersion()), bridge.WithRecent(d.recent))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -170,7 +175,7 @@ func (d *daemon) start(ctx context.Context, cfg bridge.Config) (*bridge.Proxy, *
 		if addr, err := p.ServeAdmin(ctx, cfg.Metrics.Listen); err != nil {
 			d.log.Error("admin endpoint", "err", err)
 		} else {
-			d.log.Info("admin endpoint", "component", "metrics", "addr", addr)
+			d.log.Info("admin endpoint", "component", "metrics", "addr", addr, "console", consoleURL(cfg, addr))
 		}
 	}
 	d.log.Info("gatewayd started", "version", buildVersion())
@@ -284,6 +289,15 @@ func statusLine(p *bridge.Proxy) string {
 	cs := p.Cache().Stats()
 	fmt.Fprintf(&b, "; %d observers; cache %d entries", hs.Observers, cs.Entries)
 	return b.String()
+}
+
+// consoleURL is where the console of the admin endpoint at addr is, or
+// "off".
+func consoleURL(cfg bridge.Config, addr string) string {
+	if !cfg.Metrics.Console {
+		return "off"
+	}
+	return "http://" + addr + "/"
 }
 
 func buildVersion() string {
