@@ -52,7 +52,7 @@ Usage:
                                     signing key pair: PREFIX.key (0600), PREFIX.pub
   gatewayctl keys oscore -out FILE [-peer-out FILE]
                                     a matching pair of OSCORE contexts (0600)
-  gatewayctl status [-admin host:port] [-json]
+  gatewayctl status [-admin host:port] [-token-file file] [-json]
                                     gatewayd's state from its admin endpoint:
                                     version, uptime, listeners, routes,
                                     radios and plugins with their state

@@ -493,6 +493,30 @@ func TestStatusShowsTheProxyAtAGlance(t *testing.T) {
 	}
 }
 
+// With [metrics] token_file, status needs -token-file, and works with it.
+func TestStatusSendsTheAdminToken(t *testing.T) {
+	tok := filepath.Join(t.TempDir(), "admin.token")
+	if err := os.WriteFile(tok, []byte("c2VjcmV0LXRva2VuLTAxMjM0NTY3\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := bridgetest.Start(t, func(c *bridge.Config) { c.Metrics.TokenFile = tok }, bridge.WithVersion("1.2.3"))
+	addr, err := p.ServeAdmin(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out, errb bytes.Buffer
+	if code := run(context.Background(), []string{"status", "-admin", addr}, &out, &errb); code != exitNetwork || !strings.Contains(errb.String(), "-token-file") {
+		t.Errorf("without the token: exit %d, %q", code, errb.String())
+	}
+	errb.Reset()
+	if code := run(context.Background(), []string{"status", "-admin", addr, "-token-file", tok}, &out, &errb); code != exitOK {
+		t.Fatalf("with the token: exit %d: %s", code, errb.String())
+	}
+	if !strings.Contains(out.String(), "gatewayd 1.2.3 (") {
+		t.Errorf("status with the token:\n%s", out.String())
+	}
+}
+
 func TestVersionFlag(t *testing.T) {
 	version = "1.2.3+test"
 	defer func() { version = "" }()

@@ -8,6 +8,8 @@ import (
 	"io"
 	"net/http"
 	"time"
+
+	"github.com/opaque-edge/gatewayd/console"
 )
 
 // runStatus prints gatewayd's state at a glance from its admin endpoint
@@ -17,6 +19,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	fs.SetOutput(stderr)
 	admin := fs.String("admin", "127.0.0.1:9683", "gatewayd's admin endpoint (`host:port`, [metrics] listen)")
 	raw := fs.Bool("json", false, "print the raw JSON")
+	tokenFile := fs.String("token-file", "", "`file` with the admin endpoint's bearer token ([metrics] token_file)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -29,12 +32,22 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return usageErr("-admin %q: %v", *admin, err)
 	}
+	if *tokenFile != "" {
+		tok, err := console.ReadToken(*tokenFile)
+		if err != nil {
+			return usageErr("-token-file: %v", err)
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return withCode(exitNetwork, fmt.Errorf("status: is gatewayd running with [metrics] listen = %q? %w", *admin, err))
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode == http.StatusUnauthorized {
+		return withCode(exitNetwork, fmt.Errorf("status: %s: the admin endpoint wants its token (-token-file)", resp.Status))
+	}
 	if err != nil || resp.StatusCode != http.StatusOK {
 		return withCode(exitNetwork, fmt.Errorf("status: %s %v", resp.Status, err))
 	}
