@@ -184,15 +184,10 @@ func (p *Proxy) Snapshot() console.Snapshot {
 			DecodeErrors: c.Conn.DecodeErrors, Dropped: dropped, Reconnects: c.Link.Reconnects, LastError: c.Link.LastError,
 		})
 		for _, ns := range r.r.NodeStats() {
-			n := nodeOf(rc.Name, ns)
-			for _, a := range n.Addrs {
-				if ad, err := netip.ParseAddr(a); err == nil && names[ad] != "" {
-					n.Name = names[ad]
-				}
-			}
-			s.Nodes = append(s.Nodes, n)
+			s.Nodes = append(s.Nodes, nodeOf(rc.Name, ns))
 		}
 	}
+	nameNodes(s.Nodes, names)
 	for _, rt := range st.Routes {
 		s.Routes = append(s.Routes, console.Route{Name: rt.Name, Target: rt.Target})
 	}
@@ -227,10 +222,26 @@ func (p *Proxy) Snapshot() console.Snapshot {
 	return s
 }
 
-// nodeNames names nodes by address. The seam for the resource
-// directory: its registrations' endpoint names, once it runs in the
-// proxy; none until then.
+// nodeNames names nodes by address: the seam for the resource
+// directory, whose registrations (endpoint name, and the address of the
+// base they registered) are to name the nodes once it runs in the proxy.
+// No component names nodes yet.
 func (p *Proxy) nodeNames() map[netip.Addr]string { return nil }
+
+// nameNodes gives each node the name of one of its addresses.
+func nameNodes(nodes []console.Node, names map[netip.Addr]string) {
+	if len(names) == 0 {
+		return
+	}
+	for i := range nodes {
+		for _, a := range nodes[i].Addrs {
+			if ad, err := netip.ParseAddr(a); err == nil && names[ad] != "" {
+				nodes[i].Name = names[ad]
+				break
+			}
+		}
+	}
+}
 
 func nodeOf(radioName string, ns radio.NodeStats) console.Node {
 	n := console.Node{Radio: radioName, MAC: ns.MAC.String(), Addrs: []string{}, FramesRx: ns.FramesRx, FramesTx: ns.FramesTx}

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -335,5 +336,14 @@ func TestCloseEndsConsoleStreamsAndSampler(t *testing.T) {
 	}
 	if n := p.console.srv.Streams(); n != 0 {
 		t.Errorf("%d streams after Close", n)
+	}
+}
+
+// A node is named by any of its addresses; others stay unnamed.
+func TestNodesAreNamedByAddress(t *testing.T) {
+	nodes := []console.Node{{Addrs: []string{"fd00::1"}}, {Addrs: []string{"fd00::2", "fd00:1::2"}}, {Addrs: []string{}}}
+	nameNodes(nodes, map[netip.Addr]string{netip.MustParseAddr("fd00:1::2"): hostileName, netip.MustParseAddr("fd00::9"): "other"})
+	if nodes[0].Name != "" || nodes[1].Name != hostileName || nodes[2].Name != "" {
+		t.Errorf("names %q %q %q", nodes[0].Name, nodes[1].Name, nodes[2].Name)
 	}
 }
