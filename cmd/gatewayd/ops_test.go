@@ -57,6 +57,29 @@ func TestCheckVerifiesPluginFilesAsAStartDoes(t *testing.T) {
 	}
 }
 
+// -check reads [metrics] token_file as a start would, and warns of a file
+// that would keep the admin endpoint closed.
+func TestCheckWarnsOfATokenFileAStartWouldRefuse(t *testing.T) {
+	tok := filepath.Join(t.TempDir(), "admin.token")
+	if err := os.WriteFile(tok, []byte("c2VjcmV0LXRva2VuLTAxMjM0NTY3\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	config := writeFile(t, "c.toml", fmt.Sprintf("[metrics]\nlisten = \"127.0.0.1:9683\"\ntoken_file = %q\n", tok))
+	check := func() (string, string, error) {
+		var out, errb bytes.Buffer
+		err := run(context.Background(), []string{"-check", "-config", config}, &out, &errb)
+		return out.String(), errb.String(), err
+	}
+	if out, warn, err := check(); err != nil || !strings.Contains(out, "configuration ok") || warn != "" {
+		t.Fatalf("a good token file: %v %q %q", err, out, warn)
+	}
+	os.Chmod(tok, 0o604)
+	if out, warn, err := check(); err != nil || !strings.Contains(out, "configuration ok") ||
+		!strings.Contains(warn, "lets others use it") || !strings.Contains(warn, "will not be served") {
+		t.Fatalf("a world-readable token file: %v %q %q", err, out, warn)
+	}
+}
+
 func fileSHA256(t *testing.T, path string) string {
 	t.Helper()
 	sum, err := testpeer.FileSHA256(path)

@@ -132,6 +132,13 @@ func (d *daemon) check(cfg bridge.Config, ok string) error {
 	for _, w := range cfg.Warnings() {
 		fmt.Fprintln(d.stderr, "gatewayd: warning:", w)
 	}
+	// A token file a start would refuse keeps the admin endpoint closed,
+	// not the daemon from starting: a warning, as at the start.
+	if f := cfg.Metrics.TokenFile; f != "" && cfg.Metrics.Listen != "" {
+		if _, err := console.ReadToken(f); err != nil {
+			fmt.Fprintf(d.stderr, "gatewayd: warning: metrics: %v; the admin endpoint will not be served\n", err)
+		}
+	}
 	if d.checkPlugins {
 		var errs []error
 		for _, pc := range cfg.Plugin {
