@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -254,6 +255,25 @@ func TestEventStreamsEndWithTheirClientAndOnCloseAndAreBounded(t *testing.T) {
 	r4.Body.Close()
 	if r4.StatusCode != http.StatusServiceUnavailable {
 		t.Errorf("a stream after Close: %d", r4.StatusCode)
+	}
+}
+
+// Streams open at once share one rendering: their cost does not grow
+// with how many watch.
+func TestStreamsShareOneRendering(t *testing.T) {
+	var calls atomic.Int64
+	_, ts := newTestServer(t, Config{Push: time.Hour, Snapshot: func() Snapshot { calls.Add(1); return fixture(time.Now()) }})
+	for range 3 {
+		firstEvent(t, ts.URL+"/api/v1/events")
+	}
+	if n := calls.Load(); n != 1 {
+		t.Errorf("3 streams took %d snapshots, want 1", n)
+	}
+	for range 3 {
+		firstEvent(t, ts.URL+"/console/events")
+	}
+	if n := calls.Load(); n != 2 {
+		t.Errorf("3 page streams took %d more snapshots, want 1", n-1)
 	}
 }
 

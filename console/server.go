@@ -100,6 +100,9 @@ type Server struct {
 	cfg     Config
 	done    chan struct{}
 	streams atomic.Int64
+	// The streams share what they send: one render per push, however
+	// many streams are open.
+	mainCache, statusCache rendered
 
 	mu     sync.Mutex
 	closed bool           // guarded by mu
@@ -124,7 +127,7 @@ func (s *Server) Register(mux *http.ServeMux) {
 	mux.Handle("GET /console.js", s.guard(s.asset("static/console.js", "text/javascript; charset=utf-8")))
 	mux.Handle("GET /console.css", s.guard(s.asset("static/console.css", "text/css; charset=utf-8")))
 	mux.Handle("GET /console/events", s.guard(func(w http.ResponseWriter, r *http.Request) {
-		s.stream(w, r, "main", func(b *bytes.Buffer) error { return pageTemplate.ExecuteTemplate(b, "main", s.view()) })
+		s.stream(w, r, "main", &s.mainCache, func(b *bytes.Buffer) error { return pageTemplate.ExecuteTemplate(b, "main", s.view()) })
 	}))
 	mux.Handle("GET /api/v1/{$}", s.guard(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, map[string]any{"api_version": APIVersion,
@@ -133,7 +136,7 @@ func (s *Server) Register(mux *http.ServeMux) {
 	mux.Handle("GET /api/v1/status", s.guard(func(w http.ResponseWriter, r *http.Request) { writeJSON(w, s.cfg.Snapshot()) }))
 	mux.Handle("GET /api/v1/history", s.guard(func(w http.ResponseWriter, r *http.Request) { writeJSON(w, s.cfg.History.Series()) }))
 	mux.Handle("GET /api/v1/events", s.guard(func(w http.ResponseWriter, r *http.Request) {
-		s.stream(w, r, "status", func(b *bytes.Buffer) error { return json.NewEncoder(b).Encode(s.cfg.Snapshot()) })
+		s.stream(w, r, "status", &s.statusCache, func(b *bytes.Buffer) error { return json.NewEncoder(b).Encode(s.cfg.Snapshot()) })
 	}))
 }
 
@@ -202,7 +205,7 @@ func (s *Server) page(w http.ResponseWriter, r *http.Request) {
 
 // stream sends event every Push, rendered by render, until the client
 // goes, Close is called, or a write stalls for streamWriteLimit.
-func (s *Server) stream(w http.ResponseWriter, r *http.Request, event string, render func(*bytes.Buffer) error) {
+func (s *Server) stream(w http.ResponseWriter, r *http.Request, event string, c *rendered, render func(*bytes.Buffer) error) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
@@ -225,16 +228,16 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, event string, re
 	w.WriteHeader(http.StatusOK)
 	t := time.NewTicker(s.cfg.Push)
 	defer t.Stop()
-	var body, msg bytes.Buffer
+	var msg bytes.Buffer
 	retry := fmt.Sprintf("retry: %d\n", s.cfg.Push.Milliseconds())
 	for {
-		body.Reset()
 		msg.Reset()
-		if err := render(&body); err != nil {
+		body, err := c.get(s.cfg.Push/2, render)
+		if err != nil {
 			return
 		}
 		msg.WriteString(retry)
-		writeEvent(&msg, event, body.String())
+		writeEvent(&msg, event, body)
 		rc.SetWriteDeadline(time.Now().Add(streamWriteLimit))
 		if _, err := w.Write(msg.Bytes()); err != nil {
 			return
@@ -250,6 +253,28 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, event string, re
 		case <-t.C:
 		}
 	}
+}
+
+// rendered is the last rendering of one kind of event, kept for the
+// streams that ask within maxAge of it.
+type rendered struct {
+	mu   sync.Mutex
+	at   time.Time // guarded by mu
+	body string    // guarded by mu
+}
+
+func (c *rendered) get(maxAge time.Duration, render func(*bytes.Buffer) error) (string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.at.IsZero() && time.Since(c.at) < maxAge {
+		return c.body, nil
+	}
+	var b bytes.Buffer
+	if err := render(&b); err != nil {
+		return "", err
+	}
+	c.at, c.body = time.Now(), b.String()
+	return c.body, nil
 }
 
 // writeEvent writes one Server-Sent Event: each line of data as a
