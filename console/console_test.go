@@ -95,6 +95,11 @@ func TestHostileStringsAreTextInThePageStreamAndJSON(t *testing.T) {
 	if err := json.Unmarshal([]byte(js), &snap); err != nil || snap.Nodes[0].Name != hostile {
 		t.Errorf("JSON does not carry the name intact: %v %+v", err, snap.Nodes)
 	}
+	// Without scripts the page is whole, and reloads itself.
+	if !strings.Contains(page, `<noscript><meta http-equiv="refresh" content="5"></noscript>`) || !strings.Contains(page, `<main id="main">`) ||
+		!strings.Contains(page, "02:00:00:00:00:00:00:01") {
+		t.Error("the page is not whole without scripts, or does not refresh itself")
+	}
 	if csp := hdr.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") || strings.Contains(csp, "unsafe-inline") {
 		t.Errorf("Content-Security-Policy %q", csp)
 	}
