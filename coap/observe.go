@@ -86,7 +86,9 @@ func NotifyAll(ns []Notification) {
 	}
 	for i := range ns {
 		n := &ns[i]
-		w, ok := n.W.(*responseWriter)
+		// Wrappers pass notifications to the writer they wrap unchanged
+		// (WrapWriter): the endpoint's, when it is one, batches them.
+		w, ok := unwrap(n.W).(*responseWriter)
 		if !ok {
 			n.Err = n.W.Notify(n.Resp, n.CON, n.Done)
 			continue

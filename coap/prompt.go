@@ -22,6 +22,16 @@ type PromptWriter interface {
 	WritePrompt(resp *Message) error
 }
 
+// WritePrompt writes resp through w only if it goes at once: by
+// WritePrompt when w is a PromptWriter, else by WriteResponse, since a
+// writer that is not one never makes a separate response.
+func WritePrompt(w ResponseWriter, resp *Message) error {
+	if p, ok := w.(PromptWriter); ok {
+		return p.WritePrompt(resp)
+	}
+	return w.WriteResponse(resp)
+}
+
 var _ PromptWriter = (*responseWriter)(nil)
 
 func (w *responseWriter) WritePrompt(resp *Message) error {
