@@ -76,9 +76,6 @@ type EndpointConfig struct {
 	Logger *slog.Logger
 }
 
-// ErrAnswered is returned by a second WriteResponse for one request.
-var ErrAnswered = errors.New("coap: request already answered")
-
 // Stats are the message layer's counters.
 type Stats struct {
 	Received        uint64 // datagrams read

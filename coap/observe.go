@@ -9,31 +9,6 @@ import (
 	"sync"
 )
 
-// NotifyWriter is the ResponseWriter of a request that can be observed
-// (RFC 7641): after the first response, notifications go to the same
-// client with the same token. The writer stays usable after the handler
-// returns; an Observe hub keeps it for as long as the observer stays.
-type NotifyWriter interface {
-	ResponseWriter
-	// Notify sends a notification with the request's token and a new
-	// message ID, CON when con is set. done, if not nil, learns the
-	// outcome: for a CON it is called once, with nil when acknowledged,
-	// ErrReset when the client rejected it (it is no longer interested,
-	// §3.6), ErrTimeout when it went unacknowledged (§4.5) or
-	// ErrUnreachable when the network reported the client unreachable
-	// (RFC 7252 §4.2); for a NON it is called only if the client rejects
-	// it with RST, or the network reports it undelivered, while the
-	// endpoint still remembers the message ID (the last recentNONs NONs
-	// sent).
-	// resp is the caller's again once Notify returns: it is encoded, not
-	// kept.
-	Notify(resp *Message, con bool, done func(error)) error
-	// Peer is the observer's address.
-	Peer() netip.AddrPort
-	// Token is the observation's token.
-	Token() []byte
-}
-
 var _ NotifyWriter = (*responseWriter)(nil)
 
 func (w *responseWriter) Peer() netip.AddrPort { return w.peer }
