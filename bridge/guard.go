@@ -9,30 +9,18 @@ import (
 	"github.com/opaque-edge/gatewayd/coap"
 )
 
-type ctxKey struct{}
-
-// exchange is what the chain's stages learn about one request.
-type exchange struct {
-	in        *coap.Message // the request as received, before any stage touched it
-	protected bool          // OSCORE: only outer options may be read or changed
-}
-
-// exchangeFrom returns the request's exchange, nil for a request the
-// guard did not mark.
-func exchangeFrom(ctx context.Context) *exchange {
-	x, _ := ctx.Value(ctxKey{}).(*exchange)
-	return x
-}
-
 // guard marks requests carrying the OSCORE option (RFC 8613 §2): from here
 // on the proxy reads and rewrites only outer options (§4.1), never the
-// payload. It keeps the request as it is here; the route stage checks the
-// message it sends against it with Verify and refuses to send one that
-// differs in anything else. Other requests pass unmarked, at no cost.
+// payload. It keeps the request as it is here (coap.Request.Sealed); the
+// route stage checks the message it sends against it with Verify and
+// refuses to send one that differs in anything else. Other requests pass
+// unmarked, at no cost.
 func guard(next coap.Handler) coap.Handler {
 	return coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, r *coap.Request) error {
 		if r.Msg.Options.Has(coap.OSCORE) {
-			ctx = context.WithValue(ctx, ctxKey{}, &exchange{in: r.Msg.Clone(), protected: true})
+			sealed := *r
+			sealed.Sealed = r.Msg.Clone()
+			r = &sealed
 		}
 		return next.ServeCoAP(ctx, w, r)
 	})

@@ -12,7 +12,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/opaque-edge/gatewayd/coap"
-	"github.com/opaque-edge/gatewayd/observe"
 	"github.com/opaque-edge/gatewayd/plugins"
 )
 
@@ -132,7 +131,7 @@ func (r *router) later(ctx context.Context, w coap.ResponseWriter, req *coap.Req
 	if err != nil {
 		return err
 	}
-	if err := r.verify(ctx, out); err != nil {
+	if err := r.verify(req, out); err != nil {
 		return err
 	}
 	start := time.Now()
@@ -146,9 +145,9 @@ func (r *router) later(ctx context.Context, w coap.ResponseWriter, req *coap.Req
 
 // verify fails closed: a protected message that this proxy changed beyond
 // what it may is never sent (the guard, PR1.1-PR1.3).
-func (r *router) verify(ctx context.Context, out *coap.Message) error {
-	if x := exchangeFrom(ctx); x != nil && x.protected {
-		if err := Verify(x.in, out); err != nil {
+func (r *router) verify(req *coap.Request, out *coap.Message) error {
+	if req.Sealed != nil {
+		if err := Verify(req.Sealed, out); err != nil {
 			return &coap.Error{Code: coap.InternalServerError, MaxAge: -1, Err: err}
 		}
 	}
@@ -200,7 +199,7 @@ func (r *router) exchange(ctx context.Context, w coap.ResponseWriter, req *coap.
 	if err != nil {
 		return err
 	}
-	if err := r.verify(ctx, out); err != nil {
+	if err := r.verify(req, out); err != nil {
 		return err
 	}
 	var up Upstream = r.upstream(dst.Addr())
@@ -209,7 +208,7 @@ func (r *router) exchange(ctx context.Context, w coap.ResponseWriter, req *coap.
 	}
 	start := time.Now()
 	var resp *coap.Message
-	if obs, ok := observe.UpstreamFrom(ctx); ok {
+	if obs := req.Observer; obs != nil {
 		var stop func(context.Context) error
 		resp, stop, err = up.Observe(ctx, dst, out, obs.Notify)
 		if stop != nil {

@@ -478,7 +478,9 @@ func (c *Cache) forwardShared(ctx context.Context, next coap.Handler, w coap.Res
 		if !hasETag(m, e.etag) {
 			out := *m
 			out.Options = append(make(coap.Options, 0, len(m.Options)+1), m.Options...).Insert(coap.ETag, e.etag)
-			fwd = &coap.Request{Msg: &out, Peer: r.Peer, Secure: r.Secure}
+			v := *r
+			v.Msg = &out
+			fwd = &v
 		}
 		c.stats.revalidations.Add(1)
 	}

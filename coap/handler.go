@@ -50,7 +50,7 @@ import (
 //     goroutine of its own, an answer's continuation), which may block.
 //
 // Nothing else: a value one stage hands the stages after it is a field of
-// the Request, where a reader of the stage sees it.
+// the Request (Observer, Sealed), where a reader of the stage sees it.
 //
 // The request: r and r.Msg are the chain's. A stage may rewrite the
 // message before it passes it on, in place or as a copy; never after the
@@ -69,6 +69,29 @@ type Request struct {
 	// the subject common name of the certificate the transport verified;
 	// empty when the transport authenticates no one (PeerIdentifier).
 	Identity string
+	// Observer, set by an Observe hub on the registration it passes on,
+	// asks the stage that reaches the origin to register the observation
+	// there (RFC 7641 §3.1) and report to Observer, rather than make a
+	// one-shot exchange. Notifications then go to Observer, not through
+	// the writer.
+	Observer Observer
+	// Sealed, set by the proxy's guard on an OSCORE request (RFC 8613),
+	// is the request as the guard received it. From there on stages read
+	// and rewrite only the outer options an intermediary may change
+	// (§4.1), and the stage that sends the request on checks its message
+	// against Sealed first.
+	Sealed *Message
+}
+
+// Observer is the end of an upstream observation that a hub serves its
+// observers from (RFC 7641 §5); see Request.Observer.
+type Observer interface {
+	// Notify receives every notification after the first response. It
+	// runs on a transport's reader goroutine and must not block.
+	Notify(n *Message)
+	// Started hands over the function that cancels the upstream
+	// observation; it is called before the first response is written.
+	Started(cancel func(ctx context.Context) error)
 }
 
 // Handler is one stage of a request chain; see the contract above.

@@ -187,7 +187,7 @@ func route(up *coap.Endpoint, to netip.AddrPort) coap.Handler {
 		defer cancel()
 		var resp *coap.Message
 		var err error
-		if u, ok := UpstreamFrom(ctx); ok {
+		if u := r.Observer; u != nil {
 			var obs *coap.Observation
 			resp, obs, err = up.Observe(ctx, to, &out, u.Notify)
 			if obs != nil {

@@ -320,7 +320,7 @@ type waiter struct {
 }
 
 // registration is one upstream observation as the stages after the hub
-// see it: the Upstream they report to.
+// see it: the coap.Observer they report to (Request.Observer).
 type registration struct {
 	h       *Hub
 	e       *entry
@@ -331,7 +331,7 @@ type registration struct {
 	earlyAt time.Time                   // guarded by h.mu
 }
 
-var _ Upstream = (*registration)(nil)
+var _ coap.Observer = (*registration)(nil)
 
 func (g *registration) takeCancelLocked() func(context.Context) error {
 	f := g.cancel
@@ -526,7 +526,8 @@ func (h *Hub) reregister(e *entry) {
 	defer cancel()
 	cw := &captureWriter{h: h, g: g}
 	req := *e.req
-	err := e.next.ServeCoAP(WithUpstream(ctx, g), cw, &req)
+	req.Observer = g
+	err := e.next.ServeCoAP(ctx, cw, &req)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if g.done {

@@ -151,7 +151,9 @@ func (h *Hub) register(ctx context.Context, w coap.ResponseWriter, r *coap.Reque
 	h.mu.Unlock()
 
 	cw := &captureWriter{h: h, g: g, leader: wt}
-	err := next.ServeCoAP(WithUpstream(ctx, g), cw, r)
+	req := *r
+	req.Observer = g
+	err := next.ServeCoAP(ctx, cw, &req)
 	h.mu.Lock()
 	if !g.done {
 		// next answered nobody: every waiter gets the same outcome.

@@ -9,12 +9,11 @@ import (
 	"time"
 
 	"github.com/opaque-edge/gatewayd/coap"
-	"github.com/opaque-edge/gatewayd/observe"
 )
 
 // Route is a route stage for tests: it sends every request to origin
 // through up, a Proxy-Uri turned into Uri-* options (RFC 7252 §6.4), and
-// when the hub asks for an upstream observation (observe.UpstreamFrom) it
+// when the hub asks for an upstream observation (coap.Request.Observer) it
 // observes the origin for it instead of making one exchange, as bridge's
 // route does. A failed exchange is a 5.02.
 func Route(up *coap.Endpoint, origin netip.AddrPort) coap.Handler {
@@ -32,7 +31,7 @@ func Route(up *coap.Endpoint, origin netip.AddrPort) coap.Handler {
 		defer cancel()
 		var resp *coap.Message
 		var err error
-		if u, ok := observe.UpstreamFrom(ctx); ok {
+		if u := r.Observer; u != nil {
 			var obs *coap.Observation
 			resp, obs, err = up.Observe(ctx, origin, &out, u.Notify)
 			if obs != nil {

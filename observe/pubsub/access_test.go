@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/coap/coaptest"
 )
 
 var (
@@ -119,11 +120,11 @@ func TestGateRefusesBeforeTheNextStage(t *testing.T) {
 		return w.WriteResponse(&coap.Message{Code: coap.Content})
 	}))
 	serve := func(peer netip.AddrPort, m *coap.Message) *coap.Message {
-		w := &recorder{}
-		if err := gate.ServeCoAP(context.Background(), w, &coap.Request{Msg: m, Peer: peer}); err != nil {
+		rec := coaptest.Serve(t, gate, &coap.Request{Msg: m, Peer: peer})
+		if err := rec.Err(); err != nil {
 			t.Fatal(err)
 		}
-		return w.resp
+		return rec.Msg()
 	}
 	wantForbidden(t, "outsider subscribes", serve(outsiderPeer, msg(coap.GET, dp, nil, coap.Observe, 0)), "only subscribers")
 	wantForbidden(t, "outsider creates", serve(outsiderPeer, msg(coap.POST, "/ps", enc(t, sensor("y")), coap.ContentFormat, testCF)), "only admins")

@@ -16,7 +16,6 @@ import (
 	"github.com/opaque-edge/gatewayd/acl"
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/internal/clock"
-	"github.com/opaque-edge/gatewayd/observe"
 )
 
 // Clock is the broker's source of time: rate limits, expiration dates and
@@ -59,7 +58,7 @@ type Stats struct {
 	// Publications counts accepted publications (2.01 and 2.04).
 	Publications uint64
 	// SubscribersInformed counts notifications handed to the hub
-	// (Upstream.Notify), final 4.04s included; the hub fans each out.
+	// (coap.Observer.Notify), final 4.04s included; the hub fans each out.
 	SubscribersInformed uint64
 	// Rejected counts requests the broker answered with 4.xx or 5.xx.
 	Rejected uint64
@@ -112,15 +111,15 @@ type topic struct {
 	// taken before Broker.mu, never after.
 	op sync.Mutex
 
-	gone    bool                        // guarded by Broker.mu: deleted or expired
-	props   Properties                  // guarded by Broker.mu
-	full    bool                        // guarded by Broker.mu: FULLY CREATED (draft §3.1)
-	hasCF   bool                        // guarded by Broker.mu: the publication had a Content-Format
-	cf      uint16                      // guarded by Broker.mu
-	payload []byte                      // guarded by Broker.mu: never modified, only replaced
-	seq     uint32                      // guarded by Broker.mu: Observe number of the last publication
-	lastPub time.Time                   // guarded by Broker.mu
-	subs    map[uint64]observe.Upstream // guarded by Broker.mu: observations by subscription id
+	gone    bool                     // guarded by Broker.mu: deleted or expired
+	props   Properties               // guarded by Broker.mu
+	full    bool                     // guarded by Broker.mu: FULLY CREATED (draft §3.1)
+	hasCF   bool                     // guarded by Broker.mu: the publication had a Content-Format
+	cf      uint16                   // guarded by Broker.mu
+	payload []byte                   // guarded by Broker.mu: never modified, only replaced
+	seq     uint32                   // guarded by Broker.mu: Observe number of the last publication
+	lastPub time.Time                // guarded by Broker.mu
+	subs    map[uint64]coap.Observer // guarded by Broker.mu: observations by subscription id
 }
 
 // New returns a broker serving cfg.Path, with the topics found in
@@ -285,7 +284,7 @@ func (b *Broker) topicFromRecord(raw []byte) (*topic, error) {
 	if len(r.Payload) > b.cfg.MaxPayload {
 		return nil, fmt.Errorf("pubsub: state file of topic %s: publication of %d bytes, over max_payload", r.ID, len(r.Payload))
 	}
-	t := &topic{id: r.ID, dataSeg: seg, creator: r.Creator, props: p, full: r.Full, seq: r.Seq & 0xffffff, subs: make(map[uint64]observe.Upstream)}
+	t := &topic{id: r.ID, dataSeg: seg, creator: r.Creator, props: p, full: r.Full, seq: r.Seq & 0xffffff, subs: make(map[uint64]coap.Observer)}
 	if r.Full {
 		t.payload, t.hasCF, t.cf = r.Payload, r.HasCF, r.CF
 		if t.payload == nil {

@@ -418,7 +418,7 @@ func TestCOSEPublicationPassesByteForByte(t *testing.T) {
 	r.subscribe(dp, u)
 	r.clock.Advance(time.Second)
 	req := msg(coap.PUT, dp, cose, coap.ContentFormat, 18)
-	wantCode(t, "publish COSE", r.do(context.Background(), req), coap.Changed)
+	wantCode(t, "publish COSE", r.do(nil, req), coap.Changed)
 	req.Payload[0] = 0 // the request's buffer is reused by the transport
 	n := u.notifications()
 	if len(n) != 1 || !bytes.Equal(n[0].Payload, []byte{0xd2, 0x84, 0x43, 0xa1, 0x01, 0x26, 0xa0, 0x44, 0xde, 0xad, 0xbe, 0xef, 0x58, 0x02, 0xff, 0x00, 0xff}) {
@@ -625,7 +625,7 @@ func TestStageRoutesOnlyItsPath(t *testing.T) {
 		msg(coap.GET, "/.well-known/core", nil),
 		msg(coap.GET, "/ps", nil, coap.ProxyURI, []byte("coap://node/ps")),
 	} {
-		wantCode(t, "not the broker's", r.do(context.Background(), m), coap.NotImplemented)
+		wantCode(t, "not the broker's", r.do(nil, m), coap.NotImplemented)
 	}
 	if r.next != 4 {
 		t.Fatalf("next saw %d", r.next)

@@ -5,9 +5,10 @@
 //
 // The broker is a stage of the proxy's chain placed after the Observe hub
 // (package observe). For a subscription the hub hands the request down with
-// observe.WithUpstream; the broker then acts as the origin of that
-// observation: it writes the first response, hands the hub a cancel
-// function and reports every later publication with Upstream.Notify. The
+// itself as its coap.Request.Observer; the broker then acts as the origin
+// of that observation: it writes the first response, hands the hub a
+// cancel function and reports every later publication with
+// Observer.Notify. The
 // hub does the fan-out to the subscribers. Without a hub the broker answers
 // one-shot responses. Who may administer topics, publish and subscribe is
 // decided by access lists (package acl) in the stage and, for the proxy to

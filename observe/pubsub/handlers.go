@@ -13,7 +13,6 @@ import (
 
 	"github.com/opaque-edge/gatewayd/acl"
 	"github.com/opaque-edge/gatewayd/coap"
-	"github.com/opaque-edge/gatewayd/observe"
 )
 
 // Content-Formats other than the broker's own (RFC 7252 §12.3).
@@ -328,7 +327,7 @@ func (b *Broker) create(w coap.ResponseWriter, r *coap.Request) error {
 		b.mu.Unlock()
 		return b.fail(w, coap.BadRequest, "pubsub: topic-data in use")
 	}
-	t := &topic{id: newIDLocked(b.topics), creator: creator, subs: make(map[uint64]observe.Upstream)}
+	t := &topic{id: newIDLocked(b.topics), creator: creator, subs: make(map[uint64]coap.Observer)}
 	if seg == "" {
 		seg = newIDLocked(b.byData)
 		td := b.dataPath(seg)
@@ -498,7 +497,7 @@ func (b *Broker) update(w coap.ResponseWriter, r *coap.Request, t *topic) error 
 	t.props = next
 	// §2.5.3: a lower max-subscribers ends the newest subscriptions with
 	// a final 4.04.
-	var evicted []observe.Upstream
+	var evicted []coap.Observer
 	if ms := next.MaxSubscribers; ms != nil && uint64(len(t.subs)) > *ms {
 		ids := make([]uint64, 0, len(t.subs))
 		for id := range t.subs {
@@ -560,7 +559,7 @@ func (b *Broker) uncreateLocked(t *topic) {
 }
 
 // takeSubs empties t's subscription list; the caller holds Broker.mu.
-func takeSubs(t *topic) []observe.Upstream {
+func takeSubs(t *topic) []coap.Observer {
 	if len(t.subs) == 0 {
 		return nil
 	}
@@ -569,7 +568,7 @@ func takeSubs(t *topic) []observe.Upstream {
 		ids = append(ids, id)
 	}
 	slices.Sort(ids)
-	out := make([]observe.Upstream, len(ids))
+	out := make([]coap.Observer, len(ids))
 	for i, id := range ids {
 		out[i] = t.subs[id]
 	}
@@ -577,9 +576,9 @@ func takeSubs(t *topic) []observe.Upstream {
 	return out
 }
 
-// notifyAll hands n to every subscription. Upstream.Notify never blocks;
+// notifyAll hands n to every subscription. Observer.Notify never blocks;
 // it is called with t.op held, never Broker.mu.
-func (b *Broker) notifyAll(subs []observe.Upstream, n *coap.Message) {
+func (b *Broker) notifyAll(subs []coap.Observer, n *coap.Message) {
 	for _, u := range subs {
 		u.Notify(n)
 		b.informed.Add(1)
@@ -666,10 +665,10 @@ func (b *Broker) publish(w coap.ResponseWriter, r *coap.Request, t *topic) error
 	}
 	b.mu.Lock()
 	t.full, t.hasCF, t.cf, t.payload, t.seq, t.lastPub = true, hasCF, cf, payload, seq, now
-	var subs []observe.Upstream
+	var subs []coap.Observer
 	var n *coap.Message
 	if len(t.subs) > 0 {
-		subs = make([]observe.Upstream, 0, len(t.subs))
+		subs = make([]coap.Observer, 0, len(t.subs))
 		for _, u := range t.subs {
 			subs = append(subs, u)
 		}
@@ -691,8 +690,8 @@ func (b *Broker) publish(w coap.ResponseWriter, r *coap.Request, t *topic) error
 func (b *Broker) read(ctx context.Context, w coap.ResponseWriter, r *coap.Request, t *topic) error {
 	m := r.Msg
 	obs, hasObs := m.Options.Uint(coap.Observe)
-	u, hasUp := observe.UpstreamFrom(ctx)
-	wantSub := hasObs && obs == 0 && hasUp
+	u := r.Observer
+	wantSub := hasObs && obs == 0 && u != nil
 	now := b.clock.Now()
 	b.mu.Lock()
 	if !b.liveLocked(t, now) || !t.full {

@@ -10,8 +10,8 @@ import (
 
 	"github.com/fxamacker/cbor/v2"
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/coap/coaptest"
 	"github.com/opaque-edge/gatewayd/internal/clock/clocktest"
-	"github.com/opaque-edge/gatewayd/observe"
 )
 
 const testCF = 65001
@@ -21,22 +21,6 @@ type fakeClock = clocktest.Fake
 
 func newFakeClock() *fakeClock { return clocktest.New(time.Date(2026, 7, 1, 12, 0, 0, 0, time.UTC)) }
 
-// recorder is an in-memory ResponseWriter.
-type recorder struct {
-	mu   sync.Mutex
-	resp *coap.Message
-}
-
-func (r *recorder) WriteResponse(m *coap.Message) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.resp != nil {
-		return coap.ErrAnswered
-	}
-	r.resp = m.Clone()
-	return nil
-}
-
 // fakeUpstream stands in for the hub's registration.
 type fakeUpstream struct {
 	mu      sync.Mutex
@@ -45,7 +29,7 @@ type fakeUpstream struct {
 	started int
 }
 
-var _ observe.Upstream = (*fakeUpstream)(nil)
+var _ coap.Observer = (*fakeUpstream)(nil)
 
 func (u *fakeUpstream) Notify(n *coap.Message) {
 	u.mu.Lock()
@@ -131,7 +115,10 @@ func msg(code coap.Code, path string, payload []byte, opts ...any) *coap.Message
 		}
 	}
 	for i := 0; i+1 < len(opts); i += 2 {
-		id := opts[i].(coap.OptionID)
+		id, ok := opts[i].(coap.OptionID)
+		if !ok {
+			panic("msg: options come in (coap.OptionID, value) pairs")
+		}
 		switch v := opts[i+1].(type) {
 		case int:
 			m.Options = m.Options.Insert(id, coap.EncodeUint(uint32(v)))
@@ -142,29 +129,30 @@ func msg(code coap.Code, path string, payload []byte, opts ...any) *coap.Message
 	return m
 }
 
-// do runs one request through the stage; ctx may carry an Upstream.
-func (r *rig) do(ctx context.Context, m *coap.Message) *coap.Message {
+// do runs one request through the stage, with u for the hub that asks
+// for an upstream observation, if not nil.
+func (r *rig) do(u coap.Observer, m *coap.Message) *coap.Message {
 	r.t.Helper()
-	w := &recorder{}
-	req := &coap.Request{Msg: m, Peer: r.peer, Identity: r.identity}
-	if err := r.stage.ServeCoAP(ctx, w, req); err != nil {
+	req := &coap.Request{Msg: m, Peer: r.peer, Identity: r.identity, Observer: u}
+	rec := coaptest.Serve(r.t, r.stage, req)
+	if err := rec.Err(); err != nil {
 		r.t.Fatalf("%v %v: %v", m.Code, m, err)
 	}
-	if w.resp == nil {
+	if rec.Msg() == nil {
 		r.t.Fatalf("%v: no response", m)
 	}
-	return w.resp
+	return rec.Msg()
 }
 
 func (r *rig) req(code coap.Code, path string, payload []byte, opts ...any) *coap.Message {
 	r.t.Helper()
-	return r.do(context.Background(), msg(code, path, payload, opts...))
+	return r.do(nil, msg(code, path, payload, opts...))
 }
 
 // subscribe registers u as the hub would.
-func (r *rig) subscribe(path string, u observe.Upstream) *coap.Message {
+func (r *rig) subscribe(path string, u coap.Observer) *coap.Message {
 	r.t.Helper()
-	return r.do(observe.WithUpstream(context.Background(), u), msg(coap.GET, path, nil, coap.Observe, 0))
+	return r.do(u, msg(coap.GET, path, nil, coap.Observe, 0))
 }
 
 func enc(t testing.TB, v any) []byte {
