@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/opaque-edge/gatewayd/coap"
 )
@@ -53,7 +54,7 @@ func Verify(in, out *coap.Message) error {
 			return fmt.Errorf("%w: unparsable Proxy-Uri was forwarded split", ErrTampered)
 		}
 		got := coap.URIFromOptions(b, u.Scheme, u.Host, u.Port)
-		if !equalStrings(got.Path, u.Path) || !equalStrings(got.Query, u.Query) || got.Host != u.Host || got.Port != u.Port {
+		if !slices.Equal(got.Path, u.Path) || !slices.Equal(got.Query, u.Query) || got.Host != u.Host || got.Port != u.Port {
 			return fmt.Errorf("%w: Uri-* options %s do not match Proxy-Uri %s", ErrTampered, got, u)
 		}
 		a = a.Remove(coap.ProxyURI)
@@ -66,16 +67,4 @@ func Verify(in, out *coap.Message) error {
 		return fmt.Errorf("%w: options %v became %v", ErrTampered, a, b)
 	}
 	return nil
-}
-
-func equalStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
