@@ -256,6 +256,9 @@ func newAmp(v *verifier, trusted []netip.Prefix, plugin func(netip.Addr) bool, f
 				size = m.Size()
 			}
 			lw := &limitWriter{w: w, v: v, peer: a, tokLen: len(m.Token), limit: ampFactor * size, safe: m.Code.IsSafe()}
+			// Later stages find lw in front of the writer (coap.WrapperOf):
+			// the local stage cuts its representations to fit.
+			ww := coap.WrapWriter(w, lw)
 			if obs, ok := m.Options.Uint(coap.Observe); ok && obs == 0 && m.Code.IsSafe() {
 				// Not an observer until verified: notifications would go
 				// on to the address for as long as the resource changes.
@@ -276,7 +279,7 @@ func newAmp(v *verifier, trusted []netip.Prefix, plugin func(netip.Addr) bool, f
 					lw.mu.Unlock()
 				}
 			}
-			err := next.ServeCoAP(withLimit(ctx, lw), lw, r)
+			err := next.ServeCoAP(ctx, ww, r)
 			if err == nil || errors.Is(err, coap.ErrLater) {
 				return err
 			}
@@ -299,7 +302,10 @@ func withoutEcho(r *coap.Request) *coap.Request {
 	return &req
 }
 
-// limitWriter answers an unverified client within the limit.
+// limitWriter answers an unverified client within the limit: the
+// amplification stage's part of the writer it hands on (coap.Wrapper).
+// Every answer goes at once or, if small enough to be retransmitted, not
+// at all, whichever way it was written.
 type limitWriter struct {
 	w      coap.ResponseWriter
 	v      *verifier
@@ -313,17 +319,17 @@ type limitWriter struct {
 	timer *time.Timer // guarded by mu: echoDeadline
 }
 
-var (
-	_ coap.PromptWriter = (*limitWriter)(nil)
-	_ coap.Finisher     = (*limitWriter)(nil)
-)
+var _ coap.Wrapper = (*limitWriter)(nil)
 
 // size is what resp takes as the answer: with the request's token.
 func (l *limitWriter) size(resp *coap.Message) int {
 	return resp.Size() - len(resp.Token) + l.tokLen
 }
 
-func (l *limitWriter) WriteResponse(resp *coap.Message) error {
+func (l *limitWriter) Write(_ coap.Next, resp *coap.Message) error { return l.write(resp) }
+
+// write answers with resp, or what of it fits the limit.
+func (l *limitWriter) write(resp *coap.Message) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.done {
@@ -336,13 +342,9 @@ func (l *limitWriter) WriteResponse(resp *coap.Message) error {
 	return l.sendLocked(l.fit(resp))
 }
 
-// WritePrompt is WriteResponse: every answer of an unverified client's
-// goes at once or, if small enough to be retransmitted, not at all.
-func (l *limitWriter) WritePrompt(resp *coap.Message) error { return l.WriteResponse(resp) }
-
 // Finish ends a request answered later: an error not yet answered is
 // answered within the limit first.
-func (l *limitWriter) Finish(err error) {
+func (l *limitWriter) Finish(next coap.Next, err error) {
 	if err != nil && !errors.Is(err, coap.ErrLater) && l.answerError(err) {
 		err = nil
 	}
@@ -351,7 +353,7 @@ func (l *limitWriter) Finish(err error) {
 		l.timer.Stop()
 	}
 	l.mu.Unlock()
-	coap.Finish(l.w, err)
+	next.Finish(err)
 }
 
 // answerError writes err's response within the limit, unless an answer
@@ -384,7 +386,7 @@ func (l *limitWriter) expire() {
 		return
 	}
 	l.v.challenges.Add(1)
-	if err := l.w.(coap.PromptWriter).WritePrompt(l.challengeMessage()); err != nil {
+	if err := coap.WritePrompt(l.w, l.challengeMessage()); err != nil {
 		// ErrSeparate: too late already. The answer may still go, if it
 		// is small enough to go as a separate response.
 		l.v.challenges.Add(^uint64(0))
@@ -450,7 +452,7 @@ func (l *limitWriter) sendLocked(f fitted) error {
 		// it counted; taken back if it does not go.
 		l.v.challenges.Add(1)
 	}
-	err := writePrompt(l.w, f.m)
+	err := coap.WritePrompt(l.w, f.m)
 	sent := err == nil
 	if errors.Is(err, coap.ErrSeparate) {
 		if f.challenge || 4+separateCopies*l.size(f.m) > l.limit {
@@ -465,28 +467,4 @@ func (l *limitWriter) sendLocked(f fitted) error {
 		l.v.challenges.Add(^uint64(0))
 	}
 	return err
-}
-
-// writePrompt writes resp at once through w (PromptWriter). A writer that
-// is not one belongs to no UDP endpoint's exchange and so never makes a
-// separate response.
-func writePrompt(w coap.ResponseWriter, resp *coap.Message) error {
-	if pw, ok := w.(coap.PromptWriter); ok {
-		return pw.WritePrompt(resp)
-	}
-	return w.WriteResponse(resp)
-}
-
-// limitKey is the context key of an unverified client's limitWriter.
-type limitKey struct{}
-
-func withLimit(ctx context.Context, l *limitWriter) context.Context {
-	return context.WithValue(ctx, limitKey{}, l)
-}
-
-// limitOf returns the limit a request's answer must keep, ok false for a
-// verified client.
-func limitOf(ctx context.Context) (l *limitWriter, ok bool) {
-	l, ok = ctx.Value(limitKey{}).(*limitWriter)
-	return l, ok
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/coap/coaptest"
 	"github.com/opaque-edge/gatewayd/plugins/sdk/blockwise"
 )
 
@@ -488,16 +489,6 @@ func TestNodeThatAcknowledgesACONIsVerified(t *testing.T) {
 	}
 }
 
-// lateWriter is an endpoint writer whose CON request has had its empty
-// ACK: WritePrompt refuses, WriteResponse sends a separate response.
-type lateWriter struct{ sent []*coap.Message }
-
-func (w *lateWriter) WritePrompt(*coap.Message) error { return coap.ErrSeparate }
-func (w *lateWriter) WriteResponse(m *coap.Message) error {
-	w.sent = append(w.sent, m)
-	return nil
-}
-
 // An answer to an unverified client that comes after the empty ACK would
 // be a separate response, a CON retransmitted up to MAX_RETRANSMIT times:
 // it goes only if all its copies and the ACK fit the limit, and a
@@ -518,12 +509,16 @@ func TestLateAnswersToUnverifiedGoSeparateOnlyWithinTheLimit(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			before := v.dropped.Load()
-			w := &lateWriter{}
+			// The client's CON request has had its empty ACK:
+			// WritePrompt refuses, WriteResponse sends a separate
+			// response.
+			w := coaptest.NewRecorder(nil)
+			w.SetAcked()
 			l := &limitWriter{w: w, v: v, peer: netip.MustParseAddr("192.0.2.9"), tokLen: 4, limit: tc.limit, safe: tc.safe}
-			if err := l.WriteResponse(tc.resp); err != nil {
+			if err := coap.WrapWriter(w, l).WriteResponse(tc.resp); err != nil {
 				t.Fatal(err)
 			}
-			if sent := len(w.sent) == 1; sent != tc.sent {
+			if sent := w.Msg() != nil; sent != tc.sent {
 				t.Fatalf("sent as a separate response: %v, want %v", sent, tc.sent)
 			}
 			if got := v.dropped.Load() - before; got != tc.dropped {
@@ -586,15 +581,6 @@ func TestConfigValidatesAmplificationKeys(t *testing.T) {
 	}
 }
 
-// promptWriter records what it is given to send at once.
-type promptWriter struct{ sent []*coap.Message }
-
-func (w *promptWriter) WritePrompt(m *coap.Message) error { w.sent = append(w.sent, m); return nil }
-func (w *promptWriter) WriteResponse(m *coap.Message) error {
-	w.sent = append(w.sent, m)
-	return nil
-}
-
 // The answer to an unsafe request that was processed (the broker's
 // 2.01) cannot become a 4.01, which would have the client do it again:
 // over the limit it goes without its payload, and without its options
@@ -611,15 +597,15 @@ func TestProcessedUnsafeAnswerIsTrimmedNotChallenged(t *testing.T) {
 		{"room for the options", 3 * 20, true},
 		{"room for the code alone", 3 * 5, false},
 	} {
-		w := &promptWriter{}
+		w := coaptest.NewRecorder(nil)
 		l := &limitWriter{w: w, v: v, peer: netip.MustParseAddr("192.0.2.9"), tokLen: 1, limit: tc.limit, safe: false}
-		if err := l.WriteResponse(created); err != nil {
+		if err := coap.WrapWriter(w, l).WriteResponse(created); err != nil {
 			t.Fatal(err)
 		}
-		if len(w.sent) != 1 {
-			t.Fatalf("%s: %d messages sent", tc.name, len(w.sent))
+		if w.Writes() != 1 {
+			t.Fatalf("%s: %d messages sent", tc.name, w.Writes())
 		}
-		got := w.sent[0]
+		got := w.Msg()
 		if got.Code != coap.Created || len(got.Payload) != 0 || got.Options.Has(coap.LocationPath) != tc.options || l.size(got) > tc.limit {
 			t.Fatalf("%s: sent %v with options %v, want a 2.01 without payload, Location-Path %v, within %d bytes", tc.name, got, got.Options, tc.options, tc.limit)
 		}

@@ -56,26 +56,25 @@ func takeBlock2(r *coap.Request) (*coap.Request, blockRequest, error) {
 	return &req, br, nil
 }
 
-// blockWriter cuts a 2.05 into the block the request asks for.
+// blockWriter cuts a 2.05 into the block the request asks for: the local
+// stage's part of the writer it hands on.
 type blockWriter struct {
-	w     coap.ResponseWriter
+	coap.PassFinish
 	br    blockRequest
 	limit *limitWriter // an unverified client's limit; nil when verified
 }
 
-var _ coap.Finisher = (*blockWriter)(nil)
+var _ coap.Wrapper = (*blockWriter)(nil)
 
-func (b *blockWriter) Finish(err error) { coap.Finish(b.w, err) }
-
-func (b *blockWriter) WriteResponse(resp *coap.Message) error {
+func (b *blockWriter) Write(next coap.Next, resp *coap.Message) error {
 	if resp.Code != coap.Content || resp.Options.Has(coap.Block2) {
-		return b.w.WriteResponse(resp)
+		return next.Write(resp)
 	}
 	out, err := b.cut(resp)
 	if err != nil {
-		return b.w.WriteResponse(errResponse(err))
+		return next.Write(errResponse(err))
 	}
-	return b.w.WriteResponse(out)
+	return next.Write(out)
 }
 
 // cut is resp as the block asked for, or resp itself when it is one

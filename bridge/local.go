@@ -32,8 +32,10 @@ func newLocal(cfg Config, forwards, owned func(*coap.Message) bool, more func() 
 				if r, br, err = takeBlock2(r); err != nil {
 					return err
 				}
-				l, _ := limitOf(ctx)
-				w = &blockWriter{w: w, br: br, limit: l}
+				// An unverified client's answer has a size limit
+				// (amp.go): the block is cut to fit it.
+				l, _ := coap.WrapperOf[*limitWriter](w)
+				w = coap.WrapWriter(w, &blockWriter{br: br, limit: l})
 			}
 			// RFC 7252 §5.4.1: a critical option the resource does not
 			// understand is 4.02 on every local resource, whatever the

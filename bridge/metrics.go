@@ -8,8 +8,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"net/netip"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -97,64 +97,24 @@ func newMetrics(reg *prometheus.Registry, p *Proxy, version string) *metrics {
 	return m
 }
 
-// countingWriter records the code a request was answered with.
-type countingWriter struct {
-	coap.ResponseWriter
-	code coap.Code
-}
-
-func (w *countingWriter) WriteResponse(resp *coap.Message) error {
-	if w.code == 0 {
-		w.code = resp.Code
-	}
-	return w.ResponseWriter.WriteResponse(resp)
-}
-
-// Notify keeps observers working through the wrapper.
-func (w *countingWriter) Notify(resp *coap.Message, con bool, done func(error)) error {
-	nw, ok := w.ResponseWriter.(coap.NotifyWriter)
-	if !ok {
-		return errors.New("bridge: not observable")
-	}
-	return nw.Notify(resp, con, done)
-}
-
-func (w *countingWriter) Peer() netip.AddrPort { return w.ResponseWriter.(coap.NotifyWriter).Peer() }
-func (w *countingWriter) Token() []byte        { return w.ResponseWriter.(coap.NotifyWriter).Token() }
-
-// stage counts every request by method and the code it got.
+// stage counts every request by method and the code it got, when the
+// request ends: at once, or at Finish for one answered later
+// (coap.ErrLater).
 func (m *metrics) stage(next coap.Handler) coap.Handler {
 	return coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, r *coap.Request) error {
-		if coap.Inline(ctx) {
-			// The answer may come later (coap.Later): count it when the
-			// request ends.
-			lw := &laterCounter{w: w, m: m, method: r.Msg.Code}
-			err := next.ServeCoAP(ctx, lw, r)
-			if errors.Is(err, coap.ErrLater) {
-				lw.later = true
-				return err
-			}
-			m.count(r.Msg.Code, lw.code, err)
+		if cr, ok := w.(coap.CodeReporter); ok && r.Msg.Options.Has(coap.Observe) {
+			// No wrapper for a registration: an Observe hub keeps the
+			// writer of every observer, and waits for the first
+			// response itself.
+			err := next.ServeCoAP(ctx, w, r)
+			m.count(r.Msg.Code, cr.Code(), err)
 			return err
 		}
-		// The endpoint's writers report their code; others are wrapped. No
-		// wrapper for the common case: an Observe hub keeps the writer of
-		// every observer.
-		var code coap.Code
-		var err error
-		if cr, ok := w.(coap.CodeReporter); ok {
-			err = next.ServeCoAP(ctx, w, r)
-			code = cr.Code()
-		} else {
-			cw := &countingWriter{ResponseWriter: w}
-			var out coap.ResponseWriter = cw
-			if _, ok := w.(coap.NotifyWriter); !ok {
-				out = plainWriter{cw}
-			}
-			err = next.ServeCoAP(ctx, out, r)
-			code = cw.code
-		}
-		m.count(r.Msg.Code, code, err)
+		c := &counter{m: m, method: r.Msg.Code}
+		cw := coap.WrapWriter(w, c)
+		c.code, _ = cw.(coap.CodeReporter) // WrapWriter's writers are
+		err := next.ServeCoAP(ctx, cw, r)
+		c.returned(err)
 		return err
 	})
 }
@@ -182,50 +142,63 @@ func (m *metrics) count(method, code coap.Code, err error) {
 	ref.c.Inc()
 }
 
-// laterCounter counts a request served on an endpoint's reader, which may
-// be answered after the stage returned (coap.ErrLater): then it counts at
-// Finish, which ends every such request.
-type laterCounter struct {
-	w      coap.ResponseWriter
+// counter is the metrics stage's part of the writer it hands on: it counts
+// the request once, when the stage returns or, for a request answered
+// later, at Finish, whichever comes last.
+type counter struct {
+	coap.PassWrite
 	m      *metrics
 	method coap.Code
-	later  bool      // set before the answer can come (coap.Later)
-	code   coap.Code // of the first response written
+	code   coap.CodeReporter // the wrapped writer
+
+	mu    sync.Mutex
+	state counterState // guarded by mu
+	ferr  error        // guarded by mu: Finish's error, when it came first
 }
 
-func (c *laterCounter) WriteResponse(resp *coap.Message) error {
-	if c.code == 0 && resp != nil {
-		c.code = resp.Code
-	}
-	return c.w.WriteResponse(resp)
-}
+type counterState uint8
 
-// WritePrompt keeps the endpoint's coap.PromptWriter through the counter.
-func (c *laterCounter) WritePrompt(resp *coap.Message) error {
-	err := writePrompt(c.w, resp)
-	if err == nil && c.code == 0 {
-		c.code = resp.Code
-	}
-	return err
-}
-
-var (
-	_ coap.PromptWriter = (*laterCounter)(nil)
-	_ coap.Finisher     = (*laterCounter)(nil)
+const (
+	serving  counterState = iota // the stage has not returned
+	later                        // it returned ErrLater; Finish counts
+	finished                     // Finish came before the stage returned
+	counted
 )
 
-func (c *laterCounter) Finish(err error) {
-	if c.later {
-		c.later = false // once
-		c.m.count(c.method, c.code, err)
+// returned is called with what the stage returned.
+func (c *counter) returned(err error) {
+	c.mu.Lock()
+	st := c.state
+	switch {
+	case st == finished:
+		err = c.ferr
+	case errors.Is(err, coap.ErrLater):
+		c.state = later
+		c.mu.Unlock()
+		return
 	}
-	coap.Finish(c.w, err)
+	c.state = counted
+	c.mu.Unlock()
+	c.m.count(c.method, c.code.Code(), err)
 }
 
-// plainWriter hides Notify from a writer that cannot notify.
-type plainWriter struct{ w *countingWriter }
-
-func (p plainWriter) WriteResponse(resp *coap.Message) error { return p.w.WriteResponse(resp) }
+func (c *counter) Finish(next coap.Next, err error) {
+	c.mu.Lock()
+	switch c.state {
+	case serving:
+		// Outside an endpoint, coap.Later starts the answer at once: it
+		// may end before the stage has returned.
+		c.state, c.ferr = finished, err
+	case later:
+		c.state = counted
+		c.mu.Unlock()
+		c.m.count(c.method, c.code.Code(), err)
+		next.Finish(err)
+		return
+	}
+	c.mu.Unlock()
+	next.Finish(err)
+}
 
 // codeLabels are the "c.dd" labels of every code, made once.
 var codeLabels = func() (l [256]string) {
