@@ -219,8 +219,10 @@ func (c *Cache) maxAge(m *coap.Message) (time.Duration, bool) {
 // response is stored if cacheable and then written to the client. A 2.xx
 // to POST, PUT, DELETE, PATCH or iPATCH drops the entries of the URI.
 //
-// next must answer before it returns. The message a hit hands to w shares
-// option values and payload with the store: w must not modify it.
+// next answers before it returns, or later (coap.ErrLater): then the
+// response is stored and written when it comes, and the stage returns
+// ErrLater too. The message a hit hands to w shares option values and
+// payload with the store: w must not modify it.
 func (c *Cache) Stage(next coap.Handler) coap.Handler {
 	return coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, r *coap.Request) error {
 		m := r.Msg
@@ -252,23 +254,24 @@ func (c *Cache) serveUnsafe(ctx context.Context, next coap.Handler, w coap.Respo
 	}
 	uri := k.uri()
 	k.release()
-	return next.ServeCoAP(ctx, &invalidator{w: w, c: c, uri: uri}, r)
+	return next.ServeCoAP(ctx, coap.WrapWriter(w, &invalidator{c: c, uri: uri}), r)
 }
 
+// invalidator is serveUnsafe's part of the writer it hands on: a success
+// drops the entries of the URI before it goes to the client.
 type invalidator struct {
-	w   coap.ResponseWriter
+	coap.PassFinish
 	c   *Cache
 	uri [sha256.Size]byte
 }
 
-// Finish passes an answer that came later on (coap.Finisher).
-func (v *invalidator) Finish(err error) { coap.Finish(v.w, err) }
+var _ coap.Wrapper = (*invalidator)(nil)
 
-func (v *invalidator) WriteResponse(resp *coap.Message) error {
+func (v *invalidator) Write(next coap.Next, resp *coap.Message) error {
 	if resp != nil && resp.Code.Class() == 2 && resp.Code != coap.Continue {
 		v.c.Invalidate(Key{URI: v.uri})
 	}
-	return v.w.WriteResponse(resp)
+	return next.Write(resp)
 }
 
 // serveSafe handles GET and FETCH.
@@ -485,7 +488,7 @@ func (c *Cache) forwardShared(ctx context.Context, next coap.Handler, w coap.Res
 		c.stats.revalidations.Add(1)
 	}
 	cw := &capture{}
-	err := next.ServeCoAP(ctx, cw, fwd)
+	err := next.ServeCoAP(ctx, coap.WrapWriter(w, cw), fwd)
 	if errors.Is(err, coap.ErrLater) {
 		// The answer comes to cw, and what follows runs then.
 		cw.whenFinished(func(resp *coap.Message, err error) {
@@ -588,9 +591,11 @@ func firstErr(a, b error) error {
 	return b
 }
 
-// capture is the ResponseWriter later stages see: it keeps a copy of the
-// response, which the cache writes to the client itself. When they answer
-// later (coap.ErrLater), their Finish hands it to then.
+// capture is the cache's part of the writer later stages see: it keeps
+// the response, which the cache writes to the client itself, whichever
+// way it was written (a copy, unless handed over with WriteOwned). When
+// they answer later (coap.ErrLater), their Finish hands it to then, and
+// the cache ends the request on the client's writer in its own time.
 type capture struct {
 	mu       sync.Mutex
 	resp     *coap.Message                       // guarded by mu
@@ -600,8 +605,10 @@ type capture struct {
 	ferr     error                               // guarded by mu: Finish's error
 }
 
-// Finish ends an answer that came later (coap.Finisher).
-func (cw *capture) Finish(err error) {
+var _ coap.Wrapper = (*capture)(nil)
+
+// Finish ends an answer that came later.
+func (cw *capture) Finish(_ coap.Next, err error) {
 	cw.mu.Lock()
 	if cw.finished {
 		cw.mu.Unlock()
@@ -631,18 +638,15 @@ func (cw *capture) whenFinished(then func(resp *coap.Message, err error)) {
 	then(resp, err)
 }
 
-func (cw *capture) WriteResponse(m *coap.Message) error {
+// Write keeps the response: m itself when it is handed over (the
+// upstream's response, which the router writes with coap.WriteOwned),
+// else a copy.
+func (cw *capture) Write(next coap.Next, m *coap.Message) error {
 	if m == nil {
 		return errNilResponse
 	}
-	return cw.keep(m.Clone())
-}
-
-// WriteOwned keeps m itself: the upstream's response, which the router
-// hands over (coap.OwnedWriter).
-func (cw *capture) WriteOwned(m *coap.Message) error {
-	if m == nil {
-		return errNilResponse
+	if !next.Owned() {
+		m = m.Clone()
 	}
 	return cw.keep(m)
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/coap/coaptest"
 )
 
 const target = "coap://[fd00::1]/temp"
@@ -597,11 +598,11 @@ func TestIdenticalConcurrentMissesAreCoalesced(t *testing.T) {
 	stage := c.Stage(blocking)
 	const n = 8
 	var wg sync.WaitGroup
-	writers := make([]*recorder, n)
+	writers := make([]*coaptest.Recorder, n)
 	for i := range writers {
-		writers[i] = &recorder{}
+		writers[i] = coaptest.NewRecorder(nil)
 		wg.Add(1)
-		go func(w *recorder) {
+		go func(w *coaptest.Recorder) {
 			defer wg.Done()
 			if err := stage.ServeCoAP(context.Background(), w, get(target)); err != nil {
 				t.Error(err)
@@ -625,7 +626,7 @@ func TestIdenticalConcurrentMissesAreCoalesced(t *testing.T) {
 		t.Fatalf("origin called %d times, want 1", o.count())
 	}
 	for i, w := range writers {
-		if m := w.get(); m == nil || string(m.Payload) != "x" {
+		if m := w.Msg(); m == nil || string(m.Payload) != "x" {
 			t.Fatalf("waiter %d got %v", i, m)
 		}
 	}
@@ -647,7 +648,7 @@ func TestCoalescedWaitersShareTheLeadersError(t *testing.T) {
 		calls.Add(1)
 		go func() {
 			defer calls.Done()
-			errs <- stage.ServeCoAP(context.Background(), &recorder{}, get(target))
+			errs <- stage.ServeCoAP(context.Background(), coaptest.NewRecorder(nil), get(target))
 		}()
 	}
 	for {
@@ -749,7 +750,7 @@ func TestUncacheableKeyIsNotCoalesced(t *testing.T) {
 		}
 		return o.ServeCoAP(ctx, w, r)
 	}))
-	if err := stage.ServeCoAP(context.Background(), &recorder{}, get(target)); err != nil {
+	if err := stage.ServeCoAP(context.Background(), coaptest.NewRecorder(nil), get(target)); err != nil {
 		t.Fatal(err)
 	}
 	// Now n identical requests at once: every one must reach the origin
@@ -764,11 +765,11 @@ func TestUncacheableKeyIsNotCoalesced(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			w := &recorder{}
+			w := coaptest.NewRecorder(nil)
 			if err := stage.ServeCoAP(context.Background(), w, get(target)); err != nil {
 				t.Error(err)
 			}
-			if m := w.get(); m == nil || string(m.Payload) != "x" {
+			if m := w.Msg(); m == nil || string(m.Payload) != "x" {
 				t.Errorf("got %v", m)
 			}
 		}()
@@ -793,7 +794,7 @@ func TestUncacheableKeyIsNotCoalesced(t *testing.T) {
 	mu.Lock()
 	block, maxAge = false, 30
 	mu.Unlock()
-	if err := stage.ServeCoAP(context.Background(), &recorder{}, get(target)); err != nil {
+	if err := stage.ServeCoAP(context.Background(), coaptest.NewRecorder(nil), get(target)); err != nil {
 		t.Fatal(err)
 	}
 	c.mu.Lock()
@@ -803,15 +804,6 @@ func TestUncacheableKeyIsNotCoalesced(t *testing.T) {
 		t.Fatal("key still marked unshared after a cacheable response")
 	}
 }
-
-// finishRecorder is a client's writer that also learns when a request
-// answered later ends (coap.Finisher).
-type finishRecorder struct {
-	recorder
-	done chan error
-}
-
-func (f *finishRecorder) Finish(err error) { f.done <- err }
 
 // When the next stage answers later (coap.Later), the cache stores and
 // answers from the answer's continuation, whether the answer comes after
@@ -835,26 +827,22 @@ func TestForwardAnsweredLaterIsStoredAndAnswered(t *testing.T) {
 			}
 			return err
 		}))
-		w := &finishRecorder{done: make(chan error, 2)}
+		w := coaptest.NewRecorder(nil)
 		if err := stage.ServeCoAP(context.Background(), w, get(target)); !errors.Is(err, coap.ErrLater) {
 			t.Fatalf("before=%v: %v, want ErrLater", before, err)
 		}
-		select {
-		case err := <-w.done:
-			if err != nil {
-				t.Fatalf("before=%v: Finish(%v)", before, err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatalf("before=%v: the request never ended", before)
+		w.WaitFor(t, "the request to end", func(r *coaptest.Recorder) bool { return r.Finishes() > 0 })
+		if err := w.Err(); err != nil || w.Finishes() != 1 {
+			t.Fatalf("before=%v: Finish(%v), %d times", before, err, w.Finishes())
 		}
-		if m := w.get(); m == nil || string(m.Payload) != "x" {
+		if m := w.Msg(); m == nil || string(m.Payload) != "x" {
 			t.Fatalf("before=%v: client got %v", before, m)
 		}
-		hit := &recorder{}
+		hit := coaptest.NewRecorder(nil)
 		if err := stage.ServeCoAP(context.Background(), hit, get(target)); err != nil {
 			t.Fatal(err)
 		}
-		if o.count() != 1 || hit.get() == nil || c.Stats().Hits != 1 {
+		if o.count() != 1 || hit.Msg() == nil || c.Stats().Hits != 1 {
 			t.Fatalf("before=%v: origin %d calls, hits %d: the answer was not stored", before, o.count(), c.Stats().Hits)
 		}
 	}
@@ -865,14 +853,15 @@ func TestForwardAnsweredLaterIsStoredAndAnswered(t *testing.T) {
 func TestCaptureKeepsAHandedOverResponse(t *testing.T) {
 	m := &coap.Message{Code: coap.Content, Payload: []byte("x")}
 	var owned capture
-	if err := coap.WriteOwned(&owned, m); err != nil || owned.resp != m {
+	ow := coap.WrapWriter(coaptest.NewRecorder(nil), &owned)
+	if err := coap.WriteOwned(ow, m); err != nil || owned.resp != m {
 		t.Fatalf("handed over: kept %p (err %v), want %p", owned.resp, err, m)
 	}
 	var copied capture
-	if err := copied.WriteResponse(m); err != nil || copied.resp == m || string(copied.resp.Payload) != "x" {
+	if err := coap.WrapWriter(coaptest.NewRecorder(nil), &copied).WriteResponse(m); err != nil || copied.resp == m || string(copied.resp.Payload) != "x" {
 		t.Fatalf("written: kept %p %v (err %v), want a copy of %p", copied.resp, copied.resp, err, m)
 	}
-	if err := coap.WriteOwned(&owned, m); !errors.Is(err, coap.ErrAnswered) {
+	if err := coap.WriteOwned(ow, m); !errors.Is(err, coap.ErrAnswered) {
 		t.Fatalf("second answer: %v", err)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/coap/coaptest"
 )
 
 // clock is an injectable time source that moves only when told.
@@ -66,28 +67,6 @@ func (o *origin) last(t *testing.T) *coap.Message {
 	return o.got[len(o.got)-1]
 }
 
-// recorder is an in-memory ResponseWriter.
-type recorder struct {
-	mu   sync.Mutex
-	resp *coap.Message // guarded by mu
-}
-
-func (r *recorder) WriteResponse(m *coap.Message) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.resp != nil {
-		return coap.ErrAnswered
-	}
-	r.resp = m.Clone()
-	return nil
-}
-
-func (r *recorder) get() *coap.Message {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.resp
-}
-
 // content answers 2.05 with a payload, Content-Format, ETag and Max-Age.
 func content(payload string, cf uint32, etag string, maxAge int) *coap.Message {
 	m := &coap.Message{Code: coap.Content, Payload: []byte(payload)}
@@ -139,11 +118,11 @@ func newFixture(t *testing.T, cfg Config, resp func(int, *coap.Message) *coap.Me
 // do sends a request through the stage and returns the answer.
 func (f *fixture) do(t *testing.T, r *coap.Request) *coap.Message {
 	t.Helper()
-	w := &recorder{}
+	w := coaptest.NewRecorder(nil)
 	if err := f.stage.ServeCoAP(context.Background(), w, r); err != nil {
 		t.Fatalf("stage: %v", err)
 	}
-	resp := w.get()
+	resp := w.Msg()
 	if resp == nil {
 		t.Fatal("no response written")
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/coap/coaptest"
 )
 
 // FuzzKey drives the key over arbitrary messages: it never panics, a
@@ -119,7 +120,7 @@ func hitFixture(tb testing.TB) (*Cache, *coap.Request) {
 	c := New(Defaults())
 	r := get("coap://[fd00::1]/sensors/temp?unit=c", uintOpt(coap.Accept, 0), coap.Option{ID: coap.HopLimit, Value: []byte{15}})
 	o := newOrigin(always(content("22.5", 0, "e1", 60)))
-	w := &recorder{}
+	w := coaptest.NewRecorder(nil)
 	if err := c.Stage(o).ServeCoAP(context.Background(), w, r); err != nil {
 		tb.Fatal(err)
 	}
@@ -174,13 +175,13 @@ func BenchmarkHitParallel(b *testing.B) {
 
 func TestHitAnswerLeavesStoreUntouched(t *testing.T) {
 	c, r := hitFixture(t)
-	w := &recorder{}
+	w := coaptest.NewRecorder(nil)
 	c.Stage(nil).ServeCoAP(context.Background(), w, r)
 	k := mustKey(t, r)
 	c.mu.Lock()
 	stored := c.entries[k.ID].resp
 	c.mu.Unlock()
-	if got := w.get(); !bytes.Equal(got.Payload, stored.Payload) || stored.Options.Has(coap.MaxAge) && maxAgeOf(t, stored) != 60 {
+	if got := w.Msg(); !bytes.Equal(got.Payload, stored.Payload) || stored.Options.Has(coap.MaxAge) && maxAgeOf(t, stored) != 60 {
 		t.Fatal("the stored response changed")
 	}
 }
