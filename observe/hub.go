@@ -524,10 +524,13 @@ func (h *Hub) reregister(e *entry) {
 	g := &registration{h: h, e: e}
 	ctx, cancel := context.WithTimeout(h.ctx, reregisterTimeout)
 	defer cancel()
-	cw := &captureWriter{h: h, g: g}
+	cw := newCapture(h, g, nil)
 	req := *e.req
 	req.Observer = g
-	err := e.next.ServeCoAP(ctx, cw, &req)
+	err := e.next.ServeCoAP(ctx, coap.WrapWriter(nobody{}, cw), &req)
+	if errors.Is(err, coap.ErrLater) {
+		err = cw.wait(ctx)
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if g.done {
@@ -536,6 +539,12 @@ func (h *Hub) reregister(e *entry) {
 	h.log.Debug("re-registration failed", "err", err)
 	h.resolveLocked(g, errorResponse(err))
 }
+
+// nobody is the writer of a re-registration, which no client waits for:
+// the first response goes to the hub's captureWriter, never on.
+type nobody struct{}
+
+func (nobody) WriteResponse(*coap.Message) error { return nil }
 
 // errorResponse is what observers get when a registration ends without a
 // response.

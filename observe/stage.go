@@ -3,7 +3,9 @@ package observe
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/opaque-edge/gatewayd/coap"
@@ -12,7 +14,9 @@ import (
 // Stage is the hub's link in the proxy's chain: it sits after the local
 // stage and before the cache and route stages. Registrations (GET or
 // FETCH with Observe=0) and deregistrations (Observe=1) are the hub's;
-// everything else passes to next untouched.
+// everything else passes to next untouched. A registration waits for its
+// first response, so an endpoint must not serve it on its reader
+// (coap.Inline); the stages after the hub run it detached.
 func (h *Hub) Stage(next coap.Handler) coap.Handler {
 	return coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, r *coap.Request) error {
 		m := r.Msg
@@ -150,10 +154,16 @@ func (h *Hub) register(ctx context.Context, w coap.ResponseWriter, r *coap.Reque
 	e.reg = g
 	h.mu.Unlock()
 
-	cw := &captureWriter{h: h, g: g, leader: wt}
+	cw := newCapture(h, g, wt)
 	req := *r
 	req.Observer = g
-	err := next.ServeCoAP(ctx, cw, &req)
+	// The hub waits for the first response, so the stages after it run
+	// detached: an answer they give later (coap.Later) starts at once,
+	// not once this handler has returned.
+	err := next.ServeCoAP(coap.Detached(ctx), coap.WrapWriter(w, cw), &req)
+	if errors.Is(err, coap.ErrLater) {
+		err = cw.wait(ctx)
+	}
 	h.mu.Lock()
 	if !g.done {
 		// next answered nobody: every waiter gets the same outcome.
@@ -163,7 +173,7 @@ func (h *Hub) register(ctx context.Context, w coap.ResponseWriter, r *coap.Reque
 		h.failLocked(g, err)
 	}
 	h.mu.Unlock()
-	if cw.wrote {
+	if cw.wrote.Load() {
 		return cw.err
 	}
 	return err
@@ -318,19 +328,50 @@ func (h *Hub) applyEarlyLocked(g *registration) {
 	h.notifyLocked(e, n, at, true)
 }
 
-// captureWriter is the ResponseWriter the hub hands to next for a
-// registration: the first response is the hub's to share.
+// captureWriter is the hub's part of the writer it hands to next for a
+// registration (coap.Wrapper): the first response is the hub's to share,
+// and goes to the leader, the client whose registration this is, as
+// rendered for it. Notifications come through Request.Observer.
 type captureWriter struct {
 	h      *Hub
 	g      *registration
 	leader *waiter // nil for a re-registration
 
 	once  sync.Once
-	wrote bool  // set on the leader's goroutine before next returns
-	err   error // the leader's write error
+	wrote atomic.Bool // the leader was answered; err is set before
+	err   error       // the leader's write error
+
+	endOnce sync.Once
+	ended   chan struct{} // closed by Finish: next answered later
+	ferr    error         // Finish's error, set before ended closes
 }
 
-func (cw *captureWriter) WriteResponse(resp *coap.Message) error {
+var _ coap.Wrapper = (*captureWriter)(nil)
+
+func newCapture(h *Hub, g *registration, leader *waiter) *captureWriter {
+	return &captureWriter{h: h, g: g, leader: leader, ended: make(chan struct{})}
+}
+
+// Finish ends a registration next answered later (coap.ErrLater).
+func (cw *captureWriter) Finish(_ coap.Next, err error) {
+	cw.endOnce.Do(func() {
+		cw.ferr = err
+		close(cw.ended)
+	})
+}
+
+// wait waits for Finish of a registration next answered later, and
+// returns its error, or ctx's.
+func (cw *captureWriter) wait(ctx context.Context) error {
+	select {
+	case <-cw.ended:
+		return cw.ferr
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (cw *captureWriter) Write(_ coap.Next, resp *coap.Message) error {
 	answered := true
 	cw.once.Do(func() {
 		answered = false
@@ -344,8 +385,8 @@ func (cw *captureWriter) WriteResponse(resp *coap.Message) error {
 		h.resolveLocked(cw.g, resp)
 		h.mu.Unlock()
 		if cw.leader != nil {
-			cw.wrote = true
 			cw.err = h.finish(cw.leader)
+			cw.wrote.Store(true)
 		}
 	})
 	if answered {
@@ -381,22 +422,24 @@ func (h *Hub) plain(ctx context.Context, w coap.ResponseWriter, r *coap.Request,
 		m := *r.Msg
 		m.Options = append(coap.Options(nil), r.Msg.Options...).Remove(coap.Observe)
 		req.Msg = &m
-		return next.ServeCoAP(ctx, &stripWriter{w}, &req)
+		return next.ServeCoAP(ctx, coap.WrapWriter(w, stripObserve{}), &req)
 	}
 	// A protected request passes byte-identical (PR1.3); only the outer
 	// Observe of its response is dropped, so that the client does not
 	// wait for notifications that will never come.
-	return next.ServeCoAP(ctx, &stripWriter{w}, r)
+	return next.ServeCoAP(ctx, coap.WrapWriter(w, stripObserve{}), r)
 }
 
-// stripWriter removes the Observe option from a response.
-type stripWriter struct{ w coap.ResponseWriter }
+// stripObserve removes the Observe option from a response (coap.Wrapper).
+type stripObserve struct{ coap.PassFinish }
 
-func (s *stripWriter) WriteResponse(resp *coap.Message) error {
+var _ coap.Wrapper = stripObserve{}
+
+func (stripObserve) Write(next coap.Next, resp *coap.Message) error {
 	if !resp.Options.Has(coap.Observe) {
-		return s.w.WriteResponse(resp)
+		return next.Write(resp)
 	}
-	return s.w.WriteResponse(withoutObserve(resp))
+	return next.Write(withoutObserve(resp))
 }
 
 // withoutObserve returns a shallow copy of m with its own option slice and
