@@ -79,8 +79,17 @@ var errUnanswered = errors.New("plugins: no response")
 // exchange runs m through the chain once, as a request from the plugin's
 // peer, and returns the response, with m's token and message ID.
 func (s *hostServer) exchange(ctx context.Context, m *coap.Message, secure bool) (*coap.Message, error) {
-	w := &capture{req: m}
+	w := newCapture(m)
 	err := s.serve(ctx, w, &coap.Request{Msg: m, Peer: s.p.peer, Secure: secure})
+	if errors.Is(err, coap.ErrLater) {
+		// Answered later (the stage contract): this goroutine may wait.
+		select {
+		case <-w.ended:
+			err = w.ferr
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
 	if r := w.response(); r != nil {
 		return r, nil
 	}
@@ -169,11 +178,30 @@ func responseType(req *coap.Message) coap.Type {
 }
 
 // capture is the ResponseWriter of a Host.Do request: it keeps the first
-// response, as an endpoint would send it.
+// response, as an endpoint would send it, and learns the end of one
+// answered later (coap.Finisher).
 type capture struct {
 	req  *coap.Message
 	mu   sync.Mutex
 	resp *coap.Message // guarded by mu
+
+	endOnce sync.Once
+	ended   chan struct{} // closed by Finish
+	ferr    error         // Finish's error, set before ended closes
+}
+
+var _ coap.Finisher = (*capture)(nil)
+
+func newCapture(req *coap.Message) *capture {
+	return &capture{req: req, ended: make(chan struct{})}
+}
+
+// Finish ends a request the chain answered later.
+func (c *capture) Finish(err error) {
+	c.endOnce.Do(func() {
+		c.ferr = err
+		close(c.ended)
+	})
 }
 
 func (c *capture) WriteResponse(m *coap.Message) error {
@@ -395,7 +423,7 @@ func (s *hostServer) deregister(ctx context.Context, r *coap.Request) {
 	defer cancel()
 	m := r.Msg.Clone()
 	m.Options = m.Options.SetUint(coap.Observe, 1)
-	if err := s.serve(ctx, &capture{req: m}, &coap.Request{Msg: m, Peer: r.Peer, Secure: r.Secure}); err != nil {
+	if err := s.serve(ctx, newCapture(m), &coap.Request{Msg: m, Peer: r.Peer, Secure: r.Secure}); err != nil {
 		s.p.log.Debug("observe deregistration", "err", err)
 	}
 }

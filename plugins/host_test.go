@@ -444,6 +444,44 @@ func TestFrontEndDoReachesTheChain(t *testing.T) {
 	}
 }
 
+// A chain may answer a front end's request after it returned (the stage
+// contract's coap.ErrLater): the host waits for the answer's Finish.
+func TestFrontEndGetsAnAnswerTheChainGivesLater(t *testing.T) {
+	returned := make(chan struct{})
+	chain := coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, r *coap.Request) error {
+		return coap.Later(ctx, func() {
+			go func() {
+				<-returned // strictly after the chain returned ErrLater
+				w.WriteResponse(&coap.Message{Code: coap.Content, Payload: []byte("later, plugin")})
+				coap.Finish(w, nil)
+			}()
+		})
+	})
+	var once sync.Once
+	c := echoConfig("fe", "fe")
+	c.Config["front_end"] = true
+	h := newHost(t, coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, r *coap.Request) error {
+		err := chain.ServeCoAP(ctx, w, r)
+		once.Do(func() { close(returned) })
+		return err
+	}), c)
+	tr := translator(t, h, "fe")
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		resp, err := tr.RoundTrip(t.Context(), "fe://x/frontend", &coap.Message{Code: coap.GET})
+		if err == nil {
+			if string(resp.Payload) != "later, plugin" || resp.Code != coap.Content {
+				t.Fatalf("front end got %v %q", resp, resp.Payload)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("front end never got its response: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func TestChainErrorBecomesResponseForFrontEnd(t *testing.T) {
 	chain := coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, r *coap.Request) error {
 		panic("a broken chain")
