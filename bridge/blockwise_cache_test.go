@@ -96,7 +96,11 @@ func (o *changingOrigin) ServeCoAP(ctx context.Context, w coap.ResponseWriter, r
 	resp := o.block(num, szx)
 	switch v, ok := r.Msg.Options.Uint(coap.Observe); {
 	case ok && v == 0 && num == 0:
-		o.obs = append(o.obs, w.(coap.NotifyWriter))
+		nw, ok := w.(coap.NotifyWriter)
+		if !ok {
+			return coap.Errorf(coap.InternalServerError, "the writer cannot notify")
+		}
+		o.obs = append(o.obs, nw)
 		o.seq++
 		resp.Options = resp.Options.SetUint(coap.Observe, o.seq)
 	case ok && v == 1:

@@ -32,7 +32,11 @@ func (o *observableOrigin) ServeCoAP(ctx context.Context, w coap.ResponseWriter,
 	switch v, ok := r.Msg.Options.Uint(coap.Observe); {
 	case ok && v == 0:
 		o.regs++
-		o.obs = append(o.obs, w.(coap.NotifyWriter))
+		nw, ok := w.(coap.NotifyWriter)
+		if !ok {
+			return coap.Errorf(coap.InternalServerError, "the writer cannot notify")
+		}
+		o.obs = append(o.obs, nw)
 		resp.Options = resp.Options.SetUint(coap.Observe, uint32(o.value+2))
 	case ok && v == 1:
 		o.deregs++

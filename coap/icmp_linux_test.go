@@ -360,8 +360,12 @@ func TestNotificationToClosedPortIsUnreachable(t *testing.T) {
 	var mu sync.Mutex
 	var w NotifyWriter
 	e, addr := serve(t, EndpointConfig{Params: Params{AckTimeout: 30 * time.Second}, Handler: HandlerFunc(func(ctx context.Context, rw ResponseWriter, r *Request) error {
+		nw, ok := rw.(NotifyWriter)
+		if !ok {
+			return Errorf(InternalServerError, "the writer cannot notify")
+		}
 		mu.Lock()
-		w = rw.(NotifyWriter)
+		w = nw
 		mu.Unlock()
 		return rw.WriteResponse(&Message{Code: Content})
 	})})
@@ -480,8 +484,12 @@ func TestNONReportMustQuoteTheToken(t *testing.T) {
 	var mu sync.Mutex
 	var w NotifyWriter
 	e, addr := serve(t, EndpointConfig{Handler: HandlerFunc(func(ctx context.Context, rw ResponseWriter, r *Request) error {
+		nw, ok := rw.(NotifyWriter)
+		if !ok {
+			return Errorf(InternalServerError, "the writer cannot notify")
+		}
 		mu.Lock()
-		w = rw.(NotifyWriter)
+		w = nw
 		mu.Unlock()
 		return rw.WriteResponse(&Message{Code: Content})
 	})})

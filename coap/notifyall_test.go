@@ -16,8 +16,12 @@ func TestNotifyAllReachesEveryObserver(t *testing.T) {
 	var mu sync.Mutex
 	var writers []NotifyWriter
 	e, addr := serve(t, EndpointConfig{Handler: HandlerFunc(func(ctx context.Context, w ResponseWriter, r *Request) error {
+		nw, ok := w.(NotifyWriter)
+		if !ok {
+			return Errorf(InternalServerError, "the writer cannot notify")
+		}
 		mu.Lock()
-		writers = append(writers, w.(NotifyWriter))
+		writers = append(writers, nw)
 		mu.Unlock()
 		return w.WriteResponse(&Message{Code: Content, Payload: []byte("0")})
 	})})

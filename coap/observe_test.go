@@ -20,7 +20,12 @@ func (o *observable) ServeCoAP(ctx context.Context, w ResponseWriter, r *Request
 	if v, ok := r.Msg.Options.Uint(Observe); ok {
 		o.mu.Lock()
 		if v == 0 {
-			o.observers = append(o.observers, w.(NotifyWriter))
+			nw, ok := w.(NotifyWriter)
+			if !ok {
+				o.mu.Unlock()
+				return Errorf(InternalServerError, "the writer cannot notify")
+			}
+			o.observers = append(o.observers, nw)
 			resp.Options = resp.Options.SetUint(Observe, 1)
 		} else {
 			o.deregs++

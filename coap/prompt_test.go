@@ -12,7 +12,7 @@ import (
 // answer in the ACK, as WriteResponse would.
 func TestWritePromptPiggybacksAQuickAnswer(t *testing.T) {
 	_, addr := serve(t, EndpointConfig{Handler: HandlerFunc(func(ctx context.Context, w ResponseWriter, r *Request) error {
-		return w.(PromptWriter).WritePrompt(&Message{Code: Unauthorized})
+		return WritePrompt(w, &Message{Code: Unauthorized})
 	})})
 	c := rawPeer(t)
 	b, _ := (&Message{Type: Confirmable, Code: GET, MID: 3, Token: []byte{7}}).Marshal()
@@ -30,7 +30,7 @@ func TestWritePromptRefusesASeparateResponse(t *testing.T) {
 	result := make(chan error, 1)
 	_, addr := serve(t, EndpointConfig{AckDelay: 10 * time.Millisecond, Handler: HandlerFunc(func(ctx context.Context, w ResponseWriter, r *Request) error {
 		<-release
-		err := w.(PromptWriter).WritePrompt(&Message{Code: Unauthorized})
+		err := WritePrompt(w, &Message{Code: Unauthorized})
 		result <- err
 		if errors.Is(err, ErrSeparate) {
 			return w.WriteResponse(&Message{Code: Content, Payload: []byte("late")})
@@ -58,7 +58,7 @@ func TestWritePromptRefusesASeparateResponse(t *testing.T) {
 func TestWritePromptAnswersANONLate(t *testing.T) {
 	_, addr := serve(t, EndpointConfig{AckDelay: 10 * time.Millisecond, Handler: HandlerFunc(func(ctx context.Context, w ResponseWriter, r *Request) error {
 		time.Sleep(50 * time.Millisecond) // past AckDelay, which does not apply to a NON
-		return w.(PromptWriter).WritePrompt(&Message{Code: Content})
+		return WritePrompt(w, &Message{Code: Content})
 	})})
 	c := rawPeer(t)
 	b, _ := (&Message{Type: NonConfirmable, Code: GET, MID: 5, Token: []byte{9}}).Marshal()
@@ -77,7 +77,11 @@ func TestOnAckReportsAcknowledgedCONs(t *testing.T) {
 	srv, addr := serve(t, EndpointConfig{
 		OnAck: func(p netip.AddrPort) { acked <- p },
 		Handler: HandlerFunc(func(ctx context.Context, w ResponseWriter, r *Request) error {
-			obs = w.(NotifyWriter)
+			nw, ok := w.(NotifyWriter)
+			if !ok {
+				return Errorf(InternalServerError, "the writer cannot notify")
+			}
+			obs = nw
 			close(got)
 			return w.WriteResponse(&Message{Code: Content})
 		}),

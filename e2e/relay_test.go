@@ -425,8 +425,12 @@ func (s *oscoreServer) serve(ctx context.Context, w coap.ResponseWriter, r *coap
 	resp.Options = resp.Options.SetUint(coap.ContentFormat, 0).SetUint(coap.MaxAge, 0)
 	if ex.Observe() {
 		resp.Options = resp.Options.SetUint(coap.Observe, 0)
+		nw, ok := w.(coap.NotifyWriter)
+		if !ok {
+			return coap.Errorf(coap.InternalServerError, "the writer cannot notify")
+		}
 		s.mu.Lock()
-		s.observers = append(s.observers, observer{w.(coap.NotifyWriter), ex})
+		s.observers = append(s.observers, observer{nw, ex})
 		s.mu.Unlock()
 	}
 	p, err := ex.ProtectResponse(resp)
@@ -762,7 +766,11 @@ func (b *broker) serve(ctx context.Context, w coap.ResponseWriter, r *coap.Reque
 		}
 		_, obs := r.Msg.Options.Uint(coap.Observe)
 		if obs {
-			tp.subs = append(tp.subs, w.(coap.NotifyWriter))
+			nw, ok := w.(coap.NotifyWriter)
+			if !ok {
+				return coap.Errorf(coap.InternalServerError, "the writer cannot notify")
+			}
+			tp.subs = append(tp.subs, nw)
 		}
 		return w.WriteResponse(tp.message(obs))
 	}

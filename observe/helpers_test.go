@@ -103,7 +103,11 @@ func (o *origin) ServeCoAP(ctx context.Context, w coap.ResponseWriter, r *coap.R
 	v, ok := r.Msg.Options.Uint(coap.Observe)
 	switch {
 	case ok && v == 0:
-		o.regs = append(o.regs, &originObs{w: w.(coap.NotifyWriter), req: r.Msg.Clone()})
+		nw, ok := w.(coap.NotifyWriter)
+		if !ok {
+			return coap.Errorf(coap.InternalServerError, "the writer cannot notify")
+		}
+		o.regs = append(o.regs, &originObs{w: nw, req: r.Msg.Clone()})
 		if !o.noObs && code.Class() == 2 {
 			resp.Options = resp.Options.SetUint(coap.Observe, o.seq)
 		}

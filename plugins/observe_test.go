@@ -63,7 +63,11 @@ func (o *obsOrigin) serve(_ context.Context, w coap.ResponseWriter, r *coap.Requ
 	v, ok := r.Msg.Options.Uint(coap.Observe)
 	switch {
 	case ok && v == 0:
-		o.regs = append(o.regs, &originReg{w: w.(coap.NotifyWriter)})
+		nw, ok := w.(coap.NotifyWriter)
+		if !ok {
+			return coap.Errorf(coap.InternalServerError, "the writer cannot notify")
+		}
+		o.regs = append(o.regs, &originReg{w: nw})
 		resp.Options = resp.Options.SetUint(coap.Observe, o.seq)
 	case ok && v == 1:
 		for _, x := range o.regs {

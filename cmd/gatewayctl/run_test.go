@@ -68,7 +68,10 @@ func (o *origin) serve(ctx context.Context, w coap.ResponseWriter, r *coap.Reque
 	}
 	resp := o.answer(req)
 	if resp.Options.Has(coap.Observe) {
-		nw := w.(coap.NotifyWriter)
+		nw, ok := w.(coap.NotifyWriter)
+		if !ok {
+			return coap.Errorf(coap.InternalServerError, "the writer cannot notify")
+		}
 		defer func() {
 			go o.notify(nw, ex, 2)
 		}()
