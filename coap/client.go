@@ -66,7 +66,7 @@ func (e *Endpoint) receiveResponse(m *Message, peer netip.AddrPort) {
 	default:
 		// Separate response or notification: deliver once (§4.5); a
 		// duplicate CON gets the same ACK or RST again.
-		if dup, reply := e.dedup(k, time.Now()); dup {
+		if dup, reply := e.dedup(k, e.clock.Now()); dup {
 			e.stats.duplicates.Add(1)
 			if reply != nil {
 				e.write(peer, reply)
@@ -154,7 +154,7 @@ func (e *Endpoint) Do(ctx context.Context, to netip.AddrPort, req *Message) (*Me
 // It lets a handler answer through Later instead of holding a goroutine
 // for the whole exchange.
 func (e *Endpoint) Go(to netip.AddrPort, req *Message, timeout time.Duration, done func(*Message, error)) {
-	now := time.Now()
+	now := e.clock.Now()
 	g := &goCall{e: e, done: done, deadline: now.Add(timeout)}
 	tv := rand.Uint64()
 	binary.BigEndian.PutUint64(g.tok[:], tv)
@@ -185,7 +185,7 @@ func (e *Endpoint) Go(to netip.AddrPort, req *Message, timeout time.Duration, do
 		e.peaks.pending = max(e.peaks.pending, len(e.pending))
 		wait = min(wait, g.con.timeout)
 	}
-	g.con.timer = time.AfterFunc(wait, g.onTimer)
+	g.con.timer = e.clock.AfterFunc(wait, g.onTimer)
 	e.mu.Unlock()
 	e.write(to, data)
 }
@@ -206,14 +206,15 @@ type goCall struct {
 // deadline. After an empty ACK (§5.2.2) nothing is retransmitted, and the
 // timer waits for the deadline alone.
 func (g *goCall) onTimer() {
-	if !time.Now().Before(g.deadline) {
+	now := g.e.clock.Now()
+	if !now.Before(g.deadline) {
 		g.deliver(callResult{err: context.DeadlineExceeded})
 		return
 	}
 	if !g.e.retransmit(&g.con) {
 		g.e.mu.Lock()
 		if !g.fired.Load() {
-			g.con.timer.Reset(time.Until(g.deadline))
+			g.con.timer.Reset(g.deadline.Sub(now))
 		}
 		g.e.mu.Unlock()
 	}

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/opaque-edge/gatewayd/internal/clock"
 )
 
 // EndpointConfig configures the message layer on one Transport.
@@ -72,6 +74,10 @@ type EndpointConfig struct {
 	// runs on the reader goroutine and must be quick.
 	OnAck  func(peer netip.AddrPort)
 	Logger *slog.Logger
+	// Clock is the time the message layer keeps: retransmissions,
+	// deadlines of Go, empty ACKs after AckDelay, deduplication and
+	// housekeeping. Default clock.System; tests move a clocktest.Fake.
+	Clock clock.Clock
 }
 
 // Stats are the message layer's counters.
@@ -115,6 +121,7 @@ type Endpoint struct {
 	t        Transport
 	cfg      EndpointConfig
 	log      *slog.Logger
+	clock    clock.Clock
 	lifetime time.Duration
 	start    time.Time // the monotonic origin of dedup expiry times
 	ctx      context.Context
@@ -166,13 +173,18 @@ func NewEndpoint(t Transport, cfg EndpointConfig) *Endpoint {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	clk := cfg.Clock
+	if clk == nil {
+		clk = clock.System
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	e := &Endpoint{
 		t:        t,
 		cfg:      cfg,
 		log:      log,
+		clock:    clk,
 		lifetime: cfg.Params.ExchangeLifetime(),
-		start:    time.Now(),
+		start:    clk.Now(),
 		ctx:      ctx,
 		cancel:   cancel,
 		jobs:     make(chan job),
@@ -182,8 +194,17 @@ func NewEndpoint(t Transport, cfg EndpointConfig) *Endpoint {
 	}
 	e.SetInflightLimits(cfg.MaxInflight, cfg.MaxInflightPerClient, cfg.ShareMaxAge)
 	e.mids, e.midsAt = make(map[netip.AddrPort]uint16), e.start
+	// Armed here, not in the goroutine: a test that moves a fake clock
+	// right after NewEndpoint finds the tick already waiting.
+	tick := make(chan struct{}, 1)
+	acks := clk.AfterFunc(ackEvery(cfg.AckDelay), func() {
+		select {
+		case tick <- struct{}{}:
+		default:
+		}
+	})
 	e.wg.Add(1)
-	go e.ackLoop()
+	go e.ackLoop(acks, tick)
 	for range max(cfg.Readers, 1) {
 		e.readers.Add(1)
 		go e.readLoop()
@@ -333,12 +354,13 @@ func (e *Endpoint) readEnded(err error, fails *int) bool {
 	e.log.Debug("read failed", "err", err)
 	pause := min(time.Millisecond<<min(*fails, 7), 100*time.Millisecond)
 	*fails++
-	t := time.NewTimer(pause)
+	wake := make(chan struct{})
+	t := e.clock.AfterFunc(pause, func() { close(wake) })
 	defer t.Stop()
 	select {
 	case <-e.ctx.Done():
 		return true
-	case <-t.C:
+	case <-wake:
 		return false
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"time"
+
+	"github.com/opaque-edge/gatewayd/internal/clock"
 )
 
 // exKey names an exchange by peer and message ID (§4.5).
@@ -32,7 +34,7 @@ type outCon struct {
 	data    []byte
 	timeout time.Duration
 	tries   int
-	timer   *time.Timer
+	timer   clock.Timer
 	fin     func(ack *Message, err error) // called once, without e.mu held
 	token   []byte                        // of a request: a piggybacked response must carry it
 	// g is the exchange of Go this CON carries, if any: its timer also
@@ -41,11 +43,11 @@ type outCon struct {
 	g *goCall
 }
 
-// wait is how long the CON's timer waits: to the next retransmission,
-// or to the deadline of its exchange if that comes first.
-func (p *outCon) wait() time.Duration {
+// wait is how long the CON's timer waits from now: to the next
+// retransmission, or to the deadline of its exchange if that comes first.
+func (p *outCon) wait(now time.Time) time.Duration {
 	if p.g != nil {
-		if d := time.Until(p.g.deadline); d < p.timeout {
+		if d := p.g.deadline.Sub(now); d < p.timeout {
 			return max(d, 0)
 		}
 	}
@@ -183,7 +185,7 @@ func (e *Endpoint) pendCON(peer netip.AddrPort, mid uint16, tok []byte, data []b
 	}
 	e.pending[p.key] = p
 	e.peaks.pending = max(e.peaks.pending, len(e.pending))
-	p.timer = time.AfterFunc(p.timeout, func() { e.retransmit(p) })
+	p.timer = e.clock.AfterFunc(p.timeout, func() { e.retransmit(p) })
 	e.mu.Unlock()
 	return true
 }
@@ -210,7 +212,7 @@ func (e *Endpoint) retransmit(p *outCon) bool {
 	}
 	p.tries++
 	p.timeout *= 2
-	p.timer.Reset(p.wait())
+	p.timer.Reset(p.wait(e.clock.Now()))
 	e.mu.Unlock()
 	e.stats.retransmissions.Add(1)
 	e.write(p.key.peer, p.data)

@@ -11,6 +11,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/opaque-edge/gatewayd/internal/clock"
 )
 
 func (e *Endpoint) receiveRequest(inline context.Context, m *Message, peer netip.AddrPort) {
@@ -20,7 +22,7 @@ func (e *Endpoint) receiveRequest(inline context.Context, m *Message, peer netip
 		return
 	}
 	k := exKey{peer, m.MID}
-	now := time.Now()
+	now := e.clock.Now()
 	if dup, reply := e.dedup(k, now); dup {
 		e.stats.duplicates.Add(1)
 		if reply != nil {
@@ -391,16 +393,26 @@ func (l *slowList) empty() bool {
 	return l.head == nil
 }
 
-func (e *Endpoint) ackLoop() {
+// ackEvery is how often ackLoop looks for CON requests due an empty ACK:
+// a quarter of AckDelay, so that the ACK goes out between AckDelay and
+// 1.25 AckDelay; at least every housekeepEvery, at most every millisecond.
+func ackEvery(ackDelay time.Duration) time.Duration {
+	return max(min(ackDelay/4, housekeepEvery), time.Millisecond)
+}
+
+// ackLoop sends the empty ACKs that fall due and keeps house, at each
+// tick of t; it re-arms t after each.
+func (e *Endpoint) ackLoop(t clock.Timer, tick <-chan struct{}) {
 	defer e.wg.Done()
-	t := time.NewTicker(max(min(e.cfg.AckDelay/4, housekeepEvery), time.Millisecond))
 	defer t.Stop()
-	last := time.Now()
+	every := ackEvery(e.cfg.AckDelay)
+	last := e.clock.Now()
 	for {
 		select {
 		case <-e.ctx.Done():
 			return
-		case now := <-t.C:
+		case <-tick:
+			now := e.clock.Now()
 			for _, w := range e.slow.due(now, e.cfg.AckDelay) {
 				w.emptyACK()
 			}
@@ -408,6 +420,7 @@ func (e *Endpoint) ackLoop() {
 				last = now
 				e.housekeep(now)
 			}
+			t.Reset(every)
 		}
 	}
 }

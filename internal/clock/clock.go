@@ -14,6 +14,9 @@ type Clock interface {
 // Timer is a pending AfterFunc call.
 type Timer interface {
 	Stop() bool
+	// Reset has the call made d from now, whether it was pending, made
+	// or stopped; it reports whether it was pending. As time.Timer's.
+	Reset(d time.Duration) bool
 }
 
 // System is the real clock.

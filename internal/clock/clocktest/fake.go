@@ -20,10 +20,11 @@ type Fake struct {
 var _ clock.Clock = (*Fake)(nil)
 
 type timer struct {
-	c    *Fake
-	at   time.Time
-	f    func()
-	dead bool // guarded by c.mu: stopped or fired
+	c      *Fake
+	at     time.Time // guarded by c.mu
+	f      func()
+	dead   bool // guarded by c.mu: stopped or fired
+	queued bool // guarded by c.mu: in c.timers
 }
 
 // New returns a fake clock showing start.
@@ -40,7 +41,7 @@ func (c *Fake) Now() time.Time {
 func (c *Fake) AfterFunc(d time.Duration, f func()) clock.Timer {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	t := &timer{c: c, at: c.now.Add(d), f: f}
+	t := &timer{c: c, at: c.now.Add(d), f: f, queued: true}
 	c.timers = append(c.timers, t)
 	return t
 }
@@ -54,6 +55,21 @@ func (t *timer) Stop() bool {
 	return was
 }
 
+// Reset has f called d after the fake now; it reports whether the call
+// was still pending.
+func (t *timer) Reset(d time.Duration) bool {
+	c := t.c
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	was := !t.dead
+	t.dead, t.at = false, c.now.Add(d)
+	if !t.queued {
+		t.queued = true
+		c.timers = append(c.timers, t)
+	}
+	return was
+}
+
 // Advance moves the clock by d and runs, outside the lock and in time
 // order, the functions that fell due.
 func (c *Fake) Advance(d time.Duration) {
@@ -64,8 +80,9 @@ func (c *Fake) Advance(d time.Duration) {
 	for _, t := range c.timers {
 		switch {
 		case t.dead:
+			t.queued = false
 		case !t.at.After(c.now):
-			t.dead = true
+			t.dead, t.queued = true, false
 			due = append(due, t)
 		default:
 			keep = append(keep, t)
