@@ -8,9 +8,13 @@ import (
 	"net/netip"
 	"runtime"
 	"runtime/metrics"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/opaque-edge/gatewayd/internal/clock/clocktest"
 )
 
 // liveHeap is the heap the last of two collections found live.
@@ -39,10 +43,23 @@ func serve(t *testing.T, cfg EndpointConfig) (*Endpoint, netip.AddrPort) {
 	return e, u.LocalAddr()
 }
 
-func echo(calls *atomic.Int32, delay time.Duration) Handler {
+// fakeClock is the clock of an endpoint whose timers a test moves by hand
+// (EndpointConfig.Clock): no test of the message layer waits for them.
+func fakeClock() *clocktest.Fake { return clocktest.New(time.Date(2026, 7, 1, 12, 0, 0, 0, time.UTC)) }
+
+// blocking is a handler that signals when it starts and answers
+// "echo:" and the payload once released.
+func blocking(entered chan<- struct{}, release <-chan struct{}) Handler {
+	return HandlerFunc(func(ctx context.Context, w ResponseWriter, r *Request) error {
+		entered <- struct{}{}
+		<-release
+		return w.WriteResponse(&Message{Code: Content, Payload: append([]byte("echo:"), r.Msg.Payload...)})
+	})
+}
+
+func echo(calls *atomic.Int32) Handler {
 	return HandlerFunc(func(ctx context.Context, w ResponseWriter, r *Request) error {
 		calls.Add(1)
-		time.Sleep(delay)
 		resp := &Message{Code: Content, Payload: append([]byte("echo:"), r.Msg.Payload...)}
 		resp.Options = resp.Options.SetUint(ContentFormat, 0)
 		return w.WriteResponse(resp)
@@ -86,7 +103,7 @@ func readMsg(t *testing.T, c *net.UDPConn) *Message {
 
 func TestDoGetsPiggybackedResponse(t *testing.T) {
 	var calls atomic.Int32
-	_, addr := serve(t, EndpointConfig{Handler: echo(&calls, 0)})
+	_, addr := serve(t, EndpointConfig{Handler: echo(&calls)})
 	client, _ := serve(t, EndpointConfig{})
 	resp, err := client.Do(context.Background(), addr, &Message{Code: POST, Payload: []byte("x")})
 	if err != nil {
@@ -98,33 +115,33 @@ func TestDoGetsPiggybackedResponse(t *testing.T) {
 }
 
 func TestSlowHandlerGetsEmptyACKThenSeparateResponse(t *testing.T) {
-	var calls atomic.Int32
-	_, addr := serve(t, EndpointConfig{Handler: echo(&calls, 150*time.Millisecond), AckDelay: 20 * time.Millisecond})
+	clk := fakeClock()
+	entered, release := make(chan struct{}, 1), make(chan struct{})
+	_, addr := serve(t, EndpointConfig{Handler: blocking(entered, release), AckDelay: 20 * time.Millisecond, Clock: clk})
+	free := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(free) // before the endpoint's Close, which waits for the handler
 	c := rawPeer(t)
 	req := &Message{Type: Confirmable, Code: GET, MID: 7, Token: []byte{1, 2}}
 	b, _ := req.Marshal()
-	ack := exchange(t, c, addr, b)
+	if _, err := c.WriteToUDPAddrPort(b, addr); err != nil {
+		t.Fatal(err)
+	}
+	<-entered
+	clk.Advance(20 * time.Millisecond)
+	ack := readMsg(t, c)
 	if ack.Type != Acknowledgement || ack.Code != Empty || ack.MID != 7 {
 		t.Fatalf("want empty ACK for mid 7, got %v", ack)
 	}
-	c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	buf := make([]byte, 1500)
-	n, _, err := c.ReadFromUDPAddrPort(buf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sep Message
-	if err := sep.Decode(buf[:n]); err != nil {
-		t.Fatal(err)
-	}
+	free()
+	sep := readMsg(t, c)
 	if sep.Type != Confirmable || sep.Code != Content || !bytes.Equal(sep.Token, []byte{1, 2}) {
-		t.Fatalf("want CON 2.05 with the request's token, got %v", &sep)
+		t.Fatalf("want CON 2.05 with the request's token, got %v", sep)
 	}
 }
 
 func TestDuplicateCONIsAnsweredFromMemoryNotReprocessed(t *testing.T) {
 	var calls atomic.Int32
-	_, addr := serve(t, EndpointConfig{Handler: echo(&calls, 0)})
+	_, addr := serve(t, EndpointConfig{Handler: echo(&calls)})
 	c := rawPeer(t)
 	b, _ := (&Message{Type: Confirmable, Code: POST, MID: 99, Token: []byte{9}, Payload: []byte("p")}).Marshal()
 	first := exchange(t, c, addr, b)
@@ -140,7 +157,7 @@ func TestDuplicateCONIsAnsweredFromMemoryNotReprocessed(t *testing.T) {
 }
 
 func TestEmptyCONIsAnsweredWithReset(t *testing.T) {
-	_, addr := serve(t, EndpointConfig{Handler: echo(new(atomic.Int32), 0)})
+	_, addr := serve(t, EndpointConfig{Handler: echo(new(atomic.Int32))})
 	c := rawPeer(t)
 	rst := exchange(t, c, addr, []byte{0x40, 0x00, 0x12, 0x34})
 	if rst.Type != Reset || rst.MID != 0x1234 || rst.Code != Empty {
@@ -149,7 +166,7 @@ func TestEmptyCONIsAnsweredWithReset(t *testing.T) {
 }
 
 func TestMalformedCONIsResetAndCounted(t *testing.T) {
-	e, addr := serve(t, EndpointConfig{Handler: echo(new(atomic.Int32), 0)})
+	e, addr := serve(t, EndpointConfig{Handler: echo(new(atomic.Int32))})
 	c := rawPeer(t)
 	// CON GET with an option length nibble of 15: a format error.
 	rst := exchange(t, c, addr, []byte{0x40, 0x01, 0x00, 0x05, 0x1f})
@@ -159,10 +176,7 @@ func TestMalformedCONIsResetAndCounted(t *testing.T) {
 	// A malformed NON is dropped silently.
 	c.WriteToUDPAddrPort([]byte{0x50, 0x01, 0x00, 0x06, 0x1f}, addr)
 	c.WriteToUDPAddrPort([]byte{0xff}, addr)
-	deadline := time.Now().Add(5 * time.Second)
-	for e.Stats().Malformed < 3 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitFor(t, "the malformed datagrams", func() bool { return e.Stats().Malformed >= 3 })
 	if got := e.Stats().Malformed; got != 3 {
 		t.Fatalf("malformed = %d, want 3", got)
 	}
@@ -172,31 +186,38 @@ func TestCONIsRetransmittedThenTimesOut(t *testing.T) {
 	silent := rawPeer(t)
 	to := silent.LocalAddr().(*net.UDPAddr).AddrPort()
 	p := Params{AckTimeout: 10 * time.Millisecond, AckRandomFactor: 1.5, MaxRetransmit: 3}
-	client, _ := serve(t, EndpointConfig{Params: p})
-	_, err := client.Do(context.Background(), to, &Message{Code: GET})
-	if err != ErrTimeout {
-		t.Fatalf("err = %v, want ErrTimeout", err)
-	}
-	// 1 transmission + MAX_RETRANSMIT retransmissions reached the peer.
-	silent.SetReadDeadline(time.Now().Add(time.Second))
-	buf := make([]byte, 100)
-	n := 0
+	clk := fakeClock()
+	client, _ := serve(t, EndpointConfig{Params: p, Clock: clk})
+	done := make(chan error, 1)
+	go func() {
+		_, err := client.Do(context.Background(), to, &Message{Code: GET})
+		done <- err
+	}()
+	// 1 transmission + MAX_RETRANSMIT retransmissions reach the peer, the
+	// timeout doubling each time (§4.2): each is due only once the one
+	// before has waited its time.
 	var mid uint16
-	for {
-		k, _, err := silent.ReadFromUDPAddrPort(buf)
-		if err != nil {
-			break
-		}
-		var m Message
-		m.Decode(buf[:k])
-		if n > 0 && m.MID != mid {
+	wait := p.AckTimeout
+	for i := 0; i <= p.MaxRetransmit; i++ {
+		m := readMsg(t, silent)
+		if i > 0 && m.MID != mid {
 			t.Fatal("a retransmission must keep the message ID")
 		}
 		mid = m.MID
-		n++
+		if i < p.MaxRetransmit {
+			clk.Advance(wait - time.Millisecond) // the least the random factor allows
+			if got := client.Stats().Retransmissions; got != uint64(i) {
+				t.Fatalf("retransmission %d sent before its timeout", got)
+			}
+		}
+		clk.Advance(time.Duration(float64(wait) * p.AckRandomFactor)) // past the most it allows
+		wait *= 2
 	}
-	if n != 4 || client.Stats().Retransmissions != 3 {
-		t.Fatalf("peer saw %d copies, stats %+v; want 4 and 3 retransmissions", n, client.Stats())
+	if err := <-done; err != ErrTimeout {
+		t.Fatalf("err = %v, want ErrTimeout", err)
+	}
+	if s := client.Stats(); s.Retransmissions != 3 || s.Timeouts != 1 || s.Sent != 4 {
+		t.Fatalf("stats %+v; want 4 sent, 3 retransmissions, 1 timeout", s)
 	}
 }
 
@@ -212,33 +233,38 @@ func TestDoCancelledByContext(t *testing.T) {
 }
 
 func TestManyExchangesInFlightAtOnce(t *testing.T) {
-	var calls atomic.Int32
-	_, addr := serve(t, EndpointConfig{Handler: echo(&calls, 50*time.Millisecond)})
-	client, _ := serve(t, EndpointConfig{})
 	const n = 64
+	entered, release := make(chan struct{}, n), make(chan struct{})
+	_, addr := serve(t, EndpointConfig{Handler: blocking(entered, release)})
+	free := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(free)
+	client, _ := serve(t, EndpointConfig{})
 	errs := make(chan error, n)
-	start := time.Now()
 	for i := 0; i < n; i++ {
 		go func() {
 			_, err := client.Do(context.Background(), addr, &Message{Code: GET})
 			errs <- err
 		}()
 	}
+	// Every handler is running before any is released: the exchanges are
+	// in flight at once, not one after the other.
+	for i := 0; i < n; i++ {
+		select {
+		case <-entered:
+		case err := <-errs:
+			t.Fatalf("an exchange ended before all %d were in flight: %v", n, err)
+		}
+	}
+	free()
 	for i := 0; i < n; i++ {
 		if err := <-errs; err != nil {
 			t.Fatal(err)
 		}
 	}
-	// Serialised, 64 handlers of 50 ms would take 3.2 s; in parallel they
-	// take one handler's time. Generous bound: this asserts concurrency,
-	// not speed.
-	if d := time.Since(start); d > 2*time.Second {
-		t.Fatalf("64 slow exchanges took %v: they are serialised", d)
-	}
 }
 
 func TestDedupMemoryIsBounded(t *testing.T) {
-	e, addr := serve(t, EndpointConfig{Handler: echo(new(atomic.Int32), 0), DedupLimit: 100})
+	e, addr := serve(t, EndpointConfig{Handler: echo(new(atomic.Int32)), DedupLimit: 100})
 	c := rawPeer(t)
 	for mid := 0; mid < 1000; mid++ {
 		code := GET // answered and forgotten (idempotent)...
@@ -248,10 +274,7 @@ func TestDedupMemoryIsBounded(t *testing.T) {
 		b, _ := (&Message{Type: NonConfirmable, Code: code, MID: uint16(mid)}).Marshal()
 		c.WriteToUDPAddrPort(b, addr)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for e.Stats().Received < 1000 && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitFor(t, "every datagram", func() bool { return e.Stats().Received >= 1000 })
 	e.mu.Lock()
 	n, q := len(e.seen), e.seenQ.len()
 	e.mu.Unlock()
@@ -342,12 +365,27 @@ func (f *failingTransport) Close() error                                        
 // pauses, longer with each failure, and Close still ends it.
 func TestFailingReadsBackOff(t *testing.T) {
 	f := &failingTransport{}
-	e := NewEndpoint(f, EndpointConfig{})
-	time.Sleep(300 * time.Millisecond)
-	e.Close()
-	// Pauses of 1, 2, 4, ... 100 ms: about ten reads in 300 ms; a
-	// reader that does not pause makes hundreds of thousands.
-	if n := f.reads.Load(); n > 50 {
-		t.Fatalf("%d reads in 300 ms", n)
+	clk := fakeClock()
+	e := NewEndpoint(f, EndpointConfig{Clock: clk})
+	defer e.Close()
+	// Pauses of 1, 2, 4, ... 64 ms, then 100 ms: the reader reads again
+	// only once each has passed; one that does not pause makes hundreds
+	// of thousands of reads meanwhile.
+	waitFor(t, "the first read", func() bool { return f.reads.Load() == 1 })
+	for i, pause := range []time.Duration{1, 2, 4, 8, 16, 32, 64, 100, 100} {
+		pause *= time.Millisecond
+		waitFor(t, "the reader to pause", func() bool { return slices.Contains(clk.Pending(), pause) })
+		if pause > time.Millisecond {
+			clk.Advance(pause - time.Millisecond)
+			if n := f.reads.Load(); n != int64(i+1) {
+				t.Fatalf("%d reads before pause %d of %v was over", n, i+1, pause)
+			}
+			clk.Advance(time.Millisecond)
+		} else {
+			clk.Advance(pause)
+		}
+		waitFor(t, "the read after the pause", func() bool { return f.reads.Load() == int64(i+2) })
 	}
+	// Close still ends a reader in its pause.
+	e.Close()
 }

@@ -11,9 +11,10 @@ import (
 	"unsafe"
 )
 
-// laterHandler answers through Later from a goroutine of its own after
-// delay, as a proxy answers from its upstream's reader.
-func laterHandler(inline *atomic.Int32, delay time.Duration, release <-chan struct{}) Handler {
+// laterHandler answers through Later from a goroutine of its own, once
+// released if release is not nil, as a proxy answers from its upstream's
+// reader.
+func laterHandler(inline *atomic.Int32, release <-chan struct{}) Handler {
 	return HandlerFunc(func(ctx context.Context, w ResponseWriter, r *Request) error {
 		if Inline(ctx) {
 			inline.Add(1)
@@ -24,7 +25,6 @@ func laterHandler(inline *atomic.Int32, delay time.Duration, release <-chan stru
 				if release != nil {
 					<-release
 				}
-				time.Sleep(delay)
 				if string(payload) == "fail" {
 					Finish(w, Errorf(GatewayTimeout, "no answer"))
 					return
@@ -39,7 +39,7 @@ func laterHandler(inline *atomic.Int32, delay time.Duration, release <-chan stru
 func TestInlineHandlerAnswersLater(t *testing.T) {
 	var inline atomic.Int32
 	_, addr := serve(t, EndpointConfig{
-		Handler: laterHandler(&inline, 0, nil),
+		Handler: laterHandler(&inline, nil),
 		Inline:  func(r *Request) bool { return r.Msg.Code == GET },
 	})
 	client, _ := serve(t, EndpointConfig{})
@@ -72,18 +72,29 @@ func TestInlineHandlerAnswersLater(t *testing.T) {
 // answer as a separate response (§5.2.2), as from a slow handler.
 func TestLaterAnswerAfterAckDelayIsSeparate(t *testing.T) {
 	var inline atomic.Int32
+	clk := fakeClock()
+	release := make(chan struct{})
 	_, addr := serve(t, EndpointConfig{
-		Handler:  laterHandler(&inline, 150*time.Millisecond, nil),
+		Handler:  laterHandler(&inline, release),
 		Inline:   func(*Request) bool { return true },
 		AckDelay: 20 * time.Millisecond,
+		Clock:    clk,
 	})
+	free := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(free)
 	c := rawPeer(t)
 	req := &Message{Type: Confirmable, Code: GET, MID: 7, Token: []byte{1}, Payload: []byte("s")}
 	b, _ := req.Marshal()
-	ack := exchange(t, c, addr, b)
+	if _, err := c.WriteToUDPAddrPort(b, addr); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the handler", func() bool { return inline.Load() == 1 })
+	clk.Advance(20 * time.Millisecond)
+	ack := readMsg(t, c)
 	if ack.Type != Acknowledgement || ack.Code != Empty || ack.MID != 7 {
 		t.Fatalf("first: %v %v mid %d, want the empty ACK", ack.Type, ack.Code, ack.MID)
 	}
+	free()
 	sep := readMsg(t, c)
 	if sep.Type != Confirmable || sep.Code != Content || string(sep.Payload) != "later:s" || string(sep.Token) != "\x01" {
 		t.Fatalf("separate response: %v %v %q", sep.Type, sep.Code, sep.Payload)
@@ -96,7 +107,7 @@ func TestLaterRequestHoldsItsSlotUntilAnswered(t *testing.T) {
 	var inline atomic.Int32
 	release := make(chan struct{})
 	_, addr := serve(t, EndpointConfig{
-		Handler:     laterHandler(&inline, 0, release),
+		Handler:     laterHandler(&inline, release),
 		Inline:      func(*Request) bool { return true },
 		MaxInflight: 1,
 	})
@@ -106,9 +117,7 @@ func TestLaterRequestHoldsItsSlotUntilAnswered(t *testing.T) {
 		resp, _ := client.Do(context.Background(), addr, &Message{Code: GET, Payload: []byte("1")})
 		first <- resp
 	}()
-	for inline.Load() == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	waitFor(t, "the first request's handler", func() bool { return inline.Load() == 1 })
 	resp, err := client.Do(context.Background(), addr, &Message{Code: GET, Payload: []byte("2")})
 	if err != nil || resp.Code != ServiceUnavailable {
 		t.Fatalf("second while the first is open: %v %v, want 5.03", resp, err)
@@ -125,8 +134,9 @@ func TestLaterRequestHoldsItsSlotUntilAnswered(t *testing.T) {
 
 func TestGoDeliversResponseTimeoutAndClose(t *testing.T) {
 	var calls atomic.Int32
-	_, addr := serve(t, EndpointConfig{Handler: echo(&calls, 0)})
-	client, _ := serve(t, EndpointConfig{})
+	_, addr := serve(t, EndpointConfig{Handler: echo(&calls)})
+	clk := fakeClock()
+	client, _ := serve(t, EndpointConfig{Clock: clk})
 	type result struct {
 		m   *Message
 		err error
@@ -134,6 +144,9 @@ func TestGoDeliversResponseTimeoutAndClose(t *testing.T) {
 	do := func(e *Endpoint, to netip.AddrPort, timeout time.Duration) result {
 		ch := make(chan result, 2)
 		e.Go(to, &Message{Code: POST, Payload: []byte("g")}, timeout, func(m *Message, err error) { ch <- result{m, err} })
+		if to != addr {
+			clk.Advance(timeout) // no answer comes: the deadline
+		}
 		r := <-ch
 		select {
 		case extra := <-ch:
@@ -173,7 +186,11 @@ func TestGoDeliversResponseTimeoutAndClose(t *testing.T) {
 // retransmitting after an empty ACK and waits for the separate response
 // (§5.2.2) until the deadline, and gives up after MAX_RETRANSMIT.
 func TestGoRetransmitsAndKeepsItsDeadline(t *testing.T) {
-	client, _ := serve(t, EndpointConfig{Params: Params{AckTimeout: 40 * time.Millisecond, MaxRetransmit: 2}})
+	p := Params{AckTimeout: 40 * time.Millisecond, MaxRetransmit: 2}
+	clk := fakeClock()
+	client, _ := serve(t, EndpointConfig{Params: p, Clock: clk})
+	// The most a retransmission waits, by the default random factor.
+	most := func(i int) time.Duration { return time.Duration(float64(p.AckTimeout<<i) * 1.5) }
 	peer := rawPeer(t)
 	to := netip.MustParseAddrPort(peer.LocalAddr().String())
 	type result struct {
@@ -191,10 +208,16 @@ func TestGoRetransmitsAndKeepsItsDeadline(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	pending := func() int {
+		client.mu.Lock()
+		defer client.mu.Unlock()
+		return len(client.pending)
+	}
 
 	// Lost once, then an empty ACK, then the separate response.
 	ch := start(5 * time.Second)
 	first := readMsg(t, peer)
+	clk.Advance(most(0))
 	again := readMsg(t, peer)
 	if again.MID != first.MID || string(again.Token) != string(first.Token) {
 		t.Fatalf("retransmission %v of %v", again, first)
@@ -210,25 +233,31 @@ func TestGoRetransmitsAndKeepsItsDeadline(t *testing.T) {
 
 	// An empty ACK and nothing else: no more retransmissions, and the
 	// deadline, not MAX_RETRANSMIT, ends it.
-	began := time.Now()
 	ch = start(400 * time.Millisecond)
 	req := readMsg(t, peer)
 	send(&Message{Type: Acknowledgement, MID: req.MID})
-	r := <-ch
-	if took := time.Since(began); !errors.Is(r.err, context.DeadlineExceeded) || took < 400*time.Millisecond {
-		t.Fatalf("after an empty ACK: %v after %v", r.err, took)
+	waitFor(t, "the empty ACK to end the retransmissions", func() bool { return pending() == 0 })
+	sent := client.Stats().Sent
+	clk.Advance(399 * time.Millisecond) // past every retransmission
+	select {
+	case r := <-ch:
+		t.Fatalf("after an empty ACK: %v before the deadline", r.err)
+	default:
 	}
-	peer.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
-	if n, _, err := peer.ReadFromUDPAddrPort(make([]byte, 64)); err == nil {
-		t.Fatalf("a %d-byte datagram was sent after the empty ACK", n)
+	clk.Advance(time.Millisecond)
+	if r := <-ch; !errors.Is(r.err, context.DeadlineExceeded) {
+		t.Fatalf("after an empty ACK: %v at the deadline", r.err)
 	}
-	peer.SetReadDeadline(time.Time{})
+	if s := client.Stats(); s.Sent != sent {
+		t.Fatalf("%d datagrams sent after the empty ACK", s.Sent-sent)
+	}
 
 	// Never acknowledged: the first transmission and two retransmissions,
 	// then ErrTimeout well before the deadline.
 	ch = start(10 * time.Second)
 	for i := 0; i < 3; i++ {
 		readMsg(t, peer)
+		clk.Advance(most(i))
 	}
 	if r := <-ch; !errors.Is(r.err, ErrTimeout) {
 		t.Fatalf("unacknowledged: %v", r.err)
@@ -241,13 +270,14 @@ func TestGoRetransmitsAndKeepsItsDeadline(t *testing.T) {
 	if r := <-ch; !errors.Is(r.err, ErrReset) {
 		t.Fatalf("reset: %v", r.err)
 	}
-	time.Sleep(20 * time.Millisecond)
+	// The exchange is gone before done is called.
 	client.mu.Lock()
 	nCalls, nPending := len(client.calls), len(client.pending)
 	client.mu.Unlock()
 	if nCalls != 0 || nPending != 0 {
 		t.Fatalf("%d calls, %d pending CONs left", nCalls, nPending)
 	}
+	clk.Advance(10 * time.Second)
 	select {
 	case r := <-ch:
 		t.Fatalf("done called twice: %v", r)

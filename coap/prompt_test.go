@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 )
@@ -26,9 +27,11 @@ func TestWritePromptPiggybacksAQuickAnswer(t *testing.T) {
 // (a separate response would be a CON, retransmitted to an address no
 // one has verified) and says so; WriteResponse then still answers.
 func TestWritePromptRefusesASeparateResponse(t *testing.T) {
-	release := make(chan struct{})
+	release, entered := make(chan struct{}), make(chan struct{}, 1)
 	result := make(chan error, 1)
-	_, addr := serve(t, EndpointConfig{AckDelay: 10 * time.Millisecond, Handler: HandlerFunc(func(ctx context.Context, w ResponseWriter, r *Request) error {
+	clk := fakeClock()
+	_, addr := serve(t, EndpointConfig{AckDelay: 10 * time.Millisecond, Clock: clk, Handler: HandlerFunc(func(ctx context.Context, w ResponseWriter, r *Request) error {
+		entered <- struct{}{}
 		<-release
 		err := WritePrompt(w, &Message{Code: Unauthorized})
 		result <- err
@@ -38,12 +41,19 @@ func TestWritePromptRefusesASeparateResponse(t *testing.T) {
 		return err
 	})})
 	c := rawPeer(t)
+	free := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(free)
 	b, _ := (&Message{Type: Confirmable, Code: GET, MID: 4, Token: []byte{8}}).Marshal()
-	ack := exchange(t, c, addr, b)
+	if _, err := c.WriteToUDPAddrPort(b, addr); err != nil {
+		t.Fatal(err)
+	}
+	<-entered
+	clk.Advance(10 * time.Millisecond)
+	ack := readMsg(t, c)
 	if ack.Type != Acknowledgement || ack.Code != Empty {
 		t.Fatalf("want an empty ACK first, got %v", ack)
 	}
-	close(release)
+	free()
 	if err := <-result; !errors.Is(err, ErrSeparate) {
 		t.Fatalf("WritePrompt after the empty ACK: %v, want ErrSeparate", err)
 	}
@@ -56,13 +66,24 @@ func TestWritePromptRefusesASeparateResponse(t *testing.T) {
 // A NON request is always answered at once with a NON: WritePrompt
 // sends it whenever it comes.
 func TestWritePromptAnswersANONLate(t *testing.T) {
-	_, addr := serve(t, EndpointConfig{AckDelay: 10 * time.Millisecond, Handler: HandlerFunc(func(ctx context.Context, w ResponseWriter, r *Request) error {
-		time.Sleep(50 * time.Millisecond) // past AckDelay, which does not apply to a NON
+	release, entered := make(chan struct{}), make(chan struct{}, 1)
+	clk := fakeClock()
+	_, addr := serve(t, EndpointConfig{AckDelay: 10 * time.Millisecond, Clock: clk, Handler: HandlerFunc(func(ctx context.Context, w ResponseWriter, r *Request) error {
+		entered <- struct{}{}
+		<-release // past AckDelay, which does not apply to a NON
 		return WritePrompt(w, &Message{Code: Content})
 	})})
+	free := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(free)
 	c := rawPeer(t)
 	b, _ := (&Message{Type: NonConfirmable, Code: GET, MID: 5, Token: []byte{9}}).Marshal()
-	if got := exchange(t, c, addr, b); got.Type != NonConfirmable || got.Code != Content {
+	if _, err := c.WriteToUDPAddrPort(b, addr); err != nil {
+		t.Fatal(err)
+	}
+	<-entered
+	clk.Advance(50 * time.Millisecond)
+	free()
+	if got := readMsg(t, c); got.Type != NonConfirmable || got.Code != Content {
 		t.Fatalf("got %v, want a NON 2.05", got)
 	}
 }

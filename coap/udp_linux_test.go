@@ -151,7 +151,7 @@ func TestEndpointReadsWaitingRequestsInOneBatch(t *testing.T) {
 		}
 	}
 	var calls atomic.Int32
-	e := NewEndpoint(u, EndpointConfig{Handler: echo(&calls, 0)})
+	e := NewEndpoint(u, EndpointConfig{Handler: echo(&calls)})
 	defer e.Close()
 	mids := map[uint16]bool{}
 	for range n {

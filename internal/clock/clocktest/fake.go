@@ -70,6 +70,20 @@ func (t *timer) Reset(d time.Duration) bool {
 	return was
 }
 
+// Pending is the time left to each pending call, in creation order: a
+// test waits for a component to arm its timer before it moves the clock.
+func (c *Fake) Pending() []time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []time.Duration
+	for _, t := range c.timers {
+		if !t.dead {
+			out = append(out, t.at.Sub(c.now))
+		}
+	}
+	return out
+}
+
 // Advance moves the clock by d and runs, outside the lock and in time
 // order, the functions that fell due.
 func (c *Fake) Advance(d time.Duration) {

@@ -34,7 +34,13 @@ func TestResetReArmsAndMovesTimers(t *testing.T) {
 		t.Fatalf("fired %d times, want 2", fired)
 	}
 	tm.Stop()
+	if p := c.Pending(); len(p) != 0 {
+		t.Fatalf("pending %v after Stop", p)
+	}
 	tm.Reset(time.Second)
+	if p := c.Pending(); len(p) != 1 || p[0] != time.Second {
+		t.Fatalf("pending %v, want [1s]", p)
+	}
 	// A timer that re-arms itself from its function runs once per Advance.
 	var self int
 	var st interface{ Reset(time.Duration) bool }
