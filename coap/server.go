@@ -257,25 +257,7 @@ func (w *responseWriter) writeAs(resp *Message, end, prompt bool) error {
 	w.e.slow.remove(w)
 	out := *resp
 	out.Token = w.token()
-	switch {
-	case w.reqType == Confirmable && !w.acked:
-		out.Type, out.MID = Acknowledgement, w.mid
-	case w.reqType == Confirmable:
-		// A separate response (§5.2.2) is a CON retransmitted until the
-		// client acknowledges it, for up to MAX_TRANSMIT_WAIT: a client
-		// that never does, a spoofed address above all, would have every
-		// answer kept that long, and sent it five times. Past the client's
-		// share of CONs unacknowledged (or the endpoint's), it goes as a
-		// NON, which §5.2.2 allows.
-		out.Type, out.MID = NonConfirmable, w.e.allocMID(w.peer)
-		if w.e.unacked.take(clientOf(w.peer.Addr())) == slotTaken {
-			out.Type = Confirmable
-		} else {
-			w.e.stats.separateNON.Add(1)
-		}
-	default:
-		out.Type, out.MID = NonConfirmable, w.e.allocMID(w.peer)
-	}
+	w.typeLocked(&out)
 	// A response that is neither remembered (§4.5, below) nor
 	// retransmitted is encoded into a pooled buffer: transports do not
 	// keep what they are given to write.
@@ -322,6 +304,30 @@ func (w *responseWriter) writeAs(resp *Message, end, prompt bool) error {
 	}
 	w.e.write(w.peer, data)
 	return nil
+}
+
+// typeLocked gives the response its type and message ID: piggybacked in
+// the ACK, a separate response, or a NON; w.mu is held.
+func (w *responseWriter) typeLocked(out *Message) {
+	switch {
+	case w.reqType == Confirmable && !w.acked:
+		out.Type, out.MID = Acknowledgement, w.mid
+	case w.reqType == Confirmable:
+		// A separate response (§5.2.2) is a CON retransmitted until the
+		// client acknowledges it, for up to MAX_TRANSMIT_WAIT: a client
+		// that never does, a spoofed address above all, would have every
+		// answer kept that long, and sent it five times. Past the client's
+		// share of CONs unacknowledged (or the endpoint's), it goes as a
+		// NON, which §5.2.2 allows.
+		out.Type, out.MID = NonConfirmable, w.e.allocMID(w.peer)
+		if w.e.unacked.take(clientOf(w.peer.Addr())) == slotTaken {
+			out.Type = Confirmable
+		} else {
+			w.e.stats.separateNON.Add(1)
+		}
+	default:
+		out.Type, out.MID = NonConfirmable, w.e.allocMID(w.peer)
+	}
 }
 
 // sendBufs holds buffers for responses encoded only to be sent once;
