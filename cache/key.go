@@ -485,20 +485,9 @@ func appendUnescaped(b []byte, tag byte, s []byte) ([]byte, bool) {
 	return b, true
 }
 
-// defaultPort is coap.DefaultPort on a case-folded scheme.
-func defaultPort(scheme []byte) uint16 {
-	switch string(scheme) {
-	case "coap", "coap+tcp":
-		return 5683
-	case "coaps", "coaps+tcp":
-		return 5684
-	case "http", "coap+ws":
-		return 80
-	case "https", "coaps+ws":
-		return 443
-	}
-	return 0
-}
+// defaultPort is coap.DefaultPort on a case-folded scheme. The scheme is
+// copied to the stack, not the heap: the string does not escape.
+func defaultPort(scheme []byte) uint16 { return coap.DefaultPort(string(scheme)) }
 
 // isPathChar reports the characters of an RFC 3986 path: pchar, "/" and
 // the "%" of an escape.
