@@ -118,27 +118,27 @@ type counters struct {
 // server.go and client.go, and what keeps exchanges reliable (message
 // IDs, deduplication, retransmission) in reliability.go.
 type Endpoint struct {
-	t        Transport
-	cfg      EndpointConfig
-	log      *slog.Logger
-	clock    clock.Clock
-	lifetime time.Duration
-	start    time.Time // the monotonic origin of dedup expiry times
-	ctx      context.Context
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	midMu    sync.Mutex
-	mids     map[netip.AddrPort]uint16 // guarded by midMu: last ID per peer
-	oldMids  map[netip.AddrPort]uint16 // guarded by midMu: mids before the last rotation
-	midsAt   time.Time                 // guarded by midMu: the last rotation
-	stats    counters
-	closeMu  sync.Once
-	closeErr error
-	readers  sync.WaitGroup
-	jobs     chan job     // idle workers wait here
-	slow     slowList     // CON requests waiting for their handler
-	nons     nonRing      // recent NONs whose RST someone wants to hear of
-	idle     atomic.Int32 // workers waiting on jobs
+	t         Transport
+	cfg       EndpointConfig
+	log       *slog.Logger
+	clock     clock.Clock
+	lifetime  time.Duration
+	start     time.Time // the monotonic origin of dedup expiry times
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	midMu     sync.Mutex
+	mids      map[netip.AddrPort]uint16 // guarded by midMu: last ID per peer
+	oldMids   map[netip.AddrPort]uint16 // guarded by midMu: mids before the last rotation
+	midsAt    time.Time                 // guarded by midMu: the last rotation
+	stats     counters
+	closeOnce sync.Once
+	closeErr  error
+	readers   sync.WaitGroup
+	jobs      chan job     // idle workers wait here
+	slow      slowList     // CON requests waiting for their handler
+	nons      nonRing      // recent NONs whose RST someone wants to hear of
+	idle      atomic.Int32 // workers waiting on jobs
 
 	slots   inflight // requests in flight, in all and per client
 	unacked inflight // separate responses (CON) not acknowledged yet, in all and per client
@@ -216,7 +216,7 @@ func NewEndpoint(t Transport, cfg EndpointConfig) *Endpoint {
 // flight with ErrClosed and waits for the reader and handlers to return.
 // It is idempotent.
 func (e *Endpoint) Close() error {
-	e.closeMu.Do(func() {
+	e.closeOnce.Do(func() {
 		e.cancel()
 		e.closeErr = e.t.Close()
 		e.readers.Wait()
