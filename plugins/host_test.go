@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 )
 
 // bins are the test executables, built once per test binary.
@@ -50,7 +51,9 @@ func TestMain(m *testing.M) {
 	}
 	bins.echoSum = fileSum(bins.echo)
 	minBackoff, maxBackoff = 50*time.Millisecond, time.Second
-	code := m.Run()
+	// Whoever starts a goroutine stops it: after the tests, none of the
+	// module's is left running.
+	code := testutil.VerifyNoLeaks(m)
 	os.RemoveAll(dir)
 	os.Exit(code)
 }
