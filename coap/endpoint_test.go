@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"net"
 	"net/netip"
 	"runtime"
@@ -176,7 +177,7 @@ func TestMalformedCONIsResetAndCounted(t *testing.T) {
 	// A malformed NON is dropped silently.
 	c.WriteToUDPAddrPort([]byte{0x50, 0x01, 0x00, 0x06, 0x1f}, addr)
 	c.WriteToUDPAddrPort([]byte{0xff}, addr)
-	waitFor(t, "the malformed datagrams", func() bool { return e.Stats().Malformed >= 3 })
+	testutil.Eventually(t, "the malformed datagrams", func() bool { return e.Stats().Malformed >= 3 })
 	if got := e.Stats().Malformed; got != 3 {
 		t.Fatalf("malformed = %d, want 3", got)
 	}
@@ -274,7 +275,7 @@ func TestDedupMemoryIsBounded(t *testing.T) {
 		b, _ := (&Message{Type: NonConfirmable, Code: code, MID: uint16(mid)}).Marshal()
 		c.WriteToUDPAddrPort(b, addr)
 	}
-	waitFor(t, "every datagram", func() bool { return e.Stats().Received >= 1000 })
+	testutil.Eventually(t, "every datagram", func() bool { return e.Stats().Received >= 1000 })
 	e.mu.Lock()
 	n, q := len(e.seen), e.seenQ.len()
 	e.mu.Unlock()
@@ -371,10 +372,10 @@ func TestFailingReadsBackOff(t *testing.T) {
 	// Pauses of 1, 2, 4, ... 64 ms, then 100 ms: the reader reads again
 	// only once each has passed; one that does not pause makes hundreds
 	// of thousands of reads meanwhile.
-	waitFor(t, "the first read", func() bool { return f.reads.Load() == 1 })
+	testutil.Eventually(t, "the first read", func() bool { return f.reads.Load() == 1 })
 	for i, pause := range []time.Duration{1, 2, 4, 8, 16, 32, 64, 100, 100} {
 		pause *= time.Millisecond
-		waitFor(t, "the reader to pause", func() bool { return slices.Contains(clk.Pending(), pause) })
+		testutil.Eventually(t, "the reader to pause", func() bool { return slices.Contains(clk.Pending(), pause) })
 		if pause > time.Millisecond {
 			clk.Advance(pause - time.Millisecond)
 			if n := f.reads.Load(); n != int64(i+1) {
@@ -384,7 +385,7 @@ func TestFailingReadsBackOff(t *testing.T) {
 		} else {
 			clk.Advance(pause)
 		}
-		waitFor(t, "the read after the pause", func() bool { return f.reads.Load() == int64(i+2) })
+		testutil.Eventually(t, "the read after the pause", func() bool { return f.reads.Load() == int64(i+2) })
 	}
 	// Close still ends a reader in its pause.
 	e.Close()

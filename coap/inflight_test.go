@@ -2,6 +2,7 @@ package coap
 
 import (
 	"context"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"net"
 	"net/netip"
 	"sync"
@@ -30,18 +31,6 @@ func send(t *testing.T, c *net.UDPConn, to netip.AddrPort, m *Message) {
 	}
 	if _, err := c.WriteToUDPAddrPort(b, to); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// waitFor polls cond, a counter reaching a value, for up to 10 s.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
 
@@ -96,7 +85,7 @@ func TestOneClientCannotTakeMoreThanItsShare(t *testing.T) {
 		flood = append(flood, c)
 		send(t, c, addr, get("hold", uint16(i)))
 	}
-	waitFor(t, "the flooder's share in flight", func() bool { return e.Stats().Inflight == 4 })
+	testutil.Eventually(t, "the flooder's share in flight", func() bool { return e.Stats().Inflight == 4 })
 	over := peerOn(t, "127.0.0.2")
 	send(t, over, addr, get("hold", 100))
 	resp := readMsg(t, over)
@@ -124,7 +113,7 @@ func TestOneClientCannotTakeMoreThanItsShare(t *testing.T) {
 	}
 	send(t, other, addr, get("hold", 2))
 	send(t, peerOn(t, "127.0.0.3"), addr, get("hold", 3))
-	waitFor(t, "every slot taken", func() bool { return e.Stats().Inflight == 6 })
+	testutil.Eventually(t, "every slot taken", func() bool { return e.Stats().Inflight == 6 })
 	// Now the pool itself is full: 5.03 with Max-Age 1 for anyone...
 	third := peerOn(t, "127.0.0.4")
 	resp = exchange(t, third, addr, mustMarshal(t, get("hold", 4)))
@@ -146,7 +135,7 @@ func TestShareComesBackWhenAnswered(t *testing.T) {
 	e, addr := serve(t, EndpointConfig{Handler: h, MaxInflightPerClient: 1})
 	c := peerOn(t, "127.0.0.2")
 	send(t, c, addr, &Message{Type: NonConfirmable, Code: GET, MID: 1, Token: []byte{1}, Payload: []byte("hold")})
-	waitFor(t, "the request in flight", func() bool { return e.Stats().Inflight == 1 })
+	testutil.Eventually(t, "the request in flight", func() bool { return e.Stats().Inflight == 1 })
 	if resp := exchange(t, c, addr, mustMarshal(t, &Message{Type: NonConfirmable, Code: GET, MID: 2, Token: []byte{2}, Payload: []byte("now")})); resp.Code != ServiceUnavailable {
 		t.Fatalf("second request over a share of 1: %v", resp.Code)
 	}
@@ -154,7 +143,7 @@ func TestShareComesBackWhenAnswered(t *testing.T) {
 	if resp := readMsg(t, c); resp.Code != GatewayTimeout || string(resp.Token) != "\x01" {
 		t.Fatalf("the held request's answer: %v token %x", resp.Code, resp.Token)
 	}
-	waitFor(t, "the slot given back", func() bool { return e.Stats().Inflight == 0 })
+	testutil.Eventually(t, "the slot given back", func() bool { return e.Stats().Inflight == 0 })
 	if resp := exchange(t, c, addr, mustMarshal(t, &Message{Type: NonConfirmable, Code: GET, MID: 3, Token: []byte{3}, Payload: []byte("now")})); resp.Code != Content {
 		t.Fatalf("after the answer: %v", resp.Code)
 	}
@@ -172,10 +161,10 @@ func TestSetInflightLimits(t *testing.T) {
 	e, addr := serve(t, EndpointConfig{Handler: h, MaxInflightPerClient: 1})
 	c := peerOn(t, "127.0.0.2")
 	send(t, c, addr, &Message{Type: NonConfirmable, Code: GET, MID: 1, Token: []byte{1}, Payload: []byte("hold")})
-	waitFor(t, "the request in flight", func() bool { return e.Stats().Inflight == 1 })
+	testutil.Eventually(t, "the request in flight", func() bool { return e.Stats().Inflight == 1 })
 	e.SetInflightLimits(10, 2, 5*time.Second)
 	send(t, c, addr, &Message{Type: NonConfirmable, Code: GET, MID: 2, Token: []byte{2}, Payload: []byte("hold")})
-	waitFor(t, "two in flight", func() bool { return e.Stats().Inflight == 2 })
+	testutil.Eventually(t, "two in flight", func() bool { return e.Stats().Inflight == 2 })
 	resp := exchange(t, c, addr, mustMarshal(t, &Message{Type: NonConfirmable, Code: GET, MID: 3, Token: []byte{3}, Payload: []byte("hold")}))
 	if age, _ := resp.Options.Uint(MaxAge); resp.Code != ServiceUnavailable || age != 5 {
 		t.Fatalf("third over a share of 2: %v Max-Age %d, want 5.03 Max-Age 5", resp.Code, age)
@@ -315,11 +304,11 @@ func TestUnacknowledgedSeparateResponsesAreBoundedPerClient(t *testing.T) {
 			t.Fatalf("another client's separate response %d: %v", mid, resp.Type)
 		}
 		send(t, other, addr, &Message{Type: Acknowledgement, Code: Empty, MID: resp.MID})
-		waitFor(t, "the acknowledged CON to settle", func() bool { return e.Stats().Inflight == 0 && e.unacked.count() == 2 })
+		testutil.Eventually(t, "the acknowledged CON to settle", func() bool { return e.Stats().Inflight == 0 && e.unacked.count() == 2 })
 	}
 	// One acknowledged: room for one more CON.
 	send(t, spoofed, addr, &Message{Type: Acknowledgement, Code: Empty, MID: cons[0].MID})
-	waitFor(t, "the acknowledged CON to settle", func() bool {
+	testutil.Eventually(t, "the acknowledged CON to settle", func() bool {
 		e.mu.Lock()
 		defer e.mu.Unlock()
 		_, pending := e.pending[exKey{spoofed.LocalAddr().(*net.UDPAddr).AddrPort(), cons[0].MID}]

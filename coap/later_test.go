@@ -3,6 +3,7 @@ package coap
 import (
 	"context"
 	"errors"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -88,7 +89,7 @@ func TestLaterAnswerAfterAckDelayIsSeparate(t *testing.T) {
 	if _, err := c.WriteToUDPAddrPort(b, addr); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the handler", func() bool { return inline.Load() == 1 })
+	testutil.Eventually(t, "the handler", func() bool { return inline.Load() == 1 })
 	clk.Advance(20 * time.Millisecond)
 	ack := readMsg(t, c)
 	if ack.Type != Acknowledgement || ack.Code != Empty || ack.MID != 7 {
@@ -117,7 +118,7 @@ func TestLaterRequestHoldsItsSlotUntilAnswered(t *testing.T) {
 		resp, _ := client.Do(context.Background(), addr, &Message{Code: GET, Payload: []byte("1")})
 		first <- resp
 	}()
-	waitFor(t, "the first request's handler", func() bool { return inline.Load() == 1 })
+	testutil.Eventually(t, "the first request's handler", func() bool { return inline.Load() == 1 })
 	resp, err := client.Do(context.Background(), addr, &Message{Code: GET, Payload: []byte("2")})
 	if err != nil || resp.Code != ServiceUnavailable {
 		t.Fatalf("second while the first is open: %v %v, want 5.03", resp, err)
@@ -236,7 +237,7 @@ func TestGoRetransmitsAndKeepsItsDeadline(t *testing.T) {
 	ch = start(400 * time.Millisecond)
 	req := readMsg(t, peer)
 	send(&Message{Type: Acknowledgement, MID: req.MID})
-	waitFor(t, "the empty ACK to end the retransmissions", func() bool { return pending() == 0 })
+	testutil.Eventually(t, "the empty ACK to end the retransmissions", func() bool { return pending() == 0 })
 	sent := client.Stats().Sent
 	clk.Advance(399 * time.Millisecond) // past every retransmission
 	select {

@@ -1,6 +1,7 @@
 package observe
 
 import (
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"os"
 	"reflect"
 	"runtime"
@@ -18,7 +19,7 @@ func TestCloseCancelsUpstreamAndLeaksNoGoroutines(t *testing.T) {
 		client, _ := endpoint(t, "127.0.0.1:0", coap.EndpointConfig{})
 		w := observeAt(t, client, r.proxy, get("temp"))
 		r.origin.push(t, content("v1", 2), false)
-		eventually(t, 5*time.Second, "v1", func() bool { return w.last() == "v1" })
+		testutil.EventuallyWithin(t, 5*time.Second, "v1", func() bool { return w.last() == "v1" })
 		r.hub.Close()
 		if r.origin.cancelled() != 1 {
 			t.Fatal("Close did not cancel the upstream observation")
@@ -33,7 +34,7 @@ func TestCloseCancelsUpstreamAndLeaksNoGoroutines(t *testing.T) {
 			t.Fatalf("after Close: %v", c2.first)
 		}
 	})
-	eventually(t, 10*time.Second, "goroutines back to the baseline", func() bool { return runtime.NumGoroutine() <= base })
+	testutil.EventuallyWithin(t, 10*time.Second, "goroutines back to the baseline", func() bool { return runtime.NumGoroutine() <= base })
 }
 
 // The README names every config key and counter.

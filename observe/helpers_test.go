@@ -18,18 +18,6 @@ type fakeClock = clocktest.Fake
 
 func newFakeClock() *fakeClock { return clocktest.New(time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)) }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func listenUDP(t testing.TB, addr string) *coap.UDP {
 	t.Helper()
 	u, err := coap.ListenUDP(context.Background(), addr)

@@ -3,6 +3,7 @@ package observe
 import (
 	"context"
 	"fmt"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"net/netip"
 	"sync"
 	"testing"
@@ -184,7 +185,7 @@ func TestObserversShareOneRegistrationAndGetTheirOwnNumbers(t *testing.T) {
 	for i := range 20 {
 		r.origin.push(t, content(fmt.Sprintf("v%d", i+1), uint32(i+2)), false)
 	}
-	eventually(t, 5*time.Second, "every observer on v20", func() bool {
+	testutil.EventuallyWithin(t, 5*time.Second, "every observer on v20", func() bool {
 		for _, w := range ws {
 			if w.last() != "v20" {
 				return false
@@ -214,7 +215,7 @@ func TestObserversShareOneRegistrationAndGetTheirOwnNumbers(t *testing.T) {
 			t.Fatal("upstream cancelled while observers remain")
 		}
 	}
-	eventually(t, 5*time.Second, "upstream cancel", func() bool { return r.origin.cancelled() == 1 })
+	testutil.EventuallyWithin(t, 5*time.Second, "upstream cancel", func() bool { return r.origin.cancelled() == 1 })
 	s := r.hub.Stats()
 	if s.Observers != 0 || s.Upstreams != 0 || s.Deregistrations != 6 {
 		t.Fatalf("stats after cancel: %+v", s)
@@ -238,7 +239,7 @@ func TestConcurrentRegistrationsAreCoalesced(t *testing.T) {
 		}()
 	}
 	<-r.origin.entered
-	eventually(t, 5*time.Second, "8 waiters", func() bool {
+	testutil.EventuallyWithin(t, 5*time.Second, "8 waiters", func() bool {
 		r.hub.mu.Lock()
 		defer r.hub.mu.Unlock()
 		for _, e := range r.hub.entries {
@@ -257,7 +258,7 @@ func TestConcurrentRegistrationsAreCoalesced(t *testing.T) {
 		}
 	}
 	r.origin.push(t, content("v1", 2), false)
-	eventually(t, 5*time.Second, "v1 everywhere", func() bool {
+	testutil.EventuallyWithin(t, 5*time.Second, "v1 everywhere", func() bool {
 		for _, w := range ws {
 			if w.last() != "v1" {
 				return false
@@ -316,7 +317,7 @@ func TestStaleUpstreamNotificationsAreDiscarded(t *testing.T) {
 	for _, s := range steps {
 		r.origin.push(t, content(s.payload, s.seq), false)
 		if !s.stale {
-			eventually(t, 5*time.Second, s.payload, func() bool { return w.last() == s.payload })
+			testutil.EventuallyWithin(t, 5*time.Second, s.payload, func() bool { return w.last() == s.payload })
 		}
 	}
 	for _, p := range w.payloads() {
@@ -325,7 +326,7 @@ func TestStaleUpstreamNotificationsAreDiscarded(t *testing.T) {
 		}
 	}
 	w.checkIncreasing(t)
-	eventually(t, 5*time.Second, "3 dropped", func() bool { return r.hub.Stats().DroppedStale == 3 })
+	testutil.EventuallyWithin(t, 5*time.Second, "3 dropped", func() bool { return r.hub.Stats().DroppedStale == 3 })
 }
 
 // The 128-second rule (RFC 7641 §3.4): after a long silence any number
@@ -344,13 +345,13 @@ func TestStaleRuleYieldsAfter128Seconds(t *testing.T) {
 		return n
 	}
 	r.origin.push(t, long("a", 100), false)
-	eventually(t, 5*time.Second, "a", func() bool { return w.last() == "a" })
+	testutil.EventuallyWithin(t, 5*time.Second, "a", func() bool { return w.last() == "a" })
 	clk.Advance(129 * time.Second)
 	if r.origin.registrations() != 1 {
 		t.Fatal("re-registered")
 	}
 	r.origin.push(t, long("restarted", 3), false)
-	eventually(t, 5*time.Second, "restarted", func() bool { return w.last() == "restarted" })
+	testutil.EventuallyWithin(t, 5*time.Second, "restarted", func() bool { return w.last() == "restarted" })
 	w.checkIncreasing(t)
 }
 
@@ -397,8 +398,8 @@ func TestDeregistration(t *testing.T) {
 				t.Fatalf("not registered: %v", reg)
 			}
 			tc.leave(t, c, r, reg)
-			eventually(t, 10*time.Second, "observer removed", func() bool { return r.hub.Stats().Observers == 0 })
-			eventually(t, 10*time.Second, "upstream cancelled", func() bool { return r.origin.cancelled() == 1 })
+			testutil.EventuallyWithin(t, 10*time.Second, "observer removed", func() bool { return r.hub.Stats().Observers == 0 })
+			testutil.EventuallyWithin(t, 10*time.Second, "upstream cancelled", func() bool { return r.origin.cancelled() == 1 })
 			if s := r.hub.Stats(); s.Deregistrations != 1 || s.Upstreams != 0 {
 				t.Fatalf("stats %+v", s)
 			}
@@ -424,7 +425,7 @@ func TestSlowObserverDoesNotBlockOthersAndGetsLatest(t *testing.T) {
 	for i := 2; i <= 50; i++ {
 		r.origin.push(t, content(fmt.Sprintf("v%d", i), uint32(i+1)), false)
 	}
-	eventually(t, 5*time.Second, "fast observer on v50", func() bool { return fast.last() == "v50" })
+	testutil.EventuallyWithin(t, 5*time.Second, "fast observer on v50", func() bool { return fast.last() == "v50" })
 	if _, err := slow.tryRead(100 * time.Millisecond); err == nil {
 		t.Fatal("a second notification while a CON is outstanding")
 	}
@@ -470,7 +471,7 @@ func TestOSCOREObservationsAreNotAggregated(t *testing.T) {
 	n.Options = n.Options.SetUint(coap.MaxAge, 0)
 	r.origin.push(t, n, false)
 	for _, w := range []*watcher{a, b} {
-		eventually(t, 5*time.Second, "protected notification", func() bool { return len(w.payloads()) == 1 })
+		testutil.EventuallyWithin(t, 5*time.Second, "protected notification", func() bool { return len(w.payloads()) == 1 })
 		got := w.got[0]
 		if !got.Options.Equal(n.Options) || string(got.Payload) != string(n.Payload) {
 			t.Fatalf("protected notification changed: %v %x", got.Options, got.Payload)
@@ -479,7 +480,7 @@ func TestOSCOREObservationsAreNotAggregated(t *testing.T) {
 	if err := a.obs.Cancel(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "one upstream left", func() bool { return r.hub.Stats().Upstreams == 1 })
+	testutil.EventuallyWithin(t, 5*time.Second, "one upstream left", func() bool { return r.hub.Stats().Upstreams == 1 })
 }
 
 func TestMaxAgeLivenessReregisters(t *testing.T) {
@@ -499,16 +500,16 @@ func TestMaxAgeLivenessReregisters(t *testing.T) {
 	r.origin.seq = 1 // a restarted origin: numbers start over
 	r.origin.mu.Unlock()
 	clk.Advance(time.Millisecond)
-	eventually(t, 5*time.Second, "re-registration", func() bool { return r.origin.registrations() == 2 })
+	testutil.EventuallyWithin(t, 5*time.Second, "re-registration", func() bool { return r.origin.registrations() == 2 })
 	// The new registration's first response reaches the observer as a
 	// notification, and the old registration is cancelled.
-	eventually(t, 5*time.Second, "new state", func() bool { return w.last() == "after" })
-	eventually(t, 5*time.Second, "old registration cancelled", func() bool { return r.origin.cancelled() == 1 })
+	testutil.EventuallyWithin(t, 5*time.Second, "new state", func() bool { return w.last() == "after" })
+	testutil.EventuallyWithin(t, 5*time.Second, "old registration cancelled", func() bool { return r.origin.cancelled() == 1 })
 	r.origin.mu.Lock()
 	newest := r.origin.regs[1]
 	r.origin.mu.Unlock()
 	r.origin.pushTo(t, newest, content("later", 2), false)
-	eventually(t, 5*time.Second, "later", func() bool { return w.last() == "later" })
+	testutil.EventuallyWithin(t, 5*time.Second, "later", func() bool { return w.last() == "later" })
 	w.checkIncreasing(t)
 	// An unprotected observation is kept alive, never ended by the timer.
 	if s := r.hub.Stats(); s.Observers != 1 || s.Upstreams != 1 || s.ProtectedExpired != 0 {
@@ -522,13 +523,13 @@ func TestErrorNotificationEndsObservationForAll(t *testing.T) {
 	ws := []*watcher{observeAt(t, client, r.proxy, get("temp")), observeAt(t, client, r.proxy, get("temp"))}
 	r.origin.push(t, &coap.Message{Code: coap.NotFound, Payload: []byte("gone")}, false)
 	for _, w := range ws {
-		eventually(t, 5*time.Second, "4.04", func() bool {
+		testutil.EventuallyWithin(t, 5*time.Second, "4.04", func() bool {
 			w.mu.Lock()
 			defer w.mu.Unlock()
 			return len(w.got) == 1 && w.got[0].Code == coap.NotFound
 		})
 	}
-	eventually(t, 5*time.Second, "hub empty", func() bool {
+	testutil.EventuallyWithin(t, 5*time.Second, "hub empty", func() bool {
 		s := r.hub.Stats()
 		return s.Observers == 0 && s.Upstreams == 0
 	})

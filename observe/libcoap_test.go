@@ -3,6 +3,7 @@ package observe
 import (
 	"context"
 	"fmt"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"regexp"
 	"testing"
 	"time"
@@ -73,8 +74,8 @@ func TestLibcoapObserversShareOneUpstream(t *testing.T) {
 			}
 		}
 	}
-	eventually(t, 15*time.Second, "all observers gone", func() bool { return r.hub.Stats().Observers == 0 })
-	eventually(t, 10*time.Second, "upstream cancelled", func() bool { return r.origin.cancelled() == 1 })
+	testutil.EventuallyWithin(t, 15*time.Second, "all observers gone", func() bool { return r.hub.Stats().Observers == 0 })
+	testutil.EventuallyWithin(t, 10*time.Second, "upstream cancelled", func() bool { return r.origin.cancelled() == 1 })
 	t.Logf("stats %+v", r.hub.Stats())
 }
 

@@ -2,6 +2,7 @@ package observe
 
 import (
 	"fmt"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"testing"
 	"time"
 
@@ -94,8 +95,8 @@ func TestGoneObserverIsRemovedAndUpstreamCancelled(t *testing.T) {
 				t.Fatalf("not registered: %v", reg)
 			}
 			tc.leave(t, c, r)
-			eventually(t, 10*time.Second, "observer removed", func() bool { return r.hub.Stats().Observers == 0 })
-			eventually(t, 10*time.Second, "upstream cancelled", func() bool { return r.origin.cancelled() == 1 })
+			testutil.EventuallyWithin(t, 10*time.Second, "observer removed", func() bool { return r.hub.Stats().Observers == 0 })
+			testutil.EventuallyWithin(t, 10*time.Second, "upstream cancelled", func() bool { return r.origin.cancelled() == 1 })
 			s := r.hub.Stats()
 			if s.Deregistrations != 1 || tc.cause(s) != 1 || s.Rejected+s.Unconfirmed+s.Unreachable != 1 || s.Upstreams != 0 {
 				t.Fatalf("stats %+v", s)

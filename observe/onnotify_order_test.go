@@ -2,6 +2,7 @@ package observe
 
 import (
 	"fmt"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -33,7 +34,7 @@ func TestOnNotifyRunsBeforeObserversAreTold(t *testing.T) {
 	const n = 5
 	for i := range n {
 		r.origin.push(t, content(fmt.Sprintf("v%d", i+1), uint32(i+2)), false)
-		eventually(t, 5*time.Second, "the observer on the new state", func() bool { return w.Load().last() == fmt.Sprintf("v%d", i+1) })
+		testutil.EventuallyWithin(t, 5*time.Second, "the observer on the new state", func() bool { return w.Load().last() == fmt.Sprintf("v%d", i+1) })
 	}
 	if hooked.Load() != n {
 		t.Fatalf("hook saw %d notifications, want %d", hooked.Load(), n)

@@ -3,6 +3,7 @@ package observe
 import (
 	"bytes"
 	"errors"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"testing"
 	"time"
 
@@ -98,7 +99,7 @@ func TestProtectedObservationEndsAfterADayWithoutNotification(t *testing.T) {
 			// The upstream observation is stopped as when the last
 			// observer leaves, and a late notification gets an RST (RFC
 			// 7641 §3.6).
-			eventually(t, 5*time.Second, "upstream cancelled", func() bool { return r.origin.cancelled() == 1 })
+			testutil.EventuallyWithin(t, 5*time.Second, "upstream cancelled", func() bool { return r.origin.cancelled() == 1 })
 			r.origin.mu.Lock()
 			up := r.origin.regs[0]
 			r.origin.mu.Unlock()
@@ -145,7 +146,7 @@ func TestProtectedObservationStaysWhileNotifiedAndEndsADayAfterTheLast(t *testin
 	r.checkHub(t, 1, 1, 0)
 	clk.Advance(time.Millisecond)
 	r.checkHub(t, 0, 0, 1)
-	eventually(t, 5*time.Second, "upstream cancelled", func() bool { return r.origin.cancelled() == 1 })
+	testutil.EventuallyWithin(t, 5*time.Second, "upstream cancelled", func() bool { return r.origin.cancelled() == 1 })
 }
 
 // An OSCORE client re-registers when its own Max-Age runs out (RFC 7641
@@ -156,7 +157,7 @@ func TestProtectedReregistrationAfterExpiryIsFresh(t *testing.T) {
 	r, clk, c := protectedRig(t, -1)
 	clk.Advance(protectedIdle + livenessMargin)
 	r.checkHub(t, 0, 0, 1)
-	eventually(t, 5*time.Second, "upstream cancelled", func() bool { return r.origin.cancelled() == 1 })
+	testutil.EventuallyWithin(t, 5*time.Second, "upstream cancelled", func() bool { return r.origin.cancelled() == 1 })
 
 	reg := c.registerProtected("p1", 2)
 	if v, ok := reg.Options.Uint(coap.Observe); !ok || v != 1 || reg.Code != coap.Content {

@@ -1,6 +1,7 @@
 package observe
 
 import (
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"testing"
 	"time"
 
@@ -30,7 +31,7 @@ func TestSameTokenReRegistrationWhileRegisteringKeepsTheObservation(t *testing.T
 		c.send(m)
 	}
 	<-r.origin.entered
-	eventually(t, 5*time.Second, "2 waiters", func() bool {
+	testutil.EventuallyWithin(t, 5*time.Second, "2 waiters", func() bool {
 		r.hub.mu.Lock()
 		defer r.hub.mu.Unlock()
 		for _, e := range r.hub.entries {

@@ -3,6 +3,7 @@ package observe
 import (
 	"bytes"
 	"fmt"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"testing"
 	"time"
 
@@ -49,7 +50,7 @@ func TestSilentObserverGetsBoundedNotificationsThenNothing(t *testing.T) {
 	for range 20 {
 		push()
 	}
-	eventually(t, 10*time.Second, "the silent observer removed", func() bool { return r.hub.Stats().Observers == 0 })
+	testutil.EventuallyWithin(t, 10*time.Second, "the silent observer removed", func() bool { return r.hub.Stats().Observers == 0 })
 	for range 20 {
 		push()
 	}

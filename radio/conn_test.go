@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"net"
 	"net/netip"
 	"runtime"
@@ -345,19 +346,6 @@ func TestConnCancelledContext(t *testing.T) {
 	}
 }
 
-// waitFor polls cond: the reader goroutine works asynchronously. It never
-// asserts on how long that takes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("gave up waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 func TestConnQueueDropsWhenFull(t *testing.T) {
 	p := newPair(t, radio.ConnConfig{QueueLen: 2}, radio.ConnConfig{})
 	for range 5 {
@@ -365,7 +353,7 @@ func TestConnQueueDropsWhenFull(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "5 frames", func() bool { return p.gw.Counters().FramesRx == 5 })
+	testutil.Eventually(t, "5 frames", func() bool { return p.gw.Counters().FramesRx == 5 })
 	if c := p.gw.Counters(); c.DatagramsRx != 2 || c.QueueDrops != 3 {
 		t.Fatalf("counters %+v", c)
 	}
@@ -406,7 +394,7 @@ func TestConnFiltersAndCounts(t *testing.T) {
 			tt.send()
 			// FramesRx goes up before the counter of what became of the
 			// frame: wait for the latter itself.
-			waitFor(t, "the frame counted", func() bool { return tt.count(p.gw.Counters()) > before })
+			testutil.Eventually(t, "the frame counted", func() bool { return tt.count(p.gw.Counters()) > before })
 			if got := tt.count(p.gw.Counters()); got != before+1 {
 				t.Fatalf("counter went %d -> %d", before, got)
 			}
@@ -427,7 +415,7 @@ func TestConnReassemblyTimeoutInjectedClock(t *testing.T) {
 	f := mac.Frame{Type: mac.TypeData, PANIDCompression: true, DstPAN: 0xabcd, Dst: gwShort, SrcPAN: 0xabcd, Src: nodeShort, Payload: frames[0]}
 	b, _ := f.AppendEncode(nil)
 	p.nodeLink.Send(context.Background(), b)
-	waitFor(t, "the fragment", func() bool { return p.gw.Counters().Reassembly.Pending == 1 })
+	testutil.Eventually(t, "the fragment", func() bool { return p.gw.Counters().Reassembly.Pending == 1 })
 	now.set(time.Unix(5000, 0).Add(sixlowpan.DefaultReassemblyTimeout))
 	// Any later frame drives expiry.
 	if err := p.node.WriteTo(context.Background(), coapGET, p.gw.LocalAddr()); err != nil {
@@ -466,7 +454,7 @@ func TestConnCloseIsIdempotentAndUnblocks(t *testing.T) {
 		t.Fatalf("WriteTo after Close: %v", err)
 	}
 	// Close waited for the reader; the ReadFrom goroutine has returned.
-	waitFor(t, "goroutines to end", func() bool { return runtime.NumGoroutine() <= before })
+	testutil.Eventually(t, "goroutines to end", func() bool { return runtime.NumGoroutine() <= before })
 }
 
 func TestConnTruncatesLongDatagram(t *testing.T) {

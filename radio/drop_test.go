@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -133,7 +134,7 @@ func TestConnCountsAndLogsEachDropReason(t *testing.T) {
 			if err := p.nodeLink.Send(context.Background(), tt.mpdu); err != nil {
 				t.Fatal(err)
 			}
-			waitFor(t, "the drop counted", func() bool { return p.gw.Counters().Drops[tt.reason.String()] > before.Drops[tt.reason.String()] })
+			testutil.Eventually(t, "the drop counted", func() bool { return p.gw.Counters().Drops[tt.reason.String()] > before.Drops[tt.reason.String()] })
 			after := p.gw.Counters()
 			for _, r := range radio.DropReasons() {
 				want := before.Drops[r.String()]
@@ -199,7 +200,7 @@ func TestConnDropLogIsRateLimited(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "the flood counted", func() bool { return gw.Counters().Drops["mac_secured"] == flood })
+	testutil.Eventually(t, "the flood counted", func() bool { return gw.Counters().Drops["mac_secured"] == flood })
 	lines := rec.drops()
 	if len(lines) != 10 {
 		t.Fatalf("%d log lines for %d dropped frames in no time, want the burst of 10", len(lines), flood)
@@ -209,7 +210,7 @@ func TestConnDropLogIsRateLimited(t *testing.T) {
 	if err := b.Send(context.Background(), secured); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "one more drop", func() bool { return gw.Counters().Drops["mac_secured"] == flood+1 })
+	testutil.Eventually(t, "one more drop", func() bool { return gw.Counters().Drops["mac_secured"] == flood+1 })
 	lines = rec.drops()
 	if len(lines) != 11 || lines[10]["suppressed"] != fmt.Sprint(flood-10) || lines[10]["reason"] != "mac_secured" {
 		t.Fatalf("after a second: %d lines, last %v; want 11, the last with suppressed=%d", len(lines), lines[len(lines)-1], flood-10)
@@ -224,7 +225,7 @@ func TestConnDropLogIsRateLimited(t *testing.T) {
 			b.Send(context.Background(), secured)
 		}
 	}
-	waitFor(t, "the second flood counted", func() bool { return gw.Counters().Drops["mac_secured"] == flood+1+1000 })
+	testutil.Eventually(t, "the second flood counted", func() bool { return gw.Counters().Drops["mac_secured"] == flood+1+1000 })
 	if got := len(rec.drops()); got > 11+10 {
 		t.Fatalf("%d lines over 10 s of flood, want at most 21", got)
 	}

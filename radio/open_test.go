@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -218,7 +219,7 @@ func TestRadioRecoversWhenPtyReturns(t *testing.T) {
 	if err := n.Port().Unplug(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "link down after unplug", func() bool { return !r.Up() })
+	testutil.Eventually(t, "link down after unplug", func() bool { return !r.Up() })
 	if _, err := os.Stat(n.Port().Path()); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("port path after unplug: %v", err)
 	}
@@ -226,7 +227,7 @@ func TestRadioRecoversWhenPtyReturns(t *testing.T) {
 		t.Fatalf("write while unplugged: %v, want ErrDown", err)
 	}
 	retries := n.Stats().Retries
-	eventually(t, "the driver to look for the device and not find it", func() bool { return n.Stats().Retries >= retries+3 })
+	testutil.Eventually(t, "the driver to look for the device and not find it", func() bool { return n.Stats().Retries >= retries+3 })
 
 	if err := n.Port().Plug(); err != nil {
 		t.Fatal(err)
@@ -307,18 +308,6 @@ func fdCount(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return len(ents)
-}
-
-// eventually polls cond until it holds or a generous deadline passes.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // A spinel radio whose dongle is absent at start still opens (down,

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"encoding/hex"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -73,13 +74,13 @@ func TestCoAPRepresentationsReachMosquittoSubByteForByte(t *testing.T) {
 		t.Fatal(err)
 	}
 	runBridge(t, b)
-	waitFor(t, "the first representation", 5*time.Second, func() bool { return b.Stats().Notifications > 0 })
+	testutil.EventuallyWithin(t, 5*time.Second, "the first representation", func() bool { return b.Stats().Notifications > 0 })
 	want := [][]byte{blob(0)}
 	for i := uint32(1); i <= 5; i++ {
 		origin.notify(blob(i))
 		want = append(want, blob(i))
 	}
-	waitFor(t, "PUBACKs", 10*time.Second, func() bool { return b.Stats().Published >= uint64(len(want)) })
+	testutil.EventuallyWithin(t, 10*time.Second, "PUBACKs", func() bool { return b.Stats().Published >= uint64(len(want)) })
 
 	lines := receive(t, br, "sub-up", "gw/test/up/temp", "%C|%P|%x", len(want), 5*time.Second)
 	if len(lines) != len(want) {
@@ -110,7 +111,7 @@ func TestMosquittoPubReachesCoAPOriginAsPUT(t *testing.T) {
 		t.Fatal(err)
 	}
 	runBridge(t, b)
-	waitFor(t, "the subscription", 5*time.Second, func() bool { return b.Stats().Connects > 0 })
+	testutil.EventuallyWithin(t, 5*time.Second, "the subscription", func() bool { return b.Stats().Connects > 0 })
 
 	payload := blob(42)
 	file := filepath.Join(t.TempDir(), "payload")
@@ -122,7 +123,7 @@ func TestMosquittoPubReachesCoAPOriginAsPUT(t *testing.T) {
 	if err != nil {
 		t.Fatalf("mosquitto_pub: %v\n%s", err, out)
 	}
-	waitFor(t, "the PUT", 5*time.Second, func() bool { return len(origin.putsSeen()) > 0 })
+	testutil.EventuallyWithin(t, 5*time.Second, "the PUT", func() bool { return len(origin.putsSeen()) > 0 })
 	put := origin.putsSeen()[0]
 	if !bytes.Equal(put.Payload, payload) {
 		t.Errorf("PUT payload %x, want %x", put.Payload, payload)
@@ -134,7 +135,7 @@ func TestMosquittoPubReachesCoAPOriginAsPUT(t *testing.T) {
 	if cf, _ := put.Options.Uint(coap.ContentFormat); cf != 60 || strings.Join(path, "/") != "ps/data/valve" {
 		t.Errorf("PUT Content-Format %d path %q", cf, path)
 	}
-	waitFor(t, "the counter", 2*time.Second, func() bool { return b.Stats().Delivered == 1 })
+	testutil.EventuallyWithin(t, 2*time.Second, "the counter", func() bool { return b.Stats().Delivered == 1 })
 }
 
 func TestBrokerRestartLosesNothingAcknowledged(t *testing.T) {
@@ -151,7 +152,7 @@ func TestBrokerRestartLosesNothingAcknowledged(t *testing.T) {
 		t.Fatal(err)
 	}
 	runBridge(t, b)
-	waitFor(t, "the observation", 5*time.Second, func() bool { return b.Stats().Notifications > 0 })
+	testutil.EventuallyWithin(t, 5*time.Second, "the observation", func() bool { return b.Stats().Notifications > 0 })
 
 	const n = 150
 	ctx, cancel := context.WithCancel(t.Context())
@@ -168,12 +169,12 @@ func TestBrokerRestartLosesNothingAcknowledged(t *testing.T) {
 			}
 		}
 	}()
-	waitFor(t, "some PUBACKs", 10*time.Second, func() bool { return b.Stats().Published > 30 })
+	testutil.EventuallyWithin(t, 10*time.Second, "some PUBACKs", func() bool { return b.Stats().Published > 30 })
 	br.Stop() // mid-stream
 	time.Sleep(300 * time.Millisecond)
 	br.Start()
 	<-sent
-	waitFor(t, "the queue to drain", 30*time.Second, func() bool {
+	testutil.EventuallyWithin(t, 30*time.Second, "the queue to drain", func() bool {
 		s := b.Stats()
 		return s.Queued == 0 && s.Notifications == n
 	})
@@ -226,13 +227,13 @@ func TestPutAnswered429IsRetriedAfterMaxAge(t *testing.T) {
 		t.Fatal(err)
 	}
 	runBridge(t, b)
-	waitFor(t, "the subscription", 5*time.Second, func() bool { return b.Stats().Connects > 0 })
+	testutil.EventuallyWithin(t, 5*time.Second, "the subscription", func() bool { return b.Stats().Connects > 0 })
 	out, err := exec.Command("mosquitto_pub", "-V", "mqttv5", "-p", itoa(br.Port), "-h", "127.0.0.1", "-q", "1",
 		"-t", "gw/test/429", "-m", "21.5").CombinedOutput()
 	if err != nil {
 		t.Fatalf("mosquitto_pub: %v\n%s", err, out)
 	}
-	waitFor(t, "the delivery", 5*time.Second, func() bool { return b.Stats().Delivered == 1 })
+	testutil.EventuallyWithin(t, 5*time.Second, "the delivery", func() bool { return b.Stats().Delivered == 1 })
 	mu.Lock()
 	defer mu.Unlock()
 	if st := b.Stats(); st.Failed != 0 || len(codes) != 2 {
@@ -265,7 +266,7 @@ func TestMessageNotAcknowledgedWhenStoppedBeforeThePUTIsAnswered(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- b.Run(ctx) }()
-	waitFor(t, "the subscription", 5*time.Second, func() bool { return b.Stats().Connects > 0 })
+	testutil.EventuallyWithin(t, 5*time.Second, "the subscription", func() bool { return b.Stats().Connects > 0 })
 	if out, err := exec.Command("mosquitto_pub", "-V", "mqttv5", "-p", itoa(br.Port), "-h", "127.0.0.1", "-q", "1",
 		"-t", "gw/test/stop", "-m", "keep me").CombinedOutput(); err != nil {
 		t.Fatalf("mosquitto_pub: %v\n%s", err, out)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"os"
 	"runtime"
 	"strings"
@@ -96,18 +97,6 @@ func waitUp(t *testing.T, d *spinel.Driver) {
 	}
 }
 
-// eventually polls cond until it holds or a generous deadline passes.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	t.Cleanup(cancel)
@@ -175,7 +164,7 @@ func TestBringUpRefusesWrongRCP(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer d.Close()
-			eventually(t, "a failed bring-up", func() bool { return d.Stats().Retries > 0 })
+			testutil.EventuallyWithin(t, 30*time.Second, "a failed bring-up", func() bool { return d.Stats().Retries > 0 })
 			st := d.Stats()
 			if st.State != spinel.StateDown || !strings.Contains(st.LastError, tc.want) {
 				t.Errorf("stats %+v, want down with %q", st, tc.want)
@@ -305,11 +294,11 @@ func TestUnplugAndReplug(t *testing.T) {
 	if err := r.port.Unplug(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "link down", func() bool { return r.d.State() == spinel.StateDown })
+	testutil.EventuallyWithin(t, 30*time.Second, "link down", func() bool { return r.d.State() == spinel.StateDown })
 	if err := r.d.Send(ctxT(t), dataFrame(1, false, "x")); !errors.Is(err, radio.ErrDown) {
 		t.Fatalf("Send while unplugged = %v, want ErrDown", err)
 	}
-	eventually(t, "failed reopen attempts", func() bool { return r.d.Stats().Retries >= 2 })
+	testutil.EventuallyWithin(t, 30*time.Second, "failed reopen attempts", func() bool { return r.d.Stats().Retries >= 2 })
 	if err := r.port.Plug(); err != nil {
 		t.Fatal(err)
 	}
@@ -328,7 +317,7 @@ func TestUnplugAndReplug(t *testing.T) {
 func TestUnexpectedResetReconnects(t *testing.T) {
 	r := newRig(t, sim.RCPConfig{}, nil)
 	r.rcp.Reset(spinel.StatusResetWatchdog)
-	eventually(t, "reconnect", func() bool {
+	testutil.EventuallyWithin(t, 30*time.Second, "reconnect", func() bool {
 		st := r.d.Stats()
 		return st.Reconnects == 1 && st.State == spinel.StateUp
 	})
@@ -351,8 +340,8 @@ func TestMuteRCPTimesOutAndRecovers(t *testing.T) {
 	if !errors.Is(err, spinel.ErrTimeout) {
 		t.Fatalf("Send to a mute RCP = %v, want ErrTimeout", err)
 	}
-	eventually(t, "link down", func() bool { return r.d.State() == spinel.StateDown })
-	eventually(t, "failed bring-ups", func() bool { return r.d.Stats().Retries >= 1 })
+	testutil.EventuallyWithin(t, 30*time.Second, "link down", func() bool { return r.d.State() == spinel.StateDown })
+	testutil.EventuallyWithin(t, 30*time.Second, "failed bring-ups", func() bool { return r.d.Stats().Retries >= 1 })
 	r.rcp.SetFaults(sim.Faults{})
 	waitUp(t, r.d)
 	if err := r.d.Send(ctxT(t), dataFrame(2, true, "y")); err != nil {
@@ -495,16 +484,16 @@ func TestNoGoroutineOrFDLeak(t *testing.T) {
 	// One event at a time, each seen by the driver before the next, so
 	// that two recoveries are two reconnects.
 	port.Unplug()
-	eventually(t, "unplug noticed", func() bool { return d.State() != spinel.StateUp })
+	testutil.EventuallyWithin(t, 30*time.Second, "unplug noticed", func() bool { return d.State() != spinel.StateUp })
 	port.Plug()
-	eventually(t, "first reconnect", func() bool { return d.Stats().Reconnects == 1 && d.State() == spinel.StateUp })
+	testutil.EventuallyWithin(t, 30*time.Second, "first reconnect", func() bool { return d.Stats().Reconnects == 1 && d.State() == spinel.StateUp })
 	rcp.Reset(spinel.StatusResetCrash)
-	eventually(t, "second reconnect", func() bool { return d.Stats().Reconnects == 2 && d.State() == spinel.StateUp })
+	testutil.EventuallyWithin(t, 30*time.Second, "second reconnect", func() bool { return d.Stats().Reconnects == 2 && d.State() == spinel.StateUp })
 	d.Close()
 	port.Close()
 	rcp.Leave()
 
-	eventually(t, "goroutines and fds back to baseline", func() bool {
+	testutil.EventuallyWithin(t, 30*time.Second, "goroutines and fds back to baseline", func() bool {
 		return runtime.NumGoroutine() <= g0 && openFDs(t) <= fd0
 	})
 }
@@ -547,7 +536,7 @@ func TestHighFDIsRefusedNotPanicked(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	eventually(t, "a refused open", func() bool {
+	testutil.EventuallyWithin(t, 30*time.Second, "a refused open", func() bool {
 		return strings.Contains(d.Stats().LastError, spinel.ErrFDLimit.Error())
 	})
 	if d.State() != spinel.StateDown {
@@ -561,7 +550,7 @@ func TestReservedFDsSurviveReconnect(t *testing.T) {
 	r := newRig(t, sim.RCPConfig{}, nil)
 	r.port.Unplug()
 	// A failed reopen means the session is gone and the reservation refilled.
-	eventually(t, "a failed reopen", func() bool { return r.d.Stats().Retries >= 1 })
+	testutil.EventuallyWithin(t, 30*time.Second, "a failed reopen", func() bool { return r.d.Stats().Retries >= 1 })
 	// The port's descriptors are free now; whatever the process opens
 	// next takes every low one but the driver's reservation.
 	release := fillFDs(t)
@@ -583,7 +572,7 @@ func TestSlowAndLostRepliesFromRCP(t *testing.T) {
 	if err := r.d.Send(ctxT(t), dataFrame(2, true, "lost")); !errors.Is(err, spinel.ErrTimeout) {
 		t.Fatalf("Send with a lost tx-done = %v, want ErrTimeout", err)
 	}
-	eventually(t, "reconnect", func() bool { return r.d.Stats().Reconnects == 1 && r.d.State() == spinel.StateUp })
+	testutil.EventuallyWithin(t, 30*time.Second, "reconnect", func() bool { return r.d.Stats().Reconnects == 1 && r.d.State() == spinel.StateUp })
 	if err := r.d.Send(ctxT(t), dataFrame(3, true, "again")); err != nil {
 		t.Fatal(err)
 	}
@@ -597,12 +586,12 @@ func TestOrphanedTIDWithoutReplyResetsLink(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- r.d.Send(ctx, dataFrame(1, true, "x")) }()
-	eventually(t, "the rcp to take the frame", func() bool { return r.rcp.Stats().Transmits == 1 })
+	testutil.EventuallyWithin(t, 30*time.Second, "the rcp to take the frame", func() bool { return r.rcp.Stats().Transmits == 1 })
 	cancel()
 	if err := <-errc; !errors.Is(err, context.Canceled) {
 		t.Fatalf("Send = %v, want context.Canceled", err)
 	}
-	eventually(t, "the link reset and back", func() bool {
+	testutil.EventuallyWithin(t, 30*time.Second, "the link reset and back", func() bool {
 		st := r.d.Stats()
 		return st.Reconnects == 1 && st.State == spinel.StateUp
 	})

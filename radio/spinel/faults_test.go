@@ -3,6 +3,7 @@ package spinel_test
 import (
 	"context"
 	"errors"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"log/slog"
 	"runtime"
 	"slices"
@@ -79,13 +80,13 @@ func TestDevicePathGoneAndBack(t *testing.T) {
 		if err := r.port.Unplug(); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, "unplug noticed", func() bool { return r.d.State() == spinel.StateDown })
+		testutil.EventuallyWithin(t, 30*time.Second, "unplug noticed", func() bool { return r.d.State() == spinel.StateDown })
 		if err := r.d.Send(ctxT(t), dataFrame(1, false, "x")); !errors.Is(err, radio.ErrDown) {
 			t.Fatalf("Send while unplugged = %v, want ErrDown", err)
 		}
 		// Away long enough for a backoff to have grown to its cap
 		// (10, 20, ..., 200 ms takes 5 attempts).
-		eventually(t, "a dozen looks for the device", func() bool { return r.d.Stats().Retries >= retries+12 })
+		testutil.EventuallyWithin(t, 30*time.Second, "a dozen looks for the device", func() bool { return r.d.Stats().Retries >= retries+12 })
 		looks := tap.since(mark, "rcp not available")
 		infos := 0
 		for _, rec := range looks {
@@ -172,16 +173,16 @@ func testResetLoop(t *testing.T, delay time.Duration) {
 	mark := tap.mark()
 	rcp.SetFaults(sim.Faults{ResetOnRadioOn: true, ResetDelay: delay})
 	rcp.Reset(spinel.StatusResetWatchdog) // the first of the loop
-	eventually(t, "4 resets", func() bool { return rcp.Stats().SelfResets >= 4 })
+	testutil.EventuallyWithin(t, 30*time.Second, "4 resets", func() bool { return rcp.Stats().SelfResets >= 4 })
 	g4, fd4 := runtime.NumGoroutine(), openFDs(t)
-	eventually(t, "12 resets", func() bool { return rcp.Stats().SelfResets >= 12 })
+	testutil.EventuallyWithin(t, 30*time.Second, "12 resets", func() bool { return rcp.Stats().SelfResets >= 12 })
 	// A sample catches a session at some point of its life (port open or
 	// not, reader and writer started or gone), so one sample may differ
 	// from another by a session's worth. The loop goes on cycling: the
 	// counts must come back to the fourth reset's at some moment, which
 	// eight sessions' leaks would never let them do.
 	var g12, fd12 int
-	eventually(t, "descriptors and goroutines at the fourth reset's", func() bool {
+	testutil.EventuallyWithin(t, 30*time.Second, "descriptors and goroutines at the fourth reset's", func() bool {
 		g12, fd12 = runtime.NumGoroutine(), openFDs(t)
 		return fd12 <= fd4 && g12 <= g4
 	})
@@ -205,7 +206,7 @@ func testResetLoop(t *testing.T, delay time.Duration) {
 
 	stopped := time.Now()
 	rcp.SetFaults(sim.Faults{})
-	eventually(t, "the link up with the resets over", func() bool {
+	testutil.EventuallyWithin(t, 30*time.Second, "the link up with the resets over", func() bool {
 		return d.State() == spinel.StateUp && d.Send(ctxT(t), dataFrame(1, false, "x")) == nil
 	})
 	t.Logf("the RCP stopped resetting → link up and a frame sent in %v (BackoffMax %v)", time.Since(stopped).Round(time.Millisecond), cfg.BackoffMax)
@@ -228,7 +229,7 @@ func testResetLoop(t *testing.T, delay time.Duration) {
 	d.Close()
 	port.Close()
 	rcp.Leave()
-	eventually(t, "goroutines and fds back to baseline", func() bool {
+	testutil.EventuallyWithin(t, 30*time.Second, "goroutines and fds back to baseline", func() bool {
 		return runtime.NumGoroutine() <= g0 && openFDs(t) <= fd0
 	})
 }

@@ -2,11 +2,13 @@ package spinel_test
 
 import (
 	"bytes"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"log/slog"
 	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/opaque-edge/gatewayd/radio/spinel"
 )
@@ -41,7 +43,7 @@ func TestMissingDeviceIsAWarningOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	eventually(t, "three failed opens", func() bool { return d.Stats().Retries >= 3 })
+	testutil.EventuallyWithin(t, 30*time.Second, "three failed opens", func() bool { return d.Stats().Retries >= 3 })
 	var warn, debug int
 	for _, line := range strings.Split(buf.String(), "\n") {
 		if !strings.Contains(line, `msg="rcp not available"`) {

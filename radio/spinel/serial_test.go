@@ -2,10 +2,12 @@ package spinel_test
 
 import (
 	"context"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"log/slog"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"go.bug.st/serial"
 	"golang.org/x/sys/unix"
@@ -104,11 +106,11 @@ func TestDeviceRefusingRTSCTSWarnsOnceAndWorks(t *testing.T) {
 		if err := port.Unplug(); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, "unplug noticed", func() bool { return d.State() == spinel.StateDown })
+		testutil.EventuallyWithin(t, 30*time.Second, "unplug noticed", func() bool { return d.State() == spinel.StateDown })
 		if err := port.Plug(); err != nil {
 			t.Fatal(err)
 		}
-		eventually(t, "reconnect", func() bool { return d.Stats().Reconnects == uint64(i+1) && d.State() == spinel.StateUp })
+		testutil.EventuallyWithin(t, 30*time.Second, "reconnect", func() bool { return d.Stats().Reconnects == uint64(i+1) && d.State() == spinel.StateUp })
 	}
 	if err := d.Send(ctxT(t), dataFrame(1, false, "x")); err != nil {
 		t.Fatal(err)

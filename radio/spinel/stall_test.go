@@ -2,6 +2,7 @@ package spinel_test
 
 import (
 	"errors"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"runtime"
 	"strings"
 	"sync"
@@ -126,7 +127,7 @@ func closeWithin(t *testing.T, d *spinel.Driver) {
 
 func checkNoDriverGoroutines(t *testing.T, ports *stallPorts) {
 	t.Helper()
-	eventually(t, "driver goroutines to end", func() bool { return len(driverGoroutines()) == 0 })
+	testutil.EventuallyWithin(t, 30*time.Second, "driver goroutines to end", func() bool { return len(driverGoroutines()) == 0 })
 	if n := ports.blocked.Load(); n != 0 {
 		t.Errorf("%d serial writes still blocked", n)
 	}
@@ -174,7 +175,7 @@ func TestSendAndCloseReturnWithWriteStalledWhileUp(t *testing.T) {
 			t.Fatal("Send blocked by a stalled serial write")
 		}
 	}
-	eventually(t, "the link reset", func() bool {
+	testutil.EventuallyWithin(t, 30*time.Second, "the link reset", func() bool {
 		st := d.Stats()
 		return st.State == spinel.StateDown && strings.Contains(st.LastError, "no reply in time")
 	})

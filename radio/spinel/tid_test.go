@@ -3,6 +3,7 @@ package spinel
 import (
 	"context"
 	"errors"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"log/slog"
 	"slices"
 	"strings"
@@ -227,7 +228,7 @@ func TestStaleOrphanTimerLeavesLaterUseOfTIDAlone(t *testing.T) {
 			}
 			if tc.giveUp {
 				p.reply(t, tid, PropHWAddr, "late too")
-				eventuallyInternal(t, "the reply frees the TID", func() bool { return len(s.tids) == 1 })
+				testutil.Eventually(t, "the reply frees the TID", func() bool { return len(s.tids) == 1 })
 			} else {
 				p.reply(t, tid, PropHWAddr, "second")
 				if r := await(t, res2); r.err != nil || r.f.Prop != PropHWAddr || string(r.f.Value) != "second" {
@@ -275,16 +276,5 @@ func TestOrphanedTIDWithoutReplyFailsSession(t *testing.T) {
 	clk.fire(t, 0)()
 	if err := s.cause(); !errors.Is(err, ErrTimeout) || !strings.Contains(err.Error(), "after its caller gave up") {
 		t.Fatalf("session cause %v, want a timeout of the orphaned TID", err)
-	}
-}
-
-func eventuallyInternal(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
 	}
 }
