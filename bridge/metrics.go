@@ -110,8 +110,8 @@ func (m *metrics) stage(next coap.Handler) coap.Handler {
 			m.count(r.Msg.Code, cr.Code(), err)
 			return err
 		}
-		c := &counter{m: m, method: r.Msg.Code}
-		cw := coap.WrapWriter(w, c)
+		cw, c := coap.WrapWriterWith[counter](w)
+		c.m, c.method = m, r.Msg.Code
 		c.code, _ = cw.(coap.CodeReporter) // WrapWriter's writers are
 		err := next.ServeCoAP(ctx, cw, r)
 		c.returned(err)

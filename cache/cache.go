@@ -487,8 +487,8 @@ func (c *Cache) forwardShared(ctx context.Context, next coap.Handler, w coap.Res
 		}
 		c.stats.revalidations.Add(1)
 	}
-	cw := &capture{}
-	err := next.ServeCoAP(ctx, coap.WrapWriter(w, cw), fwd)
+	ww, cw := coap.WrapWriterWith[capture](w)
+	err := next.ServeCoAP(ctx, ww, fwd)
 	if errors.Is(err, coap.ErrLater) {
 		// The answer comes to cw, and what follows runs then.
 		cw.whenFinished(func(resp *coap.Message, err error) {

@@ -104,6 +104,47 @@ func WrapWriter(w ResponseWriter, x Wrapper) ResponseWriter {
 	return &wrapped{w: w, x: x}
 }
 
+// WrapWriterWith is WrapWriter for a stage in front of every request: the
+// writer and its Wrapper, an X, are made in one allocation rather than
+// two. It returns the writer and the Wrapper, zero, for the stage to set
+// before it hands the writer on.
+func WrapWriterWith[X any, PX interface {
+	*X
+	Wrapper
+}](w ResponseWriter) (ResponseWriter, PX) {
+	nw, notify := w.(NotifyWriter)
+	_, prompt := w.(PromptWriter)
+	switch {
+	case notify && prompt:
+		o := &struct {
+			notifyPromptWrapped
+			x X
+		}{}
+		o.notifyPromptWrapped = notifyPromptWrapped{wrapped{w: w, x: PX(&o.x)}, nw}
+		return &o.notifyPromptWrapped, PX(&o.x)
+	case notify:
+		o := &struct {
+			notifyWrapped
+			x X
+		}{}
+		o.notifyWrapped = notifyWrapped{wrapped{w: w, x: PX(&o.x)}, nw}
+		return &o.notifyWrapped, PX(&o.x)
+	case prompt:
+		o := &struct {
+			promptWrapped
+			x X
+		}{}
+		o.promptWrapped = promptWrapped{wrapped{w: w, x: PX(&o.x)}}
+		return &o.promptWrapped, PX(&o.x)
+	}
+	o := &struct {
+		wrapped
+		x X
+	}{}
+	o.wrapped = wrapped{w: w, x: PX(&o.x)}
+	return &o.wrapped, PX(&o.x)
+}
+
 // WrapperOf returns the Wrapper of type T that w, or a writer w wraps,
 // was made with: how a stage finds what an earlier one put in front of
 // the writer (an answer's size limit).

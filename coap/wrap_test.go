@@ -92,7 +92,11 @@ func TestWrapWriterKeepsTheCapabilitiesOfTheWriterItWraps(t *testing.T) {
 		{"notify and prompt", bothBase{&baseWriter{}}, true, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			for depth, w := range []ResponseWriter{WrapWriter(tc.w, tagging{}), WrapWriter(WrapWriter(tc.w, tagging{}), tagging{})} {
+			with, x := WrapWriterWith[tagging](tc.w)
+			if got, ok := WrapperOf[*tagging](with); !ok || got != x {
+				t.Fatalf("WrapWriterWith: WrapperOf found %v %v, want the Wrapper it returned", got, ok)
+			}
+			for depth, w := range []ResponseWriter{WrapWriter(tc.w, tagging{}), WrapWriter(WrapWriter(tc.w, tagging{}), tagging{}), with} {
 				_, notify := w.(NotifyWriter)
 				_, prompt := w.(PromptWriter)
 				if notify != tc.notify || prompt != tc.prompt {
