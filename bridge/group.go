@@ -394,7 +394,7 @@ func (g *groupStage) serve(ctx context.Context, w coap.ResponseWriter, r *coap.R
 		resp.Options = resp.Options.Insert(g.mt, nil)
 		return w.WriteResponse(resp)
 	}
-	if l, unverified := limitOf(ctx); unverified {
+	if l, unverified := coap.WrapperOf[*limitWriter](w); unverified {
 		// One response per member: no size of request bounds that.
 		count(groupChallenged)
 		return l.challenge()
@@ -405,11 +405,11 @@ func (g *groupStage) serve(ctx context.Context, w coap.ResponseWriter, r *coap.R
 		e.MaxAge = int(retry/time.Second) + 1
 		return e
 	}
-	if x := exchangeFrom(ctx); x != nil && x.protected {
+	if r.Sealed != nil {
 		// Multicast-Timeout is an outer option (class U, §2): removing
 		// it is the one change beyond PR1.1/PR1.2.
-		in := *x.in
-		in.Options = append(coap.Options(nil), x.in.Options...).Remove(g.mt)
+		in := *r.Sealed
+		in.Options = append(coap.Options(nil), r.Sealed.Options...).Remove(g.mt)
 		if err := Verify(&in, out); err != nil {
 			count(groupFailed)
 			return &coap.Error{Code: coap.InternalServerError, MaxAge: -1, Err: err}
