@@ -2,6 +2,7 @@ package radio_test
 
 import (
 	"context"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"net/netip"
 	"testing"
 	"time"
@@ -77,7 +78,7 @@ func TestConnNodeStatsOnlyFramesForUs(t *testing.T) {
 		t.Fatalf("sent-only node: %+v (listed %v)", s, ok)
 	}
 	sendRaw(t, p.nodeLink, 0x1234, netip.AddrPortFrom(addrFor(prefix, nodeExt), 5683), p.gw.LocalAddr(), nodeExt, gwShort, []byte("x"))
-	waitFor(t, "the other-PAN frame", func() bool { return p.gw.Counters().Drops["other_pan"] == 1 })
+	testutil.Eventually(t, "the other-PAN frame", func() bool { return p.gw.Counters().Drops["other_pan"] == 1 })
 	if _, ok := nodeStatsOf(p.gw, nodeExt); ok {
 		t.Fatalf("a frame for another PAN made a node: %+v", p.gw.NodeStats())
 	}
