@@ -18,6 +18,12 @@ type Request struct {
 	// the subject common name of the certificate the transport verified;
 	// empty when the transport authenticates no one (PeerIdentifier).
 	Identity string
+	// Conn, when not 0, names the stream connection (RFC 8323: TCP, TLS,
+	// WebSockets) the request came on, unique in the process: tokens are
+	// scoped to a connection (§3.3), so it, not the peer's address and
+	// port alone, tells clients apart; and its handshake verified the
+	// client's address. 0 for datagrams (UDP, DTLS, radio).
+	Conn uint64
 }
 
 // ResponseWriter answers one request. The writer sets the token, message
