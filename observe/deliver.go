@@ -61,7 +61,12 @@ func (h *Hub) work() {
 			// notifications and at least every CONInterval, so that an
 			// observer that went away is found out and removed: its CON
 			// times out or is rejected.
-			con := h.allCON || int(o.sinceCON)+1 >= h.cfg.CONEvery ||
+			// Over a stream (RFC 8323 §7.2) there is neither: a
+			// "CON" there is one whose done comes when it is written,
+			// which keeps one notification per observer in the
+			// connection's queue and the newer ones in the slot.
+			_, reliable := o.w.(coap.StreamWriter)
+			con := h.allCON || reliable || int(o.sinceCON)+1 >= h.cfg.CONEvery ||
 				now.Sub(time.Unix(0, o.lastCON)) >= h.cfg.CONInterval.Duration
 			if con {
 				o.lastCON, o.sinceCON = now.UnixNano(), 0

@@ -129,6 +129,10 @@ type Hub struct {
 	perClient map[netip.Addr]int  // guarded by mu: observers and waiters per client address
 	count     int                 // guarded by mu: observers and waiters in all
 	ready     []*observer         // guarded by mu: FIFO of observers with a dirty slot
+	// connStops are the observers over stream connections (RFC 8323),
+	// each with what stops the hook that removes it when its connection
+	// closes (§7.4); guarded by mu.
+	connStops map[*observer]func() bool
 }
 
 // New returns a running hub. cfg should be validated; zero fields get
@@ -582,6 +586,10 @@ func (h *Hub) removeLocked(o *observer) {
 	}
 	o.gone = true
 	o.dirty = false
+	if stop, ok := h.connStops[o]; ok {
+		delete(h.connStops, o)
+		stop()
+	}
 	h.observers.del(o)
 	h.releaseLocked(o.id.addr)
 	e := o.e
@@ -641,6 +649,21 @@ func (h *Hub) addLocked(e *entry, id obsID, w coap.NotifyWriter, now time.Time) 
 		h.removeLocked(old)
 	}
 	h.observers.put(o)
+	if sw, ok := w.(coap.StreamWriter); ok {
+		// RFC 8323 §7.4: the observers of a connection go with it, not at
+		// their next notification.
+		if h.connStops == nil {
+			h.connStops = make(map[*observer]func() bool)
+		}
+		h.connStops[o] = context.AfterFunc(sw.Context(), func() {
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			if !o.gone {
+				h.st.dereg.Add(1)
+				h.removeLocked(o)
+			}
+		})
+	}
 	return o
 }
 
