@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	pathpkg "path"
 	"slices"
 	"strings"
 	"time"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/opaque-edge/gatewayd/cache"
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/coap/stream"
 	"github.com/opaque-edge/gatewayd/observe"
 	"github.com/opaque-edge/gatewayd/observe/pubsub"
 	"github.com/opaque-edge/gatewayd/plugins"
@@ -45,8 +47,28 @@ type Config struct {
 
 // ProxyConfig is the [proxy] section.
 type ProxyConfig struct {
-	// Listen are the endpoints: "udp://host:port" or "dtls://host:port".
+	// Listen are the endpoints: "udp://host:port", "dtls://host:port",
+	// and CoAP over reliable transports (RFC 8323): "tcp://host:port",
+	// "tls://host:port", "ws://host:port/path", "wss://host:port/path"
+	// (the path defaults to /.well-known/coap, §4).
 	Listen []string `toml:"listen"`
+	// Keepalive is how long a TCP, TLS or WebSocket client may be quiet
+	// before it gets a CoAP Ping; one that does not answer within as long
+	// again is closed (RFC 8323 §5.4). 0 turns it off: idle connections
+	// are then never closed by gatewayd.
+	Keepalive Duration `toml:"keepalive"`
+	// MaxMessageSize is the largest message taken over TCP, TLS and
+	// WebSockets, and the Max-Message-Size of gatewayd's CSM (RFC 8323
+	// §5.3.1).
+	MaxMessageSize int `toml:"max_message_size"`
+	// MaxConnections bounds the connections of each stream listener;
+	// MaxHandshakes those of them still in their TLS or WebSocket
+	// handshake or without a CSM.
+	MaxConnections int `toml:"max_connections"`
+	MaxHandshakes  int `toml:"max_handshakes"`
+	// WSOrigins are the web origins (host patterns) other than the
+	// gateway's own whose pages may open ws:// and wss:// connections.
+	WSOrigins []string `toml:"ws_origins"`
 	// Allow are the CIDR prefixes of targets the proxy may reach.
 	Allow []string `toml:"allow"`
 	// Clients are the CIDR prefixes of clients that may use the proxy;
@@ -139,6 +161,10 @@ func Defaults() Config {
 
 		MaxInflight:          4096,
 		MaxInflightPerClient: 64,
+
+		MaxMessageSize: stream.BaseMaxMessageSize,
+		MaxConnections: 1024,
+		MaxHandshakes:  64,
 	}}
 }
 
@@ -492,8 +518,25 @@ func (p *ProxyConfig) validate() error {
 		return errors.New("listen: at least one endpoint is needed")
 	}
 	for _, l := range p.Listen {
-		if _, _, err := parseListen(l); err != nil {
+		if _, err := parseListen(l); err != nil {
 			return fmt.Errorf("listen: %w", err)
+		}
+	}
+	if p.Keepalive.Duration < 0 || p.Keepalive.Duration > 0 && p.Keepalive.Duration < time.Second {
+		return fmt.Errorf("keepalive: want 0s (off) or at least 1s, got %v", p.Keepalive)
+	}
+	if p.MaxMessageSize < 64 || p.MaxMessageSize > maxMessageSize {
+		return fmt.Errorf("max_message_size: %d is outside 64..%d", p.MaxMessageSize, maxMessageSize)
+	}
+	if p.MaxConnections < 1 || p.MaxConnections > maxConnections {
+		return fmt.Errorf("max_connections: %d is outside 1..%d", p.MaxConnections, maxConnections)
+	}
+	if p.MaxHandshakes < 1 || p.MaxHandshakes > p.MaxConnections {
+		return fmt.Errorf("max_handshakes: %d is outside 1..max_connections (%d)", p.MaxHandshakes, p.MaxConnections)
+	}
+	for _, o := range p.WSOrigins {
+		if _, err := pathpkg.Match(o, ""); err != nil || o == "" {
+			return fmt.Errorf("ws_origins: %q is not a host pattern", o)
 		}
 	}
 	if _, err := parsePrefixes(p.Allow); err != nil {
@@ -541,8 +584,12 @@ func (p *ProxyConfig) validate() error {
 		return fmt.Errorf("max_inflight_per_client: %d is outside 1..max_inflight (%d)", p.MaxInflightPerClient, p.MaxInflight)
 	}
 	for _, l := range p.Listen {
-		if s, _, _ := parseListen(l); s == "dtls" && p.PSKFile == "" && p.CertFile == "" {
+		la, _ := parseListen(l)
+		if la.scheme == "dtls" && p.PSKFile == "" && p.CertFile == "" {
 			return fmt.Errorf("psk_file: a dtls address in listen needs keys (psk_file) or a certificate (cert_file)")
+		}
+		if (la.scheme == "tls" || la.scheme == "wss") && p.CertFile == "" {
+			return fmt.Errorf("cert_file: a %s address in listen needs a certificate (cert_file, key_file)", la.scheme)
 		}
 	}
 	_, err := p.dtlsKeys()
@@ -552,6 +599,13 @@ func (p *ProxyConfig) validate() error {
 // maxInflight bounds max_inflight: each request in flight holds a few KiB
 // until its upstream answers or times out.
 const maxInflight = 1 << 20
+
+// maxMessageSize bounds max_message_size: a request of that size is held
+// whole while it is served. maxConnections bounds max_connections.
+const (
+	maxMessageSize = 8 << 20
+	maxConnections = 1 << 20
+)
 
 // dtlsKeys loads what the DTLS listeners authenticate with. Errors name
 // the key at fault.
@@ -599,19 +653,53 @@ func (p *ProxyConfig) dtlsKeys() (DTLSKeys, error) {
 	return k, nil
 }
 
-func parseListen(s string) (scheme string, addr netip.AddrPort, err error) {
+// listenAddr is one entry of [proxy] listen.
+type listenAddr struct {
+	scheme string // udp, dtls, tcp, tls, ws, wss
+	addr   netip.AddrPort
+	path   string // ws and wss: where the WebSocket endpoint is
+}
+
+// stream reports a listener of CoAP over a reliable transport (RFC 8323).
+func (l listenAddr) stream() bool {
+	switch l.scheme {
+	case "tcp", "tls", "ws", "wss":
+		return true
+	}
+	return false
+}
+
+// wsPath is where a ws:// or wss:// listener without a path serves
+// (RFC 8323 §4, §8.3).
+const wsPath = "/.well-known/coap"
+
+func parseListen(s string) (listenAddr, error) {
 	u, err := url.Parse(s)
 	if err != nil {
-		return "", addr, fmt.Errorf("%q: %w", s, err)
+		return listenAddr{}, fmt.Errorf("%q: %w", s, err)
 	}
-	if u.Scheme != "udp" && u.Scheme != "dtls" {
-		return "", addr, fmt.Errorf("%q: scheme must be udp or dtls", s)
+	l := listenAddr{scheme: u.Scheme}
+	switch u.Scheme {
+	case "udp", "dtls", "tcp", "tls":
+		if u.Path != "" || u.RawQuery != "" || u.User != nil || u.Fragment != "" {
+			return listenAddr{}, fmt.Errorf("%q: want %s://ip:port", s, u.Scheme)
+		}
+	case "ws", "wss":
+		if u.RawQuery != "" || u.User != nil || u.Fragment != "" {
+			return listenAddr{}, fmt.Errorf("%q: want %s://ip:port/path", s, u.Scheme)
+		}
+		l.path = u.Path
+		if l.path == "" {
+			l.path = wsPath
+		}
+	default:
+		return listenAddr{}, fmt.Errorf("%q: scheme must be udp, dtls, tcp, tls, ws or wss", s)
 	}
-	addr, err = netip.ParseAddrPort(u.Host)
+	l.addr, err = netip.ParseAddrPort(u.Host)
 	if err != nil {
-		return "", addr, fmt.Errorf("%q: want udp://ip:port: %w", s, err)
+		return listenAddr{}, fmt.Errorf("%q: want %s://ip:port: %w", s, u.Scheme, err)
 	}
-	return u.Scheme, addr, nil
+	return l, nil
 }
 
 func parsePrefixes(ss []string) ([]netip.Prefix, error) {

@@ -75,7 +75,9 @@ type Proxy struct {
 	// ticker (tests).
 	consoleTicks <-chan time.Time
 	servers      []*coap.Endpoint
-	dtls         []*DTLS // the DTLS listeners among the servers' transports, for Reload
+	dtls         []*DTLS           // the DTLS listeners among the servers' transports, for Reload
+	streams      []*streamListener // tcp://, tls://, ws://, wss://
+	tls          *tlsKeys          // the TLS listeners' keys, nil without one
 	addrs        []netip.AddrPort
 	labels       []string // per server: the listen entry or the activated socket
 
@@ -234,7 +236,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*Pr
 		p.logActivation(cfg.Proxy.Listen)
 	}
 	for _, l := range cfg.Proxy.Listen {
-		scheme, addr, _ := parseListen(l)
+		la, _ := parseListen(l)
+		scheme, addr := la.scheme, la.addr
 		switch {
 		case scheme == "udp" && len(o.activated) > 0:
 			continue
@@ -258,6 +261,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*Pr
 			}
 			p.dtls = append(p.dtls, d)
 			serve(l, scheme, d, d.LocalAddr())
+		case la.stream():
+			if err := p.listenStream(ctx, l, la, nil); err != nil {
+				p.Close()
+				return nil, err
+			}
 		}
 	}
 	return p, nil
@@ -274,10 +282,10 @@ func (p *Proxy) logActivation(listen []string) {
 	}
 	var configured []netip.AddrPort
 	for _, l := range listen {
-		if scheme, addr, _ := parseListen(l); scheme == "udp" {
+		if la, _ := parseListen(l); la.scheme == "udp" {
 			ignored = append(ignored, l)
-			configured = append(configured, addr)
-			same = same && slices.Contains(p.addrs, addr)
+			configured = append(configured, la.addr)
+			same = same && slices.Contains(p.addrs, la.addr)
 		}
 	}
 	same = same && len(configured) == len(p.addrs)
@@ -457,6 +465,9 @@ func (p *Proxy) Handler() coap.Handler { return coap.HandlerFunc(p.serveChain) }
 func (p *Proxy) Close() error {
 	var errs []error
 	p.closeOnce.Do(func() {
+		for _, l := range p.streams {
+			l.s.Close()
+		}
 		for _, e := range p.servers {
 			if err := e.Close(); err != nil {
 				errs = append(errs, err)
@@ -594,14 +605,26 @@ func (p *Proxy) Reload(cfg Config) (needsRestart []string, err error) {
 	// the next handshakes; a different kind of key needs new listeners.
 	var keys DTLSKeys
 	newKind := false
-	if len(p.dtls) > 0 {
+	if len(p.dtls) > 0 || p.tls != nil {
 		if keys, err = cfg.Proxy.dtlsKeys(); err != nil {
 			return nil, err
 		}
+	}
+	if len(p.dtls) > 0 {
 		newKind = !p.dtls[0].sameKind(keys) // every listener has the same keys
+	}
+	if p.tls != nil && keys.Certificate == nil {
+		newKind = true // the TLS listeners cannot go without one
 	}
 	if !slices.Equal(cfg.Proxy.Listen, old.Proxy.Listen) || newKind {
 		needsRestart = append(needsRestart, "proxy.listen/psk_file/cert_file/key_file/client_ca_file")
+	}
+	if cfg.Proxy.Keepalive != old.Proxy.Keepalive || cfg.Proxy.MaxMessageSize != old.Proxy.MaxMessageSize ||
+		cfg.Proxy.MaxConnections != old.Proxy.MaxConnections || cfg.Proxy.MaxHandshakes != old.Proxy.MaxHandshakes ||
+		!slices.Equal(cfg.Proxy.WSOrigins, old.Proxy.WSOrigins) {
+		// The stream listeners' connections keep the settings they
+		// started with.
+		needsRestart = append(needsRestart, "proxy.keepalive/max_message_size/max_connections/max_handshakes/ws_origins")
 	}
 	for name, changed := range map[string]bool{
 		"radio":   !reflect.DeepEqual(cfg.Radio, old.Radio),
@@ -618,6 +641,8 @@ func (p *Proxy) Reload(cfg Config) (needsRestart []string, err error) {
 	slices.Sort(needsRestart)
 	// Keep what cannot change live, so the chain matches what runs.
 	cfg.Proxy.Listen = old.Proxy.Listen
+	cfg.Proxy.Keepalive, cfg.Proxy.MaxMessageSize, cfg.Proxy.MaxConnections, cfg.Proxy.MaxHandshakes, cfg.Proxy.WSOrigins =
+		old.Proxy.Keepalive, old.Proxy.MaxMessageSize, old.Proxy.MaxConnections, old.Proxy.MaxHandshakes, old.Proxy.WSOrigins
 	if newKind {
 		cfg.Proxy.PSKFile, cfg.Proxy.CertFile, cfg.Proxy.KeyFile, cfg.Proxy.ClientCAFile =
 			old.Proxy.PSKFile, old.Proxy.CertFile, old.Proxy.KeyFile, old.Proxy.ClientCAFile
@@ -630,6 +655,9 @@ func (p *Proxy) Reload(cfg Config) (needsRestart []string, err error) {
 	if !newKind {
 		for _, d := range p.dtls {
 			d.SetKeys(keys) // of the same kind: cannot fail
+		}
+		if p.tls != nil {
+			p.tls.set(keys)
 		}
 	}
 	p.amp.configure(cfg.Proxy)
