@@ -139,7 +139,8 @@ func (c *Conn) Do(ctx context.Context, req *coap.Message) (*coap.Message, error)
 // reader: notify must not block. When the server registered the
 // observation, cancel deregisters it with a GET with Observe=1 and the
 // same token, which is how a client ends one over a stream (RFC 8323
-// §7.4); otherwise cancel is nil.
+// §7.4), or forgets it when req has an OSCORE option; otherwise cancel
+// is nil.
 func (c *Conn) Observe(ctx context.Context, req *coap.Message, notify func(*coap.Message)) (*coap.Message, func(context.Context) error, error) {
 	r := *req
 	r.Options = append(coap.Options(nil), req.Options...).SetUint(coap.Observe, 0)
@@ -148,9 +149,14 @@ func (c *Conn) Observe(ctx context.Context, req *coap.Message, notify func(*coap
 		return resp, nil, err
 	}
 	cancel := func(ctx context.Context) error {
-		c.mu.Lock()
-		delete(c.calls, tokenKey(tok))
-		c.mu.Unlock()
+		c.forget(tok)
+		if req.Options.Has(coap.OSCORE) {
+			// A protected observation is cancelled by a protected request
+			// (RFC 8613 §4.1.3.5.1), which only its client can make: a
+			// proxy forgets it, and drops the notifications that still
+			// come with its token.
+			return nil
+		}
 		d := *req
 		d.Options = append(coap.Options(nil), req.Options...).SetUint(coap.Observe, 1)
 		_, err := c.exchangeToken(ctx, &d, tok, nil)
@@ -159,9 +165,8 @@ func (c *Conn) Observe(ctx context.Context, req *coap.Message, notify func(*coap
 	return resp, cancel, nil
 }
 
-// Forget ends an observation without a request, for one whose
-// cancellation cannot be sent (an OSCORE one, RFC 8613 §4.1.3.5.1):
-// later notifications with its token are dropped.
+// forget ends an observation without a request: later notifications with
+// its token are dropped.
 func (c *Conn) forget(tok []byte) {
 	c.mu.Lock()
 	delete(c.calls, tokenKey(tok))
