@@ -33,6 +33,7 @@ import (
 type Config struct {
 	Proxy   ProxyConfig      `toml:"proxy"`
 	Route   []RouteConfig    `toml:"route"`
+	Origin  []OriginConfig   `toml:"origin"`
 	Radio   []radio.Config   `toml:"radio"`
 	Cache   cache.Config     `toml:"cache"`
 	Observe observe.Config   `toml:"observe"`
@@ -396,6 +397,9 @@ func (c *Config) Validate() error {
 		if _, err := netip.ParseAddrPort(c.Metrics.Listen); err != nil {
 			return fmt.Errorf("metrics: listen %q: want ip:port", c.Metrics.Listen)
 		}
+	}
+	if _, err := loadOrigins(c.Origin); err != nil {
+		return err
 	}
 	names := map[string]bool{}
 	for i, pc := range c.Plugin {

@@ -42,6 +42,7 @@ import (
 	"github.com/opaque-edge/gatewayd/cache"
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/console"
+	"github.com/opaque-edge/gatewayd/coap/stream"
 	"github.com/opaque-edge/gatewayd/observe"
 	"github.com/opaque-edge/gatewayd/observe/pubsub"
 	"github.com/opaque-edge/gatewayd/plugins"
@@ -50,18 +51,22 @@ import (
 
 // Proxy is a running proxy: its endpoints, chain and upstreams.
 type Proxy struct {
-	cfg     Config
-	log     *slog.Logger
-	chain   atomic.Pointer[chainState] // swapped whole by Reload
-	up      *ipUpstream
-	radios  []*radioUpstream
-	cache   *cache.Cache
-	hub     *observe.Hub
-	broker  *pubsub.Broker // nil unless [pubsub] enabled
-	amp     *verifier      // amplification mitigation: Echo values and verified addresses
-	plugins *plugins.Host  // nil without [[plugin]] tables
-	started time.Time
-	version string // of the running gatewayd, for /status and gatewayd_build_info
+	cfg   Config
+	log   *slog.Logger
+	chain atomic.Pointer[chainState] // swapped whole by Reload
+	up    *ipUpstream
+	// streamUp and dtlsUp hold the connections to coap+tcp, coaps+tcp,
+	// coap+ws, coaps+ws and coaps origins, across reloads.
+	streamUp *streamOrigins
+	dtlsUp   *dtlsOrigins
+	radios   []*radioUpstream
+	cache    *cache.Cache
+	hub      *observe.Hub
+	broker   *pubsub.Broker // nil unless [pubsub] enabled
+	amp      *verifier      // amplification mitigation: Echo values and verified addresses
+	plugins  *plugins.Host  // nil without [[plugin]] tables
+	started  time.Time
+	version  string // of the running gatewayd, for /status and gatewayd_build_info
 
 	registry  *prometheus.Registry
 	metrics   *metrics
@@ -139,6 +144,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*Pr
 		return nil, err
 	}
 	p.up = up
+	p.streamUp = newStreamOrigins(stream.Config{
+		MaxMessageSize: cfg.Proxy.MaxMessageSize,
+		Keepalive:      cfg.Proxy.Keepalive.Duration,
+		Logger:         log.With("component", "upstream", "transport", "stream"),
+	})
+	p.dtlsUp = newDTLSOrigins(log.With("component", "upstream", "transport", "dtls"))
 	p.cache = cache.New(cfg.Cache, cache.WithLogger(log.With("component", "cache")))
 	p.hub = observe.New(cfg.Observe,
 		observe.WithLogger(log.With("component", "observe")),
@@ -494,6 +505,10 @@ func (p *Proxy) Close() error {
 		if p.up != nil {
 			p.up.Close()
 		}
+		if p.streamUp != nil {
+			p.streamUp.Close()
+			p.dtlsUp.Close()
+		}
 		for _, r := range p.radios {
 			if err := r.Close(); err != nil {
 				errs = append(errs, err)
@@ -523,7 +538,7 @@ type chainState struct {
 // buildChain assembles the chain in its one fixed order from cfg, over the
 // proxy's long-lived parts (endpoints, radios, cache, hub, broker).
 func (p *Proxy) buildChain(cfg Config) (*chainState, error) {
-	r, err := newRouter(cfg, p.up, p.radios)
+	r, err := newRouter(cfg, p.up, p.radios, p.streamUp, p.dtlsUp)
 	if err != nil {
 		return nil, err
 	}
