@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/coap/stream"
 	"github.com/opaque-edge/gatewayd/internal/testpeer"
 )
 
@@ -136,13 +138,15 @@ func TestLibcoapOriginOverDTLSWithPSK(t *testing.T) {
 		t.Fatalf("%d DTLS sessions, want 1", n)
 	}
 
+	// The proxy would wait 30 s for an origin; the handshake gives up
+	// after 2 s, which is what makes the 5.02 prompt.
 	wrong := startProxy(t, func(c *Config) {
-		c.Proxy.Timeout = Duration{10 * time.Second}
+		c.Proxy.Timeout = Duration{30 * time.Second}
 		c.Origin = []OriginConfig{{URI: fmt.Sprintf("coaps://127.0.0.1:%d", port+1), PSKFile: writeTemp(t, "psk", "gw:wrong-key\n")}}
 	})
 	start := time.Now()
 	resp := getVia(t, wrong, uri)
-	if resp.Code != coap.BadGateway || !strings.Contains(string(resp.Payload), "handshake") {
+	if resp.Code != coap.BadGateway || !strings.Contains(string(resp.Payload), "DTLS handshake: no answer in 2s") {
 		t.Fatalf("wrong key: %v %q, want 5.02 naming the handshake", resp.Code, resp.Payload)
 	}
 	t.Logf("wrong key answered in %v: %q", time.Since(start), resp.Payload)
@@ -184,4 +188,79 @@ func TestLibcoapOriginsWithCertificates(t *testing.T) {
 			t.Fatalf("%s without ca_file: %v %q, want 5.02", scheme, resp.Code, resp.Payload)
 		}
 	}
+}
+
+// startStreamOrigin serves h over WebSockets (ws) or TCP with package
+// stream.
+func startStreamOrigin(t *testing.T, h coap.Handler, ws bool) (netip.AddrPort, *stream.Server) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := stream.NewServer(stream.Config{Handler: h})
+	if ws {
+		err = s.ServeWS(l, "/.well-known/coap", nil)
+	} else {
+		err = s.Serve(l, nil)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return l.Addr().(*net.TCPAddr).AddrPort(), s
+}
+
+// An origin over coap+ws: the path goes in Uri-Path over the origin's
+// /.well-known/coap endpoint (RFC 8323 §8.3); a UDP and a TCP observer
+// share one upstream observation, which ends for both with a 5.02 when
+// the origin's connection closes (§7.4) rather than going silent.
+func TestWebSocketOriginObservedFromUDPAndTCP(t *testing.T) {
+	origin := &observableOrigin{}
+	addr, srv := startStreamOrigin(t, origin, true)
+	p := startStreamProxy(t, nil, "tcp://127.0.0.1:0")
+	uri := fmt.Sprintf("coap+ws://%v/obs", addr)
+	if resp := getVia(t, p, uri); resp.Code != coap.Content || string(resp.Payload) != "v000;" {
+		t.Fatalf("GET: %v %q", resp.Code, resp.Payload)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	udp := client(t)
+	uch := make(chan *coap.Message, 10)
+	if _, _, err := udp.Observe(ctx, p.Addrs()[0], &coap.Message{Code: coap.GET, Options: proxyURI(uri)}, func(m *coap.Message) { uch <- m.Clone() }); err != nil {
+		t.Fatal(err)
+	}
+	cl := stream.NewClient(stream.Config{})
+	defer cl.Close()
+	c := dialStream(t, cl, "tcp", p.StreamAddrs()[0], nil)
+	tch := make(chan *coap.Message, 10)
+	if _, _, err := c.Observe(ctx, &coap.Message{Code: coap.GET, Options: proxyURI(uri)}, func(m *coap.Message) { tch <- m.Clone() }); err != nil {
+		t.Fatal(err)
+	}
+	if st := p.Hub().Stats(); st.Upstreams != 1 || st.Observers != 2 {
+		t.Fatalf("hub: %d upstream observations, %d observers", st.Upstreams, st.Observers)
+	}
+	origin.notify()
+	for name, ch := range map[string]chan *coap.Message{"udp": uch, "tcp": tch} {
+		select {
+		case m := <-ch:
+			if string(m.Payload) != "v001;" {
+				t.Fatalf("%s: %q", name, m.Payload)
+			}
+		case <-ctx.Done():
+			t.Fatalf("%s: no notification", name)
+		}
+	}
+	srv.Close()
+	for name, ch := range map[string]chan *coap.Message{"udp": uch, "tcp": tch} {
+		select {
+		case m := <-ch:
+			if m.Code != coap.BadGateway {
+				t.Fatalf("%s: %v %q, want the 5.02 that ends the observation", name, m.Code, m.Payload)
+			}
+		case <-ctx.Done():
+			t.Fatalf("%s: the origin's connection closed, and the observer heard nothing", name)
+		}
+	}
+	waitFor(t, "the hub's observation ended", func() bool { return p.Hub().Stats().Upstreams == 0 }, func() string { return fmt.Sprintf("%+v", p.Hub().Stats()) })
 }
