@@ -67,6 +67,7 @@ type Conn struct {
 	keep     *time.Timer    // guarded by mu: keepalive
 	pinged   bool           // guarded by mu: a keepalive Ping is unanswered
 	done     chan struct{}  // closed once the reader has returned
+	onEnd    func()         // set before start: run by the reader after done is closed
 }
 
 // call is one of our requests awaiting its response, or an observation.
@@ -195,6 +196,9 @@ func (c *Conn) abort(diag string, badOption coap.OptionID) {
 }
 
 func (c *Conn) readLoop() {
+	if c.onEnd != nil {
+		defer c.onEnd()
+	}
 	defer close(c.done)
 	var m coap.Message
 	ws := c.t.ws()

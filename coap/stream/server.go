@@ -336,7 +336,12 @@ func identityOf(c *x509.Certificate) string {
 
 // run serves one connection whose handshake slot it holds: it registers
 // it, sends our CSM, and frees the slot once the peer's CSM came.
-func (s *Server) run(t transport, peer netip.AddrPort, secure bool, identity string) {
+//
+// run returns once the connection has its CSM or is refused; what is
+// left to do when it ends, its reader does (onEnd), so that an idle
+// connection holds one goroutine. The returned done is closed when it
+// has ended.
+func (s *Server) run(t transport, peer netip.AddrPort, secure bool, identity string) (done <-chan struct{}) {
 	c := newConn(t, &s.cfg, &s.st, peer, secure, identity, s.ctx, &s.wg)
 	s.mu.Lock()
 	if s.closed || len(s.conns) >= s.cfg.MaxConns {
@@ -347,12 +352,21 @@ func (s *Server) run(t transport, peer netip.AddrPort, secure bool, identity str
 			s.st.overLimit.Add(1)
 		}
 		t.close()
-		return
+		return c.done
 	}
 	s.conns[c] = struct{}{}
 	s.mu.Unlock()
 	s.st.accepted.Add(1)
 	s.st.conns.Add(1)
+	s.wg.Add(1) // Done by onEnd: Close waits for the reader
+	c.onEnd = func() {
+		c.closeWith(ErrClosed)
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+		s.st.conns.Add(-1)
+		s.wg.Done()
+	}
 	c.start()
 	timer := time.NewTimer(s.cfg.HandshakeTimeout)
 	select {
@@ -363,12 +377,7 @@ func (s *Server) run(t transport, peer netip.AddrPort, secure bool, identity str
 	}
 	timer.Stop()
 	<-s.handshakes
-	<-c.done
-	c.closeWith(ErrClosed)
-	s.mu.Lock()
-	delete(s.conns, c)
-	s.mu.Unlock()
-	s.st.conns.Add(-1)
+	return c.done
 }
 
 // upgrade accepts a WebSocket connection (§4.1: subprotocol "coap").
@@ -403,7 +412,7 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, secure bool) {
 	ctx, cancel := context.WithCancel(s.ctx)
 	defer cancel()
 	t.ctx = ctx
-	s.run(t, peer, secure, identity)
+	<-s.run(t, peer, secure, identity)
 }
 
 // wsOrigins are the origins allowed besides the page's own host.
