@@ -129,8 +129,6 @@ type goClient interface {
 	Close() error
 }
 
-
-
 func body(t *testing.T, m *gcpool.Message) string {
 	t.Helper()
 	b, err := m.ReadBody()
@@ -140,7 +138,9 @@ func body(t *testing.T, m *gcpool.Message) string {
 	return string(b)
 }
 
-func proxyOpt(uri string) message.Option { return message.Option{ID: message.ProxyURI, Value: []byte(uri)} }
+func proxyOpt(uri string) message.Option {
+	return message.Option{ID: message.ProxyURI, Value: []byte(uri)}
+}
 
 // goCoapRoundTrips runs GET, PUT, a block-wise GET and an observation
 // with two notifications through the proxy to the origin at base.

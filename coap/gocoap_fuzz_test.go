@@ -53,7 +53,7 @@ func FuzzDecodeAgainstGoCoap(f *testing.F) {
 		"4402000a0102030439636f6170647374d8180a",
 		"440100010102030400", // option 0
 		"4401000101020304e1ff0001ff",
-		"440100010102030461ff", // payload marker, no payload
+		"440100010102030461ff",                       // payload marker, no payload
 		"44010001010203041c0102030405060708090a0b0c", // ETag of 12 bytes
 	} {
 		f.Add(mustHex(f, s))
