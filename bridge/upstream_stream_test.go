@@ -2,9 +2,11 @@ package bridge
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -263,4 +265,47 @@ func TestWebSocketOriginObservedFromUDPAndTCP(t *testing.T) {
 		}
 	}
 	waitFor(t, "the hub's observation ended", func() bool { return p.Hub().Stats().Upstreams == 0 }, func() string { return fmt.Sprintf("%+v", p.Hub().Stats()) })
+}
+
+// coaps+ws both ways: a client over wss:// (WebSockets over TLS) reaches
+// a coaps+ws origin whose certificate gatewayd checks against the
+// [[origin]]'s ca_file; without it the origin is not trusted: 5.02.
+func TestSecureWebSocketsBothWays(t *testing.T) {
+	pki := testpeer.NewPKI(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := stream.NewServer(stream.Config{Handler: coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, r *coap.Request) error {
+		if !r.Secure {
+			return coap.Errorf(coap.Forbidden, "not over TLS")
+		}
+		return w.WriteResponse(&coap.Message{Code: coap.Content, Payload: []byte("over wss")})
+	})})
+	if err := srv.ServeWS(l, "/.well-known/coap", &tls.Config{Certificates: []tls.Certificate{pki.Server}}); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	uri := fmt.Sprintf("coaps+ws://%v/x", l.Addr())
+	p := startStreamProxy(t, func(c *Config) {
+		c.Proxy.CertFile, c.Proxy.KeyFile = pki.File("server.pem"), pki.File("server.key")
+		c.Origin = []OriginConfig{{URI: fmt.Sprintf("coaps+ws://%v", l.Addr()), CAFile: pki.File("ca.pem")}}
+	}, "wss://127.0.0.1:0")
+	cl := stream.NewClient(stream.Config{})
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pki.CA}}}
+	c, err := cl.DialWS(ctx, "wss://"+p.StreamAddrs()[0].String()+"/.well-known/coap", hc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp := doStream(t, c, &coap.Message{Code: coap.GET, Options: proxyURI(uri)})
+	if resp.Code != coap.Content || string(resp.Payload) != "over wss" {
+		t.Fatalf("%v %q", resp.Code, resp.Payload)
+	}
+	untrusting := startProxy(t, nil)
+	if resp := getVia(t, untrusting, uri); resp.Code != coap.BadGateway {
+		t.Fatalf("without ca_file: %v %q, want 5.02", resp.Code, resp.Payload)
+	}
 }

@@ -183,7 +183,9 @@ func (s *Server) ServeWS(l net.Listener, path string, tc *tls.Config) error {
 		Handler:           mux,
 		ReadHeaderTimeout: s.cfg.HandshakeTimeout,
 		MaxHeaderBytes:    8 << 10,
-		ErrorLog:          nil,
+		// Handshake failures are a peer's doing: counted, and logged at
+		// debug level only, never on the process's stderr.
+		ErrorLog: slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelDebug),
 	}
 	if tc != nil {
 		l = tls.NewListener(l, tc)
