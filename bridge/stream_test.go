@@ -339,3 +339,28 @@ func TestStreamListenConfig(t *testing.T) {
 		})
 	}
 }
+
+// libcoap's coap-client over coap+tcp with keepalive (-K 1): it sends its
+// CSM first and, while its observation is quiet, Pings, which gatewayd
+// answers with Pongs (RFC 8323 §5.4) and counts; the client keeps its
+// observation and gets the notification sent after its Pings.
+func TestLibcoapTCPClientPingsAreAnswered(t *testing.T) {
+	origin := &observableOrigin{}
+	u, err := coap.ListenUDP(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	oe := coap.NewEndpoint(u, coap.EndpointConfig{Handler: origin})
+	defer oe.Close()
+	p := startStreamProxy(t, nil, "tcp://127.0.0.1:0")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	lc := testpeer.StartLibcoap(ctx, t, 0, "-m", "get", "-s", "6", "-K", "1",
+		"-P", "coap+tcp://"+p.StreamAddrs()[0].String(), fmt.Sprintf("coap://%v/obs", u.LocalAddr()))
+	waitFor(t, "two Pings answered", func() bool { return p.streams[0].s.Stats().Pings >= 2 }, lc.Log)
+	origin.notify()
+	waitFor(t, "the notification after the Pings", func() bool { return strings.Contains(lc.Payloads(), "v001;") }, lc.Log)
+	if err := lc.Wait(); err != nil {
+		t.Fatalf("coap-client: %v\n%s", err, lc.Log())
+	}
+}
