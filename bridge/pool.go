@@ -218,3 +218,10 @@ func (p *pool) Close() error {
 	p.wg.Wait()
 	return nil
 }
+
+// len is how many origins have a slot: a connection, a dial or a failure.
+func (p *pool) len() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.slots)
+}

@@ -136,7 +136,7 @@ func TestLibcoapOriginOverDTLSWithPSK(t *testing.T) {
 			t.Fatalf("request %d: %v %q", i, resp.Code, resp.Payload)
 		}
 	}
-	if n := len(p.dtlsUp.pool.slots); n != 1 {
+	if n := p.dtlsUp.pool.len(); n != 1 {
 		t.Fatalf("%d DTLS sessions, want 1", n)
 	}
 
