@@ -248,7 +248,9 @@ func newAmp(v *verifier, trusted []netip.Prefix, plugin func(netip.Addr) bool, f
 					r = withoutEcho(r)
 				}
 			}
-			if r.Secure || contains(trusted, a) || plugin(a) || v.has(a) {
+			// A stream client's address was verified by its connection's
+			// handshake (RFC 8323: TCP), as a DTLS client's was.
+			if r.Secure || r.Conn != 0 || contains(trusted, a) || plugin(a) || v.has(a) {
 				return next.ServeCoAP(ctx, w, r)
 			}
 			m := r.Msg

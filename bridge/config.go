@@ -10,8 +10,8 @@ import (
 	"io"
 	"math"
 	"net/netip"
-	"net/url"
 	"os"
+	pathpkg "path"
 	"slices"
 	"strings"
 	"time"
@@ -20,6 +20,7 @@ import (
 
 	"github.com/opaque-edge/gatewayd/cache"
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/coap/stream"
 	"github.com/opaque-edge/gatewayd/observe"
 	"github.com/opaque-edge/gatewayd/observe/pubsub"
 	"github.com/opaque-edge/gatewayd/plugins"
@@ -31,6 +32,7 @@ import (
 type Config struct {
 	Proxy   ProxyConfig      `toml:"proxy"`
 	Route   []RouteConfig    `toml:"route"`
+	Origin  []OriginConfig   `toml:"origin"`
 	Radio   []radio.Config   `toml:"radio"`
 	Cache   cache.Config     `toml:"cache"`
 	Observe observe.Config   `toml:"observe"`
@@ -45,8 +47,28 @@ type Config struct {
 
 // ProxyConfig is the [proxy] section.
 type ProxyConfig struct {
-	// Listen are the endpoints: "udp://host:port" or "dtls://host:port".
+	// Listen are the endpoints: "udp://host:port", "dtls://host:port",
+	// and CoAP over reliable transports (RFC 8323): "tcp://host:port",
+	// "tls://host:port", "ws://host:port/path", "wss://host:port/path"
+	// (the path defaults to /.well-known/coap, §4).
 	Listen []string `toml:"listen"`
+	// Keepalive is how long a TCP, TLS or WebSocket client may be quiet
+	// before it gets a CoAP Ping; one that does not answer within as long
+	// again is closed (RFC 8323 §5.4). 0 turns it off: idle connections
+	// are then never closed by gatewayd.
+	Keepalive Duration `toml:"keepalive"`
+	// MaxMessageSize is the largest message taken over TCP, TLS and
+	// WebSockets, and the Max-Message-Size of gatewayd's CSM (RFC 8323
+	// §5.3.1).
+	MaxMessageSize int `toml:"max_message_size"`
+	// MaxConnections bounds the connections of each stream listener;
+	// MaxHandshakes those of them still in their TLS or WebSocket
+	// handshake or without a CSM.
+	MaxConnections int `toml:"max_connections"`
+	MaxHandshakes  int `toml:"max_handshakes"`
+	// WSOrigins are the web origins (host patterns) other than the
+	// gateway's own whose pages may open ws:// and wss:// connections.
+	WSOrigins []string `toml:"ws_origins"`
 	// Allow are the CIDR prefixes of targets the proxy may reach.
 	Allow []string `toml:"allow"`
 	// Clients are the CIDR prefixes of clients that may use the proxy;
@@ -139,6 +161,10 @@ func Defaults() Config {
 
 		MaxInflight:          4096,
 		MaxInflightPerClient: 64,
+
+		MaxMessageSize: stream.BaseMaxMessageSize,
+		MaxConnections: 1024,
+		MaxHandshakes:  64,
 	}}
 }
 
@@ -222,134 +248,6 @@ func (c Config) MarshalTOML() ([]byte, error) {
 	return b.Bytes(), err
 }
 
-// validationLine finds the line a Validate error is about. The error
-// starts with its section ("proxy: ...", "cache: ...", "radio[1]: ...");
-// of the keys set in that table (the index-th for an array of tables),
-// the one the message names first is the line; if it names none, say for
-// a key that is missing, the table's header. 0 when neither is found.
-func validationLine(data []byte, msg string) int {
-	table, index := msg, -1
-	if i := strings.IndexAny(table, ":[ "); i >= 0 {
-		table = table[:i]
-	}
-	if rest, ok := strings.CutPrefix(msg[len(table):], "["); ok {
-		if _, err := fmt.Sscanf(rest, "%d]", &index); err != nil {
-			return 0
-		}
-	}
-	about := messageWords(msg[len(table):])
-	header, best, bestAt := 0, 0, len(about)
-	cur, instance := "", -1
-	arrays := map[string]int{} // [[name]] tables seen so far, by name
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if strings.HasPrefix(line, "[") {
-			name := strings.TrimSpace(strings.Trim(strings.SplitN(line, "#", 2)[0], "[] \t"))
-			cur, instance = name, -1
-			if strings.HasPrefix(line, "[[") {
-				arrays[name]++
-				instance = arrays[name] - 1
-			}
-			if cur == table && (index < 0 || instance == index) {
-				header = n
-			}
-			continue
-		}
-		if cur != table || (index >= 0 && instance != index) {
-			continue
-		}
-		eq := strings.Index(line, "=")
-		if eq <= 0 {
-			continue
-		}
-		key := strings.Trim(strings.TrimSpace(line[:eq]), `"'`)
-		if at := wordIndex(about, key); at >= 0 && at < bestAt {
-			best, bestAt = n, at
-		}
-	}
-	if best > 0 {
-		return best
-	}
-	return header
-}
-
-// messageWords is the part of a Validate message that can name a key:
-// after the package's "bad config:"/"invalid config:" and the array
-// table's name ([[plugin]] "x":), with quoted values blanked, so that
-// neither a word of the wrapping nor a value equal to a key's name is
-// taken for the key.
-func messageWords(msg string) string {
-	for _, mark := range []string{"bad config: ", "invalid config: "} {
-		if i := strings.LastIndex(msg, mark); i >= 0 {
-			msg = msg[i+len(mark):]
-		}
-	}
-	b := []byte(msg)
-	quoted := false
-	for i, c := range b {
-		switch {
-		case c == '"' && (i == 0 || b[i-1] != '\\'):
-			quoted = !quoted
-		case quoted:
-			b[i] = ' '
-		}
-	}
-	return string(b)
-}
-
-// wordIndex is the index of the first whole-word w in s, or -1.
-func wordIndex(s, w string) int {
-	word := func(b byte) bool {
-		return b == '_' || b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b >= '0' && b <= '9'
-	}
-	for off := 0; w != ""; {
-		i := strings.Index(s[off:], w)
-		if i < 0 {
-			return -1
-		}
-		i += off
-		end := i + len(w)
-		if (i == 0 || !word(s[i-1])) && (end == len(s) || !word(s[end])) {
-			return i
-		}
-		off = i + 1
-	}
-	return -1
-}
-
-// keyLine finds the line where an undecoded key is set: the decoder does
-// not report positions for keys it did not use.
-func keyLine(data []byte, k toml.Key) int {
-	if len(k) == 0 {
-		return 0
-	}
-	table, leaf := strings.Join(k[:len(k)-1], "."), k[len(k)-1]
-	cur := ""
-	sc := bufio.NewScanner(bytes.NewReader(data))
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if strings.HasPrefix(line, "[") {
-			name := strings.Trim(line, "[] \t")
-			if i := strings.Index(name, "]"); i >= 0 {
-				name = name[:i]
-			}
-			cur = strings.TrimSpace(name)
-			if cur == strings.Join(k, ".") {
-				return n // an unknown table
-			}
-			continue
-		}
-		if cur != table {
-			continue
-		}
-		if eq := strings.Index(line, "="); eq > 0 && strings.Trim(strings.TrimSpace(line[:eq]), `"`) == leaf {
-			return n
-		}
-	}
-	return 0
-}
-
 // Validate checks every section.
 func (c *Config) Validate() error {
 	if err := c.Proxy.validate(); err != nil {
@@ -370,6 +268,9 @@ func (c *Config) Validate() error {
 		if _, err := netip.ParseAddrPort(c.Metrics.Listen); err != nil {
 			return fmt.Errorf("metrics: listen %q: want ip:port", c.Metrics.Listen)
 		}
+	}
+	if _, err := loadOrigins(c.Origin); err != nil {
+		return err
 	}
 	names := map[string]bool{}
 	for i, pc := range c.Plugin {
@@ -492,9 +393,12 @@ func (p *ProxyConfig) validate() error {
 		return errors.New("listen: at least one endpoint is needed")
 	}
 	for _, l := range p.Listen {
-		if _, _, err := parseListen(l); err != nil {
+		if _, err := parseListen(l); err != nil {
 			return fmt.Errorf("listen: %w", err)
 		}
+	}
+	if err := p.validateStreams(); err != nil {
+		return err
 	}
 	if _, err := parsePrefixes(p.Allow); err != nil {
 		return fmt.Errorf("allow: %w", err)
@@ -541,17 +445,51 @@ func (p *ProxyConfig) validate() error {
 		return fmt.Errorf("max_inflight_per_client: %d is outside 1..max_inflight (%d)", p.MaxInflightPerClient, p.MaxInflight)
 	}
 	for _, l := range p.Listen {
-		if s, _, _ := parseListen(l); s == "dtls" && p.PSKFile == "" && p.CertFile == "" {
+		la, _ := parseListen(l)
+		if la.scheme == "dtls" && p.PSKFile == "" && p.CertFile == "" {
 			return fmt.Errorf("psk_file: a dtls address in listen needs keys (psk_file) or a certificate (cert_file)")
+		}
+		if (la.scheme == "tls" || la.scheme == "wss") && p.CertFile == "" {
+			return fmt.Errorf("cert_file: a %s address in listen needs a certificate (cert_file, key_file)", la.scheme)
 		}
 	}
 	_, err := p.dtlsKeys()
 	return err
 }
 
+// validateStreams checks the bounds of the stream listeners (RFC 8323:
+// tcp://, tls://, ws://, wss://).
+func (p *ProxyConfig) validateStreams() error {
+	if p.Keepalive.Duration < 0 || p.Keepalive.Duration > 0 && p.Keepalive.Duration < time.Second {
+		return fmt.Errorf("keepalive: want 0s (off) or at least 1s, got %v", p.Keepalive)
+	}
+	if p.MaxMessageSize < 64 || p.MaxMessageSize > maxMessageSize {
+		return fmt.Errorf("max_message_size: %d is outside 64..%d", p.MaxMessageSize, maxMessageSize)
+	}
+	if p.MaxConnections < 1 || p.MaxConnections > maxConnections {
+		return fmt.Errorf("max_connections: %d is outside 1..%d", p.MaxConnections, maxConnections)
+	}
+	if p.MaxHandshakes < 1 || p.MaxHandshakes > p.MaxConnections {
+		return fmt.Errorf("max_handshakes: %d is outside 1..max_connections (%d)", p.MaxHandshakes, p.MaxConnections)
+	}
+	for _, o := range p.WSOrigins {
+		if _, err := pathpkg.Match(o, ""); err != nil || o == "" {
+			return fmt.Errorf("ws_origins: %q is not a host pattern", o)
+		}
+	}
+	return nil
+}
+
 // maxInflight bounds max_inflight: each request in flight holds a few KiB
 // until its upstream answers or times out.
 const maxInflight = 1 << 20
+
+// maxMessageSize bounds max_message_size: a request of that size is held
+// whole while it is served. maxConnections bounds max_connections.
+const (
+	maxMessageSize = 8 << 20
+	maxConnections = 1 << 20
+)
 
 // dtlsKeys loads what the DTLS listeners authenticate with. Errors name
 // the key at fault.
@@ -597,21 +535,6 @@ func (p *ProxyConfig) dtlsKeys() (DTLSKeys, error) {
 		}
 	}
 	return k, nil
-}
-
-func parseListen(s string) (scheme string, addr netip.AddrPort, err error) {
-	u, err := url.Parse(s)
-	if err != nil {
-		return "", addr, fmt.Errorf("%q: %w", s, err)
-	}
-	if u.Scheme != "udp" && u.Scheme != "dtls" {
-		return "", addr, fmt.Errorf("%q: scheme must be udp or dtls", s)
-	}
-	addr, err = netip.ParseAddrPort(u.Host)
-	if err != nil {
-		return "", addr, fmt.Errorf("%q: want udp://ip:port: %w", s, err)
-	}
-	return u.Scheme, addr, nil
 }
 
 func parsePrefixes(ss []string) ([]netip.Prefix, error) {

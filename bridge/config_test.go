@@ -17,7 +17,7 @@ func TestValidationErrorsNameTheLine(t *testing.T) {
 		name, config, want string
 	}{
 		{"proxy key", "[proxy]\nlisten = [\"udp://127.0.0.1:5683\"]\n\nallow = [\"10.0.0.0/33\"]\n", ":4: proxy: allow:"},
-		{"same key in another table first", "[metrics]\nlisten = \"127.0.0.1:9100\"\n[proxy]\nlisten = [\"tcp://127.0.0.1:1\"]\n", ":4: proxy: listen:"},
+		{"same key in another table first", "[metrics]\nlisten = \"127.0.0.1:9100\"\n[proxy]\nlisten = [\"sctp://127.0.0.1:1\"]\n", ":4: proxy: listen:"},
 		{"missing key names what needs it", "[proxy]\ntimeout = \"1s\"\nlisten = [\"dtls://127.0.0.1:5684\"]\n", ":3: proxy: psk_file:"},
 		{"first key the message names", "[cache]\nmax_bytes = 10\nmax_entry_bytes = 20\n", ":3: cache: bad config: max_entry_bytes"},
 		{"second of an array of tables", "[[route]]\nname = \"a\"\ntarget = \"coap://127.0.0.1/x\"\n\n[[route]]\nname = \"b\"\ntarget = \"http://127.0.0.1/y\"\n", ":7: route[1]"},

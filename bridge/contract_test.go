@@ -201,7 +201,7 @@ func contractStages(t *testing.T) []contractStage {
 		// origin only for a hub (Request.Observer): it is run behind
 		// one.
 		{name: "route, behind the hub", build: func(o *scriptedOrigin) coap.Handler {
-			r, err := newRouter(cfg, scriptedUpstream{o}, nil)
+			r, err := newRouter(cfg, scriptedUpstream{o}, nil, nil, nil)
 			if err != nil {
 				t.Fatal(err)
 			}

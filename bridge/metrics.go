@@ -19,6 +19,7 @@ import (
 
 	"github.com/opaque-edge/gatewayd/cache"
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/coap/stream"
 	"github.com/opaque-edge/gatewayd/observe"
 	"github.com/opaque-edge/gatewayd/observe/pubsub"
 	"github.com/opaque-edge/gatewayd/plugins"
@@ -265,6 +266,24 @@ var (
 		counterOf("gatewayd_endpoint_unreachable_exchanges_total", "Exchanges and notifications ended at once because the network reported their peer unreachable.", byListen, func(s *coap.Stats) uint64 { return s.Unreachable }),
 		counterOf("gatewayd_endpoint_inline_requests_total", "Requests served on the reader goroutine that read them.", byListen, func(s *coap.Stats) uint64 { return s.Inline }),
 	}
+	streamStats = []stat[stream.Stats]{
+		gaugeOf("gatewayd_stream_connections", "TCP, TLS and WebSocket connections open now (RFC 8323).", byListen, func(s *stream.Stats) float64 { return float64(s.Conns) }),
+		counterOf("gatewayd_stream_connections_accepted_total", "Connections accepted.", byListen, func(s *stream.Stats) uint64 { return s.Accepted }),
+		counterOf("gatewayd_stream_connections_refused_total", "Connections closed at once: the client is not in clients.", byListen, func(s *stream.Stats) uint64 { return s.Refused }),
+		counterOf("gatewayd_stream_connections_over_limit_total", "Connections closed at once: max_connections or max_handshakes reached.", byListen, func(s *stream.Stats) uint64 { return s.OverLimit }),
+		counterOf("gatewayd_stream_handshake_failures_total", "TLS or WebSocket handshakes that failed, and connections without a CSM in time.", byListen, func(s *stream.Stats) uint64 { return s.HandshakeFailed }),
+		counterOf("gatewayd_stream_messages_received_total", "CoAP messages read, signalling included.", byListen, func(s *stream.Stats) uint64 { return s.Received }),
+		counterOf("gatewayd_stream_messages_sent_total", "CoAP messages written, signalling included.", byListen, func(s *stream.Stats) uint64 { return s.Sent }),
+		counterOf("gatewayd_stream_malformed_messages_total", "Messages that did not decode (the connection is aborted) or had a reserved code.", byListen, func(s *stream.Stats) uint64 { return s.Malformed }),
+		counterOf("gatewayd_stream_oversize_messages_total", "Messages over max_message_size: a request is answered 4.13, anything else aborts.", byListen, func(s *stream.Stats) uint64 { return s.Oversize }),
+		counterOf("gatewayd_stream_messages_too_big_total", "Responses and notifications not sent because the client's CSM does not take their size.", byListen, func(s *stream.Stats) uint64 { return s.TooBig }),
+		counterOf("gatewayd_stream_aborts_sent_total", "Abort messages sent (RFC 8323 §5.6).", byListen, func(s *stream.Stats) uint64 { return s.AbortsSent }),
+		counterOf("gatewayd_stream_aborts_received_total", "Abort messages received.", byListen, func(s *stream.Stats) uint64 { return s.AbortsReceived }),
+		counterOf("gatewayd_stream_releases_received_total", "Release messages received (RFC 8323 §5.5).", byListen, func(s *stream.Stats) uint64 { return s.Releases }),
+		counterOf("gatewayd_stream_pings_received_total", "Ping messages answered with Pong (RFC 8323 §5.4).", byListen, func(s *stream.Stats) uint64 { return s.Pings }),
+		counterOf("gatewayd_stream_overflow_closes_total", "Connections closed because their client did not read and 256 KiB waited to be sent.", byListen, func(s *stream.Stats) uint64 { return s.Overflow }),
+		counterOf("gatewayd_stream_keepalive_closes_total", "Connections closed because a quiet client did not answer the keepalive Ping.", byListen, func(s *stream.Stats) uint64 { return s.KeepaliveClosed }),
+	}
 	cacheStats = []stat[cache.Stats]{
 		gaugeOf("gatewayd_cache_entries", "Responses held by the cache.", nil, func(s *cache.Stats) float64 { return float64(s.Entries) }),
 		gaugeOf("gatewayd_cache_bytes", "Bytes held by the cache.", nil, func(s *cache.Stats) float64 { return float64(s.Bytes) }),
@@ -357,6 +376,7 @@ func emit[S any](ch chan<- prometheus.Metric, stats []stat[S], v *S, labels ...s
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	describe(ch, endpointStats)
+	describe(ch, streamStats)
 	describe(ch, cacheStats)
 	describe(ch, observeStats)
 	describe(ch, pubsubStats)
@@ -370,6 +390,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for i, e := range c.p.servers {
 		s := e.Stats()
 		emit(ch, endpointStats, &s, c.p.labels[i])
+	}
+	for _, l := range c.p.streams {
+		s := l.s.Stats()
+		emit(ch, streamStats, &s, l.label)
 	}
 	cs := c.p.cache.Stats()
 	emit(ch, cacheStats, &cs)

@@ -27,7 +27,7 @@ import (
 func fullProxy(t *testing.T, mod func(*Config)) (p *Proxy, admin string) {
 	t.Helper()
 	cfg := Defaults()
-	cfg.Proxy.Listen = []string{"udp://127.0.0.1:0"}
+	cfg.Proxy.Listen = []string{"udp://127.0.0.1:0", "tcp://127.0.0.1:0"}
 	cfg.Proxy.Name = "gw-test"
 	cfg.Route = []RouteConfig{{Name: "origin", Target: "coap://127.0.0.1:9"}}
 	cfg.Radio = []radio.Config{{Name: "sim", Driver: "sim"}}

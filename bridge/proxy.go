@@ -41,6 +41,7 @@ import (
 	"github.com/opaque-edge/gatewayd/acl"
 	"github.com/opaque-edge/gatewayd/cache"
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/coap/stream"
 	"github.com/opaque-edge/gatewayd/console"
 	"github.com/opaque-edge/gatewayd/observe"
 	"github.com/opaque-edge/gatewayd/observe/pubsub"
@@ -50,18 +51,22 @@ import (
 
 // Proxy is a running proxy: its endpoints, chain and upstreams.
 type Proxy struct {
-	cfg     Config
-	log     *slog.Logger
-	chain   atomic.Pointer[chainState] // swapped whole by Reload
-	up      *ipUpstream
-	radios  []*radioUpstream
-	cache   *cache.Cache
-	hub     *observe.Hub
-	broker  *pubsub.Broker // nil unless [pubsub] enabled
-	amp     *verifier      // amplification mitigation: Echo values and verified addresses
-	plugins *plugins.Host  // nil without [[plugin]] tables
-	started time.Time
-	version string // of the running gatewayd, for /status and gatewayd_build_info
+	cfg   Config
+	log   *slog.Logger
+	chain atomic.Pointer[chainState] // swapped whole by Reload
+	up    *ipUpstream
+	// streamUp and dtlsUp hold the connections to coap+tcp, coaps+tcp,
+	// coap+ws, coaps+ws and coaps origins, across reloads.
+	streamUp *streamOrigins
+	dtlsUp   *dtlsOrigins
+	radios   []*radioUpstream
+	cache    *cache.Cache
+	hub      *observe.Hub
+	broker   *pubsub.Broker // nil unless [pubsub] enabled
+	amp      *verifier      // amplification mitigation: Echo values and verified addresses
+	plugins  *plugins.Host  // nil without [[plugin]] tables
+	started  time.Time
+	version  string // of the running gatewayd, for /status and gatewayd_build_info
 
 	registry  *prometheus.Registry
 	metrics   *metrics
@@ -75,7 +80,9 @@ type Proxy struct {
 	// ticker (tests).
 	consoleTicks <-chan time.Time
 	servers      []*coap.Endpoint
-	dtls         []*DTLS // the DTLS listeners among the servers' transports, for Reload
+	dtls         []*DTLS           // the DTLS listeners among the servers' transports, for Reload
+	streams      []*streamListener // tcp://, tls://, ws://, wss://
+	tls          *tlsKeys          // the TLS listeners' keys, nil without one
 	addrs        []netip.AddrPort
 	labels       []string // per server: the listen entry or the activated socket
 
@@ -137,6 +144,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*Pr
 		return nil, err
 	}
 	p.up = up
+	p.streamUp = newStreamOrigins(stream.Config{
+		MaxMessageSize: cfg.Proxy.MaxMessageSize,
+		Keepalive:      cfg.Proxy.Keepalive.Duration,
+		Logger:         log.With("component", "upstream", "transport", "stream"),
+	})
+	p.dtlsUp = newDTLSOrigins(log.With("component", "upstream", "transport", "dtls"))
 	p.cache = cache.New(cfg.Cache, cache.WithLogger(log.With("component", "cache")))
 	p.hub = observe.New(cfg.Observe,
 		observe.WithLogger(log.With("component", "observe")),
@@ -197,98 +210,11 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*Pr
 		return nil, err
 	}
 	p.chain.Store(chain)
-	accept := func(peer netip.AddrPort) bool {
-		return contains(p.chain.Load().clients, peer.Addr()) || p.isProbe(peer)
-	}
-	serve := func(label, scheme string, t coap.Transport, addr netip.AddrPort) {
-		e := coap.NewEndpoint(t, coap.EndpointConfig{
-			Handler:              coap.HandlerFunc(p.serveChain),
-			Local:                p.local,
-			Inline:               p.inline,
-			Readers:              readers(scheme),
-			Secure:               scheme == "dtls",
-			Accept:               accept,
-			OnAck:                p.amp.onAck,
-			MaxInflight:          cfg.Proxy.MaxInflight,
-			MaxInflightPerClient: cfg.Proxy.MaxInflightPerClient,
-			ShareMaxAge:          cfg.Proxy.Timeout.Duration,
-			Logger:               log.With("component", "endpoint", "listen", label),
-		})
-		p.servers = append(p.servers, e)
-		p.addrs = append(p.addrs, addr)
-		p.labels = append(p.labels, label)
-		log.Info("listening", "component", "proxy", "scheme", scheme, "addr", addr, "listen", label)
-	}
-	// Sockets passed by systemd (gatewayd.socket) replace the udp://
-	// listeners: the unit's ListenDatagram lines are then what counts.
-	for i, pc := range o.activated {
-		uc, ok := pc.(*net.UDPConn)
-		if !ok {
-			p.Close()
-			return nil, fmt.Errorf("bridge: activated socket %d is not UDP", i)
-		}
-		u := coap.NewUDP(uc)
-		serve(fmt.Sprintf("systemd:coap/%d", i), "udp", u, u.LocalAddr())
-	}
-	if len(o.activated) > 0 {
-		p.logActivation(cfg.Proxy.Listen)
-	}
-	for _, l := range cfg.Proxy.Listen {
-		scheme, addr, _ := parseListen(l)
-		switch {
-		case scheme == "udp" && len(o.activated) > 0:
-			continue
-		case scheme == "udp":
-			u, err := coap.ListenUDP(ctx, addr.String())
-			if err != nil {
-				p.Close()
-				return nil, fmt.Errorf("bridge: %w", err)
-			}
-			serve(l, scheme, u, u.LocalAddr())
-		case scheme == "dtls":
-			keys, err := cfg.Proxy.dtlsKeys()
-			if err != nil {
-				p.Close()
-				return nil, fmt.Errorf("bridge: %w", err)
-			}
-			d, err := ListenDTLS(ctx, addr, keys, log.With("component", "dtls"))
-			if err != nil {
-				p.Close()
-				return nil, err
-			}
-			p.dtls = append(p.dtls, d)
-			serve(l, scheme, d, d.LocalAddr())
-		}
+	if err := p.listen(ctx, o.activated); err != nil {
+		p.Close()
+		return nil, err
 	}
 	return p, nil
-}
-
-// logActivation says which sockets serve when systemd passed some: they
-// replace the configuration's udp:// listeners, and an operator who edited
-// listen and not gatewayd.socket should hear that the edit has no effect.
-func (p *Proxy) logActivation(listen []string) {
-	var used, ignored []string
-	same := true
-	for _, a := range p.addrs {
-		used = append(used, a.String())
-	}
-	var configured []netip.AddrPort
-	for _, l := range listen {
-		if scheme, addr, _ := parseListen(l); scheme == "udp" {
-			ignored = append(ignored, l)
-			configured = append(configured, addr)
-			same = same && slices.Contains(p.addrs, addr)
-		}
-	}
-	same = same && len(configured) == len(p.addrs)
-	if same {
-		p.log.Info("serving the sockets systemd passed (gatewayd.socket) in place of the udp:// listeners",
-			"component", "proxy", "sockets", used)
-		return
-	}
-	p.log.Warn("serving the sockets systemd passed (gatewayd.socket), not the udp:// listeners of the configuration; "+
-		"to serve other addresses, change ListenDatagram in gatewayd.socket",
-		"component", "proxy", "sockets", used, "not_bound", ignored)
 }
 
 // serveChain hands a request to the chain once it is built (radio
@@ -457,6 +383,9 @@ func (p *Proxy) Handler() coap.Handler { return coap.HandlerFunc(p.serveChain) }
 func (p *Proxy) Close() error {
 	var errs []error
 	p.closeOnce.Do(func() {
+		for _, l := range p.streams {
+			l.s.Close()
+		}
 		for _, e := range p.servers {
 			if err := e.Close(); err != nil {
 				errs = append(errs, err)
@@ -482,6 +411,10 @@ func (p *Proxy) Close() error {
 		}
 		if p.up != nil {
 			p.up.Close()
+		}
+		if p.streamUp != nil {
+			p.streamUp.Close()
+			p.dtlsUp.Close()
 		}
 		for _, r := range p.radios {
 			if err := r.Close(); err != nil {
@@ -512,7 +445,7 @@ type chainState struct {
 // buildChain assembles the chain in its one fixed order from cfg, over the
 // proxy's long-lived parts (endpoints, radios, cache, hub, broker).
 func (p *Proxy) buildChain(cfg Config) (*chainState, error) {
-	r, err := newRouter(cfg, p.up, p.radios)
+	r, err := newRouter(cfg, p.up, p.radios, p.streamUp, p.dtlsUp)
 	if err != nil {
 		return nil, err
 	}
@@ -594,14 +527,26 @@ func (p *Proxy) Reload(cfg Config) (needsRestart []string, err error) {
 	// the next handshakes; a different kind of key needs new listeners.
 	var keys DTLSKeys
 	newKind := false
-	if len(p.dtls) > 0 {
+	if len(p.dtls) > 0 || p.tls != nil {
 		if keys, err = cfg.Proxy.dtlsKeys(); err != nil {
 			return nil, err
 		}
+	}
+	if len(p.dtls) > 0 {
 		newKind = !p.dtls[0].sameKind(keys) // every listener has the same keys
+	}
+	if p.tls != nil && keys.Certificate == nil {
+		newKind = true // the TLS listeners cannot go without one
 	}
 	if !slices.Equal(cfg.Proxy.Listen, old.Proxy.Listen) || newKind {
 		needsRestart = append(needsRestart, "proxy.listen/psk_file/cert_file/key_file/client_ca_file")
+	}
+	if cfg.Proxy.Keepalive != old.Proxy.Keepalive || cfg.Proxy.MaxMessageSize != old.Proxy.MaxMessageSize ||
+		cfg.Proxy.MaxConnections != old.Proxy.MaxConnections || cfg.Proxy.MaxHandshakes != old.Proxy.MaxHandshakes ||
+		!slices.Equal(cfg.Proxy.WSOrigins, old.Proxy.WSOrigins) {
+		// The stream listeners' connections keep the settings they
+		// started with.
+		needsRestart = append(needsRestart, "proxy.keepalive/max_message_size/max_connections/max_handshakes/ws_origins")
 	}
 	for name, changed := range map[string]bool{
 		"radio":   !reflect.DeepEqual(cfg.Radio, old.Radio),
@@ -618,6 +563,8 @@ func (p *Proxy) Reload(cfg Config) (needsRestart []string, err error) {
 	slices.Sort(needsRestart)
 	// Keep what cannot change live, so the chain matches what runs.
 	cfg.Proxy.Listen = old.Proxy.Listen
+	cfg.Proxy.Keepalive, cfg.Proxy.MaxMessageSize, cfg.Proxy.MaxConnections, cfg.Proxy.MaxHandshakes, cfg.Proxy.WSOrigins =
+		old.Proxy.Keepalive, old.Proxy.MaxMessageSize, old.Proxy.MaxConnections, old.Proxy.MaxHandshakes, old.Proxy.WSOrigins
 	if newKind {
 		cfg.Proxy.PSKFile, cfg.Proxy.CertFile, cfg.Proxy.KeyFile, cfg.Proxy.ClientCAFile =
 			old.Proxy.PSKFile, old.Proxy.CertFile, old.Proxy.KeyFile, old.Proxy.ClientCAFile
@@ -630,6 +577,9 @@ func (p *Proxy) Reload(cfg Config) (needsRestart []string, err error) {
 	if !newKind {
 		for _, d := range p.dtls {
 			d.SetKeys(keys) // of the same kind: cannot fail
+		}
+		if p.tls != nil {
+			p.tls.set(keys)
 		}
 	}
 	p.amp.configure(cfg.Proxy)

@@ -31,6 +31,12 @@ type router struct {
 	uris    uriCache                           // Proxy-Uri values lately parsed
 	// translator finds the plugin for a scheme other than coap.
 	translator func(scheme string) (*plugins.Translator, bool)
+	// streams and dtls reach coap+tcp, coaps+tcp, coap+ws, coaps+ws and
+	// coaps origins; creds are the [[origin]] credentials, by
+	// originURIKey.
+	streams *streamOrigins
+	dtls    *dtlsOrigins
+	creds   map[string]*originCreds
 }
 
 // lookupHost resolves reg-name hosts of Proxy-Uri and Uri-Host.
@@ -38,10 +44,14 @@ var lookupHost = func(ctx context.Context, host string) ([]netip.Addr, error) {
 	return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
 }
 
-func newRouter(cfg Config, up Upstream, radios []*radioUpstream) (*router, error) {
+func newRouter(cfg Config, up Upstream, radios []*radioUpstream, streams *streamOrigins, dtls *dtlsOrigins) (*router, error) {
 	allow, err := parsePrefixes(cfg.Proxy.Allow)
 	if err != nil {
 		return nil, fmt.Errorf("bridge: allow: %w", err)
+	}
+	creds, err := loadOrigins(cfg.Origin)
+	if err != nil {
+		return nil, fmt.Errorf("bridge: %w", err)
 	}
 	r := &router{
 		name:       cfg.Proxy.Name,
@@ -52,6 +62,9 @@ func newRouter(cfg Config, up Upstream, radios []*radioUpstream) (*router, error
 		radios:     radios,
 		lookup:     lookupHost,
 		translator: func(string) (*plugins.Translator, bool) { return nil, false },
+		streams:    streams,
+		dtls:       dtls,
+		creds:      creds,
 	}
 	for _, rc := range cfg.Route {
 		u, err := coap.ParseURI(rc.Target)
@@ -229,22 +242,12 @@ func (r *router) exchange(ctx context.Context, w coap.ResponseWriter, req *coap.
 }
 
 // target resolves where a request goes and the message to send there.
-func (r *router) target(ctx context.Context, in *coap.Message) (netip.AddrPort, *coap.Message, *pluginUpstream, error) {
-	out := *in
+func (r *router) target(ctx context.Context, in *coap.Message) (netip.AddrPort, *coap.Message, Upstream, error) {
 	if u := r.route(in); u != nil {
-		out.Options = append(coap.Options(nil), in.Options...)
-		// §5.7.3 reverse proxy: /name/rest → target/rest.
-		rest := coap.URIFromOptions(in.Options, "", "", 0)
-		t := *u
-		t.Path = append(append([]string(nil), u.Path...), rest.Path[1:]...)
-		t.Query = append(append([]string(nil), u.Query...), rest.Query...)
-		dst, err := r.resolve(ctx, &t)
-		if err != nil {
-			return dst, nil, nil, err
-		}
-		out.Options = t.SetOptions(out.Options, dst.Port())
-		return dst, &out, nil, nil
+		dst, out, err := r.reverse(ctx, in, u)
+		return dst, out, nil, err
 	}
+	out := *in
 	var u *coap.URI
 	var parsed *parsedURI
 	if pu, ok := in.Options.Get(coap.ProxyURI); ok {
@@ -264,7 +267,17 @@ func (r *router) target(ctx context.Context, in *coap.Message) (netip.AddrPort, 
 		port := coap.DefaultPort(string(scheme))
 		u = coap.URIFromOptions(in.Options, string(scheme), string(host), port)
 	}
-	if u.Scheme != "coap" {
+	var via Upstream // nil: UDP or a radio, by the address
+	var viaDst netip.AddrPort
+	switch u.Scheme {
+	case "coap":
+	case "coap+tcp", "coaps+tcp", "coap+ws", "coaps+ws", "coaps":
+		dst, up, err := r.viaTransport(ctx, u)
+		if err != nil {
+			return dst, nil, nil, err
+		}
+		via, viaDst = up, dst
+	default:
 		t, ok := r.translator(u.Scheme)
 		if !ok || r.nextHop.IsValid() {
 			// §5.7.2: a scheme this proxy cannot serve.
@@ -277,6 +290,16 @@ func (r *router) target(ctx context.Context, in *coap.Message) (netip.AddrPort, 
 		}
 		out.Options = append(coap.Options(nil), in.Options...)
 		return netip.AddrPort{}, &out, &pluginUpstream{t: t, uri: u.String()}, nil
+	}
+	if via != nil {
+		// PR1.1/PR1.2 as for coap: Uri-* for the origin, the framing is
+		// the transport's.
+		if parsed != nil {
+			out.Options = withURI(in.Options, parsed.opts)
+		} else {
+			out.Options = append(coap.Options(nil), in.Options...).Remove(coap.ProxyScheme)
+		}
+		return viaDst, &out, via, nil
 	}
 	if r.nextHop.IsValid() {
 		// PR1.1/PR1.2: towards a next-hop proxy the request keeps its form.
@@ -296,6 +319,51 @@ func (r *router) target(ctx context.Context, in *coap.Message) (netip.AddrPort, 
 		out.Options = append(coap.Options(nil), in.Options...).Remove(coap.ProxyScheme)
 	}
 	return dst, &out, nil, nil
+}
+
+// reverse maps a request for a route's name to its target (§5.7.3
+// reverse proxy): /name/rest → target/rest.
+func (r *router) reverse(ctx context.Context, in *coap.Message, u *coap.URI) (netip.AddrPort, *coap.Message, error) {
+	out := *in
+	out.Options = append(coap.Options(nil), in.Options...)
+	rest := coap.URIFromOptions(in.Options, "", "", 0)
+	t := *u
+	t.Path = append(append([]string(nil), u.Path...), rest.Path[1:]...)
+	t.Query = append(append([]string(nil), u.Query...), rest.Query...)
+	dst, err := r.resolve(ctx, &t)
+	if err != nil {
+		return dst, nil, err
+	}
+	out.Options = t.SetOptions(out.Options, dst.Port())
+	return dst, &out, nil
+}
+
+// viaTransport picks the upstream for a coap+tcp, coaps+tcp, coap+ws,
+// coaps+ws or coaps target (RFC 8323, RFC 7252 §9): a pooled connection
+// with the origin's credentials, never to a radio node.
+func (r *router) viaTransport(ctx context.Context, u *coap.URI) (netip.AddrPort, Upstream, error) {
+	if r.nextHop.IsValid() || r.streams == nil {
+		return netip.AddrPort{}, nil, coap.Errorf(coap.ProxyingNotSupported, "scheme %q", u.Scheme)
+	}
+	if coap.Inline(ctx) {
+		// A connection may have to be dialled: not on a reader.
+		return netip.AddrPort{}, nil, errWouldBlock
+	}
+	dst, err := r.resolve(ctx, u)
+	if err != nil {
+		return dst, nil, err
+	}
+	if r.radioFor(dst.Addr()) != nil {
+		return netip.AddrPort{}, nil, coap.Errorf(coap.ProxyingNotSupported, "scheme %q to a radio node", u.Scheme)
+	}
+	cr := r.creds[originURIKey(u)]
+	if cr == nil {
+		cr = defaultCreds(u)
+	}
+	if u.Scheme == "coaps" {
+		return dst, &dtlsUpstream{o: r.dtls, k: originKey{scheme: u.Scheme, host: u.Host, addr: dst}, cr: cr}, nil
+	}
+	return dst, r.streams.upstream(u, dst, cr), nil
 }
 
 // resolve finds the target's address and applies the allow list: this is

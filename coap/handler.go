@@ -81,6 +81,12 @@ type Request struct {
 	// (§4.1), and the stage that sends the request on checks its message
 	// against Sealed first.
 	Sealed *Message
+	// Conn, when not 0, names the stream connection (RFC 8323: TCP, TLS,
+	// WebSockets) the request came on, unique in the process: tokens are
+	// scoped to a connection (§3.3), so it, not the peer's address and
+	// port alone, tells clients apart; and its handshake verified the
+	// client's address. 0 for datagrams (UDP, DTLS, radio).
+	Conn uint64
 }
 
 // Observer is the end of an upstream observation that a hub serves its

@@ -75,7 +75,17 @@ func (m *Message) Decode(b []byte) error {
 	m.Type = Type(b[0] >> 4 & 0x3)
 	m.Code = Code(b[1])
 	m.MID = binary.BigEndian.Uint16(b[2:4])
-	b = b[4:]
+	return m.DecodeBody(tkl, b[4:])
+}
+
+// DecodeBody parses what follows the header in every CoAP framing, the
+// token of tkl bytes, the options and the payload (RFC 7252 §3; RFC 8323
+// §3.2 and §4.2 differ only in the header), into m, whose Code the caller
+// has set. Like Decode it keeps options raw and aliases b.
+func (m *Message) DecodeBody(tkl int, b []byte) error {
+	if tkl > MaxTokenLen {
+		return ErrTokenLength
+	}
 	if len(b) < tkl {
 		return ErrTruncated
 	}

@@ -57,17 +57,7 @@ func (h *Hub) work() {
 			}
 			n, at, final := o.e.last, o.e.lastAt, o.final
 			o.dirty = false
-			// §4.5: NON by default, with a CON every CONEvery
-			// notifications and at least every CONInterval, so that an
-			// observer that went away is found out and removed: its CON
-			// times out or is rejected.
-			con := h.allCON || int(o.sinceCON)+1 >= h.cfg.CONEvery ||
-				now.Sub(time.Unix(0, o.lastCON)) >= h.cfg.CONInterval.Duration
-			if con {
-				o.lastCON, o.sinceCON = now.UnixNano(), 0
-			} else {
-				o.sinceCON++
-			}
+			con := h.confirmable(o, now)
 			done := o.deliveredNON
 			if con {
 				done = o.deliveredCON
@@ -107,6 +97,25 @@ func (h *Hub) work() {
 		clear(ns) // the batch's messages, writers and observers are not kept
 		clear(batch)
 	}
+}
+
+// confirmable decides whether o's next notification is a CON and counts
+// it. §4.5: NON by default, with a CON every CONEvery notifications and at
+// least every CONInterval, so that an observer that went away is found out
+// and removed: its CON times out or is rejected. Over a stream (RFC 8323
+// §7.2) there is neither: a "CON" there is one whose done comes when it is
+// written, which keeps one notification per observer in the connection's
+// queue and the newer ones in the slot. Called with h.mu held.
+func (h *Hub) confirmable(o *observer, now time.Time) bool {
+	_, reliable := o.w.(coap.StreamWriter)
+	con := h.allCON || reliable || int(o.sinceCON)+1 >= h.cfg.CONEvery ||
+		now.Sub(time.Unix(0, o.lastCON)) >= h.cfg.CONInterval.Duration
+	if con {
+		o.lastCON, o.sinceCON = now.UnixNano(), 0
+	} else {
+		o.sinceCON++
+	}
+	return con
 }
 
 // deliveredCON and deliveredNON report the outcome of a notification.

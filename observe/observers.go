@@ -9,8 +9,10 @@ import (
 )
 
 // obsID names an observer: the client's endpoint and token (RFC 7641
-// §3.6, §4.1), and the transport's security, which keeps a coap and a
-// coaps client apart. The hub keeps one per observer, so it is a small
+// §3.6, §4.1), and the kind of transport: its security, which keeps a
+// coap and a coaps client apart, and whether it is a stream (RFC 8323),
+// which keeps a TCP client apart from a UDP one at the same address and
+// port. The hub keeps one per observer, so it is a small
 // fixed-size value rather than a string: a token has at most 8 bytes (RFC
 // 7252 §3), and address and port are held apart so that the port, the
 // flags and the token share the padding a netip.AddrPort would leave
@@ -18,10 +20,16 @@ import (
 type obsID struct {
 	addr   netip.Addr
 	port   uint16
-	secure bool
+	kind   uint8 // kindSecure | kindStream
 	tokLen uint8
 	token  [coap.MaxTokenLen]byte
 }
+
+// Kinds of transport an obsID tells apart.
+const (
+	kindSecure = 1 << iota
+	kindStream
+)
 
 // idOf names the observer a request registers or deregisters. ok is false
 // for a token longer than RFC 7252 §3 allows, which the message layer
@@ -31,7 +39,13 @@ func idOf(r *coap.Request) (id obsID, ok bool) {
 	if len(r.Msg.Token) > coap.MaxTokenLen {
 		return obsID{}, false
 	}
-	id = obsID{addr: r.Peer.Addr(), port: r.Peer.Port(), secure: r.Secure, tokLen: uint8(len(r.Msg.Token))}
+	id = obsID{addr: r.Peer.Addr(), port: r.Peer.Port(), tokLen: uint8(len(r.Msg.Token))}
+	if r.Secure {
+		id.kind |= kindSecure
+	}
+	if r.Conn != 0 {
+		id.kind |= kindStream
+	}
 	copy(id.token[:], r.Msg.Token)
 	return id, true
 }
@@ -64,9 +78,7 @@ func (s *observerSet) hash(id *obsID) uint64 {
 	copy(b[:], a[:])
 	binary.BigEndian.PutUint16(b[16:], id.port)
 	b[18] = id.tokLen
-	if id.secure {
-		b[19] = 1
-	}
+	b[19] = id.kind
 	copy(b[20:], id.token[:])
 	return maphash.Bytes(s.seed, b[:])
 }

@@ -12,7 +12,7 @@ func TestIDOf(t *testing.T) {
 	peer := netip.MustParseAddrPort("[fe80::1%eth0]:5683")
 	r := &coap.Request{Msg: &coap.Message{Token: []byte{1, 2, 3}}, Peer: peer, Secure: true}
 	id, ok := idOf(r)
-	if !ok || id.peer() != peer || id.tokLen != 3 || id.token != [8]byte{1, 2, 3} || !id.secure {
+	if !ok || id.peer() != peer || id.tokLen != 3 || id.token != [8]byte{1, 2, 3} || id.kind != kindSecure {
 		t.Fatalf("idOf = %+v, %v", id, ok)
 	}
 	// Tokens 010203 and 01020300 differ, though both fill the array alike.

@@ -28,7 +28,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: coapbench origin|echo|load [flags]")
+		fmt.Fprintln(os.Stderr, "usage: coapbench origin|echo|load|idle [flags]")
 		os.Exit(2)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
@@ -41,6 +41,8 @@ func main() {
 		err = origin(ctx, os.Args[2:], true)
 	case "load":
 		err = load(ctx, os.Args[2:])
+	case "idle":
+		err = idle(ctx, os.Args[2:])
 	default:
 		err = fmt.Errorf("unknown command %q", os.Args[1])
 	}
@@ -111,7 +113,11 @@ func load(ctx context.Context, args []string) error {
 	dur := fs.Duration("d", 10*time.Second, "duration")
 	timeout := fs.Duration("timeout", 2*time.Second, "per-request timeout (counted as an error)")
 	anyCode := fs.Bool("any", false, "count any answer with the right token (for the echo server)")
+	over := fs.String("over", "udp", "how to reach the proxy: udp, tcp or ws (RFC 8323)")
 	fs.Parse(args)
+	if *over != "udp" {
+		return loadStream(ctx, *over, *proxy, *target, *clients, *dur, *timeout)
+	}
 
 	u, err := coap.ParseURI(*target)
 	if err != nil {

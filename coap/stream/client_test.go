@@ -1,0 +1,157 @@
+package stream
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/internal/testpeer"
+)
+
+// notifier registers observers and lets the test push states to them.
+type notifier struct {
+	ws chan coap.NotifyWriter
+}
+
+func (n *notifier) ServeCoAP(ctx context.Context, w coap.ResponseWriter, r *coap.Request) error {
+	if v, ok := r.Msg.Options.Uint(coap.Observe); ok && v == 0 {
+		resp := &coap.Message{Code: coap.Content, Payload: []byte("0")}
+		resp.Options = resp.Options.SetUint(coap.Observe, 1)
+		if err := w.WriteResponse(resp); err != nil {
+			return err
+		}
+		n.ws <- w.(coap.NotifyWriter)
+		return nil
+	}
+	return echo.ServeCoAP(ctx, w, r)
+}
+
+func TestClientDoAndObserveInOrder(t *testing.T) {
+	n := &notifier{ws: make(chan coap.NotifyWriter, 1)}
+	_, addr := serve(t, Config{Handler: n})
+	cl := NewClient(Config{})
+	defer cl.Close()
+	ctx := context.Background()
+	c, err := cl.Dial(ctx, addr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.Do(ctx, get(0, "hello"))
+	if err != nil || string(resp.Payload) != "echo hello" {
+		t.Fatalf("Do: %v %v", resp, err)
+	}
+	got := make(chan string, 100)
+	first, cancel, err := c.Observe(ctx, get(0, "obs"), func(m *coap.Message) { got <- string(m.Payload) })
+	if err != nil || cancel == nil || string(first.Payload) != "0" {
+		t.Fatalf("Observe: %v %v", first, err)
+	}
+	w := <-n.ws
+	sw, ok := w.(coap.StreamWriter)
+	if !ok {
+		t.Fatal("the writer of a stream request is no coap.StreamWriter")
+	}
+	for i := 1; i <= 50; i++ {
+		m := &coap.Message{Code: coap.Content, Payload: fmt.Appendf(nil, "%d", i)}
+		m.Options = m.Options.SetUint(coap.Observe, uint32(i+1))
+		if err := w.Notify(m, true, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// §7.1: over a stream, notifications arrive in the order sent.
+	for i := 1; i <= 50; i++ {
+		select {
+		case s := <-got:
+			if s != fmt.Sprint(i) {
+				t.Fatalf("notification %q, want %d", s, i)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("notification missing")
+		}
+	}
+	if err := c.Ping(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	select {
+	case <-sw.Context().Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("the writer's context did not end with the connection (§7.4)")
+	}
+	if err := w.Notify(&coap.Message{Code: coap.Content}, true, nil); err == nil {
+		t.Fatal("Notify on a closed connection succeeded")
+	}
+}
+
+func TestTLSListenerNamesCertificateClients(t *testing.T) {
+	pki := testpeer.NewPKI(t)
+	pool := pki.CA
+	who := make(chan string, 1)
+	h := coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, r *coap.Request) error {
+		who <- fmt.Sprintf("%s secure=%v conn=%v", r.Identity, r.Secure, r.Conn != 0)
+		return w.WriteResponse(&coap.Message{Code: coap.Content})
+	})
+	s := NewServer(Config{Handler: h})
+	defer s.Close()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Serve(l, &tls.Config{Certificates: []tls.Certificate{pki.Server}, ClientCAs: pool, ClientAuth: tls.VerifyClientCertIfGiven, NextProtos: []string{"coap"}})
+	cl := NewClient(Config{})
+	defer cl.Close()
+	c, err := cl.Dial(context.Background(), l.Addr().String(), &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", Certificates: []tls.Certificate{pki.Client}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Do(context.Background(), get(0, "x")); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-who; got != "cn:client1 secure=true conn=true" {
+		t.Fatalf("request seen as %q", got)
+	}
+}
+
+func TestWebSocketRoundTripAndSubprotocol(t *testing.T) {
+	s := NewServer(Config{Handler: echo})
+	defer s.Close()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ServeWS(l, "/.well-known/coap", nil); err != nil {
+		t.Fatal(err)
+	}
+	url := "ws://" + l.Addr().String() + "/.well-known/coap"
+	cl := NewClient(Config{})
+	defer cl.Close()
+	ctx := context.Background()
+	c, err := cl.DialWS(ctx, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := c.Do(ctx, get(0, "ws"))
+	if err != nil || string(resp.Payload) != "echo ws" {
+		t.Fatalf("%v %v", resp, err)
+	}
+	// Without the "coap" subprotocol (§4.1) the server refuses.
+	wc, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{Subprotocols: []string{"chat"}})
+	if err == nil {
+		_, _, rerr := wc.Read(ctx)
+		if websocket.CloseStatus(rerr) != websocket.StatusProtocolError {
+			t.Fatalf("a client without subprotocol coap got %v", rerr)
+		}
+	}
+	// A page of another origin is refused (WSOrigins).
+	hdr := http.Header{"Origin": {"http://elsewhere.example"}}
+	if _, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{Subprotocols: []string{"coap"}, HTTPHeader: hdr}); err == nil || !strings.Contains(err.Error(), "403") {
+		t.Fatalf("cross-origin handshake: %v", err)
+	}
+}

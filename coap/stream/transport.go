@@ -1,0 +1,238 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+
+	"github.com/coder/websocket"
+
+	"github.com/opaque-edge/gatewayd/coap"
+)
+
+// transport moves whole frames over one connection: a byte stream (TCP,
+// TLS) with the framing of RFC 8323 §3.2, or WebSocket messages (§4.2).
+// One goroutine reads, one writes at a time.
+type transport interface {
+	// readFrame returns the next frame, valid until the next call. A
+	// frame over limit is skipped and reported as an *oversize.
+	readFrame(limit int) ([]byte, error)
+	// write sends frames in order.
+	write(frames []out) error
+	close() error
+	ws() bool
+}
+
+// out is one frame to send and whom to tell once it is written.
+type out struct {
+	b      []byte
+	done   func(error)
+	pooled bool
+}
+
+// oversize reports a frame over the size limit: its code and token, for
+// the 4.13 a request gets (RFC 7959 §2.9.3, RFC 7252 §5.9.2.9).
+type oversize struct {
+	code  coap.Code
+	token []byte
+	size  int
+	fatal bool // not skipped: the stream cannot go on
+}
+
+// maxSkip bounds what a reader skips of a frame over the limit; a larger
+// one ends the connection instead of being read to its end.
+const maxSkip = 1 << 20
+
+func (e *oversize) Error() string { return ErrTooLarge.Error() }
+func (e *oversize) Unwrap() error { return ErrTooLarge }
+
+// readChunk is the size of the buffer a byte stream is read into while
+// frames arrive. An idle connection holds none: it waits in a read of a
+// few bytes (idleRead), so that thousands of idle clients cost little.
+const (
+	readChunk = 4096
+	idleRead  = 16
+)
+
+var chunks = sync.Pool{New: func() any { b := make([]byte, readChunk); return &b }}
+
+// streamTransport is TCP or TLS: frames of §3.2 on a byte stream.
+type streamTransport struct {
+	c    net.Conn
+	idle [idleRead]byte
+	buf  *[]byte // pooled while bytes are buffered; nil when idle
+	big  []byte  // a frame larger than a chunk
+	r, w int     // unread bytes are (*buf)[r:w]
+}
+
+func newStreamTransport(c net.Conn) *streamTransport { return &streamTransport{c: c} }
+
+func (t *streamTransport) ws() bool { return false }
+
+func (t *streamTransport) close() error { return t.c.Close() }
+
+// fill reads more bytes. With nothing buffered it gives the chunk back
+// and waits with only the idle array; once bytes come, they go into a
+// chunk.
+func (t *streamTransport) fill() error {
+	if t.buf == nil || t.r == t.w {
+		if t.buf != nil {
+			chunks.Put(t.buf)
+			t.buf = nil
+		}
+		n, err := t.c.Read(t.idle[:])
+		if n == 0 {
+			if err == nil {
+				err = io.ErrNoProgress
+			}
+			return err
+		}
+		t.buf = chunks.Get().(*[]byte)
+		t.r, t.w = 0, copy(*t.buf, t.idle[:n])
+		return nil
+	}
+	if t.r > 0 {
+		t.w = copy(*t.buf, (*t.buf)[t.r:t.w])
+		t.r = 0
+	}
+	n, err := t.c.Read((*t.buf)[t.w:])
+	t.w += n
+	if n > 0 {
+		return nil
+	}
+	if err == nil {
+		err = io.ErrNoProgress
+	}
+	return err
+}
+
+// need makes at least n bytes buffered (n <= readChunk).
+func (t *streamTransport) need(n int) error {
+	for t.buf == nil || t.w-t.r < n {
+		if err := t.fill(); err != nil {
+			if errors.Is(err, io.EOF) && t.buf != nil && t.w > t.r {
+				return io.ErrUnexpectedEOF
+			}
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *streamTransport) readFrame(limit int) ([]byte, error) {
+	t.big = nil
+	if err := t.need(1); err != nil {
+		return nil, err
+	}
+	if err := t.need(HeaderLen((*t.buf)[t.r])); err != nil {
+		return nil, err
+	}
+	b := (*t.buf)[t.r:t.w]
+	hdr, size, err := FrameSize(b)
+	if err != nil && !errors.Is(err, ErrTooLarge) {
+		return nil, err
+	}
+	if err != nil || size > limit {
+		return nil, t.skip(hdr, size)
+	}
+	if size <= readChunk {
+		if err := t.need(size); err != nil {
+			return nil, err
+		}
+		f := (*t.buf)[t.r : t.r+size]
+		t.r += size
+		return f, nil
+	}
+	// Larger than a chunk (limit allows it): a buffer of its own.
+	t.big = make([]byte, size)
+	n := copy(t.big, (*t.buf)[t.r:t.w])
+	t.r += n
+	if _, err := io.ReadFull(t.c, t.big[n:]); err != nil {
+		return nil, err
+	}
+	return t.big, nil
+}
+
+// skip reads past a frame over the limit, keeping its code and token.
+func (t *streamTransport) skip(hdr, size int) error {
+	tkl := int((*t.buf)[t.r] & 0x0f)
+	if err := t.need(hdr + tkl); err != nil {
+		return err
+	}
+	b := (*t.buf)[t.r:]
+	e := &oversize{code: coap.Code(b[hdr-1]), token: append([]byte(nil), b[hdr:hdr+tkl]...), size: size}
+	if size <= 0 || size > maxSkip {
+		e.fatal = true
+		return e
+	}
+	left := size
+	for left > 0 {
+		if t.w == t.r {
+			if err := t.fill(); err != nil {
+				return err
+			}
+		}
+		n := min(left, t.w-t.r)
+		t.r += n
+		left -= n
+	}
+	return e
+}
+
+func (t *streamTransport) write(frames []out) error {
+	if len(frames) == 1 {
+		_, err := t.c.Write(frames[0].b)
+		return err
+	}
+	bufs := make(net.Buffers, len(frames))
+	for i, f := range frames {
+		bufs[i] = f.b
+	}
+	_, err := bufs.WriteTo(t.c)
+	return err
+}
+
+// wsTransport is WebSockets: one CoAP message per binary message (§4.2).
+type wsTransport struct {
+	c   *websocket.Conn
+	ctx context.Context // ended when the connection closes
+}
+
+func (t *wsTransport) ws() bool { return true }
+
+func (t *wsTransport) close() error {
+	return t.c.CloseNow()
+}
+
+func (t *wsTransport) readFrame(limit int) ([]byte, error) {
+	// The library bounds the message (SetReadLimit) and closes the
+	// connection with 1009 past it: a WebSocket message cannot be
+	// skipped without reading it.
+	for {
+		typ, b, err := t.c.Read(t.ctx)
+		if err != nil {
+			return nil, err
+		}
+		if typ != websocket.MessageBinary {
+			// §4.2: binary frames only.
+			return nil, errWSText
+		}
+		return b, nil
+	}
+}
+
+var errWSText = errors.New("stream: WebSocket text message")
+
+func (t *wsTransport) write(frames []out) error {
+	for _, f := range frames {
+		if f.b == nil {
+			continue
+		}
+		if err := t.c.Write(t.ctx, websocket.MessageBinary, f.b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
