@@ -272,4 +272,7 @@ func TestRDSimpleRegistrationOverTheRadio(t *testing.T) {
 	if e := eps[0]; e.From.Addr() != addr || e.Route != "/node2" {
 		t.Fatalf("endpoint %+v", e)
 	}
+	if st := p.Status(); st.RD == nil || len(st.RD.Endpoints) != 1 || st.RD.Endpoints[0].Name != "node2" || st.RD.Stats.Registered != 1 {
+		t.Fatalf("status: %+v", st.RD)
+	}
 }
