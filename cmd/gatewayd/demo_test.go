@@ -38,7 +38,8 @@ func TestCheckWithoutConfigSaysItCheckedTheDemoDefaults(t *testing.T) {
 
 // The README's first command, `go run ./cmd/gatewayd` with no
 // configuration, runs the demo: the banner's commands reach the
-// simulated nodes through the proxy, by proxy URI and by reverse route;
+// simulated nodes through the proxy, by proxy URI and, once they have
+// registered with the resource directory, by the names they registered;
 // node 1 publishes to the broker, where discovery finds the topic; and
 // the throwaway keys are gone once it stops.
 func TestDemoWithoutConfigServesTheBannersCommands(t *testing.T) {
@@ -73,7 +74,7 @@ func TestDemoWithoutConfigServesTheBannersCommands(t *testing.T) {
 	banner := stdout.String()
 	P := fmt.Sprintf("coap://127.0.0.1:%d", port)
 	node := fmt.Sprintf("coap://[%v]", sim.NodeAddr(sim.DefaultPrefix, 0))
-	for _, want := range []string{"-P " + P + " '" + node + "/sensors/temp'", P + "/node1/sensors/temp", "rt=core.ps.data"} {
+	for _, want := range []string{"-P " + P + " '" + node + "/sensors/temp'", P + "/node1/sensors/temp", "rt=core.ps.data", P + "/rd-lookup/ep"} {
 		if !strings.Contains(banner, want) {
 			t.Fatalf("the banner lacks %q:\n%s", want, banner)
 		}
@@ -97,11 +98,33 @@ func TestDemoWithoutConfigServesTheBannersCommands(t *testing.T) {
 	}
 	reading := regexp.MustCompile(`(?m)^[0-9]+\.[0-9]$`)
 	get("GET through the proxy", reading.MatchString, "-m", "get", "-P", P, node+"/sensors/temp")
-	get("GET by reverse route", reading.MatchString, "-m", "get", P+"/node1/sensors/temp")
 	if want := "-O 65002,0x05 -P " + P + " 'coap://[ff05::fd]/sensors/temp'"; !strings.Contains(banner, want) {
 		t.Fatalf("the banner lacks the group request %q:\n%s", want, banner)
 	}
 	get("group GET", reading.MatchString, "-m", "get", "-O", "65002,0x05", "-P", P, "coap://[ff05::fd]/sensors/temp")
+	// The nodes register themselves (simple registration over the
+	// radio); the banner's lookup lists the three, each at its address.
+	var eps string
+	listed := func(o string) bool {
+		for i := range sim.DefaultNodes {
+			if !strings.Contains(o, fmt.Sprintf(`;ep=node%d;base="coap://[%v]"`, i+1, sim.NodeAddr(sim.DefaultPrefix, i))) {
+				return false
+			}
+		}
+		return true
+	}
+	for deadline := time.Now().Add(60 * time.Second); !listed(eps); time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the endpoint lookup does not list the three nodes: %q\n%s", eps, stderr.String())
+		}
+		eps = coapClient(t, "coap-client-notls", "-m", "get", P+"/rd-lookup/ep")
+	}
+	res := get("resource lookup", func(o string) bool { return strings.Contains(o, node+"/sensors/temp>") },
+		"-m", "get", P+"/rd-lookup/res?rt=temperature-c")
+	if n := strings.Count(res, "/sensors/temp>"); n != sim.DefaultNodes {
+		t.Fatalf("resource lookup lists %d nodes' /sensors/temp: %q", n, res)
+	}
+	get("GET by the registered name", reading.MatchString, "-m", "get", P+"/node1/sensors/temp")
 	waitFor(t, "node 1's topic", done, &stderr, "demo: node publishes")
 	topics := get("topic discovery", func(o string) bool { return strings.Contains(o, "/ps/data/") },
 		"-m", "get", P+"/.well-known/core?rt=core.ps.data")
