@@ -338,6 +338,7 @@ var (
 		counterOf("gatewayd_rd_registrations_removed_total", "Registrations deleted by their registrant.", nil, func(s *rd.Stats) uint64 { return s.Removed }),
 		counterOf("gatewayd_rd_registrations_expired_total", "Registrations removed at the end of their lifetime.", nil, func(s *rd.Stats) uint64 { return s.Expired }),
 		counterOf("gatewayd_rd_name_conflicts_total", "Registrations refused because another client holds the endpoint name.", nil, func(s *rd.Stats) uint64 { return s.NameConflicts }),
+		counterOf("gatewayd_rd_client_limit_refusals_total", "Registrations refused because their client holds max_registrations_per_client.", nil, func(s *rd.Stats) uint64 { return s.ClientLimited }),
 		counterOf("gatewayd_rd_simple_registration_failures_total", "Simple registrations whose GET of the registrant's /.well-known/core failed or gave no usable document.", nil, func(s *rd.Stats) uint64 { return s.SimpleFailures }),
 		counterOf("gatewayd_rd_lookups_total", "Endpoint and resource lookups answered.", nil, func(s *rd.Stats) uint64 { return s.Lookups }),
 		counterOf("gatewayd_rd_notifications_total", "Lookup notifications the resource directory handed to the Observe hub.", nil, func(s *rd.Stats) uint64 { return s.Notifications }),

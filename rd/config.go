@@ -21,6 +21,11 @@ type Config struct {
 	// MaxRegistrations bounds the registrations held at once; a new one
 	// beyond it gets 5.03 with Max-Age until the next one expires.
 	MaxRegistrations int `toml:"max_registrations"`
+	// MaxRegistrationsPerClient bounds the registrations one client
+	// holds (acl.Client.Key: its DTLS identity, IPv4 address, IPv6 /64,
+	// or a radio node's own address), so that one client cannot fill
+	// the directory; beyond it a new registration gets 4.03.
+	MaxRegistrationsPerClient int `toml:"max_registrations_per_client"`
 	// MaxLinks bounds the links of one registration.
 	MaxLinks int `toml:"max_links"`
 	// MaxBytes bounds one registration: its link-format document, its
@@ -85,17 +90,18 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil
 // Defaults are the values of an empty [rd] section.
 func Defaults() Config {
 	return Config{
-		StateDir:         "/var/lib/gatewayd/rd",
-		MaxRegistrations: 256,
-		MaxLinks:         64,
-		MaxBytes:         4096,
-		Registrants:      []string{acl.Loopback, acl.Radio},
-		DefaultLifetime:  Duration{90000 * time.Second},
-		MinLifetime:      Duration{60 * time.Second},
-		MaxLifetime:      Duration{7 * 24 * time.Hour},
-		Routes:           RoutesAll,
-		Simple:           true,
-		FetchTimeout:     Duration{10 * time.Second},
+		StateDir:                  "/var/lib/gatewayd/rd",
+		MaxRegistrations:          256,
+		MaxRegistrationsPerClient: 64,
+		MaxLinks:                  64,
+		MaxBytes:                  4096,
+		Registrants:               []string{acl.Loopback, acl.Radio},
+		DefaultLifetime:           Duration{90000 * time.Second},
+		MinLifetime:               Duration{60 * time.Second},
+		MaxLifetime:               Duration{7 * 24 * time.Hour},
+		Routes:                    RoutesAll,
+		Simple:                    true,
+		FetchTimeout:              Duration{10 * time.Second},
 	}
 }
 
@@ -122,6 +128,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: state_dir must be an absolute path, got %q", ErrConfig, c.StateDir)
 	case c.MaxRegistrations < 1 || c.MaxRegistrations > maxRegistrationsLimit:
 		return fmt.Errorf("%w: max_registrations must be between 1 and %d, got %d", ErrConfig, maxRegistrationsLimit, c.MaxRegistrations)
+	case c.MaxRegistrationsPerClient < 1 || c.MaxRegistrationsPerClient > maxRegistrationsLimit:
+		return fmt.Errorf("%w: max_registrations_per_client must be between 1 and %d, got %d", ErrConfig, maxRegistrationsLimit, c.MaxRegistrationsPerClient)
 	case c.MaxLinks < 1 || c.MaxLinks > maxLinksLimit:
 		return fmt.Errorf("%w: max_links must be between 1 and %d, got %d", ErrConfig, maxLinksLimit, c.MaxLinks)
 	case c.MaxBytes < minBytes || c.MaxBytes > maxBytesLimit:

@@ -82,6 +82,9 @@ type Stats struct {
 	// NameConflicts counts registrations refused because another client
 	// holds the endpoint name (4.03).
 	NameConflicts uint64
+	// ClientLimited counts registrations refused because their client
+	// holds max_registrations_per_client already (4.03).
+	ClientLimited uint64
 	// SimpleFailures counts simple registrations whose GET of the
 	// registrant's /.well-known/core failed or gave no usable document.
 	SimpleFailures uint64
@@ -112,8 +115,8 @@ type Directory struct {
 	reserved    func(string) bool
 	fetching    chan struct{} // a slot per simple registration fetching
 
-	registered, refreshed, removed, expired, conflicts, simpleFailures, lookupsServed, notified, rejected, badFiles atomic.Uint64
-	lastLog                                                                                                         atomic.Int64 // unix nanos of the last peer-triggered warning
+	registered, refreshed, removed, expired, conflicts, clientLimited, simpleFailures, lookupsServed, notified, rejected, badFiles atomic.Uint64
+	lastLog                                                                                                                        atomic.Int64 // unix nanos of the last peer-triggered warning
 
 	routes atomic.Pointer[routeTable] // swapped whole after every change
 
@@ -129,6 +132,7 @@ type Directory struct {
 	closed  bool                     // guarded by mu
 	regs    map[string]*registration // guarded by mu: by id
 	byName  map[string]*registration // guarded by mu: by nameKey(ep)
+	held    map[string]int           // guarded by mu: registrations by quotaOf(owner), for max_registrations_per_client
 	order   []*registration          // guarded by mu: by ep, then d: the order of lookups
 	subs    map[uint64]*subscription // guarded by mu: observed lookups
 	nextSub uint64                   // guarded by mu
@@ -183,6 +187,7 @@ func New(cfg Config, opts ...Option) (*Directory, error) {
 		fetching: make(chan struct{}, maxFetches),
 		regs:     map[string]*registration{},
 		byName:   map[string]*registration{},
+		held:     map[string]int{},
 		subs:     map[uint64]*subscription{},
 	}
 	for _, o := range opts {
@@ -244,7 +249,7 @@ func (d *Directory) Stats() Stats {
 	return Stats{
 		Registrations: n, Links: links, Observations: subs,
 		Registered: d.registered.Load(), Refreshed: d.refreshed.Load(), Removed: d.removed.Load(),
-		Expired: d.expired.Load(), NameConflicts: d.conflicts.Load(), SimpleFailures: d.simpleFailures.Load(),
+		Expired: d.expired.Load(), NameConflicts: d.conflicts.Load(), ClientLimited: d.clientLimited.Load(), SimpleFailures: d.simpleFailures.Load(),
 		Lookups: d.lookupsServed.Load(), Notifications: d.notified.Load(), Rejected: d.rejected.Load(),
 		BadStateFiles: d.badFiles.Load(),
 	}
@@ -265,6 +270,17 @@ func ownerOf(c acl.Client) string {
 		return c.Addr.WithZone("").String()
 	}
 	return ""
+}
+
+// quotaOf is the key a registration of owner counts under for
+// max_registrations_per_client: acl.Client.Key, so that a host that picks
+// addresses at will in its /64 counts once, while each radio node counts
+// alone.
+func (d *Directory) quotaOf(owner string) string {
+	if a, err := netip.ParseAddr(owner); err == nil {
+		return acl.Client{Addr: a}.Key(d.radio)
+	}
+	return acl.Client{Identity: owner}.Key(d.radio)
 }
 
 // implicitBase is the base of a registration that gave none: the scheme
@@ -402,8 +418,12 @@ func (d *Directory) restore() {
 			d.reportBad(err)
 			continue
 		}
+		if d.held[d.quotaOf(r.owner)] >= d.cfg.MaxRegistrationsPerClient {
+			d.reportBad(fmt.Errorf("rd: state file of registration %s: over max_registrations_per_client %d", r.id, d.cfg.MaxRegistrationsPerClient))
+			continue
+		}
 		d.derive(r)
-		d.regs[r.id], d.byName[nameKey(r.ep)] = r, r
+		d.addLocked(r)
 	}
 }
 
@@ -566,9 +586,19 @@ func (d *Directory) expireDue() {
 	d.notifyChanged()
 }
 
+// addLocked puts r in the tables; dropLocked takes it out.
+func (d *Directory) addLocked(r *registration) {
+	d.regs[r.id], d.byName[nameKey(r.ep)] = r, r
+	d.held[d.quotaOf(r.owner)]++
+}
+
 func (d *Directory) dropLocked(r *registration) {
 	if d.regs[r.id] == r {
 		delete(d.regs, r.id)
+		q := d.quotaOf(r.owner)
+		if d.held[q]--; d.held[q] <= 0 {
+			delete(d.held, q)
+		}
 	}
 	if d.byName[nameKey(r.ep)] == r {
 		delete(d.byName, nameKey(r.ep))

@@ -473,6 +473,10 @@ func (d *Directory) commit(c acl.Client, reg *registration) (id string, code coa
 		d.mu.Unlock()
 		return "", code, diag, 0
 	}
+	if code, diag := d.overQuotaLocked(old, reg, owner); code != 0 {
+		d.mu.Unlock()
+		return "", code, diag, 0
+	}
 	if old == nil && len(d.regs) >= d.cfg.MaxRegistrations {
 		age := d.nextExpiryLocked(now)
 		d.mu.Unlock()
@@ -510,7 +514,7 @@ func (d *Directory) commit(c acl.Client, reg *registration) (id string, code coa
 			}
 		}
 	}
-	d.regs[reg.id], d.byName[nameKey(reg.ep)] = reg, reg
+	d.addLocked(reg)
 	d.changedLocked()
 	d.mu.Unlock()
 	if old == nil {
@@ -537,6 +541,22 @@ func (d *Directory) conflictLocked(old, reg *registration, owner string) (coap.C
 		return coap.Forbidden, fmt.Sprintf("rd: endpoint name %q is registered as %q in sector %q; remove that first", reg.ep, old.ep, old.d)
 	}
 	return 0, ""
+}
+
+// overQuotaLocked refuses a new registration of a client that holds
+// max_registrations_per_client already; one that replaces its own is no
+// new one.
+func (d *Directory) overQuotaLocked(old, reg *registration, owner string) (coap.Code, string) {
+	q := d.quotaOf(owner)
+	if old != nil || d.held[q] < d.cfg.MaxRegistrationsPerClient {
+		return 0, ""
+	}
+	d.clientLimited.Add(1)
+	d.warn("rd: client holds max_registrations_per_client", "client", q, "ep", reg.ep)
+	// 4.03, not 5.03: it lasts until the client removes one or one
+	// expires, and is the client's own doing (as the broker's
+	// max_topics_per_client).
+	return coap.Forbidden, fmt.Sprintf("rd: %s holds %d registrations (max_registrations_per_client); remove one first", q, d.cfg.MaxRegistrationsPerClient)
 }
 
 // isReserved reports a name the gateway routes or serves itself.
@@ -647,7 +667,7 @@ func (d *Directory) update(w coap.ResponseWriter, r *coap.Request, id string) er
 	d.derive(&reg)
 	d.mu.Lock()
 	d.dropLocked(old)
-	d.regs[reg.id], d.byName[nameKey(reg.ep)] = &reg, &reg
+	d.addLocked(&reg)
 	d.changedLocked()
 	d.mu.Unlock()
 	d.refreshed.Add(1)
@@ -709,6 +729,10 @@ func (d *Directory) simple(ctx context.Context, w coap.ResponseWriter, r *coap.R
 		old = nil
 	}
 	code, diag := d.conflictLocked(old, reg, owner)
+	if code == 0 {
+		// Nor is the node asked for a registration it would not get.
+		code, diag = d.overQuotaLocked(old, reg, owner)
+	}
 	cached := old != nil && code == 0 && old.simple && old.from == r.Peer && now.Before(old.fresh)
 	if cached {
 		// §5.1: the RD SHOULD NOT fetch again while its copy is fresh.

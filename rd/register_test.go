@@ -313,6 +313,48 @@ func TestBoundsOnRegistrations(t *testing.T) {
 	wantCode(t, "attributes count in max_bytes", resp, coap.RequestEntityTooLarge)
 }
 
+// max_registrations_per_client: a client holding as many gets 4.03 for a
+// new one (counted), not for registering one of its own again; a host's
+// /64 counts once, each radio node alone, a DTLS identity once wherever
+// it comes from; a removal frees a place.
+func TestRegistrationsPerClientAreBounded(t *testing.T) {
+	r := newRig(t, func(c *Config) {
+		c.MaxRegistrationsPerClient = 2
+		c.Registrants = append(c.Registrants, "2001:db8::/32", "psk:tool")
+	})
+	ctx := context.Background()
+	loc := r.register(node1, "ep=a", "</1>")
+	r.register(node1, "ep=b", "</2>")
+	resp := r.from(ctx, node1, msg(coap.POST, "/rd?ep=c", "</3>"))
+	wantCode(t, "node1's third", resp, coap.Forbidden)
+	if !strings.Contains(string(resp.Payload), "max_registrations_per_client") {
+		t.Fatalf("diagnostic %q", resp.Payload)
+	}
+	wantCode(t, "node1's third by simple registration", r.from(ctx, node1, msg(coap.POST, "/.well-known/rd?ep=c", "")), coap.Forbidden)
+	r.register(node1, "ep=a", "</1>,</4>") // its own again: no new one
+	r.register(node2, "ep=n2a", "</1>")    // another node of the radio counts alone
+	r.register(node2, "ep=n2b", "</1>")
+
+	host1 := netip.MustParseAddrPort("[2001:db8::9]:5683")
+	host2 := netip.MustParseAddrPort("[2001:db8::10]:40000")
+	r.register(host1, "ep=h1", "</1>")
+	r.register(host2, "ep=h2", "</1>")
+	wantCode(t, "a third from the same /64", r.from(ctx, netip.MustParseAddrPort("[2001:db8::11]:5683"), msg(coap.POST, "/rd?ep=h3", "</1>")), coap.Forbidden)
+
+	tool := func(from netip.AddrPort, ep string) *coap.Message {
+		return r.as(ctx, &coap.Request{Msg: msg(coap.POST, "/rd?ep="+ep+"&base=coap://[fd00:db8:1::7]", "</1>"), Peer: from, Identity: "psk:tool"})
+	}
+	wantCode(t, "tool 1", tool(netip.MustParseAddrPort("127.0.0.1:1000"), "t1"), coap.Created)
+	wantCode(t, "tool 2", tool(netip.MustParseAddrPort("[2001:db8:5::1]:1000"), "t2"), coap.Created)
+	wantCode(t, "tool 3 from elsewhere", tool(netip.MustParseAddrPort("[2001:db8:6::1]:1000"), "t3"), coap.Forbidden)
+
+	if s := r.d.Stats(); s.ClientLimited != 4 || s.Rejected != 4 || s.Registrations != 8 {
+		t.Fatalf("stats %+v", s)
+	}
+	wantCode(t, "remove a", r.from(ctx, node1, msg(coap.DELETE, loc, "")), coap.Deleted)
+	r.register(node1, "ep=c", "</3>")
+}
+
 // Who may register is an access list: others get 4.03 from the gate,
 // before any later stage; lookups are everyone's unless lookups is set.
 func TestAccessListsDecideWhoRegistersAndLooksUp(t *testing.T) {
