@@ -276,3 +276,71 @@ func TestRDSimpleRegistrationOverTheRadio(t *testing.T) {
 		t.Fatalf("status: %+v", st.RD)
 	}
 }
+
+// node-coap, an independent CoAP implementation, registers (POST /rd
+// with a link-format payload) while two node-coap observers, each on a
+// socket of its own, watch the endpoint lookup: the hub holds one
+// observation of the directory for both, and both see the endpoint come.
+func TestRDNodeCoapRegistersWhileNodeCoapObserversWatch(t *testing.T) {
+	p := startRDProxy(t, nil)
+	watch := toProxy(p)
+	watch.Pathname = "/rd-lookup/ep"
+	watch.Observe = 2
+	obs := testpeer.StartNodeCoapObservers(nodeCtx(t), t, watch)
+	for range 2 {
+		if r := obs.Next(t, 20*time.Second); r.Code != "2.05" || r.Observe == nil || len(r.Payload) != 0 {
+			t.Fatalf("first answer: %s observe %v %q", r.Code, r.Observe, r.Payload)
+		}
+	}
+	if n := p.RD().Stats().Observations; n != 1 {
+		t.Fatalf("%d observations of the directory for two observers of one lookup, want 1", n)
+	}
+	reg := toProxy(p)
+	reg.Method = "POST"
+	reg.Pathname = "/rd"
+	reg.Options = map[string][]byte{"Uri-Query": []byte("ep=from-node"), "Content-Format": {40}}
+	reg.Payload = []byte(`</x>;rt=thing`)
+	resp := testpeer.NodeCoap(nodeCtx(t), t, reg)
+	if loc, _ := resp.Option("Location-Path"); resp.Code != "2.01" || string(loc) != "rd" {
+		t.Fatalf("node-coap registration: %s %v %q", resp.Code, resp.Options, resp.Payload)
+	}
+	seen := map[int]bool{}
+	for len(seen) < 2 {
+		r := obs.Next(t, 20*time.Second)
+		if !strings.Contains(string(r.Payload), ";ep=from-node;") {
+			t.Fatalf("observer %d: %s %q", r.Obs, r.Code, r.Payload)
+		}
+		seen[r.Obs] = true
+	}
+	obs.Stop(t, 20*time.Second)
+}
+
+// A registration outlives a restart of the proxy on the same state_dir:
+// the new proxy lists it and routes its name; and its name stays its
+// registrant's, refused to another client (4.03).
+func TestRDRegistrationAndRouteSurviveARestart(t *testing.T) {
+	o := newRecorder(t, content("x"))
+	dir := t.TempDir()
+	keep := func(c *Config) { c.RD.StateDir = dir }
+	p := startRDProxy(t, keep)
+	c := client(t)
+	wantRD(t, "register", do(t, c, p, req(coap.POST, "/rd?ep=kept&base=coap://"+o.addr.String(), "</x>;rt=kept")), coap.Created)
+	p.Close()
+
+	p = startRDProxy(t, keep)
+	look := do(t, c, p, req(coap.GET, "/rd-lookup/res?rt=kept", ""))
+	if want := "<coap://" + o.addr.String() + "/x>;rt=kept"; string(look.Payload) != want {
+		t.Fatalf("lookup after the restart: %q, want %q", look.Payload, want)
+	}
+	wantRD(t, "by name after the restart", do(t, c, p, req(coap.GET, "/kept/x", "")), coap.Content)
+	if o.count() != 1 {
+		t.Fatalf("the origin got %d requests", o.count())
+	}
+	u, err := coap.ListenUDP(context.Background(), "127.0.0.2:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := coap.NewEndpoint(u, coap.EndpointConfig{})
+	defer other.Close()
+	wantRD(t, "another client takes the name after the restart", do(t, other, p, req(coap.POST, "/rd?ep=kept", "</y>")), coap.Forbidden)
+}
