@@ -111,3 +111,25 @@ func TestBadStateFilesAreSkipped(t *testing.T) {
 		t.Fatalf("temporary file left: %v", err)
 	}
 }
+
+// A restart under a lower max_registrations_per_client keeps as many of a
+// client's registrations as it allows, skips the rest as bad state files,
+// and counts the ones kept against the client.
+func TestRestartKeepsThePerClientBound(t *testing.T) {
+	cfg := testConfig(t)
+	c := clocktest.New(epoch)
+	r := openRig(t, cfg, c)
+	for _, ep := range []string{"a", "b", "c"} {
+		r.register(node1, "ep="+ep, "</x>")
+	}
+	r.register(node2, "ep=other", "</x>")
+	r.d.Close()
+
+	cfg.MaxRegistrationsPerClient = 2
+	r2 := openRig(t, cfg, c)
+	if s := r2.d.Stats(); s.Registrations != 3 || s.BadStateFiles != 1 {
+		t.Fatalf("after the restart: %+v", s)
+	}
+	wantCode(t, "a new one over the bound", r2.from(context.Background(), node1, msg(coap.POST, "/rd?ep=d", "</x>")), coap.Forbidden)
+	r2.register(node2, "ep=other2", "</x>")
+}
