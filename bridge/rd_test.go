@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -271,6 +272,15 @@ func TestRDSimpleRegistrationOverTheRadio(t *testing.T) {
 	}
 	if e := eps[0]; e.From.Addr() != addr || e.Route != "/node2" {
 		t.Fatalf("endpoint %+v", e)
+	}
+	named := false
+	for _, n := range p.Snapshot().Nodes {
+		if slices.Contains(n.Addrs, addr.String()) {
+			named = n.Name == "node2"
+		}
+	}
+	if !named {
+		t.Fatalf("the console does not name %v node2: %+v", addr, p.Snapshot().Nodes)
 	}
 	if st := p.Status(); st.RD == nil || len(st.RD.Endpoints) != 1 || st.RD.Endpoints[0].Name != "node2" || st.RD.Stats.Registered != 1 {
 		t.Fatalf("status: %+v", st.RD)
