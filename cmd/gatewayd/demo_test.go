@@ -132,7 +132,7 @@ func TestDemoWithoutConfigServesTheBannersCommands(t *testing.T) {
 		t.Fatalf("discovery: %q", topics)
 	}
 	// The banner's console address serves the console, which lists the
-	// node the demo's requests reached.
+	// nodes by the names they registered.
 	api := regexp.MustCompile(`curl -s (http://127\.0\.0\.1:[0-9]+/api/v1/status)`).FindStringSubmatch(banner)
 	if api == nil || !strings.Contains(banner, strings.TrimSuffix(api[1], "api/v1/status")+" in a browser") {
 		t.Fatalf("the banner names no console:\n%s", banner)
@@ -144,8 +144,15 @@ func TestDemoWithoutConfigServesTheBannersCommands(t *testing.T) {
 	var snap console.Snapshot
 	err = json.NewDecoder(resp.Body).Decode(&snap)
 	resp.Body.Close()
-	if err != nil || len(snap.Radios) != 1 || snap.Radios[0].State != "up" || len(snap.Nodes) == 0 || len(snap.Routes) != sim.DefaultNodes {
+	if err != nil || len(snap.Radios) != 1 || snap.Radios[0].State != "up" || len(snap.Nodes) != sim.DefaultNodes {
 		t.Fatalf("the demo's console: %v %+v", err, snap)
+	}
+	// The nodes' routes are their registrations, and the console names
+	// them by the names they registered.
+	for i, n := range snap.Nodes {
+		if n.Name != fmt.Sprintf("node%d", i+1) {
+			t.Fatalf("the console names node %d %q: %+v", i+1, n.Name, snap.Nodes)
+		}
 	}
 	m := regexp.MustCompile(`-oscore (\S+)`).FindStringSubmatch(banner)
 	if m == nil {
