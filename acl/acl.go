@@ -2,8 +2,8 @@
 // of address prefixes and authenticated DTLS identities, parsed and
 // checked once from the configuration, and the Client of a request to
 // match against it. The pub-sub broker decides with it who may create,
-// reconfigure and delete topics, publish and subscribe; a resource
-// directory (RFC 9176) would decide who may register the same way.
+// reconfigure and delete topics, publish and subscribe; the resource
+// directory (package rd, RFC 9176) who may register and look up.
 //
 // A List entry is one of:
 //

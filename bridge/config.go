@@ -25,6 +25,7 @@ import (
 	"github.com/opaque-edge/gatewayd/observe/pubsub"
 	"github.com/opaque-edge/gatewayd/plugins"
 	"github.com/opaque-edge/gatewayd/radio"
+	"github.com/opaque-edge/gatewayd/rd"
 )
 
 // Config is the root of gatewayd.toml. Each section belongs to the package
@@ -38,6 +39,7 @@ type Config struct {
 	Observe observe.Config   `toml:"observe"`
 	Metrics MetricsConfig    `toml:"metrics"`
 	PubSub  pubsub.Config    `toml:"pubsub"`
+	RD      rd.Config        `toml:"rd"`
 	Plugin  []plugins.Config `toml:"plugin"`
 	// GroupComm and Group are group requests through the proxy
 	// (group.go).
@@ -146,7 +148,7 @@ func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil
 // Defaults returns the configuration of a proxy with no file: loopback
 // only.
 func Defaults() Config {
-	return Config{Cache: cache.Defaults(), Observe: observe.Defaults(), Metrics: MetricsConfig{Listen: DefaultMetricsListen, Console: true}, PubSub: pubsub.Defaults(), GroupComm: defaultGroupComm(), Proxy: ProxyConfig{
+	return Config{Cache: cache.Defaults(), Observe: observe.Defaults(), Metrics: MetricsConfig{Listen: DefaultMetricsListen, Console: true}, PubSub: pubsub.Defaults(), RD: rd.Defaults(), GroupComm: defaultGroupComm(), Proxy: ProxyConfig{
 		Listen:       []string{"udp://127.0.0.1:5683"},
 		Allow:        []string{"127.0.0.0/8", "::1/128"},
 		Clients:      []string{"127.0.0.0/8", "::1/128"},
@@ -261,6 +263,11 @@ func (c *Config) Validate() error {
 	}
 	if c.PubSub.Enabled {
 		if err := c.PubSub.Validate(); err != nil {
+			return err
+		}
+	}
+	if c.RD.Enabled {
+		if err := c.RD.Validate(); err != nil {
 			return err
 		}
 	}

@@ -222,11 +222,20 @@ func (p *Proxy) Snapshot() console.Snapshot {
 	return s
 }
 
-// nodeNames names nodes by address: the seam for the resource
-// directory, whose registrations (endpoint name, and the address of the
-// base they registered) are to name the nodes once it runs in the proxy.
-// No component names nodes yet.
-func (p *Proxy) nodeNames() map[netip.Addr]string { return nil }
+// nodeNames names nodes by address: the resource directory's
+// registrations, each endpoint name by the address of its base.
+func (p *Proxy) nodeNames() map[netip.Addr]string {
+	if p.rd == nil {
+		return nil
+	}
+	names := map[netip.Addr]string{}
+	for _, e := range p.rd.Endpoints() {
+		if e.Addr.IsValid() {
+			names[e.Addr] = e.Name
+		}
+	}
+	return names
+}
 
 // nameNodes gives each node the name of one of its addresses.
 func nameNodes(nodes []console.Node, names map[netip.Addr]string) {

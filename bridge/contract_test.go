@@ -192,7 +192,7 @@ func contractStages(t *testing.T) []contractStage {
 		{name: "access", build: over(newAccess(cfg.Proxy))},
 		{name: "hop-limit", build: over(newHopLimit(cfg.Proxy, log, forwards))},
 		{name: "guard", build: over(guard)},
-		{name: "local", build: over(newLocal(cfg, forwards, owned, p.brokerLinks))},
+		{name: "local", build: over(newLocal(cfg, forwards, owned, p.localLinks))},
 		{name: "pubsub gate", build: over(p.broker.Gate)},
 		{name: "observe hub", build: over(p.hub.Stage)},
 		{name: "pubsub", build: over(p.broker.Stage)},

@@ -277,7 +277,7 @@ type groupTarget struct {
 func (g *groupStage) target(m *coap.Message) (groupTarget, *coap.Message, bool, error) {
 	var u *coap.URI
 	out := *m
-	if ru := g.router.route(m); ru != nil {
+	if ru := g.router.configuredRoute(m); ru != nil {
 		rest := coap.URIFromOptions(m.Options, "", "", 0)
 		t := *ru
 		t.Path = append(append([]string(nil), ru.Path...), rest.Path[1:]...)
@@ -335,7 +335,7 @@ func (g *groupStage) target(m *coap.Message) (groupTarget, *coap.Message, bool, 
 // endpoints' readers (Proxy.inline), so it only looks at the host.
 func (g *groupStage) owns(m *coap.Message) bool {
 	var host string
-	if ru := g.router.route(m); ru != nil {
+	if ru := g.router.configuredRoute(m); ru != nil {
 		host = ru.Host
 	} else if pu, ok := m.Options.Get(coap.ProxyURI); ok {
 		parsed, err := g.router.uris.parse(pu)

@@ -24,6 +24,7 @@ import (
 	"github.com/opaque-edge/gatewayd/observe/pubsub"
 	"github.com/opaque-edge/gatewayd/plugins"
 	"github.com/opaque-edge/gatewayd/radio"
+	"github.com/opaque-edge/gatewayd/rd"
 )
 
 // MetricsConfig is the [metrics] section: the admin endpoint with
@@ -320,6 +321,22 @@ var (
 		counterOf("gatewayd_pubsub_expired_topics_total", "Topics removed because their expiration date passed.", nil, func(s *pubsub.Stats) uint64 { return s.Expired }),
 		counterOf("gatewayd_pubsub_bad_state_files_total", "State files skipped at start.", nil, func(s *pubsub.Stats) uint64 { return s.BadStateFiles }),
 	}
+	rdStats = []stat[rd.Stats]{
+		gaugeOf("gatewayd_rd_registrations", "Resource directory registrations now.", nil, func(s *rd.Stats) float64 { return float64(s.Registrations) }),
+		gaugeOf("gatewayd_rd_links", "Links of all resource directory registrations now.", nil, func(s *rd.Stats) float64 { return float64(s.Links) }),
+		gaugeOf("gatewayd_rd_lookup_observations", "Observed lookups the resource directory is the origin of now.", nil, func(s *rd.Stats) float64 { return float64(s.Observations) }),
+		counterOf("gatewayd_rd_registrations_created_total", "Registrations made, simple registrations included.", nil, func(s *rd.Stats) uint64 { return s.Registered }),
+		counterOf("gatewayd_rd_registrations_refreshed_total", "Registrations renewed: updates and registrations of an endpoint already registered.", nil, func(s *rd.Stats) uint64 { return s.Refreshed }),
+		counterOf("gatewayd_rd_registrations_removed_total", "Registrations deleted by their registrant.", nil, func(s *rd.Stats) uint64 { return s.Removed }),
+		counterOf("gatewayd_rd_registrations_expired_total", "Registrations removed at the end of their lifetime.", nil, func(s *rd.Stats) uint64 { return s.Expired }),
+		counterOf("gatewayd_rd_name_conflicts_total", "Registrations refused because another client holds the endpoint name.", nil, func(s *rd.Stats) uint64 { return s.NameConflicts }),
+		counterOf("gatewayd_rd_client_limit_refusals_total", "Registrations refused because their client holds max_registrations_per_client.", nil, func(s *rd.Stats) uint64 { return s.ClientLimited }),
+		counterOf("gatewayd_rd_simple_registration_failures_total", "Simple registrations whose GET of the registrant's /.well-known/core failed or gave no usable document.", nil, func(s *rd.Stats) uint64 { return s.SimpleFailures }),
+		counterOf("gatewayd_rd_lookups_total", "Endpoint and resource lookups answered.", nil, func(s *rd.Stats) uint64 { return s.Lookups }),
+		counterOf("gatewayd_rd_notifications_total", "Lookup notifications the resource directory handed to the Observe hub.", nil, func(s *rd.Stats) uint64 { return s.Notifications }),
+		counterOf("gatewayd_rd_rejected_requests_total", "Requests the resource directory answered with 4.xx or 5.xx.", nil, func(s *rd.Stats) uint64 { return s.Rejected }),
+		counterOf("gatewayd_rd_bad_state_files_total", "Resource directory state files skipped at start.", nil, func(s *rd.Stats) uint64 { return s.BadStateFiles }),
+	}
 	ampStats = []stat[AmpStats]{
 		gaugeOf("gatewayd_amplification_verified_addresses", "Client addresses verified now by an Echo value they sent back or a confirmable message they acknowledged.", nil, func(s *AmpStats) float64 { return float64(s.Verified) }),
 		counterOf("gatewayd_amplification_echo_challenges_total", "4.01 responses with an Echo option sent to unverified addresses (RFC 9175 §2.4).", nil, func(s *AmpStats) uint64 { return s.Challenges }),
@@ -380,6 +397,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	describe(ch, cacheStats)
 	describe(ch, observeStats)
 	describe(ch, pubsubStats)
+	describe(ch, rdStats)
 	describe(ch, ampStats)
 	describe(ch, radioStats)
 	describe(ch, pluginStats)
@@ -402,6 +420,10 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	if b := c.p.broker; b != nil {
 		bs := b.Stats()
 		emit(ch, pubsubStats, &bs)
+	}
+	if d := c.p.rd; d != nil {
+		ds := d.Stats()
+		emit(ch, rdStats, &ds)
 	}
 	as := c.p.amp.Stats()
 	emit(ch, ampStats, &as)
@@ -437,8 +459,16 @@ type Status struct {
 	Cache         cache.Stats      `json:"cache"`
 	Observe       observe.Stats    `json:"observe"`
 	PubSub        *pubsub.Stats    `json:"pubsub,omitempty"` // nil unless [pubsub] enabled
+	RD            *RDStatus        `json:"rd,omitempty"`     // nil unless [rd] enabled
 	// Endpoints are the listeners' message-layer counters, by listener.
 	Endpoints map[string]coap.Stats `json:"endpoints"`
+}
+
+// RDStatus is the resource directory: its counters and its
+// registrations, ordered by name.
+type RDStatus struct {
+	Stats     rd.Stats      `json:"stats"`
+	Endpoints []rd.Endpoint `json:"endpoints"`
 }
 
 // ListenerStatus is one listener: the configuration entry (or the
@@ -504,6 +534,9 @@ func (p *Proxy) Status() Status {
 	if p.broker != nil {
 		bs := p.broker.Stats()
 		s.PubSub = &bs
+	}
+	if p.rd != nil {
+		s.RD = &RDStatus{Stats: p.rd.Stats(), Endpoints: p.rd.Endpoints()}
 	}
 	return s
 }

@@ -22,7 +22,7 @@ import (
 )
 
 // fullProxy is a proxy with every part that has metrics: a sim radio, the
-// broker, a reverse route, and a plugin whose file is missing (so it is
+// broker, the resource directory, a reverse route, and a plugin whose file is missing (so it is
 // down, and the proxy serves without it). Its admin endpoint is served.
 func fullProxy(t *testing.T, mod func(*Config)) (p *Proxy, admin string) {
 	t.Helper()
@@ -33,6 +33,8 @@ func fullProxy(t *testing.T, mod func(*Config)) (p *Proxy, admin string) {
 	cfg.Radio = []radio.Config{{Name: "sim", Driver: "sim"}}
 	cfg.PubSub.Enabled = true
 	cfg.PubSub.StateDir = t.TempDir()
+	cfg.RD.Enabled = true
+	cfg.RD.StateDir = t.TempDir()
 	cfg.Plugin = []plugins.Config{{Name: "gone", Path: filepath.Join(t.TempDir(), "gatewayd-gone"), SHA256: strings.Repeat("ab", 32)}}
 	if mod != nil {
 		mod(&cfg)
@@ -138,6 +140,7 @@ func TestMetricsPassPromtoolAndHaveOneMeaningEach(t *testing.T) {
 		`gatewayd_plugin_up{plugin="gone"} 0`,
 		`gatewayd_plugin_start_failures_total{plugin="gone"} `,
 		`gatewayd_pubsub_topics 0`,
+		`gatewayd_rd_registrations 0`,
 		`gatewayd_observe_observers 0`,
 	} {
 		if !strings.Contains(body, want) {
@@ -262,6 +265,9 @@ func TestStatusShowsVersionListenersRoutesRadiosAndPlugins(t *testing.T) {
 	}
 	if st.PubSub == nil {
 		t.Error("no broker counters with [pubsub] enabled")
+	}
+	if st.RD == nil || st.RD.Endpoints == nil {
+		t.Errorf("no resource directory with [rd] enabled: %+v", st.RD)
 	}
 }
 

@@ -4,15 +4,17 @@
 //
 // The chain, fixed here and nowhere else:
 //
-//	amp → access → hop-limit → guard → local → pubsub gate → observe → pubsub → cache → route → upstream
+//	amp → access → hop-limit → guard → local → pubsub gate → rd gate → observe → pubsub → rd → cache → route → upstream
 //
 // amp keeps answers to addresses nobody has verified within three times
 // their requests (RFC 9175 §2.4: Echo, Block2); access rate-limits
 // clients (the endpoints drop unknown ones); hop-limit
 // enforces RFC 8768; the guard marks OSCORE requests so that later stages
 // only read or rewrite outer options; local answers requests for the proxy
-// itself; the pubsub gate applies the broker's access lists before the
-// hub can let a subscriber join an observation; route picks the target
+// itself; the pubsub and rd gates apply the broker's and the resource
+// directory's access lists before the hub can let an observer join an
+// observation; pubsub and rd serve the broker and the resource directory
+// (RFC 9176), whose registrations are reverse routes too; route picks the target
 // (Proxy-Uri, Proxy-Scheme, reverse route, next hop) and rewrites the
 // options as PR1.1/PR1.2 allow; upstream sends
 // the request and writes the response back unmodified (PR1.3). The cache
@@ -29,9 +31,9 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
-	"reflect"
 	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,6 +49,7 @@ import (
 	"github.com/opaque-edge/gatewayd/observe/pubsub"
 	"github.com/opaque-edge/gatewayd/plugins"
 	"github.com/opaque-edge/gatewayd/radio"
+	"github.com/opaque-edge/gatewayd/rd"
 )
 
 // Proxy is a running proxy: its endpoints, chain and upstreams.
@@ -63,6 +66,7 @@ type Proxy struct {
 	cache    *cache.Cache
 	hub      *observe.Hub
 	broker   *pubsub.Broker // nil unless [pubsub] enabled
+	rd       *rd.Directory  // nil unless [rd] enabled
 	amp      *verifier      // amplification mitigation: Echo values and verified addresses
 	plugins  *plugins.Host  // nil without [[plugin]] tables
 	started  time.Time
@@ -101,6 +105,12 @@ type options struct {
 	version      string
 	recent       *console.Recent
 	consoleTicks <-chan time.Time
+	rd           []rd.Option // tests: the directory's clock
+}
+
+// withRDOptions passes options to the resource directory (tests).
+func withRDOptions(opts ...rd.Option) Option {
+	return func(o *options) { o.rd = append(o.rd, opts...) }
 }
 
 // WithVersion names the running gatewayd's version in /status and in
@@ -173,6 +183,16 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*Pr
 		}
 		p.broker = b
 	}
+	if cfg.RD.Enabled {
+		d, err := rd.New(cfg.RD, append([]rd.Option{rd.WithLogger(log.With("component", "rd")),
+			rd.WithRadioPrefixes(radioPrefixes(cfg.Radio)), rd.WithClient(p.clientOf),
+			rd.WithFetch(p.rdFetch), rd.WithReserved(p.reservedName)}, o.rd...)...)
+		if err != nil {
+			p.Close()
+			return nil, fmt.Errorf("bridge: %w", err)
+		}
+		p.rd = d
+	}
 	if len(cfg.Plugin) > 0 {
 		// Before the radios: a radio plugin registers its driver. Its
 		// front end reaches the chain through Handler, which waits for
@@ -239,7 +259,13 @@ func (p *Proxy) local(r *coap.Request) bool {
 	if c == nil {
 		return true // answered 5.03 "starting" at once
 	}
-	return !c.router.forwards(r.Msg) && (p.broker == nil || !p.broker.Owns(r.Msg))
+	return !c.router.forwards(r.Msg) && !p.ownedLocal(r.Msg)
+}
+
+// ownedLocal reports a request for a resource of the proxy's own that a
+// stage after the local one serves: the broker's, the directory's.
+func (p *Proxy) ownedLocal(m *coap.Message) bool {
+	return p.broker != nil && p.broker.Owns(m) || p.rd != nil && p.rd.Owns(m)
 }
 
 // inline picks the requests the endpoints serve on their reader goroutine
@@ -252,8 +278,7 @@ func (p *Proxy) local(r *coap.Request) bool {
 func (p *Proxy) inline(r *coap.Request) bool {
 	c := p.chain.Load()
 	m := r.Msg
-	return c != nil && !m.Options.Has(coap.Observe) && c.router.forwards(m) &&
-		(p.broker == nil || !p.broker.Owns(m)) && !c.group.owns(m)
+	return c != nil && !m.Options.Has(coap.Observe) && c.router.forwards(m) && !p.ownedLocal(m) && !c.group.owns(m)
 }
 
 // readers is how many goroutines read a listener: one per core for UDP,
@@ -356,15 +381,54 @@ func (p *Proxy) isPlugin(a netip.Addr) bool {
 	return ok
 }
 
-func (p *Proxy) brokerLinks() []string {
-	if p.broker == nil {
-		return nil
+// localLinks are the /.well-known/core entries of the resources the
+// broker and the directory serve.
+func (p *Proxy) localLinks() []string {
+	var ls []string
+	if p.broker != nil {
+		ls = append(ls, p.broker.Links()...)
 	}
-	return p.broker.Links()
+	if p.rd != nil {
+		ls = append(ls, p.rd.Links()...)
+	}
+	return ls
 }
 
 // Broker is the pub-sub broker, nil unless enabled.
 func (p *Proxy) Broker() *pubsub.Broker { return p.broker }
+
+// RD is the resource directory, nil unless enabled. Its Endpoints and
+// Stats are what /status shows of it.
+func (p *Proxy) RD() *rd.Directory { return p.rd }
+
+// rdFetch sends the directory's GET of a registrant's /.well-known/core
+// (simple registration, RFC 9176 §5.1) the way a forwarded request to
+// that address would go: over its radio, or over IP if allow has it.
+func (p *Proxy) rdFetch(ctx context.Context, dst netip.AddrPort, req *coap.Message) (*coap.Message, error) {
+	c := p.chain.Load()
+	if c == nil {
+		return nil, errors.New("bridge: starting")
+	}
+	up, err := c.router.reach(dst.Addr())
+	if err != nil {
+		return nil, err
+	}
+	return up.RoundTrip(ctx, dst, req)
+}
+
+// reservedName reports a first path segment a registered endpoint may
+// not take as its route: a [[route]] of the running configuration, or
+// the broker's collection.
+func (p *Proxy) reservedName(name string) bool {
+	if c := p.chain.Load(); c != nil {
+		for _, r := range c.cfg.Route {
+			if r.Name == name {
+				return true
+			}
+		}
+	}
+	return p.broker != nil && name == strings.SplitN(p.cfg.PubSub.Path, "/", 2)[0]
+}
 
 // Hub is the Observe hub.
 func (p *Proxy) Hub() *observe.Hub { return p.hub }
@@ -408,6 +472,9 @@ func (p *Proxy) Close() error {
 		}
 		if p.broker != nil {
 			p.broker.Close()
+		}
+		if p.rd != nil {
+			p.rd.Close()
 		}
 		if p.up != nil {
 			p.up.Close()
@@ -467,26 +534,37 @@ func (p *Proxy) buildChain(cfg Config) (*chainState, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The broker comes after the hub: a subscription is an observation
-	// the broker serves as its origin, so the hub's fan-out, numbering
-	// and latest-wins delivery apply to subscribers too.
-	owned := func(m *coap.Message) bool { return p.broker != nil && p.broker.Owns(m) }
+	if p.rd != nil {
+		r.dyn = p.rd
+	}
+	// The broker and the directory come after the hub: a subscription,
+	// an observed lookup, is an observation they serve as its origin, so
+	// the hub's fan-out, numbering and latest-wins delivery apply to
+	// their observers too. They serve only requests for the proxy
+	// itself: one a route takes elsewhere (by Uri-Host, whatever its
+	// path) passes them.
 	stages := []stage{
 		newAmp(p.amp, verified, p.isPlugin, r.forwards),
 		newAccess(cfg.Proxy),
 		newHopLimit(cfg.Proxy, p.log.With("component", "hoplimit"), r.forwards),
 		guard,
 		group.stage,
-		newLocal(cfg, r.forwards, owned, p.brokerLinks),
+		newLocal(cfg, r.forwards, p.ownedLocal, p.localLinks),
 	}
+	// Their access lists go before the hub, which lets an observer join
+	// an observation it holds without asking them.
 	if p.broker != nil {
-		// The broker's access lists go before the hub, which lets a
-		// subscriber join an observation it holds without the broker.
-		stages = append(stages, p.broker.Gate)
+		stages = append(stages, ownLocal(r.forwards, p.broker.Gate))
+	}
+	if p.rd != nil {
+		stages = append(stages, ownLocal(r.forwards, p.rd.Gate))
 	}
 	stages = append(stages, p.hub.Stage)
 	if p.broker != nil {
-		stages = append(stages, p.broker.Stage)
+		stages = append(stages, ownLocal(r.forwards, p.broker.Stage))
+	}
+	if p.rd != nil {
+		stages = append(stages, ownLocal(r.forwards, p.rd.Stage))
 	}
 	stages = append(stages, p.cache.Stage, r.stage)
 	var h coap.Handler = coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, req *coap.Request) error {
@@ -505,105 +583,16 @@ func (p *Proxy) buildChain(cfg Config) (*chainState, error) {
 	}, nil
 }
 
-// Reload swaps in what a new configuration changes of the request path:
-// [proxy] allow, clients, timeout, next_hop, hop_limit, name, rate, burst,
-// verified, verified_for, max_verified, echo_lifetime, max_inflight,
-// max_inflight_per_client, the routes, [groupcomm] and the [[group]] tables (whose
-// radios must be running ones); and the DTLS listeners' keys, re-read from their files,
-// for new handshakes, as long as they are of the kinds the listeners
-// started with (DTLS.SetKeys). Sockets, radios, the cache, observers, the broker and
-// plugins stay as they are; changes to their sections are reported in the
-// returned list and need a restart. An invalid cfg changes nothing. The
-// rate limiter starts afresh.
-func (p *Proxy) Reload(cfg Config) (needsRestart []string, err error) {
-	if err := cfg.Validate(); err != nil {
-		return nil, err
+// ownLocal keeps a stage of the proxy's own resources to requests for
+// the proxy: a forwarded one goes straight to next.
+func ownLocal(forwards func(*coap.Message) bool, s stage) stage {
+	return func(next coap.Handler) coap.Handler {
+		own := s(next)
+		return coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, r *coap.Request) error {
+			if forwards(r.Msg) {
+				return next.ServeCoAP(ctx, w, r)
+			}
+			return own.ServeCoAP(ctx, w, r)
+		})
 	}
-	old := p.chain.Load().cfg
-	if cfg.Proxy.Name == "" {
-		cfg.Proxy.Name = old.Proxy.Name
-	}
-	// New DTLS keys (a renewed certificate, a changed PSK file) apply to
-	// the next handshakes; a different kind of key needs new listeners.
-	var keys DTLSKeys
-	newKind := false
-	if len(p.dtls) > 0 || p.tls != nil {
-		if keys, err = cfg.Proxy.dtlsKeys(); err != nil {
-			return nil, err
-		}
-	}
-	if len(p.dtls) > 0 {
-		newKind = !p.dtls[0].sameKind(keys) // every listener has the same keys
-	}
-	if p.tls != nil && keys.Certificate == nil {
-		newKind = true // the TLS listeners cannot go without one
-	}
-	if !slices.Equal(cfg.Proxy.Listen, old.Proxy.Listen) || newKind {
-		needsRestart = append(needsRestart, "proxy.listen/psk_file/cert_file/key_file/client_ca_file")
-	}
-	if cfg.Proxy.Keepalive != old.Proxy.Keepalive || cfg.Proxy.MaxMessageSize != old.Proxy.MaxMessageSize ||
-		cfg.Proxy.MaxConnections != old.Proxy.MaxConnections || cfg.Proxy.MaxHandshakes != old.Proxy.MaxHandshakes ||
-		!slices.Equal(cfg.Proxy.WSOrigins, old.Proxy.WSOrigins) {
-		// The stream listeners' connections keep the settings they
-		// started with.
-		needsRestart = append(needsRestart, "proxy.keepalive/max_message_size/max_connections/max_handshakes/ws_origins")
-	}
-	for name, changed := range map[string]bool{
-		"radio":   !reflect.DeepEqual(cfg.Radio, old.Radio),
-		"cache":   cfg.Cache != old.Cache,
-		"observe": cfg.Observe != old.Observe,
-		"pubsub":  !reflect.DeepEqual(cfg.PubSub, old.PubSub),
-		"metrics": cfg.Metrics != old.Metrics,
-		"plugin":  !reflect.DeepEqual(cfg.Plugin, old.Plugin),
-	} {
-		if changed {
-			needsRestart = append(needsRestart, name)
-		}
-	}
-	slices.Sort(needsRestart)
-	// Keep what cannot change live, so the chain matches what runs.
-	cfg.Proxy.Listen = old.Proxy.Listen
-	cfg.Proxy.Keepalive, cfg.Proxy.MaxMessageSize, cfg.Proxy.MaxConnections, cfg.Proxy.MaxHandshakes, cfg.Proxy.WSOrigins =
-		old.Proxy.Keepalive, old.Proxy.MaxMessageSize, old.Proxy.MaxConnections, old.Proxy.MaxHandshakes, old.Proxy.WSOrigins
-	if newKind {
-		cfg.Proxy.PSKFile, cfg.Proxy.CertFile, cfg.Proxy.KeyFile, cfg.Proxy.ClientCAFile =
-			old.Proxy.PSKFile, old.Proxy.CertFile, old.Proxy.KeyFile, old.Proxy.ClientCAFile
-	}
-	cfg.Radio, cfg.Cache, cfg.Observe, cfg.PubSub, cfg.Metrics, cfg.Plugin = old.Radio, old.Cache, old.Observe, old.PubSub, old.Metrics, old.Plugin
-	c, err := p.buildChain(cfg)
-	if err != nil {
-		return nil, err
-	}
-	if !newKind {
-		for _, d := range p.dtls {
-			d.SetKeys(keys) // of the same kind: cannot fail
-		}
-		if p.tls != nil {
-			p.tls.set(keys)
-		}
-	}
-	p.amp.configure(cfg.Proxy)
-	p.chain.Store(c)
-	for _, e := range p.servers {
-		e.SetInflightLimits(cfg.Proxy.MaxInflight, cfg.Proxy.MaxInflightPerClient, cfg.Proxy.Timeout.Duration)
-	}
-	for _, w := range cfg.Warnings() {
-		p.log.Warn("configuration warning", "component", "config", "warning", w)
-	}
-	return needsRestart, nil
-}
-
-// ReloadFile reads the configuration at path and applies it as Reload
-// does. Either way the outcome counts in gatewayd_reloads_total.
-func (p *Proxy) ReloadFile(path string) (needsRestart []string, err error) {
-	cfg, err := Load(path)
-	if err == nil {
-		needsRestart, err = p.Reload(cfg)
-	}
-	outcome := reloadSuccess
-	if err != nil {
-		outcome = reloadFailure
-	}
-	p.metrics.reloads.WithLabelValues(outcome).Inc()
-	return needsRestart, err
 }

@@ -23,7 +23,7 @@ func TestREADMEConfigExampleIsValid(t *testing.T) {
 	if _, err := Parse("README.md", []byte(example)); err != nil {
 		t.Fatalf("the README's configuration example: %v", err)
 	}
-	for _, key := range []string{"[proxy]", "[[route]]", "[[radio]]", "[cache]", "[observe]", "[pubsub]", "[metrics]", "[[plugin]]"} {
+	for _, key := range []string{"[proxy]", "[[route]]", "[[radio]]", "[cache]", "[observe]", "[pubsub]", "[rd]", "[metrics]", "[[plugin]]"} {
 		if !strings.Contains(example, key) {
 			t.Errorf("the README's example does not show %s", key)
 		}

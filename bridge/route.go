@@ -37,6 +37,18 @@ type router struct {
 	streams *streamOrigins
 	dtls    *dtlsOrigins
 	creds   map[string]*originCreds
+	// dyn are the routes made at run time: the resource directory's
+	// registrations. nil without one.
+	dyn dynRoutes
+}
+
+// dynRoutes are reverse routes that come and go while the proxy runs
+// (rd.Directory): by the first Uri-Path, as [[route]] names are, and by
+// Uri-Host.
+type dynRoutes interface {
+	Route(name string) (*coap.URI, bool)
+	HostRoute(host string) (*coap.URI, bool)
+	Domain() string
 }
 
 // lookupHost resolves reg-name hosts of Proxy-Uri and Uri-Host.
@@ -83,20 +95,59 @@ func newRouter(cfg Config, up Upstream, radios []*radioUpstream, streams *stream
 	return r, nil
 }
 
-// route returns the reverse route a request's first Uri-Path names.
-func (r *router) route(m *coap.Message) *coap.URI {
-	if len(r.routes) == 0 || isForward(m) {
-		return nil
+// route returns the reverse route a request names: by its Uri-Host, a
+// registered endpoint's "<ep>.<domain>" (byHost); else by its first
+// Uri-Path, a [[route]] name or, after those, a registered endpoint's.
+func (r *router) route(m *coap.Message) (u *coap.URI, byHost bool) {
+	if len(r.routes) == 0 && r.dyn == nil || isForward(m) {
+		return nil, false
+	}
+	if r.dyn != nil && r.dyn.Domain() != "" {
+		if h, ok := m.Options.Get(coap.URIHost); ok {
+			// Uri-Host compares as RFC 7252 §6.4 makes it: lower case.
+			if u, ok := r.dyn.HostRoute(strings.ToLower(string(h))); ok {
+				return u, true
+			}
+		}
 	}
 	first, ok := m.Options.Get(coap.URIPath)
 	if !ok {
+		return nil, false
+	}
+	if u := r.routes[string(first)]; u != nil {
+		return u, false
+	}
+	if r.dyn != nil {
+		if u, ok := r.dyn.Route(string(first)); ok {
+			return u, false
+		}
+	}
+	return nil, false
+}
+
+// configuredRoute is the [[route]] a request names, nil when it names
+// none or a registered endpoint: only a configured route may name a
+// group, never a name a registrant chose.
+func (r *router) configuredRoute(m *coap.Message) *coap.URI {
+	u, byHost := r.route(m)
+	if u == nil || byHost {
 		return nil
 	}
-	return r.routes[string(first)]
+	first, _ := m.Options.Get(coap.URIPath)
+	if r.routes[string(first)] != u {
+		return nil
+	}
+	return u
 }
 
 // forwards reports whether the request leaves the proxy.
-func (r *router) forwards(m *coap.Message) bool { return isForward(m) || r.route(m) != nil }
+func (r *router) forwards(m *coap.Message) bool {
+	if isForward(m) {
+		return true
+	}
+	u, _ := r.route(m)
+	return u != nil
+}
 
 func (r *router) stage(next coap.Handler) coap.Handler {
 	return coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, req *coap.Request) error {
@@ -243,8 +294,8 @@ func (r *router) exchange(ctx context.Context, w coap.ResponseWriter, req *coap.
 
 // target resolves where a request goes and the message to send there.
 func (r *router) target(ctx context.Context, in *coap.Message) (netip.AddrPort, *coap.Message, Upstream, error) {
-	if u := r.route(in); u != nil {
-		dst, out, err := r.reverse(ctx, in, u)
+	if u, byHost := r.route(in); u != nil {
+		dst, out, err := r.reverse(ctx, in, u, byHost)
 		return dst, out, nil, err
 	}
 	out := *in
@@ -322,10 +373,22 @@ func (r *router) target(ctx context.Context, in *coap.Message) (netip.AddrPort, 
 }
 
 // reverse maps a request for a route's name to its target (§5.7.3
-// reverse proxy): /name/rest → target/rest.
-func (r *router) reverse(ctx context.Context, in *coap.Message, u *coap.URI) (netip.AddrPort, *coap.Message, error) {
+// reverse proxy): /name/rest → target/rest; or, byHost, a request whose
+// Uri-Host names a registered endpoint to that endpoint.
+func (r *router) reverse(ctx context.Context, in *coap.Message, u *coap.URI, byHost bool) (netip.AddrPort, *coap.Message, error) {
 	out := *in
 	out.Options = append(coap.Options(nil), in.Options...)
+	if byHost {
+		// The Uri-Host names the endpoint: only the destination
+		// changes, every Uri-* option goes as it came (the form PR1.2
+		// keeps), so that an OSCORE request, whose Uri-Path is inside
+		// its ciphertext, is routed byte for byte.
+		dst, err := r.resolve(ctx, u)
+		if err != nil {
+			return dst, nil, err
+		}
+		return dst, &out, nil
+	}
 	rest := coap.URIFromOptions(in.Options, "", "", 0)
 	t := *u
 	t.Path = append(append([]string(nil), u.Path...), rest.Path[1:]...)
@@ -486,6 +549,21 @@ func (r *router) radioFor(addr netip.Addr) *radioUpstream {
 		}
 	}
 	return nil
+}
+
+// reach returns the upstream for a request of the proxy's own (simple
+// registration's GET of a node's /.well-known/core) to addr, which a
+// forwarded request could reach too: in a radio's network or the allow
+// list.
+func (r *router) reach(addr netip.Addr) (Upstream, error) {
+	addr = addr.Unmap()
+	if u := r.radioFor(addr); u != nil {
+		return u, nil
+	}
+	if !contains(r.allow, addr) {
+		return nil, fmt.Errorf("bridge: %v is not in allow", addr)
+	}
+	return r.up, nil
 }
 
 // upstream picks the transport for a target address.

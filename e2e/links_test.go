@@ -32,7 +32,7 @@ var endpointSide = []string{
 // fails if one of them is missing from the module, so that the list
 // cannot go stale unseen.
 var proxyPath = []string{
-	"bridge", "cache", "observe", "observe/pubsub", "coap",
+	"bridge", "cache", "observe", "observe/pubsub", "rd", "coap",
 	"radio", "radio/spinel", "radio/sixlowpan", "radio/mac", "radio/sim",
 	"plugins", "plugins/sdk",
 }

@@ -46,7 +46,8 @@ var (
 )
 
 // runDemo is gatewayd with no -config: a simulated radio with its nodes,
-// reverse routes to them, the broker with a node publishing to it, and
+// which register with the resource directory and so become reverse
+// routes by name, the broker with a node publishing to it, and
 // throwaway end-to-end keys for the nodes and the client, all in a
 // temporary directory removed at exit. With check, it checks that
 // configuration and stops.
@@ -69,30 +70,29 @@ func runDemo(ctx context.Context, d *daemon, check bool) error {
 		return err
 	}
 	printBanner(d.stdout, p.Addrs()[0], p.Radios()[0].Nodes(), keys, p.AdminAddr())
+	stopRegistrations := startDemoRegistrations(ctx, p, d.log)
+	defer stopRegistrations()
 	stopPublisher := startDemoPublisher(ctx, p, d.log)
 	defer stopPublisher()
 	return serve(ctx, p, "", n, d.log)
 }
 
-// demoConfig is the demo's configuration: the defaults, the broker, a
-// "sim" radio whose nodes hold the keys simKeys names, and a reverse
-// route to each node.
+// demoConfig is the demo's configuration: the defaults, the broker, the
+// resource directory and a "sim" radio whose nodes hold the keys simKeys
+// names. The nodes' names are routes once they have registered
+// (startDemoRegistrations), not [[route]] entries: a [[route]] name is
+// one no registration may take.
 func demoConfig(stateDir string, simKeys sim.Config) bridge.Config {
 	cfg := bridge.Defaults()
 	cfg.Proxy.Listen = []string{demoListen}
 	cfg.PubSub.Enabled = true
 	cfg.PubSub.StateDir = stateDir
+	cfg.RD.Enabled = true
+	cfg.RD.StateDir = filepath.Join(stateDir, "rd")
 	cfg.Metrics.Listen = demoAdmin
 	cfg.Radio = []radio.Config{{Name: "sim", Driver: "sim", Options: simKeys}}
 	// Group requests from this host: one request, every node's answer.
 	cfg.GroupComm.Clients = []string{"127.0.0.0/8", "::1/128"}
-	// Reverse routes to the simulated nodes: /node1/... and so on.
-	for i := 0; i < sim.DefaultNodes; i++ {
-		cfg.Route = append(cfg.Route, bridge.RouteConfig{
-			Name:   fmt.Sprintf("node%d", i+1),
-			Target: fmt.Sprintf("coap://[%v]", sim.NodeAddr(sim.DefaultPrefix, i)),
-		})
-	}
 	return cfg
 }
 
@@ -204,6 +204,78 @@ func startDemoPublisher(ctx context.Context, p *bridge.Proxy, log *slog.Logger) 
 	return func() { cancel(); wg.Wait() }
 }
 
+// demoLifetime is the lifetime the demo's nodes register with; they
+// register again at half of it, as a node keeps its registration.
+const demoLifetime = 10 * time.Minute
+
+// demoName is the endpoint name the demo's node i registers with.
+func demoName(i int) string { return fmt.Sprintf("node%d", i+1) }
+
+// startDemoRegistrations makes each simulated node register with the
+// gateway's resource directory over the radio, by simple registration
+// (RFC 9176 §5.1: a POST to /.well-known/rd, after which the directory
+// GETs the node's /.well-known/core), and register again before its
+// lifetime ends. The returned function stops them and waits.
+func startDemoRegistrations(ctx context.Context, p *bridge.Proxy, log *slog.Logger) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	r := p.Radios()[0]
+	n, ok := sim.FromLink(r.Link())
+	if !ok {
+		cancel()
+		return func() {}
+	}
+	for i, node := range n.SimNodes() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if r.WaitUp(ctx) != nil {
+				return
+			}
+			gw := r.Conn().LocalAddr()
+			for {
+				wait := demoLifetime / 2
+				err := registerDemoNode(ctx, node.Endpoint(), gw, demoName(i))
+				var ce *coap.Error
+				switch {
+				case err == nil:
+					log.Info("demo: node registered", "component", "demo", "node", node.Addr(), "ep", demoName(i))
+				case errors.As(err, &ce) && ce.Code.Class() == 4:
+					log.Warn("demo: node not registered", "component", "demo", "node", node.Addr(), "err", err)
+					return
+				default:
+					// The radio settling or a frame lost: try again soon.
+					wait = time.Second
+				}
+				select {
+				case <-ctx.Done():
+					return
+				case <-time.After(wait):
+				}
+			}
+		}()
+	}
+	return func() { cancel(); wg.Wait() }
+}
+
+// registerDemoNode sends one simple registration of ep through e to the
+// gateway at gw.
+func registerDemoNode(ctx context.Context, e *coap.Endpoint, gw netip.AddrPort, ep string) error {
+	req := &coap.Message{Code: coap.POST, Options: pathOptions("/.well-known/rd").
+		Insert(coap.URIQuery, []byte("ep="+ep)).
+		Insert(coap.URIQuery, fmt.Appendf(nil, "lt=%d", int(demoLifetime.Seconds())))}
+	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	resp, err := e.Do(ctx, gw, req)
+	if err != nil {
+		return err
+	}
+	if resp.Code != coap.Changed {
+		return coap.Errorf(resp.Code, "%s", resp.Payload)
+	}
+	return nil
+}
+
 // errNoTopicData: the broker created the topic but named no topic-data
 // resource to publish to.
 var errNoTopicData = errors.New("created without topic-data")
@@ -261,7 +333,6 @@ Try (coap-client-notls is in the Debian package libcoap3-bin):
   %[1]s -m put -e open -P coap://%[2]v 'coap://[%[3]v]/actuators/valve'
   %[1]s -m get -P coap://%[2]v 'coap://[%[3]v]/actuators/valve'
   %[1]s -m get -P coap://%[2]v 'coap://[%[3]v]/.well-known/core'
-  %[1]s -m get coap://%[2]v/node1/sensors/temp   # a reverse route
   %[1]s -m get coap://%[2]v/.well-known/core
 
 One request to all three nodes at once (a group request to All CoAP
@@ -269,6 +340,14 @@ Nodes; each node's answer comes back with its address in Reply-From):
 
   go run ./cmd/gatewayctl group -proxy coap://%[2]v 'coap://[ff05::fd]/sensors/temp'
   %[1]s -m get -O 65002,0x05 -P coap://%[2]v 'coap://[ff05::fd]/sensors/temp'   # shows the first answer
+
+The nodes register with the gateway's resource directory (RFC 9176) as
+node1, node2 and node3; list them, find their resources, and reach one by
+the name it registered:
+
+  %[1]s -m get coap://%[2]v/rd-lookup/ep
+  %[1]s -m get 'coap://%[2]v/rd-lookup/res?rt=temperature-c'
+  %[1]s -m get coap://%[2]v/node1/sensors/temp
 
 Node 1 publishes signed readings (COSE_Sign1) to the gateway's pub-sub
 broker; find the topic and subscribe for 30 s:

@@ -38,7 +38,8 @@ func TestCheckWithoutConfigSaysItCheckedTheDemoDefaults(t *testing.T) {
 
 // The README's first command, `go run ./cmd/gatewayd` with no
 // configuration, runs the demo: the banner's commands reach the
-// simulated nodes through the proxy, by proxy URI and by reverse route;
+// simulated nodes through the proxy, by proxy URI and, once they have
+// registered with the resource directory, by the names they registered;
 // node 1 publishes to the broker, where discovery finds the topic; and
 // the throwaway keys are gone once it stops.
 func TestDemoWithoutConfigServesTheBannersCommands(t *testing.T) {
@@ -73,7 +74,7 @@ func TestDemoWithoutConfigServesTheBannersCommands(t *testing.T) {
 	banner := stdout.String()
 	P := fmt.Sprintf("coap://127.0.0.1:%d", port)
 	node := fmt.Sprintf("coap://[%v]", sim.NodeAddr(sim.DefaultPrefix, 0))
-	for _, want := range []string{"-P " + P + " '" + node + "/sensors/temp'", P + "/node1/sensors/temp", "rt=core.ps.data"} {
+	for _, want := range []string{"-P " + P + " '" + node + "/sensors/temp'", P + "/node1/sensors/temp", "rt=core.ps.data", P + "/rd-lookup/ep"} {
 		if !strings.Contains(banner, want) {
 			t.Fatalf("the banner lacks %q:\n%s", want, banner)
 		}
@@ -97,11 +98,33 @@ func TestDemoWithoutConfigServesTheBannersCommands(t *testing.T) {
 	}
 	reading := regexp.MustCompile(`(?m)^[0-9]+\.[0-9]$`)
 	get("GET through the proxy", reading.MatchString, "-m", "get", "-P", P, node+"/sensors/temp")
-	get("GET by reverse route", reading.MatchString, "-m", "get", P+"/node1/sensors/temp")
 	if want := "-O 65002,0x05 -P " + P + " 'coap://[ff05::fd]/sensors/temp'"; !strings.Contains(banner, want) {
 		t.Fatalf("the banner lacks the group request %q:\n%s", want, banner)
 	}
 	get("group GET", reading.MatchString, "-m", "get", "-O", "65002,0x05", "-P", P, "coap://[ff05::fd]/sensors/temp")
+	// The nodes register themselves (simple registration over the
+	// radio); the banner's lookup lists the three, each at its address.
+	var eps string
+	listed := func(o string) bool {
+		for i := range sim.DefaultNodes {
+			if !strings.Contains(o, fmt.Sprintf(`;ep=node%d;base="coap://[%v]"`, i+1, sim.NodeAddr(sim.DefaultPrefix, i))) {
+				return false
+			}
+		}
+		return true
+	}
+	for deadline := time.Now().Add(60 * time.Second); !listed(eps); time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the endpoint lookup does not list the three nodes: %q\n%s", eps, stderr.String())
+		}
+		eps = coapClient(t, "coap-client-notls", "-m", "get", P+"/rd-lookup/ep")
+	}
+	res := get("resource lookup", func(o string) bool { return strings.Contains(o, node+"/sensors/temp>") },
+		"-m", "get", P+"/rd-lookup/res?rt=temperature-c")
+	if n := strings.Count(res, "/sensors/temp>"); n != sim.DefaultNodes {
+		t.Fatalf("resource lookup lists %d nodes' /sensors/temp: %q", n, res)
+	}
+	get("GET by the registered name", reading.MatchString, "-m", "get", P+"/node1/sensors/temp")
 	waitFor(t, "node 1's topic", done, &stderr, "demo: node publishes")
 	topics := get("topic discovery", func(o string) bool { return strings.Contains(o, "/ps/data/") },
 		"-m", "get", P+"/.well-known/core?rt=core.ps.data")
@@ -109,7 +132,7 @@ func TestDemoWithoutConfigServesTheBannersCommands(t *testing.T) {
 		t.Fatalf("discovery: %q", topics)
 	}
 	// The banner's console address serves the console, which lists the
-	// node the demo's requests reached.
+	// nodes by the names they registered.
 	api := regexp.MustCompile(`curl -s (http://127\.0\.0\.1:[0-9]+/api/v1/status)`).FindStringSubmatch(banner)
 	if api == nil || !strings.Contains(banner, strings.TrimSuffix(api[1], "api/v1/status")+" in a browser") {
 		t.Fatalf("the banner names no console:\n%s", banner)
@@ -121,8 +144,15 @@ func TestDemoWithoutConfigServesTheBannersCommands(t *testing.T) {
 	var snap console.Snapshot
 	err = json.NewDecoder(resp.Body).Decode(&snap)
 	resp.Body.Close()
-	if err != nil || len(snap.Radios) != 1 || snap.Radios[0].State != "up" || len(snap.Nodes) == 0 || len(snap.Routes) != sim.DefaultNodes {
+	if err != nil || len(snap.Radios) != 1 || snap.Radios[0].State != "up" || len(snap.Nodes) != sim.DefaultNodes {
 		t.Fatalf("the demo's console: %v %+v", err, snap)
+	}
+	// The nodes' routes are their registrations, and the console names
+	// them by the names they registered.
+	for i, n := range snap.Nodes {
+		if n.Name != fmt.Sprintf("node%d", i+1) {
+			t.Fatalf("the console names node %d %q: %+v", i+1, n.Name, snap.Nodes)
+		}
 	}
 	m := regexp.MustCompile(`-oscore (\S+)`).FindStringSubmatch(banner)
 	if m == nil {
