@@ -175,17 +175,37 @@ func (c *Conn) abort(diag string, badOption coap.OptionID) {
 	}
 	c.st.abortsSent.Add(1)
 	c.log.Debug("abort", "peer", c.peer, "reason", diag)
-	if b, err := AppendFrame(nil, m, c.t.ws()); err == nil {
-		// Straight to the transport: a writer may be stuck on a full
-		// socket, and the connection ends anyway.
-		c.mu.Lock()
-		busy := c.writing
-		c.mu.Unlock()
-		if !busy {
-			c.t.write([]out{{b: b}})
-		}
+	if b, err := AppendFrame(nil, m, c.t.ws()); err == nil && c.takeWriter(abortGrace) {
+		// Straight to the transport, after the frame being written (our
+		// CSM, a response) so that it is not cut; a writer stuck on a
+		// peer that does not read costs the Abort, not the close.
+		c.t.write([]out{{b: b}})
 	}
 	c.closeWith(fmt.Errorf("stream: aborted: %s", diag))
+}
+
+// abortGrace bounds how long an Abort waits for a write under way.
+const abortGrace = time.Second
+
+// takeWriter makes the caller the connection's only writer, waiting up to
+// grace for a flush under way to end; false if it did not. The connection
+// closes next, so the writer is never given back.
+func (c *Conn) takeWriter(grace time.Duration) bool {
+	deadline := time.Now().Add(grace)
+	for {
+		c.mu.Lock()
+		if !c.writing && !c.closed {
+			c.writing = true
+			c.mu.Unlock()
+			return true
+		}
+		closed := c.closed
+		c.mu.Unlock()
+		if closed || time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 func (c *Conn) readLoop() {
