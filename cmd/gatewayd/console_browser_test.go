@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -179,7 +180,7 @@ func (b *browser) open(url string) string {
 // Headless Chromium loads the console of a running gatewayd with the
 // simulated radio: the rendered page lists the three nodes the gateway
 // heard, draws their plots, takes a live update over the event stream,
-// and shows a topic named <script>alert(1)</script> as text. The
+// and shows a node and a topic named <script>alert(1)</script> as text. The
 // screenshot is kept in the test's artifacts (go test -artifacts).
 func TestBrowserShowsNodesPlotsAndHostileNamesAsText(t *testing.T) {
 	coapPort, adminPort := freePort(t), freeTCPPort(t)
@@ -196,9 +197,13 @@ driver = "sim"
 enabled = true
 state_dir = %q
 
+[rd]
+enabled = true
+state_dir = %q
+
 [metrics]
 listen = "127.0.0.1:%d"
-`, coapPort, t.TempDir(), adminPort))
+`, coapPort, t.TempDir(), t.TempDir(), adminPort))
 	proxy := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(coapPort))
 	admin := fmt.Sprintf("http://127.0.0.1:%d", adminPort)
 
@@ -232,6 +237,16 @@ listen = "127.0.0.1:%d"
 	resp, err := c.Do(ctx, proxy, &coap.Message{Code: coap.POST, Options: pathOptions("ps").SetUint(coap.ContentFormat, 65001), Payload: body})
 	if err != nil || resp.Code != coap.Created {
 		t.Fatalf("create the hostile topic: %v %v", resp, err)
+	}
+	// A node's name is whatever it registered with the resource
+	// directory (RFC 9176 §5 allows any UTF-8 without controls): here the
+	// first node's, registered from loopback with the node as its base.
+	reg := &coap.Message{Code: coap.POST, Payload: []byte("</sensors/temp>"),
+		Options: pathOptions("rd").SetUint(coap.ContentFormat, 40).
+			Insert(coap.URIQuery, []byte("ep="+hostile)).
+			Insert(coap.URIQuery, []byte(fmt.Sprintf("base=coap://[%v]", sim.NodeAddr(sim.DefaultPrefix, 0))))}
+	if resp, err := c.Do(ctx, proxy, reg); err != nil || resp.Code != coap.Created {
+		t.Fatalf("register the node under a hostile name: %v %v", resp, err)
 	}
 	var snap console.Snapshot
 	hr, err := http.Get(admin + "/api/v1/status")
@@ -286,6 +301,7 @@ listen = "127.0.0.1:%d"
 	var facts struct {
 		Nodes, Lines, Scripts int
 		TopicName, Live       string
+		NodeNames             []string
 	}
 	b.eval(page, `({
 		Nodes: document.querySelectorAll("tr.node").length,
@@ -293,6 +309,7 @@ listen = "127.0.0.1:%d"
 		Scripts: document.querySelectorAll("script").length,
 		TopicName: document.querySelector("tr.topic td.name").textContent,
 		Live: document.getElementById("live").textContent,
+		NodeNames: Array.from(document.querySelectorAll("tr.node td.name"), e => e.textContent),
 	})`, &facts)
 	var shot struct {
 		Data []byte `json:"data"` // base64 in JSON
@@ -311,6 +328,12 @@ listen = "127.0.0.1:%d"
 	if facts.TopicName != hostile || facts.Scripts != 1 {
 		t.Errorf("the hostile topic name renders as %q with %d script elements, want it as text beside the page's one script", facts.TopicName, facts.Scripts)
 	}
+	if !slices.Contains(facts.NodeNames, hostile) {
+		t.Errorf("the node registered as %q is named %q on the page, want the name as text", hostile, facts.NodeNames)
+	}
+	if n := strings.Count(dom, `<td class="name">&lt;script&gt;alert(1)&lt;/script&gt;</td>`); n != 2 {
+		t.Errorf("the hostile node and topic names are shown as text %d times, want 2", n)
+	}
 	if facts.Live != "live" {
 		t.Errorf("the page says %q, not live", facts.Live)
 	}
@@ -328,7 +351,7 @@ listen = "127.0.0.1:%d"
 		}
 	}
 	if strings.Contains(dom, "<script>alert") {
-		t.Error("the hostile topic name became a script element")
+		t.Error("a hostile name became a script element")
 	}
 	if !strings.Contains(dom, `<td class="name">&lt;script&gt;alert(1)&lt;/script&gt;</td>`) {
 		t.Error("the hostile topic name is not shown as text")
