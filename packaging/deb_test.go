@@ -308,17 +308,14 @@ func TestDebianPackageBuildsLintsInstallsAndUpgrades(t *testing.T) {
 
 	t.Run("systemctl reload fails for a refused config and sends no SIGHUP", func(t *testing.T) {
 		// What systemd does on reload: each ExecReload= line in turn, the
-		// next only if the one before succeeded. The daemon is a sleep
-		// here, which SIGHUP ends: whether it is still alive says whether
-		// the signal was sent.
+		// next only if the one before succeeded. The daemon is a stand-in
+		// that SIGHUP ends: whether it is still alive says whether the
+		// signal was sent.
 		if len(unit["ExecReload"]) < 2 {
 			t.Fatalf("ExecReload %q: want the check, then the signal", unit["ExecReload"])
 		}
 		reload := func(cfg string) (alive bool, err error) {
-			daemon := exec.Command("sleep", "600")
-			if err := daemon.Start(); err != nil {
-				t.Fatal(err)
-			}
+			daemon := startHUPDaemon(t)
 			exited := make(chan error, 1)
 			go func() { exited <- daemon.Wait() }()
 			defer daemon.Process.Kill()

@@ -130,11 +130,14 @@ func TestConnCountsAndLogsEachDropReason(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.reason.String(), func(t *testing.T) {
 			now.set(now.get().Add(time.Second)) // room in the log for one more line
-			before := p.gw.Counters()
+			before, logged := p.gw.Counters(), len(rec.drops())
 			if err := p.nodeLink.Send(context.Background(), tt.mpdu); err != nil {
 				t.Fatal(err)
 			}
-			testutil.Eventually(t, "the drop counted", func() bool { return p.gw.Counters().Drops[tt.reason.String()] > before.Drops[tt.reason.String()] })
+			// The drop is counted, then logged: wait for both.
+			testutil.Eventually(t, "the drop counted and logged", func() bool {
+				return p.gw.Counters().Drops[tt.reason.String()] > before.Drops[tt.reason.String()] && len(rec.drops()) > logged
+			})
 			after := p.gw.Counters()
 			for _, r := range radio.DropReasons() {
 				want := before.Drops[r.String()]
