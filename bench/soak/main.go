@@ -58,6 +58,7 @@ type options struct {
 	rate, maxFail              float64
 	topics                     int
 	note                       string
+	replot                     string
 }
 
 func main() {
@@ -74,7 +75,15 @@ func main() {
 	flag.Float64Var(&o.maxFail, "max-fail", 0.01, "largest fraction of failed operations of any kind")
 	flag.IntVar(&o.topics, "topics", 3, "pub-sub topics, one publisher each")
 	flag.StringVar(&o.note, "note", "", "a line for the summary, such as what else ran on the machine")
+	flag.StringVar(&o.replot, "replot", "", "draw -png again from a run's samples.csv `file` (with that run's -duration and -warmup), run nothing")
 	flag.Parse()
+	if o.replot != "" {
+		if err := replot(o); err != nil {
+			fmt.Fprintln(os.Stderr, "soak:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := run(ctx, o); err != nil {
@@ -226,26 +235,12 @@ func run(ctx context.Context, o options) (err error) {
 		}
 	}
 
-	dur, warm := o.duration.Seconds(), o.warmup.Seconds()
-	ts := make([]float64, len(s.samples))
-	rss, gor, fds := make([]float64, len(ts)), make([]float64, len(ts)), make([]float64, len(ts))
-	for i, x := range s.samples {
-		ts[i], rss[i], gor[i], fds[i] = x.T, x.RSSKiB, x.Goroutines, x.FDs
-	}
-	verdicts := []verdict{
-		judge("RSS (KiB)", ts, rss, warm, dur, allowRSS),
-		judge("goroutines", ts, gor, warm, dur, allowGoroutines),
-		judge("open fds", ts, fds, warm, dur, allowFDs),
-	}
+	heading := fmt.Sprintf("gatewayd soak: %s of mixed load, %d samples", trimDuration(elapsed), len(s.samples))
 	if err := writeCSV(filepath.Join(o.out, "samples.csv"), s.samples); err != nil {
 		return err
 	}
-	heading := fmt.Sprintf("gatewayd soak: %s of mixed load, %d samples", trimDuration(elapsed), len(s.samples))
-	if err := writePlot(o.png, heading, []panel{
-		{title: "RSS MIB", unit: 1024, ts: ts, vs: rss, v: verdicts[0]},
-		{title: "GOROUTINES", unit: 1, ts: ts, vs: gor, v: verdicts[1]},
-		{title: "OPEN FDS", unit: 1, ts: ts, vs: fds, v: verdicts[2]},
-	}); err != nil {
+	verdicts, err := plotRun(o.png, heading, s.samples, o.duration, o.warmup)
+	if err != nil {
 		return err
 	}
 
@@ -310,6 +305,44 @@ func run(ctx context.Context, o options) (err error) {
 		return fmt.Errorf("%d problems", len(problems))
 	}
 	return nil
+}
+
+// plotRun judges the three series of a run's samples and draws them to
+// path.
+func plotRun(path, heading string, ss []sample, duration, warmup time.Duration) ([]verdict, error) {
+	dur, warm := duration.Seconds(), warmup.Seconds()
+	ts := make([]float64, len(ss))
+	rss, gor, fds := make([]float64, len(ts)), make([]float64, len(ts)), make([]float64, len(ts))
+	for i, x := range ss {
+		ts[i], rss[i], gor[i], fds[i] = x.T, x.RSSKiB, x.Goroutines, x.FDs
+	}
+	verdicts := []verdict{
+		judge("RSS (KiB)", ts, rss, warm, dur, allowRSS),
+		judge("goroutines", ts, gor, warm, dur, allowGoroutines),
+		judge("open fds", ts, fds, warm, dur, allowFDs),
+	}
+	return verdicts, writePlot(path, heading, []panel{
+		{title: "RSS MIB", unit: 1024, ts: ts, vs: rss, v: verdicts[0]},
+		{title: "GOROUTINES", unit: 1, ts: ts, vs: gor, v: verdicts[1]},
+		{title: "OPEN FDS", unit: 1, ts: ts, vs: fds, v: verdicts[2]},
+	})
+}
+
+// replot draws the plot of an earlier run again from its samples.csv.
+func replot(o options) error {
+	if o.png == "" {
+		return errors.New("-replot needs -png")
+	}
+	if o.warmup <= 0 {
+		o.warmup = o.duration / 4
+	}
+	ss, err := readCSV(o.replot)
+	if err != nil {
+		return err
+	}
+	heading := fmt.Sprintf("gatewayd soak: %s of mixed load, %d samples", trimDuration(o.duration), len(ss))
+	_, err = plotRun(o.png, heading, ss, o.duration, o.warmup)
+	return err
 }
 
 func waitFor(ctx context.Context, d time.Duration, f func() error) error {

@@ -39,7 +39,7 @@ const (
 	panelH     = 250
 	marginL    = 90
 	marginR    = 20
-	marginTop  = 34
+	marginTop  = 40
 	marginBot  = 44
 	fontScale  = 2
 	glyphW     = 5
@@ -52,7 +52,7 @@ func writePlot(path, heading string, ps []panel) error {
 	h := 30 + len(ps)*panelH
 	img := image.NewRGBA(image.Rect(0, 0, plotW, h))
 	fill(img, img.Bounds(), colBackground)
-	text(img, 10, 8, strings.ToUpper(heading), colAxis)
+	text(img, titleX, 8, strings.ToUpper(heading), colAxis)
 	for i, p := range ps {
 		drawPanel(img, image.Rect(0, 30+i*panelH, plotW, 30+(i+1)*panelH), p)
 	}
@@ -135,13 +135,32 @@ func drawPanel(img *image.RGBA, r image.Rectangle, p panel) {
 		line(img, x(p.ts[i-1]), y(p.vs[i-1]), x(p.ts[i]), y(p.vs[i]), colSeries)
 	}
 
+	for i, l := range panelTitle(p) {
+		text(img, titleX, r.Min.Y+6+i*(glyphH*fontScale+3), l, colAxis)
+	}
+}
+
+// titleX is where the heading and the panels' titles start.
+const titleX = 10
+
+// panelTitle is the panel's title and verdict on one line, or on two when
+// one would run past the image's right edge (a long "NOT FLAT" reason).
+func panelTitle(p panel) []string {
 	verdict := "FLAT"
 	if !p.v.OK {
 		verdict = "NOT FLAT: " + p.v.Why
 	}
-	title := fmt.Sprintf("%s - MEDIANS %s (FIRST THIRD) AND %s (LAST THIRD), LIMIT %s - %s", p.title,
-		trimFloat(p.v.First/p.unit), trimFloat(p.v.Last/p.unit), trimFloat(p.v.Limit/p.unit), verdict)
-	text(img, area.Min.X, r.Min.Y+10, strings.ToUpper(title), colAxis)
+	head := fmt.Sprintf("%s: MEDIANS %s (FIRST THIRD), %s (LAST THIRD), LIMIT %s", p.title,
+		trimFloat(p.v.First/p.unit), trimFloat(p.v.Last/p.unit), trimFloat(p.v.Limit/p.unit))
+	one := strings.ToUpper(head + ": " + verdict)
+	if titleX+textWidth(one) <= plotW {
+		return []string{one}
+	}
+	second := strings.ToUpper(verdict)
+	if room := (plotW - titleX) / textWidth("M"); len(second) > room {
+		second = second[:room-3] + "..."
+	}
+	return []string{strings.ToUpper(head), second}
 }
 
 // niceStep is a step of 1, 2 or 5 times a power of ten giving about n

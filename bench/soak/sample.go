@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/csv"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -79,7 +80,7 @@ func writeCSV(path string, ss []sample) error {
 		return err
 	}
 	w := csv.NewWriter(f)
-	w.Write([]string{"t_s", "rss_kib", "goroutines", "fds", "requests", "failed", "observers"})
+	w.Write(strings.Split(csvHeader, ","))
 	for _, s := range ss {
 		w.Write([]string{strconv.FormatFloat(s.T, 'f', 1, 64), strconv.FormatFloat(s.RSSKiB, 'f', 0, 64),
 			strconv.FormatFloat(s.Goroutines, 'f', 0, 64), strconv.FormatFloat(s.FDs, 'f', 0, 64),
@@ -92,6 +93,41 @@ func writeCSV(path string, ss []sample) error {
 	}
 	return f.Close()
 }
+
+// readCSV reads what writeCSV wrote.
+func readCSV(path string) ([]sample, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	rows, err := csv.NewReader(f).ReadAll()
+	if err != nil {
+		return nil, fmt.Errorf("soak: %s: %w", path, err)
+	}
+	if len(rows) == 0 || strings.Join(rows[0], ",") != csvHeader {
+		return nil, fmt.Errorf("soak: %s: not a samples file (want the header %s)", path, csvHeader)
+	}
+	ss := make([]sample, 0, len(rows)-1)
+	for i, r := range rows[1:] {
+		var s sample
+		var errs [7]error
+		s.T, errs[0] = strconv.ParseFloat(r[0], 64)
+		s.RSSKiB, errs[1] = strconv.ParseFloat(r[1], 64)
+		s.Goroutines, errs[2] = strconv.ParseFloat(r[2], 64)
+		s.FDs, errs[3] = strconv.ParseFloat(r[3], 64)
+		s.Requests, errs[4] = strconv.ParseInt(r[4], 10, 64)
+		s.Failed, errs[5] = strconv.ParseInt(r[5], 10, 64)
+		s.Observers, errs[6] = strconv.ParseInt(r[6], 10, 64)
+		if err := errors.Join(errs[:]...); err != nil {
+			return nil, fmt.Errorf("soak: %s line %d: %w", path, i+2, err)
+		}
+		ss = append(ss, s)
+	}
+	return ss, nil
+}
+
+const csvHeader = "t_s,rss_kib,goroutines,fds,requests,failed,observers"
 
 // allowance is how far a series may rise after the warm-up: Rel of the
 // second quarter's median plus Abs.

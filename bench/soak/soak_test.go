@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -132,5 +133,47 @@ func TestPlotDrawsEverySeries(t *testing.T) {
 		if n := count(p, rgba(colAxis)); n < 500 {
 			t.Errorf("panel %d: %d pixels of axes and text", i, n)
 		}
+	}
+}
+
+// Every title line fits in the image: the verdict moves to a line of its
+// own when it would not, and a long reason is cut with an ellipsis.
+func TestPanelTitlesFit(t *testing.T) {
+	ok := verdict{OK: true, Why: "flat", First: 47258, Last: 48854, Limit: 58443}
+	bad := ok
+	bad.OK, bad.Why = false, "median of the last third 123456789 over 58443 (first third's 47258 + 11185), and then some more words"
+	for _, tc := range []struct {
+		v     verdict
+		lines int
+	}{{ok, 1}, {bad, 2}} {
+		ls := panelTitle(panel{title: "RSS MIB", unit: 1024, v: tc.v})
+		if len(ls) != tc.lines {
+			t.Errorf("%q: %d lines, want %d", ls, len(ls), tc.lines)
+		}
+		for _, l := range ls {
+			if w := titleX + textWidth(l); w > plotW {
+				t.Errorf("%q is %d pixels wide, the image %d", l, w, plotW)
+			}
+		}
+		if !strings.Contains(strings.Join(ls, " "), "MEDIANS 46.2 (FIRST THIRD), 47.7 (LAST THIRD), LIMIT 57.1") {
+			t.Errorf("%q lacks the medians and the limit", ls)
+		}
+	}
+}
+
+// -replot reads back what a run wrote.
+func TestSamplesCSVRoundTrip(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "samples.csv")
+	want := []sample{{T: 0, RSSKiB: 19344, Goroutines: 53, FDs: 27, Requests: 9}, {T: 5.1, RSSKiB: 25088, Goroutines: 73, FDs: 28, Requests: 1200, Failed: 2, Observers: 30}}
+	if err := writeCSV(path, want); err != nil {
+		t.Fatal(err)
+	}
+	got, err := readCSV(path)
+	if err != nil || !slices.Equal(got, want) {
+		t.Fatalf("read %+v, %v; wrote %+v", got, err, want)
+	}
+	os.WriteFile(path, []byte("a,b\n1,2\n"), 0o644)
+	if _, err := readCSV(path); err == nil || !strings.Contains(err.Error(), "not a samples file") {
+		t.Fatalf("a foreign CSV read as samples: %v", err)
 	}
 }
