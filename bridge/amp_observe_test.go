@@ -1,25 +1,11 @@
 package bridge
 
 import (
-	"context"
 	"testing"
 	"time"
 
 	"github.com/opaque-edge/gatewayd/coap"
 )
-
-// observableServer runs an observableOrigin on a socket of its own.
-func observableServer(t *testing.T) (*observableOrigin, string) {
-	t.Helper()
-	origin := &observableOrigin{}
-	u, err := coap.ListenUDP(context.Background(), "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	oe := coap.NewEndpoint(u, coap.EndpointConfig{Handler: origin})
-	t.Cleanup(func() { oe.Close() })
-	return origin, "coap://" + u.LocalAddr().String() + "/obs"
-}
 
 // An Observe registration from an unverified address is answered with
 // the challenge and registers nothing, here or at the origin: no

@@ -10,7 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/internal/testpeer"
 )
 
@@ -22,18 +21,12 @@ import (
 // seconds, where the CON of RFC 7641 §4.5 would take a minute or more to
 // time out.
 func TestKilledLibcoapObserverIsRemovedAndUpstreamCancelled(t *testing.T) {
-	origin := &observableOrigin{}
-	u, err := coap.ListenUDP(context.Background(), "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	oe := coap.NewEndpoint(u, coap.EndpointConfig{Handler: origin})
-	defer oe.Close()
+	origin, uri := observableServer(t)
 	p := startProxy(t, func(c *Config) { c.Proxy.Timeout = Duration{5 * time.Second} })
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	client := testpeer.StartLibcoap(ctx, t, 0, "-s", "60", "-m", "get",
-		"-P", "coap://"+p.Addrs()[0].String(), "coap://"+u.LocalAddr().String()+"/obs")
+		"-P", "coap://"+p.Addrs()[0].String(), uri)
 	what := func() string {
 		return fmt.Sprintf("hub %+v\nproxy endpoint %+v\nclient's log:\n%s", p.Hub().Stats(), p.servers[0].Stats(), client.Log())
 	}

@@ -72,13 +72,7 @@ func (o *observableOrigin) notify() {
 // registration, every observer sees the states in order and ends on the
 // last one, and when they have all left the origin's observation ends.
 func TestFiftyLibcoapObserversOneUpstreamRegistration(t *testing.T) {
-	origin := &observableOrigin{}
-	u, err := coap.ListenUDP(context.Background(), "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	oe := coap.NewEndpoint(u, coap.EndpointConfig{Handler: origin})
-	defer oe.Close()
+	origin, uri := observableServer(t)
 	p := startProxy(t, func(c *Config) { c.Proxy.Timeout = Duration{5 * time.Second} })
 	const observers = 50
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -88,7 +82,7 @@ func TestFiftyLibcoapObserversOneUpstreamRegistration(t *testing.T) {
 		// -s 30: the first clients still observe when the last have
 		// started and registered, on a loaded machine too.
 		clients[i] = testpeer.StartLibcoap(ctx, t, i, "-s", "30", "-B", "32", "-m", "get",
-			"-P", "coap://"+p.Addrs()[0].String(), "coap://"+u.LocalAddr().String()+"/obs")
+			"-P", "coap://"+p.Addrs()[0].String(), uri)
 	}
 	// what is what client i did, for a failure message.
 	what := func(i int) string {
@@ -171,4 +165,17 @@ func firstStateRepeats(seen []int) int {
 		k++
 	}
 	return k
+}
+
+// observableServer runs an observableOrigin on a socket of its own.
+func observableServer(t *testing.T) (*observableOrigin, string) {
+	t.Helper()
+	origin := &observableOrigin{}
+	u, err := coap.ListenUDP(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	oe := coap.NewEndpoint(u, coap.EndpointConfig{Handler: origin})
+	t.Cleanup(func() { oe.Close() })
+	return origin, "coap://" + u.LocalAddr().String() + "/obs"
 }

@@ -113,18 +113,12 @@ func TestNodeCoapForwardGETAndPUTThroughGatewayd(t *testing.T) {
 // §5), every observer gets every state, and when they have all
 // deregistered the hub ends the origin's observation.
 func TestNodeCoapObserversShareOneUpstreamObservation(t *testing.T) {
-	origin := &observableOrigin{}
-	u, err := coap.ListenUDP(context.Background(), "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	oe := coap.NewEndpoint(u, coap.EndpointConfig{Handler: origin})
-	defer oe.Close()
+	origin, uri := observableServer(t)
 	p := startProxy(t, func(c *Config) { c.Proxy.Timeout = Duration{5 * time.Second} })
 
 	const observers = 4
 	req := toProxy(p)
-	req.ProxyURI = "coap://" + u.LocalAddr().String() + "/obs"
+	req.ProxyURI = uri
 	req.Observe = observers
 	obs := testpeer.StartNodeCoapObservers(nodeCtx(t), t, req)
 

@@ -160,15 +160,8 @@ func TestTLSListenerServesGoClientWithCertificate(t *testing.T) {
 // over its transport; a stream observer whose connection closes leaves
 // at once (RFC 8323 §7.4), without waiting for a notification.
 func TestObserversOverUDPTCPAndWebSocketsShareOneUpstream(t *testing.T) {
-	origin := &observableOrigin{}
-	u, err := coap.ListenUDP(context.Background(), "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	oe := coap.NewEndpoint(u, coap.EndpointConfig{Handler: origin})
-	defer oe.Close()
+	origin, uri := observableServer(t)
 	p := startStreamProxy(t, nil, "tcp://127.0.0.1:0", "ws://127.0.0.1:0")
-	uri := fmt.Sprintf("coap://%v/obs", u.LocalAddr())
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 
@@ -233,15 +226,9 @@ func TestObserversOverUDPTCPAndWebSocketsShareOneUpstream(t *testing.T) {
 // registration is served without the Echo challenge that an unverified
 // UDP address gets (RFC 9175 §2.4).
 func TestStreamClientsNeedNoEchoChallenge(t *testing.T) {
-	origin := &observableOrigin{}
-	u, err := coap.ListenUDP(context.Background(), "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	oe := coap.NewEndpoint(u, coap.EndpointConfig{Handler: origin})
-	defer oe.Close()
+	_, uri := observableServer(t)
 	p := startStreamProxy(t, func(c *Config) { c.Proxy.Verified = nil }, "tcp://127.0.0.1:0")
-	req := &coap.Message{Code: coap.GET, Options: proxyURI(fmt.Sprintf("coap://%v/obs", u.LocalAddr())).SetUint(coap.Observe, 0)}
+	req := &coap.Message{Code: coap.GET, Options: proxyURI(uri).SetUint(coap.Observe, 0)}
 	udp := client(t)
 	if resp := do(t, udp, p, req); resp.Code != coap.Unauthorized {
 		t.Fatalf("UDP from an unverified address got %v, want the 4.01 challenge (the test's premise)", resp.Code)
@@ -345,18 +332,12 @@ func TestStreamListenConfig(t *testing.T) {
 // answers with Pongs (RFC 8323 §5.4) and counts; the client keeps its
 // observation and gets the notification sent after its Pings.
 func TestLibcoapTCPClientPingsAreAnswered(t *testing.T) {
-	origin := &observableOrigin{}
-	u, err := coap.ListenUDP(context.Background(), "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	oe := coap.NewEndpoint(u, coap.EndpointConfig{Handler: origin})
-	defer oe.Close()
+	origin, uri := observableServer(t)
 	p := startStreamProxy(t, nil, "tcp://127.0.0.1:0")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	lc := testpeer.StartLibcoap(ctx, t, 0, "-m", "get", "-s", "6", "-K", "1",
-		"-P", "coap+tcp://"+p.StreamAddrs()[0].String(), fmt.Sprintf("coap://%v/obs", u.LocalAddr()))
+		"-P", "coap+tcp://"+p.StreamAddrs()[0].String(), uri)
 	waitFor(t, "two Pings answered", func() bool { return p.streams[0].s.Stats().Pings >= 2 }, lc.Log)
 	origin.notify()
 	waitFor(t, "the notification after the Pings", func() bool { return strings.Contains(lc.Payloads(), "v001;") }, lc.Log)
