@@ -203,7 +203,7 @@ func New(cfg Config, opts ...Option) (*Directory, error) {
 		d.lookups = &l
 	}
 	if d.st == nil {
-		fs, err := newFileStore(cfg.StateDir, int64(2*cfg.MaxBytes+4096))
+		fs, err := openFileStore(cfg.StateDir, int64(2*cfg.MaxBytes+4096))
 		if err != nil {
 			return nil, err
 		}
@@ -456,7 +456,7 @@ func (d *Directory) expireDue() {
 		return
 	}
 	for _, r := range due {
-		if err := d.st.remove(r.id); err != nil {
+		if err := d.st.Remove(r.id); err != nil {
 			// Gone from memory all the same: a restart finds the file
 			// expired and removes it then.
 			d.warn("rd: cannot remove expired registration", "id", r.id, "err", err)

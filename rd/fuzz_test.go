@@ -10,6 +10,7 @@ import (
 
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/internal/clock/clocktest"
+	"github.com/opaque-edge/gatewayd/internal/filestore"
 )
 
 // memStore keeps records in memory: the fuzz target registers once per
@@ -19,21 +20,21 @@ type memStore struct {
 	recs map[string][]byte // guarded by mu
 }
 
-func (s *memStore) save(id string, rec []byte) error {
+func (s *memStore) Save(id string, rec []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.recs[id] = slices.Clone(rec)
 	return nil
 }
 
-func (s *memStore) remove(id string) error {
+func (s *memStore) Remove(id string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	delete(s.recs, id)
 	return nil
 }
 
-func (s *memStore) load() ([][]byte, []error) { return nil, nil }
+func (s *memStore) Load() ([]filestore.Record, []error) { return nil, nil }
 
 // splitQuery turns "a=1&b" into Uri-Query values, as a client would send
 // them; "" is none.

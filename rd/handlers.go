@@ -318,7 +318,7 @@ func (d *Directory) commit(c acl.Client, reg *registration) (id string, code coa
 		d.dropLocked(prev)
 		d.expired.Add(1)
 		if prev.id != reg.id {
-			if err := d.st.remove(prev.id); err != nil {
+			if err := d.st.Remove(prev.id); err != nil {
 				d.warn("rd: cannot remove expired registration", "id", prev.id, "err", err)
 			}
 		}
@@ -388,7 +388,7 @@ func (d *Directory) nextExpiryLocked(now time.Time) time.Duration {
 func (d *Directory) save(reg *registration) error {
 	b, err := encodeRecord(reg.record())
 	if err == nil {
-		err = d.st.save(reg.id, b)
+		err = d.st.Save(reg.id, b)
 	}
 	if err != nil {
 		d.warn("rd: cannot store registration", "id", reg.id, "err", err)
@@ -492,7 +492,7 @@ func (d *Directory) remove(w coap.ResponseWriter, r *coap.Request, id string) er
 	if code != 0 {
 		return d.fail(w, code, diag)
 	}
-	if err := d.st.remove(reg.id); err != nil {
+	if err := d.st.Remove(reg.id); err != nil {
 		d.warn("rd: cannot remove registration", "id", reg.id, "err", err)
 		return d.fail(w, coap.InternalServerError, "rd: cannot remove the registration")
 	}

@@ -10,19 +10,19 @@ import (
 
 // restore loads the state directory.
 func (d *Directory) restore() {
-	recs, bad := d.st.load()
+	recs, bad := d.st.Load()
 	for _, err := range bad {
-		d.reportBad(err)
+		d.reportBad("", err)
 	}
 	now := d.clock.Now()
 	for _, raw := range recs {
-		r, err := d.fromRecord(raw)
+		r, err := d.fromRecord(raw.Data)
 		if err != nil {
-			d.reportBad(err)
+			d.reportBad(raw.Name, err)
 			continue
 		}
 		if !r.expires.After(now) {
-			if err := d.st.remove(r.id); err != nil {
+			if err := d.st.Remove(r.id); err != nil {
 				d.log.Warn("rd: cannot remove expired registration", "id", r.id, "err", err)
 			}
 			d.expired.Add(1)
@@ -37,11 +37,11 @@ func (d *Directory) restore() {
 			err = fmt.Errorf("rd: state file of registration %s: endpoint name %q in use", r.id, r.ep)
 		}
 		if err != nil {
-			d.reportBad(err)
+			d.reportBad(raw.Name, err)
 			continue
 		}
 		if d.held[d.quotaOf(r.owner)] >= d.cfg.MaxRegistrationsPerClient {
-			d.reportBad(fmt.Errorf("rd: state file of registration %s: over max_registrations_per_client %d", r.id, d.cfg.MaxRegistrationsPerClient))
+			d.reportBad(raw.Name, fmt.Errorf("rd: state file of registration %s: over max_registrations_per_client %d", r.id, d.cfg.MaxRegistrationsPerClient))
 			continue
 		}
 		d.derive(r)
@@ -49,9 +49,15 @@ func (d *Directory) restore() {
 	}
 }
 
-func (d *Directory) reportBad(err error) {
+// reportBad counts and logs a state file skipped at start; file is its
+// name when err does not say it.
+func (d *Directory) reportBad(file string, err error) {
 	d.badFiles.Add(1)
-	d.log.Warn("rd: skipping state file", "err", err)
+	if file == "" {
+		d.log.Warn("rd: skipping state file", "err", err)
+		return
+	}
+	d.log.Warn("rd: skipping state file", "file", file, "err", err)
 }
 
 // fromRecord checks a stored record as a request would be checked, under

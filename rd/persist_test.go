@@ -2,14 +2,18 @@ package rd
 
 import (
 	"context"
+	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/internal/clock/clocktest"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 )
 
 // Registrations survive a restart: the same locations, links, owners
@@ -103,12 +107,19 @@ func TestBadStateFilesAreSkipped(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(cfg.StateDir, "reg-00000006.json"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	r2 := openRig(t, cfg, c)
+	var log strings.Builder
+	r2 := openRig(t, cfg, c, WithLogger(slog.New(slog.NewTextHandler(&log, nil))))
 	if s := r2.d.Stats(); s.Registrations != 1 || s.BadStateFiles != 6 {
 		t.Fatalf("stats %+v", s)
 	}
 	if _, err := os.Stat(filepath.Join(cfg.StateDir, ".reg-123.tmp")); !os.IsNotExist(err) {
 		t.Fatalf("temporary file left: %v", err)
+	}
+	r2.d.Close() // its log is complete
+	for _, n := range []string{"1", "2", "3", "4", "6"} {
+		if name := "reg-0000000" + n + ".json"; !strings.Contains(log.String(), name) {
+			t.Errorf("the log does not name %s:\n%s", name, log.String())
+		}
 	}
 }
 
@@ -132,4 +143,39 @@ func TestRestartKeepsThePerClientBound(t *testing.T) {
 	}
 	wantCode(t, "a new one over the bound", r2.from(context.Background(), node1, msg(coap.POST, "/rd?ep=d", "</x>")), coap.Forbidden)
 	r2.register(node2, "ep=other2", "</x>")
+}
+
+// A state directory as the daemon wrote it before its store moved to
+// internal/filestore (testdata/state-v1, written by that code) loads
+// whole; written again, every record is the same file, byte for byte,
+// under the same name, mode 0600.
+func TestStateDirectoryOfVersion1LoadsAndIsRewrittenByteForByte(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.StateDir = testutil.CopyDir(t, filepath.Join("testdata", "state-v1"))
+	r := openRig(t, cfg, clocktest.New(epoch))
+	eps := r.d.Endpoints()
+	if s := r.d.Stats(); s.Registrations != 2 || s.BadStateFiles != 0 || len(eps) != 2 {
+		t.Fatalf("stats %+v, endpoints %+v", s, eps)
+	}
+	byName := map[string]Endpoint{eps[0].Name: eps[0], eps[1].Name: eps[1]}
+	if e := byName["node1"]; e.Location != "/rd/b3875810" || e.Left != 600*time.Second || len(e.Links) != 2 || e.From != node1 {
+		t.Fatalf("node1: %+v", e)
+	}
+	if e := byName["node2"]; e.Location != "/rd/5fb1f67c" || e.Sector != "floor1" || e.Base != "coap://[fd00:db8:1::42]" {
+		t.Fatalf("node2: %+v", e)
+	}
+	for name := range testutil.ReadDir(t, cfg.StateDir) {
+		if err := os.Remove(filepath.Join(cfg.StateDir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.d.mu.Lock()
+	regs := slices.Collect(maps.Values(r.d.regs))
+	r.d.mu.Unlock()
+	for _, reg := range regs {
+		if err := r.d.save(reg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.SameFiles(t, cfg.StateDir, filepath.Join("testdata", "state-v1"), 0o600)
 }

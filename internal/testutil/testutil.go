@@ -1,7 +1,8 @@
 // Package testutil holds what the tests of several packages need alike:
-// waiting for a condition with a generous deadline (Eventually), and
+// waiting for a condition with a generous deadline (Eventually),
 // checking that a package's tests leave no goroutine of the module's
-// running (VerifyNoLeaks). Only tests import it.
+// running (VerifyNoLeaks), and copying and comparing directories of
+// files (CopyDir, SameFiles). Only tests import it.
 package testutil
 
 import (

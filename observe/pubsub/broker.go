@@ -155,7 +155,7 @@ func New(cfg Config, opts ...Option) (*Broker, error) {
 		return nil, fmt.Errorf("%w: subscribers: %w", ErrConfig, err)
 	}
 	if b.st == nil {
-		fs, err := newFileStore(cfg.StateDir, int64(maxConfigBytes+cfg.MaxPayload+1024))
+		fs, err := openFileStore(cfg.StateDir, int64(maxConfigBytes+cfg.MaxPayload+1024))
 		if err != nil {
 			return nil, err
 		}
@@ -206,19 +206,19 @@ func (b *Broker) Stats() Stats {
 
 // restore loads the state directory.
 func (b *Broker) restore() {
-	recs, bad := b.st.load()
+	recs, bad := b.st.Load()
 	for _, err := range bad {
-		b.reportBad(err)
+		b.reportBad("", err)
 	}
 	now := b.clock.Now()
 	for _, raw := range recs {
-		t, err := b.topicFromRecord(raw)
+		t, err := b.topicFromRecord(raw.Data)
 		if err != nil {
-			b.reportBad(err)
+			b.reportBad(raw.Name, err)
 			continue
 		}
 		if exp, ok := expiry(&t.props); ok && !exp.After(now) {
-			if err := b.st.remove(t.id); err != nil {
+			if err := b.st.Remove(t.id); err != nil {
 				b.log.Warn("pubsub: cannot remove expired topic", "topic", t.id, "err", err)
 			}
 			b.expired.Add(1)
@@ -235,7 +235,7 @@ func (b *Broker) restore() {
 			err = fmt.Errorf("pubsub: state file of topic %s: topic-data %q in use", t.id, *t.props.TopicData)
 		}
 		if err != nil {
-			b.reportBad(err)
+			b.reportBad(raw.Name, err)
 			continue
 		}
 		b.topics[t.id], b.byName[*t.props.TopicName], b.byData[t.dataSeg] = t, t, t
@@ -254,9 +254,15 @@ func optionalList(entries []string, radio []netip.Prefix) (*acl.List, error) {
 	return &l, err
 }
 
-func (b *Broker) reportBad(err error) {
+// reportBad counts and logs a state file skipped at start; file is its
+// name when err does not say it.
+func (b *Broker) reportBad(file string, err error) {
 	b.badFiles.Add(1)
-	b.log.Warn("pubsub: skipping state file", "err", err)
+	if file == "" {
+		b.log.Warn("pubsub: skipping state file", "err", err)
+		return
+	}
+	b.log.Warn("pubsub: skipping state file", "file", file, "err", err)
 }
 
 func (b *Broker) topicFromRecord(raw []byte) (*topic, error) {
@@ -304,7 +310,7 @@ func (b *Broker) persistUnlock(t *topic, p *Properties, full, hasCF bool, cf uin
 	if err != nil {
 		return err
 	}
-	return b.st.save(t.id, rec)
+	return b.st.Save(t.id, rec)
 }
 
 func (b *Broker) recordLocked(t *topic, p *Properties, full, hasCF bool, cf uint16, payload []byte, seq uint32) ([]byte, error) {

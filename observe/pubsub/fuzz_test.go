@@ -10,15 +10,16 @@ import (
 	"testing"
 
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/internal/filestore"
 )
 
 // loadStore is a store whose state directory holds the given files.
 type loadStore struct {
 	memStore
-	recs [][]byte
+	recs []filestore.Record
 }
 
-func (s loadStore) load() ([][]byte, []error) { return s.recs, nil }
+func (s loadStore) Load() ([]filestore.Record, []error) { return s.recs, nil }
 
 // stateSeeds are state files as the broker writes them: a half-created
 // topic, a fully created one with a COSE publication and a creator, one
@@ -65,7 +66,7 @@ func FuzzRestoreRecord(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, raw []byte) {
-		b, err := New(cfg, withStore(loadStore{recs: [][]byte{raw}}))
+		b, err := New(cfg, withStore(loadStore{recs: []filestore.Record{{Name: "topic-fuzz.cbor", Data: raw}}}))
 		if err != nil {
 			t.Fatalf("a state file stopped the broker: %v", err)
 		}
@@ -134,7 +135,7 @@ type recordingStore struct {
 	saved [][]byte
 }
 
-func (s *recordingStore) save(_ string, rec []byte) error {
+func (s *recordingStore) Save(_ string, rec []byte) error {
 	s.saved = append(s.saved, rec)
 	return nil
 }

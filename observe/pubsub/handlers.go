@@ -530,7 +530,7 @@ func (b *Broker) deleteTopic(t *topic, expiring bool) error {
 	if gone {
 		return errGone
 	}
-	if err := b.st.remove(t.id); err != nil {
+	if err := b.st.Remove(t.id); err != nil {
 		return err
 	}
 	b.mu.Lock()

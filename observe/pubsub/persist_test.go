@@ -5,15 +5,18 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 )
 
 // childEnv makes the test binary a broker process (TestMain) serving the
@@ -205,7 +208,8 @@ func TestBadStateFilesAreSkipped(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(cfg.StateDir, "topic-dir.cbor"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	r2 := openRig(t, cfg)
+	var log strings.Builder
+	r2 := openRig(t, cfg, WithLogger(slog.New(slog.NewTextHandler(&log, nil))))
 	st := r2.b.Stats()
 	if st.Topics != 1 || st.BadStateFiles != 8 {
 		t.Fatalf("stats %+v, want 1 topic and 8 bad files", st)
@@ -215,6 +219,12 @@ func TestBadStateFilesAreSkipped(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(cfg.StateDir, ".topic-123.tmp")); !os.IsNotExist(err) {
 		t.Fatalf("temporary file left: %v", err)
+	}
+	r2.b.Close() // its log is complete
+	for _, name := range []string{"garbage", "truncated", "props", "version", "id", "huge", "dir"} {
+		if !strings.Contains(log.String(), "topic-"+name+".cbor") {
+			t.Errorf("the log does not name topic-%s.cbor:\n%s", name, log.String())
+		}
 	}
 }
 
@@ -240,9 +250,53 @@ type failingStore struct {
 	fail bool
 }
 
-func (f *failingStore) save(string, []byte) error {
+func (f *failingStore) Save(string, []byte) error {
 	if f.fail {
 		return fmt.Errorf("pubsub: disk on fire")
 	}
 	return nil
+}
+
+// A state directory as the broker wrote it before its store moved to
+// internal/filestore (testdata/state-v1, written by that code: a
+// half-created topic, one with a COSE publication, one created with
+// initialize, one whose data was deleted) loads whole; written again,
+// every record is the same file, byte for byte, under the same name,
+// mode 0600.
+func TestStateDirectoryOfVersion1LoadsAndIsRewrittenByteForByte(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.StateDir = testutil.CopyDir(t, filepath.Join("testdata", "state-v1"))
+	r := openRig(t, cfg)
+	if st := r.b.Stats(); st.Topics != 4 || st.BadStateFiles != 0 {
+		t.Fatalf("stats %+v", st)
+	}
+	got := r.req(coap.GET, "/ps/data/2166eeab", nil)
+	if cf, _ := got.Options.Uint(coap.ContentFormat); got.Code != coap.Content || cf != 18 || string(got.Payload) != "\xd2\x84\x40\xa0\x41\x00\x40" {
+		t.Fatalf("the COSE publication: %v cf %d %x", got.Code, cf, got.Payload)
+	}
+	if got := r.req(coap.GET, "/ps/data/eb845645", nil); got.Code != coap.Content || string(got.Payload) != "21.5" {
+		t.Fatalf("the initialized topic: %v %q", got.Code, got.Payload)
+	}
+	if m := dec(t, r.req(coap.GET, "/ps/0c534e23", nil).Payload); m[KeyMaxSubscribers] != uint64(7) || m[KeyTopicName] != "full" {
+		t.Fatalf("configuration: %v", m)
+	}
+	wantCode(t, "half created", r.req(coap.GET, "/ps/data/37ceef4a", nil), coap.NotFound)
+	wantCode(t, "data deleted", r.req(coap.GET, "/ps/data/cb7e4e20", nil), coap.NotFound)
+	wantCode(t, "name taken", r.req(coap.POST, "/ps", enc(t, sensor("emptied")), coap.ContentFormat, testCF), coap.BadRequest)
+
+	for name := range testutil.ReadDir(t, cfg.StateDir) {
+		if err := os.Remove(filepath.Join(cfg.StateDir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.b.mu.Lock()
+	topics := slices.Collect(maps.Values(r.b.topics))
+	r.b.mu.Unlock()
+	for _, tp := range topics {
+		r.b.mu.Lock()
+		if err := r.b.persistUnlock(tp, &tp.props, tp.full, tp.hasCF, tp.cf, tp.payload, tp.seq); err != nil {
+			t.Fatal(err)
+		}
+	}
+	testutil.SameFiles(t, cfg.StateDir, filepath.Join("testdata", "state-v1"), 0o600)
 }

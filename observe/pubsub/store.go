@@ -1,14 +1,10 @@
 package pubsub
 
 import (
-	"errors"
 	"fmt"
-	"io"
-	"os"
-	"path/filepath"
-	"strings"
 
 	"github.com/fxamacker/cbor/v2"
+	"github.com/opaque-edge/gatewayd/internal/filestore"
 )
 
 // record is one topic as stored in the state directory: its
@@ -31,142 +27,38 @@ type record struct {
 
 const recordVersion = 1
 
-// store keeps records durably. save and remove return only once the change
-// is on stable storage.
+// store keeps records durably: save and remove return once the change
+// is on stable storage. It is a *filestore.Dir but in tests.
 type store interface {
-	save(id string, rec []byte) error
-	remove(id string) error
-	// load returns the stored records and, apart, every file that could
+	Save(id string, rec []byte) error
+	Remove(id string) error
+	// Load returns the stored records and, apart, every file that could
 	// not be read.
-	load() (recs [][]byte, bad []error)
+	Load() ([]filestore.Record, []error)
 }
 
-// fileStore keeps one file per topic in a directory: topic-<id>.cbor,
-// replaced atomically (temporary file, fsync, rename, fsync of the
-// directory), so that a crash leaves either the old or the new record.
-type fileStore struct {
-	dir     string
-	maxSize int64
-}
-
+// The state directory holds one file per topic, topic-<id>.cbor, replaced
+// atomically (internal/filestore): a crash leaves the old record or the
+// new one.
 const (
 	recordPrefix = "topic-"
 	recordSuffix = ".cbor"
-	tempPattern  = ".topic-*.tmp"
 )
 
-func newFileStore(dir string, maxSize int64) (*fileStore, error) {
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return nil, fmt.Errorf("pubsub: state dir: %w", err)
-	}
-	return &fileStore{dir: dir, maxSize: maxSize}, nil
-}
-
-func (s *fileStore) path(id string) string {
-	return filepath.Join(s.dir, recordPrefix+id+recordSuffix)
-}
-
-func (s *fileStore) save(id string, rec []byte) (err error) {
-	f, err := os.CreateTemp(s.dir, tempPattern)
-	if err != nil {
-		return fmt.Errorf("pubsub: save topic %s: %w", id, err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			_ = f.Close()
-			_ = os.Remove(tmp)
-		}
-	}()
-	if _, err = f.Write(rec); err != nil {
-		return fmt.Errorf("pubsub: save topic %s: %w", id, err)
-	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("pubsub: save topic %s: %w", id, err)
-	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("pubsub: save topic %s: %w", id, err)
-	}
-	if err = os.Rename(tmp, s.path(id)); err != nil {
-		return fmt.Errorf("pubsub: save topic %s: %w", id, err)
-	}
-	return s.syncDir()
-}
-
-func (s *fileStore) remove(id string) error {
-	if err := os.Remove(s.path(id)); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("pubsub: remove topic %s: %w", id, err)
-	}
-	return s.syncDir()
-}
-
-// syncDir makes a rename or a removal durable.
-func (s *fileStore) syncDir() error {
-	d, err := os.Open(s.dir)
-	if err != nil {
-		return fmt.Errorf("pubsub: sync state dir: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("pubsub: sync state dir: %w", err)
-	}
-	return nil
-}
-
-func (s *fileStore) load() ([][]byte, []error) {
-	entries, err := os.ReadDir(s.dir)
-	if err != nil {
-		return nil, []error{fmt.Errorf("pubsub: read state dir: %w", err)}
-	}
-	var recs [][]byte
-	var bad []error
-	for _, e := range entries {
-		name := e.Name()
-		if ok, _ := filepath.Match(tempPattern, name); ok {
-			// Left by a crash between create and rename: never acknowledged.
-			_ = os.Remove(filepath.Join(s.dir, name))
-			continue
-		}
-		if !strings.HasPrefix(name, recordPrefix) || !strings.HasSuffix(name, recordSuffix) {
-			continue
-		}
-		if !e.Type().IsRegular() {
-			bad = append(bad, fmt.Errorf("pubsub: state file %s: not a regular file", name))
-			continue
-		}
-		b, err := s.read(name)
-		if err != nil {
-			bad = append(bad, err)
-			continue
-		}
-		recs = append(recs, b)
-	}
-	return recs, bad
-}
-
-func (s *fileStore) read(name string) ([]byte, error) {
-	f, err := os.Open(filepath.Join(s.dir, name))
-	if err != nil {
-		return nil, fmt.Errorf("pubsub: state file %s: %w", name, err)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, s.maxSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("pubsub: state file %s: %w", name, err)
-	}
-	if int64(len(b)) > s.maxSize {
-		return nil, fmt.Errorf("pubsub: state file %s: over %d bytes", name, s.maxSize)
-	}
-	return b, nil
+func openFileStore(dir string, maxSize int64) (*filestore.Dir, error) {
+	return filestore.Open(dir, filestore.Layout{
+		Prefix: recordPrefix, Suffix: recordSuffix, MaxSize: maxSize,
+		Component: "pubsub", Kind: "topic",
+	})
 }
 
 // memStore keeps records in memory: for tests and benchmarks that measure
 // the broker without a disk.
 type memStore struct{}
 
-func (memStore) save(string, []byte) error { return nil }
-func (memStore) remove(string) error       { return nil }
-func (memStore) load() ([][]byte, []error) { return nil, nil }
+func (memStore) Save(string, []byte) error           { return nil }
+func (memStore) Remove(string) error                 { return nil }
+func (memStore) Load() ([]filestore.Record, []error) { return nil, nil }
 
 // recMode decodes a state file with the same limits as a request.
 var recMode = func() cbor.DecMode {
