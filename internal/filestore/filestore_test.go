@@ -21,20 +21,6 @@ func open(t *testing.T, dir string) *Dir {
 	return d
 }
 
-// names lists the directory's files.
-func names(t *testing.T, dir string) []string {
-	t.Helper()
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, e := range entries {
-		out = append(out, e.Name())
-	}
-	return out
-}
-
 func wantFile(t *testing.T, path, want string) {
 	t.Helper()
 	got, err := os.ReadFile(path)
@@ -142,6 +128,18 @@ func TestCrashBeforeRenameLeavesTheOldRecord(t *testing.T) {
 	}
 }
 
+// failSync makes the fsync of a file or of the directory fail with err.
+func failSync(what string) func(*Dir, error) {
+	return func(d *Dir, err error) {
+		d.sync = func(f *os.File) error {
+			if kind(f) == what {
+				return err
+			}
+			return f.Sync()
+		}
+	}
+}
+
 // A failed step is an error that says what and wraps the cause (so that
 // a caller can tell a full disk, ENOSPC, from a read-only one), the old
 // record stays, and no temporary file is left.
@@ -152,25 +150,11 @@ func TestSaveErrorsAreWrappedAndKeepTheOldRecord(t *testing.T) {
 		cause error
 		want  string
 	}{
-		{"fsync of the file", func(d *Dir, err error) {
-			d.sync = func(f *os.File) error {
-				if kind(f) == "file" {
-					return err
-				}
-				return f.Sync()
-			}
-		}, syscall.ENOSPC, "comp: save thing k: no space left on device"},
+		{"fsync of the file", failSync("file"), syscall.ENOSPC, "comp: save thing k: no space left on device"},
 		{"rename", func(d *Dir, err error) {
 			d.rename = func(string, string) error { return err }
 		}, syscall.EROFS, "comp: save thing k: read-only file system"},
-		{"fsync of the directory", func(d *Dir, err error) {
-			d.sync = func(f *os.File) error {
-				if kind(f) == "dir" {
-					return err
-				}
-				return f.Sync()
-			}
-		}, syscall.EIO, "comp: sync state dir: input/output error"},
+		{"fsync of the directory", failSync("dir"), syscall.EIO, "comp: sync state dir: input/output error"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -289,4 +273,18 @@ func TestLoadOfAMissingDirectory(t *testing.T) {
 	if len(recs) != 0 || len(bad) != 1 || !errors.Is(bad[0], os.ErrNotExist) || !strings.HasPrefix(bad[0].Error(), "comp: read state dir: ") {
 		t.Fatalf("recs %q, bad %v", recs, bad)
 	}
+}
+
+// names lists the directory's files.
+func names(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range entries {
+		out = append(out, e.Name())
+	}
+	return out
 }

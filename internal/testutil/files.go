@@ -20,6 +20,16 @@ func CopyDir(t testing.TB, src string) string {
 	return dst
 }
 
+// EmptyDir removes the regular files in dir.
+func EmptyDir(t testing.TB, dir string) {
+	t.Helper()
+	for name := range ReadDir(t, dir) {
+		if err := os.Remove(filepath.Join(dir, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // ReadDir returns the contents of the regular files in dir by name.
 func ReadDir(t testing.TB, dir string) map[string][]byte {
 	t.Helper()
