@@ -17,6 +17,7 @@ import (
 	"github.com/opaque-edge/gatewayd/acl"
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/internal/clock"
+	"github.com/opaque-edge/gatewayd/internal/filestore"
 )
 
 // Clock is the directory's source of time: lifetimes and the expiry
@@ -61,7 +62,7 @@ func WithReserved(f func(name string) bool) Option {
 }
 
 // withStore replaces the state directory (tests).
-func withStore(s store) Option { return func(d *Directory) { d.st = s } }
+func withStore(s filestore.Store) Option { return func(d *Directory) { d.st = s } }
 
 // Stats are the directory's counters.
 type Stats struct {
@@ -104,7 +105,7 @@ type Directory struct {
 	cfg         Config
 	clock       Clock
 	log         *slog.Logger
-	st          store
+	st          filestore.Store
 	radio       []netip.Prefix
 	clientOf    func(*coap.Request) acl.Client
 	registrants acl.List
@@ -203,7 +204,7 @@ func New(cfg Config, opts ...Option) (*Directory, error) {
 		d.lookups = &l
 	}
 	if d.st == nil {
-		fs, err := openFileStore(cfg.StateDir, int64(2*cfg.MaxBytes+4096))
+		fs, err := filestore.Open(cfg.StateDir, stateFiles, int64(2*cfg.MaxBytes+4096))
 		if err != nil {
 			return nil, err
 		}

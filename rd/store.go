@@ -30,30 +30,10 @@ type record struct {
 
 const recordVersion = 1
 
-// store keeps records durably: save and remove return once the change
-// is on stable storage. It is a *filestore.Dir but in tests.
-type store interface {
-	Save(id string, rec []byte) error
-	Remove(id string) error
-	// Load returns the stored records and, apart, every file that could
-	// not be read.
-	Load() ([]filestore.Record, []error)
-}
-
-// The state directory holds one file per registration, reg-<id>.json, replaced
-// atomically (internal/filestore): a crash leaves the old record or the
-// new one.
-const (
-	recordPrefix = "reg-"
-	recordSuffix = ".json"
-)
-
-func openFileStore(dir string, maxSize int64) (*filestore.Dir, error) {
-	return filestore.Open(dir, filestore.Layout{
-		Prefix: recordPrefix, Suffix: recordSuffix, MaxSize: maxSize,
-		Component: "rd", Kind: "registration",
-	})
-}
+// stateFiles names the state directory's files, one per registration
+// (reg-<id>.json), each replaced atomically: a crash leaves the old
+// record or the new one.
+var stateFiles = filestore.Layout{Prefix: "reg-", Suffix: ".json", Component: "rd", Kind: "registration"}
 
 func encodeRecord(r *record) ([]byte, error) {
 	b, err := json.Marshal(r)

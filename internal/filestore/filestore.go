@@ -15,13 +15,21 @@ import (
 	"strings"
 )
 
+// Store is what a caller keeps its records in: a *Dir, or a stand-in in
+// its tests.
+type Store interface {
+	Save(key string, data []byte) error
+	Remove(key string) error
+	Load() ([]Record, []error)
+}
+
+var _ Store = (*Dir)(nil)
+
 // Layout names a directory's files and words its errors.
 type Layout struct {
 	// Prefix and Suffix surround a record's key in its file name:
 	// Prefix+key+Suffix. Temporary files are "."+Prefix+"*.tmp".
 	Prefix, Suffix string
-	// MaxSize bounds a record file: a larger one is reported, not read.
-	MaxSize int64
 	// Component and Kind start the errors: "<Component>: save <Kind>
 	// <key>: …", "<Component>: state file <name>: …".
 	Component, Kind string
@@ -37,9 +45,10 @@ type Record struct {
 // is on stable storage. A Dir holds no lock: callers serialise changes to
 // one key.
 type Dir struct {
-	dir    string
-	layout Layout
-	temp   string // os.CreateTemp pattern of a record being written
+	dir     string
+	layout  Layout
+	maxSize int64
+	temp    string // os.CreateTemp pattern of a record being written
 
 	// The steps of a save that a test makes fail; the os functions
 	// otherwise.
@@ -47,13 +56,14 @@ type Dir struct {
 	rename func(oldpath, newpath string) error
 }
 
-// Open makes dir (0750) if it does not exist and returns its store.
-func Open(dir string, l Layout) (*Dir, error) {
+// Open makes dir (0750) if it does not exist and returns its store, in
+// which a record file over maxSize bytes is reported, not read.
+func Open(dir string, l Layout, maxSize int64) (*Dir, error) {
 	if err := os.MkdirAll(dir, 0o750); err != nil {
 		return nil, fmt.Errorf("%s: state dir: %w", l.Component, err)
 	}
 	return &Dir{
-		dir: dir, layout: l, temp: "." + l.Prefix + "*.tmp",
+		dir: dir, layout: l, maxSize: maxSize, temp: "." + l.Prefix + "*.tmp",
 		sync: (*os.File).Sync, rename: os.Rename,
 	}, nil
 }
@@ -134,7 +144,7 @@ func (d *Dir) syncDir() error {
 
 // Load returns the records in file name order and, apart, an error for
 // every record file that could not be read (not a regular file, over
-// MaxSize, unreadable), naming it; the others load regardless. Temporary
+// maxSize, unreadable), naming it; the others load regardless. Temporary
 // files, left by a crash before their rename and so never acknowledged,
 // are removed. Other files are ignored.
 func (d *Dir) Load() ([]Record, []error) {
@@ -172,12 +182,12 @@ func (d *Dir) read(e os.DirEntry) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, d.layout.MaxSize+1))
+	b, err := io.ReadAll(io.LimitReader(f, d.maxSize+1))
 	if err != nil {
 		return nil, err
 	}
-	if int64(len(b)) > d.layout.MaxSize {
-		return nil, fmt.Errorf("over %d bytes", d.layout.MaxSize)
+	if int64(len(b)) > d.maxSize {
+		return nil, fmt.Errorf("over %d bytes", d.maxSize)
 	}
 	return b, nil
 }

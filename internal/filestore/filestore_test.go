@@ -10,11 +10,11 @@ import (
 	"testing"
 )
 
-var layout = Layout{Prefix: "t-", Suffix: ".rec", MaxSize: 16, Component: "comp", Kind: "thing"}
+var layout = Layout{Prefix: "t-", Suffix: ".rec", Component: "comp", Kind: "thing"}
 
 func open(t *testing.T, dir string) *Dir {
 	t.Helper()
-	d, err := Open(dir, layout)
+	d, err := Open(dir, layout, 16)
 	if err != nil {
 		t.Fatal(err)
 	}

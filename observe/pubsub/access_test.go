@@ -188,7 +188,7 @@ func TestTopicQuotaSurvivesRestart(t *testing.T) {
 	if rec, err := decodeRecord(old); err != nil || rec.Creator != "" {
 		t.Fatalf("older record: %v %+v", err, rec)
 	}
-	if err := os.WriteFile(filepath.Join(cfg.StateDir, recordPrefix+"0ld0ld00"+recordSuffix), old, 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(cfg.StateDir, stateFiles.Prefix+"0ld0ld00"+stateFiles.Suffix), old, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	r2 := openRig(t, cfg)

@@ -16,6 +16,7 @@ import (
 	"github.com/opaque-edge/gatewayd/acl"
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/internal/clock"
+	"github.com/opaque-edge/gatewayd/internal/filestore"
 )
 
 // Clock is the broker's source of time: rate limits, expiration dates and
@@ -49,7 +50,7 @@ func WithClient(f func(*coap.Request) acl.Client) Option {
 }
 
 // withStore replaces the state directory (tests, benchmarks).
-func withStore(s store) Option { return func(b *Broker) { b.st = s } }
+func withStore(s filestore.Store) Option { return func(b *Broker) { b.st = s } }
 
 // Stats are the broker's counters.
 type Stats struct {
@@ -74,7 +75,7 @@ type Broker struct {
 	cfg    Config
 	clock  Clock
 	log    *slog.Logger
-	st     store
+	st     filestore.Store
 	segs   []string // cfg.Path split at "/"
 	prefix string   // "/" + cfg.Path
 
@@ -155,7 +156,7 @@ func New(cfg Config, opts ...Option) (*Broker, error) {
 		return nil, fmt.Errorf("%w: subscribers: %w", ErrConfig, err)
 	}
 	if b.st == nil {
-		fs, err := openFileStore(cfg.StateDir, int64(maxConfigBytes+cfg.MaxPayload+1024))
+		fs, err := filestore.Open(cfg.StateDir, stateFiles, int64(maxConfigBytes+cfg.MaxPayload+1024))
 		if err != nil {
 			return nil, err
 		}

@@ -36,7 +36,7 @@ func stateSeeds(f *testing.F) [][]byte {
 	r.publish(dp, 0, []byte("x"))
 	r.req(coap.DELETE, dp, nil)
 	r.b.Close()
-	files, err := filepath.Glob(filepath.Join(cfg.StateDir, recordPrefix+"*"+recordSuffix))
+	files, err := filepath.Glob(filepath.Join(cfg.StateDir, stateFiles.Prefix+"*"+stateFiles.Suffix))
 	if err != nil || len(files) != 4 {
 		f.Fatalf("state files %v, %v", files, err)
 	}
@@ -261,7 +261,7 @@ func TestResourceTypeCannotInjectLinks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(cfg.StateDir, recordPrefix+"abcd"+recordSuffix), bad, 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(cfg.StateDir, stateFiles.Prefix+"abcd"+stateFiles.Suffix), bad, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	r2 := openRig(t, cfg)

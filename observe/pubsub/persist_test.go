@@ -182,7 +182,7 @@ func TestBadStateFilesAreSkipped(t *testing.T) {
 	tp, dp := r.create(sensor("good"))
 	r.publish(dp, 0, []byte("ok"))
 	r.b.Close()
-	good, err := os.ReadFile(filepath.Join(cfg.StateDir, recordPrefix+strings.TrimPrefix(tp, "/ps/")+recordSuffix))
+	good, err := os.ReadFile(filepath.Join(cfg.StateDir, stateFiles.Prefix+strings.TrimPrefix(tp, "/ps/")+stateFiles.Suffix))
 	if err != nil {
 		t.Fatal(err)
 	}

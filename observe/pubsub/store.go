@@ -27,30 +27,10 @@ type record struct {
 
 const recordVersion = 1
 
-// store keeps records durably: save and remove return once the change
-// is on stable storage. It is a *filestore.Dir but in tests.
-type store interface {
-	Save(id string, rec []byte) error
-	Remove(id string) error
-	// Load returns the stored records and, apart, every file that could
-	// not be read.
-	Load() ([]filestore.Record, []error)
-}
-
-// The state directory holds one file per topic, topic-<id>.cbor, replaced
-// atomically (internal/filestore): a crash leaves the old record or the
-// new one.
-const (
-	recordPrefix = "topic-"
-	recordSuffix = ".cbor"
-)
-
-func openFileStore(dir string, maxSize int64) (*filestore.Dir, error) {
-	return filestore.Open(dir, filestore.Layout{
-		Prefix: recordPrefix, Suffix: recordSuffix, MaxSize: maxSize,
-		Component: "pubsub", Kind: "topic",
-	})
-}
+// stateFiles names the state directory's files, one per topic
+// (topic-<id>.cbor), each replaced atomically: a crash leaves the old
+// record or the new one.
+var stateFiles = filestore.Layout{Prefix: "topic-", Suffix: ".cbor", Component: "pubsub", Kind: "topic"}
 
 // memStore keeps records in memory: for tests and benchmarks that measure
 // the broker without a disk.
