@@ -19,8 +19,10 @@ import (
 	gcpool "github.com/plgd-dev/go-coap/v3/message/pool"
 	"github.com/plgd-dev/go-coap/v3/mux"
 	gcnet "github.com/plgd-dev/go-coap/v3/net"
+	gcclient "github.com/plgd-dev/go-coap/v3/net/client"
 	gcopts "github.com/plgd-dev/go-coap/v3/options"
 	"github.com/plgd-dev/go-coap/v3/tcp"
+	gctcpserver "github.com/plgd-dev/go-coap/v3/tcp/server"
 	"github.com/plgd-dev/go-coap/v3/udp"
 
 	"github.com/opaque-edge/gatewayd/coap"
@@ -98,34 +100,38 @@ func (o *goOrigin) notify(t *testing.T) {
 // startGoOrigin serves o over UDP ("udp") or TCP ("tcp") with go-coap.
 func startGoOrigin(t *testing.T, o *goOrigin, network string) netip.AddrPort {
 	t.Helper()
-	switch network {
-	case "udp":
+	opt := gcopts.WithMux(o.router())
+	if network == "udp" {
 		l, err := gcnet.NewListenUDP("udp4", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
-		s := udp.NewServer(gcopts.WithMux(o.router()))
-		done := make(chan struct{})
-		go func() { defer close(done); s.Serve(l) }()
-		t.Cleanup(func() { s.Stop(); <-done; l.Close() })
+		serveGo(t, udp.NewServer(opt), l, l.Close)
 		return l.LocalAddr().(interface{ AddrPort() netip.AddrPort }).AddrPort()
-	default:
-		l, err := gcnet.NewTCPListener("tcp4", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		s := tcp.NewServer(gcopts.WithMux(o.router()))
-		done := make(chan struct{})
-		go func() { defer close(done); s.Serve(l) }()
-		t.Cleanup(func() { s.Stop(); <-done; l.Close() })
-		return l.Addr().(interface{ AddrPort() netip.AddrPort }).AddrPort()
 	}
+	l, err := gcnet.NewTCPListener("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serveGo[gctcpserver.Listener](t, tcp.NewServer(opt), l, l.Close)
+	return l.Addr().(interface{ AddrPort() netip.AddrPort }).AddrPort()
+}
+
+// serveGo runs a go-coap server on l until the test ends.
+func serveGo[L any](t *testing.T, s interface {
+	Serve(L) error
+	Stop()
+}, l L, closeL func() error) {
+	done := make(chan struct{})
+	go func() { defer close(done); _ = s.Serve(l) }()
+	t.Cleanup(func() { s.Stop(); <-done; _ = closeL() })
 }
 
 // goClient is what the test needs of go-coap's UDP, DTLS and TCP clients.
 type goClient interface {
 	Get(ctx context.Context, path string, opts ...message.Option) (*gcpool.Message, error)
 	Put(ctx context.Context, path string, contentFormat message.MediaType, payload io.ReadSeeker, opts ...message.Option) (*gcpool.Message, error)
+	Observe(ctx context.Context, path string, observeFunc func(*gcpool.Message), opts ...message.Option) (gcclient.Observation, error)
 	Close() error
 }
 
@@ -144,7 +150,7 @@ func proxyOpt(uri string) message.Option {
 
 // goCoapRoundTrips runs GET, PUT, a block-wise GET and an observation
 // with two notifications through the proxy to the origin at base.
-func goCoapRoundTrips(t *testing.T, c goClient, observe func(ctx context.Context, uri string, f func(*gcpool.Message)) (func(context.Context) error, error), o *goOrigin, base string) {
+func goCoapRoundTrips(t *testing.T, c goClient, o *goOrigin, base string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	want := "put-" + strings.ReplaceAll(base, "/", "")
@@ -164,14 +170,14 @@ func goCoapRoundTrips(t *testing.T, c goClient, observe func(ctx context.Context
 		t.Fatalf("block-wise GET: %d bytes, want %d", len(got), len(bigBody))
 	}
 	got := make(chan string, 10)
-	stop, err := observe(ctx, base+"/obs", func(m *gcpool.Message) {
+	ob, err := c.Observe(ctx, "", func(m *gcpool.Message) {
 		b, _ := m.ReadBody()
 		got <- string(b)
-	})
+	}, proxyOpt(base+"/obs"))
 	if err != nil {
 		t.Fatalf("observe: %v", err)
 	}
-	defer stop(ctx)
+	defer ob.Cancel(ctx)
 	first := <-got
 	for i := range 2 {
 		o.notify(t)
@@ -209,56 +215,30 @@ func TestGoCoapClientsThroughProxy(t *testing.T) {
 		c.Proxy.PSKFile = writeTemp(t, "psk", "goclient:go-secret\n")
 		c.Proxy.CertFile, c.Proxy.KeyFile = pki.File("server.pem"), pki.File("server.key")
 	})
-	t.Run("udp", func(t *testing.T) {
-		c, err := udp.Dial(p.Addrs()[0].String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		goCoapRoundTrips(t, c, func(ctx context.Context, uri string, f func(*gcpool.Message)) (func(context.Context) error, error) {
-			ob, err := c.Observe(ctx, "", f, proxyOpt(uri))
-			if err != nil {
-				return nil, err
-			}
-			return func(ctx context.Context) error { return ob.Cancel(ctx) }, nil
-		}, o, base)
-	})
-	t.Run("dtls", func(t *testing.T) {
-		c, err := gcdtls.Dial(p.Addrs()[1].String(), &piondtls.Config{
-			PSK:             func([]byte) ([]byte, error) { return []byte("go-secret"), nil },
-			PSKIdentityHint: []byte("goclient"),
-			CipherSuites:    []piondtls.CipherSuiteID{piondtls.TLS_PSK_WITH_AES_128_CCM_8},
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		goCoapRoundTrips(t, c, func(ctx context.Context, uri string, f func(*gcpool.Message)) (func(context.Context) error, error) {
-			ob, err := c.Observe(ctx, "", f, proxyOpt(uri))
-			if err != nil {
-				return nil, err
-			}
-			return func(ctx context.Context) error { return ob.Cancel(ctx) }, nil
-		}, o, base)
-	})
-	for i, scheme := range []string{"tcp", "tls"} {
-		t.Run(scheme, func(t *testing.T) {
-			opts := []tcp.Option{}
-			if scheme == "tls" {
-				opts = append(opts, gcopts.WithTLS(&tls.Config{RootCAs: pki.CA, ServerName: "127.0.0.1", NextProtos: []string{"coap"}}))
-			}
-			c, err := tcp.Dial(p.StreamAddrs()[i].String(), opts...)
+	for _, tc := range []struct {
+		name string
+		dial func() (goClient, error)
+	}{
+		{"udp", func() (goClient, error) { return udp.Dial(p.Addrs()[0].String()) }},
+		{"dtls", func() (goClient, error) {
+			return gcdtls.Dial(p.Addrs()[1].String(), &piondtls.Config{
+				PSK:             func([]byte) ([]byte, error) { return []byte("go-secret"), nil },
+				PSKIdentityHint: []byte("goclient"),
+				CipherSuites:    []piondtls.CipherSuiteID{piondtls.TLS_PSK_WITH_AES_128_CCM_8},
+			})
+		}},
+		{"tcp", func() (goClient, error) { return tcp.Dial(p.StreamAddrs()[0].String()) }},
+		{"tls", func() (goClient, error) {
+			return tcp.Dial(p.StreamAddrs()[1].String(), gcopts.WithTLS(&tls.Config{RootCAs: pki.CA, ServerName: "127.0.0.1", NextProtos: []string{"coap"}}))
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := tc.dial()
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer c.Close()
-			goCoapRoundTrips(t, c, func(ctx context.Context, uri string, f func(*gcpool.Message)) (func(context.Context) error, error) {
-				ob, err := c.Observe(ctx, "", f, proxyOpt(uri))
-				if err != nil {
-					return nil, err
-				}
-				return func(ctx context.Context) error { return ob.Cancel(ctx) }, nil
-			}, o, base)
+			goCoapRoundTrips(t, c, o, base)
 		})
 	}
 }
@@ -275,13 +255,7 @@ func TestGoCoapTCPOriginThroughProxy(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	goCoapRoundTrips(t, c, func(ctx context.Context, uri string, f func(*gcpool.Message)) (func(context.Context) error, error) {
-		ob, err := c.Observe(ctx, "", f, proxyOpt(uri))
-		if err != nil {
-			return nil, err
-		}
-		return func(ctx context.Context) error { return ob.Cancel(ctx) }, nil
-	}, o, base)
+	goCoapRoundTrips(t, c, o, base)
 	resp := getVia(t, p, base+"/r")
 	if resp.Code != coap.Content || !strings.HasPrefix(string(resp.Payload), "put-") {
 		t.Fatalf("UDP client: %v %q", resp.Code, resp.Payload)
