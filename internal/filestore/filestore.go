@@ -68,8 +68,8 @@ func Open(dir string, l Layout, maxSize int64) (*Dir, error) {
 	}, nil
 }
 
-// Path is the file of the record key.
-func (d *Dir) Path(key string) string {
+// path is the file of the record key.
+func (d *Dir) path(key string) string {
 	return filepath.Join(d.dir, d.layout.Prefix+key+d.layout.Suffix)
 }
 
@@ -114,14 +114,14 @@ func (d *Dir) write(key string, data []byte) (err error) {
 	if err = f.Close(); err != nil {
 		return err
 	}
-	return d.rename(tmp, d.Path(key))
+	return d.rename(tmp, d.path(key))
 }
 
 // Remove deletes the record key; one that is not there is no error.
 func (d *Dir) Remove(key string) error {
 	err := checkKey(key)
 	if err == nil {
-		err = os.Remove(d.Path(key))
+		err = os.Remove(d.path(key))
 	}
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("%s: remove %s %s: %w", d.layout.Component, d.layout.Kind, key, err)

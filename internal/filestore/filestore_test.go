@@ -48,7 +48,7 @@ func TestSaveWritesOneFilePerRecord(t *testing.T) {
 		t.Fatalf("files %q", got)
 	}
 	wantFile(t, filepath.Join(dir, "t-k1.rec"), "second")
-	if fi, err := os.Stat(d.Path("k1")); err != nil || fi.Mode().Perm() != 0o600 {
+	if fi, err := os.Stat(d.path("k1")); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("mode %v, %v", fi.Mode(), err)
 	}
 	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o750 {
@@ -168,7 +168,7 @@ func TestSaveErrorsAreWrappedAndKeepTheOldRecord(t *testing.T) {
 				t.Fatalf("got %v, want %q wrapping %v", err, tc.want, tc.cause)
 			}
 			if tc.name != "fsync of the directory" {
-				wantFile(t, d.Path("k"), "old")
+				wantFile(t, d.path("k"), "old")
 			}
 			if got := names(t, dir); !slices.Equal(got, []string{"t-k.rec"}) {
 				t.Fatalf("files %q", got)
@@ -194,10 +194,10 @@ func TestRemove(t *testing.T) {
 	if got := names(t, dir); len(got) != 0 {
 		t.Fatalf("files %q", got)
 	}
-	if err := os.Mkdir(d.Path("full"), 0o700); err != nil {
+	if err := os.Mkdir(d.path("full"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(d.Path("full"), "x"), nil, 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(d.path("full"), "x"), nil, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if err := d.Remove("full"); !errors.Is(err, syscall.ENOTEMPTY) || !strings.HasPrefix(err.Error(), "comp: remove thing full: ") {
