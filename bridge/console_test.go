@@ -16,6 +16,7 @@ import (
 
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/console"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"github.com/opaque-edge/gatewayd/observe/pubsub"
 	"github.com/opaque-edge/gatewayd/plugins"
 	"github.com/opaque-edge/gatewayd/radio"
@@ -174,7 +175,11 @@ func TestConsoleSamplesRequestRateAndNodeSignal(t *testing.T) {
 	for range 2 {
 		ticks <- time.Now()
 	}
+	before := p.requestCount()
 	do(t, c, p, &coap.Message{Code: coap.GET, Options: proxyURI(nodeURI(n, 1, "/actuators/valve"))})
+	// The request is counted when its exchange finishes, which may be
+	// just after the client has its answer: sample once it is.
+	testutil.Eventually(t, "the request counted", func() bool { return p.requestCount() > before })
 	ticks <- time.Now()
 	var ser console.Series
 	deadline := time.Now().Add(10 * time.Second)
