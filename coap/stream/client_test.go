@@ -155,3 +155,50 @@ func TestWebSocketRoundTripAndSubprotocol(t *testing.T) {
 		t.Fatalf("cross-origin handshake: %v", err)
 	}
 }
+
+// A WebSocket connection beyond MaxConns is closed, and its HTTP handler
+// returns with it: Close does not wait on a handler that waits on a
+// connection that never started.
+func TestWebSocketConnectionsBeyondMaxConnsAreClosedAndServerCloses(t *testing.T) {
+	s := NewServer(Config{Handler: echo, MaxConns: 1})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ServeWS(l, "/.well-known/coap", nil); err != nil {
+		t.Fatal(err)
+	}
+	url := "ws://" + l.Addr().String() + "/.well-known/coap"
+	cl := NewClient(Config{})
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	c1, err := cl.DialWS(ctx, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := c1.Do(ctx, get(0, "first")); err != nil || string(resp.Payload) != "echo first" {
+		t.Fatalf("%v %v", resp, err)
+	}
+	c2, err := cl.DialWS(ctx, url, nil)
+	if err == nil {
+		select {
+		case <-c2.Done():
+		case <-ctx.Done():
+			t.Fatal("the connection beyond MaxConns stayed open")
+		}
+	}
+	if st := s.Stats(); st.OverLimit != 1 {
+		t.Fatalf("OverLimit %d, want 1", st.OverLimit)
+	}
+	closed := make(chan struct{})
+	go func() {
+		s.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-ctx.Done():
+		t.Fatal("Server.Close still waits for the refused connection's handler")
+	}
+}

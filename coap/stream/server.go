@@ -354,6 +354,9 @@ func (s *Server) run(t transport, peer netip.AddrPort, secure bool, identity str
 			s.st.overLimit.Add(1)
 		}
 		t.close()
+		// No reader starts to close it: a WebSocket's handler waits on
+		// it, and Close on the handler.
+		close(c.done)
 		return c.done
 	}
 	s.conns[c] = struct{}{}
