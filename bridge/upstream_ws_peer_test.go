@@ -21,7 +21,8 @@ import (
 // got: gatewayd asked for the subprotocol coap at /.well-known/coap
 // (§4.1, §4.4), its first message was a CSM with Max-Message-Size (§5.3),
 // every message was binary (§4.2), the path came as Uri-Path (§8.3), and
-// the origin's Ping was answered with a Pong carrying its token (§5.4).
+// the origin's Ping was answered with a Pong carrying its token (§5.4),
+// and the connection ended with a Close frame when gatewayd stopped.
 func TestNodeWSOriginAnswersLibcoapClientThroughProxy(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -84,6 +85,16 @@ func TestNodeWSOriginAnswersLibcoapClientThroughProxy(t *testing.T) {
 	}
 	if strings.Join(paths, " ") != "sensors/temp other" {
 		t.Errorf("the origin got GETs for %q, want sensors/temp then other as Uri-Path", paths)
+	}
+	// gatewayd closes its origin connections when it stops: with a
+	// WebSocket Close frame (RFC 6455 §7.1.2), not a socket that just
+	// ends (1006).
+	p.Close()
+	evs = o.Wait(t, 20*time.Second, "the close", func(evs []testpeer.NodeWSEvent) bool {
+		return evs[len(evs)-1].Event == "close"
+	})
+	if c := evs[len(evs)-1]; c.CloseCode != 1000 {
+		t.Errorf("gatewayd's closing reached the origin as code %d %q, want 1000", c.CloseCode, c.Reason)
 	}
 }
 

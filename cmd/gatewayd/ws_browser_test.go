@@ -25,8 +25,9 @@ import (
 // frames of §4.2 (Len 0, TKL, Code, token, options, payload; no Length),
 // options as RFC 7252 §3.1 encodes them. coapGet(name, url, proxyUri,
 // tokenHex) sends a CSM and a GET with Proxy-Uri, keeps every message that
-// arrives, and closes (1000) once a response (not a signal) has come;
-// coapRuns[name] is what it saw.
+// arrives, and once a response (not a signal) has come sends Release
+// (RFC 8323 §5.5), for gatewayd to close the connection; coapRuns[name]
+// is what it saw.
 const coapWSPage = `<!doctype html>
 <meta charset="utf-8">
 <title>CoAP over WebSockets</title>
@@ -76,7 +77,7 @@ window.coapGet = function (name, url, proxyUri, tokenHex) {
 		const binary = e.data instanceof ArrayBuffer;
 		run.frames.push({binary: binary, hex: binary ? hexOf(e.data) : String(e.data)});
 		const b = binary ? new Uint8Array(e.data) : [];
-		if (b.length >= 2 && (b[1] >> 5) !== 7) ws.close(1000, "done");
+		if (b.length >= 2 && (b[1] >> 5) !== 7) ws.send(frame(0xe4, [], []));
 	};
 	ws.onerror = () => { run.error = "error event"; };
 	ws.onclose = (e) => { run.closed = {code: e.code, clean: e.wasClean, reason: e.reason}; };
@@ -107,7 +108,8 @@ type wsRun struct {
 // received: the subprotocol agreed is coap (RFC 8323 §4.1), gatewayd's
 // CSM with Max-Message-Size comes first (§5.3), then the 2.05 with the
 // page's token and the origin's payload, each a binary message with Len 0
-// (§4.2), and the page's close is answered cleanly.
+// (§4.2); after the page's Release (§5.5) gatewayd closes the
+// connection with a Close frame, which the browser reports as clean.
 func TestBrowserWebSocketGetsResourceThroughGatewayd(t *testing.T) {
 	origin := startCoapServer(t)
 	pki := testpeer.NewPKI(t)
@@ -172,7 +174,7 @@ func checkBrowserRun(t *testing.T, url string, run wsRun, token []byte) {
 		t.Errorf("%s: the browser's WebSocket has subprotocol %q, want coap (RFC 8323 §4.1)", url, run.Protocol)
 	}
 	if run.Error != "" || run.Closed.Code != 1000 || !run.Closed.Clean {
-		t.Errorf("%s: %q, closed %+v; want the page's close (1000) answered cleanly", url, run.Error, *run.Closed)
+		t.Errorf("%s: %q, closed %+v; want gatewayd's close after the Release clean, with 1000", url, run.Error, *run.Closed)
 	}
 	if len(run.Frames) != 2 {
 		t.Fatalf("%s: the page got %d messages, want gatewayd's CSM and the response: %+v", url, len(run.Frames), run.Frames)
