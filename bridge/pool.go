@@ -212,9 +212,13 @@ func (p *pool) Close() error {
 		delete(p.slots, k)
 	}
 	p.mu.Unlock()
+	// At once: a WebSocket connection's Close waits for its closing
+	// handshake, up to a second for an origin that does not answer.
+	var wg sync.WaitGroup
 	for _, c := range conns {
-		c.Close()
+		wg.Go(func() { c.Close() })
 	}
+	wg.Wait()
 	p.wg.Wait()
 	return nil
 }

@@ -25,7 +25,8 @@ type streamListener struct {
 // their clients', swapped whole by Reload for new handshakes as the DTLS
 // listeners' keys are.
 type tlsKeys struct {
-	cur atomic.Pointer[tls.Config]
+	cur atomic.Pointer[tls.Config] // tls://
+	ws  atomic.Pointer[tls.Config] // wss://
 }
 
 // set takes the certificate and client CAs of k. With client CAs a
@@ -46,17 +47,27 @@ func (t *tlsKeys) set(k DTLSKeys) {
 		c.ClientCAs = k.ClientCAs
 		c.ClientAuth = tls.RequireAndVerifyClientCert
 	}
+	// coaps+ws is a WebSocket, an HTTP/1.1 upgrade (RFC 8323 §4, RFC 6455
+	// §4.1): "coap" is not its ALPN identifier, and a browser, which
+	// offers h2 and http/1.1, would get no_application_protocol.
+	ws := c.Clone()
+	ws.NextProtos = []string{"http/1.1"}
 	t.cur.Store(c)
+	t.ws.Store(ws)
 }
 
-// config is the listeners' tls.Config: each handshake takes the current
-// keys.
-func (t *tlsKeys) config() *tls.Config {
+// config is a listener's tls.Config, for wss:// with ws: each handshake
+// takes the current keys.
+func (t *tlsKeys) config(ws bool) *tls.Config {
+	cur := &t.cur
+	if ws {
+		cur = &t.ws
+	}
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
-		NextProtos: []string{"coap"},
+		NextProtos: cur.Load().NextProtos,
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
-			return t.cur.Load(), nil
+			return cur.Load(), nil
 		},
 	}
 }
@@ -101,7 +112,7 @@ func (p *Proxy) listenStream(ctx context.Context, label string, la listenAddr, l
 			p.tls = &tlsKeys{}
 			p.tls.set(keys)
 		}
-		tc = p.tls.config()
+		tc = p.tls.config(la.scheme == "wss")
 	}
 	s := stream.NewServer(p.streamConfig(label))
 	var err error

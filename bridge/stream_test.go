@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"fmt"
+	"net/http"
 	"net/netip"
 	"os/exec"
 	"strings"
@@ -153,6 +154,60 @@ func TestTLSListenerServesGoClientWithCertificate(t *testing.T) {
 			}
 		}
 	}
+}
+
+// Each TLS listener negotiates its own ALPN identifier: "coap" for
+// coaps+tcp (RFC 8323 §8.2), "http/1.1" for wss, a WebSocket being an
+// HTTP/1.1 upgrade (RFC 6455 §4.1). A client offering what browsers offer
+// (h2, http/1.1) completes the wss handshake and is served, and keeps
+// doing so after a reload renews the keys; offering only coap to the wss
+// listener fails.
+func TestTLSListenersNegotiateCoapAndWebSocketsHTTP11(t *testing.T) {
+	o := newRecorder(t, content("over wss"))
+	pki := testpeer.NewPKI(t)
+	p := startStreamProxy(t, func(c *Config) {
+		c.Proxy.CertFile, c.Proxy.KeyFile = pki.File("server.pem"), pki.File("server.key")
+	}, "tls://127.0.0.1:0", "wss://127.0.0.1:0")
+	tlsAddr, wssAddr := p.StreamAddrs()[0].String(), p.StreamAddrs()[1].String()
+	alpn := func(addr string, offer ...string) (string, error) {
+		c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pki.CA, ServerName: "127.0.0.1", NextProtos: offer})
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		return c.ConnectionState().NegotiatedProtocol, nil
+	}
+	browser := []string{"h2", "http/1.1"}
+	check := func(when string) {
+		t.Helper()
+		if got, err := alpn(tlsAddr, "coap"); err != nil || got != "coap" {
+			t.Errorf("%s: tls:// negotiated %q (%v), want coap", when, got, err)
+		}
+		if got, err := alpn(wssAddr, browser...); err != nil || got != "http/1.1" {
+			t.Errorf("%s: wss:// with a browser's offer negotiated %q (%v), want http/1.1", when, got, err)
+		}
+		if got, err := alpn(wssAddr, "coap"); err == nil {
+			t.Errorf("%s: wss:// negotiated %q with a client offering only coap, want a failed handshake", when, got)
+		}
+	}
+	check("at start")
+	cl := stream.NewClient(stream.Config{})
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pki.CA, NextProtos: browser}}}
+	c, err := cl.DialWS(ctx, "wss://"+wssAddr+"/.well-known/coap", hc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp := doStream(t, c, &coap.Message{Code: coap.GET, Options: proxyURI(fmt.Sprintf("coap://%v/x", o.addr))})
+	if resp.Code != coap.Content || string(resp.Payload) != "over wss" {
+		t.Fatalf("over wss: %v %q", resp.Code, resp.Payload)
+	}
+	if _, err := p.Reload(p.cfg); err != nil {
+		t.Fatal(err)
+	}
+	check("after a reload")
 }
 
 // Observers over UDP, TCP and WebSockets of one resource share one

@@ -2,7 +2,8 @@
 # Installs the real peers the tests run against, when they are missing:
 # libcoap's clients and server, node-coap, tshark, mosquitto, curl,
 # promtool, headless Chromium, and the packaging tools. Debian or Ubuntu, as root (apt);
-# node-coap comes from npm into internal/testpeer/nodecoap/node_modules.
+# node-coap and ws (a WebSocket server for the coap+ws origin) come from
+# npm into internal/testpeer/nodecoap/node_modules.
 set -euo pipefail
 
 need=()
@@ -42,12 +43,13 @@ if [ ${#need[@]} -gt 0 ]; then
 	apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 
-# node-coap (npm coap) at the version package-lock.json pins, installed
-# afresh when it is missing or the lock file changed. --ignore-scripts:
+# node-coap (npm coap) and npm ws at the versions package-lock.json pins,
+# installed afresh when one is missing or the lock file changed. --ignore-scripts:
 # nothing from the registry runs at install time.
 nodecoap="$(cd "$(dirname "$0")/../internal/testpeer/nodecoap" && pwd)"
 if [ ! -f "$nodecoap/node_modules/coap/package.json" ] ||
+	[ ! -f "$nodecoap/node_modules/ws/package.json" ] ||
 	[ "$nodecoap/package-lock.json" -nt "$nodecoap/node_modules/.package-lock.json" ]; then
-	echo "test-deps: installing node-coap into $nodecoap/node_modules"
+	echo "test-deps: installing node-coap and ws into $nodecoap/node_modules"
 	(cd "$nodecoap" && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error)
 fi

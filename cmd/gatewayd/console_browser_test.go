@@ -49,7 +49,8 @@ type browser struct {
 	done chan error
 }
 
-func startBrowser(t *testing.T) *browser {
+// flags are added to Chromium's command line.
+func startBrowser(t *testing.T, flags ...string) *browser {
 	t.Helper()
 	bin, err := exec.LookPath("chromium")
 	if err != nil {
@@ -64,8 +65,9 @@ func startBrowser(t *testing.T) *browser {
 		t.Fatal(err)
 	}
 	// As root (CI) Chromium's sandbox cannot start; the page is ours.
-	cmd := exec.Command(bin, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-		"--user-data-dir="+t.TempDir(), "--window-size=1500,1800", "--remote-debugging-pipe", "about:blank")
+	args := append([]string{"--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+		"--user-data-dir=" + t.TempDir(), "--window-size=1500,1800", "--remote-debugging-pipe"}, flags...)
+	cmd := exec.Command(bin, append(args, "about:blank")...)
 	cmd.ExtraFiles = []*os.File{toR, fromW}
 	var stderr syncBuffer
 	cmd.Stderr = &stderr

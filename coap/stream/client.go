@@ -87,8 +87,13 @@ func (cl *Client) Dial(ctx context.Context, addr string, tc *tls.Config) (*Conn,
 // "wss://…"), with the subprotocol "coap" (§4.1). hc, when not nil, is
 // the HTTP client for the handshake (its TLS settings for wss).
 func (cl *Client) DialWS(ctx context.Context, url string, hc *http.Client) (*Conn, error) {
+	var raw net.Conn
+	hc, tr := keepConn(hc, &raw)
 	wc, resp, err := websocket.Dial(ctx, url, &websocket.DialOptions{Subprotocols: []string{"coap"}, HTTPClient: hc})
 	if err != nil {
+		if tr != nil {
+			tr.CloseIdleConnections()
+		}
 		return nil, fmt.Errorf("stream: WebSocket %s: %w", url, err)
 	}
 	if wc.Subprotocol() != "coap" {
@@ -98,12 +103,39 @@ func (cl *Client) DialWS(ctx context.Context, url string, hc *http.Client) (*Con
 	wc.SetReadLimit(int64(cl.cfg.MaxMessageSize))
 	var peer netip.AddrPort
 	secure := resp != nil && resp.TLS != nil
-	t := &wsTransport{c: wc}
-	var cancel context.CancelFunc
-	t.ctx, cancel = context.WithCancel(cl.ctx)
-	c := cl.run(t, peer, secure, "")
-	context.AfterFunc(c.ctx, cancel)
-	return c, nil
+	return cl.run(newWSTransport(wc, raw), peer, secure, ""), nil
+}
+
+// keepConn returns hc with a copy of its *http.Transport (or the default
+// one) that stores in *raw the connection it dials, and that transport;
+// hc as it is, and nil, for another kind of transport.
+func keepConn(hc *http.Client, raw *net.Conn) (*http.Client, *http.Transport) {
+	if hc == nil {
+		hc = &http.Client{}
+	}
+	var tr *http.Transport
+	switch t := hc.Transport.(type) {
+	case nil:
+		tr = http.DefaultTransport.(*http.Transport).Clone()
+	case *http.Transport:
+		tr = t.Clone()
+	default:
+		return hc, nil
+	}
+	dial := tr.DialContext
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext
+	}
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := dial(ctx, network, addr)
+		if err == nil {
+			*raw = c
+		}
+		return c, err
+	}
+	c := *hc
+	c.Transport = tr
+	return &c, tr
 }
 
 // run starts a dialled connection.
@@ -122,6 +154,9 @@ func (cl *Client) run(t transport, peer netip.AddrPort, secure bool, identity st
 			<-c.done
 		}
 		c.closeWith(ErrClosed)
+		if wt, ok := t.(*wsTransport); ok {
+			wt.wait()
+		}
 		cl.st.conns.Add(-1)
 	}()
 	return c

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -153,5 +154,144 @@ func TestWebSocketRoundTripAndSubprotocol(t *testing.T) {
 	hdr := http.Header{"Origin": {"http://elsewhere.example"}}
 	if _, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{Subprotocols: []string{"coap"}, HTTPHeader: hdr}); err == nil || !strings.Contains(err.Error(), "403") {
 		t.Fatalf("cross-origin handshake: %v", err)
+	}
+}
+
+// A WebSocket connection beyond MaxConns is closed, and its HTTP handler
+// returns with it: Close does not wait on a handler that waits on a
+// connection that never started.
+func TestWebSocketConnectionsBeyondMaxConnsAreClosedAndServerCloses(t *testing.T) {
+	s := NewServer(Config{Handler: echo, MaxConns: 1})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ServeWS(l, "/.well-known/coap", nil); err != nil {
+		t.Fatal(err)
+	}
+	url := "ws://" + l.Addr().String() + "/.well-known/coap"
+	cl := NewClient(Config{})
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	c1, err := cl.DialWS(ctx, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := c1.Do(ctx, get(0, "first")); err != nil || string(resp.Payload) != "echo first" {
+		t.Fatalf("%v %v", resp, err)
+	}
+	c2, err := cl.DialWS(ctx, url, nil)
+	if err == nil {
+		select {
+		case <-c2.Done():
+		case <-ctx.Done():
+			t.Fatal("the connection beyond MaxConns stayed open")
+		}
+	}
+	if st := s.Stats(); st.OverLimit != 1 {
+		t.Fatalf("OverLimit %d, want 1", st.OverLimit)
+	}
+	closed := make(chan struct{})
+	go func() {
+		s.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-ctx.Done():
+		t.Fatal("Server.Close still waits for the refused connection's handler")
+	}
+}
+
+// Whichever side closes a WebSocket connection sends a Close frame with
+// 1000 (RFC 6455 §7.1.2, RFC 8323 Figure 17), so that the peer (a
+// browser's onclose) sees a clean close rather than 1006: the server
+// after an Abort, the client on Close. A peer that never answers its
+// Close does not hold the server's Close.
+func TestWebSocketClosesWithACloseFrame(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	s := NewServer(Config{Handler: echo})
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ServeWS(l, "/.well-known/coap", nil); err != nil {
+		t.Fatal(err)
+	}
+	url := "ws://" + l.Addr().String() + "/.well-known/coap"
+	peer := func() *websocket.Conn {
+		wc, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{Subprotocols: []string{"coap"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := AppendFrame(nil, csm(0), true)
+		if err := wc.Write(ctx, websocket.MessageBinary, b); err != nil {
+			t.Fatal(err)
+		}
+		if _, m, err := wc.Read(ctx); err != nil || len(m) < 2 || coap.Code(m[1]) != CSM {
+			t.Fatalf("the server's first message: %x %v", m, err)
+		}
+		return wc
+	}
+	// A frame with a Len field (§4.2 wants 0) is answered with Abort
+	// (§5.6), then the Close frame.
+	wc := peer()
+	if err := wc.Write(ctx, websocket.MessageBinary, []byte{0x10, byte(coap.GET), 0}); err != nil {
+		t.Fatal(err)
+	}
+	if _, m, err := wc.Read(ctx); err != nil || coap.Code(m[1]) != Abort {
+		t.Fatalf("after a bad frame: %x %v, want Abort", m, err)
+	}
+	if _, _, err := wc.Read(ctx); websocket.CloseStatus(err) != websocket.StatusNormalClosure {
+		t.Fatalf("after the Abort the server's connection ended with %v, want a Close frame with 1000", err)
+	}
+
+	// The client's Close, to a server that is not this package's.
+	got := make(chan error, 1)
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		wc, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{"coap"}})
+		if err != nil {
+			got <- err
+			return
+		}
+		b, _ := AppendFrame(nil, csm(0), true)
+		wc.Write(ctx, websocket.MessageBinary, b)
+		for {
+			if _, _, err := wc.Read(ctx); err != nil {
+				got <- err
+				return
+			}
+		}
+	}))
+	defer origin.Close()
+	cl := NewClient(Config{})
+	defer cl.Close()
+	c, err := cl.DialWS(ctx, "ws"+strings.TrimPrefix(origin.URL, "http")+"/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	select {
+	case err := <-got:
+		if websocket.CloseStatus(err) != websocket.StatusNormalClosure {
+			t.Fatalf("the client's Close reached the server as %v, want a Close frame with 1000", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("the server heard nothing of the client's Close")
+	}
+
+	// A peer that reads nothing more never answers the Close frame.
+	peer()
+	closed := make(chan struct{})
+	go func() {
+		s.Close()
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-ctx.Done():
+		t.Fatal("Server.Close waits on a peer that does not answer its Close frame")
 	}
 }

@@ -186,6 +186,11 @@ func (s *Server) ServeWS(l net.Listener, path string, tc *tls.Config) error {
 		// Handshake failures are a peer's doing: counted, and logged at
 		// debug level only, never on the process's stderr.
 		ErrorLog: slog.NewLogLogger(s.cfg.Logger.Handler(), slog.LevelDebug),
+		// The upgrade keeps the connection, to bound its closing
+		// handshake (wsTransport.close).
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, rawConnKey{}, c)
+		},
 	}
 	if tc != nil {
 		l = tls.NewListener(l, tc)
@@ -203,6 +208,9 @@ func (s *Server) ServeWS(l net.Listener, path string, tc *tls.Config) error {
 	}()
 	return nil
 }
+
+// rawConnKey holds an HTTP request's connection in its context.
+type rawConnKey struct{}
 
 // limitListener refuses connections Accept does not want before the HTTP
 // server spends anything on them.
@@ -354,6 +362,9 @@ func (s *Server) run(t transport, peer netip.AddrPort, secure bool, identity str
 			s.st.overLimit.Add(1)
 		}
 		t.close()
+		// No reader starts to close it: a WebSocket's handler waits on
+		// it, and Close on the handler.
+		close(c.done)
 		return c.done
 	}
 	s.conns[c] = struct{}{}
@@ -410,11 +421,10 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, secure bool) {
 	// returns when the connection ends.
 	s.wg.Add(1)
 	defer s.wg.Done()
-	t := &wsTransport{c: wc}
-	ctx, cancel := context.WithCancel(s.ctx)
-	defer cancel()
-	t.ctx = ctx
+	raw, _ := r.Context().Value(rawConnKey{}).(net.Conn)
+	t := newWSTransport(wc, raw)
 	<-s.run(t, peer, secure, identity)
+	t.wait()
 }
 
 // wsOrigins are the origins allowed besides the page's own host.

@@ -78,16 +78,23 @@ func (r NodeCoapResponse) Option(name string) ([]byte, bool) {
 // node-coap module is missing: scripts/test-deps.sh installs both.
 func nodeCoapScript(t testing.TB) (node, script string) {
 	t.Helper()
+	return nodeScript(t, "coap", "client.js")
+}
+
+// nodeScript is a script of nodecoap/ that needs the npm module mod,
+// failing t when node or the module is missing.
+func nodeScript(t testing.TB, mod, name string) (node, script string) {
+	t.Helper()
 	node, err := exec.LookPath("node")
 	if err != nil {
 		t.Fatalf("node (Debian nodejs) is needed: %v; run scripts/test-deps.sh", err)
 	}
 	_, file, _, _ := runtime.Caller(0)
 	dir := filepath.Join(filepath.Dir(file), "nodecoap")
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "coap", "package.json")); err != nil {
-		t.Fatalf("node-coap is not installed in %s (%v); run scripts/test-deps.sh", dir, err)
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", mod, "package.json")); err != nil {
+		t.Fatalf("npm %s is not installed in %s (%v); run scripts/test-deps.sh", mod, dir, err)
 	}
-	return node, filepath.Join(dir, "client.js")
+	return node, filepath.Join(dir, name)
 }
 
 // NodeCoap sends one request with node-coap and returns the response as
