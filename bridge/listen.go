@@ -6,75 +6,61 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
-	"slices"
 
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/internal/service"
 )
 
-// listen starts the configured listeners, or serves the sockets systemd
-// passed (activated) in place of the udp:// ones, each an endpoint into
-// the chain.
-func (p *Proxy) listen(ctx context.Context, activated []net.PacketConn) error {
-	accept := func(peer netip.AddrPort) bool {
-		return contains(p.chain.Load().clients, peer.Addr()) || p.isProbe(peer)
+// listen starts the configured listeners, each an endpoint into the
+// chain, serving the sockets systemd passed (inherited) in place of
+// binding the entries they match. It owns the inherited sockets: on an
+// error those not yet serving are closed.
+func (p *Proxy) listen(ctx context.Context, inherited []service.Socket) error {
+	given, err := assign(p.cfg.Proxy.Listen, inherited)
+	if err != nil {
+		closeSockets(inherited)
+		return err
 	}
-	serve := func(label, scheme string, t coap.Transport, addr netip.AddrPort) {
-		e := coap.NewEndpoint(t, coap.EndpointConfig{
-			Handler:              coap.HandlerFunc(p.serveChain),
-			Local:                p.local,
-			Inline:               p.inline,
-			Readers:              readers(scheme),
-			Secure:               scheme == "dtls",
-			Accept:               accept,
-			OnAck:                p.amp.onAck,
-			MaxInflight:          p.cfg.Proxy.MaxInflight,
-			MaxInflightPerClient: p.cfg.Proxy.MaxInflightPerClient,
-			ShareMaxAge:          p.cfg.Proxy.Timeout.Duration,
-			Logger:               p.log.With("component", "endpoint", "listen", label),
-		})
-		p.servers = append(p.servers, e)
-		p.addrs = append(p.addrs, addr)
-		p.labels = append(p.labels, label)
-		p.log.Info("listening", "component", "proxy", "scheme", scheme, "addr", addr, "listen", label)
-	}
-	// Sockets passed by systemd (gatewayd.socket) replace the udp://
-	// listeners: the unit's ListenDatagram lines are then what counts.
-	for i, pc := range activated {
-		uc, ok := pc.(*net.UDPConn)
-		if !ok {
-			return fmt.Errorf("bridge: activated socket %d is not UDP", i)
+	defer func() {
+		for _, s := range given {
+			s.Close()
 		}
-		u := coap.NewUDP(uc)
-		serve(fmt.Sprintf("systemd:coap/%d", i), "udp", u, u.LocalAddr())
-	}
-	if len(activated) > 0 {
-		p.logActivation(p.cfg.Proxy.Listen)
-	}
-	for _, l := range p.cfg.Proxy.Listen {
+	}()
+	for i, l := range p.cfg.Proxy.Listen {
 		la, _ := parseListen(l)
-		scheme, addr := la.scheme, la.addr
+		s, ok := given[i]
+		delete(given, i) // from here on serving, or closed by its listener
+		if ok {
+			p.log.Info("serving an inherited socket (socket activation) in place of binding",
+				"component", "proxy", "listen", l, "socket", s.Name, "kind", s.Kind(), "addr", s.Addr)
+		}
 		switch {
-		case scheme == "udp" && len(activated) > 0:
-			continue
-		case scheme == "udp":
-			u, err := coap.ListenUDP(ctx, addr.String())
-			if err != nil {
+		case la.scheme == "udp":
+			var u *coap.UDP
+			if ok {
+				uc, isUDP := s.Packet.(*net.UDPConn)
+				if !isUDP {
+					s.Close()
+					return fmt.Errorf("bridge: inherited socket %q: %T is not a UDP socket", s.Name, s.Packet)
+				}
+				u = coap.NewUDP(uc)
+			} else if u, err = coap.ListenUDP(ctx, la.addr.String()); err != nil {
 				return fmt.Errorf("bridge: %w", err)
 			}
-			serve(l, scheme, u, u.LocalAddr())
-		case scheme == "dtls":
+			p.serveDatagram(l, la.scheme, u, u.LocalAddr())
+		case la.scheme == "dtls":
 			keys, err := p.cfg.Proxy.dtlsKeys()
 			if err != nil {
 				return fmt.Errorf("bridge: %w", err)
 			}
-			d, err := ListenDTLS(ctx, addr, keys, p.log.With("component", "dtls"))
+			d, err := ListenDTLS(ctx, la.addr, keys, p.log.With("component", "dtls"))
 			if err != nil {
 				return err
 			}
 			p.dtls = append(p.dtls, d)
-			serve(l, scheme, d, d.LocalAddr())
+			p.serveDatagram(l, la.scheme, d, d.LocalAddr())
 		case la.stream():
-			if err := p.listenStream(ctx, l, la, nil); err != nil {
+			if err := p.listenStream(ctx, l, la, s.Listener); err != nil {
 				return err
 			}
 		}
@@ -82,32 +68,28 @@ func (p *Proxy) listen(ctx context.Context, activated []net.PacketConn) error {
 	return nil
 }
 
-// logActivation says which sockets serve when systemd passed some: they
-// replace the configuration's udp:// listeners, and an operator who edited
-// listen and not gatewayd.socket should hear that the edit has no effect.
-func (p *Proxy) logActivation(listen []string) {
-	var used, ignored []string
-	same := true
-	for _, a := range p.addrs {
-		used = append(used, a.String())
+// serveDatagram starts the endpoint of a udp:// or dtls:// listener.
+func (p *Proxy) serveDatagram(label, scheme string, t coap.Transport, addr netip.AddrPort) {
+	accept := func(peer netip.AddrPort) bool {
+		return contains(p.chain.Load().clients, peer.Addr()) || p.isProbe(peer)
 	}
-	var configured []netip.AddrPort
-	for _, l := range listen {
-		if la, _ := parseListen(l); la.scheme == "udp" {
-			ignored = append(ignored, l)
-			configured = append(configured, la.addr)
-			same = same && slices.Contains(p.addrs, la.addr)
-		}
-	}
-	same = same && len(configured) == len(p.addrs)
-	if same {
-		p.log.Info("serving the sockets systemd passed (gatewayd.socket) in place of the udp:// listeners",
-			"component", "proxy", "sockets", used)
-		return
-	}
-	p.log.Warn("serving the sockets systemd passed (gatewayd.socket), not the udp:// listeners of the configuration; "+
-		"to serve other addresses, change ListenDatagram in gatewayd.socket",
-		"component", "proxy", "sockets", used, "not_bound", ignored)
+	e := coap.NewEndpoint(t, coap.EndpointConfig{
+		Handler:              coap.HandlerFunc(p.serveChain),
+		Local:                p.local,
+		Inline:               p.inline,
+		Readers:              readers(scheme),
+		Secure:               scheme == "dtls",
+		Accept:               accept,
+		OnAck:                p.amp.onAck,
+		MaxInflight:          p.cfg.Proxy.MaxInflight,
+		MaxInflightPerClient: p.cfg.Proxy.MaxInflightPerClient,
+		ShareMaxAge:          p.cfg.Proxy.Timeout.Duration,
+		Logger:               p.log.With("component", "endpoint", "listen", label),
+	})
+	p.servers = append(p.servers, e)
+	p.addrs = append(p.addrs, addr)
+	p.labels = append(p.labels, label)
+	p.log.Info("listening", "component", "proxy", "scheme", scheme, "addr", addr, "listen", label)
 }
 
 // listenAddr is one entry of [proxy] listen.

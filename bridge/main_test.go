@@ -9,4 +9,10 @@ import (
 
 // Whoever starts a goroutine stops it: after the tests, none of the
 // module's is left running.
-func TestMain(m *testing.M) { os.Exit(testutil.VerifyNoLeaks(m)) }
+// A child started with inheritEnv is a socket-activated proxy, not tests.
+func TestMain(m *testing.M) {
+	if os.Getenv(inheritEnv) != "" {
+		os.Exit(inheritedProxy())
+	}
+	os.Exit(testutil.VerifyNoLeaks(m))
+}

@@ -45,6 +45,7 @@ import (
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/coap/stream"
 	"github.com/opaque-edge/gatewayd/console"
+	"github.com/opaque-edge/gatewayd/internal/service"
 	"github.com/opaque-edge/gatewayd/observe"
 	"github.com/opaque-edge/gatewayd/observe/pubsub"
 	"github.com/opaque-edge/gatewayd/plugins"
@@ -88,7 +89,7 @@ type Proxy struct {
 	streams      []*streamListener // tcp://, tls://, ws://, wss://
 	tls          *tlsKeys          // the TLS listeners' keys, nil without one
 	addrs        []netip.AddrPort
-	labels       []string // per server: the listen entry or the activated socket
+	labels       []string // per server: the listen entry
 
 	probeMu   sync.Mutex
 	probe     *coap.Endpoint // guarded by probeMu: the watchdog's client
@@ -101,7 +102,7 @@ type Proxy struct {
 type Option func(*options)
 
 type options struct {
-	activated    []net.PacketConn
+	inherited    []service.Socket
 	version      string
 	recent       *console.Recent
 	consoleTicks <-chan time.Time
@@ -119,19 +120,18 @@ func WithVersion(v string) Option {
 	return func(o *options) { o.version = v }
 }
 
-// WithPacketConns serves CoAP on sockets opened by someone else (systemd
-// socket activation) instead of binding the udp:// listeners.
-func WithPacketConns(pcs []net.PacketConn) Option {
-	return func(o *options) { o.activated = pcs }
-}
-
 // New binds the configured endpoints and starts serving. cfg must be
 // validated. Close stops everything New started.
-func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*Proxy, error) {
+func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (_ *Proxy, err error) {
 	var o options
 	for _, opt := range opts {
 		opt(&o)
 	}
+	defer func() {
+		if err != nil { // failed before listen took them
+			closeSockets(o.inherited)
+		}
+	}()
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -230,7 +230,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (*Pr
 		return nil, err
 	}
 	p.chain.Store(chain)
-	if err := p.listen(ctx, o.activated); err != nil {
+	inherited := o.inherited
+	o.inherited = nil
+	if err := p.listen(ctx, inherited); err != nil {
 		p.Close()
 		return nil, err
 	}

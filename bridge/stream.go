@@ -15,7 +15,7 @@ import (
 // over a reliable transport (RFC 8323), served by the same chain as the
 // datagram endpoints.
 type streamListener struct {
-	label  string // the listen entry, or the activated socket
+	label  string // the listen entry
 	scheme string
 	addr   netip.AddrPort
 	s      *stream.Server

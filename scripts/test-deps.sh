@@ -13,10 +13,12 @@ command -v curl >/dev/null || need+=(curl)
 command -v mosquitto >/dev/null || need+=(mosquitto)
 command -v mosquitto_sub >/dev/null || need+=(mosquitto-clients)
 # The Debian package test (packaging/): lintian, and systemd for
-# systemd-analyze and systemd-sysusers.
+# systemd-analyze and systemd-sysusers; systemd-socket-activate passes
+# sockets to gatewayd in the socket activation test (cmd/gatewayd).
 command -v lintian >/dev/null || need+=(lintian)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v systemd-sysusers >/dev/null || need+=(systemd)
+command -v systemd-socket-activate >/dev/null || need+=(systemd)
 command -v protoc >/dev/null || need+=(protobuf-compiler)
 # node-coap, the second CoAP implementation the tests use, runs on node.
 command -v node >/dev/null || need+=(nodejs)

@@ -163,17 +163,11 @@ func (d *daemon) start(ctx context.Context, cfg bridge.Config) (*bridge.Proxy, *
 	if err != nil {
 		return nil, nil, err
 	}
-	activated, err := service.PacketConns()
+	inherited, err := service.Sockets()
 	if err != nil {
 		return nil, nil, err
 	}
-	if len(activated[service.SocketCoAPS]) > 0 {
-		d.log.Warn("socket-activated coaps sockets are not supported; the dtls:// listeners bind their own")
-		for _, pc := range activated[service.SocketCoAPS] {
-			pc.Close()
-		}
-	}
-	p, err := bridge.New(ctx, cfg, d.log, bridge.WithPacketConns(activated[service.SocketCoAP]), bridge.WithVersion(buildVersion()), bridge.WithRecent(d.recent))
+	p, err := bridge.New(ctx, cfg, d.log, bridge.WithSockets(inherited), bridge.WithVersion(buildVersion()), bridge.WithRecent(d.recent))
 	if err != nil {
 		return nil, nil, err
 	}

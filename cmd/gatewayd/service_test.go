@@ -206,7 +206,11 @@ func TestSystemdNotifyWatchdogReloadAndStop(t *testing.T) {
 	}
 }
 
-func TestSocketActivationServesCoAP(t *testing.T) {
+// activatedUDP starts gatewayd with configured listen entries and a UDP
+// socket on 127.0.0.1 passed as systemd does; it returns the socket's
+// port and the daemon's log.
+func activatedUDP(t *testing.T, listen func(port int) string) (*exec.Cmd, int, *syncBuffer) {
+	t.Helper()
 	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
@@ -217,10 +221,7 @@ func TestSocketActivationServesCoAP(t *testing.T) {
 		t.Fatal(err)
 	}
 	pc.Close()
-	// The config names another port: with an activated socket, that one
-	// is not bound.
-	other := freePort(t)
-	cfgPath := writeFile(t, "g.toml", fmt.Sprintf("[proxy]\nlisten = [\"udp://127.0.0.1:%d\"]\n[metrics]\nlisten = \"\"\n", other))
+	cfgPath := writeFile(t, "g.toml", fmt.Sprintf("[proxy]\nlisten = [%s]\n[metrics]\nlisten = \"\"\n", listen(port)))
 	// LISTEN_PID must be the child's pid, which is known only after fork:
 	// a shell sets it and execs gatewayd.
 	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" "$@"`, gatewaydBinary(t), "-config", cfgPath)
@@ -233,6 +234,11 @@ func TestSocketActivationServesCoAP(t *testing.T) {
 	}
 	f.Close()
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return cmd, port, &stderr
+}
+
+func TestSocketActivationServesCoAP(t *testing.T) {
+	_, port, stderr := activatedUDP(t, func(port int) string { return fmt.Sprintf("%q", fmt.Sprintf("udp://127.0.0.1:%d", port)) })
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		err := getWellKnown(t, port)
@@ -244,16 +250,31 @@ func TestSocketActivationServesCoAP(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if getWellKnown(t, other) == nil {
-		t.Fatal("the configured udp:// listener was bound although systemd passed a socket")
-	}
-	// And the log says which socket serves and which listener does not.
-	// The socket may serve before the line is written: wait for it.
-	want := fmt.Sprintf(`level=WARN msg="serving the sockets systemd passed (gatewayd.socket), not the udp:// listeners of the configuration; to serve other addresses, change ListenDatagram in gatewayd.socket" component=proxy sockets=[127.0.0.1:%d] not_bound=[udp://127.0.0.1:%d]`, port, other)
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(stderr.String(), want); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %q in:\n%s", want, stderr.String())
+	// The log says which entry the passed socket serves. The socket may
+	// serve before the line is written: wait for it.
+	waitLog(t, stderr, 10*time.Second, "serving an inherited socket (socket activation) in place of binding",
+		fmt.Sprintf("listen=udp://127.0.0.1:%d socket=coap kind=datagram", port))
+}
+
+// A passed socket whose address no listen entry names stops the start:
+// serving it would leave the entry unserved, binding the entry too would
+// serve two sockets where the operator meant one.
+func TestSocketActivationRefusesASocketNoEntryNames(t *testing.T) {
+	other := freePort(t)
+	cmd, port, stderr := activatedUDP(t, func(int) string { return fmt.Sprintf("%q", fmt.Sprintf("udp://127.0.0.1:%d", other)) })
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatalf("gatewayd exited 0\n%s", stderr.String())
 		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("gatewayd still runs\n%s", stderr.String())
+	}
+	want := fmt.Sprintf(`inherited datagram socket "coap" (127.0.0.1:%d) matches no [proxy] listen entry`, port)
+	if !strings.Contains(stderr.String(), want) {
+		t.Fatalf("no %q in:\n%s", want, stderr.String())
 	}
 }
 

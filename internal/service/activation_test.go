@@ -6,7 +6,6 @@ import (
 	"net"
 	"os"
 	"os/exec"
-	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -23,38 +22,41 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// activatedHelper is the child: it reports the names it was given, then
-// answers one datagram on the "coap" socket with "pong " + payload.
+// activatedHelper is the child: it reports each socket it was given
+// (name=kind@address), then answers one datagram on the first datagram
+// socket with "pong " + payload.
 func activatedHelper() int {
-	conns, err := PacketConns()
+	socks, err := Sockets()
 	if err != nil {
 		fmt.Println("error:", err)
 		return 0
 	}
 	var names []string
-	for name, cs := range conns {
-		names = append(names, fmt.Sprintf("%s=%d", name, len(cs)))
+	var pc net.PacketConn
+	for _, s := range socks {
+		names = append(names, fmt.Sprintf("%s=%s@%v", s.Name, s.Kind(), s.Addr))
+		if pc == nil && !s.Stream() {
+			pc = s.Packet
+		}
 	}
-	sort.Strings(names)
 	for _, v := range []string{"LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"} {
 		if _, ok := os.LookupEnv(v); ok {
 			names = append(names, v+"-left")
 		}
 	}
-	fmt.Println("names:", strings.Join(names, " "))
+	fmt.Println("sockets:", strings.Join(names, " "))
 	os.Stdout.Sync()
-	if len(conns[SocketCoAP]) == 0 {
+	if pc == nil {
 		return 0
 	}
-	c := conns[SocketCoAP][0]
-	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	pc.SetReadDeadline(time.Now().Add(10 * time.Second))
 	buf := make([]byte, 1500)
-	n, from, err := c.ReadFrom(buf)
+	n, from, err := pc.ReadFrom(buf)
 	if err != nil {
 		fmt.Println("read:", err)
 		return 1
 	}
-	if _, err := c.WriteTo(append([]byte("pong "), buf[:n]...), from); err != nil {
+	if _, err := pc.WriteTo(append([]byte("pong "), buf[:n]...), from); err != nil {
 		fmt.Println("write:", err)
 		return 1
 	}
@@ -120,12 +122,27 @@ func udpFile(t *testing.T) (*net.UDPConn, *os.File) {
 	return c, f
 }
 
-func TestActivatedProcessServesOnPassedSocketsByName(t *testing.T) {
-	coap, coapFile := udpFile(t)
-	_, coapsFile := udpFile(t)
-	cmd, stderr, out := activate(t, "coap:coaps", coapFile, coapsFile)
+func tcpFile(t *testing.T) (*net.TCPListener, *os.File) {
+	t.Helper()
+	l, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := l.File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close(); f.Close() })
+	return l, f
+}
 
-	if got, want := readLine(t, out), "names: coap=1 coaps=1"; got != want {
+func TestActivatedProcessKnowsEachSocketsKindAndAddress(t *testing.T) {
+	coap, coapFile := udpFile(t)
+	tcp, tcpFile := tcpFile(t)
+	cmd, stderr, out := activate(t, "coap:coap-tcp", coapFile, tcpFile)
+
+	want := fmt.Sprintf("sockets: coap=datagram@%v coap-tcp=stream@%v", coap.LocalAddr(), tcp.Addr())
+	if got := readLine(t, out); got != want {
 		t.Fatalf("helper said %q, want %q\n%s", got, want, stderr)
 	}
 	// The parent keeps nothing bound but its copy; the helper answers on
@@ -156,20 +173,56 @@ func TestActivatedProcessServesOnPassedSocketsByName(t *testing.T) {
 	}
 }
 
-func TestActivatedStreamSocketIsRefused(t *testing.T) {
-	l, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	f, err := l.File()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	_, stderr, out := activate(t, "coap", f)
-	if got := readLine(t, out); !strings.HasPrefix(got, `error: service: socket "coap"`) {
-		t.Fatalf("helper said %q, want a service: socket error\n%s", got, stderr)
+// A descriptor gatewayd cannot serve is refused with what is wrong with
+// it, found by asking the kernel.
+func TestActivatedSocketsItCannotServeAreRefused(t *testing.T) {
+	for name, tc := range map[string]struct {
+		file func(t *testing.T) *os.File
+		want string
+	}{
+		"a connected stream socket (Accept=yes)": {func(t *testing.T) *os.File {
+			l, _ := tcpFile(t)
+			c, err := net.Dial("tcp", l.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close() })
+			f, err := c.(*net.TCPConn).File()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return f
+		}, "is not listening (Accept=yes is not supported)"},
+		"a pipe": {func(t *testing.T) *os.File {
+			r, w, err := os.Pipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { w.Close() })
+			return r
+		}, "not a socket"},
+		"a unix socket": {func(t *testing.T) *os.File {
+			l, err := net.ListenUnix("unix", &net.UnixAddr{Name: t.TempDir() + "/s", Net: "unix"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { l.Close() })
+			f, err := l.File()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return f
+		}, "is not an IPv4 or IPv6 socket"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f := tc.file(t)
+			defer f.Close()
+			_, stderr, out := activate(t, "coap", f)
+			got := readLine(t, out)
+			if !strings.HasPrefix(got, `error: service: socket "coap": `) || !strings.Contains(got, tc.want) {
+				t.Fatalf("helper said %q, want a service: socket error with %q\n%s", got, tc.want, stderr)
+			}
+		})
 	}
 }
 
@@ -181,9 +234,9 @@ func TestNoSocketActivationReturnsNothing(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Setenv("LISTEN_FDS", env[0])
 			t.Setenv("LISTEN_PID", env[1])
-			conns, err := PacketConns()
-			if err != nil || len(conns) != 0 {
-				t.Fatalf("PacketConns = %v, %v; want none", conns, err)
+			socks, err := Sockets()
+			if err != nil || len(socks) != 0 {
+				t.Fatalf("Sockets = %v, %v; want none", socks, err)
 			}
 		})
 	}
