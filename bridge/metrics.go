@@ -272,7 +272,6 @@ var (
 		counterOf("gatewayd_stream_connections_accepted_total", "Connections accepted.", byListen, func(s *stream.Stats) uint64 { return s.Accepted }),
 		counterOf("gatewayd_stream_connections_refused_total", "Connections closed at once: the client is not in clients.", byListen, func(s *stream.Stats) uint64 { return s.Refused }),
 		counterOf("gatewayd_stream_connections_over_limit_total", "Connections closed at once: max_connections or max_handshakes reached.", byListen, func(s *stream.Stats) uint64 { return s.OverLimit }),
-		counterOf("gatewayd_stream_handshake_failures_total", "TLS or WebSocket handshakes that failed, and connections without a CSM in time.", byListen, func(s *stream.Stats) uint64 { return s.HandshakeFailed }),
 		counterOf("gatewayd_stream_messages_received_total", "CoAP messages read, signalling included.", byListen, func(s *stream.Stats) uint64 { return s.Received }),
 		counterOf("gatewayd_stream_messages_sent_total", "CoAP messages written, signalling included.", byListen, func(s *stream.Stats) uint64 { return s.Sent }),
 		counterOf("gatewayd_stream_malformed_messages_total", "Messages that did not decode (the connection is aborted) or had a reserved code.", byListen, func(s *stream.Stats) uint64 { return s.Malformed }),
@@ -377,6 +376,13 @@ var (
 )
 
 // descRadioDrop counts a radio's receive drops by radio.DropReason.
+// descStreamHandshake counts by reason (stream.HandshakeReason): a TLS
+// failure on wss:// is as much the operator's concern as one on tls://.
+var descStreamHandshake = prometheus.NewDesc("gatewayd_stream_handshake_failures_total",
+	"Connections that did not get past their handshake, by reason: tls (the TLS handshake of tls:// or wss:// failed or timed out), "+
+		"path (an HTTP request for another path than the WebSocket endpoint's), upgrade (not a WebSocket upgrade, or a foreign origin), "+
+		"subprotocol (an upgrade without the subprotocol coap), csm (no CSM in time).", []string{"listen", "reason"}, nil)
+
 var descRadioDrop = prometheus.NewDesc("gatewayd_radio_drops_total", "Received radio frames and datagrams dropped, by reason.", []string{"radio", "reason"}, nil)
 
 func describe[S any](ch chan<- *prometheus.Desc, stats []stat[S]) {
@@ -394,6 +400,7 @@ func emit[S any](ch chan<- prometheus.Metric, stats []stat[S], v *S, labels ...s
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	describe(ch, endpointStats)
 	describe(ch, streamStats)
+	ch <- descStreamHandshake
 	describe(ch, cacheStats)
 	describe(ch, observeStats)
 	describe(ch, pubsubStats)
@@ -412,6 +419,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for _, l := range c.p.streams {
 		s := l.s.Stats()
 		emit(ch, streamStats, &s, l.label)
+		for r, v := range s.HandshakeFailures {
+			ch <- prometheus.MustNewConstMetric(descStreamHandshake, prometheus.CounterValue, float64(v), l.label, stream.HandshakeReason(r).String())
+		}
 	}
 	cs := c.p.cache.Stats()
 	emit(ch, cacheStats, &cs)

@@ -111,6 +111,30 @@ type Stats struct {
 	Overflow        uint64 // connections closed because MaxBuffered bytes waited
 	KeepalivePings  uint64 // Pings sent to quiet peers
 	KeepaliveClosed uint64 // connections closed: a quiet peer did not answer the Ping
+
+	// HandshakeFailures splits HandshakeFailed by HandshakeReason.
+	HandshakeFailures [NumHandshakeReasons]uint64
+}
+
+// HandshakeReason is why a connection did not get past its handshake.
+type HandshakeReason int
+
+const (
+	HandshakeTLS         HandshakeReason = iota // tls, wss: the TLS handshake failed or timed out
+	HandshakePath                               // ws, wss: an HTTP request for another path than the endpoint's (RFC 8323 §8.3, §8.4)
+	HandshakeUpgrade                            // ws, wss: not a WebSocket upgrade the server takes (plain HTTP, a foreign origin)
+	HandshakeSubprotocol                        // ws, wss: an upgrade without the subprotocol "coap" (RFC 8323 §4.1)
+	HandshakeCSM                                // no CSM from the peer in time (RFC 8323 §5.3.1)
+	NumHandshakeReasons
+)
+
+// String is the reason's label value: tls, path, upgrade, subprotocol,
+// csm.
+func (r HandshakeReason) String() string {
+	if r < 0 || r >= NumHandshakeReasons {
+		return "unknown"
+	}
+	return [...]string{"tls", "path", "upgrade", "subprotocol", "csm"}[r]
 }
 
 type counters struct {
@@ -118,6 +142,8 @@ type counters struct {
 	accepted, refused, overLimit, handshakeFailed, received, sent, requests atomic.Uint64
 	notifications, malformed, oversize, tooBig, unmatched, pings, releases  atomic.Uint64
 	abortsSent, abortsReceived, overflow, keepalivePings, keepaliveClosed   atomic.Uint64
+
+	handshakeFailures [NumHandshakeReasons]atomic.Uint64 // by HandshakeReason
 }
 
 func (c *counters) stats() Stats {
@@ -128,7 +154,21 @@ func (c *counters) stats() Stats {
 		Oversize: c.oversize.Load(), TooBig: c.tooBig.Load(), Unmatched: c.unmatched.Load(), Pings: c.pings.Load(),
 		Releases: c.releases.Load(), AbortsSent: c.abortsSent.Load(), AbortsReceived: c.abortsReceived.Load(),
 		Overflow: c.overflow.Load(), KeepalivePings: c.keepalivePings.Load(), KeepaliveClosed: c.keepaliveClosed.Load(),
+		HandshakeFailures: c.failures(),
 	}
+}
+
+func (c *counters) failures() (out [NumHandshakeReasons]uint64) {
+	for i := range out {
+		out[i] = c.handshakeFailures[i].Load()
+	}
+	return out
+}
+
+// failHandshake counts a connection that did not get past its handshake.
+func (c *counters) failHandshake(r HandshakeReason) {
+	c.handshakeFailures[r].Add(1)
+	c.handshakeFailed.Add(1)
 }
 
 // Server accepts CoAP connections on listeners (TCP, TLS, WebSockets) and
@@ -177,10 +217,15 @@ func (s *Server) Serve(l net.Listener, tc *tls.Config) error {
 // ServeWS serves CoAP over WebSockets (§4) on l at path, over TLS when tc
 // is not nil (wss). It returns at once.
 func (s *Server) ServeWS(l net.Listener, path string, tc *tls.Config) error {
-	mux := http.NewServeMux()
-	mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) { s.upgrade(w, r, tc != nil) })
 	hs := &http.Server{
-		Handler:           mux,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path != path {
+				s.st.failHandshake(HandshakePath)
+				http.NotFound(w, r)
+				return
+			}
+			s.upgrade(w, r, tc != nil)
+		}),
 		ReadHeaderTimeout: s.cfg.HandshakeTimeout,
 		MaxHeaderBytes:    8 << 10,
 		// Handshake failures are a peer's doing: counted, and logged at
@@ -190,6 +235,15 @@ func (s *Server) ServeWS(l net.Listener, path string, tc *tls.Config) error {
 		// handshake (wsTransport.close).
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			return context.WithValue(ctx, rawConnKey{}, c)
+		},
+		// The HTTP server runs the TLS handshake of wss itself and only
+		// logs a failure; a connection that ends without a completed
+		// one is the failure to count. After an upgrade the connection
+		// is hijacked and never reported closed here.
+		ConnState: func(c net.Conn, st http.ConnState) {
+			if tlc, ok := c.(*tls.Conn); ok && st == http.StateClosed && !tlc.ConnectionState().HandshakeComplete && s.ctx.Err() == nil {
+				s.st.failHandshake(HandshakeTLS)
+			}
 		},
 	}
 	if tc != nil {
@@ -303,7 +357,7 @@ func (s *Server) handshake(nc net.Conn, tc *tls.Config) {
 		err := tlc.HandshakeContext(ctx)
 		cancel()
 		if err != nil {
-			s.st.handshakeFailed.Add(1)
+			s.st.failHandshake(HandshakeTLS)
 			s.cfg.Logger.Debug("TLS handshake failed", "peer", peer, "err", err)
 			<-s.handshakes
 			nc.Close()
@@ -385,7 +439,7 @@ func (s *Server) run(t transport, peer netip.AddrPort, secure bool, identity str
 	select {
 	case <-c.csm:
 	case <-timer.C:
-		s.st.handshakeFailed.Add(1)
+		s.st.failHandshake(HandshakeCSM)
 		c.abort("no CSM", 0)
 	}
 	timer.Stop()
@@ -403,12 +457,13 @@ func (s *Server) upgrade(w http.ResponseWriter, r *http.Request, secure bool) {
 	wc, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{"coap"}, OriginPatterns: s.wsOrigins()})
 	if err != nil {
 		<-s.handshakes
-		s.st.handshakeFailed.Add(1)
+		s.st.failHandshake(HandshakeUpgrade)
+		s.cfg.Logger.Debug("WebSocket upgrade refused", "peer", peer, "err", err)
 		return
 	}
 	if wc.Subprotocol() != "coap" {
 		<-s.handshakes
-		s.st.handshakeFailed.Add(1)
+		s.st.failHandshake(HandshakeSubprotocol)
 		wc.Close(websocket.StatusProtocolError, `subprotocol "coap" required (RFC 8323 §4.1)`)
 		return
 	}
