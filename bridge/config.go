@@ -71,6 +71,11 @@ type ProxyConfig struct {
 	// WSOrigins are the web origins (host patterns) other than the
 	// gateway's own whose pages may open ws:// and wss:// connections.
 	WSOrigins []string `toml:"ws_origins"`
+	// OriginIdle is how long a connection to a coap+tcp, coaps+tcp,
+	// coap+ws, coaps+ws or coaps origin stays open with no exchange and
+	// no observation on it; the next request opens a new one. 0 keeps
+	// them open (up to 256 origins).
+	OriginIdle Duration `toml:"origin_idle"`
 	// Allow are the CIDR prefixes of targets the proxy may reach.
 	Allow []string `toml:"allow"`
 	// Clients are the CIDR prefixes of clients that may use the proxy;
@@ -167,6 +172,7 @@ func Defaults() Config {
 		MaxMessageSize: stream.BaseMaxMessageSize,
 		MaxConnections: 1024,
 		MaxHandshakes:  64,
+		OriginIdle:     Duration{5 * time.Minute},
 	}}
 }
 
@@ -478,6 +484,9 @@ func (p *ProxyConfig) validateStreams() error {
 	}
 	if p.MaxHandshakes < 1 || p.MaxHandshakes > p.MaxConnections {
 		return fmt.Errorf("max_handshakes: %d is outside 1..max_connections (%d)", p.MaxHandshakes, p.MaxConnections)
+	}
+	if p.OriginIdle.Duration < 0 || p.OriginIdle.Duration > 0 && p.OriginIdle.Duration < time.Second {
+		return fmt.Errorf("origin_idle: want 0s (never closed) or at least 1s, got %v", p.OriginIdle)
 	}
 	for _, o := range p.WSOrigins {
 		if _, err := pathpkg.Match(o, ""); err != nil || o == "" {

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/internal/clock"
 )
 
 // Bounds of the pools of origin connections (coap+tcp, coaps+tcp,
@@ -31,42 +32,128 @@ type pooledConn interface {
 // by every exchange and observation to that origin. A failed dial is
 // answered at once, with the same error, until its backoff has passed:
 // an origin that is down costs a dial per backoff, not one per request.
+// A connection nobody holds a lease on (no exchange, no observation) for
+// idle is closed, and the next request dials again: an origin asked once
+// does not cost a connection (and one of maxOriginConns) for ever.
 type pool struct {
-	ctx  context.Context // ends with the pool: dials and connections
-	stop context.CancelFunc
-	wg   sync.WaitGroup // a watcher per connection, closing it once it ended
+	ctx   context.Context // ends with the pool: dials and connections
+	stop  context.CancelFunc
+	wg    sync.WaitGroup // a watcher per connection, closing it once it ended
+	clock clock.Clock
 
-	mu    sync.Mutex
-	slots map[originKey]*slot // guarded by mu
+	mu     sync.Mutex
+	slots  map[originKey]*slot // guarded by mu
+	idle   time.Duration       // guarded by mu; 0: never closed for idleness
+	closes uint64              // guarded by mu: connections closed for idleness
 }
 
 // slot is an origin's entry: a connection, a dial in progress, or the
 // last failure and when to try again.
+// The fields of a slot are guarded by the pool's mu.
 type slot struct {
+	k       originKey
 	ready   chan struct{} // closed when the dial ended
 	c       pooledConn    // set when ready, nil after a failure
 	err     error
 	fails   int
 	retryAt time.Time
+	leases  int         // exchanges and observations using c
+	timer   clock.Timer // closes c when it fires with leases 0 and gen unchanged
+	gen     int         // bumped by each lease and each arming of timer
 }
 
-func newPool() *pool {
-	p := &pool{slots: map[originKey]*slot{}}
+// newPool returns a pool whose connections close after idle without a
+// lease (0: never), timed by clk.
+func newPool(idle time.Duration, clk clock.Clock) *pool {
+	p := &pool{slots: map[originKey]*slot{}, idle: idle, clock: clk}
 	p.ctx, p.stop = context.WithCancel(context.Background())
 	return p
+}
+
+// setIdle changes the idle time for connections that become idle from
+// now (Reload).
+func (p *pool) setIdle(d time.Duration) {
+	p.mu.Lock()
+	p.idle = d
+	p.mu.Unlock()
+}
+
+// setOriginIdle sets origin_idle for the stream and the DTLS origins'
+// connections that become idle from now on (Reload).
+func (p *Proxy) setOriginIdle(d time.Duration) {
+	p.streamUp.pool.setIdle(d)
+	p.dtlsUp.pool.setIdle(d)
+}
+
+// leaseLocked takes a lease on s's connection, and returns its release,
+// which may be called more than once.
+func (p *pool) leaseLocked(s *slot) func() {
+	s.leases++
+	s.gen++ // a timer that fired meanwhile finds it changed
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			p.mu.Lock()
+			defer p.mu.Unlock()
+			s.leases--
+			p.armLocked(s)
+		})
+	}
+}
+
+// armLocked starts s's idle timer once nothing holds its connection.
+func (p *pool) armLocked(s *slot) {
+	if s.leases > 0 || p.idle <= 0 || p.ctx.Err() != nil {
+		return
+	}
+	s.gen++
+	gen := s.gen
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	s.timer = p.clock.AfterFunc(p.idle, func() { p.expire(s, gen) })
+}
+
+// expire closes s's connection if nothing used it since the timer of gen
+// was armed, and forgets it: the next request dials again.
+func (p *pool) expire(s *slot, gen int) {
+	p.mu.Lock()
+	if s.gen != gen || s.leases > 0 || s.c == nil {
+		p.mu.Unlock()
+		return
+	}
+	if p.slots[s.k] == s {
+		delete(p.slots, s.k)
+		p.closes++
+	}
+	c := s.c
+	p.mu.Unlock()
+	c.Close()
+}
+
+// idleCloses is how many connections were closed for idleness.
+func (p *pool) idleCloses() uint64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.closes
 }
 
 // errPoolClosed is what a request gets once the proxy is closing.
 var errPoolClosed = errors.New("bridge: origin connections closed")
 
 // get returns the connection to k, dialling it with dial when there is
-// none. Waiting for someone else's dial is bounded by ctx.
-func (p *pool) get(ctx context.Context, k originKey, dial func(context.Context) (pooledConn, error)) (pooledConn, error) {
+// none, and a lease on it that keeps it from closing for idleness until
+// release is called: for the length of an exchange, or of an
+// observation. Waiting for someone else's dial is bounded by ctx.
+func (p *pool) get(ctx context.Context, k originKey, dial func(context.Context) (pooledConn, error)) (_ pooledConn, release func(), _ error) {
 	for {
 		p.mu.Lock()
 		if p.ctx.Err() != nil {
 			p.mu.Unlock()
-			return nil, errPoolClosed
+			return nil, nil, errPoolClosed
 		}
 		s := p.slots[k]
 		if s != nil {
@@ -78,20 +165,20 @@ func (p *pool) get(ctx context.Context, k originKey, dial func(context.Context) 
 						// Ended since: dial again, as if new.
 						s = p.redial(k, 0)
 					default:
-						c := s.c
+						c, release := s.c, p.leaseLocked(s)
 						p.mu.Unlock()
-						return c, nil
+						return c, release, nil
 					}
 				} else if time.Now().Before(s.retryAt) {
 					err := s.err
 					p.mu.Unlock()
-					return nil, err
+					return nil, nil, err
 				} else {
 					s = p.redial(k, s.fails)
 				}
 				if s == nil {
 					p.mu.Unlock()
-					return nil, coap.Errorf(coap.BadGateway, "%d origin connections open", maxOriginConns)
+					return nil, nil, coap.Errorf(coap.BadGateway, "%d origin connections open", maxOriginConns)
 				}
 				p.mu.Unlock()
 				p.dial(s, k, dial)
@@ -102,14 +189,14 @@ func (p *pool) get(ctx context.Context, k originKey, dial func(context.Context) 
 				case <-s.ready:
 					continue
 				case <-ctx.Done():
-					return nil, ctx.Err()
+					return nil, nil, ctx.Err()
 				}
 			}
 		}
 		s = p.redial(k, 0)
 		p.mu.Unlock()
 		if s == nil {
-			return nil, coap.Errorf(coap.BadGateway, "%d origin connections open", maxOriginConns)
+			return nil, nil, coap.Errorf(coap.BadGateway, "%d origin connections open", maxOriginConns)
 		}
 		p.dial(s, k, dial)
 	}
@@ -123,7 +210,7 @@ func (p *pool) redial(k originKey, fails int) *slot {
 			return nil
 		}
 	}
-	s := &slot{ready: make(chan struct{}), fails: fails}
+	s := &slot{k: k, ready: make(chan struct{}), fails: fails}
 	p.slots[k] = s
 	return s
 }
@@ -175,6 +262,9 @@ func (p *pool) dial(s *slot, k originKey, dial func(context.Context) (pooledConn
 		s.err = err
 	} else {
 		s.c, s.fails = c, 0
+		// Armed now, not at the first release: the requests that waited
+		// for this dial may all have given up.
+		p.armLocked(s)
 		p.wg.Add(1)
 		go func() {
 			defer p.wg.Done()
@@ -208,6 +298,9 @@ func (p *pool) Close() error {
 				conns = append(conns, s.c)
 			}
 		default:
+		}
+		if s.timer != nil {
+			s.timer.Stop()
 		}
 		delete(p.slots, k)
 	}

@@ -45,6 +45,7 @@ import (
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/coap/stream"
 	"github.com/opaque-edge/gatewayd/console"
+	"github.com/opaque-edge/gatewayd/internal/clock"
 	"github.com/opaque-edge/gatewayd/internal/service"
 	"github.com/opaque-edge/gatewayd/observe"
 	"github.com/opaque-edge/gatewayd/observe/pubsub"
@@ -158,8 +159,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger, opts ...Option) (_ *
 		MaxMessageSize: cfg.Proxy.MaxMessageSize,
 		Keepalive:      cfg.Proxy.Keepalive.Duration,
 		Logger:         log.With("component", "upstream", "transport", "stream"),
-	})
-	p.dtlsUp = newDTLSOrigins(log.With("component", "upstream", "transport", "dtls"))
+	}, cfg.Proxy.OriginIdle.Duration, clock.System)
+	p.dtlsUp = newDTLSOrigins(log.With("component", "upstream", "transport", "dtls"), cfg.Proxy.OriginIdle.Duration, clock.System)
 	p.cache = cache.New(cfg.Cache, cache.WithLogger(log.With("component", "cache")))
 	p.hub = observe.New(cfg.Observe,
 		observe.WithLogger(log.With("component", "observe")),

@@ -84,6 +84,7 @@ func (p *Proxy) Reload(cfg Config) (needsRestart []string, err error) {
 		}
 	}
 	p.amp.configure(cfg.Proxy)
+	p.setOriginIdle(cfg.Proxy.OriginIdle.Duration)
 	p.chain.Store(c)
 	for _, e := range p.servers {
 		e.SetInflightLimits(cfg.Proxy.MaxInflight, cfg.Proxy.MaxInflightPerClient, cfg.Proxy.Timeout.Duration)

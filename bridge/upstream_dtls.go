@@ -9,11 +9,13 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"time"
 
 	"github.com/pion/dtls/v3"
 	dtlsnet "github.com/pion/dtls/v3/pkg/net"
 
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/internal/clock"
 )
 
 // dtlsOrigins reaches coaps:// origins: one DTLS session per origin,
@@ -28,8 +30,10 @@ type dtlsOrigins struct {
 	sessions sessionStore
 }
 
-func newDTLSOrigins(log *slog.Logger) *dtlsOrigins {
-	return &dtlsOrigins{pool: newPool(), log: log, sessions: sessionStore{m: map[string]dtls.Session{}}}
+// newDTLSOrigins returns the origins' pool, whose sessions close after
+// idle without an exchange or an observation (0: never).
+func newDTLSOrigins(log *slog.Logger, idle time.Duration, clk clock.Clock) *dtlsOrigins {
+	return &dtlsOrigins{pool: newPool(idle, clk), log: log, sessions: sessionStore{m: map[string]dtls.Session{}}}
 }
 
 func (d *dtlsOrigins) Close() error { return d.pool.Close() }
@@ -102,9 +106,10 @@ func (d *dtlsOrigins) config(c *originCreds) *dtls.Config {
 	return cfg
 }
 
-// session returns the endpoint on the session with an origin.
-func (d *dtlsOrigins) session(ctx context.Context, k originKey, cr *originCreds) (*coap.Endpoint, error) {
-	c, err := d.pool.get(ctx, k, func(ctx context.Context) (pooledConn, error) {
+// session returns the endpoint on the session with an origin, and the
+// release of the caller's lease on it (pool.get).
+func (d *dtlsOrigins) session(ctx context.Context, k originKey, cr *originCreds) (*coap.Endpoint, func(), error) {
+	c, release, err := d.pool.get(ctx, k, func(ctx context.Context) (pooledConn, error) {
 		uc, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(k.addr))
 		if err != nil {
 			return nil, err
@@ -132,9 +137,9 @@ func (d *dtlsOrigins) session(ctx context.Context, k originKey, cr *originCreds)
 		return pooledDTLS{s}, nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return c.(pooledDTLS).e, nil
+	return c.(pooledDTLS).e, release, nil
 }
 
 // dtlsUpstream sends one request over its origin's session.
@@ -147,10 +152,11 @@ type dtlsUpstream struct {
 var _ Upstream = (*dtlsUpstream)(nil)
 
 func (u *dtlsUpstream) RoundTrip(ctx context.Context, target netip.AddrPort, req *coap.Message) (*coap.Message, error) {
-	e, err := u.o.session(ctx, u.k, u.cr)
+	e, release, err := u.o.session(ctx, u.k, u.cr)
 	if err != nil {
 		return nil, err
 	}
+	defer release()
 	resp, err := e.Do(ctx, target, req)
 	if errors.Is(err, coap.ErrClosed) {
 		return nil, connError(u.k, err)
@@ -159,15 +165,21 @@ func (u *dtlsUpstream) RoundTrip(ctx context.Context, target netip.AddrPort, req
 }
 
 func (u *dtlsUpstream) Observe(ctx context.Context, target netip.AddrPort, req *coap.Message, notify func(*coap.Message)) (*coap.Message, func(context.Context) error, error) {
-	e, err := u.o.session(ctx, u.k, u.cr)
+	e, release, err := u.o.session(ctx, u.k, u.cr)
 	if err != nil {
 		return nil, nil, err
 	}
 	resp, obs, err := e.Observe(ctx, target, req, notify)
 	if err != nil || obs == nil {
+		release()
 		return resp, nil, err
 	}
-	return resp, stopper(req, obs), nil
+	// The observation holds the session open until it is cancelled.
+	stop := stopper(req, obs)
+	return resp, func(ctx context.Context) error {
+		defer release()
+		return stop(ctx)
+	}, nil
 }
 
 // sessionStore keeps the origins' DTLS sessions for resumption, at most

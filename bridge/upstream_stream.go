@@ -8,9 +8,11 @@ import (
 	"net/netip"
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/coap/stream"
+	"github.com/opaque-edge/gatewayd/internal/clock"
 )
 
 // streamOrigins reaches origins over coap+tcp, coaps+tcp, coap+ws and
@@ -22,8 +24,10 @@ type streamOrigins struct {
 	pool *pool
 }
 
-func newStreamOrigins(cfg stream.Config) *streamOrigins {
-	return &streamOrigins{cl: stream.NewClient(cfg), pool: newPool()}
+// newStreamOrigins returns the origins' pool, whose connections close
+// after idle without an exchange or an observation (0: never).
+func newStreamOrigins(cfg stream.Config, idle time.Duration, clk clock.Clock) *streamOrigins {
+	return &streamOrigins{cl: stream.NewClient(cfg), pool: newPool(idle, clk)}
 }
 
 // Close closes every origin connection and waits for them.
@@ -42,11 +46,12 @@ func (s *streamOrigins) upstream(u *coap.URI, dst netip.AddrPort, cr *originCred
 	return &streamUpstream{o: s, k: originKey{scheme: u.Scheme, host: u.Host, addr: dst}, u: u, cr: cr}
 }
 
-// conn returns the connection to k's origin, dialling it when needed.
-// The address dialled is the one the allow list judged: the name is used
-// for TLS and the WebSocket Host only.
-func (s *streamOrigins) conn(ctx context.Context, k originKey, u *coap.URI, cr *originCreds) (*stream.Conn, error) {
-	c, err := s.pool.get(ctx, k, func(ctx context.Context) (pooledConn, error) {
+// conn returns the connection to k's origin, dialling it when needed,
+// and the release of the caller's lease on it (pool.get). The address
+// dialled is the one the allow list judged: the name is used for TLS and
+// the WebSocket Host only.
+func (s *streamOrigins) conn(ctx context.Context, k originKey, u *coap.URI, cr *originCreds) (*stream.Conn, func(), error) {
+	c, release, err := s.pool.get(ctx, k, func(ctx context.Context) (pooledConn, error) {
 		var c *stream.Conn
 		var err error
 		switch k.scheme {
@@ -63,9 +68,9 @@ func (s *streamOrigins) conn(ctx context.Context, k originKey, u *coap.URI, cr *
 		return streamConn{c}, nil
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return c.(streamConn).Conn, nil
+	return c.(streamConn).Conn, release, nil
 }
 
 // dialWS opens the origin's WebSocket endpoint, /.well-known/coap (RFC
@@ -117,10 +122,11 @@ func connError(k originKey, err error) error {
 }
 
 func (u *streamUpstream) RoundTrip(ctx context.Context, _ netip.AddrPort, req *coap.Message) (*coap.Message, error) {
-	c, err := u.o.conn(ctx, u.k, u.u, u.cr)
+	c, release, err := u.o.conn(ctx, u.k, u.u, u.cr)
 	if err != nil {
 		return nil, err
 	}
+	defer release()
 	resp, err := c.Do(ctx, streamMsg(req))
 	if err != nil {
 		return nil, connError(u.k, err)
@@ -137,7 +143,7 @@ func streamMsg(req *coap.Message) *coap.Message {
 }
 
 func (u *streamUpstream) Observe(ctx context.Context, _ netip.AddrPort, req *coap.Message, notify func(*coap.Message)) (*coap.Message, func(context.Context) error, error) {
-	c, err := u.o.conn(ctx, u.k, u.u, u.cr)
+	c, release, err := u.o.conn(ctx, u.k, u.u, u.cr)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -148,21 +154,27 @@ func (u *streamUpstream) Observe(ctx context.Context, _ netip.AddrPort, req *coa
 		}
 	})
 	if err != nil {
+		release()
 		return nil, nil, connError(u.k, err)
 	}
 	if cancel == nil {
+		release()
 		return resp, nil, nil
 	}
 	// RFC 8323 §7.4 (and §5.5, §5.6): the observation ends with its
 	// connection. The hub hears it at once, by a final notification, and
 	// its observers may register afresh, over a new connection.
+	// An active observation holds its connection open: the lease is
+	// released when it is cancelled or its connection ends.
 	stopAfter := context.AfterFunc(c.Context(), func() {
+		release()
 		if ended.CompareAndSwap(false, true) {
 			notify(&coap.Message{Code: coap.BadGateway, Payload: []byte(u.k.scheme + " connection to the origin closed")})
 		}
 	})
 	stop := func(ctx context.Context) error {
 		stopAfter()
+		defer release()
 		if !ended.CompareAndSwap(false, true) {
 			return nil
 		}
