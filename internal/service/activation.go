@@ -101,14 +101,9 @@ func inherit(f *os.File) (Socket, error) {
 	if err != nil {
 		return Socket{}, err
 	}
-	var addr netip.AddrPort
-	switch a := sa.(type) {
-	case *syscall.SockaddrInet4:
-		addr = netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port))
-	case *syscall.SockaddrInet6:
-		addr = netip.AddrPortFrom(netip.AddrFrom16(a.Addr), uint16(a.Port))
-	default:
-		return Socket{}, fmt.Errorf("%T is not an IPv4 or IPv6 socket", sa)
+	addr, err := sockaddrAddr(sa)
+	if err != nil {
+		return Socket{}, err
 	}
 	switch typ {
 	case syscall.SOCK_STREAM:
@@ -128,4 +123,23 @@ func inherit(f *os.File) (Socket, error) {
 		return Socket{Addr: addr, Packet: c}, nil
 	}
 	return Socket{}, fmt.Errorf("socket type %d on %v is neither stream nor datagram", typ, addr)
+}
+
+// sockaddrAddr is the address of an IPv4 or IPv6 socket.
+func sockaddrAddr(sa syscall.Sockaddr) (netip.AddrPort, error) {
+	switch a := sa.(type) {
+	case *syscall.SockaddrInet4:
+		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), uint16(a.Port)), nil
+	case *syscall.SockaddrInet6:
+		ip := netip.AddrFrom16(a.Addr)
+		if a.ZoneId != 0 {
+			// A link-local socket (ListenStream=[fe80::1%eth0]:5683)
+			// names its interface as a listen entry does.
+			if ifi, err := net.InterfaceByIndex(int(a.ZoneId)); err == nil {
+				ip = ip.WithZone(ifi.Name)
+			}
+		}
+		return netip.AddrPortFrom(ip, uint16(a.Port)), nil
+	}
+	return netip.AddrPort{}, fmt.Errorf("%T is not an IPv4 or IPv6 socket", sa)
 }

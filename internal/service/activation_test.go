@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -239,5 +240,28 @@ func TestNoSocketActivationReturnsNothing(t *testing.T) {
 				t.Fatalf("Sockets = %v, %v; want none", socks, err)
 			}
 		})
+	}
+}
+
+// A link-local socket's address carries its interface, as the listen
+// entry it must match does ("udp://[fe80::1%eth0]:5683").
+func TestSocketAddressNamesTheInterfaceOfALinkLocalOne(t *testing.T) {
+	lo, err := net.InterfaceByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ll := [16]byte{0: 0xfe, 1: 0x80, 15: 1}
+	for _, tc := range []struct {
+		sa   syscall.Sockaddr
+		want string
+	}{
+		{&syscall.SockaddrInet6{Addr: ll, Port: 5683, ZoneId: uint32(lo.Index)}, "[fe80::1%lo]:5683"},
+		{&syscall.SockaddrInet6{Port: 5683}, "[::]:5683"},
+		{&syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}, Port: 5683}, "127.0.0.1:5683"},
+	} {
+		got, err := sockaddrAddr(tc.sa)
+		if err != nil || got.String() != tc.want {
+			t.Errorf("%+v: %v, %v; want %s", tc.sa, got, err, tc.want)
+		}
 	}
 }
