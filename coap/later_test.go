@@ -3,13 +3,14 @@ package coap
 import (
 	"context"
 	"errors"
-	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"net/netip"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
+
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 )
 
 // laterHandler answers through Later from a goroutine of its own, once
@@ -296,5 +297,19 @@ func TestResponseWriterIsSmall(t *testing.T) {
 	copy(w.tok[:], "abc")
 	if string(w.Token()) != "abc" || cap(w.Token()) != 3 {
 		t.Fatalf("token %q with capacity %d", w.Token(), cap(w.Token()))
+	}
+}
+
+// A forwarded request allocates a goCall (Go) and, at each stage in
+// front of every request, a wrapped writer: bytes more put either in a
+// larger size class, which BenchmarkForwardGET in bridge shows as B/op.
+// The bounds are the size classes they fit (224 and, with a stage's
+// Wrapper of up to 40 bytes, 80).
+func TestPerRequestStructsFitTheirSizeClasses(t *testing.T) {
+	if n := unsafe.Sizeof(goCall{}); n > 224 {
+		t.Errorf("goCall is %d bytes, want at most 224", n)
+	}
+	if n := unsafe.Sizeof(notifyPromptWrapped{}); n > 40 {
+		t.Errorf("notifyPromptWrapped is %d bytes, want at most 40", n)
 	}
 }

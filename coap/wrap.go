@@ -76,6 +76,11 @@ func (n Next) Owned() bool { return n.mode == modeOwned }
 // Finish ends the request on the wrapped writer (Finish).
 func (n Next) Finish(err error) { Finish(n.w.w, err) }
 
+// Code is the code the wrapping writer reports (CodeReporter): the
+// wrapped writer's, when it reports one, else that of the first response
+// written through. It lets a wrapper read it without keeping the writer.
+func (n Next) Code() Code { return n.w.Code() }
+
 // Writer is the wrapped writer itself, for a wrapper that writes to it in
 // its own way (WritePrompt) or outside a call (from a timer).
 func (n Next) Writer() ResponseWriter { return n.w.w }
@@ -91,13 +96,13 @@ func (n Next) Writer() ResponseWriter { return n.w.w }
 // the notifications of its requests is an Observe hub, which keeps the
 // writers itself, not a wrapper.
 func WrapWriter(w ResponseWriter, x Wrapper) ResponseWriter {
-	nw, notify := w.(NotifyWriter)
+	_, notify := w.(NotifyWriter)
 	_, prompt := w.(PromptWriter)
 	switch {
 	case notify && prompt:
-		return &notifyPromptWrapped{wrapped{w: w, x: x}, nw}
+		return &notifyPromptWrapped{wrapped{w: w, x: x}}
 	case notify:
-		return &notifyWrapped{wrapped{w: w, x: x}, nw}
+		return &notifyWrapped{wrapped{w: w, x: x}}
 	case prompt:
 		return &promptWrapped{wrapped{w: w, x: x}}
 	}
@@ -112,7 +117,7 @@ func WrapWriterWith[X any, PX interface {
 	*X
 	Wrapper
 }](w ResponseWriter) (ResponseWriter, PX) {
-	nw, notify := w.(NotifyWriter)
+	_, notify := w.(NotifyWriter)
 	_, prompt := w.(PromptWriter)
 	switch {
 	case notify && prompt:
@@ -120,14 +125,14 @@ func WrapWriterWith[X any, PX interface {
 			notifyPromptWrapped
 			x X
 		}{}
-		o.notifyPromptWrapped = notifyPromptWrapped{wrapped{w: w, x: PX(&o.x)}, nw}
+		o.notifyPromptWrapped = notifyPromptWrapped{wrapped{w: w, x: PX(&o.x)}}
 		return &o.notifyPromptWrapped, PX(&o.x)
 	case notify:
 		o := &struct {
 			notifyWrapped
 			x X
 		}{}
-		o.notifyWrapped = notifyWrapped{wrapped{w: w, x: PX(&o.x)}, nw}
+		o.notifyWrapped = notifyWrapped{wrapped{w: w, x: PX(&o.x)}}
 		return &o.notifyWrapped, PX(&o.x)
 	case prompt:
 		o := &struct {
@@ -215,16 +220,18 @@ func (w *wrapped) Code() Code {
 	return Code(w.code.Load())
 }
 
-type notifyWrapped struct {
-	wrapped
-	n NotifyWriter
-}
+// notifyWrapped is made only for a w that is a NotifyWriter, and asserts
+// it again at each call rather than keep a second interface value: the
+// stages in front of every request wrap the endpoint's writer, and 16
+// bytes more put the writer in a larger size class, while the calls are
+// few (a registration's writer is kept by the hub, not wrapped).
+type notifyWrapped struct{ wrapped }
 
 func (w *notifyWrapped) Notify(resp *Message, con bool, done func(error)) error {
-	return w.n.Notify(resp, con, done)
+	return w.w.(NotifyWriter).Notify(resp, con, done)
 }
-func (w *notifyWrapped) Peer() netip.AddrPort { return w.n.Peer() }
-func (w *notifyWrapped) Token() []byte        { return w.n.Token() }
+func (w *notifyWrapped) Peer() netip.AddrPort { return w.w.(NotifyWriter).Peer() }
+func (w *notifyWrapped) Token() []byte        { return w.w.(NotifyWriter).Token() }
 
 type promptWrapped struct{ wrapped }
 
@@ -232,16 +239,14 @@ func (w *promptWrapped) WritePrompt(resp *Message) error {
 	return w.x.Write(Next{&w.wrapped, modePrompt}, resp)
 }
 
-type notifyPromptWrapped struct {
-	wrapped
-	n NotifyWriter
-}
+// notifyPromptWrapped asserts its w as notifyWrapped does.
+type notifyPromptWrapped struct{ wrapped }
 
 func (w *notifyPromptWrapped) Notify(resp *Message, con bool, done func(error)) error {
-	return w.n.Notify(resp, con, done)
+	return w.w.(NotifyWriter).Notify(resp, con, done)
 }
-func (w *notifyPromptWrapped) Peer() netip.AddrPort { return w.n.Peer() }
-func (w *notifyPromptWrapped) Token() []byte        { return w.n.Token() }
+func (w *notifyPromptWrapped) Peer() netip.AddrPort { return w.w.(NotifyWriter).Peer() }
+func (w *notifyPromptWrapped) Token() []byte        { return w.w.(NotifyWriter).Token() }
 
 func (w *notifyPromptWrapped) WritePrompt(resp *Message) error {
 	return w.x.Write(Next{&w.wrapped, modePrompt}, resp)
