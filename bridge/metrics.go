@@ -114,9 +114,8 @@ func (m *metrics) stage(next coap.Handler) coap.Handler {
 		}
 		cw, c := coap.WrapWriterWith[counter](w)
 		c.m, c.method = m, r.Msg.Code
-		c.code, _ = cw.(coap.CodeReporter) // WrapWriter's writers are
 		err := next.ServeCoAP(ctx, cw, r)
-		c.returned(err)
+		c.returned(cw.(coap.CodeReporter), err) // WrapWriter's writers are
 		return err
 	})
 }
@@ -146,16 +145,18 @@ func (m *metrics) count(method, code coap.Code, err error) {
 
 // counter is the metrics stage's part of the writer it hands on: it counts
 // the request once, when the stage returns or, for a request answered
-// later, at Finish, whichever comes last.
+// later, at Finish, whichever comes last. It is allocated with the
+// writer for every request: it keeps no more than it must (the code is
+// read from the writer), and its small fields sit together, so that the
+// two fit a smaller size class.
 type counter struct {
 	coap.PassWrite
-	m      *metrics
-	method coap.Code
-	code   coap.CodeReporter // the wrapped writer
+	m *metrics
 
-	mu    sync.Mutex
-	state counterState // guarded by mu
-	ferr  error        // guarded by mu: Finish's error, when it came first
+	mu     sync.Mutex
+	ferr   error // guarded by mu: Finish's error, when it came first
+	method coap.Code
+	state  counterState // guarded by mu
 }
 
 type counterState uint8
@@ -167,8 +168,9 @@ const (
 	counted
 )
 
-// returned is called with what the stage returned.
-func (c *counter) returned(err error) {
+// returned is called with what the stage returned, and the writer it
+// handed on.
+func (c *counter) returned(cw coap.CodeReporter, err error) {
 	c.mu.Lock()
 	st := c.state
 	switch {
@@ -181,7 +183,7 @@ func (c *counter) returned(err error) {
 	}
 	c.state = counted
 	c.mu.Unlock()
-	c.m.count(c.method, c.code.Code(), err)
+	c.m.count(c.method, cw.Code(), err)
 }
 
 func (c *counter) Finish(next coap.Next, err error) {
@@ -194,7 +196,7 @@ func (c *counter) Finish(next coap.Next, err error) {
 	case later:
 		c.state = counted
 		c.mu.Unlock()
-		c.m.count(c.method, c.code.Code(), err)
+		c.m.count(c.method, next.Code(), err)
 		next.Finish(err)
 		return
 	}

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/plugins"
@@ -356,5 +357,14 @@ func TestShippedConfigAllowsNoLoopbackTarget(t *testing.T) {
 	}
 	if w := c.Warnings(); len(w) > 0 {
 		t.Errorf("the shipped config with the LAN in clients: %q", w)
+	}
+}
+
+// The metrics stage's counter is allocated with the writer it wraps for
+// every request (coap.WrapWriterWith): at 40 bytes the two fit the 80-byte
+// size class, at 48 the 96-byte one (BenchmarkForwardGET's B/op).
+func TestCounterIsSmall(t *testing.T) {
+	if n := unsafe.Sizeof(counter{}); n > 40 {
+		t.Errorf("counter is %d bytes, want at most 40", n)
 	}
 }
