@@ -594,15 +594,15 @@ func firstErr(a, b error) error {
 // capture is the cache's part of the writer later stages see: it keeps
 // the response, which the cache writes to the client itself, whichever
 // way it was written (a copy, unless handed over with WriteOwned). When
-// they answer later (coap.ErrLater), their Finish hands it to then, and
-// the cache ends the request on the client's writer in its own time.
+// they answer later (coap.ErrLater), their Finish hands it to then. Its
+// bools sit together: with the writer it fits a smaller size class.
 type capture struct {
 	mu       sync.Mutex
 	resp     *coap.Message                       // guarded by mu
-	closed   bool                                // guarded by mu: next returned
 	then     func(resp *coap.Message, err error) // guarded by mu: set by whenFinished
-	finished bool                                // guarded by mu: Finish ran
 	ferr     error                               // guarded by mu: Finish's error
+	closed   bool                                // guarded by mu: next returned
+	finished bool                                // guarded by mu: Finish ran
 }
 
 var _ coap.Wrapper = (*capture)(nil)
