@@ -108,7 +108,7 @@ func startHTTPGateway(t *testing.T, body []byte, extra string) (origin, hc, admi
 	origin = fmt.Sprintf("coap://127.0.0.1:%d/example_data", startCoapServer(t))
 	putOrigin(t, origin, body)
 	proxy, adminPort, httpPort := freePort(t), freePort(t), freePort(t)
-	log = startGatewaydLogged(t, fmt.Sprintf(`
+	log = startGatewayd(t, fmt.Sprintf(`
 [proxy]
 listen = ["udp://127.0.0.1:%d"]
 timeout = "5s"
@@ -123,7 +123,7 @@ sha256 = %q
 %s
 [plugin.config]
 listen = "127.0.0.1:%d"
-`, proxy, adminPort, bin, sum, extra, httpPort))
+`, proxy, adminPort, bin, sum, extra, httpPort), debugLog()).log
 	hc = fmt.Sprintf("http://127.0.0.1:%d/hc/%s", httpPort, origin)
 	// The front end may need a moment after gatewayd reports it started.
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
@@ -238,7 +238,7 @@ func TestMQTTPluginPublishesLargeRepresentationsWhole(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	log := startGatewaydLogged(t, fmt.Sprintf(`
+	log := startGatewayd(t, fmt.Sprintf(`
 [proxy]
 listen = ["udp://127.0.0.1:%[1]d"]
 timeout = "5s"
@@ -274,7 +274,7 @@ client_id = "gw-small"
 observe = %[6]q
 topic = "gw/small"
 retain = true
-`, proxy, admin, bin, sum, b.Addr(), origin, upload))
+`, proxy, admin, bin, sum, b.Addr(), origin, upload), debugLog()).log
 
 	next := func(what string, want []byte) {
 		t.Helper()

@@ -49,29 +49,10 @@ func TestDemoWithoutConfigServesTheBannersCommands(t *testing.T) {
 	demoAdmin = "127.0.0.1:0"
 	t.Cleanup(func() { demoListen, demoAdmin = old, oldAdmin })
 
-	ctx, cancel := context.WithCancel(context.Background())
-	var stdout, stderr syncBuffer
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, nil, &stdout, &stderr) }()
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("run: %v", err)
-			}
-		case <-time.After(10 * time.Second):
-			t.Error("the demo did not stop within 10 s of cancellation")
-		}
-	}
-	t.Cleanup(stop)
-	waitFor(t, "the banner", done, &stdout, "Stop with Ctrl-C.")
-	banner := stdout.String()
+	g := startGatewayd(t, "")
+	stderr := g.log
+	g.waitOutput(t, g.out, "Stop with Ctrl-C.", 30*time.Second)
+	banner := g.out.String()
 	P := fmt.Sprintf("coap://127.0.0.1:%d", port)
 	node := fmt.Sprintf("coap://[%v]", sim.NodeAddr(sim.DefaultPrefix, 0))
 	for _, want := range []string{"-P " + P + " '" + node + "/sensors/temp'", P + "/node1/sensors/temp", "rt=core.ps.data", P + "/rd-lookup/ep"} {
@@ -125,7 +106,7 @@ func TestDemoWithoutConfigServesTheBannersCommands(t *testing.T) {
 		t.Fatalf("resource lookup lists %d nodes' /sensors/temp: %q", n, res)
 	}
 	get("GET by the registered name", reading.MatchString, "-m", "get", P+"/node1/sensors/temp")
-	waitFor(t, "node 1's topic", done, &stderr, "demo: node publishes")
+	g.waitLog(t, "demo: node publishes", 30*time.Second)
 	topics := get("topic discovery", func(o string) bool { return strings.Contains(o, "/ps/data/") },
 		"-m", "get", P+"/.well-known/core?rt=core.ps.data")
 	if !strings.Contains(topics, "core.ps.data") {
@@ -161,26 +142,12 @@ func TestDemoWithoutConfigServesTheBannersCommands(t *testing.T) {
 	if _, err := os.Stat(m[1]); err != nil {
 		t.Fatalf("the banner's client keys: %v", err)
 	}
-	stop()
+	if err := g.stop(t); err != nil {
+		t.Fatalf("run: %v", err)
+	}
 	if _, err := os.Stat(m[1]); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("the throwaway keys outlive the demo: %v", err)
 	}
-}
-
-// waitFor waits until out holds want, failing if run ends first.
-func waitFor(t *testing.T, what string, done <-chan error, out *syncBuffer, want string) {
-	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if strings.Contains(out.String(), want) {
-			return
-		}
-		select {
-		case err := <-done:
-			t.Fatalf("run ended before %s: %v\n%s", what, err, out.String())
-		default:
-		}
-	}
-	t.Fatalf("no %s (%q) within 30 s:\n%s", what, want, out.String())
 }
 
 // A broker that creates the topic but names no topic-data resource makes

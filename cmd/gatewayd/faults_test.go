@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/http"
-	"net/http/httptest"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -36,43 +34,14 @@ type outcome struct {
 // failed and how long the route was down.
 func TestPluginKilledUnderLoadAnswers503UntilItServesAgain(t *testing.T) {
 	bin, sum := testpeer.BuildPlugin(t, "github.com/opaque-edge/gatewayd/plugins/httpcoap/cmd/gatewayd-http")
-	origin := startCoapServer(t)
-	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	gwd := startPluginRoutes(t, bin, sum, func(w http.ResponseWriter, r *http.Request) {
 		// Never stored: every request must cross the plugin.
 		w.Header().Set("Cache-Control", "no-store")
 		fmt.Fprintf(w, "hello from %s", r.URL.Path)
-	}))
-	defer web.Close()
-	proxy, admin := freePort(t), fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	log := startGatewaydLogged(t, fmt.Sprintf(`
-[proxy]
-listen = ["udp://127.0.0.1:%d"]
-allow = ["127.0.0.0/8"]
-timeout = "10s"
-
-[[route]]
-name = "origin"
-target = "coap://127.0.0.1:%d"
-
-[metrics]
-listen = %q
-
-[[plugin]]
-name = "http"
-path = %q
-sha256 = %q
-[plugin.config]
-listen = "off"
-`, proxy, origin, admin, bin, sum))
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if st := adminStatus(t, admin); len(st.Plugins) == 1 && st.Plugins[0].Up {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the plugin did not come up:\n%s", log.String())
-		}
-	}
-	pids := pluginPIDs(t, os.Getpid(), bin)
+	})
+	proxy, admin, web, log := gwd.proxy, gwd.admin, gwd.web, gwd.g.log
+	gwd.waitPluginUp(t, "the plugin to come up")
+	pids := pluginPIDs(t, gwd.g.pid(), bin)
 	if len(pids) != 1 {
 		t.Fatalf("plugin processes %v, want one", pids)
 	}
@@ -90,7 +59,7 @@ listen = "off"
 		for i := 0; ctx.Err() == nil; i++ {
 			req := &coap.Message{Type: coap.Confirmable, Code: coap.GET}
 			if route == "plugin" {
-				req.Options = req.Options.Insert(coap.ProxyURI, fmt.Appendf(nil, "%s/page/%d/%d", web.URL, w, i))
+				req.Options = req.Options.Insert(coap.ProxyURI, fmt.Appendf(nil, "%s/page/%d/%d", web, w, i))
 			} else {
 				req.Options = pathOpts("/origin/")
 			}
@@ -137,7 +106,7 @@ listen = "off"
 	// Until another process runs and has served 50 more requests.
 	var second int
 	for deadline := time.Now().Add(30 * time.Second); second == 0; time.Sleep(10 * time.Millisecond) {
-		if p := pluginPIDs(t, os.Getpid(), bin); len(p) == 1 && p[0] != pids[0] {
+		if p := pluginPIDs(t, gwd.g.pid(), bin); len(p) == 1 && p[0] != pids[0] {
 			second = p[0]
 		}
 		if time.Now().After(deadline) {

@@ -17,6 +17,7 @@ import (
 	"github.com/opaque-edge/gatewayd/bridge"
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/internal/testpeer"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 )
 
 // -check verifies what a start verifies of each plugin: its file, owner,
@@ -102,7 +103,7 @@ func TestCheckAndStartWarnWhenLANClientsMayReachLoopback(t *testing.T) {
 	if !strings.Contains(errb.String(), "warning: proxy: "+want) || !strings.Contains(out.String(), "configuration ok") {
 		t.Fatalf("-check: stdout %q, stderr %q", out.String(), errb.String())
 	}
-	log := startGatewaydLogged(t, cfg)
+	log := startGatewayd(t, cfg, debugLog()).log
 	if !regexp.MustCompile(`level=WARN msg="configuration warning".*` + regexp.QuoteMeta(want)).MatchString(log.String()) {
 		t.Fatalf("no warning at the start:\n%s", log.String())
 	}
@@ -123,32 +124,10 @@ func TestGatewaydServesWithoutAPluginThatCannotStartAndPicksItUpLater(t *testing
 	if fileSHA256(t, path) == sum {
 		t.Fatal("the stand-in has the plugin's digest")
 	}
-	origin := startCoapServer(t)
-	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	gwd := startPluginRoutes(t, path, sum, func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "hello from %s", r.URL.Path)
-	}))
-	defer web.Close()
-	proxy, admin := freePort(t), fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	log := startGatewaydLogged(t, fmt.Sprintf(`
-[proxy]
-listen = ["udp://127.0.0.1:%d"]
-allow = ["127.0.0.0/8"]
-timeout = "10s"
-
-[[route]]
-name = "origin"
-target = "coap://127.0.0.1:%d"
-
-[metrics]
-listen = %q
-
-[[plugin]]
-name = "http"
-path = %q
-sha256 = %q
-[plugin.config]
-listen = "off"
-`, proxy, origin, admin, path, sum))
+	})
+	proxy, admin, log := gwd.proxy, gwd.admin, gwd.g.log
 
 	if !regexp.MustCompile(`level=ERROR msg="plugin cannot start[^\n]*plugin=http[^\n]*sha256 mismatch`).MatchString(log.String()) {
 		t.Fatalf("no error-level line for the plugin:\n%s", log.String())
@@ -164,7 +143,7 @@ listen = "off"
 		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 		defer cancel()
 		req := &coap.Message{Type: coap.Confirmable, Code: coap.GET}
-		req.Options = req.Options.Insert(coap.ProxyURI, []byte(web.URL+"/page"))
+		req.Options = req.Options.Insert(coap.ProxyURI, []byte(gwd.web+"/page"))
 		return c.Do(ctx, gw, req)
 	}
 	resp, err := toWeb()
@@ -194,20 +173,69 @@ listen = "off"
 	if err := os.Rename(path+".new", path); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if st := adminStatus(t, admin); len(st.Plugins) == 1 && st.Plugins[0].Up {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the plugin did not come up by itself: %+v\n%s", adminStatus(t, admin).Plugins, log.String())
-		}
-	}
+	gwd.waitPluginUp(t, "the plugin to come up by itself")
 	if resp, err = toWeb(); err != nil || resp.Code != coap.Content || string(resp.Payload) != "hello from /page" {
 		t.Fatalf("the plugin's route once it is up: %v %v", resp, err)
 	}
 	if m := scrape(t, admin); !strings.Contains(m, `gatewayd_plugin_up{plugin="http"} 1`) {
 		t.Fatalf("metrics once up:\n%s", grepLines(m, "gatewayd_plugin"))
 	}
+}
+
+// pluginRoutes is a gatewayd with two routes, for the tests of a plugin
+// that fails: libcoap's server behind the reverse route "origin", and
+// the HTTP plugin, its front end off, for http:// proxy URIs to web.
+type pluginRoutes struct {
+	g          *instance
+	proxy      int    // gatewayd's CoAP port on 127.0.0.1
+	admin, web string // the admin endpoint's address; the web server's URL
+}
+
+// startPluginRoutes starts libcoap's server, a web server with h and
+// gatewayd with the HTTP plugin at path, expected to have digest sum.
+func startPluginRoutes(t *testing.T, path, sum string, h http.HandlerFunc) pluginRoutes {
+	t.Helper()
+	origin := startCoapServer(t)
+	web := httptest.NewServer(h)
+	t.Cleanup(web.Close)
+	r := pluginRoutes{proxy: freePort(t), admin: fmt.Sprintf("127.0.0.1:%d", freePort(t)), web: web.URL}
+	r.g = startGatewayd(t, fmt.Sprintf(`
+[proxy]
+listen = ["udp://127.0.0.1:%d"]
+allow = ["127.0.0.0/8"]
+timeout = "10s"
+
+[[route]]
+name = "origin"
+target = "coap://127.0.0.1:%d"
+
+[metrics]
+listen = %q
+
+[[plugin]]
+name = "http"
+path = %q
+sha256 = %q
+[plugin.config]
+listen = "off"
+`, r.proxy, origin, r.admin, path, sum), debugLog())
+	return r
+}
+
+// waitPluginUp waits for /status to show the plugin up, failing t with
+// what and the log after 30 s: a plugin's start, or its restart on its
+// backoff, takes seconds on a busy machine.
+func (r pluginRoutes) waitPluginUp(t *testing.T, what string) {
+	t.Helper()
+	defer func() {
+		if t.Failed() {
+			t.Logf("gatewayd's log:\n%s", r.g.log.String())
+		}
+	}()
+	testutil.EventuallyWithin(t, 30*time.Second, what, func() bool {
+		st := adminStatus(t, r.admin)
+		return len(st.Plugins) == 1 && st.Plugins[0].Up
+	})
 }
 
 func adminStatus(t *testing.T, admin string) bridge.Status {
@@ -253,7 +281,7 @@ func logKeys(line string) []string {
 // sim runs the real Spinel driver) once said component=radio … component=
 // spinel, and the plugin host's component=plugins … component=plugins.
 func TestLogLinesCarryEachAttributeOnce(t *testing.T) {
-	log := startGatewaydLogged(t, fmt.Sprintf(`
+	log := startGatewayd(t, fmt.Sprintf(`
 [proxy]
 listen = ["udp://127.0.0.1:%d"]
 [metrics]
@@ -265,7 +293,7 @@ driver = "sim"
 name = "gone"
 path = %q
 sha256 = %q
-`, freePort(t), filepath.Join(t.TempDir(), "gatewayd-gone"), strings.Repeat("ab", 32)))
+`, freePort(t), filepath.Join(t.TempDir(), "gatewayd-gone"), strings.Repeat("ab", 32)), debugLog()).log
 	for deadline := time.Now().Add(15 * time.Second); !strings.Contains(log.String(), `msg="rcp up"`); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("no rcp up line:\n%s", log.String())

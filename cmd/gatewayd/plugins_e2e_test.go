@@ -177,45 +177,6 @@ func readHeaders(t *testing.T, path string) http.Header {
 	return h
 }
 
-// startGatewaydLogged is startGatewayd that also returns gatewayd's log,
-// plugins' lines included, for failure messages.
-func startGatewaydLogged(t *testing.T, config string) *syncBuffer {
-	t.Helper()
-	path := writeFile(t, "gatewayd.toml", config)
-	ctx, cancel := context.WithCancel(context.Background())
-	stderr := &syncBuffer{}
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"-config", path, "-log-level", "debug"}, &syncBuffer{}, stderr) }()
-	stopped := false
-	t.Cleanup(func() {
-		cancel()
-		if stopped {
-			return
-		}
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("run: %v", err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Error("gatewayd did not stop within 5 s of cancellation")
-		}
-	})
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		select {
-		case err := <-done:
-			stopped = true
-			t.Fatalf("gatewayd exited: %v\n%s", err, stderr.String())
-		default:
-		}
-		if strings.Contains(stderr.String(), "gatewayd started") {
-			return stderr
-		}
-	}
-	t.Fatalf("gatewayd did not start:\n%s", stderr.String())
-	return nil
-}
-
 // warnings are the lines of a log at level WARN or ERROR.
 func warnings(log string) string {
 	var b strings.Builder
@@ -371,7 +332,7 @@ func mqttGatewayRecording(t *testing.T) (*mosquitto, netip.AddrPort, []byte, any
 	proxy, admin := freePort(t), freePort(t)
 	gw := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(proxy))
 	node := "coap://[" + sim.NodeAddr(sim.DefaultPrefix, 0).String() + "]"
-	log := startGatewaydLogged(t, fmt.Sprintf(`
+	log := startGatewayd(t, fmt.Sprintf(`
 [proxy]
 listen = ["udp://127.0.0.1:%[1]d"]
 timeout = "10s"
@@ -413,7 +374,7 @@ content_format = 42
 topic = "gw/in/log"
 put = "coap://%[8]s/log"
 content_format = 0
-`, proxy, t.TempDir(), filepath.Join(keyDir, "node.key"), bin, sum, b.Addr(), node, rec.addr, admin))
+`, proxy, t.TempDir(), filepath.Join(keyDir, "node.key"), bin, sum, b.Addr(), node, rec.addr, admin), debugLog()).log
 	return b, gw, kid, priv.Public(), log, rec, fmt.Sprintf("127.0.0.1:%d", admin)
 }
 
@@ -726,28 +687,10 @@ func gone(pid int) bool {
 // 2 s, and CoAP requests to radio nodes are served meanwhile; gatewayd
 // killed with SIGKILL leaves no plugin process behind (Pdeathsig).
 func TestBinaryRestartsKilledPluginAndLeavesNoneWhenKilled(t *testing.T) {
-	gwBin := gatewaydBinary(t)
 	bin, sum := testpeer.BuildPlugin(t, "github.com/opaque-edge/gatewayd/plugins/httpcoap/cmd/gatewayd-http")
 	proxy, httpPort := freePort(t), freePort(t)
-	cfg := writeFile(t, "gatewayd.toml", httpPluginConfig(proxy, "", bin, sum, httpPort, ""))
-	cmd := exec.Command(gwBin, "-config", cfg)
-	var stderr syncBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	waited := make(chan error, 1)
-	go func() { waited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		<-waited
-	})
-	for deadline := time.Now().Add(15 * time.Second); !strings.Contains(stderr.String(), "gatewayd started"); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("gatewayd did not start:\n%s", stderr.String())
-		}
-	}
-	gwPID := cmd.Process.Pid
+	g := startGatewayd(t, httpPluginConfig(proxy, "", bin, sum, httpPort, ""), asBinary())
+	gwPID := g.pid()
 	pids := pluginPIDs(t, gwPID, bin)
 	if len(pids) != 1 {
 		t.Fatalf("plugin processes %v, want one", pids)
@@ -797,7 +740,7 @@ func TestBinaryRestartsKilledPluginAndLeavesNoneWhenKilled(t *testing.T) {
 			break
 		}
 		if time.Since(killed) > 2*time.Second {
-			t.Fatalf("no new plugin process within 2 s of the kill:\n%s", stderr.String())
+			t.Fatalf("no new plugin process within 2 s of the kill:\n%s", g.log.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -814,17 +757,14 @@ func TestBinaryRestartsKilledPluginAndLeavesNoneWhenKilled(t *testing.T) {
 		}
 	}
 
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	<-waited
+	g.signal(t, syscall.SIGKILL)
+	g.wait(t, startTimeout)
 	for deadline := time.Now().Add(5 * time.Second); !gone(second); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			state, ppid, _ := procStat(second)
 			t.Fatalf("plugin pid %d still running (state %s, parent %d) after gatewayd was killed", second, state, ppid)
 		}
 	}
-	waited <- nil // for the cleanup
 }
 
 // scrape returns the admin endpoint's /metrics.

@@ -17,7 +17,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -25,24 +24,6 @@ import (
 	"github.com/opaque-edge/gatewayd/internal/testpeer"
 	"github.com/opaque-edge/gatewayd/radio/sim"
 )
-
-// syncBuffer is a bytes.Buffer safe for a writer and a reader at once.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 func freePort(t *testing.T) int {
 	t.Helper()
@@ -72,42 +53,6 @@ func tool(t *testing.T, name string) string {
 		t.Fatalf("%s not found: run `make deps` (Debian package libcoap3-bin)", name)
 	}
 	return p
-}
-
-// startGatewayd runs the daemon in-process with a config file and returns
-// a stop function that checks the graceful stop.
-func startGatewayd(t *testing.T, config string) {
-	t.Helper()
-	path := writeFile(t, "gatewayd.toml", config)
-	ctx, cancel := context.WithCancel(context.Background())
-	var stderr syncBuffer
-	done := make(chan error, 1)
-	go func() { done <- run(ctx, []string{"-config", path}, &syncBuffer{}, &stderr) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("run: %v", err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Error("gatewayd did not stop within 5 s of cancellation")
-		}
-	})
-	// Wait until it answers.
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		select {
-		case err := <-done:
-			t.Fatalf("gatewayd exited: %v\n%s", err, stderr.String())
-		default:
-		}
-		if strings.Contains(stderr.String(), "gatewayd started") {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("gatewayd did not start:\n%s", stderr.String())
 }
 
 func coapClient(t *testing.T, bin string, args ...string) string {
@@ -457,33 +402,11 @@ func TestVersionFlag(t *testing.T) {
 }
 
 func TestBinaryStopsOnSIGTERMOrSIGINTWithinFiveSeconds(t *testing.T) {
-	bin := gatewaydBinary(t)
 	for _, sig := range []os.Signal{syscall.SIGTERM, os.Interrupt} {
-		port := freePort(t)
-		cfg := writeFile(t, "g.toml", fmt.Sprintf("[proxy]\nlisten = [\"udp://127.0.0.1:%d\"]\n[metrics]\nlisten = \"\"\n", port))
-		cmd := exec.Command(bin, "-config", cfg)
-		var stderr syncBuffer
-		cmd.Stderr = &stderr
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		errc := make(chan error, 1)
-		go func() { errc <- cmd.Wait() }()
-		for deadline := time.Now().Add(10 * time.Second); !strings.Contains(stderr.String(), "gatewayd started"); time.Sleep(10 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				cmd.Process.Kill()
-				t.Fatalf("gatewayd did not start:\n%s", stderr.String())
-			}
-		}
-		cmd.Process.Signal(sig)
-		select {
-		case err := <-errc:
-			if err != nil {
-				t.Fatalf("exit after %v: %v\n%s", sig, err, stderr.String())
-			}
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			t.Fatalf("no exit within 5 s of %v", sig)
+		g := startGatewayd(t, fmt.Sprintf("[proxy]\nlisten = [\"udp://127.0.0.1:%d\"]\n[metrics]\nlisten = \"\"\n", freePort(t)), asBinary())
+		g.signal(t, sig)
+		if err := g.wait(t, 5*time.Second); err != nil {
+			t.Fatalf("exit after %v: %v\n%s", sig, err, g.log.String())
 		}
 	}
 }

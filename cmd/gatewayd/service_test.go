@@ -6,7 +6,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -16,42 +15,6 @@ import (
 
 	"github.com/opaque-edge/gatewayd/coap"
 )
-
-var (
-	buildOnce sync.Once
-	binPath   string
-	buildErr  error
-)
-
-// TestMain removes the binary gatewaydBinary built, if it did.
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binPath != "" {
-		os.RemoveAll(filepath.Dir(binPath))
-	}
-	os.Exit(code)
-}
-
-// gatewaydBinary builds the command once per test run.
-func gatewaydBinary(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		dir, err := os.MkdirTemp("", "gatewayd-bin-")
-		if err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(dir, "gatewayd")
-		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("%v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return binPath
-}
 
 // notifySocket is a test-owned NOTIFY_SOCKET collecting what gatewayd
 // tells systemd.
@@ -151,15 +114,9 @@ func TestSystemdNotifyWatchdogReloadAndStop(t *testing.T) {
 	ns := newNotifySocket(t)
 	port := freePort(t)
 	admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	cfgPath := writeFile(t, "g.toml", fmt.Sprintf("[proxy]\nlisten = [\"udp://127.0.0.1:%d\"]\n[metrics]\nlisten = %q\n", port, admin))
-	cmd := exec.Command(gatewaydBinary(t), "-config", cfgPath)
-	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+ns.path, "WATCHDOG_USEC=2000000")
-	var stderr syncBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	g := startGatewayd(t, fmt.Sprintf("[proxy]\nlisten = [\"udp://127.0.0.1:%d\"]\n[metrics]\nlisten = %q\n", port, admin),
+		withEnv("NOTIFY_SOCKET="+ns.path, "WATCHDOG_USEC=2000000"))
+	cfgPath, stderr := g.config, g.log
 	// WATCHDOG_PID is not set, so the watchdog is for this process.
 	ready := ns.waitFor(t, "READY=1", 0)
 	ns.waitFor(t, "STATUS=serving", 0)
@@ -173,7 +130,7 @@ func TestSystemdNotifyWatchdogReloadAndStop(t *testing.T) {
 		t.Fatal(err)
 	}
 	mark := ns.len()
-	cmd.Process.Signal(syscall.SIGHUP)
+	g.signal(t, syscall.SIGHUP)
 	r := ns.waitFor(t, "RELOADING=1", mark)
 	if m := ns.msg(r); !strings.Contains(m, "MONOTONIC_USEC=") {
 		t.Fatalf("RELOADING=1 without MONOTONIC_USEC: %q", m)
@@ -191,7 +148,7 @@ func TestSystemdNotifyWatchdogReloadAndStop(t *testing.T) {
 	// A valid one that changes a live setting.
 	os.WriteFile(cfgPath, []byte(fmt.Sprintf("[proxy]\nlisten = [\"udp://127.0.0.1:%d\"]\ntimeout = \"2s\"\n[metrics]\nlisten = %q\n", port, admin)), 0o600)
 	mark = ns.len()
-	cmd.Process.Signal(syscall.SIGHUP)
+	g.signal(t, syscall.SIGHUP)
 	ns.waitFor(t, "READY=1", ns.waitFor(t, "RELOADING=1", mark))
 	if err := getWellKnown(t, port); err != nil {
 		t.Fatalf("not serving after a reload: %v", err)
@@ -199,17 +156,17 @@ func TestSystemdNotifyWatchdogReloadAndStop(t *testing.T) {
 	if m := scrape(t, admin); !strings.Contains(m, `gatewayd_reloads_total{outcome="failure"} 1`) || !strings.Contains(m, `gatewayd_reloads_total{outcome="success"} 1`) {
 		t.Fatalf("reloads after a good one:\n%s", grepLines(m, "reloads"))
 	}
-	cmd.Process.Signal(syscall.SIGTERM)
+	g.signal(t, syscall.SIGTERM)
 	ns.waitFor(t, "STOPPING=1", 0)
-	if err := cmd.Wait(); err != nil {
+	if err := g.wait(t, startTimeout); err != nil {
 		t.Fatalf("exit after SIGTERM: %v\n%s", err, stderr.String())
 	}
 }
 
 // activatedUDP starts gatewayd with configured listen entries and a UDP
-// socket on 127.0.0.1 passed as systemd does; it returns the socket's
-// port and the daemon's log.
-func activatedUDP(t *testing.T, listen func(port int) string) (*exec.Cmd, int, *syncBuffer) {
+// socket on 127.0.0.1 passed as systemd does; it returns the daemon and
+// the socket's port.
+func activatedUDP(t *testing.T, listen func(port int) string, opts ...startOption) (*instance, int) {
 	t.Helper()
 	pc, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -221,38 +178,18 @@ func activatedUDP(t *testing.T, listen func(port int) string) (*exec.Cmd, int, *
 		t.Fatal(err)
 	}
 	pc.Close()
-	cfgPath := writeFile(t, "g.toml", fmt.Sprintf("[proxy]\nlisten = [%s]\n[metrics]\nlisten = \"\"\n", listen(port)))
-	// LISTEN_PID must be the child's pid, which is known only after fork:
-	// a shell sets it and execs gatewayd.
-	cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" "$@"`, gatewaydBinary(t), "-config", cfgPath)
-	cmd.Env = append(os.Environ(), "LISTEN_FDS=1", "LISTEN_FDNAMES=coap")
-	cmd.ExtraFiles = []*os.File{f} // fd 3
-	var stderr syncBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	return cmd, port, &stderr
+	config := fmt.Sprintf("[proxy]\nlisten = [%s]\n[metrics]\nlisten = \"\"\n", listen(port))
+	return startGatewayd(t, config, append(opts, socketActivated("coap", f))...), port // fd 3
 }
 
 func TestSocketActivationServesCoAP(t *testing.T) {
-	_, port, stderr := activatedUDP(t, func(port int) string { return fmt.Sprintf("%q", fmt.Sprintf("udp://127.0.0.1:%d", port)) })
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		err := getWellKnown(t, port)
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no CoAP on the activated socket: %v\n%s", err, stderr.String())
-		}
-		time.Sleep(50 * time.Millisecond)
+	g, port := activatedUDP(t, func(port int) string { return fmt.Sprintf("%q", fmt.Sprintf("udp://127.0.0.1:%d", port)) })
+	if err := getWellKnown(t, port); err != nil {
+		t.Fatalf("no CoAP on the activated socket: %v\n%s", err, g.log.String())
 	}
 	// The log says which entry the passed socket serves. The socket may
 	// serve before the line is written: wait for it.
-	waitLog(t, stderr, 10*time.Second, "serving an inherited socket (socket activation) in place of binding",
+	waitLog(t, g.log, 10*time.Second, "serving an inherited socket (socket activation) in place of binding",
 		fmt.Sprintf("listen=udp://127.0.0.1:%d socket=coap kind=datagram", port))
 }
 
@@ -261,20 +198,13 @@ func TestSocketActivationServesCoAP(t *testing.T) {
 // serve two sockets where the operator meant one.
 func TestSocketActivationRefusesASocketNoEntryNames(t *testing.T) {
 	other := freePort(t)
-	cmd, port, stderr := activatedUDP(t, func(int) string { return fmt.Sprintf("%q", fmt.Sprintf("udp://127.0.0.1:%d", other)) })
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err == nil {
-			t.Fatalf("gatewayd exited 0\n%s", stderr.String())
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatalf("gatewayd still runs\n%s", stderr.String())
+	g, port := activatedUDP(t, func(int) string { return fmt.Sprintf("%q", fmt.Sprintf("udp://127.0.0.1:%d", other)) }, notWaitingToStart())
+	if err := g.wait(t, 20*time.Second); err == nil {
+		t.Fatalf("gatewayd exited 0\n%s", g.log.String())
 	}
 	want := fmt.Sprintf(`inherited datagram socket "coap" (127.0.0.1:%d) matches no [proxy] listen entry`, port)
-	if !strings.Contains(stderr.String(), want) {
-		t.Fatalf("no %q in:\n%s", want, stderr.String())
+	if !strings.Contains(g.log.String(), want) {
+		t.Fatalf("no %q in:\n%s", want, g.log.String())
 	}
 }
 

@@ -4,8 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -38,7 +36,7 @@ func TestWatchdogFedWhileTheForwardingPoolIsFull(t *testing.T) {
 	ns := newNotifySocket(t)
 	port := freePort(t)
 	admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	cfgPath := writeFile(t, "g.toml", fmt.Sprintf(`[proxy]
+	g := startGatewayd(t, fmt.Sprintf(`[proxy]
 listen = ["udp://127.0.0.1:%d"]
 clients = ["127.0.0.0/8"]
 allow = ["127.0.0.0/8"]
@@ -47,15 +45,7 @@ max_inflight = 8
 max_inflight_per_client = 4
 [metrics]
 listen = %q
-`, port, admin))
-	cmd := exec.Command(gatewaydBinary(t), "-config", cfgPath)
-	cmd.Env = append(os.Environ(), "NOTIFY_SOCKET="+ns.path, "WATCHDOG_USEC=2000000")
-	var stderr syncBuffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+`, port, admin), withEnv("NOTIFY_SOCKET="+ns.path, "WATCHDOG_USEC=2000000"))
 	ns.waitFor(t, "WATCHDOG=1", ns.waitFor(t, "READY=1", 0))
 
 	gw := netipAddrPort(port)
@@ -107,7 +97,7 @@ listen = %q
 	if m := scrape(t, admin); !strings.Contains(m, full) {
 		t.Fatalf("the flood's requests are no longer in flight; the test proved nothing:\n%s", grepLines(m, "in_flight"))
 	}
-	if s := stderr.String(); strings.Contains(s, "probe of the request path failed") || strings.Contains(s, "withholding keep-alive") {
+	if s := g.log.String(); strings.Contains(s, "probe of the request path failed") || strings.Contains(s, "withholding keep-alive") {
 		t.Fatalf("the probe failed while the pool was full:\n%s", s)
 	}
 }
