@@ -15,6 +15,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -325,11 +326,7 @@ func TestICMPReportIsVettedThenEndsEverythingWithThePeer(t *testing.T) {
 	if err := u.WriteTo(ctx, short, to); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); e.Stats().ICMP < 2; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("ICMP reports not read: %+v", e.Stats())
-		}
-	}
+	testutil.Eventually(t, "both ICMP reports read", func() bool { return e.Stats().ICMP >= 2 })
 	select {
 	case err := <-results:
 		t.Fatalf("an unvetted report ended an exchange: %v", err)
@@ -512,11 +509,7 @@ func TestNONReportMustQuoteTheToken(t *testing.T) {
 	if err := e.t.WriteTo(context.Background(), b, nw.Peer()); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); e.Stats().ICMP < 1; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("ICMP report not read: %+v", e.Stats())
-		}
-	}
+	testutil.Eventually(t, "the ICMP report read", func() bool { return e.Stats().ICMP >= 1 })
 	select {
 	case err := <-done:
 		t.Fatalf("a report with another token ended the NON: %v", err)

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 )
 
 // NotifyAll sends one notification to each observer, with its own token
@@ -40,11 +42,7 @@ func TestNotifyAllReachesEveryObserver(t *testing.T) {
 	// response is counted after it is sent, so possibly after its client
 	// has it: counting starts once all fifty responses are counted.
 	firsts := func() uint64 { s := e.Stats(); return s.Sent - s.Retransmissions }
-	for deadline := time.Now().Add(10 * time.Second); firsts() != n; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("registrations answered: %d sent, want %d", firsts(), n)
-		}
-	}
+	testutil.Eventually(t, "every registration answered", func() bool { return firsts() == n })
 	sentBefore := firsts()
 	ns := make([]Notification, n)
 	acked := make(chan error, 1)

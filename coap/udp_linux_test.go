@@ -10,11 +10,14 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 	"unsafe"
 
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"golang.org/x/sys/unix"
 )
 
@@ -125,7 +128,8 @@ func TestBatchReadEndsWhenClosed(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { _, err := b.Read(); done <- err }()
-	time.Sleep(20 * time.Millisecond) // let it block
+	// Close while it blocks in the kernel, not before it reads.
+	testutil.Eventually(t, "the reader to block", func() bool { return blockedIn("coap.(*mmsgBatch).Read") })
 	u.Close()
 	select {
 	case err := <-done:
@@ -288,13 +292,7 @@ func TestBatchGivesBackThePagesOfLargeDatagramsWhenIdle(t *testing.T) {
 		d, _, _ := r.Datagram(0)
 		done <- bytes.Clone(d)
 	}()
-	deadline := time.Now().Add(10 * time.Second)
-	for r.releases.Load() == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("the idle reader gave nothing back")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(t, "the idle reader to give its pages back", func() bool { return r.releases.Load() > 0 })
 	if after := resident(t, r.mem); after > 8 {
 		t.Fatalf("%d of %d pages still resident once the reader was idle (were %d)", after, pages, before)
 	}
@@ -330,4 +328,17 @@ func TestBatchSlotsAreOutsideTheGoHeap(t *testing.T) {
 	if grown > 64<<10 {
 		t.Fatalf("four batch readers grew the live heap by %d KiB; their slots are 2 MiB", grown>>10)
 	}
+}
+
+// blockedIn reports whether a goroutine waits for I/O (the network
+// poller) inside fn, a function name as a stack trace gives it.
+func blockedIn(fn string) bool {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "[IO wait") && strings.Contains(g, fn) {
+			return true
+		}
+	}
+	return false
 }

@@ -1,13 +1,14 @@
 package observe
 
 import (
-	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"os"
 	"reflect"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 
 	"github.com/opaque-edge/gatewayd/coap"
 )

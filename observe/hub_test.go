@@ -3,11 +3,12 @@ package observe
 import (
 	"context"
 	"fmt"
-	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"net/netip"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 
 	"github.com/opaque-edge/gatewayd/coap"
 )

@@ -3,10 +3,11 @@ package observe
 import (
 	"context"
 	"fmt"
-	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"regexp"
 	"testing"
 	"time"
+
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/internal/testpeer"
@@ -31,23 +32,30 @@ func TestLibcoapObserversShareOneUpstream(t *testing.T) {
 	what := func(i int) string {
 		return fmt.Sprintf("hub %+v\nendpoint %+v\nclient %d's log:\n%s", r.hub.Stats(), r.pe.Stats(), i, clients[i].Log())
 	}
-	for deadline := time.Now().Add(25 * time.Second); r.hub.Stats().Observers < observers; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
+	func() {
+		defer func() {
+			if !t.Failed() {
+				return
+			}
 			for i, c := range clients {
 				if c.Payloads() == "" {
-					t.Errorf("client %d has nothing yet\n%s", i, what(i))
+					t.Logf("client %d has nothing yet\n%s", i, what(i))
 				}
 			}
-			t.Fatalf("%d observers registered, want %d", r.hub.Stats().Observers, observers)
-		}
-	}
+		}()
+		testutil.EventuallyWithin(t, 25*time.Second, fmt.Sprintf("%d observers registered", observers), func() bool { return r.hub.Stats().Observers >= observers })
+	}()
 	if n := r.origin.registrations(); n != 1 {
 		t.Fatalf("origin saw %d registrations, want 1", n)
 	}
 	const states = 10
+	// One state at a time: the next once every observer was sent this
+	// one, or a newer one replaced it in its slot.
+	fanned := func() uint64 { s := r.hub.Stats(); return s.NotificationsOut + s.Skipped }
+	before := fanned()
 	for i := 1; i <= states; i++ {
 		r.origin.push(t, content(fmt.Sprintf("s%02d", i), uint32(i+1)), false)
-		time.Sleep(50 * time.Millisecond) // pacing, not an assertion
+		testutil.Eventually(t, fmt.Sprintf("s%02d fanned out", i), func() bool { return fanned() >= before+uint64(i*observers) })
 	}
 	for i, c := range clients {
 		if err := c.Wait(); err != nil {

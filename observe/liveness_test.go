@@ -2,9 +2,10 @@ package observe
 
 import (
 	"fmt"
-	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"testing"
 	"time"
+
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 
 	"github.com/opaque-edge/gatewayd/coap"
 )

@@ -2,10 +2,11 @@ package observe
 
 import (
 	"fmt"
-	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 
 	"github.com/opaque-edge/gatewayd/coap"
 )

@@ -1,9 +1,10 @@
 package observe
 
 import (
-	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"testing"
 	"time"
+
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 
 	"github.com/opaque-edge/gatewayd/coap"
 )
@@ -43,11 +44,12 @@ func TestSameTokenReRegistrationWhileRegisteringKeepsTheObservation(t *testing.T
 	c.read(5 * time.Second)
 	c.read(5 * time.Second)
 
-	time.Sleep(200 * time.Millisecond)
-	s := r.hub.Stats()
-	if s.Observers != 1 || s.Upstreams != 1 {
-		t.Errorf("after two same-token registrations: %d observers, %d upstream observations; want 1 and 1", s.Observers, s.Upstreams)
-	}
+	// Both answered: the registration has ended, and the hub holds one
+	// observer of one upstream observation (with the fault, none).
+	testutil.Eventually(t, "one observer of one upstream observation", func() bool {
+		s := r.hub.Stats()
+		return s.Observers == 1 && s.Upstreams == 1
+	})
 	r.origin.push(t, content("v1", 2), false)
 	n, err := c.tryRead(2 * time.Second)
 	if err != nil || string(n.Payload) != "v1" {

@@ -3,9 +3,10 @@ package observe
 import (
 	"bytes"
 	"fmt"
-	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"testing"
 	"time"
+
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 
 	"github.com/opaque-edge/gatewayd/coap"
 )
