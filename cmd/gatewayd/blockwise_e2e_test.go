@@ -82,20 +82,21 @@ func metric(scraped, plugin, counter string) int {
 // waitLog waits for a line of log that matches every pattern.
 func waitLog(t *testing.T, log *syncBuffer, d time.Duration, patterns ...string) string {
 	t.Helper()
-	for deadline := time.Now().Add(d); ; time.Sleep(50 * time.Millisecond) {
+	var line string
+	log.waitUntil(t, d, fmt.Sprintf("log line with %q", patterns), nil, func(b []byte) bool {
 	lines:
-		for _, l := range strings.Split(log.String(), "\n") {
+		for _, l := range strings.Split(string(b), "\n") {
 			for _, p := range patterns {
 				if !strings.Contains(l, p) {
 					continue lines
 				}
 			}
-			return l
+			line = l
+			return true
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no log line with %q in %v:\n%s", patterns, d, log.String())
-		}
-	}
+		return false
+	})
+	return line
 }
 
 // startHTTPGateway starts libcoap's coap-server with body as its
@@ -126,15 +127,9 @@ listen = "127.0.0.1:%d"
 `, proxy, adminPort, bin, sum, extra, httpPort), debugLog()).log
 	hc = fmt.Sprintf("http://127.0.0.1:%d/hc/%s", httpPort, origin)
 	// The front end may need a moment after gatewayd reports it started.
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		err := exec.Command(tool(t, "curl"), "-sS", "--max-time", "5", "-o", "/dev/null", strings.TrimSuffix(hc, "example_data")).Run()
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("front end: %v", err)
-		}
-	}
+	until(t, 10*time.Second, "the HTTP front end", func() error {
+		return exec.Command(tool(t, "curl"), "-sS", "--max-time", "5", "-o", "/dev/null", strings.TrimSuffix(hc, "example_data")).Run()
+	})
 	return origin, hc, fmt.Sprintf("127.0.0.1:%d", adminPort), log
 }
 
@@ -329,16 +324,12 @@ retain = true
 		t.Fatal(err)
 	}
 	mpub("-t", "gw/in/big", "-f", file)
-	for {
+	until(t, 30*time.Second, "the origin's /upload to hold what was published", func() error {
 		out := filepath.Join(t.TempDir(), "upload")
 		err := exec.CommandContext(ctx, tool(t, "coap-client-notls"), "-o", out, upload).Run()
-		if b, _ := os.ReadFile(out); err == nil && bytes.Equal(b, down) {
-			break
+		if b, _ := os.ReadFile(out); err != nil || !bytes.Equal(b, down) {
+			return fmt.Errorf("%v: it has %s, want the %s published\n%s", err, digest(b), digest(down), warnings(log.String()))
 		}
-		if ctx.Err() != nil {
-			b, _ := os.ReadFile(out)
-			t.Fatalf("the origin's /upload has %s, want the %s published\n%s", digest(b), digest(down), warnings(log.String()))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 }

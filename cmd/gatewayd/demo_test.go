@@ -62,20 +62,14 @@ func TestDemoWithoutConfigServesTheBannersCommands(t *testing.T) {
 	}
 	// Over the simulated radio a request may meet the radio coming up
 	// (5.03) or a lost frame (5.04); a user tries again, so does this.
+	defer func() {
+		if t.Failed() {
+			t.Logf("gatewayd's log:\n%s", stderr.String())
+		}
+	}()
 	get := func(what string, ok func(string) bool, args ...string) string {
 		t.Helper()
-		var out string
-		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-			out = coapClient(t, "coap-client-notls", args...)
-			if ok(out) {
-				return out
-			}
-			if !strings.Contains(out, "5.03") && !strings.Contains(out, "5.04") {
-				break
-			}
-		}
-		t.Fatalf("%s: %q\n%s", what, out, stderr.String())
-		return ""
+		return coapClientRetrying(t, 30*time.Second, what, ok, args...)
 	}
 	reading := regexp.MustCompile(`(?m)^[0-9]+\.[0-9]$`)
 	get("GET through the proxy", reading.MatchString, "-m", "get", "-P", P, node+"/sensors/temp")
@@ -94,12 +88,12 @@ func TestDemoWithoutConfigServesTheBannersCommands(t *testing.T) {
 		}
 		return true
 	}
-	for deadline := time.Now().Add(60 * time.Second); !listed(eps); time.Sleep(200 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the endpoint lookup does not list the three nodes: %q\n%s", eps, stderr.String())
+	until(t, 60*time.Second, "the endpoint lookup to list the three nodes", func() error {
+		if eps = coapClient(t, "coap-client-notls", "-m", "get", P+"/rd-lookup/ep"); !listed(eps) {
+			return fmt.Errorf("%q", eps)
 		}
-		eps = coapClient(t, "coap-client-notls", "-m", "get", P+"/rd-lookup/ep")
-	}
+		return nil
+	})
 	res := get("resource lookup", func(o string) bool { return strings.Contains(o, node+"/sensors/temp>") },
 		"-m", "get", P+"/rd-lookup/res?rt=temperature-c")
 	if n := strings.Count(res, "/sensors/temp>"); n != sim.DefaultNodes {

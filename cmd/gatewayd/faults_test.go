@@ -13,6 +13,7 @@ import (
 
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/internal/testpeer"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 )
 
 // outcome is one request of a load: when it was answered, and how.
@@ -90,13 +91,14 @@ func TestPluginKilledUnderLoadAnswers503UntilItServesAgain(t *testing.T) {
 	go worker(c, 0, "origin")
 	defer func() { stop(); wg.Wait() }()
 
+	defer func() {
+		if t.Failed() {
+			t.Logf("%d requests served through the plugin; warnings:\n%s", okPlugin.Load(), warnings(log.String()))
+		}
+	}()
 	waitCount := func(n int64, what string) {
 		t.Helper()
-		for deadline := time.Now().Add(30 * time.Second); okPlugin.Load() < n; time.Sleep(10 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: %d requests served through the plugin\n%s", what, okPlugin.Load(), warnings(log.String()))
-			}
-		}
+		testutil.EventuallyWithin(t, 30*time.Second, fmt.Sprintf("%d requests served through the plugin %s", n, what), func() bool { return okPlugin.Load() >= n })
 	}
 	waitCount(50, "before the kill")
 	if err := syscall.Kill(pids[0], syscall.SIGKILL); err != nil {
@@ -105,14 +107,12 @@ func TestPluginKilledUnderLoadAnswers503UntilItServesAgain(t *testing.T) {
 	killed := time.Now()
 	// Until another process runs and has served 50 more requests.
 	var second int
-	for deadline := time.Now().Add(30 * time.Second); second == 0; time.Sleep(10 * time.Millisecond) {
+	testutil.EventuallyWithin(t, 30*time.Second, "a new plugin process", func() bool {
 		if p := pluginPIDs(t, gwd.g.pid(), bin); len(p) == 1 && p[0] != pids[0] {
 			second = p[0]
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no new plugin process within 30 s of the kill:\n%s", warnings(log.String()))
-		}
-	}
+		return second != 0
+	})
 	waitCount(okPlugin.Load()+50, "after the restart")
 	stop()
 	wg.Wait()

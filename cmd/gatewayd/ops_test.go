@@ -281,7 +281,7 @@ func logKeys(line string) []string {
 // sim runs the real Spinel driver) once said component=radio … component=
 // spinel, and the plugin host's component=plugins … component=plugins.
 func TestLogLinesCarryEachAttributeOnce(t *testing.T) {
-	log := startGatewayd(t, fmt.Sprintf(`
+	g := startGatewayd(t, fmt.Sprintf(`
 [proxy]
 listen = ["udp://127.0.0.1:%d"]
 [metrics]
@@ -293,12 +293,9 @@ driver = "sim"
 name = "gone"
 path = %q
 sha256 = %q
-`, freePort(t), filepath.Join(t.TempDir(), "gatewayd-gone"), strings.Repeat("ab", 32)), debugLog()).log
-	for deadline := time.Now().Add(15 * time.Second); !strings.Contains(log.String(), `msg="rcp up"`); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no rcp up line:\n%s", log.String())
-		}
-	}
+`, freePort(t), filepath.Join(t.TempDir(), "gatewayd-gone"), strings.Repeat("ab", 32)), debugLog())
+	log := g.log
+	g.waitLog(t, `msg="rcp up"`, startTimeout)
 	var checked int
 	for _, line := range strings.Split(log.String(), "\n") {
 		if line == "" {

@@ -34,6 +34,7 @@ import (
 	"github.com/opaque-edge/gatewayd/e2e/oscore"
 	"github.com/opaque-edge/gatewayd/e2e/signed"
 	"github.com/opaque-edge/gatewayd/internal/testpeer"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"github.com/opaque-edge/gatewayd/observe/pubsub"
 	"github.com/opaque-edge/gatewayd/plugins/httpcoap"
 	"github.com/opaque-edge/gatewayd/radio/sim"
@@ -475,12 +476,12 @@ func TestMQTTPluginBridgesSignedReadingsUpAndPublicationsDown(t *testing.T) {
 	// The first publication makes the topic fully created; until then a
 	// subscription would get 4.04.
 	mpub("-m", "first")
-	for resp := get(); resp.Code != coap.Content || string(resp.Payload) != "first"; resp = get() {
-		if ctx.Err() != nil {
-			t.Fatalf("topic-data after mosquitto_pub: %v %q\n%s", resp.Code, resp.Payload, log.String())
+	until(t, 30*time.Second, "topic-data after mosquitto_pub", func() error {
+		if resp := get(); resp.Code != coap.Content || string(resp.Payload) != "first" {
+			return fmt.Errorf("%v %q\n%s", resp.Code, resp.Payload, log.String())
 		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return nil
+	})
 	notes := make(chan []byte, 16)
 	first, obs, err := c.Observe(ctx, gw, &coap.Message{Type: coap.Confirmable, Code: coap.GET, Options: pathOpts(data)}, func(m *coap.Message) {
 		notes <- bytes.Clone(m.Payload)
@@ -715,15 +716,7 @@ func TestBinaryRestartsKilledPluginAndLeavesNoneWhenKilled(t *testing.T) {
 		return nil
 	}
 	// The sim radio comes up shortly after gatewayd reports it started.
-	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		err := get()
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("GET before the kill: %v", err)
-		}
-	}
+	until(t, 15*time.Second, "GET before the kill", get)
 
 	if err := syscall.Kill(first, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
@@ -734,37 +727,28 @@ func TestBinaryRestartsKilledPluginAndLeavesNoneWhenKilled(t *testing.T) {
 		t.Fatalf("GET during the plugin's restart: %v", err)
 	}
 	var second int
-	for {
+	// The restart within 2 s of the kill is what is shown: the bound is
+	// the assertion, not a guess at how long to wait.
+	testutil.EventuallyWithin(t, 2*time.Second-time.Since(killed), "a new plugin process within 2 s of the kill", func() bool {
 		if p := pluginPIDs(t, gwPID, bin); len(p) == 1 && p[0] != first {
 			second = p[0]
-			break
 		}
-		if time.Since(killed) > 2*time.Second {
-			t.Fatalf("no new plugin process within 2 s of the kill:\n%s", g.log.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return second != 0
+	})
 	t.Logf("plugin pid %d killed, pid %d running %v later", first, second, time.Since(killed).Round(time.Millisecond))
 	// The restarted front end serves HTTP again.
 	url := fmt.Sprintf("http://127.0.0.1:%d/hc/%s", httpPort, node)
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+	until(t, 10*time.Second, "HTTP front end after the restart", func() error {
 		out, err := exec.Command(tool(t, "curl"), "-sS", "--max-time", "10", "-g", "--path-as-is", url).CombinedOutput()
-		if err == nil && simReadingRE.Match(bytes.TrimSpace(out)) {
-			break
+		if err == nil && !simReadingRE.Match(bytes.TrimSpace(out)) {
+			err = fmt.Errorf("%q", out)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("HTTP front end after the restart: %v %q", err, out)
-		}
-	}
+		return err
+	})
 
 	g.signal(t, syscall.SIGKILL)
 	g.wait(t, startTimeout)
-	for deadline := time.Now().Add(5 * time.Second); !gone(second); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			state, ppid, _ := procStat(second)
-			t.Fatalf("plugin pid %d still running (state %s, parent %d) after gatewayd was killed", second, state, ppid)
-		}
-	}
+	testutil.EventuallyWithin(t, 5*time.Second, fmt.Sprintf("plugin pid %d to end with gatewayd (Pdeathsig)", second), func() bool { return gone(second) })
 }
 
 // scrape returns the admin endpoint's /metrics.

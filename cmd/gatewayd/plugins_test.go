@@ -40,16 +40,14 @@ func TestHTTPPluginBothWays(t *testing.T) {
 	// and the simulated radio too on a busy machine (a 5.03 "radio sim
 	// down" is HTTP 503, which -f makes a failure to retry).
 	var body string
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+	until(t, 10*time.Second, "curl to a radio node", func() error {
 		out, err := exec.Command(tool(t, "curl"), "-fsS", "--max-time", "20", base+"coap://["+sim.NodeAddr(sim.DefaultPrefix, 0).String()+"]/sensors/temp").CombinedOutput()
-		if err == nil {
-			body = string(out)
-			break
+		if err != nil {
+			return fmt.Errorf("%w\n%s", err, out)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("curl to a radio node: %v\n%s", err, out)
-		}
-	}
+		body = string(out)
+		return nil
+	})
 	if !strings.Contains(body, ".") {
 		t.Fatalf("radio node via HTTP: %q", body)
 	}

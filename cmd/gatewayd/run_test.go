@@ -55,6 +55,26 @@ func tool(t *testing.T, name string) string {
 	return p
 }
 
+// coapClientRetrying runs coap-client-notls with args until ok holds of
+// its output, for up to d, and returns the output: over the simulated
+// radio a request may meet the radio coming up (5.03) or a lost frame
+// (5.04), and a user tries again. Any other answer fails t at once.
+func coapClientRetrying(t *testing.T, d time.Duration, what string, ok func(string) bool, args ...string) string {
+	t.Helper()
+	var out string
+	until(t, d, what, func() error {
+		out = coapClient(t, "coap-client-notls", args...)
+		if ok(out) {
+			return nil
+		}
+		if !strings.Contains(out, "5.03") && !strings.Contains(out, "5.04") {
+			t.Fatalf("%s: %q", what, out)
+		}
+		return fmt.Errorf("%q", out)
+	})
+	return out
+}
+
 func coapClient(t *testing.T, bin string, args ...string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -74,17 +94,14 @@ func startCoapServer(t *testing.T) int {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	// Wait until it answers directly.
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
+	until(t, 10*time.Second, "coap-server-notls to answer", func() error {
 		out, _ := exec.Command(tool(t, "coap-client-notls"), "-B", "1", "coap://127.0.0.1:"+fmt.Sprint(port)+"/").CombinedOutput()
-		if strings.Contains(string(out), "libcoap") {
-			return port
+		if !strings.Contains(string(out), "libcoap") {
+			return fmt.Errorf("%q", out)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	t.Fatal("coap-server-notls did not come up")
-	return 0
+		return nil
+	})
+	return port
 }
 
 // startBehindGatewayd starts libcoap's coap-server, and gatewayd with one
@@ -431,18 +448,7 @@ pcap = %q
 	// loaded machine (5.04). Each answer must be right when it comes.
 	try := func(what string, ok func(string) bool, args ...string) {
 		t.Helper()
-		var out string
-		for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); {
-			out = coapClient(t, "coap-client-notls", args...)
-			if ok(out) {
-				return
-			}
-			if !strings.Contains(out, "5.03") && !strings.Contains(out, "5.04") {
-				break
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-		t.Fatalf("%s: %q", what, out)
+		coapClientRetrying(t, 20*time.Second, what, ok, args...)
 	}
 	try("GET temp", func(o string) bool { return strings.Contains(o, ".") && !strings.Contains(o, "5.0") },
 		"-m", "get", "-P", P, node+"/sensors/temp")
@@ -467,16 +473,13 @@ pcap = %q
 		return string(out)
 	}
 	// The capture is flushed periodically while gatewayd runs.
-	var coapLines string
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		coapLines = ts("-Y", "coap", "-T", "fields", "-e", "coap.code", "-e", "coap.opt.uri_path")
-		if strings.Contains(coapLines, "sensors") && strings.Contains(coapLines, "echo") {
-			break
+	until(t, 30*time.Second, "tshark to show the CoAP requests", func() error {
+		coapLines := ts("-Y", "coap", "-T", "fields", "-e", "coap.code", "-e", "coap.opt.uri_path")
+		if !strings.Contains(coapLines, "sensors") || !strings.Contains(coapLines, "echo") {
+			return fmt.Errorf("%s", coapLines)
 		}
-	}
-	if !strings.Contains(coapLines, "sensors") || !strings.Contains(coapLines, "echo") {
-		t.Fatalf("tshark does not show the CoAP requests:\n%s", coapLines)
-	}
+		return nil
+	})
 	if bad := strings.TrimSpace(ts("-Y", `_ws.malformed || _ws.expert.severity >= "error" || wpan.fcs.bad`)); bad != "" {
 		t.Fatalf("tshark flags frames:\n%s", bad)
 	}

@@ -19,10 +19,11 @@ import (
 // notifySocket is a test-owned NOTIFY_SOCKET collecting what gatewayd
 // tells systemd.
 type notifySocket struct {
-	path string
-	c    *net.UnixConn
-	mu   sync.Mutex
-	msgs []string
+	path    string
+	c       *net.UnixConn
+	mu      sync.Mutex
+	msgs    []string      // guarded by mu
+	arrived chan struct{} // guarded by mu: closed when the next message arrives
 }
 
 // len is how many messages arrived; msg returns one.
@@ -60,6 +61,10 @@ func newNotifySocket(t *testing.T) *notifySocket {
 			}
 			n.mu.Lock()
 			n.msgs = append(n.msgs, string(buf[:k]))
+			if n.arrived != nil {
+				close(n.arrived)
+				n.arrived = nil
+			}
 			n.mu.Unlock()
 		}
 	}()
@@ -70,8 +75,9 @@ func newNotifySocket(t *testing.T) *notifySocket {
 // `after` messages, and returns its index.
 func (n *notifySocket) waitFor(t *testing.T, want string, after int) int {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for time.Now().Before(deadline) {
+	timeout := time.NewTimer(15 * time.Second)
+	defer timeout.Stop()
+	for {
 		n.mu.Lock()
 		for i := after; i < len(n.msgs); i++ {
 			if strings.Contains(n.msgs[i], want) {
@@ -79,13 +85,21 @@ func (n *notifySocket) waitFor(t *testing.T, want string, after int) int {
 				return i
 			}
 		}
+		after = len(n.msgs)
+		if n.arrived == nil {
+			n.arrived = make(chan struct{})
+		}
+		arrived := n.arrived
 		n.mu.Unlock()
-		time.Sleep(20 * time.Millisecond)
+		select {
+		case <-arrived:
+		case <-timeout.C:
+			n.mu.Lock()
+			defer n.mu.Unlock()
+			t.Fatalf("no %q from gatewayd; got %q", want, n.msgs)
+			return 0
+		}
 	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	t.Fatalf("no %q from gatewayd; got %q", want, n.msgs)
-	return 0
 }
 
 func getWellKnown(t *testing.T, port int) error {

@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 )
 
 // Every test that runs gatewayd starts it with startGatewayd: in this
@@ -80,18 +82,60 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// holds reports whether the buffer holds want, and if not, returns a
+// holds reports whether cond holds of the content, and if not, returns a
 // channel closed at the next Write.
-func (s *syncBuffer) holds(want string) (bool, <-chan struct{}) {
+func (s *syncBuffer) holds(cond func([]byte) bool) (bool, <-chan struct{}) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if bytes.Contains(s.b.Bytes(), []byte(want)) {
+	if cond(s.b.Bytes()) {
 		return true, nil
 	}
 	if s.grew == nil {
 		s.grew = make(chan struct{})
 	}
 	return false, s.grew
+}
+
+// waitUntil waits, a Write at a time, until cond holds of the content,
+// failing t with what and the content if d passes first or ended is
+// closed (the writer is gone) without it.
+func (s *syncBuffer) waitUntil(t *testing.T, d time.Duration, what string, ended <-chan struct{}, cond func([]byte) bool) {
+	t.Helper()
+	timeout := time.NewTimer(d)
+	defer timeout.Stop()
+	for {
+		ok, grew := s.holds(cond)
+		if ok {
+			return
+		}
+		select {
+		case <-grew:
+		case <-ended:
+			if ok, _ := s.holds(cond); ok {
+				return
+			}
+			t.Fatalf("gatewayd exited before %s:\n%s", what, s.String())
+		case <-timeout.C:
+			t.Fatalf("no %s within %v:\n%s", what, d, s.String())
+		}
+	}
+}
+
+// until calls try until it returns nil, failing t with what and try's
+// last error after d: for a request that may meet a radio or a plugin
+// still coming up, or a frame the simulated radio lost.
+func until(t *testing.T, d time.Duration, what string, try func() error) {
+	t.Helper()
+	var last error
+	defer func() {
+		if t.Failed() && last != nil {
+			t.Logf("%s: the last try: %v", what, last)
+		}
+	}()
+	testutil.EventuallyWithin(t, d, what, func() bool {
+		last = try()
+		return last == nil
+	})
 }
 
 // startTimeout is how long a start may take, generous for a busy machine.
@@ -294,22 +338,5 @@ func (g *instance) waitLog(t *testing.T, want string, d time.Duration) {
 // want, failing t with it if d passes first or gatewayd exits.
 func (g *instance) waitOutput(t *testing.T, on *syncBuffer, want string, d time.Duration) {
 	t.Helper()
-	timeout := time.NewTimer(d)
-	defer timeout.Stop()
-	for {
-		ok, grew := on.holds(want)
-		if ok {
-			return
-		}
-		select {
-		case <-grew:
-		case <-g.exited:
-			if ok, _ := on.holds(want); ok {
-				return
-			}
-			t.Fatalf("gatewayd exited (%v) before %q:\n%s", g.err, want, on.String())
-		case <-timeout.C:
-			t.Fatalf("no %q from gatewayd within %v:\n%s", want, d, on.String())
-		}
-	}
+	on.waitUntil(t, d, fmt.Sprintf("%q from gatewayd", want), g.exited, func(b []byte) bool { return bytes.Contains(b, []byte(want)) })
 }

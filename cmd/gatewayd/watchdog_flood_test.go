@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 )
 
 // The watchdog is fed by a probe of /.well-known/core through the
@@ -66,11 +67,7 @@ listen = %q
 		}
 	}
 	full := fmt.Sprintf("gatewayd_endpoint_requests_in_flight{listen=\"udp://127.0.0.1:%d\"} 8", port)
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(scrape(t, admin), full); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the pool did not fill:\n%s", grepLines(scrape(t, admin), "in_flight"))
-		}
-	}
+	testutil.Eventually(t, "the pool to fill: "+full, func() bool { return strings.Contains(scrape(t, admin), full) })
 	mark := ns.len()
 
 	u, err := coap.ListenUDP(context.Background(), "127.0.0.3:0")
