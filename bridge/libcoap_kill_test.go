@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/opaque-edge/gatewayd/internal/testpeer"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 )
 
 // A libcoap observer killed with SIGKILL deregisters nothing; its port
@@ -50,11 +51,12 @@ func TestKilledLibcoapObserverIsRemovedAndUpstreamCancelled(t *testing.T) {
 
 	waitFor := func(what string, d time.Duration, cond func() bool, detail func() string) {
 		t.Helper()
-		for deadline := time.Now().Add(d); !cond(); time.Sleep(10 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s\n%s", what, detail())
+		defer func() {
+			if t.Failed() {
+				t.Log(detail())
 			}
-		}
+		}()
+		testutil.EventuallyWithin(t, d, what, cond)
 	}
 	// Registered, and notifications reach it.
 	waitFor("the client to observe", 20*time.Second, func() bool {

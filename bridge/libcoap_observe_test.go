@@ -11,6 +11,7 @@ import (
 
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/internal/testpeer"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 )
 
 // observable is an origin with one observable resource: it counts
@@ -90,19 +91,26 @@ func TestFiftyLibcoapObserversOneUpstreamRegistration(t *testing.T) {
 	}
 	// Wait until the clients are registered with the hub, then change the
 	// state a few times.
-	for deadline := time.Now().Add(25 * time.Second); p.Hub().Stats().Observers < observers; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
+	func() {
+		defer func() {
+			if !t.Failed() {
+				return
+			}
 			for i, c := range clients {
 				if c.Payloads() == "" {
-					t.Errorf("client %d has nothing yet\n%s", i, what(i))
+					t.Logf("client %d has nothing yet\n%s", i, what(i))
 				}
 			}
-			t.Fatalf("%d observers registered with the hub, want %d", p.Hub().Stats().Observers, observers)
-		}
-	}
-	for i := 0; i < 5; i++ {
+		}()
+		testutil.EventuallyWithin(t, 25*time.Second, fmt.Sprintf("%d observers registered with the hub", observers), func() bool { return p.Hub().Stats().Observers >= observers })
+	}()
+	// One state at a time: the next once every observer was sent this
+	// one, or a newer one replaced it in its slot.
+	fanned := func() uint64 { s := p.Hub().Stats(); return s.NotificationsOut + s.Skipped }
+	before := fanned()
+	for i := 1; i <= 5; i++ {
 		origin.notify()
-		time.Sleep(150 * time.Millisecond)
+		testutil.Eventually(t, fmt.Sprintf("state %d fanned out", i), func() bool { return fanned() >= before+uint64(i*observers) })
 	}
 	for i, c := range clients {
 		if err := c.Wait(); err != nil {
@@ -144,17 +152,12 @@ func TestFiftyLibcoapObserversOneUpstreamRegistration(t *testing.T) {
 	}
 	// libcoap deregisters when it exits; once all have, the hub cancels
 	// the origin's observation.
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	testutil.EventuallyWithin(t, 20*time.Second, "the upstream observation cancelled after every observer left", func() bool {
 		origin.mu.Lock()
 		done := origin.deregs > 0
 		origin.mu.Unlock()
-		if done && p.Hub().Stats().Upstreams == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("upstream observation not cancelled after every observer left (hub %+v)", p.Hub().Stats())
-		}
-	}
+		return done && p.Hub().Stats().Upstreams == 0
+	})
 }
 
 // firstStateRepeats is how many times the first of seen comes again right

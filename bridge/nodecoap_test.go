@@ -12,6 +12,7 @@ import (
 
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/internal/testpeer"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 )
 
 // node-coap (npm coap) is the second CoAP implementation, after libcoap,
@@ -135,11 +136,7 @@ func TestNodeCoapObserversShareOneUpstreamObservation(t *testing.T) {
 		}
 	}
 	waitAll("v000;")
-	for deadline := time.Now().Add(10 * time.Second); p.Hub().Stats().Observers < observers; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("hub has %+v, want %d observers", p.Hub().Stats(), observers)
-		}
-	}
+	testutil.Eventually(t, fmt.Sprintf("%d observers in the hub", observers), func() bool { return p.Hub().Stats().Observers >= observers })
 	// Each state is sent once every observer has the one before, so that
 	// no slot is overwritten (latest-wins) and every state must arrive.
 	for i := 1; i <= 3; i++ {
@@ -165,18 +162,13 @@ func TestNodeCoapObserversShareOneUpstreamObservation(t *testing.T) {
 	}
 
 	obs.Stop(t, 15*time.Second)
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	testutil.Eventually(t, "the hub empty and the origin deregistered after every node-coap observer left", func() bool {
 		origin.mu.Lock()
 		deregs := origin.deregs
 		origin.mu.Unlock()
 		st := p.Hub().Stats()
-		if deregs > 0 && st.Upstreams == 0 && st.Observers == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after every node-coap observer deregistered: hub %+v, origin deregistrations %d", st, deregs)
-		}
-	}
+		return deregs > 0 && st.Upstreams == 0 && st.Observers == 0
+	})
 }
 
 // allEndOn reports whether every observer's last state is want.

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 )
 
 // Twenty observers of a radio node's resource through the proxy: the node
@@ -70,9 +71,5 @@ func TestObserveFanOutOneRadioRegistrationConstantAirtime(t *testing.T) {
 		o.o.Cancel(ctx)
 		cancel()
 	}
-	for deadline := time.Now().Add(15 * time.Second); node.Observers() != 0; time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the node's observation was not cancelled after the last observer left")
-		}
-	}
+	testutil.EventuallyWithin(t, 15*time.Second, "the node's observation cancelled after the last observer left", func() bool { return node.Observers() == 0 })
 }

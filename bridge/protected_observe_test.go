@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 )
 
 // rawUDP is a test peer that reads and writes datagrams by hand.
@@ -90,11 +91,7 @@ func TestProtectedObservationIsForgottenNotCancelled(t *testing.T) {
 		t.Fatalf("the client got %v, not the notification", got)
 	}
 	cl.send(&coap.Message{Type: coap.Reset, MID: got.MID}, p.Addrs()[0])
-	for deadline := time.Now().Add(5 * time.Second); p.hub.Stats().Observers != 0; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the observer did not leave: %+v", p.hub.Stats())
-		}
-	}
+	testutil.Eventually(t, "the observer to leave on its RST", func() bool { return p.hub.Stats().Observers == 0 })
 
 	// No cancellation request reaches the origin.
 	if m, _ := origin.read(500 * time.Millisecond); m != nil {

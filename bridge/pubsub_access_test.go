@@ -14,6 +14,7 @@ import (
 
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/internal/testpeer"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"github.com/opaque-edge/gatewayd/observe/pubsub"
 	"github.com/opaque-edge/gatewayd/radio"
 	"github.com/opaque-edge/gatewayd/radio/sim"
@@ -162,11 +163,12 @@ func TestPubSubAdminsThroughTheChainWithLibcoap(t *testing.T) {
 // after a generous deadline.
 func waitFor(t *testing.T, what string, cond func() bool, log func() string) {
 	t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s after 20 s; client log:\n%s", what, log())
+	defer func() {
+		if t.Failed() {
+			t.Logf("client log:\n%s", log())
 		}
-	}
+	}()
+	testutil.EventuallyWithin(t, 20*time.Second, what, cond)
 }
 
 // publishers and subscribers, when set, refuse everyone else with 4.03,

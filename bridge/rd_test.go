@@ -13,6 +13,7 @@ import (
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/internal/clock/clocktest"
 	"github.com/opaque-edge/gatewayd/internal/testpeer"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"github.com/opaque-edge/gatewayd/radio"
 	"github.com/opaque-edge/gatewayd/radio/sim"
 	"github.com/opaque-edge/gatewayd/rd"
@@ -113,11 +114,12 @@ func TestRDObservedLookupWatchesEndpointsComeAndGo(t *testing.T) {
 	defer cancel()
 	obs := testpeer.StartLibcoap(ctx, t, 1, "-s", "40", "-m", "get", "coap://"+p.Addrs()[0].String()+"/rd-lookup/ep?et=sensor")
 	defer obs.Kill()
-	for deadline := time.Now().Add(20 * time.Second); p.RD().Stats().Observations < 1; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the lookup was not observed:\n%s", obs.Log())
+	defer func() {
+		if t.Failed() {
+			t.Logf("the observer's log:\n%s", obs.Log())
 		}
-	}
+	}()
+	testutil.EventuallyWithin(t, 20*time.Second, "the lookup observed", func() bool { return p.RD().Stats().Observations >= 1 })
 	c := client(t)
 	resp := do(t, c, p, req(coap.POST, "/rd?ep=watched&et=sensor", "</t>"))
 	wantRD(t, "register", resp, coap.Created)
@@ -125,18 +127,10 @@ func TestRDObservedLookupWatchesEndpointsComeAndGo(t *testing.T) {
 	for v := range resp.Options.All(coap.LocationPath) {
 		loc += "/" + string(v)
 	}
-	for deadline := time.Now().Add(20 * time.Second); !strings.Contains(obs.Payloads(), "ep=watched"); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the observer did not see the endpoint come: %q\n%s", obs.Payloads(), obs.Log())
-		}
-	}
+	testutil.EventuallyWithin(t, 20*time.Second, "the observer to see the endpoint come", func() bool { return strings.Contains(obs.Payloads(), "ep=watched") })
 	sent := p.Hub().Stats().NotificationsOut
 	wantRD(t, "remove", do(t, c, p, req(coap.DELETE, loc, "")), coap.Deleted)
-	for deadline := time.Now().Add(20 * time.Second); p.Hub().Stats().NotificationsOut <= sent; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no notification when the endpoint went: rd %+v, hub %+v", p.RD().Stats(), p.Hub().Stats())
-		}
-	}
+	testutil.EventuallyWithin(t, 20*time.Second, "a notification when the endpoint went", func() bool { return p.Hub().Stats().NotificationsOut > sent })
 	if s := p.RD().Stats(); s.Notifications != 2 || s.Observations != 1 {
 		t.Fatalf("rd %+v", s)
 	}
