@@ -11,6 +11,7 @@ import (
 
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/e2e/signed"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 )
 
 // Seed §3.5 threats the broker poses beyond those of
@@ -123,17 +124,11 @@ func TestT3_5_4ReorderedPublicationsAreErrStale(t *testing.T) {
 	if err := publish(t, p.pubEP, p.r.addr(), p.pub, "temp", 0, "21.0"); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(2 * time.Millisecond) {
+	testutil.Eventually(t, "the relay to hold a notification", func() bool {
 		mu.Lock()
-		h := held
-		mu.Unlock()
-		if h != nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the relay held no notification")
-		}
-	}
+		defer mu.Unlock()
+		return held != nil
+	})
 	if err := publish(t, p.pubEP, p.r.addr(), p.pub, "temp", 0, "22.0"); err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/e2e/signed"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 )
 
 // Seed §3.3: the threats to requests (T1:3.1, T1:3.5, T3:3.3) are out of
@@ -118,28 +119,18 @@ func TestNR3_1ReorderedRequestsAreServedInTheProxysOrder(t *testing.T) {
 		results[i] <- result{resp, err}
 	}
 	go get(0)
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(2 * time.Millisecond) {
+	testutil.Eventually(t, "the relay to hold a request", func() bool {
 		mu.Lock()
-		h := held
-		mu.Unlock()
-		if h != nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the relay held no request")
-		}
-	}
+		defer mu.Unlock()
+		return held != nil
+	})
 	go get(1)
 	select {
 	case <-second:
 	case <-time.After(5 * time.Second):
 		t.Fatal("the relay did not send the second request")
 	}
-	for deadline := time.Now().Add(5 * time.Second); o.served() < 1; time.Sleep(2 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the origin did not serve the second request")
-		}
-	}
+	testutil.Eventually(t, "the origin to serve the second request", func() bool { return o.served() >= 1 })
 	mu.Lock()
 	release := held
 	mu.Unlock()

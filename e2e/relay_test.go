@@ -6,6 +6,7 @@ import (
 	"crypto"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -18,6 +19,7 @@ import (
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/e2e/oscore"
 	"github.com/opaque-edge/gatewayd/e2e/signed"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 )
 
 // dir is the direction a datagram travels through the relay.
@@ -461,17 +463,11 @@ func (s *oscoreServer) notify(t *testing.T, n uint32, payload string) {
 
 func (s *oscoreServer) waitObservers(t *testing.T, n int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
+	testutil.Eventually(t, fmt.Sprintf("%d observers registered", n), func() bool {
 		s.mu.Lock()
-		got := len(s.observers)
-		s.mu.Unlock()
-		if got >= n {
-			return
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Fatalf("%d observers registered, want %d", len(s.observers), n)
+		defer s.mu.Unlock()
+		return len(s.observers) >= n
+	})
 }
 
 // nextErr waits for the server's next verification error.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/e2e/signed"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 )
 
 // Seed §3.3 (caching), §3.4 (Observe) and §3.5 (publish-subscribe) with
@@ -202,13 +203,10 @@ func TestT2_3_2UnsolicitedResponseIsRejectedByTheClient(t *testing.T) {
 	before := c.Stats().Unmatched
 	resp := &coap.Message{Type: coap.NonConfirmable, Code: coap.Content, MID: 99, Token: []byte("unasked!"), Payload: []byte("x")}
 	r.send(down, lastClient(r), resp)
-	deadline := time.Now().Add(5 * time.Second)
-	for c.Stats().Unmatched == before && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
-	if c.Stats().Unmatched == before || c.Stats().ResetsSent == 0 {
-		t.Fatalf("an unsolicited response must be rejected: %+v", c.Stats())
-	}
+	testutil.Eventually(t, "the unsolicited response rejected: unmatched, and a Reset sent", func() bool {
+		s := c.Stats()
+		return s.Unmatched != before && s.ResetsSent != 0
+	})
 }
 
 func TestT2_3_3FloodOfOldAndForgedRepresentationsIsRejected(t *testing.T) {
@@ -259,11 +257,7 @@ func TestT2_3_3FloodOfOldAndForgedRepresentationsIsRejected(t *testing.T) {
 		m.Token = []byte("flood")
 		r.send(down, lastClient(r), m)
 	}
-	for deadline := time.Now().Add(5 * time.Second); c.Stats().Unmatched < before+20; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the client matched no request to %d of 20 unasked responses, want all", c.Stats().Unmatched-before)
-		}
-	}
+	testutil.Eventually(t, "the client to match none of the 20 unasked responses to a request", func() bool { return c.Stats().Unmatched >= before+20 })
 }
 
 func TestT3_3_4ReorderedResponsesAreErrStale(t *testing.T) {
@@ -287,15 +281,11 @@ func TestT3_3_4ReorderedResponsesAreErrStale(t *testing.T) {
 	})
 	got := make(chan *coap.Message, 2)
 	go func() { resp, _ := sigGet(t, c, r.addr(), "temp"); got <- resp }()
-	for {
+	testutil.Eventually(t, "the relay to hold the first response", func() bool {
 		mu.Lock()
-		h := held
-		mu.Unlock()
-		if h != nil {
-			break
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+		defer mu.Unlock()
+		return held != nil
+	})
 	go func() { resp, _ := sigGet(t, c, r.addr(), "temp"); got <- resp }()
 	newer, older := <-got, <-got
 	if _, _, err := v.Verify(newer.Payload, expect("temp")); err != nil {
@@ -386,16 +376,7 @@ func TestNR3_3ProxyReadsTheCacheKeyAndAsksOnItsOwn(t *testing.T) {
 		t.Fatal("the cache key should be readable")
 	}
 	r.send(up, lastClient(r), renew(r.messages(up)[0], true))
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if o.served() == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the origin did not serve the proxy's own request")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.Eventually(t, "the origin to serve the proxy's own request", func() bool { return o.served() == 2 })
 }
 
 func TestNR3_4DroppedResponseLooksLikeLoss(t *testing.T) {
