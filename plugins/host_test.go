@@ -594,14 +594,12 @@ func TestNoOrphanAfterHostIsKilled(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for alive(pid) {
-		if time.Now().After(deadline) {
+	defer func() {
+		if t.Failed() {
 			syscall.Kill(pid, syscall.SIGKILL)
-			t.Fatalf("plugin %d outlived its host", pid)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	}()
+	testutil.Eventually(t, fmt.Sprintf("plugin %d to end with its host", pid), func() bool { return !alive(pid) })
 }
 
 // alive reports whether pid runs: it exists and is no zombie (an orphan
@@ -648,15 +646,15 @@ func TestPluginStderrWarningIsLoggedAsWarning(t *testing.T) {
 	if _, err := translator(t, h, "echo").RoundTrip(t.Context(), "echo://node/warn", &coap.Message{Code: coap.GET, Payload: []byte("disk almost full")}); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	defer func() {
+		if t.Failed() {
+			t.Logf("the log:\n%s", buf.String())
+		}
+	}()
+	testutil.Eventually(t, "the plugin's warning in the log", func() bool {
 		s := buf.String()
-		if strings.Contains(s, "level=WARN") && strings.Contains(s, "disk almost full") && strings.Contains(s, "plugin=echo") {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no warning in the log:\n%s", s)
-		}
-	}
+		return strings.Contains(s, "level=WARN") && strings.Contains(s, "disk almost full") && strings.Contains(s, "plugin=echo")
+	})
 }
 
 // A plugin line is clipped, and a line split over writes is one record.
