@@ -14,6 +14,7 @@ import (
 
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/internal/testpeer"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 )
 
 // A representation larger than one block changes while gatewayd holds its
@@ -273,15 +274,17 @@ func TestBlockwiseNotificationEndsTheOldRepresentationsBlocks(t *testing.T) {
 	}()
 	wait := func(what string, want []byte, done func(got []byte) bool) []byte {
 		t.Helper()
-		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-			got := []byte(c.Payloads())
-			if done(got) {
-				return got
+		var got []byte
+		defer func() {
+			if t.Failed() {
+				t.Logf("%s: the observer has %s (%s), want %s; the end of its log:\n%s", what, digestOf(got), partsOf(got, v1, v2), digestOf(want), lastOf(c.Log(), 4000))
 			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: the observer has %s (%s), want %s; the end of its log:\n%s", what, digestOf(got), partsOf(got, v1, v2), digestOf(want), lastOf(c.Log(), 4000))
-			}
-		}
+		}()
+		testutil.EventuallyWithin(t, 20*time.Second, what, func() bool {
+			got = []byte(c.Payloads())
+			return done(got)
+		})
+		return got
 	}
 	wait("registration", v1, func(got []byte) bool { return bytes.Equal(got, v1) })
 	if s := p.Hub().Stats(); s.Observers != 1 || s.Upstreams != 1 {

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"github.com/opaque-edge/gatewayd/radio"
 	"github.com/opaque-edge/gatewayd/radio/sim"
 )
@@ -174,11 +175,10 @@ func TestRadioDropsInMetricsByReason(t *testing.T) {
 	}
 	want := `gatewayd_radio_drops_total{radio="sim",reason="mac_secured"} 1`
 	var body string
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if body = httpGet(t, "http://"+addr+"/metrics"); strings.Contains(body, want) {
-			break
-		}
-	}
+	testutil.Eventually(t, want, func() bool {
+		body = httpGet(t, "http://"+addr+"/metrics")
+		return strings.Contains(body, want)
+	})
 	for _, w := range []string{want, `gatewayd_radio_drops_total{radio="sim",reason="other_pan"} 0`} {
 		if !strings.Contains(body, w) {
 			t.Errorf("metrics lack %q", w)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/opaque-edge/gatewayd/bridge"
 	"github.com/opaque-edge/gatewayd/bridge/bridgetest"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"github.com/opaque-edge/gatewayd/radio"
 	"github.com/opaque-edge/gatewayd/radio/sim"
 	_ "github.com/opaque-edge/gatewayd/radio/sim/nodekeys" // the nodes' keys: oscore_dir, sign_key
@@ -106,11 +107,7 @@ func TestOSCOREObserveThroughGatewaydGetsProtectedNotifications(t *testing.T) {
 			t.Fatalf("not a reading: %q in %q", l, out)
 		}
 	}
-	for deadline := time.Now().Add(15 * time.Second); n.Observers() != 0; time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the node still has %d observers after the client left", n.Observers())
-		}
-	}
+	testutil.EventuallyWithin(t, 15*time.Second, "the node's observers gone after the client left", func() bool { return n.Observers() == 0 })
 }
 
 func TestSignedRepresentationTwoClientsOneNodeExchangeThroughGatewaydCache(t *testing.T) {
