@@ -201,9 +201,9 @@ type instance struct {
 const stopTimeout = 10 * time.Second
 
 // startGatewayd writes config to a file, starts gatewayd with it (with
-// no -config when config is "": the built-in demo) and waits until it
-// logs that it started, failing t if it exits first or takes longer than
-// startTimeout. When the test ends gatewayd is stopped (ctx cancelled, or
+// no -config when config is "": the built-in demo) and, unless
+// notWaitingToStart, waits until it logs that it started, failing t if
+// it exits first or takes longer than startTimeout. When the test ends gatewayd is stopped (ctx cancelled, or
 // SIGTERM for the binary) and must exit cleanly within stopTimeout,
 // unless the test saw it exit already.
 func startGatewayd(t *testing.T, config string, opts ...startOption) *instance {
