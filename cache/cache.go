@@ -297,7 +297,7 @@ func (c *Cache) serveKeyed(ctx context.Context, next coap.Handler, w coap.Respon
 		// which sits before this stage): a stored response would leave
 		// the client believing it observes. Its response is stored.
 		c.stats.misses.Add(1)
-		return c.forward(ctx, next, w, r, k, id, hop, snapshot{}, false)
+		return c.forward(ctx, next, w, r, k.onHeap(), id, hop, snapshot{}, false)
 	}
 	now := c.now()
 	e, found := c.lookup(m, k, id, hop, now)
@@ -313,7 +313,7 @@ func (c *Cache) serveKeyed(ctx context.Context, next coap.Handler, w coap.Respon
 		// PR3.3: an ETag that is not the fresh one: forwarded.
 	}
 	c.stats.misses.Add(1)
-	return c.coalesce(ctx, next, w, r, k, id, hop, e, found)
+	return c.coalesce(ctx, next, w, r, k.onHeap(), id, hop, e, found)
 }
 
 // lookup finds the entry for a request: its own key, or (PR3.5) the entry

@@ -136,6 +136,15 @@ func encodeURI(m *coap.Message) (k reqKey, ok bool) {
 }
 
 // release returns the buffer to the pool.
+// onHeap is a copy of k that an answer's continuation may keep. Only a
+// miss takes it, so a hit's key stays on the stack. The copy shares k's
+// pooled buffer: whichever of the two the request ends with releases it,
+// once (serveSafe's rule).
+func (k *reqKey) onHeap() *reqKey {
+	h := *k
+	return &h
+}
+
 func (k *reqKey) release() {
 	if k.buf == nil {
 		return
