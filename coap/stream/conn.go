@@ -40,6 +40,7 @@ type Conn struct {
 	identity  string
 	log       *slog.Logger
 	handlerCx context.Context // what handlers run under: the server's
+	runner    *coap.Runner    // the reader's, for Config.Inline: made at its first such request
 
 	ctx    context.Context // ended when the connection closes
 	cancel context.CancelFunc
@@ -271,9 +272,10 @@ func (c *Conn) readLoop() {
 	}
 }
 
-// request hands a request to the handler on a goroutine of its own. At
-// MaxInflight requests in progress the reader waits for a slot: the
-// peer's further requests wait in TCP's buffers, not in ours.
+// request hands a request to the handler: on the reader itself when
+// Config.Inline picks it, else on a goroutine of its own. At MaxInflight
+// requests in progress the reader waits for a slot: the peer's further
+// requests wait in TCP's buffers, not in ours.
 func (c *Conn) request(m *coap.Message) bool {
 	if c.cfg.Handler == nil {
 		// §3.3: a side without a server answers 5.01.
@@ -292,6 +294,11 @@ func (c *Conn) request(m *coap.Message) bool {
 	c.mu.Lock()
 	c.inflight++
 	c.mu.Unlock()
+	if c.cfg.Inline != nil && c.cfg.Inline(req) {
+		c.st.inline.Add(1)
+		c.serveInline(w, req)
+		return true
+	}
 	c.wg.Add(1)
 	go c.serve(w, req)
 	return true
@@ -301,15 +308,27 @@ func (c *Conn) serve(w *writer, req *coap.Request) {
 	defer c.wg.Done()
 	err := c.cfg.Handler.ServeCoAP(c.handlerCx, w, req)
 	if errors.Is(err, coap.ErrLater) {
-		w.mu.Lock()
-		w.later = true
-		end := w.answered
-		w.mu.Unlock()
-		if end {
-			w.end()
-		}
+		w.answersLater()
 		return
 	}
+	w.Finish(err)
+}
+
+// serveInline runs the handler on the reader, as the endpoint runs its
+// Inline requests: what Later registered starts once the chain has
+// returned and the writer knows that the answer comes later, so that the
+// answer ends the request whichever goroutine writes it.
+func (c *Conn) serveInline(w *writer, req *coap.Request) {
+	if c.runner == nil {
+		c.runner = coap.NewRunner(c.handlerCx, true)
+	}
+	err := c.runner.Serve(c.cfg.Handler, w, req)
+	if errors.Is(err, coap.ErrLater) {
+		w.answersLater()
+		c.runner.Start()
+		return
+	}
+	c.runner.Start()
 	w.Finish(err)
 }
 

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/coder/websocket"
@@ -68,9 +70,25 @@ type streamTransport struct {
 	buf  *[]byte // pooled while bytes are buffered; nil when idle
 	big  []byte  // a frame larger than a chunk
 	r, w int     // unread bytes are (*buf)[r:w]
+
+	// A plain TCP connection waits idle for readability without reading
+	// (rawRead), and then reads what came into a chunk at once: one read
+	// for a frame that came whole, where the idle array takes two.
+	raw    syscall.RawConn
+	rawFn  func(fd uintptr) bool // rawRead, bound once
+	rawN   int
+	rawErr error
 }
 
-func newStreamTransport(c net.Conn) *streamTransport { return &streamTransport{c: c} }
+func newStreamTransport(c net.Conn) *streamTransport {
+	t := &streamTransport{c: c}
+	if tc, ok := c.(*net.TCPConn); ok {
+		if raw, err := tc.SyscallConn(); err == nil {
+			t.raw, t.rawFn = raw, t.rawRead
+		}
+	}
+	return t
+}
 
 func (t *streamTransport) ws() bool { return false }
 
@@ -84,6 +102,9 @@ func (t *streamTransport) fill() error {
 		if t.buf != nil {
 			chunks.Put(t.buf)
 			t.buf = nil
+		}
+		if t.raw != nil {
+			return t.fillRaw()
 		}
 		n, err := t.c.Read(t.idle[:])
 		if n == 0 {
@@ -109,6 +130,42 @@ func (t *streamTransport) fill() error {
 		err = io.ErrNoProgress
 	}
 	return err
+}
+
+// fillRaw waits, holding no buffer, until the socket is readable, and
+// reads into a chunk.
+func (t *streamTransport) fillRaw() error {
+	if err := t.raw.Read(t.rawFn); err != nil {
+		return err
+	}
+	n, err := t.rawN, t.rawErr
+	if n > 0 {
+		t.r, t.w = 0, n
+		return nil
+	}
+	chunks.Put(t.buf)
+	t.buf = nil
+	if err == nil {
+		return io.EOF // a read of 0 bytes: the peer closed its side
+	}
+	return os.NewSyscallError("read", err)
+}
+
+// rawRead is one read of the descriptor into a chunk; false (wait for
+// readability) when nothing is there. The chunk stays in t.buf whatever
+// else the read returned, for fillRaw to give back.
+func (t *streamTransport) rawRead(fd uintptr) bool {
+	b := chunks.Get().(*[]byte)
+	n, err := syscall.Read(int(fd), *b)
+	for err == syscall.EINTR {
+		n, err = syscall.Read(int(fd), *b)
+	}
+	if err == syscall.EAGAIN {
+		chunks.Put(b)
+		return false
+	}
+	t.buf, t.rawN, t.rawErr = b, max(n, 0), err
+	return true
 }
 
 // need makes at least n bytes buffered (n <= readChunk).

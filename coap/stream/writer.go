@@ -77,6 +77,18 @@ func (w *writer) WriteResponse(resp *coap.Message) error {
 	return err
 }
 
+// answersLater records that the handler returned ErrLater: the response,
+// when it comes, ends the request; one written already ends it now.
+func (w *writer) answersLater() {
+	w.mu.Lock()
+	w.later = true
+	end := w.answered
+	w.mu.Unlock()
+	if end {
+		w.end()
+	}
+}
+
 // WritePrompt is WriteResponse: over a stream every response goes at once
 // (there are no separate responses to hold back).
 func (w *writer) WritePrompt(resp *coap.Message) error { return w.WriteResponse(resp) }
