@@ -218,8 +218,7 @@ func (c *Conn) readLoop() {
 	ws := c.t.ws()
 	for {
 		f, err := c.t.readFrame(c.cfg.MaxMessageSize)
-		var big *oversize
-		if errors.As(err, &big) {
+		if big := asOversize(err); big != nil {
 			c.st.oversize.Add(1)
 			if big.fatal || !big.code.IsRequest() {
 				c.abort(fmt.Sprintf("message of %d bytes over Max-Message-Size %d", big.size, c.cfg.MaxMessageSize), 0)
@@ -270,6 +269,19 @@ func (c *Conn) readLoop() {
 			c.st.malformed.Add(1)
 		}
 	}
+}
+
+// asOversize is err as an *oversize, nil for nil: errors.As on a
+// variable of the loop would allocate it for every frame.
+func asOversize(err error) *oversize {
+	if err == nil {
+		return nil
+	}
+	var big *oversize
+	if errors.As(err, &big) {
+		return big
+	}
+	return nil
 }
 
 // request hands a request to the handler: on the reader itself when
@@ -405,16 +417,19 @@ func (c *Conn) sendMsg(m *coap.Message, done func(error), block bool) error {
 		return fmt.Errorf("%w: %d bytes, peer takes %d", ErrTooBig, size, c.peerMax.Load())
 	}
 	var b []byte
-	pooled := false
+	var pool *[]byte
 	if size <= maxPooledFrame {
-		b = (*framePool.Get().(*[]byte))[:0]
-		pooled = true
+		pool = framePool.Get().(*[]byte)
+		b = (*pool)[:0]
 	}
 	b, err := AppendFrame(b, m, c.t.ws())
 	if err != nil {
+		if pool != nil {
+			framePool.Put(pool)
+		}
 		return err
 	}
-	return c.send(out{b: b, done: done, pooled: pooled}, block)
+	return c.send(out{b: b, done: done, pool: pool}, block)
 }
 
 const maxPooledFrame = 2048
@@ -460,12 +475,18 @@ func (c *Conn) send(o out, block bool) error {
 	return nil
 }
 
+// recycle gives a frame's buffer back to the pool it came from, through
+// the pointer it came in: a new one would allocate for every frame.
 func recycle(o out) {
-	if o.pooled {
-		b := o.b[:0]
-		framePool.Put(&b)
+	if o.pool != nil {
+		*o.pool = o.b[:0]
+		framePool.Put(o.pool)
 	}
 }
+
+// keptQueue bounds the queue array a connection keeps between writes:
+// small, so that an idle connection holds little.
+const keptQueue = 4
 
 // flush writes the queue until it is empty.
 func (c *Conn) flush() {
@@ -474,6 +495,9 @@ func (c *Conn) flush() {
 		c.mu.Lock()
 		if c.closed || len(c.queue) == 0 {
 			c.writing = false
+			if !c.closed && c.queue == nil && cap(q) <= keptQueue {
+				c.queue = q[:0] // the next frame's append needs no new array
+			}
 			c.mu.Unlock()
 			return
 		}

@@ -32,9 +32,9 @@ type transport interface {
 
 // out is one frame to send and whom to tell once it is written.
 type out struct {
-	b      []byte
-	done   func(error)
-	pooled bool
+	b    []byte
+	done func(error)
+	pool *[]byte // where b came from (framePool), nil if not pooled
 }
 
 // oversize reports a frame over the size limit: its code and token, for
