@@ -267,6 +267,7 @@ type wsTransport struct {
 	once    sync.Once
 	closing atomic.Bool
 	closed  chan struct{} // closed once the closing handshake is over
+	buf     *[]byte       // the chunk of the last message read; nil while waiting
 }
 
 func newWSTransport(c *websocket.Conn, raw net.Conn) *wsTransport {
@@ -316,11 +317,19 @@ func (t *wsTransport) close() error {
 func (t *wsTransport) wait() { <-t.closed }
 
 func (t *wsTransport) readFrame(limit int) ([]byte, error) {
+	if t.buf != nil {
+		chunks.Put(t.buf)
+		t.buf = nil
+	}
 	// The library bounds the message (SetReadLimit) and closes the
 	// connection with 1009 past it: a WebSocket message cannot be
 	// skipped without reading it.
 	for {
-		typ, b, err := t.c.Read(t.ctx)
+		typ, r, err := t.c.Reader(t.ctx)
+		if err != nil {
+			return nil, err
+		}
+		b, err := t.readMessage(r)
 		if err != nil {
 			return nil, err
 		}
@@ -335,6 +344,29 @@ func (t *wsTransport) readFrame(limit int) ([]byte, error) {
 			return nil, errWSText
 		}
 		return b, nil
+	}
+}
+
+// readMessage reads a message into a pooled chunk, which readFrame holds
+// only until its next call: a connection waiting for a message holds
+// none, and a message needs no buffer of its own unless it is larger.
+func (t *wsTransport) readMessage(r io.Reader) ([]byte, error) {
+	if t.buf == nil {
+		t.buf = chunks.Get().(*[]byte)
+	}
+	b := (*t.buf)[:0]
+	for {
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if errors.Is(err, io.EOF) {
+			return b, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)] // over a chunk: a larger array of its own
+		}
 	}
 }
 
