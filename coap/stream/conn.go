@@ -154,9 +154,7 @@ func (c *Conn) closeWith(err error) {
 		close(p)
 	}
 	for _, o := range q {
-		if o.done != nil {
-			o.done(ErrClosed)
-		}
+		settle(o, ErrClosed)
 	}
 	c.csmOnce.Do(func() { close(c.csm) })
 }
@@ -407,117 +405,4 @@ func tokenKey(tok []byte) uint64 {
 	var b [8]byte
 	copy(b[8-len(tok):], tok)
 	return binary.BigEndian.Uint64(b[:]) ^ uint64(len(tok))<<56
-}
-
-// sendMsg frames m and sends it (send).
-func (c *Conn) sendMsg(m *coap.Message, done func(error), block bool) error {
-	size := Size(m, c.t.ws())
-	if m.Code != CSM && m.Code != Abort && int64(size) > c.peerMax.Load() {
-		c.st.tooBig.Add(1)
-		return fmt.Errorf("%w: %d bytes, peer takes %d", ErrTooBig, size, c.peerMax.Load())
-	}
-	var b []byte
-	var pool *[]byte
-	if size <= maxPooledFrame {
-		pool = framePool.Get().(*[]byte)
-		b = (*pool)[:0]
-	}
-	b, err := AppendFrame(b, m, c.t.ws())
-	if err != nil {
-		if pool != nil {
-			framePool.Put(pool)
-		}
-		return err
-	}
-	return c.send(out{b: b, done: done, pool: pool}, block)
-}
-
-const maxPooledFrame = 2048
-
-var framePool = sync.Pool{New: func() any { b := make([]byte, 0, maxPooledFrame); return &b }}
-
-// send queues a frame. With block, the caller writes the queue itself if
-// no one is (a handler's goroutine, which may wait for the socket);
-// otherwise a goroutine does (a notification: its producer never waits
-// for a client). Past MaxBuffered bytes waiting, the connection is
-// closed: its peer does not read.
-func (c *Conn) send(o out, block bool) error {
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		recycle(o)
-		return ErrClosed
-	}
-	if c.queued > 0 && c.queued+len(o.b) > c.cfg.MaxBuffered {
-		c.mu.Unlock()
-		recycle(o)
-		c.st.overflow.Add(1)
-		c.closeWith(ErrOverflow)
-		return ErrOverflow
-	}
-	c.queue = append(c.queue, o)
-	c.queued += len(o.b)
-	if c.writing {
-		c.mu.Unlock()
-		return nil
-	}
-	c.writing = true
-	c.mu.Unlock()
-	if block {
-		c.flush()
-		return nil
-	}
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		c.flush()
-	}()
-	return nil
-}
-
-// recycle gives a frame's buffer back to the pool it came from, through
-// the pointer it came in: a new one would allocate for every frame.
-func recycle(o out) {
-	if o.pool != nil {
-		*o.pool = o.b[:0]
-		framePool.Put(o.pool)
-	}
-}
-
-// keptQueue bounds the queue array a connection keeps between writes:
-// small, so that an idle connection holds little.
-const keptQueue = 4
-
-// flush writes the queue until it is empty.
-func (c *Conn) flush() {
-	var q []out
-	for {
-		c.mu.Lock()
-		if c.closed || len(c.queue) == 0 {
-			c.writing = false
-			if !c.closed && c.queue == nil && cap(q) <= keptQueue {
-				c.queue = q[:0] // the next frame's append needs no new array
-			}
-			c.mu.Unlock()
-			return
-		}
-		q, c.queue = c.queue, q[:0]
-		c.queued = 0
-		c.mu.Unlock()
-		err := c.t.write(q) // a closeAfterFlush mark has no bytes: skipped
-		if err == nil {
-			c.st.sent.Add(uint64(len(q)))
-		}
-		for i, o := range q {
-			if o.done != nil {
-				o.done(err)
-			}
-			recycle(o)
-			q[i] = out{}
-		}
-		if err != nil {
-			c.closeWith(fmt.Errorf("stream: write: %w", err))
-			return
-		}
-	}
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 )
 
 // laterOrigin stands for a proxy's forwarding stage: a request on path
@@ -237,5 +238,73 @@ func TestWebSocketMessagesOfEverySizeComeThroughIntact(t *testing.T) {
 		if !bytes.Equal(resp.Payload, p) {
 			t.Fatalf("payload of %d bytes: got %d bytes back, not the same", n, len(resp.Payload))
 		}
+	}
+}
+
+// An answer written after its handler returned, as a proxy's upstream
+// reader writes the answers of every client, never waits for a peer that
+// does not read: the frame waits in the connection's queue instead. The
+// request keeps its slot until the frame is written, so that the peer is
+// held back at MaxInflight requests, and once it reads it gets every
+// answer.
+func TestLaterAnswersNeverWaitForAPeerThatDoesNotRead(t *testing.T) {
+	pending := make(chan coap.ResponseWriter, 64)
+	h := coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, r *coap.Request) error {
+		return coap.Later(ctx, func() { pending <- w })
+	})
+	s, addr := serve(t, Config{Handler: h, Inline: func(*coap.Request) bool { return true }, MaxInflight: 8})
+	var answered atomic.Int64
+	done := make(chan struct{})
+	defer close(done)
+	go func() { // the one upstream reader, answering every request
+		payload := bytes.Repeat([]byte{'x'}, 1000)
+		for {
+			select {
+			case w := <-pending:
+				w.WriteResponse(&coap.Message{Code: coap.Content, Payload: payload})
+				coap.Finish(w, nil)
+				answered.Add(1)
+			case <-done:
+				return
+			}
+		}
+	}()
+	p := dialRaw(t, addr)
+	p.send(csm(0))
+	p.readUntil(CSM)
+	const n = 12000 // 12 MB of answers: more than loopback buffers hold
+	go func() {
+		for i := range n {
+			m := &coap.Message{Code: coap.GET, Token: []byte{byte(i >> 8), byte(i)}}
+			b, _ := AppendFrame(nil, m, false)
+			if _, err := p.c.Write(b); err != nil {
+				return
+			}
+		}
+	}()
+	inflight := func() int {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for c := range s.conns {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			return c.inflight
+		}
+		return 0
+	}
+	testutil.Eventually(t, "every request handed over answered, and every slot held by an answer not yet written", func() bool {
+		st := s.Stats()
+		return inflight() == 8 && answered.Load() == int64(st.Requests)
+	})
+	if st := s.Stats(); st.Requests >= n {
+		t.Fatalf("all %d requests read while the peer did not read: no slot waited for its answer's write", st.Requests)
+	}
+	seen := map[int]bool{}
+	for len(seen) < n {
+		m := p.read()
+		if m.Code != coap.Content || len(m.Token) != 2 {
+			t.Fatalf("got %v token %x", m.Code, m.Token)
+		}
+		seen[int(m.Token[0])<<8|int(m.Token[1])] = true
 	}
 }

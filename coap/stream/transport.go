@@ -34,6 +34,7 @@ type transport interface {
 type out struct {
 	b    []byte
 	done func(error)
+	w    *writer // the request answered, told once written
 	pool *[]byte // where b came from (framePool), nil if not pooled
 }
 
@@ -78,13 +79,19 @@ type streamTransport struct {
 	rawFn  func(fd uintptr) bool // rawRead, bound once
 	rawN   int
 	rawErr error
+
+	// tryWrite's, used by the connection's one writer at a time.
+	tryFn  func(fd uintptr) bool // rawWrite, bound once
+	tryB   []byte
+	tryN   int
+	tryErr error
 }
 
 func newStreamTransport(c net.Conn) *streamTransport {
 	t := &streamTransport{c: c}
 	if tc, ok := c.(*net.TCPConn); ok {
 		if raw, err := tc.SyscallConn(); err == nil {
-			t.raw, t.rawFn = raw, t.rawRead
+			t.raw, t.rawFn, t.tryFn = raw, t.rawRead, t.rawWrite
 		}
 	}
 	return t
@@ -165,6 +172,34 @@ func (t *streamTransport) rawRead(fd uintptr) bool {
 		return false
 	}
 	t.buf, t.rawN, t.rawErr = b, max(n, 0), err
+	return true
+}
+
+// tryWrite writes what of b the socket takes now, without waiting for it
+// to take more.
+func (t *streamTransport) tryWrite(b []byte) (int, error) {
+	t.tryB = b
+	err := t.raw.Write(t.tryFn)
+	n, werr := t.tryN, t.tryErr
+	t.tryB, t.tryErr = nil, nil
+	switch {
+	case err != nil:
+		return 0, err
+	case werr == syscall.EAGAIN:
+		return 0, nil
+	case werr != nil:
+		return 0, os.NewSyscallError("write", werr)
+	}
+	return n, nil
+}
+
+// rawWrite is one write of the descriptor; it never asks to wait.
+func (t *streamTransport) rawWrite(fd uintptr) bool {
+	n, err := syscall.Write(int(fd), t.tryB)
+	for err == syscall.EINTR {
+		n, err = syscall.Write(int(fd), t.tryB)
+	}
+	t.tryN, t.tryErr = max(n, 0), err
 	return true
 }
 
