@@ -276,6 +276,7 @@ var (
 		counterOf("gatewayd_stream_connections_over_limit_total", "Connections closed at once: max_connections or max_handshakes reached.", byListen, func(s *stream.Stats) uint64 { return s.OverLimit }),
 		counterOf("gatewayd_stream_messages_received_total", "CoAP messages read, signalling included.", byListen, func(s *stream.Stats) uint64 { return s.Received }),
 		counterOf("gatewayd_stream_messages_sent_total", "CoAP messages written, signalling included.", byListen, func(s *stream.Stats) uint64 { return s.Sent }),
+		counterOf("gatewayd_stream_inline_requests_total", "Requests served on their connection's reader goroutine, answered from the upstream's reader.", byListen, func(s *stream.Stats) uint64 { return s.Inline }),
 		counterOf("gatewayd_stream_malformed_messages_total", "Messages that did not decode (the connection is aborted) or had a reserved code.", byListen, func(s *stream.Stats) uint64 { return s.Malformed }),
 		counterOf("gatewayd_stream_oversize_messages_total", "Messages over max_message_size: a request is answered 4.13, anything else aborts.", byListen, func(s *stream.Stats) uint64 { return s.Oversize }),
 		counterOf("gatewayd_stream_messages_too_big_total", "Responses and notifications not sent because the client's CSM does not take their size.", byListen, func(s *stream.Stats) uint64 { return s.TooBig }),

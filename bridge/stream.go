@@ -78,6 +78,7 @@ func (p *Proxy) streamConfig(label string) stream.Config {
 	pc := p.cfg.Proxy
 	return stream.Config{
 		Handler:          p.Handler(),
+		Inline:           p.inline,
 		MaxMessageSize:   pc.MaxMessageSize,
 		Keepalive:        pc.Keepalive.Duration,
 		MaxInflight:      pc.MaxInflightPerClient,

@@ -39,10 +39,11 @@ import (
 //     hub keeps for notifications.
 //
 // What ctx carries: cancellation, and the execution mode, which only the
-// endpoint sets:
+// endpoint sets (or a transport outside this package, through a Runner):
 //
-//   - Inline(ctx): the stage runs on an endpoint's reader goroutine and
-//     must not block; what needs waiting it answers through Later.
+//   - Inline(ctx): the stage runs on an endpoint's (or a stream
+//     connection's) reader goroutine and must not block; what needs
+//     waiting it answers through Later.
 //   - Later(ctx, start): ErrLater, with start run once the whole chain has
 //     returned, so that every stage has set up what it does with the
 //     answer before the exchange that produces it begins.
@@ -249,7 +250,7 @@ func Inline(ctx context.Context) bool {
 // for every stage.
 //
 // Later must be called from the handler's own goroutine, before the
-// handler returns. Outside an endpoint, start runs at once.
+// handler returns. Outside an endpoint or a Runner, start runs at once.
 func Later(ctx context.Context, start func()) error {
 	s, _ := ctx.Value(laterKey{}).(*laterState)
 	if s == nil {

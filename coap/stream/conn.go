@@ -40,6 +40,7 @@ type Conn struct {
 	identity  string
 	log       *slog.Logger
 	handlerCx context.Context // what handlers run under: the server's
+	runner    *coap.Runner    // the reader's, for Config.Inline: made at its first such request
 
 	ctx    context.Context // ended when the connection closes
 	cancel context.CancelFunc
@@ -153,9 +154,7 @@ func (c *Conn) closeWith(err error) {
 		close(p)
 	}
 	for _, o := range q {
-		if o.done != nil {
-			o.done(ErrClosed)
-		}
+		settle(o, ErrClosed)
 	}
 	c.csmOnce.Do(func() { close(c.csm) })
 }
@@ -217,8 +216,7 @@ func (c *Conn) readLoop() {
 	ws := c.t.ws()
 	for {
 		f, err := c.t.readFrame(c.cfg.MaxMessageSize)
-		var big *oversize
-		if errors.As(err, &big) {
+		if big := asOversize(err); big != nil {
 			c.st.oversize.Add(1)
 			if big.fatal || !big.code.IsRequest() {
 				c.abort(fmt.Sprintf("message of %d bytes over Max-Message-Size %d", big.size, c.cfg.MaxMessageSize), 0)
@@ -271,9 +269,23 @@ func (c *Conn) readLoop() {
 	}
 }
 
-// request hands a request to the handler on a goroutine of its own. At
-// MaxInflight requests in progress the reader waits for a slot: the
-// peer's further requests wait in TCP's buffers, not in ours.
+// asOversize is err as an *oversize, nil for nil: errors.As on a
+// variable of the loop would allocate it for every frame.
+func asOversize(err error) *oversize {
+	if err == nil {
+		return nil
+	}
+	var big *oversize
+	if errors.As(err, &big) {
+		return big
+	}
+	return nil
+}
+
+// request hands a request to the handler: on the reader itself when
+// Config.Inline picks it, else on a goroutine of its own. At MaxInflight
+// requests in progress the reader waits for a slot: the peer's further
+// requests wait in TCP's buffers, not in ours.
 func (c *Conn) request(m *coap.Message) bool {
 	if c.cfg.Handler == nil {
 		// §3.3: a side without a server answers 5.01.
@@ -292,6 +304,11 @@ func (c *Conn) request(m *coap.Message) bool {
 	c.mu.Lock()
 	c.inflight++
 	c.mu.Unlock()
+	if c.cfg.Inline != nil && c.cfg.Inline(req) {
+		c.st.inline.Add(1)
+		c.serveInline(w, req)
+		return true
+	}
 	c.wg.Add(1)
 	go c.serve(w, req)
 	return true
@@ -301,15 +318,27 @@ func (c *Conn) serve(w *writer, req *coap.Request) {
 	defer c.wg.Done()
 	err := c.cfg.Handler.ServeCoAP(c.handlerCx, w, req)
 	if errors.Is(err, coap.ErrLater) {
-		w.mu.Lock()
-		w.later = true
-		end := w.answered
-		w.mu.Unlock()
-		if end {
-			w.end()
-		}
+		w.answersLater()
 		return
 	}
+	w.Finish(err)
+}
+
+// serveInline runs the handler on the reader, as the endpoint runs its
+// Inline requests: what Later registered starts once the chain has
+// returned and the writer knows that the answer comes later, so that the
+// answer ends the request whichever goroutine writes it.
+func (c *Conn) serveInline(w *writer, req *coap.Request) {
+	if c.runner == nil {
+		c.runner = coap.NewRunner(c.handlerCx, true)
+	}
+	err := c.runner.Serve(c.cfg.Handler, w, req)
+	if errors.Is(err, coap.ErrLater) {
+		w.answersLater()
+		c.runner.Start()
+		return
+	}
+	c.runner.Start()
 	w.Finish(err)
 }
 
@@ -376,105 +405,4 @@ func tokenKey(tok []byte) uint64 {
 	var b [8]byte
 	copy(b[8-len(tok):], tok)
 	return binary.BigEndian.Uint64(b[:]) ^ uint64(len(tok))<<56
-}
-
-// sendMsg frames m and sends it (send).
-func (c *Conn) sendMsg(m *coap.Message, done func(error), block bool) error {
-	size := Size(m, c.t.ws())
-	if m.Code != CSM && m.Code != Abort && int64(size) > c.peerMax.Load() {
-		c.st.tooBig.Add(1)
-		return fmt.Errorf("%w: %d bytes, peer takes %d", ErrTooBig, size, c.peerMax.Load())
-	}
-	var b []byte
-	pooled := false
-	if size <= maxPooledFrame {
-		b = (*framePool.Get().(*[]byte))[:0]
-		pooled = true
-	}
-	b, err := AppendFrame(b, m, c.t.ws())
-	if err != nil {
-		return err
-	}
-	return c.send(out{b: b, done: done, pooled: pooled}, block)
-}
-
-const maxPooledFrame = 2048
-
-var framePool = sync.Pool{New: func() any { b := make([]byte, 0, maxPooledFrame); return &b }}
-
-// send queues a frame. With block, the caller writes the queue itself if
-// no one is (a handler's goroutine, which may wait for the socket);
-// otherwise a goroutine does (a notification: its producer never waits
-// for a client). Past MaxBuffered bytes waiting, the connection is
-// closed: its peer does not read.
-func (c *Conn) send(o out, block bool) error {
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		recycle(o)
-		return ErrClosed
-	}
-	if c.queued > 0 && c.queued+len(o.b) > c.cfg.MaxBuffered {
-		c.mu.Unlock()
-		recycle(o)
-		c.st.overflow.Add(1)
-		c.closeWith(ErrOverflow)
-		return ErrOverflow
-	}
-	c.queue = append(c.queue, o)
-	c.queued += len(o.b)
-	if c.writing {
-		c.mu.Unlock()
-		return nil
-	}
-	c.writing = true
-	c.mu.Unlock()
-	if block {
-		c.flush()
-		return nil
-	}
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		c.flush()
-	}()
-	return nil
-}
-
-func recycle(o out) {
-	if o.pooled {
-		b := o.b[:0]
-		framePool.Put(&b)
-	}
-}
-
-// flush writes the queue until it is empty.
-func (c *Conn) flush() {
-	var q []out
-	for {
-		c.mu.Lock()
-		if c.closed || len(c.queue) == 0 {
-			c.writing = false
-			c.mu.Unlock()
-			return
-		}
-		q, c.queue = c.queue, q[:0]
-		c.queued = 0
-		c.mu.Unlock()
-		err := c.t.write(q) // a closeAfterFlush mark has no bytes: skipped
-		if err == nil {
-			c.st.sent.Add(uint64(len(q)))
-		}
-		for i, o := range q {
-			if o.done != nil {
-				o.done(err)
-			}
-			recycle(o)
-			q[i] = out{}
-		}
-		if err != nil {
-			c.closeWith(fmt.Errorf("stream: write: %w", err))
-			return
-		}
-	}
 }

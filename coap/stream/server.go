@@ -24,6 +24,14 @@ type Config struct {
 	// Handler serves the requests peers send; nil answers them 5.01
 	// (§3.3).
 	Handler coap.Handler
+	// Inline, when set, picks the requests served on the connection's
+	// reader goroutine instead of one of their own: those whose way
+	// through Handler never blocks, since it answers at once or through
+	// coap.Later (coap.Inline reports true for them), as the endpoint's
+	// EndpointConfig.Inline does. This spares each such request a
+	// goroutine that waits for its answer. Inline itself runs on the
+	// reader and must be quick.
+	Inline func(r *coap.Request) bool
 	// MaxMessageSize is the largest message taken from a peer, and the
 	// Max-Message-Size of our CSM (§5.3.1). With Block-Wise-Transfer,
 	// which the CSM always carries, a value over 1152 also tells the
@@ -99,6 +107,7 @@ type Stats struct {
 	Received        uint64 // frames read
 	Sent            uint64 // frames written
 	Requests        uint64 // requests handed to the handler
+	Inline          uint64 // of them, served on the connection's reader (Config.Inline)
 	Notifications   uint64 // notifications sent
 	Malformed       uint64 // frames that failed to decode (the connection is aborted), reserved codes
 	Oversize        uint64 // frames over MaxMessageSize
@@ -141,6 +150,7 @@ type counters struct {
 	conns                                                                   atomic.Int64
 	accepted, refused, overLimit, handshakeFailed, received, sent, requests atomic.Uint64
 	notifications, malformed, oversize, tooBig, unmatched, pings, releases  atomic.Uint64
+	inline                                                                  atomic.Uint64
 	abortsSent, abortsReceived, overflow, keepalivePings, keepaliveClosed   atomic.Uint64
 
 	handshakeFailures [NumHandshakeReasons]atomic.Uint64 // by HandshakeReason
@@ -150,7 +160,7 @@ func (c *counters) stats() Stats {
 	return Stats{
 		Conns: int(c.conns.Load()), Accepted: c.accepted.Load(), Refused: c.refused.Load(), OverLimit: c.overLimit.Load(),
 		HandshakeFailed: c.handshakeFailed.Load(), Received: c.received.Load(), Sent: c.sent.Load(),
-		Requests: c.requests.Load(), Notifications: c.notifications.Load(), Malformed: c.malformed.Load(),
+		Requests: c.requests.Load(), Inline: c.inline.Load(), Notifications: c.notifications.Load(), Malformed: c.malformed.Load(),
 		Oversize: c.oversize.Load(), TooBig: c.tooBig.Load(), Unmatched: c.unmatched.Load(), Pings: c.pings.Load(),
 		Releases: c.releases.Load(), AbortsSent: c.abortsSent.Load(), AbortsReceived: c.abortsReceived.Load(),
 		Overflow: c.overflow.Load(), KeepalivePings: c.keepalivePings.Load(), KeepaliveClosed: c.keepaliveClosed.Load(),

@@ -6,8 +6,10 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/coder/websocket"
@@ -30,9 +32,10 @@ type transport interface {
 
 // out is one frame to send and whom to tell once it is written.
 type out struct {
-	b      []byte
-	done   func(error)
-	pooled bool
+	b    []byte
+	done func(error)
+	w    *writer // the request answered, told once written
+	pool *[]byte // where b came from (framePool), nil if not pooled
 }
 
 // oversize reports a frame over the size limit: its code and token, for
@@ -68,9 +71,31 @@ type streamTransport struct {
 	buf  *[]byte // pooled while bytes are buffered; nil when idle
 	big  []byte  // a frame larger than a chunk
 	r, w int     // unread bytes are (*buf)[r:w]
+
+	// A plain TCP connection waits idle for readability without reading
+	// (rawRead), and then reads what came into a chunk at once: one read
+	// for a frame that came whole, where the idle array takes two.
+	raw    syscall.RawConn
+	rawFn  func(fd uintptr) bool // rawRead, bound once
+	rawN   int
+	rawErr error
+
+	// tryWrite's, used by the connection's one writer at a time.
+	tryFn  func(fd uintptr) bool // rawWrite, bound once
+	tryB   []byte
+	tryN   int
+	tryErr error
 }
 
-func newStreamTransport(c net.Conn) *streamTransport { return &streamTransport{c: c} }
+func newStreamTransport(c net.Conn) *streamTransport {
+	t := &streamTransport{c: c}
+	if tc, ok := c.(*net.TCPConn); ok {
+		if raw, err := tc.SyscallConn(); err == nil {
+			t.raw, t.rawFn, t.tryFn = raw, t.rawRead, t.rawWrite
+		}
+	}
+	return t
+}
 
 func (t *streamTransport) ws() bool { return false }
 
@@ -84,6 +109,9 @@ func (t *streamTransport) fill() error {
 		if t.buf != nil {
 			chunks.Put(t.buf)
 			t.buf = nil
+		}
+		if t.raw != nil {
+			return t.fillRaw()
 		}
 		n, err := t.c.Read(t.idle[:])
 		if n == 0 {
@@ -109,6 +137,70 @@ func (t *streamTransport) fill() error {
 		err = io.ErrNoProgress
 	}
 	return err
+}
+
+// fillRaw waits, holding no buffer, until the socket is readable, and
+// reads into a chunk.
+func (t *streamTransport) fillRaw() error {
+	if err := t.raw.Read(t.rawFn); err != nil {
+		return err
+	}
+	n, err := t.rawN, t.rawErr
+	if n > 0 {
+		t.r, t.w = 0, n
+		return nil
+	}
+	chunks.Put(t.buf)
+	t.buf = nil
+	if err == nil {
+		return io.EOF // a read of 0 bytes: the peer closed its side
+	}
+	return os.NewSyscallError("read", err)
+}
+
+// rawRead is one read of the descriptor into a chunk; false (wait for
+// readability) when nothing is there. The chunk stays in t.buf whatever
+// else the read returned, for fillRaw to give back.
+func (t *streamTransport) rawRead(fd uintptr) bool {
+	b := chunks.Get().(*[]byte)
+	n, err := syscall.Read(int(fd), *b)
+	for err == syscall.EINTR {
+		n, err = syscall.Read(int(fd), *b)
+	}
+	if err == syscall.EAGAIN {
+		chunks.Put(b)
+		return false
+	}
+	t.buf, t.rawN, t.rawErr = b, max(n, 0), err
+	return true
+}
+
+// tryWrite writes what of b the socket takes now, without waiting for it
+// to take more.
+func (t *streamTransport) tryWrite(b []byte) (int, error) {
+	t.tryB = b
+	err := t.raw.Write(t.tryFn)
+	n, werr := t.tryN, t.tryErr
+	t.tryB, t.tryErr = nil, nil
+	switch {
+	case err != nil:
+		return 0, err
+	case werr == syscall.EAGAIN:
+		return 0, nil
+	case werr != nil:
+		return 0, os.NewSyscallError("write", werr)
+	}
+	return n, nil
+}
+
+// rawWrite is one write of the descriptor; it never asks to wait.
+func (t *streamTransport) rawWrite(fd uintptr) bool {
+	n, err := syscall.Write(int(fd), t.tryB)
+	for err == syscall.EINTR {
+		n, err = syscall.Write(int(fd), t.tryB)
+	}
+	t.tryN, t.tryErr = max(n, 0), err
+	return true
 }
 
 // need makes at least n bytes buffered (n <= readChunk).
@@ -210,6 +302,7 @@ type wsTransport struct {
 	once    sync.Once
 	closing atomic.Bool
 	closed  chan struct{} // closed once the closing handshake is over
+	buf     *[]byte       // the chunk of the last message read; nil while waiting
 }
 
 func newWSTransport(c *websocket.Conn, raw net.Conn) *wsTransport {
@@ -259,11 +352,19 @@ func (t *wsTransport) close() error {
 func (t *wsTransport) wait() { <-t.closed }
 
 func (t *wsTransport) readFrame(limit int) ([]byte, error) {
+	if t.buf != nil {
+		chunks.Put(t.buf)
+		t.buf = nil
+	}
 	// The library bounds the message (SetReadLimit) and closes the
 	// connection with 1009 past it: a WebSocket message cannot be
 	// skipped without reading it.
 	for {
-		typ, b, err := t.c.Read(t.ctx)
+		typ, r, err := t.c.Reader(t.ctx)
+		if err != nil {
+			return nil, err
+		}
+		b, err := t.readMessage(r)
 		if err != nil {
 			return nil, err
 		}
@@ -278,6 +379,29 @@ func (t *wsTransport) readFrame(limit int) ([]byte, error) {
 			return nil, errWSText
 		}
 		return b, nil
+	}
+}
+
+// readMessage reads a message into a pooled chunk, which readFrame holds
+// only until its next call: a connection waiting for a message holds
+// none, and a message needs no buffer of its own unless it is larger.
+func (t *wsTransport) readMessage(r io.Reader) ([]byte, error) {
+	if t.buf == nil {
+		t.buf = chunks.Get().(*[]byte)
+	}
+	b := (*t.buf)[:0]
+	for {
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if errors.Is(err, io.EOF) {
+			return b, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)] // over a chunk: a larger array of its own
+		}
 	}
 }
 

@@ -22,6 +22,11 @@ type writer struct {
 	answered bool      // guarded by mu
 	later    bool      // guarded by mu: the handler returned ErrLater
 	ended    bool      // guarded by mu
+	// The request keeps its slot of MaxInflight until its response is
+	// written, not merely queued: a peer that does not read is held back
+	// by TCP at MaxInflight requests, as when writers waited.
+	unsent bool // guarded by mu: the response is queued, not yet written
+	endDue bool // guarded by mu: end waits for it
 }
 
 var (
@@ -62,19 +67,66 @@ func (w *writer) WriteResponse(resp *coap.Message) error {
 	w.mu.Unlock()
 	out := *resp
 	out.Token = w.token()
-	err := w.c.sendMsg(&out, nil, true)
+	err := w.send(&out, ending)
 	if errors.Is(err, ErrTooBig) {
 		// The client cannot take it (its CSM said so): an error it can.
 		w.mu.Lock()
 		w.code = coap.InternalServerError
 		w.mu.Unlock()
 		e := &coap.Message{Code: coap.InternalServerError, Token: w.token(), Payload: []byte("response over the client's Max-Message-Size")}
-		err = w.c.sendMsg(e, nil, true)
+		err = w.send(e, ending)
 	}
 	if ending {
 		w.end()
 	}
 	return err
+}
+
+// send queues the response. An answer that comes after the handler
+// returned (later) may be written from an upstream socket's reader, which
+// serves every client and must never wait for this one: over TCP it
+// writes if the socket takes the frame at once, else, as over TLS and
+// WebSockets, a goroutine writes it. A handler's own goroutine writes,
+// and may wait.
+func (w *writer) send(m *coap.Message, later bool) error {
+	mode := sendBlock
+	if st, ok := w.c.t.(*streamTransport); ok && st.raw != nil {
+		mode = sendTry
+	} else if later {
+		mode = sendAsync
+	}
+	w.mu.Lock()
+	w.unsent = true
+	w.mu.Unlock()
+	err := w.c.sendFrame(m, nil, w, mode)
+	if err != nil {
+		w.written(err) // not queued
+	}
+	return err
+}
+
+// written hears that the response went (or failed), and ends the request
+// if end waited for it.
+func (w *writer) written(error) {
+	w.mu.Lock()
+	w.unsent = false
+	due := w.endDue
+	w.mu.Unlock()
+	if due {
+		w.end()
+	}
+}
+
+// answersLater records that the handler returned ErrLater: the response,
+// when it comes, ends the request; one written already ends it now.
+func (w *writer) answersLater() {
+	w.mu.Lock()
+	w.later = true
+	end := w.answered
+	w.mu.Unlock()
+	if end {
+		w.end()
+	}
 }
 
 // WritePrompt is WriteResponse: over a stream every response goes at once
@@ -103,6 +155,11 @@ func (w *writer) Finish(err error) {
 func (w *writer) end() {
 	w.mu.Lock()
 	if w.ended {
+		w.mu.Unlock()
+		return
+	}
+	if w.unsent {
+		w.endDue = true
 		w.mu.Unlock()
 		return
 	}

@@ -1,0 +1,310 @@
+package stream
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync/atomic"
+	"testing"
+
+	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
+)
+
+// laterOrigin stands for a proxy's forwarding stage: a request on path
+// "fwd" is answered through coap.Later by another goroutine once the test
+// releases it; anything else is answered at once.
+type laterOrigin struct {
+	release  chan struct{} // one answer per value
+	inline   chan bool     // coap.Inline of each request, in order
+	startRan chan bool     // for each Later start: had the handler returned?
+}
+
+func newLaterOrigin() *laterOrigin {
+	return &laterOrigin{release: make(chan struct{}, 16), inline: make(chan bool, 16), startRan: make(chan bool, 16)}
+}
+
+func (o *laterOrigin) ServeCoAP(ctx context.Context, w coap.ResponseWriter, r *coap.Request) error {
+	o.inline <- coap.Inline(ctx)
+	p, _ := r.Msg.Options.Get(coap.URIPath)
+	if string(p) != "fwd" {
+		return echo.ServeCoAP(ctx, w, r)
+	}
+	var returned atomic.Bool
+	err := coap.Later(ctx, func() {
+		o.startRan <- returned.Load()
+		go func() {
+			<-o.release
+			w.WriteResponse(&coap.Message{Code: coap.Content, Payload: []byte("later")})
+			coap.Finish(w, nil)
+		}()
+	})
+	returned.Store(true)
+	return err
+}
+
+// inlineFwd picks the requests on path "fwd", as the proxy picks the
+// ones it forwards.
+func inlineFwd(r *coap.Request) bool {
+	p, _ := r.Msg.Options.Get(coap.URIPath)
+	return string(p) == "fwd"
+}
+
+// Requests that Config.Inline picks run on the connection's reader under
+// the stage contract of the endpoint: coap.Inline is true, Later's start
+// runs once the handler has returned, the reader goes on reading while
+// the answer is pending (a later request is answered first, in any order
+// by token, RFC 8323 §3.3), and the answer from another goroutine ends
+// the request, freeing its slot of MaxInflight.
+func TestInlineRequestsAreServedOnTheReaderAndAnsweredLater(t *testing.T) {
+	o := newLaterOrigin()
+	s, addr := serve(t, Config{Handler: o, Inline: inlineFwd, MaxInflight: 2})
+	p := dialRaw(t, addr)
+	p.send(csm(0))
+	p.readUntil(CSM)
+
+	p.send(get(1, "fwd"))
+	p.send(get(2, "other"))
+	if first := p.read(); !bytes.Equal(first.Token, []byte{2}) || string(first.Payload) != "echo other" {
+		t.Fatalf("first answer token %x %q, want the one not waiting for its origin", first.Token, first.Payload)
+	}
+	if in := <-o.inline; !in {
+		t.Fatal("coap.Inline is false for a request Config.Inline picked")
+	}
+	if in := <-o.inline; in {
+		t.Fatal("coap.Inline is true for a request served on a goroutine of its own")
+	}
+	if returned := <-o.startRan; !returned {
+		t.Fatal("Later's start ran before the handler returned")
+	}
+	o.release <- struct{}{}
+	if m := p.read(); !bytes.Equal(m.Token, []byte{1}) || string(m.Payload) != "later" {
+		t.Fatalf("got token %x %q, want the answer given later", m.Token, m.Payload)
+	}
+	// Each answer must free its slot: with two slots, requests after the
+	// first two are served only if the earlier ones ended.
+	for tok := byte(3); tok < 8; tok++ {
+		p.send(get(tok, "fwd"))
+		<-o.startRan
+		o.release <- struct{}{}
+		if m := p.read(); !bytes.Equal(m.Token, []byte{tok}) || m.Code != coap.Content {
+			t.Fatalf("request %d: got token %x %v", tok, m.Token, m.Code)
+		}
+	}
+	if st := s.Stats(); st.Inline != 6 || st.Requests != 7 {
+		t.Fatalf("Inline %d of Requests %d, want 6 of 7", st.Inline, st.Requests)
+	}
+}
+
+// An inline request answered within Later's start, on the reader, before
+// the reader has moved on, is ended all the same.
+func TestInlineRequestAnsweredInItsStartIsEnded(t *testing.T) {
+	h := coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, r *coap.Request) error {
+		return coap.Later(ctx, func() {
+			w.WriteResponse(&coap.Message{Code: coap.Content})
+			coap.Finish(w, nil)
+		})
+	})
+	_, addr := serve(t, Config{Handler: h, Inline: func(*coap.Request) bool { return true }, MaxInflight: 1})
+	p := dialRaw(t, addr)
+	p.send(csm(0))
+	p.readUntil(CSM)
+	for tok := byte(1); tok < 4; tok++ {
+		p.send(get(tok, "x"))
+		if m := p.read(); !bytes.Equal(m.Token, []byte{tok}) || m.Code != coap.Content {
+			t.Fatalf("request %d: got token %x %v", tok, m.Token, m.Code)
+		}
+	}
+}
+
+// The TCP reader that waits for readability without reading (rawRead)
+// still takes frames split anywhere and joined in any way, and tells a
+// clean end from one in the middle of a frame.
+func TestTCPReaderTakesFramesSplitAnywhere(t *testing.T) {
+	var stream []byte
+	var want [][]byte
+	for i := range 40 {
+		m := get(byte(i), string(bytes.Repeat([]byte{'p'}, i*6)))
+		if i == 20 {
+			m.Payload = bytes.Repeat([]byte{'b'}, 2*readChunk) // over a chunk
+		}
+		b, err := AppendFrame(nil, m, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		stream = append(stream, b...)
+		want = append(want, b)
+	}
+	for _, cut := range []struct {
+		name  string
+		sizes []int // write sizes, cycled
+		tail  []byte
+		end   error
+	}{
+		{"byte by byte", []int{1}, nil, io.EOF},
+		{"odd pieces", []int{3, 7, 1, 250}, nil, io.EOF},
+		{"all at once", []int{len(stream)}, nil, io.EOF},
+		{"cut in a frame", []int{5}, want[3][:4], io.ErrUnexpectedEOF},
+	} {
+		t.Run(cut.name, func(t *testing.T) {
+			rd, wr := tcpPair(t)
+			tr := newStreamTransport(rd)
+			if tr.raw == nil {
+				t.Fatal("a TCP connection's reader does not take the raw path")
+			}
+			data := append(append([]byte(nil), stream...), cut.tail...)
+			go func() {
+				for i := 0; len(data) > 0; i++ {
+					n := min(cut.sizes[i%len(cut.sizes)], len(data))
+					if _, err := wr.Write(data[:n]); err != nil {
+						return
+					}
+					data = data[n:]
+				}
+				wr.Close()
+			}()
+			for i, w := range want {
+				f, err := tr.readFrame(1 << 20)
+				if err != nil || !bytes.Equal(f, w) {
+					t.Fatalf("frame %d: %v, %d bytes, want %d", i, err, len(f), len(w))
+				}
+			}
+			if _, err := tr.readFrame(1 << 20); !errors.Is(err, cut.end) {
+				t.Fatalf("at the end: %v, want %v", err, cut.end)
+			}
+			if tr.buf != nil && cut.end == io.EOF {
+				t.Fatal("a reader at its end still holds a chunk")
+			}
+		})
+	}
+}
+
+// tcpPair is the two ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (*net.TCPConn, *net.TCPConn) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	wr, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rd.Close(); wr.Close() })
+	wr.(*net.TCPConn).SetNoDelay(true)
+	return rd.(*net.TCPConn), wr.(*net.TCPConn)
+}
+
+// WebSocket messages are read into pooled chunks held until the next
+// read: messages of every size up to Max-Message-Size, larger than a
+// chunk too, come through intact both ways, one after the other.
+func TestWebSocketMessagesOfEverySizeComeThroughIntact(t *testing.T) {
+	mirror := coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, r *coap.Request) error {
+		return w.WriteResponse(&coap.Message{Code: coap.Content, Payload: r.Msg.Payload})
+	})
+	const size = 3 * readChunk
+	s := NewServer(Config{Handler: mirror, MaxMessageSize: size})
+	defer s.Close()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ServeWS(l, "/.well-known/coap", nil); err != nil {
+		t.Fatal(err)
+	}
+	cl := NewClient(Config{MaxMessageSize: size})
+	defer cl.Close()
+	c, err := cl.DialWS(t.Context(), "ws://"+l.Addr().String()+"/.well-known/coap", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []int{0, 1, readChunk - 20, readChunk, readChunk + 1, 2*readChunk + 7, 5, size - 64} {
+		p := make([]byte, n)
+		for i := range p {
+			p[i] = byte(i*7 + n)
+		}
+		req := &coap.Message{Code: coap.POST, Payload: p}
+		resp, err := c.Do(t.Context(), req)
+		if err != nil {
+			t.Fatalf("payload of %d bytes: %v", n, err)
+		}
+		if !bytes.Equal(resp.Payload, p) {
+			t.Fatalf("payload of %d bytes: got %d bytes back, not the same", n, len(resp.Payload))
+		}
+	}
+}
+
+// An answer written after its handler returned, as a proxy's upstream
+// reader writes the answers of every client, never waits for a peer that
+// does not read: the frame waits in the connection's queue instead. The
+// request keeps its slot until the frame is written, so that the peer is
+// held back at MaxInflight requests, and once it reads it gets every
+// answer.
+func TestLaterAnswersNeverWaitForAPeerThatDoesNotRead(t *testing.T) {
+	pending := make(chan coap.ResponseWriter, 64)
+	h := coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, r *coap.Request) error {
+		return coap.Later(ctx, func() { pending <- w })
+	})
+	s, addr := serve(t, Config{Handler: h, Inline: func(*coap.Request) bool { return true }, MaxInflight: 8})
+	var answered atomic.Int64
+	done := make(chan struct{})
+	defer close(done)
+	go func() { // the one upstream reader, answering every request
+		payload := bytes.Repeat([]byte{'x'}, 1000)
+		for {
+			select {
+			case w := <-pending:
+				w.WriteResponse(&coap.Message{Code: coap.Content, Payload: payload})
+				coap.Finish(w, nil)
+				answered.Add(1)
+			case <-done:
+				return
+			}
+		}
+	}()
+	p := dialRaw(t, addr)
+	p.send(csm(0))
+	p.readUntil(CSM)
+	const n = 12000 // 12 MB of answers: more than loopback buffers hold
+	go func() {
+		for i := range n {
+			m := &coap.Message{Code: coap.GET, Token: []byte{byte(i >> 8), byte(i)}}
+			b, _ := AppendFrame(nil, m, false)
+			if _, err := p.c.Write(b); err != nil {
+				return
+			}
+		}
+	}()
+	inflight := func() int {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for c := range s.conns {
+			c.mu.Lock()
+			defer c.mu.Unlock()
+			return c.inflight
+		}
+		return 0
+	}
+	testutil.Eventually(t, "every request handed over answered, and every slot held by an answer not yet written", func() bool {
+		st := s.Stats()
+		return inflight() == 8 && answered.Load() == int64(st.Requests)
+	})
+	if st := s.Stats(); st.Requests >= n {
+		t.Fatalf("all %d requests read while the peer did not read: no slot waited for its answer's write", st.Requests)
+	}
+	seen := map[int]bool{}
+	for len(seen) < n {
+		m := p.read()
+		if m.Code != coap.Content || len(m.Token) != 2 {
+			t.Fatalf("got %v token %x", m.Code, m.Token)
+		}
+		seen[int(m.Token[0])<<8|int(m.Token[1])] = true
+	}
+}
