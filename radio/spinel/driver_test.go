@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"os"
 	"runtime"
 	"strings"
@@ -12,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 
 	"github.com/opaque-edge/gatewayd/radio"
 	"github.com/opaque-edge/gatewayd/radio/sim"
@@ -368,8 +369,14 @@ func TestCorruptAndStrayFramesAreDropped(t *testing.T) {
 			t.Fatalf("Recv = %x, %v; want %x", f.Data, err, want)
 		}
 	}
-	st := r.d.Stats()
-	if st.BadFCS < 3 || st.DecodeErrors < 2 || st.State != spinel.StateUp {
+	// The reader counts a read's drops once it has dispatched all of
+	// that read's frames, so the counts may trail the frames by a moment.
+	var st spinel.Stats
+	testutil.Eventually(t, "the drops counted", func() bool {
+		st = r.d.Stats()
+		return st.BadFCS >= 3 && st.DecodeErrors >= 2
+	})
+	if st.State != spinel.StateUp {
 		t.Errorf("stats %+v", st)
 	}
 	if err := r.d.Send(ctxT(t), dataFrame(1, true, "still fine")); err != nil {
