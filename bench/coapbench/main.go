@@ -137,6 +137,14 @@ func load(ctx context.Context, args []string) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, *dur)
 	defer cancel()
+	return report(*clients, func() ([]time.Duration, int) {
+		return runClient(ctx, dst, opts, *timeout, *anyCode)
+	})
+}
+
+// report runs n closed-loop clients at once, each one call of client
+// returning its latencies and errors, and prints what they did together.
+func report(n int, client func() ([]time.Duration, int)) error {
 	var (
 		mu   sync.Mutex
 		lats []time.Duration
@@ -144,11 +152,11 @@ func load(ctx context.Context, args []string) error {
 		wg   sync.WaitGroup
 	)
 	start := time.Now()
-	for i := 0; i < *clients; i++ {
+	for range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			my, e := runClient(ctx, dst, opts, *timeout, *anyCode)
+			my, e := client()
 			mu.Lock()
 			lats = append(lats, my...)
 			errs += e
@@ -164,7 +172,7 @@ func load(ctx context.Context, args []string) error {
 		}
 		return float64(lats[int(float64(len(lats)-1)*p)].Microseconds())
 	}
-	r := result{Clients: *clients, Seconds: elapsed, Requests: len(lats), Errors: errs,
+	r := result{Clients: n, Seconds: elapsed, Requests: len(lats), Errors: errs,
 		RPS: float64(len(lats)) / elapsed, P50us: pct(0.50), P99us: pct(0.99)}
 	return json.NewEncoder(os.Stdout).Encode(r)
 }

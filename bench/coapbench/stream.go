@@ -2,12 +2,8 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
-	"os"
-	"slices"
-	"sync"
 	"time"
 
 	"github.com/opaque-edge/gatewayd/coap"
@@ -23,56 +19,27 @@ func loadStream(ctx context.Context, over, addr, target string, clients int, dur
 	ctx, cancel := context.WithTimeout(ctx, dur)
 	defer cancel()
 	req := &coap.Message{Code: coap.GET, Options: coap.Options(nil).Insert(coap.ProxyURI, []byte(target))}
-	var (
-		mu   sync.Mutex
-		lats []time.Duration
-		errs int
-		wg   sync.WaitGroup
-	)
-	start := time.Now()
-	for range clients {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c, err := dialStream(context.Background(), cl, over, addr)
-			if err != nil {
-				mu.Lock()
-				errs++
-				mu.Unlock()
-				return
-			}
-			defer c.Close()
-			var my []time.Duration
-			e := 0
-			for ctx.Err() == nil {
-				t0 := time.Now()
-				rctx, rcancel := context.WithTimeout(context.Background(), timeout)
-				resp, err := c.Do(rctx, req)
-				rcancel()
-				if err != nil || resp.Code != coap.Content {
-					e++
-					continue
-				}
-				my = append(my, time.Since(t0))
-			}
-			mu.Lock()
-			lats = append(lats, my...)
-			errs += e
-			mu.Unlock()
-		}()
-	}
-	wg.Wait()
-	elapsed := time.Since(start).Seconds()
-	slices.Sort(lats)
-	pct := func(p float64) float64 {
-		if len(lats) == 0 {
-			return 0
+	return report(clients, func() ([]time.Duration, int) {
+		c, err := dialStream(context.Background(), cl, over, addr)
+		if err != nil {
+			return nil, 1
 		}
-		return float64(lats[int(float64(len(lats)-1)*p)].Microseconds())
-	}
-	r := result{Clients: clients, Seconds: elapsed, Requests: len(lats), Errors: errs,
-		RPS: float64(len(lats)) / elapsed, P50us: pct(0.50), P99us: pct(0.99)}
-	return json.NewEncoder(os.Stdout).Encode(r)
+		defer c.Close()
+		var my []time.Duration
+		e := 0
+		for ctx.Err() == nil {
+			t0 := time.Now()
+			rctx, rcancel := context.WithTimeout(context.Background(), timeout)
+			resp, err := c.Do(rctx, req)
+			rcancel()
+			if err != nil || resp.Code != coap.Content {
+				e++
+				continue
+			}
+			my = append(my, time.Since(t0))
+		}
+		return my, e
+	})
 }
 
 func dialStream(ctx context.Context, cl *stream.Client, over, addr string) (*stream.Conn, error) {
