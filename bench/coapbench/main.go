@@ -70,9 +70,13 @@ func origin(ctx context.Context, args []string, echo bool) error {
 	out := make([]byte, 0, 256)
 	var m coap.Message
 	payload := []byte("21.5")
+	answered := 0
 	for {
 		n, peer, err := uc.ReadFromUDPAddrPort(buf)
 		if err != nil {
+			// What reached the origin: a proxy that answered from a
+			// cache, or merged requests, shows here.
+			fmt.Fprintf(os.Stderr, "origin: answered %d requests\n", answered)
 			return nil
 		}
 		if echo {
@@ -92,6 +96,7 @@ func origin(ctx context.Context, args []string, echo bool) error {
 			coap.Option{ID: coap.MaxAge, Value: coap.EncodeUint(uint32(*maxAge))})
 		out, _ = resp.AppendMarshal(out[:0])
 		uc.WriteToUDPAddrPort(out, peer)
+		answered++
 	}
 }
 
