@@ -182,19 +182,13 @@ func TestConsoleSamplesRequestRateAndNodeSignal(t *testing.T) {
 	testutil.Eventually(t, "the request counted", func() bool { return p.requestCount() > before })
 	ticks <- time.Now()
 	var ser console.Series
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testutil.Eventually(t, "3 request rate points in the history", func() bool {
+		ser = console.Series{}
 		if err := json.Unmarshal([]byte(httpGet(t, "http://"+admin+"/api/v1/history")), &ser); err != nil {
 			t.Fatal(err)
 		}
-		if len(ser.RequestRate) == 3 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if len(ser.RequestRate) != 3 {
-		t.Fatalf("rate points %+v, want 3", ser.RequestRate)
-	}
+		return len(ser.RequestRate) == 3
+	})
 	if ser.RequestRate[2].Value <= 0 {
 		t.Errorf("no request rate after a request: %+v", ser.RequestRate)
 	}

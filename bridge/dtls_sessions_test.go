@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"github.com/pion/dtls/v3"
 )
 
@@ -33,10 +34,7 @@ func TestDTLSUnfinishedHandshakesDoNotLockOutClients(t *testing.T) {
 			s.Close()
 		}
 	}()
-	for i := 0; i < 2*maxDTLSSessions; i++ {
-		if i%64 == 63 {
-			time.Sleep(20 * time.Millisecond) // let the listener's backlog drain
-		}
+	sendJunk := func() {
 		s, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 		if err != nil {
 			t.Fatal(err)
@@ -46,11 +44,25 @@ func TestDTLSUnfinishedHandshakesDoNotLockOutClients(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	time.Sleep(3 * time.Second)
+	// Junk until it holds every handshake slot (the listener's accept
+	// backlog may drop some on the way), then the rest of the source
+	// ports, which find none free.
+	testutil.Eventually(t, "junk handshakes in every slot", func() bool {
+		if len(socks) < 2*maxDTLSSessions {
+			sendJunk()
+		}
+		return len(d.hs) == maxDTLSHandshakes
+	})
+	for len(socks) < 2*maxDTLSSessions {
+		sendJunk()
+	}
+	// The junk's handshakes end at handshakeTimeout and give their slots
+	// back: a slot held for ever would fail here.
+	testutil.Eventually(t, "the junk's handshake slots given back", func() bool { return len(d.hs) == 0 })
 	d.mu.Lock()
 	n := len(d.conns)
 	d.mu.Unlock()
-	t.Logf("sessions held by peers that never finished a handshake, 3 s later: %d", n)
+	t.Logf("sessions held by peers that never finished a handshake, once their handshakes ended: %d", n)
 
 	// A real client with the right key.
 	cfg := &dtls.Config{

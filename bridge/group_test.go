@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"fmt"
 	"net"
 	"net/netip"
 	"slices"
@@ -15,6 +16,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"github.com/opaque-edge/gatewayd/radio"
 	"github.com/opaque-edge/gatewayd/radio/sim"
 )
@@ -322,13 +324,7 @@ func TestGroupResponsesAfterTheTimeoutAreDroppedAndCounted(t *testing.T) {
 // waitCounter waits for a counter to reach want.
 func waitCounter(t *testing.T, c prometheus.Counter, want float64) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for counterValue(c) < want {
-		if time.Now().After(deadline) {
-			t.Fatalf("counter at %v, want %v", counterValue(c), want)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.EventuallyWithin(t, 20*time.Second, fmt.Sprintf("the counter to reach %v", want), func() bool { return counterValue(c) >= want })
 }
 
 // counterValue reads a counter.
@@ -362,13 +358,7 @@ func TestGroupOSCOREPassesUntouched(t *testing.T) {
 	c.send(req)
 	waitCounter(t, p.groupm.requests.WithLabelValues(groupSent), 1)
 	for _, node := range n.SimNodes() {
-		deadline := time.Now().Add(20 * time.Second)
-		for node.GroupRequests() == 0 {
-			if time.Now().After(deadline) {
-				t.Fatalf("node %v never got the group request", node.Addr())
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+		testutil.EventuallyWithin(t, 20*time.Second, fmt.Sprintf("node %v to get the group request", node.Addr()), func() bool { return node.GroupRequests() > 0 })
 		var got coap.Message
 		if err := got.Decode(node.LastGroupRequest()); err != nil {
 			t.Fatal(err)
@@ -407,14 +397,8 @@ func (c *groupClient) sendWith(m *coap.Message, tok []byte) {
 // waitObservers waits for every node to have n observations.
 func waitObservers(t *testing.T, n *sim.Network, want int) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
 	for _, node := range n.SimNodes() {
-		for node.Observers() != want {
-			if time.Now().After(deadline) {
-				t.Fatalf("node %v has %d observations, want %d", node.Addr(), node.Observers(), want)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+		testutil.EventuallyWithin(t, 20*time.Second, fmt.Sprintf("node %v to have %d observations", node.Addr(), want), func() bool { return node.Observers() == want })
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/opaque-edge/gatewayd/internal/testpeer"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 )
 
 // handshakeFailures reads gatewayd_stream_handshake_failures_total of
@@ -42,15 +43,13 @@ func handshakeFailures(t *testing.T, p *Proxy, listen, reason string) float64 {
 // failure when it sees it, which may be after the client gave up.
 func waitFailures(t *testing.T, p *Proxy, listen, reason string, want float64) {
 	t.Helper()
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	testutil.EventuallyWithin(t, 20*time.Second, fmt.Sprintf("handshake failures {listen=%q,reason=%q} to reach %v", listen, reason, want), func() bool {
 		got := handshakeFailures(t, p, listen, reason)
-		if got == want {
-			return
-		}
-		if got > want || time.Now().After(deadline) {
+		if got > want {
 			t.Fatalf("handshake failures {listen=%q,reason=%q} = %v, want %v", listen, reason, got, want)
 		}
-	}
+		return got == want
+	})
 }
 
 // Failed handshakes are counted on every stream listener, by reason: a

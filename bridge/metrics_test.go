@@ -17,6 +17,7 @@ import (
 	"unsafe"
 
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"github.com/opaque-edge/gatewayd/plugins"
 	"github.com/opaque-edge/gatewayd/radio"
 	"github.com/opaque-edge/gatewayd/radio/sim"
@@ -112,11 +113,11 @@ func TestMetricsPassPromtoolAndHaveOneMeaningEach(t *testing.T) {
 	do(t, c, p, &coap.Message{Code: coap.GET, Options: coap.Options(nil).Insert(coap.URIPath, []byte(".well-known")).Insert(coap.URIPath, []byte("core"))})
 	// The request is counted once answered: the answer may reach the
 	// client before the count is made.
-	body := httpGet(t, "http://"+admin+"/metrics")
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(body, `gatewayd_requests_total{code="2.05",method="GET"} 1`) && time.Now().Before(deadline); {
-		time.Sleep(10 * time.Millisecond)
+	var body string
+	testutil.Eventually(t, "the request in /metrics", func() bool {
 		body = httpGet(t, "http://"+admin+"/metrics")
-	}
+		return strings.Contains(body, `gatewayd_requests_total{code="2.05",method="GET"} 1`)
+	})
 
 	cmd := exec.Command(promtool, "check", "metrics")
 	cmd.Stdin = strings.NewReader(body)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/internal/testpeer"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"github.com/opaque-edge/gatewayd/plugins"
 )
 
@@ -35,15 +36,11 @@ func TestPluginObservationsAreBoundByMaxObservations(t *testing.T) {
 			Config: map[string]any{"broker": "mqtt://127.0.0.1:1", "client_id": "gw-test-bound", "up": ups},
 		}}
 	})
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	testutil.EventuallyWithin(t, 20*time.Second, "the plugin's 2 observers and the third refused", func() bool {
 		s := p.Hub().Stats()
-		if s.Observers == 2 && s.OverLimit >= 1 {
-			return
-		}
-		if s.Observers > 2 || time.Now().After(deadline) {
+		if s.Observers > 2 {
 			t.Fatalf("hub %+v: want the plugin's 2 observers and the third refused", s)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return s.Observers == 2 && s.OverLimit >= 1
+	})
 }

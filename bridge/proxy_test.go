@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 )
 
 // recorder is an origin server that keeps what it receives and answers
@@ -452,7 +453,14 @@ func TestMetricsAndStatusEndpoint(t *testing.T) {
 	do(t, c, p, &coap.Message{Code: coap.GET, Options: proxyURI("coap://" + o.addr.String() + "/m")})
 	do(t, c, p, &coap.Message{Code: coap.GET, Options: proxyURI("coap://" + o.addr.String() + "/n")})
 	do(t, c, p, &coap.Message{Code: coap.GET, Options: proxyURI("http://127.0.0.1/")})
-	body := httpGet(t, "http://"+addr+"/metrics")
+	// A request is counted when its exchange finishes, which may be just
+	// after the client has its answer: sample once all three are.
+	var body string
+	testutil.Eventually(t, "the three requests counted", func() bool {
+		body = httpGet(t, "http://"+addr+"/metrics")
+		return strings.Contains(body, `gatewayd_requests_total{code="2.05",method="GET"} 2`) &&
+			strings.Contains(body, `gatewayd_requests_total{code="5.05",method="GET"} 1`)
+	})
 	for _, want := range []string{
 		`gatewayd_requests_total{code="2.05",method="GET"} 2`,
 		`gatewayd_requests_total{code="5.05",method="GET"} 1`,

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"github.com/opaque-edge/gatewayd/observe/pubsub"
 )
 
@@ -69,9 +70,7 @@ func TestPubSubThroughTheChain(t *testing.T) {
 	}
 	cose := []byte{0xd2, 0x84, 0x43, 0xa1, 0x01, 0x26, 0x00, 0xff, 0x0d, 0x0a}
 	time.Sleep(10 * time.Millisecond) // publications faster than min_publish_interval are refused
-	for code := pub(cose); code == coap.TooManyRequests; code = pub(cose) {
-		time.Sleep(200 * time.Millisecond)
-	}
+	testutil.Eventually(t, "the publication taken once min_publish_interval passed", func() bool { return pub(cose) != coap.TooManyRequests })
 	for i, ch := range []chan []byte{got1, got2} {
 		select {
 		case b := <-ch:

@@ -131,10 +131,7 @@ func TestRadioDownFailsFastWith503ThenRecovers(t *testing.T) {
 	if err := n.Port().Unplug(); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for p.Radios()[0].Up() && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.Eventually(t, "the radio down", func() bool { return !p.Radios()[0].Up() })
 	resp := do(t, c, p, req)
 	if resp.Code != coap.ServiceUnavailable {
 		t.Fatalf("radio down: got %v, want 5.03", resp.Code)
@@ -145,19 +142,19 @@ func TestRadioDownFailsFastWith503ThenRecovers(t *testing.T) {
 	if err := n.Port().Plug(); err != nil {
 		t.Fatal(err)
 	}
-	back := time.Now()
-	for {
+	var last string
+	defer func() {
+		if t.Failed() {
+			t.Logf("last answer: %s", last)
+		}
+	}()
+	testutil.EventuallyWithin(t, 3*time.Second, "a 2.05 within 3 s of the radio's return", func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		resp, err := c.Do(ctx, p.Addrs()[0], req)
 		cancel()
-		if err == nil && resp.Code == coap.Content {
-			break
-		}
-		if time.Since(back) > 3*time.Second {
-			t.Fatalf("no success within 3 s of the radio's return: %v %v", resp, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		last = fmt.Sprint(resp, err)
+		return err == nil && resp.Code == coap.Content
+	})
 }
 
 // A frame the radio drops shows in the metrics under its reason.

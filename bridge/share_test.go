@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 )
 
 // silentOrigin reads requests and never answers: a node that is off.
@@ -96,13 +97,7 @@ func clientOn(t *testing.T, ip string) *coap.Endpoint {
 // waitInflight waits for the listener to have n requests in flight.
 func waitInflight(t *testing.T, p *Proxy, n int) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for p.servers[0].Stats().Inflight != n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d requests in flight, want %d", p.servers[0].Stats().Inflight, n)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(t, fmt.Sprintf("%d requests in flight", n), func() bool { return p.servers[0].Stats().Inflight == n })
 }
 
 var wellKnown = coap.Options(nil).Insert(coap.URIPath, []byte(".well-known")).Insert(coap.URIPath, []byte("core"))
