@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 )
 
 // rawPeer is a CoAP-over-TCP peer written against the wire: it sends
@@ -404,11 +405,5 @@ func TestAPeerThatDoesNotReadIsClosedAtMaxBuffered(t *testing.T) {
 // waitFor polls cond with a generous deadline.
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal("condition not met in time")
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	testutil.EventuallyWithin(t, 15*time.Second, "the condition", cond)
 }
