@@ -437,15 +437,11 @@ func reorderTwo(t *testing.T, c *oscoreClient, r *relay, d dir) [2]error {
 		}()
 		if i == 0 {
 			// The second request leaves only once the first is held.
-			for {
+			testutil.Eventually(t, "the first request held", func() bool {
 				mu.Lock()
-				n := len(held)
-				mu.Unlock()
-				if n > 0 {
-					break
-				}
-				time.Sleep(2 * time.Millisecond)
-			}
+				defer mu.Unlock()
+				return len(held) > 0
+			})
 		}
 	}
 	wg.Wait()
