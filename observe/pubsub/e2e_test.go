@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"github.com/opaque-edge/gatewayd/observe"
 )
 
@@ -128,20 +129,12 @@ func TestHubFansOutPublicationsAndTopicDeletion(t *testing.T) {
 	wantCode(t, "publish", doUDP(t, c, addr, msg(coap.PUT, dp, cose, coap.ContentFormat, 18)), coap.Changed)
 	waitFor := func(what string, cond func(n []*coap.Message) bool) {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
 		for _, w := range watchers {
-			for {
+			testutil.Eventually(t, what, func() bool {
 				w.mu.Lock()
-				ok := cond(w.notes)
-				w.mu.Unlock()
-				if ok {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("%s: not seen", what)
-				}
-				time.Sleep(5 * time.Millisecond)
-			}
+				defer w.mu.Unlock()
+				return cond(w.notes)
+			})
 		}
 	}
 	waitFor("publication", func(n []*coap.Message) bool {

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 )
 
 // The state directory faults are real: a holder process (this test
@@ -210,18 +211,20 @@ func (h *holder) start() netip.AddrPort {
 // waitLog waits for the brokers' log to contain every one of subs.
 func (h *holder) waitLog(subs ...string) {
 	h.t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		s, all := h.log.String(), true
+	defer func() {
+		if h.t.Failed() {
+			h.t.Logf("brokers' log:\n%s", h.log.String())
+		}
+	}()
+	testutil.Eventually(h.t, fmt.Sprintf("log lines with %q", subs), func() bool {
+		s := h.log.String()
 		for _, sub := range subs {
-			all = all && strings.Contains(s, sub)
+			if !strings.Contains(s, sub) {
+				return false
+			}
 		}
-		if all {
-			return
-		}
-		if time.Now().After(deadline) {
-			h.t.Fatalf("no log line with %q:\n%s", subs, s)
-		}
-	}
+		return true
+	})
 }
 
 // wantRefused checks a 5.00 whose diagnostic says why.
@@ -395,17 +398,11 @@ func TestKill9UnderPublishLoadLosesNothingAcknowledged(t *testing.T) {
 			}()
 		}
 		want := 100 * (round + 1)
-		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(time.Millisecond) {
+		testutil.EventuallyWithin(t, 30*time.Second, fmt.Sprintf("round %d: %d publications acknowledged", round, want), func() bool {
 			mu.Lock()
-			n := total
-			mu.Unlock()
-			if n >= want {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("round %d: %d publications acknowledged", round, n)
-			}
-		}
+			defer mu.Unlock()
+			return total >= want
+		})
 		if err := cmd.Process.Kill(); err != nil {
 			t.Fatal(err)
 		}
