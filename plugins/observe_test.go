@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"github.com/opaque-edge/gatewayd/observe"
 	"github.com/opaque-edge/gatewayd/observe/observetest"
 )
@@ -149,13 +150,7 @@ func observed(t *testing.T, tr *Translator) (payloads, end string) {
 // until polls cond; the 20 s bound only fails a test that hangs.
 func until(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.EventuallyWithin(t, 20*time.Second, what, cond)
 }
 
 func waitObserved(t *testing.T, tr *Translator, want string) {
