@@ -171,7 +171,13 @@ func TestBrokerRestartLosesNothingAcknowledged(t *testing.T) {
 	}()
 	testutil.EventuallyWithin(t, 10*time.Second, "some PUBACKs", func() bool { return b.Stats().Published > 30 })
 	br.Stop() // mid-stream
-	time.Sleep(300 * time.Millisecond)
+	// The broker stays away until notifications made in its absence are
+	// waiting for their PUBACK: the outage has caught some of the stream.
+	during := b.Stats().Notifications
+	testutil.EventuallyWithin(t, 10*time.Second, "notifications queued while the broker is down", func() bool {
+		s := b.Stats()
+		return s.Notifications >= during+10 && s.Queued > 0
+	})
 	br.Start()
 	<-sent
 	testutil.EventuallyWithin(t, 30*time.Second, "the queue to drain", func() bool {
