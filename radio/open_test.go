@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -15,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 
 	"golang.org/x/sys/unix"
 
@@ -284,18 +285,17 @@ func TestCloseLeavesNoGoroutinesOrFiles(t *testing.T) {
 	if err := r.Close(); err != nil {
 		t.Fatalf("second close: %v", err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		g, fd := runtime.NumGoroutine(), fdCount(t)
-		if g <= g0 && fd <= fd0 {
-			break
-		}
-		if time.Now().After(deadline) {
+	var g, fd int
+	defer func() {
+		if t.Failed() {
 			buf := make([]byte, 1<<20)
-			t.Fatalf("after Close: goroutines %d (before %d), fds %d (before %d)\n%s", g, g0, fd, fd0, buf[:runtime.Stack(buf, true)])
+			t.Logf("after Close: goroutines %d (before %d), fds %d (before %d)\n%s", g, g0, fd, fd0, buf[:runtime.Stack(buf, true)])
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	}()
+	testutil.Eventually(t, "goroutines and fds back to their count before Open", func() bool {
+		g, fd = runtime.NumGoroutine(), fdCount(t)
+		return g <= g0 && fd <= fd0
+	})
 	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("temporary port directory %s left behind: %v", dir, err)
 	}

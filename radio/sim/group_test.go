@@ -1,6 +1,7 @@
 package sim_test
 
 import (
+	"fmt"
 	"net/netip"
 	"slices"
 	"sync"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"github.com/opaque-edge/gatewayd/radio/mac"
 	"github.com/opaque-edge/gatewayd/radio/sim"
 )
@@ -108,14 +110,8 @@ func TestNodesSuppressGroupErrorsAndHonourNoResponse(t *testing.T) {
 	all := netip.MustParseAddr("ff05::fd")
 	wait := func(n int) {
 		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
 		for _, node := range nodes {
-			for node.GroupRequests() < uint64(n) {
-				if time.Now().After(deadline) {
-					t.Fatalf("node %v saw %d group requests, want %d", node.Addr(), node.GroupRequests(), n)
-				}
-				time.Sleep(5 * time.Millisecond)
-			}
+			testutil.EventuallyWithin(t, 20*time.Second, fmt.Sprintf("node %v to see %d group requests", node.Addr(), n), func() bool { return node.GroupRequests() >= uint64(n) })
 		}
 	}
 	// A 4.04 to a group request is left out (groupcomm-bis §3.1.2).
