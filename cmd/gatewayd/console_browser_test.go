@@ -22,6 +22,7 @@ import (
 
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/console"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 	"github.com/opaque-edge/gatewayd/observe/pubsub"
 	"github.com/opaque-edge/gatewayd/radio/sim"
 )
@@ -217,18 +218,20 @@ listen = "127.0.0.1:%d"
 	// frame (5.04), and is tried again.
 	for i := range sim.DefaultNodes {
 		uri := fmt.Sprintf("coap://[%v]/sensors/temp", sim.NodeAddr(sim.DefaultPrefix, i))
-		for {
+		var last string
+		dl, _ := ctx.Deadline()
+		testutil.EventuallyWithin(t, time.Until(dl), "a 2.05 to GET "+uri, func() bool {
 			rctx, rcancel := context.WithTimeout(ctx, 10*time.Second)
 			resp, err := c.Do(rctx, proxy, &coap.Message{Code: coap.GET, Options: coap.Options(nil).Insert(coap.ProxyURI, []byte(uri))})
 			rcancel()
 			if err == nil && resp.Code == coap.Content {
-				break
+				return true
 			}
-			if ctx.Err() != nil {
-				t.Fatalf("GET %s: %v %v", uri, resp, err)
+			if last = fmt.Sprint(resp, err); ctx.Err() != nil {
+				t.Fatalf("GET %s: %s", uri, last)
 			}
-			time.Sleep(200 * time.Millisecond)
-		}
+			return false
+		})
 	}
 	const hostile = `<script>alert(1)</script>`
 	name, rt := hostile, pubsub.RTData
@@ -263,8 +266,9 @@ listen = "127.0.0.1:%d"
 
 	// The plots are drawn from the history, sampled every 15 s: wait for
 	// a sample with each node in it.
-	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		var ser console.Series
+	var ser console.Series
+	testutil.EventuallyWithin(t, 60*time.Second, "a history sample of the three nodes' signal", func() bool {
+		ser = console.Series{}
 		hr, err := http.Get(admin + "/api/v1/history")
 		if err != nil {
 			t.Fatal(err)
@@ -280,24 +284,17 @@ listen = "127.0.0.1:%d"
 				heard++
 			}
 		}
-		if heard == sim.DefaultNodes {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no sample of the three nodes' signal in 60 s: %+v", ser)
-		}
-	}
+		return heard == sim.DefaultNodes
+	})
 	b := startBrowser(t)
 	page := b.open(admin + "/")
 	// The page swaps in a fragment from its event stream at once, and
 	// another every 5 s: wait for the second, a live update.
 	var updates int
-	for deadline := time.Now().Add(60 * time.Second); updates < 2 && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+	testutil.EventuallyWithin(t, 60*time.Second, "the page to take 2 live updates over its event stream", func() bool {
 		b.eval(page, `document.readyState === "complete" ? Number(document.body.getAttribute("data-updates")) : 0`, &updates)
-	}
-	if updates < 2 {
-		t.Errorf("the page took %d live updates over its event stream in 60 s, want 2", updates)
-	}
+		return updates >= 2
+	})
 	var dom string
 	b.eval(page, "document.documentElement.outerHTML", &dom)
 	var facts struct {

@@ -92,7 +92,13 @@ func TestHTTPPluginCarriesOSCOREToSimNodeAndBack(t *testing.T) {
 		body   []byte
 		ex     *oscore.Exchange
 	)
-	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+	var curlErr string
+	defer func() {
+		if t.Failed() && curlErr != "" {
+			t.Logf("last curl: %s", curlErr)
+		}
+	}()
+	testutil.EventuallyWithin(t, 15*time.Second, "an answer other than 5.03 (the sim radio up)", func() bool {
 		p, x, err := client.ProtectRequest(req)
 		if err != nil {
 			t.Fatal(err)
@@ -124,15 +130,11 @@ func TestHTTPPluginCarriesOSCOREToSimNodeAndBack(t *testing.T) {
 			}
 			ex = x
 			// 503: the sim radio is not up yet.
-			if status != http.StatusServiceUnavailable || time.Now().After(deadline) {
-				break
-			}
-			continue
+			return status != http.StatusServiceUnavailable
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("curl: %v\n%s", err, out)
-		}
-	}
+		curlErr = fmt.Sprintf("%v\n%s", err, out)
+		return false
+	})
 	if status != http.StatusOK || hdr.Get("Content-Type") != "application/oscore" || hdr.Get("OSCORE") == "" {
 		t.Fatalf("HTTP %d, headers %v, body %q", status, hdr, body)
 	}
@@ -276,6 +278,7 @@ func coapEndpoint(t *testing.T) *coap.Endpoint {
 // PUT it answers.
 type putRecorder struct {
 	addr netip.AddrPort
+	put  chan struct{} // a token after each PUT is kept, for waiting on arrivals
 	mu   sync.Mutex
 	got  [][]byte // guarded by mu
 }
@@ -286,7 +289,7 @@ func newPutRecorder(t *testing.T) *putRecorder {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &putRecorder{addr: u.LocalAddr()}
+	r := &putRecorder{addr: u.LocalAddr(), put: make(chan struct{}, 1)}
 	e := coap.NewEndpoint(u, coap.EndpointConfig{Handler: coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, req *coap.Request) error {
 		if req.Msg.Code != coap.PUT {
 			return coap.Errorf(coap.MethodNotAllowed, "")
@@ -294,6 +297,10 @@ func newPutRecorder(t *testing.T) *putRecorder {
 		r.mu.Lock()
 		r.got = append(r.got, append([]byte(nil), req.Msg.Payload...))
 		r.mu.Unlock()
+		select {
+		case r.put <- struct{}{}:
+		default: // a token is waiting already
+		}
 		return w.WriteResponse(&coap.Message{Code: coap.Changed})
 	})})
 	t.Cleanup(func() { e.Close() })
@@ -542,15 +549,27 @@ func TestMQTTPluginLosesNoAcknowledgedMessageWhenMosquittoRestarts(t *testing.T)
 
 	// First the bridge must be subscribed: mosquitto acknowledges a
 	// publication that no one subscribes to, and drops it, as MQTT says.
-	for deadline := time.Now().Add(20 * time.Second); !slices.Contains(arrivedNumbers(), -1); time.Sleep(200 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("the bridge never delivered the warm-up message\n%s", warnings(log.String()))
+	defer func() {
+		if t.Failed() {
+			t.Logf("gatewayd warnings:\n%s", warnings(log.String()))
+		}
+	}()
+	testutil.EventuallyWithin(t, 20*time.Second, "the bridge to deliver the warm-up message", func() bool {
+		if slices.Contains(arrivedNumbers(), -1) {
+			return true
 		}
 		out, err := exec.Command(tool(t, "mosquitto_pub"), "-V", "mqttv5", "-h", "127.0.0.1", "-p", strconv.Itoa(b.Port), "-q", "1", "-t", "gw/in/log", "-m", "-1").CombinedOutput()
 		if err != nil {
 			t.Fatalf("mosquitto_pub: %v\n%s", err, out)
 		}
-	}
+		// A delivery takes a PUT: wait for the next one (or a while,
+		// for a publication that found no subscriber yet).
+		select {
+		case <-rec.put:
+		case <-time.After(200 * time.Millisecond):
+		}
+		return slices.Contains(arrivedNumbers(), -1)
+	})
 
 	// The publisher: numbers 0..total-1, each until its PUBACK came, over
 	// a connection made again whenever mosquitto goes away.
@@ -565,7 +584,10 @@ func TestMQTTPluginLosesNoAcknowledgedMessageWhenMosquittoRestarts(t *testing.T)
 		defer close(restarted)
 		// Mid-stream: after about a third has arrived.
 		for len(arrivedNumbers()) < total/3+1 && ctx.Err() == nil {
-			time.Sleep(10 * time.Millisecond)
+			select {
+			case <-rec.put:
+			case <-ctx.Done():
+			}
 		}
 		b.Stop()
 		time.Sleep(300 * time.Millisecond)
@@ -578,7 +600,12 @@ func TestMQTTPluginLosesNoAcknowledgedMessageWhenMosquittoRestarts(t *testing.T)
 		if cli == nil {
 			var err error
 			if cli, err = mqttConnect(ctx, b.Addr(), "e2e-pub", nil); err != nil {
-				time.Sleep(100 * time.Millisecond)
+				// mosquitto is down: try again once it is back (Start
+				// returns when it listens).
+				select {
+				case <-restarted:
+				case <-ctx.Done():
+				}
 				continue
 			}
 		}
@@ -601,12 +628,15 @@ func TestMQTTPluginLosesNoAcknowledgedMessageWhenMosquittoRestarts(t *testing.T)
 	// Every acknowledged number reaches the origin, first occurrences in
 	// order (QoS 1 may deliver some twice).
 	var seen []int
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		seen = arrivedNumbers()
-		if slices.Contains(seen, total-1) || time.Now().After(deadline) {
-			break
+	defer func() {
+		if t.Failed() {
+			t.Logf("origin saw %v\nmosquitto log:\n%s", seen, b.Log())
 		}
-	}
+	}()
+	testutil.EventuallyWithin(t, 30*time.Second, fmt.Sprintf("the last number, %d, at the origin", total-1), func() bool {
+		seen = arrivedNumbers()
+		return slices.Contains(seen, total-1)
+	})
 	var firsts []int
 	dups := 0
 	for _, n := range seen {

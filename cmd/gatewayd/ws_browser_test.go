@@ -18,6 +18,7 @@ import (
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/coap/stream"
 	"github.com/opaque-edge/gatewayd/internal/testpeer"
+	"github.com/opaque-edge/gatewayd/internal/testutil"
 )
 
 // coapWSPage is the test's web page: its script speaks CoAP over the
@@ -141,13 +142,11 @@ listen = ""
 	spki := sha256.Sum256(leaf.RawSubjectPublicKeyInfo)
 	b := startBrowser(t, "--ignore-certificate-errors-spki-list="+base64.StdEncoding.EncodeToString(spki[:]))
 	tab := b.open(page.URL + "/")
-	var ready bool
-	for deadline := time.Now().Add(30 * time.Second); !ready; time.Sleep(50 * time.Millisecond) {
+	testutil.EventuallyWithin(t, 30*time.Second, "the test page to load", func() bool {
+		var ready bool
 		b.eval(tab, `document.readyState === "complete" && typeof coapGet === "function"`, &ready)
-		if !ready && time.Now().After(deadline) {
-			t.Fatal("the test page did not load in 30 s")
-		}
-	}
+		return ready
+	})
 
 	target := fmt.Sprintf("coap://127.0.0.1:%d/", origin)
 	for i, url := range []string{
@@ -158,12 +157,11 @@ listen = ""
 		var started bool
 		b.eval(tab, fmt.Sprintf(`coapGet(%q, %q, %q, %q), true`, url, url, target, hex.EncodeToString(token)), &started)
 		var run wsRun
-		for deadline := time.Now().Add(30 * time.Second); run.Closed == nil; time.Sleep(50 * time.Millisecond) {
+		testutil.EventuallyWithin(t, 30*time.Second, url+": the page's WebSocket to close", func() bool {
+			run = wsRun{}
 			b.eval(tab, fmt.Sprintf(`coapRuns[%q]`, url), &run)
-			if run.Closed == nil && time.Now().After(deadline) {
-				t.Fatalf("%s: the page's WebSocket did not close in 30 s: %+v", url, run)
-			}
-		}
+			return run.Closed != nil
+		})
 		checkBrowserRun(t, url, run, token)
 	}
 }
