@@ -338,7 +338,7 @@ func TestKilledPluginRestartsWhileOthersServe(t *testing.T) {
 			t.Logf("saw 5.03: %v; stats %+v", saw503, h.Stats()[0])
 		}
 	}()
-	testutil.EventuallyWithin(t, 2*time.Second, "plugin a back (a new process, one restart)", func() bool {
+	testutil.EventuallyWithin(t, 20*time.Second, "plugin a back (a new process, one restart)", func() bool {
 		if _, err := tb.RoundTrip(t.Context(), "b://n/", req); err != nil {
 			t.Fatalf("b failed while a was down: %v", err)
 		}
