@@ -123,14 +123,7 @@ func TestTLSListenerNamesCertificateClients(t *testing.T) {
 func TestWebSocketRoundTripAndSubprotocol(t *testing.T) {
 	s := NewServer(Config{Handler: echo})
 	defer s.Close()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.ServeWS(l, "/.well-known/coap", nil); err != nil {
-		t.Fatal(err)
-	}
-	url := "ws://" + l.Addr().String() + "/.well-known/coap"
+	url := serveWS(t, s)
 	cl := NewClient(Config{})
 	defer cl.Close()
 	ctx := context.Background()
@@ -162,14 +155,7 @@ func TestWebSocketRoundTripAndSubprotocol(t *testing.T) {
 // connection that never started.
 func TestWebSocketConnectionsBeyondMaxConnsAreClosedAndServerCloses(t *testing.T) {
 	s := NewServer(Config{Handler: echo, MaxConns: 1})
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.ServeWS(l, "/.well-known/coap", nil); err != nil {
-		t.Fatal(err)
-	}
-	url := "ws://" + l.Addr().String() + "/.well-known/coap"
+	url := serveWS(t, s)
 	cl := NewClient(Config{})
 	defer cl.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
@@ -213,14 +199,7 @@ func TestWebSocketClosesWithACloseFrame(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	s := NewServer(Config{Handler: echo})
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.ServeWS(l, "/.well-known/coap", nil); err != nil {
-		t.Fatal(err)
-	}
-	url := "ws://" + l.Addr().String() + "/.well-known/coap"
+	url := serveWS(t, s)
 	peer := func() *websocket.Conn {
 		wc, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{Subprotocols: []string{"coap"}})
 		if err != nil {
@@ -294,4 +273,18 @@ func TestWebSocketClosesWithACloseFrame(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatal("Server.Close waits on a peer that does not answer its Close frame")
 	}
+}
+
+// serveWS serves s's WebSocket endpoint on a port of its own and returns
+// its URL.
+func serveWS(t *testing.T, s *Server) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ServeWS(l, "/.well-known/coap", nil); err != nil {
+		t.Fatal(err)
+	}
+	return "ws://" + l.Addr().String() + "/.well-known/coap"
 }
