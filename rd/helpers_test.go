@@ -28,33 +28,6 @@ func (r *recorder) WriteResponse(m *coap.Message) error {
 	return nil
 }
 
-// fakeUpstream stands in for the hub's registration of an observation.
-type fakeUpstream struct {
-	mu     sync.Mutex
-	notes  []*coap.Message
-	cancel func(context.Context) error
-}
-
-var _ coap.Observer = (*fakeUpstream)(nil)
-
-func (u *fakeUpstream) Notify(n *coap.Message) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	u.notes = append(u.notes, n.Clone())
-}
-
-func (u *fakeUpstream) Started(cancel func(context.Context) error) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	u.cancel = cancel
-}
-
-func (u *fakeUpstream) notifications() []*coap.Message {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return append([]*coap.Message(nil), u.notes...)
-}
-
 // The addresses requests come from: a node in the radio network, another
 // node, and loopback.
 var (

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/coap/coaptest"
 )
 
 // lookupRig has three endpoints: a temperature sensor and a light in
@@ -136,18 +137,18 @@ func TestLookupPaging(t *testing.T) {
 // hub's cancel ends it.
 func TestObservedLookupNotifiesWhenItsAnswerChanges(t *testing.T) {
 	r := newRig(t, nil)
-	u := &fakeUpstream{}
+	u := &coaptest.Observer{}
 	first := r.as(context.Background(), &coap.Request{Msg: msg(coap.GET, "/rd-lookup/ep?et=sensor", "", coap.Observe, 0), Peer: node1, Observer: u})
 	wantCode(t, "observe", first, coap.Content)
 	seq0, ok := first.Options.Uint(coap.Observe)
-	if !ok || len(first.Payload) != 0 || u.cancel == nil {
-		t.Fatalf("first answer %v %q, started %v", first.Options, first.Payload, u.cancel != nil)
+	if !ok || len(first.Payload) != 0 || u.Starts() == 0 {
+		t.Fatalf("first answer %v %q, started %v", first.Options, first.Payload, u.Starts() > 0)
 	}
 	loc := r.register(node1, "ep=s1&et=sensor&lt=60", "</t>")
 	r.register(node2, "ep=other", "</t>") // no sensor: no notification
 	wantCode(t, "refresh", r.from(context.Background(), node1, msg(coap.POST, loc, "")), coap.Changed)
 	r.clock.Advance(60e9) // s1 expires
-	notes := u.notifications()
+	notes := u.Notifications()
 	if len(notes) != 2 {
 		t.Fatalf("%d notifications, want 2 (s1 came, s1 went): %v", len(notes), notes)
 	}
@@ -165,9 +166,9 @@ func TestObservedLookupNotifiesWhenItsAnswerChanges(t *testing.T) {
 	if s := r.d.Stats(); s.Observations != 1 || s.Notifications != 2 {
 		t.Fatalf("stats %+v", s)
 	}
-	u.cancel(context.Background())
+	u.Cancel(context.Background())
 	r.register(node1, "ep=s2&et=sensor", "</t>")
-	if n := len(u.notifications()); n != 2 || r.d.Stats().Observations != 0 {
+	if n := len(u.Notifications()); n != 2 || r.d.Stats().Observations != 0 {
 		t.Fatalf("after cancel: %d notifications, %d observations", n, r.d.Stats().Observations)
 	}
 	// Without a hub's Observer a lookup with Observe is a plain answer.

@@ -56,7 +56,7 @@ func TestOnlyAdminsCreateChangeAndDeleteTopics(t *testing.T) {
 	wantCode(t, "outsider discovers", r.req(coap.GET, "/ps", nil), coap.Content)
 	wantCode(t, "outsider reads the configuration", r.req(coap.GET, tp, nil), coap.Content)
 	wantCode(t, "outsider publishes", r.publish(dp, 0, []byte("1")), coap.Created)
-	u := &fakeUpstream{}
+	u := &coaptest.Observer{}
 	if resp := r.subscribe(dp, u); resp.Code != coap.Content || !resp.Options.Has(coap.Observe) {
 		t.Fatalf("outsider subscribes: %v %s", resp.Code, resp.Payload)
 	}
@@ -93,16 +93,16 @@ func TestPublishersAndSubscribersLists(t *testing.T) {
 	r.peer = outsiderPeer
 	wantForbidden(t, "outsider publishes", r.publish(dp, 0, []byte("2")), "only publishers")
 	wantForbidden(t, "outsider deletes topic-data", r.req(coap.DELETE, dp, nil), "only publishers")
-	u := &fakeUpstream{}
+	u := &coaptest.Observer{}
 	wantForbidden(t, "outsider subscribes", r.subscribe(dp, u), "only subscribers")
-	if u.started != 0 {
+	if u.Starts() != 0 {
 		t.Fatal("a refused subscriber was registered")
 	}
 	r.identity = "cn:dashboard"
 	if got := r.req(coap.GET, dp, nil); got.Code != coap.Content || string(got.Payload) != "1" {
 		t.Fatalf("listed subscriber reads: %v %q", got.Code, got.Payload)
 	}
-	if resp := r.subscribe(dp, u); !resp.Options.Has(coap.Observe) || u.started != 1 {
+	if resp := r.subscribe(dp, u); !resp.Options.Has(coap.Observe) || u.Starts() != 1 {
 		t.Fatalf("listed subscriber subscribes: %v", resp.Code)
 	}
 }

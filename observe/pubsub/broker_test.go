@@ -10,6 +10,7 @@ import (
 
 	"github.com/fxamacker/cbor/v2"
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/coap/coaptest"
 )
 
 func sensor(name string) map[int]any {
@@ -298,13 +299,13 @@ func TestLoweringMaxSubscribersEndsNewestWith404(t *testing.T) {
 	r := newRig(t, nil)
 	tp, dp := r.create(sensor("n"))
 	r.publish(dp, 0, []byte("v1"))
-	subs := []*fakeUpstream{{}, {}, {}}
+	subs := []*coaptest.Observer{{}, {}, {}}
 	for _, u := range subs {
 		wantCode(t, "subscribe", r.subscribe(dp, u), coap.Content)
 	}
 	wantCode(t, "iPATCH", r.req(coap.IPATCH, tp, enc(t, map[int]any{KeyMaxSubscribers: 1}), coap.ContentFormat, testCF), coap.Changed)
 	for i, u := range subs {
-		n := u.notifications()
+		n := u.Notifications()
 		if i == 0 && len(n) != 0 {
 			t.Fatalf("oldest subscription got %v", n)
 		}
@@ -323,10 +324,10 @@ func TestDeleteTopicRemovesDataAndNotifies404(t *testing.T) {
 	r := newRig(t, nil)
 	tp, dp := r.create(sensor("n"))
 	r.publish(dp, 0, []byte("v1"))
-	u := &fakeUpstream{}
+	u := &coaptest.Observer{}
 	r.subscribe(dp, u)
 	wantCode(t, "DELETE topic", r.req(coap.DELETE, tp, nil), coap.Deleted)
-	n := u.notifications()
+	n := u.Notifications()
 	if len(n) != 1 || n[0].Code != coap.NotFound || n[0].Options.Has(coap.Observe) {
 		t.Fatalf("subscriber got %v, want a final 4.04", n)
 	}
@@ -347,10 +348,10 @@ func TestTopicLifecycle(t *testing.T) {
 	wantCode(t, "half: GET topic", r.req(coap.GET, tp, nil), coap.Content)
 	wantCode(t, "half: iPATCH topic", r.req(coap.IPATCH, tp, enc(t, map[int]any{KeyTopicType: "t"}), coap.ContentFormat, testCF), coap.Changed)
 	wantCode(t, "half: GET data", r.req(coap.GET, dp, nil), coap.NotFound)
-	u := &fakeUpstream{}
+	u := &coaptest.Observer{}
 	resp := r.subscribe(dp, u)
 	wantCode(t, "half: subscribe", resp, coap.NotFound)
-	if resp.Options.Has(coap.Observe) || u.started != 0 {
+	if resp.Options.Has(coap.Observe) || u.Starts() != 0 {
 		t.Fatal("a half created topic took a subscription")
 	}
 	// Publish: FULLY CREATED.
@@ -414,13 +415,13 @@ func TestCOSEPublicationPassesByteForByte(t *testing.T) {
 	// them an invalid inner structure: the broker never parses it.
 	cose := []byte{0xd2, 0x84, 0x43, 0xa1, 0x01, 0x26, 0xa0, 0x44, 0xde, 0xad, 0xbe, 0xef, 0x58, 0x02, 0xff, 0x00, 0xff}
 	r.publish(dp, 18, []byte{0xd2, 0x80})
-	u := &fakeUpstream{}
+	u := &coaptest.Observer{}
 	r.subscribe(dp, u)
 	r.clock.Advance(time.Second)
 	req := msg(coap.PUT, dp, cose, coap.ContentFormat, 18)
 	wantCode(t, "publish COSE", r.do(nil, req), coap.Changed)
 	req.Payload[0] = 0 // the request's buffer is reused by the transport
-	n := u.notifications()
+	n := u.Notifications()
 	if len(n) != 1 || !bytes.Equal(n[0].Payload, []byte{0xd2, 0x84, 0x43, 0xa1, 0x01, 0x26, 0xa0, 0x44, 0xde, 0xad, 0xbe, 0xef, 0x58, 0x02, 0xff, 0x00, 0xff}) {
 		t.Fatalf("notification %v", n)
 	}
@@ -440,12 +441,12 @@ func TestSubscribeThroughHubUpstream(t *testing.T) {
 	r := newRig(t, nil)
 	_, dp := r.create(map[int]any{KeyTopicName: "n", KeyResourceType: RTData, KeyTopicContentFormat: 110})
 	r.publish(dp, 110, []byte("19.87"))
-	u := &fakeUpstream{}
+	u := &coaptest.Observer{}
 	resp := r.subscribe(dp, u)
 	wantCode(t, "subscribe", resp, coap.Content)
 	obs0, ok := uintOpt(t, resp, coap.Observe)
-	if !ok || u.started != 1 || u.cancel == nil {
-		t.Fatalf("Observe present %v, Started %d", ok, u.started)
+	if !ok || u.Starts() != 1 || u.Starts() == 0 {
+		t.Fatalf("Observe present %v, Started %d", ok, u.Starts())
 	}
 	if ma, _ := uintOpt(t, resp, coap.MaxAge); ma != 60 || string(resp.Payload) != "19.87" {
 		t.Fatalf("first response Max-Age %d payload %q", ma, resp.Payload)
@@ -454,7 +455,7 @@ func TestSubscribeThroughHubUpstream(t *testing.T) {
 	r.publish(dp, 110, []byte("21.87"))
 	r.clock.Advance(time.Second)
 	r.publish(dp, 110, []byte("22.00"))
-	n := u.notifications()
+	n := u.Notifications()
 	if len(n) != 2 {
 		t.Fatalf("%d notifications, want 2", len(n))
 	}
@@ -479,14 +480,14 @@ func TestSubscribeOverMaxSubscribersGetsContentWithoutObserve(t *testing.T) {
 	r := newRig(t, nil)
 	_, dp := r.create(map[int]any{KeyTopicName: "n", KeyResourceType: RTData, KeyMaxSubscribers: 1})
 	r.publish(dp, 0, []byte("v"))
-	if resp := r.subscribe(dp, &fakeUpstream{}); !resp.Options.Has(coap.Observe) {
+	if resp := r.subscribe(dp, &coaptest.Observer{}); !resp.Options.Has(coap.Observe) {
 		t.Fatal("first subscription refused")
 	}
-	u := &fakeUpstream{}
+	u := &coaptest.Observer{}
 	resp := r.subscribe(dp, u)
 	wantCode(t, "second subscription", resp, coap.Content)
-	if resp.Options.Has(coap.Observe) || u.started != 0 || string(resp.Payload) != "v" {
-		t.Fatalf("over the limit: Observe %v, Started %d", resp.Options.Has(coap.Observe), u.started)
+	if resp.Options.Has(coap.Observe) || u.Starts() != 0 || string(resp.Payload) != "v" {
+		t.Fatalf("over the limit: Observe %v, Started %d", resp.Options.Has(coap.Observe), u.Starts())
 	}
 }
 
@@ -509,17 +510,17 @@ func TestUnsubscribeCancelStopsNotifications(t *testing.T) {
 	r := newRig(t, func(c *Config) { c.MinPublishInterval = Duration{} })
 	_, dp := r.create(sensor("n"))
 	r.publish(dp, 0, []byte("1"))
-	u := &fakeUpstream{}
+	u := &coaptest.Observer{}
 	r.subscribe(dp, u)
 	r.publish(dp, 0, []byte("2"))
-	if err := u.cancel(context.Background()); err != nil {
+	if err := u.Cancel(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if err := u.cancel(context.Background()); err != nil {
+	if err := u.Cancel(context.Background()); err != nil {
 		t.Fatal("cancel is not idempotent:", err)
 	}
 	r.publish(dp, 0, []byte("3"))
-	if n := u.notifications(); len(n) != 1 || string(n[0].Payload) != "2" {
+	if n := u.Notifications(); len(n) != 1 || string(n[0].Payload) != "2" {
 		t.Fatalf("notifications %v", n)
 	}
 	if st := r.b.Stats(); st.Subscriptions != 0 {
@@ -532,10 +533,10 @@ func TestUnsubscribeCancelStopsNotifications(t *testing.T) {
 func TestDeleteTopicDataEndsSubscriptionsWith404(t *testing.T) {
 	r := newRig(t, nil)
 	_, dp := r.create(map[int]any{KeyTopicName: "n", KeyResourceType: RTData, KeyTopicContentFormat: 60, KeyInitialize: []byte{0x80}})
-	u := &fakeUpstream{}
+	u := &coaptest.Observer{}
 	r.subscribe(dp, u)
 	wantCode(t, "DELETE data", r.req(coap.DELETE, dp, nil), coap.Deleted)
-	if n := u.notifications(); len(n) != 1 || n[0].Code != coap.NotFound {
+	if n := u.Notifications(); len(n) != 1 || n[0].Code != coap.NotFound {
 		t.Fatalf("notifications %v", n)
 	}
 	wantCode(t, "DELETE data again", r.req(coap.DELETE, dp, nil), coap.NotFound)
@@ -588,7 +589,7 @@ func TestExpirationDateDeletesTopic(t *testing.T) {
 	exp := r.clock.Now().Add(time.Hour).Unix()
 	tp, dp := r.create(map[int]any{KeyTopicName: "n", KeyResourceType: RTData, KeyExpirationDate: cbor.Tag{Number: 1, Content: exp}})
 	r.publish(dp, 0, []byte("v"))
-	u := &fakeUpstream{}
+	u := &coaptest.Observer{}
 	resp := r.subscribe(dp, u)
 	if ma, _ := uintOpt(t, resp, coap.MaxAge); ma != 60 {
 		t.Fatalf("Max-Age %d", ma)
@@ -598,7 +599,7 @@ func TestExpirationDateDeletesTopic(t *testing.T) {
 		t.Fatalf("Max-Age near expiration %d, want 30", ma)
 	}
 	r.clock.Advance(30 * time.Second)
-	if n := u.notifications(); len(n) != 1 || n[0].Code != coap.NotFound {
+	if n := u.Notifications(); len(n) != 1 || n[0].Code != coap.NotFound {
 		t.Fatalf("notifications %v", n)
 	}
 	wantCode(t, "GET expired topic", r.req(coap.GET, tp, nil), coap.NotFound)

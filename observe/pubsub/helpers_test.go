@@ -4,7 +4,6 @@ import (
 	"context"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,35 +19,6 @@ const testCF = 65001
 type fakeClock = clocktest.Fake
 
 func newFakeClock() *fakeClock { return clocktest.New(time.Date(2026, 7, 1, 12, 0, 0, 0, time.UTC)) }
-
-// fakeUpstream stands in for the hub's registration.
-type fakeUpstream struct {
-	mu      sync.Mutex
-	notes   []*coap.Message
-	cancel  func(context.Context) error
-	started int
-}
-
-var _ coap.Observer = (*fakeUpstream)(nil)
-
-func (u *fakeUpstream) Notify(n *coap.Message) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	u.notes = append(u.notes, n.Clone())
-}
-
-func (u *fakeUpstream) Started(cancel func(context.Context) error) {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	u.cancel = cancel
-	u.started++
-}
-
-func (u *fakeUpstream) notifications() []*coap.Message {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	return append([]*coap.Message(nil), u.notes...)
-}
 
 type rig struct {
 	t     testing.TB

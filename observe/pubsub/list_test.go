@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/opaque-edge/gatewayd/coap"
+	"github.com/opaque-edge/gatewayd/coap/coaptest"
 )
 
 // Topics lists the live topics with their name, resources, format,
@@ -17,7 +18,7 @@ func TestTopicsListsLiveTopics(t *testing.T) {
 	tp2, dp2 := r.create(map[int]any{KeyTopicName: "a-sensor", KeyResourceType: RTData})
 	r.clock.Advance(time.Second)
 	wantCode(t, "publish", r.publish(dp1, 110, []byte("1")), coap.Created)
-	u := &fakeUpstream{}
+	u := &coaptest.Observer{}
 	wantCode(t, "subscribe", r.subscribe(dp1, u), coap.Content)
 
 	got := r.b.Topics(10)
