@@ -477,9 +477,6 @@ func TestGroupObserveRelaysEveryNodesNotificationsUntilCancelled(t *testing.T) {
 // TestGroupGETReachesFiftyNodesInOneFrame runs the simulator at 50 nodes
 // on one radio: one broadcast frame out, every node's answer back.
 func TestGroupGETReachesFiftyNodesInOneFrame(t *testing.T) {
-	if testing.Short() {
-		t.Skip("50 simulated nodes")
-	}
 	p, n := startGroupProxy(t, 50, time.Second, nil)
 	c := newGroupClient(t, p)
 	frames := n.Air().Stats().Frames

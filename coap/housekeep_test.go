@@ -159,9 +159,6 @@ func flood(t *testing.T, e *Endpoint, s *sink, h *collector, n int) (height uint
 // array of timers, which keeps the room of the 20,000 the flood's
 // exchanges had at once (16 bytes each).
 func TestEndpointMemoryReturnsAfterAFlood(t *testing.T) {
-	if testing.Short() {
-		t.Skip("a flood of 20,000 exchanges")
-	}
 	const n = 20000
 	h := &collector{}
 	s := newSink(true)
