@@ -38,21 +38,31 @@ func rawOrigin(b *testing.B) string {
 	return c.LocalAddr().String()
 }
 
-// BenchmarkForwardGET is one forwarded GET through the whole chain over
-// loopback UDP: client → proxy → origin → proxy → client. Allocations
-// include the client's.
-func BenchmarkForwardGET(b *testing.B) {
-	origin := rawOrigin(b)
+// benchProxy is a proxy with the default configuration on a UDP
+// listener, and a client endpoint to reach it.
+func benchProxy(b *testing.B) (*Proxy, *coap.Endpoint) {
 	cfg := Defaults()
 	cfg.Proxy.Listen = []string{"udp://127.0.0.1:0"}
 	p, err := New(context.Background(), cfg, nil)
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer p.Close()
-	u, _ := coap.ListenUDP(context.Background(), "127.0.0.1:0")
+	b.Cleanup(func() { p.Close() })
+	u, err := coap.ListenUDP(context.Background(), "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
 	c := coap.NewEndpoint(u, coap.EndpointConfig{})
-	defer c.Close()
+	b.Cleanup(func() { c.Close() })
+	return p, c
+}
+
+// BenchmarkForwardGET is one forwarded GET through the whole chain over
+// loopback UDP: client → proxy → origin → proxy → client. Allocations
+// include the client's.
+func BenchmarkForwardGET(b *testing.B) {
+	origin := rawOrigin(b)
+	p, c := benchProxy(b)
 	req := &coap.Message{Code: coap.GET, Options: proxyURI("coap://" + origin + "/bench")}
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
@@ -122,16 +132,7 @@ func BenchmarkForwardGETToTCPOrigin(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer s.Close()
-	cfg := Defaults()
-	cfg.Proxy.Listen = []string{"udp://127.0.0.1:0"}
-	p, err := New(context.Background(), cfg, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer p.Close()
-	u, _ := coap.ListenUDP(context.Background(), "127.0.0.1:0")
-	c := coap.NewEndpoint(u, coap.EndpointConfig{})
-	defer c.Close()
+	p, c := benchProxy(b)
 	req := &coap.Message{Code: coap.GET, Options: proxyURI("coap+tcp://" + l.Addr().String() + "/bench")}
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
