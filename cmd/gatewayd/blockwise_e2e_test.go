@@ -108,14 +108,14 @@ func startHTTPGateway(t *testing.T, body []byte, extra string) (origin, hc, admi
 	bin, sum := testpeer.BuildPlugin(t, "github.com/opaque-edge/gatewayd/plugins/httpcoap/cmd/gatewayd-http")
 	origin = fmt.Sprintf("coap://127.0.0.1:%d/example_data", startCoapServer(t))
 	putOrigin(t, origin, body)
-	proxy, adminPort, httpPort := freePort(t), freePort(t), freePort(t)
-	log = startGatewayd(t, fmt.Sprintf(`
+	proxy, httpPort := freePort(t), freePort(t)
+	g := startGatewayd(t, fmt.Sprintf(`
 [proxy]
 listen = ["udp://127.0.0.1:%d"]
 timeout = "5s"
 
 [metrics]
-listen = "127.0.0.1:%d"
+listen = "127.0.0.1:0"
 
 [[plugin]]
 name = "http"
@@ -124,13 +124,14 @@ sha256 = %q
 %s
 [plugin.config]
 listen = "127.0.0.1:%d"
-`, proxy, adminPort, bin, sum, extra, httpPort), debugLog()).log
+`, proxy, bin, sum, extra, httpPort), debugLog())
+	log = g.log
 	hc = fmt.Sprintf("http://127.0.0.1:%d/hc/%s", httpPort, origin)
 	// The front end may need a moment after gatewayd reports it started.
 	until(t, 10*time.Second, "the HTTP front end", func() error {
 		return exec.Command(tool(t, "curl"), "-sS", "--max-time", "5", "-o", "/dev/null", strings.TrimSuffix(hc, "example_data")).Run()
 	})
-	return origin, hc, fmt.Sprintf("127.0.0.1:%d", adminPort), log
+	return origin, hc, g.adminAddr(t), log
 }
 
 // The HTTP plugin as an HC proxy (RFC 8075 §8.3) uses block-wise transfers
@@ -219,7 +220,7 @@ func TestMQTTPluginPublishesLargeRepresentationsWhole(t *testing.T) {
 	first := bigBody(t, 10240)
 	putOrigin(t, origin, first)
 	b := startMosquitto(t)
-	proxy, admin := freePort(t), freePort(t)
+	proxy := freePort(t)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -233,43 +234,44 @@ func TestMQTTPluginPublishesLargeRepresentationsWhole(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	log := startGatewayd(t, fmt.Sprintf(`
+	g := startGatewayd(t, fmt.Sprintf(`
 [proxy]
 listen = ["udp://127.0.0.1:%[1]d"]
 timeout = "5s"
 
 [metrics]
-listen = "127.0.0.1:%[2]d"
+listen = "127.0.0.1:0"
 
 [[plugin]]
 name = "mqtt"
-path = %[3]q
-sha256 = %[4]q
+path = %[2]q
+sha256 = %[3]q
 [plugin.config]
-broker = "mqtt://%[5]s"
+broker = "mqtt://%[4]s"
 client_id = "gw-big"
 [[plugin.config.up]]
-observe = %[6]q
+observe = %[5]q
 topic = "gw/big"
 retain = true
 [[plugin.config.down]]
 topic = "gw/in/big"
-put = %[7]q
+put = %[6]q
 content_format = 42
 
 [[plugin]]
 name = "mqtt-small"
-path = %[3]q
-sha256 = %[4]q
+path = %[2]q
+sha256 = %[3]q
 max_body = 4096
 [plugin.config]
-broker = "mqtt://%[5]s"
+broker = "mqtt://%[4]s"
 client_id = "gw-small"
 [[plugin.config.up]]
-observe = %[6]q
+observe = %[5]q
 topic = "gw/small"
 retain = true
-`, proxy, admin, bin, sum, b.Addr(), origin, upload), debugLog()).log
+`, proxy, bin, sum, b.Addr(), origin, upload), debugLog())
+	log := g.log
 
 	next := func(what string, want []byte) {
 		t.Helper()
@@ -293,7 +295,7 @@ retain = true
 	// counted, and nothing published.
 	waitLog(t, log, 15*time.Second, "representation over max_body", "plugin=mqtt-small", "uri="+origin, "size=10240", "max_body=4096")
 	waitLog(t, log, 15*time.Second, "representation over max_body: not published", "plugin=mqtt-small", "topic=gw/small", "size=10240")
-	if n := metric(scrape(t, fmt.Sprintf("127.0.0.1:%d", admin)), "mqtt-small", "oversized_bodies"); n < 1 {
+	if n := metric(scrape(t, g.adminAddr(t)), "mqtt-small", "oversized_bodies"); n < 1 {
 		t.Errorf("too_large counter %d for mqtt-small", n)
 	}
 	// mosquitto sends the retained messages of a SUBSCRIBE's filters in

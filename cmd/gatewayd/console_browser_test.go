@@ -186,8 +186,8 @@ func (b *browser) open(url string) string {
 // and shows a node and a topic named <script>alert(1)</script> as text. The
 // screenshot is kept in the test's artifacts (go test -artifacts).
 func TestBrowserShowsNodesPlotsAndHostileNamesAsText(t *testing.T) {
-	coapPort, adminPort := freePort(t), freeTCPPort(t)
-	startGatewayd(t, fmt.Sprintf(`
+	coapPort := freePort(t)
+	g := startGatewayd(t, fmt.Sprintf(`
 [proxy]
 listen = ["udp://127.0.0.1:%d"]
 timeout = "10s"
@@ -205,10 +205,10 @@ enabled = true
 state_dir = %q
 
 [metrics]
-listen = "127.0.0.1:%d"
-`, coapPort, t.TempDir(), t.TempDir(), adminPort))
+listen = "127.0.0.1:0"
+`, coapPort, t.TempDir(), t.TempDir()))
 	proxy := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(coapPort))
-	admin := fmt.Sprintf("http://127.0.0.1:%d", adminPort)
+	admin := "http://" + g.adminAddr(t)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

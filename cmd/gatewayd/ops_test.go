@@ -198,7 +198,7 @@ func startPluginRoutes(t *testing.T, path, sum string, h http.HandlerFunc) plugi
 	origin := startCoapServer(t)
 	web := httptest.NewServer(h)
 	t.Cleanup(web.Close)
-	r := pluginRoutes{proxy: freePort(t), admin: fmt.Sprintf("127.0.0.1:%d", freePort(t)), web: web.URL}
+	r := pluginRoutes{proxy: freePort(t), web: web.URL}
 	r.g = startGatewayd(t, fmt.Sprintf(`
 [proxy]
 listen = ["udp://127.0.0.1:%d"]
@@ -210,7 +210,7 @@ name = "origin"
 target = "coap://127.0.0.1:%d"
 
 [metrics]
-listen = %q
+listen = "127.0.0.1:0"
 
 [[plugin]]
 name = "http"
@@ -218,7 +218,8 @@ path = %q
 sha256 = %q
 [plugin.config]
 listen = "off"
-`, r.proxy, origin, r.admin, path, sum), debugLog())
+`, r.proxy, origin, path, sum), debugLog())
+	r.admin = r.g.adminAddr(t)
 	return r
 }
 

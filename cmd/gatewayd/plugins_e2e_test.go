@@ -337,16 +337,16 @@ func mqttGatewayRecording(t *testing.T) (*mosquitto, netip.AddrPort, []byte, any
 	if err != nil {
 		t.Fatal(err)
 	}
-	proxy, admin := freePort(t), freePort(t)
+	proxy := freePort(t)
 	gw := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(proxy))
 	node := "coap://[" + sim.NodeAddr(sim.DefaultPrefix, 0).String() + "]"
-	log := startGatewayd(t, fmt.Sprintf(`
+	g := startGatewayd(t, fmt.Sprintf(`
 [proxy]
 listen = ["udp://127.0.0.1:%[1]d"]
 timeout = "10s"
 
 [metrics]
-listen = "127.0.0.1:%[9]d"
+listen = "127.0.0.1:0"
 
 [pubsub]
 enabled = true
@@ -382,8 +382,8 @@ content_format = 42
 topic = "gw/in/log"
 put = "coap://%[8]s/log"
 content_format = 0
-`, proxy, t.TempDir(), filepath.Join(keyDir, "node.key"), bin, sum, b.Addr(), node, rec.addr, admin), debugLog()).log
-	return b, gw, kid, priv.Public(), log, rec, fmt.Sprintf("127.0.0.1:%d", admin)
+`, proxy, t.TempDir(), filepath.Join(keyDir, "node.key"), bin, sum, b.Addr(), node, rec.addr), debugLog())
+	return b, gw, kid, priv.Public(), g.log, rec, g.adminAddr(t)
 }
 
 // The mqtt plugin against the real mosquitto: the node's signed readings

@@ -28,13 +28,13 @@ func curl(t *testing.T, args ...string) string {
 func TestHTTPPluginBothWays(t *testing.T) {
 	bin, sum := testpeer.BuildPlugin(t, "github.com/opaque-edge/gatewayd/plugins/httpcoap/cmd/gatewayd-http")
 	origin := startCoapServer(t)
-	proxy, httpPort, adminPort := freePort(t), freePort(t), freePort(t) // a free UDP port number is free for TCP too, most likely
+	proxy, httpPort := freePort(t), freePort(t)
 	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain;charset=utf-8")
 		fmt.Fprintf(w, "hello from %s", r.URL.Path)
 	}))
 	defer web.Close()
-	startGatewayd(t, httpPluginConfig(proxy, fmt.Sprintf("127.0.0.1:%d", adminPort), bin, sum, httpPort, ""))
+	admin := startGatewayd(t, httpPluginConfig(proxy, "127.0.0.1:0", bin, sum, httpPort, "")).adminAddr(t)
 	base := fmt.Sprintf("http://127.0.0.1:%d/hc/", httpPort)
 	// The front end may need a moment after gatewayd reports it started,
 	// and the simulated radio too on a busy machine (a 5.03 "radio sim
@@ -58,7 +58,7 @@ func TestHTTPPluginBothWays(t *testing.T) {
 		t.Fatalf("PUT via HTTP: status %q, want 204 (2.04 Changed)", out)
 	}
 	// The plugin shows in the metrics.
-	if m := curl(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", adminPort)); !strings.Contains(m, `gatewayd_plugin_up{plugin="http"} 1`) {
+	if m := curl(t, "http://"+admin+"/metrics"); !strings.Contains(m, `gatewayd_plugin_up{plugin="http"} 1`) {
 		t.Fatalf("metrics do not show the plugin up:\n%s", m)
 	}
 	// CoAP to HTTP: Proxy-Uri http://...

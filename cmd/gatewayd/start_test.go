@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -329,6 +330,27 @@ func (g *instance) stop(t *testing.T) error {
 
 // waitLog waits until the log holds want, failing t with the log if d
 // passes first or gatewayd exits.
+// adminAddr is the address the admin endpoint bound, from the line
+// gatewayd logs before it reports that it started. Tests configure
+// [metrics] listen = "127.0.0.1:0": a port chosen free beforehand may be
+// taken by another process before gatewayd binds it, and gatewayd only
+// logs a busy admin port.
+func (g *instance) adminAddr(t *testing.T) string {
+	t.Helper()
+	for line := range strings.Lines(g.log.String()) {
+		if !strings.Contains(line, `msg="admin endpoint"`) {
+			continue
+		}
+		for _, f := range strings.Fields(line) {
+			if a, ok := strings.CutPrefix(f, "addr="); ok {
+				return a
+			}
+		}
+	}
+	t.Fatalf("gatewayd logged no admin endpoint:\n%s", g.log.String())
+	return ""
+}
+
 func (g *instance) waitLog(t *testing.T, want string, d time.Duration) {
 	t.Helper()
 	g.waitOutput(t, g.log, want, d)

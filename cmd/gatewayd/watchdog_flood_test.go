@@ -36,7 +36,6 @@ func TestWatchdogFedWhileTheForwardingPoolIsFull(t *testing.T) {
 	}()
 	ns := newNotifySocket(t)
 	port := freePort(t)
-	admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	g := startGatewayd(t, fmt.Sprintf(`[proxy]
 listen = ["udp://127.0.0.1:%d"]
 clients = ["127.0.0.0/8"]
@@ -45,8 +44,9 @@ timeout = "60s"
 max_inflight = 8
 max_inflight_per_client = 4
 [metrics]
-listen = %q
-`, port, admin), withEnv("NOTIFY_SOCKET="+ns.path, "WATCHDOG_USEC=2000000"))
+listen = "127.0.0.1:0"
+`, port), withEnv("NOTIFY_SOCKET="+ns.path, "WATCHDOG_USEC=2000000"))
+	admin := g.adminAddr(t)
 	ns.waitFor(t, "WATCHDOG=1", ns.waitFor(t, "READY=1", 0))
 
 	gw := netipAddrPort(port)
