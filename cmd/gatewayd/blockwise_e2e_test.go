@@ -108,7 +108,7 @@ func startHTTPGateway(t *testing.T, body []byte, extra string) (origin, hc, admi
 	bin, sum := testpeer.BuildPlugin(t, "github.com/opaque-edge/gatewayd/plugins/httpcoap/cmd/gatewayd-http")
 	origin = fmt.Sprintf("coap://127.0.0.1:%d/example_data", startCoapServer(t))
 	putOrigin(t, origin, body)
-	proxy, httpPort := freePort(t), freePort(t)
+	proxy, httpPort := freePort(t), freeTCPPort(t)
 	g := startGatewayd(t, fmt.Sprintf(`
 [proxy]
 listen = ["udp://127.0.0.1:%d"]

@@ -76,7 +76,7 @@ func TestHTTPPluginCarriesOSCOREToSimNodeAndBack(t *testing.T) {
 	bin, sum := testpeer.BuildPlugin(t, "github.com/opaque-edge/gatewayd/plugins/httpcoap/cmd/gatewayd-http")
 	nodes := t.TempDir()
 	client := oscorePairFor(t, nodes)
-	proxy, httpPort := freePort(t), freePort(t)
+	proxy, httpPort := freePort(t), freeTCPPort(t)
 	config := httpPluginConfig(proxy, "", bin, sum, httpPort, fmt.Sprintf("[radio.sim]\noscore_dir = %q", nodes))
 	startGatewayd(t, config)
 
@@ -719,7 +719,7 @@ func gone(pid int) bool {
 // killed with SIGKILL leaves no plugin process behind (Pdeathsig).
 func TestBinaryRestartsKilledPluginAndLeavesNoneWhenKilled(t *testing.T) {
 	bin, sum := testpeer.BuildPlugin(t, "github.com/opaque-edge/gatewayd/plugins/httpcoap/cmd/gatewayd-http")
-	proxy, httpPort := freePort(t), freePort(t)
+	proxy, httpPort := freePort(t), freeTCPPort(t)
 	g := startGatewayd(t, httpPluginConfig(proxy, "", bin, sum, httpPort, ""), asBinary())
 	gwPID := g.pid()
 	pids := pluginPIDs(t, gwPID, bin)

@@ -28,7 +28,7 @@ func curl(t *testing.T, args ...string) string {
 func TestHTTPPluginBothWays(t *testing.T) {
 	bin, sum := testpeer.BuildPlugin(t, "github.com/opaque-edge/gatewayd/plugins/httpcoap/cmd/gatewayd-http")
 	origin := startCoapServer(t)
-	proxy, httpPort := freePort(t), freePort(t)
+	proxy, httpPort := freePort(t), freeTCPPort(t)
 	web := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain;charset=utf-8")
 		fmt.Fprintf(w, "hello from %s", r.URL.Path)

@@ -35,6 +35,20 @@ func freePort(t *testing.T) int {
 	return c.LocalAddr().(*net.UDPAddr).Port
 }
 
+// freeTCPPort is a TCP port that no socket holds now, for a listener
+// whose address a test must name beforehand (a plugin's). A UDP port
+// from freePort may be held by a TCP connection; where gatewayd can be
+// asked the address it bound (instance.adminAddr), port 0 is better.
+func freeTCPPort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
 func writeFile(t *testing.T, name, content string) string {
 	t.Helper()
 	p := filepath.Join(t.TempDir(), name)

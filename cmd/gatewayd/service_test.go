@@ -127,9 +127,9 @@ func getWellKnown(t *testing.T, port int) error {
 func TestSystemdNotifyWatchdogReloadAndStop(t *testing.T) {
 	ns := newNotifySocket(t)
 	port := freePort(t)
-	admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	g := startGatewayd(t, fmt.Sprintf("[proxy]\nlisten = [\"udp://127.0.0.1:%d\"]\n[metrics]\nlisten = %q\n", port, admin),
+	g := startGatewayd(t, fmt.Sprintf("[proxy]\nlisten = [\"udp://127.0.0.1:%d\"]\n[metrics]\nlisten = \"127.0.0.1:0\"\n", port),
 		withEnv("NOTIFY_SOCKET="+ns.path, "WATCHDOG_USEC=2000000"))
+	admin := g.adminAddr(t) // written as bound into the reloaded file: the admin endpoint is not rebound
 	cfgPath, stderr := g.config, g.log
 	// WATCHDOG_PID is not set, so the watchdog is for this process.
 	ready := ns.waitFor(t, "READY=1", 0)
