@@ -102,6 +102,9 @@ func (cl *Client) DialWS(ctx context.Context, url string, hc *http.Client) (*Con
 	}
 	wc.SetReadLimit(int64(cl.cfg.MaxMessageSize))
 	var peer netip.AddrPort
+	if raw != nil { // nil when hc's transport is not an *http.Transport
+		peer, _ = addrPort(raw.RemoteAddr())
+	}
 	secure := resp != nil && resp.TLS != nil
 	return cl.run(newWSTransport(wc, raw), peer, secure, ""), nil
 }

@@ -131,6 +131,9 @@ func TestWebSocketRoundTripAndSubprotocol(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if want := "ws://" + c.Peer().String(); !strings.HasPrefix(url, want+"/") {
+		t.Fatalf("peer %v, want the server's address in %s", c.Peer(), url)
+	}
 	resp, err := c.Do(ctx, get(0, "ws"))
 	if err != nil || string(resp.Payload) != "echo ws" {
 		t.Fatalf("%v %v", resp, err)
