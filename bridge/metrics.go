@@ -248,6 +248,7 @@ var (
 	byListen = []string{"listen"}
 	byRadio  = []string{"radio"}
 	byPlugin = []string{"plugin"}
+	byOrigin = []string{"transport"} // "stream" (coap+tcp, coaps+tcp, coap+ws, coaps+ws) or "dtls" (coaps)
 
 	endpointStats = []stat[coap.Stats]{
 		counterOf("gatewayd_endpoint_datagrams_received_total", "Datagrams read by the listener.", byListen, func(s *coap.Stats) uint64 { return s.Received }),
@@ -286,6 +287,12 @@ var (
 		counterOf("gatewayd_stream_pings_received_total", "Ping messages answered with Pong (RFC 8323 §5.4).", byListen, func(s *stream.Stats) uint64 { return s.Pings }),
 		counterOf("gatewayd_stream_overflow_closes_total", "Connections closed because their client did not read and 256 KiB waited to be sent.", byListen, func(s *stream.Stats) uint64 { return s.Overflow }),
 		counterOf("gatewayd_stream_keepalive_closes_total", "Connections closed because a quiet client did not answer the keepalive Ping.", byListen, func(s *stream.Stats) uint64 { return s.KeepaliveClosed }),
+	}
+	originStats = []stat[poolStats]{
+		gaugeOf("gatewayd_origin_connections", "Connections to origins open now (pooled, one per origin).", byOrigin, func(s *poolStats) float64 { return float64(s.Conns) }),
+		counterOf("gatewayd_origin_dials_total", "Connections to origins dialled, handshake included.", byOrigin, func(s *poolStats) uint64 { return s.Dials }),
+		counterOf("gatewayd_origin_dial_failures_total", "Dials to origins that failed (each answered 5.02, then backed off).", byOrigin, func(s *poolStats) uint64 { return s.DialFailures }),
+		counterOf("gatewayd_origin_idle_closes_total", "Connections to origins closed after origin_idle with no exchange or observation.", byOrigin, func(s *poolStats) uint64 { return s.IdleCloses }),
 	}
 	cacheStats = []stat[cache.Stats]{
 		gaugeOf("gatewayd_cache_entries", "Responses held by the cache.", nil, func(s *cache.Stats) float64 { return float64(s.Entries) }),
@@ -404,6 +411,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	describe(ch, endpointStats)
 	describe(ch, streamStats)
 	ch <- descStreamHandshake
+	describe(ch, originStats)
 	describe(ch, cacheStats)
 	describe(ch, observeStats)
 	describe(ch, pubsubStats)
@@ -426,6 +434,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(descStreamHandshake, prometheus.CounterValue, float64(v), l.label, stream.HandshakeReason(r).String())
 		}
 	}
+	ss, ds := c.p.streamUp.pool.Stats(), c.p.dtlsUp.pool.Stats()
+	emit(ch, originStats, &ss, "stream")
+	emit(ch, originStats, &ds, "dtls")
 	cs := c.p.cache.Stats()
 	emit(ch, cacheStats, &cs)
 	hs := c.p.hub.Stats()

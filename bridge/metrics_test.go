@@ -219,21 +219,32 @@ func TestReloadFileCountsOutcomes(t *testing.T) {
 
 func reloadCount(t *testing.T, p *Proxy, outcome string) float64 {
 	t.Helper()
+	return metricValue(t, p, "gatewayd_reloads_total", outcome)
+}
+
+// metricValue is the value of the counter or gauge name whose first label
+// is label.
+func metricValue(t *testing.T, p *Proxy, name, label string) float64 {
+	t.Helper()
 	mfs, err := p.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, mf := range mfs {
-		if mf.GetName() != "gatewayd_reloads_total" {
+		if mf.GetName() != name {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
-			if m.GetLabel()[0].GetValue() == outcome {
-				return m.GetCounter().GetValue()
+			if m.GetLabel()[0].GetValue() != label {
+				continue
 			}
+			if c := m.GetCounter(); c != nil {
+				return c.GetValue()
+			}
+			return m.GetGauge().GetValue()
 		}
 	}
-	t.Fatalf("no gatewayd_reloads_total{outcome=%q}", outcome)
+	t.Fatalf("no %s{%q}", name, label)
 	return 0
 }
 

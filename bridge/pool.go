@@ -41,10 +41,18 @@ type pool struct {
 	wg    sync.WaitGroup // a watcher per connection, closing it once it ended
 	clock clock.Clock
 
-	mu     sync.Mutex
-	slots  map[originKey]*slot // guarded by mu
-	idle   time.Duration       // guarded by mu; 0: never closed for idleness
-	closes uint64              // guarded by mu: connections closed for idleness
+	mu    sync.Mutex
+	slots map[originKey]*slot // guarded by mu
+	idle  time.Duration       // guarded by mu; 0: never closed for idleness
+	stats poolStats           // guarded by mu; Conns is counted when asked
+}
+
+// poolStats are a pool's counters (the gatewayd_origin_* metrics).
+type poolStats struct {
+	Conns        int    // connections open now
+	Dials        uint64 // dials started
+	DialFailures uint64 // dials (and their handshakes) that failed
+	IdleCloses   uint64 // connections closed after origin_idle without a lease
 }
 
 // slot is an origin's entry: a connection, a dial in progress, or the
@@ -127,7 +135,7 @@ func (p *pool) expire(s *slot, gen int) {
 	}
 	if p.slots[s.k] == s {
 		delete(p.slots, s.k)
-		p.closes++
+		p.stats.IdleCloses++
 	}
 	c := s.c
 	p.mu.Unlock()
@@ -135,10 +143,27 @@ func (p *pool) expire(s *slot, gen int) {
 }
 
 // idleCloses is how many connections were closed for idleness.
-func (p *pool) idleCloses() uint64 {
+func (p *pool) idleCloses() uint64 { return p.Stats().IdleCloses }
+
+// Stats returns the pool's counters.
+func (p *pool) Stats() poolStats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.closes
+	st := p.stats
+	for _, s := range p.slots {
+		select {
+		case <-s.ready:
+			if s.c != nil {
+				select {
+				case <-s.c.gone():
+				default:
+					st.Conns++
+				}
+			}
+		default:
+		}
+	}
+	return st
 }
 
 // errPoolClosed is what a request gets once the proxy is closing.
@@ -243,16 +268,24 @@ func (p *pool) pruneLocked() {
 // originDial and the pool's life, not by the request that started it:
 // the requests that wait for it each wait as long as they may.
 func (p *pool) dial(s *slot, k originKey, dial func(context.Context) (pooledConn, error)) {
+	p.mu.Lock()
+	p.stats.Dials++
+	p.mu.Unlock()
 	ctx, cancel := context.WithTimeout(p.ctx, originDial)
 	defer cancel()
 	c, err := dial(ctx)
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if err == nil && p.ctx.Err() != nil {
+		// Closed off the lock: a WebSocket connection's Close waits for
+		// its closing handshake, and every get waits on mu meanwhile.
+		p.mu.Unlock()
 		c.Close()
 		err = errPoolClosed
+		p.mu.Lock()
 	}
+	defer p.mu.Unlock()
 	if err != nil {
+		p.stats.DialFailures++
 		s.fails++
 		s.retryAt = time.Now().Add(min(originBackoff<<min(s.fails-1, 10), originBackoffMx))
 		var ce *coap.Error

@@ -158,6 +158,9 @@ func TestLibcoapOriginOverDTLSWithPSK(t *testing.T) {
 	if resp.Code != coap.BadGateway {
 		t.Fatalf("second request: %v", resp.Code)
 	}
+	if n := metricValue(t, wrong, "gatewayd_origin_dial_failures_total", "dtls"); n != 1 {
+		t.Fatalf("gatewayd_origin_dial_failures_total{dtls} %v, want the one handshake that failed", n)
+	}
 }
 
 // coaps:// and coaps+tcp:// origins with certificates: gatewayd checks the
