@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pion/dtls/v3"
@@ -43,15 +44,13 @@ type dtlsSession struct {
 	c    *dtls.Conn
 	peer netip.AddrPort
 	e    *coap.Endpoint
-	dead chan struct{}
-	once sync.Once
+	ctx  context.Context // ends with the session
+	end  context.CancelFunc
 }
 
 var _ coap.Transport = (*dtlsSession)(nil)
 
-func (s *dtlsSession) gone() <-chan struct{} { return s.dead }
-
-func (s *dtlsSession) end() { s.once.Do(func() { close(s.dead) }) }
+func (s *dtlsSession) gone() <-chan struct{} { return s.ctx.Done() }
 
 // ReadFrom reads the next record's datagram. A failed read ends the
 // session (the origin closed it, or sent an alert): the endpoint stops,
@@ -106,9 +105,9 @@ func (d *dtlsOrigins) config(c *originCreds) *dtls.Config {
 	return cfg
 }
 
-// session returns the endpoint on the session with an origin, and the
-// release of the caller's lease on it (pool.get).
-func (d *dtlsOrigins) session(ctx context.Context, k originKey, cr *originCreds) (*coap.Endpoint, func(), error) {
+// session returns the session with an origin, and the release of the
+// caller's lease on it (pool.get).
+func (d *dtlsOrigins) session(ctx context.Context, k originKey, cr *originCreds) (*dtlsSession, func(), error) {
 	c, release, err := d.pool.get(ctx, k, func(ctx context.Context) (pooledConn, error) {
 		uc, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(k.addr))
 		if err != nil {
@@ -132,14 +131,15 @@ func (d *dtlsOrigins) session(ctx context.Context, k originKey, cr *originCreds)
 			}
 			return nil, fmt.Errorf("DTLS handshake: %w", err)
 		}
-		s := &dtlsSession{c: dc, peer: k.addr, dead: make(chan struct{})}
+		s := &dtlsSession{c: dc, peer: k.addr}
+		s.ctx, s.end = context.WithCancel(context.Background())
 		s.e = coap.NewEndpoint(s, coap.EndpointConfig{Logger: d.log})
 		return pooledDTLS{s}, nil
 	})
 	if err != nil {
 		return nil, nil, err
 	}
-	return c.(pooledDTLS).e, release, nil
+	return c.(pooledDTLS).dtlsSession, release, nil
 }
 
 // dtlsUpstream sends one request over its origin's session.
@@ -152,12 +152,12 @@ type dtlsUpstream struct {
 var _ Upstream = (*dtlsUpstream)(nil)
 
 func (u *dtlsUpstream) RoundTrip(ctx context.Context, target netip.AddrPort, req *coap.Message) (*coap.Message, error) {
-	e, release, err := u.o.session(ctx, u.k, u.cr)
+	s, release, err := u.o.session(ctx, u.k, u.cr)
 	if err != nil {
 		return nil, err
 	}
 	defer release()
-	resp, err := e.Do(ctx, target, req)
+	resp, err := s.e.Do(ctx, target, req)
 	if errors.Is(err, coap.ErrClosed) {
 		return nil, connError(u.k, err)
 	}
@@ -165,19 +165,39 @@ func (u *dtlsUpstream) RoundTrip(ctx context.Context, target netip.AddrPort, req
 }
 
 func (u *dtlsUpstream) Observe(ctx context.Context, target netip.AddrPort, req *coap.Message, notify func(*coap.Message)) (*coap.Message, func(context.Context) error, error) {
-	e, release, err := u.o.session(ctx, u.k, u.cr)
+	s, release, err := u.o.session(ctx, u.k, u.cr)
 	if err != nil {
 		return nil, nil, err
 	}
-	resp, obs, err := e.Observe(ctx, target, req, notify)
+	var ended atomic.Bool
+	resp, obs, err := s.e.Observe(ctx, target, req, func(m *coap.Message) {
+		if !ended.Load() {
+			notify(m)
+		}
+	})
 	if err != nil || obs == nil {
 		release()
 		return resp, nil, err
 	}
-	// The observation holds the session open until it is cancelled.
+	// The observation holds the session open until it is cancelled, or
+	// until the session ends (the origin closed it, sent an alert, or the
+	// pool closed): then the hub hears it at once, by a final 5.02, as it
+	// does from a stream origin, rather than waiting for notifications
+	// that cannot come; its observers may register afresh, over a new
+	// session.
+	stopAfter := context.AfterFunc(s.ctx, func() {
+		release()
+		if ended.CompareAndSwap(false, true) {
+			notify(&coap.Message{Code: coap.BadGateway, Payload: []byte("coaps session with the origin closed")})
+		}
+	})
 	stop := stopper(req, obs)
 	return resp, func(ctx context.Context) error {
+		stopAfter()
 		defer release()
+		if !ended.CompareAndSwap(false, true) {
+			return nil
+		}
 		return stop(ctx)
 	}, nil
 }
