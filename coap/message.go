@@ -265,7 +265,8 @@ func (m *Message) AppendMarshal(buf []byte) ([]byte, error) {
 
 // Clone returns a deep copy of m that shares no memory with it. A small
 // message (most requests and responses a proxy sees) takes one allocation
-// for everything; a larger one two, or three when it has many options.
+// for everything, in the smallest box it fits; a larger one two, or three
+// when it has many options.
 func (m *Message) Clone() *Message {
 	n := len(m.Token) + len(m.Payload)
 	for _, o := range m.Options {
@@ -273,17 +274,26 @@ func (m *Message) Clone() *Message {
 	}
 	var c *Message
 	var buf []byte
+	k := len(m.Options)
 	switch {
-	case len(m.Options) <= tinyOptions && n <= tinyBytes:
+	case k <= 1 && n <= oneBytes:
+		box := &oneBox{}
+		c, buf = &box.m, box.data[:0:n]
+		c.Options = box.opts[:0:k]
+	case k <= 2 && n <= twoBytes:
+		box := &twoBox{}
+		c, buf = &box.m, box.data[:0:n]
+		c.Options = box.opts[:0:k]
+	case k <= tinyOptions && n <= tinyBytes:
 		box := &tinyBox{}
 		c, buf = &box.m, box.data[:0:n]
-		c.Options = box.opts[:0:len(m.Options)]
-	case len(m.Options) <= smallOptions:
+		c.Options = box.opts[:0:k]
+	case k <= smallOptions:
 		box := &messageBox{}
 		c, buf = &box.m, make([]byte, 0, n)
-		c.Options = box.opts[:0:len(m.Options)]
+		c.Options = box.opts[:0:k]
 	default:
-		c, buf = &Message{Options: make(Options, 0, len(m.Options))}, make([]byte, 0, n)
+		c, buf = &Message{Options: make(Options, 0, k)}, make([]byte, 0, n)
 	}
 	take := func(b []byte) []byte {
 		if b == nil {
@@ -305,20 +315,25 @@ func (m *Message) Clone() *Message {
 	return c
 }
 
-// The sizes of the boxes a clone is made in. A tinyBox is 256 bytes, a
-// size class of Go's allocator: room for a forwarded request with its
-// token, Proxy-Uri and Hop-Limit, or a small response with ETag,
-// Content-Format and Max-Age.
+// The sizes of the boxes a clone is made in, each filling a size class of
+// Go's allocator (a Message is 80 bytes, an Option 32): a oneBox is 144
+// bytes, room for a response with one option and a short payload, or a
+// request with a Uri-Path; a twoBox 192, for a forwarded request with its
+// token and Proxy-Uri, or a response with Content-Format and Max-Age; a
+// tinyBox 256, for one with ETag, Content-Format and Max-Age besides.
 const (
+	oneBytes     = 32
+	twoBytes     = 48
 	tinyOptions  = 4
 	tinyBytes    = 48
 	smallOptions = 8
 )
 
-// messageBox and tinyBox are a message and room for its options (and, in a
-// tinyBox, its bytes) in one allocation. The options' capacity is capped
-// at their count, so appending to a clone's options reallocates instead of
-// writing past them.
+// messageBox and the smaller boxes are a message and room for its options
+// (and, but in a messageBox, its bytes) in one allocation. The options'
+// capacity is capped at their count, so appending to a clone's options
+// reallocates instead of writing past them: a shallow copy of the message
+// (as a stage keeps of a request it passes on) shares them.
 type messageBox struct {
 	m    Message
 	opts [smallOptions]Option
@@ -328,6 +343,18 @@ type tinyBox struct {
 	m    Message
 	opts [tinyOptions]Option
 	data [tinyBytes]byte
+}
+
+type twoBox struct {
+	m    Message
+	opts [2]Option
+	data [twoBytes]byte
+}
+
+type oneBox struct {
+	m    Message
+	opts [1]Option
+	data [oneBytes]byte
 }
 
 func (m *Message) String() string {
