@@ -151,9 +151,14 @@ type Endpoint struct {
 	seenQ   seenRing          // guarded by mu: FIFO of seen keys by expiry
 	pending map[exKey]*outCon // guarded by mu: our CONs awaiting ACK/RST
 	calls   map[tokKey]*call  // guarded by mu: client exchanges by token
-	groups  groupCalls        // group requests by token (group.go)
-	peaks   peaks             // guarded by mu: the most entries of each map
-	pushes  int               // guarded by mu: seenQ pushes since the last housekeeping
+	// The CONs' timers (reliability.go): the heap of what is due, and the
+	// one clock timer, armed for armedAt, that runs it.
+	timers  conTimers   // guarded by mu
+	timer   clock.Timer // guarded by mu: nil until the first CON
+	armedAt int64       // guarded by mu: on the monotonic clock, or notArmed
+	groups  groupCalls  // group requests by token (group.go)
+	peaks   peaks       // guarded by mu: the most entries of each map
+	pushes  int         // guarded by mu: seenQ pushes since the last housekeeping
 }
 
 // NewEndpoint starts the message layer on t: one reader goroutine, ended by
@@ -191,6 +196,7 @@ func NewEndpoint(t Transport, cfg EndpointConfig) *Endpoint {
 		seen:     make(map[exKey]seen),
 		pending:  make(map[exKey]*outCon),
 		calls:    make(map[tokKey]*call),
+		armedAt:  notArmed,
 	}
 	e.SetInflightLimits(cfg.MaxInflight, cfg.MaxInflightPerClient, cfg.ShareMaxAge)
 	e.mids, e.midsAt = make(map[netip.AddrPort]uint16), e.start
@@ -222,8 +228,14 @@ func (e *Endpoint) Close() error {
 		e.readers.Wait()
 		e.mu.Lock()
 		var fins []func(*Message, error)
+		if e.timer != nil {
+			e.timer.Stop()
+		}
+		for _, p := range e.timers {
+			p.at = 0
+		}
+		e.timers, e.armedAt = nil, notArmed
 		for k, p := range e.pending {
-			p.timer.Stop()
 			delete(e.pending, k)
 			if p.fin != nil {
 				fins = append(fins, p.fin)

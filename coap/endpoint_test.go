@@ -390,3 +390,87 @@ func TestFailingReadsBackOff(t *testing.T) {
 	// Close still ends a reader in its pause.
 	e.Close()
 }
+
+// The CONs an endpoint retransmits share one clock timer, armed for the
+// earliest due: a timer each cost every request the runtime's timer
+// allocation (BenchmarkForwardGET in bridge). Each CON is still
+// retransmitted at its own time, and one whose exchange ends, whichever
+// its place among the others, is not.
+func TestCONsShareOneClockTimer(t *testing.T) {
+	const n = 12
+	silent := rawPeer(t)
+	to := silent.LocalAddr().(*net.UDPAddr).AddrPort()
+	p := Params{AckTimeout: 10 * time.Millisecond, AckRandomFactor: 1.5, MaxRetransmit: 2}
+	clk := fakeClock()
+	client, _ := serve(t, EndpointConfig{Params: p, Clock: clk})
+	before := len(clk.Pending()) // the endpoint's own tick
+	var cancels [n]context.CancelFunc
+	errs := make(chan error, n)
+	for i := range n {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancels[i] = cancel
+		go func() {
+			_, err := client.Do(ctx, to, &Message{Code: GET})
+			errs <- err
+		}()
+	}
+	mids := map[uint16]bool{}
+	for range n {
+		mids[readMsg(t, silent).MID] = true
+	}
+	if got := len(clk.Pending()) - before; got != 1 {
+		t.Fatalf("%d CONs in flight armed %d clock timers, want 1", n, got)
+	}
+	// End every other exchange: they leave the timers' heap from
+	// wherever they are in it.
+	client.mu.Lock()
+	var ended []uint16
+	for _, q := range client.pending {
+		if len(ended) < n/2 {
+			ended = append(ended, q.key.mid)
+		}
+	}
+	client.mu.Unlock()
+	for _, mid := range ended {
+		client.cancelCON(exKey{to, mid})
+		delete(mids, mid)
+	}
+	client.mu.Lock()
+	left := len(client.timers)
+	client.mu.Unlock()
+	if left != n/2 {
+		t.Fatalf("%d timers left of %d CONs pending", left, n/2)
+	}
+	clk.Advance(p.AckTimeout - time.Millisecond) // before any is due
+	if got := client.Stats().Retransmissions; got != 0 {
+		t.Fatalf("%d retransmissions before the first timeout", got)
+	}
+	clk.Advance(p.AckTimeout) // past the most the random factor allows
+	for range n / 2 {
+		m := readMsg(t, silent)
+		if !mids[m.MID] {
+			t.Fatalf("retransmitted MID %d: ended, or sent twice", m.MID)
+		}
+		delete(mids, m.MID)
+	}
+	if got := client.Stats().Retransmissions; got != n/2 {
+		t.Fatalf("%d retransmissions, want %d", got, n/2)
+	}
+	// The second retransmission waits twice as long; then they time out.
+	clk.Advance(4 * p.AckTimeout)
+	for range n / 2 {
+		readMsg(t, silent)
+	}
+	clk.Advance(8 * p.AckTimeout)
+	for range n / 2 {
+		if err := <-errs; err != ErrTimeout {
+			t.Fatalf("err = %v, want ErrTimeout", err)
+		}
+	}
+	if s := client.Stats(); s.Retransmissions != n || s.Timeouts != n/2 {
+		t.Fatalf("stats %+v; want %d retransmissions, %d timeouts", s, n, n/2)
+	}
+	for _, c := range cancels {
+		c()
+	}
+}

@@ -35,6 +35,11 @@ func (e *Endpoint) housekeep(now time.Time) {
 	e.seen = rebuilt(e.seen, &e.peaks.seen)
 	e.pending = rebuilt(e.pending, &e.peaks.pending)
 	e.calls = rebuilt(e.calls, &e.peaks.calls)
+	if cap(e.timers) >= rebuildAt && len(e.timers) <= cap(e.timers)/8 {
+		// The CONs' timers (reliability.go) likewise: their heap keeps
+		// the room of the most CONs it held at once.
+		e.timers = append(make(conTimers, 0, 2*len(e.timers)), e.timers...)
+	}
 	e.mu.Unlock()
 	e.rotateMIDs(now)
 }

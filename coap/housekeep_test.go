@@ -155,9 +155,8 @@ func flood(t *testing.T, e *Endpoint, s *sink, h *collector, n int) (height uint
 
 // After a flood of exchanges, housekeeping gives the endpoint's memory
 // back: the heap returns to where it was before, although the flood's
-// peers and exchanges ran into the thousands, but for the runtime's own
-// array of timers, which keeps the room of the 20,000 the flood's
-// exchanges had at once (16 bytes each).
+// peers and exchanges ran into the thousands; the heap of the CONs'
+// timers, which held the 20,000 the flood's exchanges had at once, too.
 func TestEndpointMemoryReturnsAfterAFlood(t *testing.T) {
 	const n = 20000
 	h := &collector{}
@@ -179,6 +178,12 @@ func TestEndpointMemoryReturnsAfterAFlood(t *testing.T) {
 	e.housekeep(now)
 	e.housekeep(now.Add(e.lifetime)) // message-ID counters: one rotation...
 	e.housekeep(now.Add(2 * e.lifetime))
+	e.mu.Lock()
+	room := cap(e.timers)
+	e.mu.Unlock()
+	if room >= rebuildAt {
+		t.Fatalf("the CONs' timers keep room for %d after the flood", room)
+	}
 	after := liveHeap()
 	t.Logf("live heap: %d KiB before, %d KiB at the flood's height, %d KiB after housekeeping", base>>10, peak>>10, after>>10)
 	if after > base+(n*16*2+64<<10) {

@@ -5,11 +5,11 @@ package coap
 // this endpoint sends until they are acknowledged or reset (§4.2).
 
 import (
+	"container/heap"
+	"math"
 	"math/rand/v2"
 	"net/netip"
 	"time"
-
-	"github.com/opaque-edge/gatewayd/internal/clock"
 )
 
 // exKey names an exchange by peer and message ID (§4.5).
@@ -29,29 +29,139 @@ type seenItem struct {
 }
 
 // outCon is a CON this endpoint sent and retransmits until ACK or RST.
+// One is allocated for every CON sent, and one is part of every exchange
+// of Go (goCall): it is kept to 120 bytes, so that it fills the 128-byte
+// size class alone and a goCall the 192-byte one.
 type outCon struct {
 	key     exKey
 	data    []byte
 	timeout time.Duration
-	tries   int
-	timer   clock.Timer
-	fin     func(ack *Message, err error) // called once, without e.mu held
-	token   []byte                        // of a request: a piggybacked response must carry it
+	// due is when its timer fires, in nanoseconds on the endpoint's
+	// monotonic clock (since start); at is its place in e.timers plus
+	// one, 0 when it is not there. Both guarded by e.mu.
+	due   int64
+	at    int32
+	tries int32
+	fin   func(ack *Message, err error) // called once, without e.mu held
+	// tok is the token of a request, tokLen bytes: a piggybacked
+	// response must carry it. The endpoint's own tokens have 8 bytes.
+	tok    [8]byte
+	tokLen uint8
 	// g is the exchange of Go this CON carries, if any: its timer also
 	// keeps the exchange's deadline, and it hears of an RST or time-out
 	// instead of fin.
 	g *goCall
 }
 
-// wait is how long the CON's timer waits from now: to the next
+// token is the request's token, empty for a response's CON.
+func (p *outCon) token() []byte { return p.tok[:p.tokLen] }
+
+// wait is how long the CON's timer waits from t (e.since): to the next
 // retransmission, or to the deadline of its exchange if that comes first.
-func (p *outCon) wait(now time.Time) time.Duration {
+func (p *outCon) wait(t int64) time.Duration {
 	if p.g != nil {
-		if d := p.g.deadline.Sub(now); d < p.timeout {
+		if d := time.Duration(p.g.deadline - t); d < p.timeout {
 			return max(d, 0)
 		}
 	}
 	return p.timeout
+}
+
+// The timers of the CONs. An endpoint keeps the due times of its CONs
+// (and the deadlines of Go's exchanges) in a heap, with one clock timer
+// armed for the earliest: a timer each would cost every exchange an
+// allocation of the runtime's, and its Stop, a lock of the runtime's
+// timer heap, when the answer comes long before the timer is due, as it
+// nearly always does. A timer left armed for a CON already answered
+// fires for nothing and is armed again for the next one due.
+
+// conTimers is a heap of CONs by due time (container/heap); e.mu guards it.
+type conTimers []*outCon
+
+func (h conTimers) Len() int           { return len(h) }
+func (h conTimers) Less(i, j int) bool { return h[i].due < h[j].due }
+func (h conTimers) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].at, h[j].at = int32(i+1), int32(j+1)
+}
+func (h *conTimers) Push(x any) {
+	p := x.(*outCon)
+	p.at = int32(len(*h) + 1)
+	*h = append(*h, p)
+}
+func (h *conTimers) Pop() any {
+	old := *h
+	p := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	p.at = 0
+	return p
+}
+
+// notArmed is e.armedAt while the endpoint's timer is not armed.
+const notArmed = math.MaxInt64
+
+// since is t on the endpoint's monotonic clock: nanoseconds since start.
+func (e *Endpoint) since(t time.Time) int64 { return int64(t.Sub(e.start)) }
+
+// schedule has p's timer fire d after now, whether or not it was
+// pending; e.mu is held. After Close nothing is scheduled.
+func (e *Endpoint) schedule(p *outCon, now time.Time, d time.Duration) {
+	if e.ctx.Err() != nil {
+		return
+	}
+	p.due = e.since(now) + int64(d)
+	if p.at > 0 {
+		heap.Fix(&e.timers, int(p.at-1))
+	} else {
+		heap.Push(&e.timers, p)
+	}
+	if p.due >= e.armedAt {
+		return // the timer fires before p is due, and is armed again then
+	}
+	e.armedAt = p.due
+	if e.timer == nil {
+		e.timer = e.clock.AfterFunc(d, e.onTimer)
+	} else {
+		e.timer.Reset(d)
+	}
+}
+
+// unschedule stops p's timer; e.mu is held.
+func (e *Endpoint) unschedule(p *outCon) {
+	if p.at > 0 {
+		heap.Remove(&e.timers, int(p.at-1))
+	}
+}
+
+// onTimer runs, on the clock's goroutine, what is due of the CONs'
+// timers, one at a time and without e.mu held, then arms the timer for
+// the next.
+func (e *Endpoint) onTimer() {
+	for {
+		now := e.clock.Now()
+		t := e.since(now)
+		e.mu.Lock()
+		if len(e.timers) == 0 {
+			e.armedAt = notArmed
+			e.mu.Unlock()
+			return
+		}
+		p := e.timers[0]
+		if p.due > t {
+			e.armedAt = p.due
+			e.timer.Reset(time.Duration(p.due - t))
+			e.mu.Unlock()
+			return
+		}
+		heap.Pop(&e.timers)
+		e.mu.Unlock()
+		if p.g != nil {
+			p.g.onTimer(now, t)
+		} else {
+			e.retransmit(p)
+		}
+	}
 }
 
 // maxMIDPeers bounds the per-peer message-ID counters; past it one peer's
@@ -139,7 +249,7 @@ func (e *Endpoint) settle(k exKey, ack *Message, err error) bool {
 	if ok {
 		delete(e.pending, k)
 		if p.g == nil {
-			p.timer.Stop() // an exchange of Go keeps it for its deadline
+			e.unschedule(p) // an exchange of Go keeps it for its deadline
 		}
 	}
 	e.mu.Unlock()
@@ -172,9 +282,11 @@ func (e *Endpoint) sendCONToken(peer netip.AddrPort, mid uint16, tok []byte, dat
 
 // pendCON is sendCONToken but for the first transmission, which the
 // caller makes when pendCON reports true (NotifyAll sends it in a batch).
-// data is kept for the retransmissions.
+// data is kept for the retransmissions; tok, of at most 8 bytes, is not.
 func (e *Endpoint) pendCON(peer netip.AddrPort, mid uint16, tok []byte, data []byte, fin func(*Message, error)) bool {
-	p := &outCon{key: exKey{peer, mid}, data: data, timeout: e.cfg.Params.initialTimeout(), fin: fin, token: tok}
+	p := &outCon{key: exKey{peer, mid}, data: data, timeout: e.cfg.Params.initialTimeout(), fin: fin}
+	p.tokLen = uint8(copy(p.tok[:], tok))
+	now := e.clock.Now()
 	e.mu.Lock()
 	if e.ctx.Err() != nil {
 		e.mu.Unlock()
@@ -185,7 +297,7 @@ func (e *Endpoint) pendCON(peer netip.AddrPort, mid uint16, tok []byte, data []b
 	}
 	e.pending[p.key] = p
 	e.peaks.pending = max(e.peaks.pending, len(e.pending))
-	p.timer = e.clock.AfterFunc(p.timeout, func() { e.retransmit(p) })
+	e.schedule(p, now, p.timeout)
 	e.mu.Unlock()
 	return true
 }
@@ -198,7 +310,7 @@ func (e *Endpoint) retransmit(p *outCon) bool {
 		e.mu.Unlock()
 		return false
 	}
-	if p.tries >= e.cfg.Params.MaxRetransmit {
+	if int(p.tries) >= e.cfg.Params.MaxRetransmit {
 		delete(e.pending, p.key)
 		e.mu.Unlock()
 		e.stats.timeouts.Add(1)
@@ -212,7 +324,8 @@ func (e *Endpoint) retransmit(p *outCon) bool {
 	}
 	p.tries++
 	p.timeout *= 2
-	p.timer.Reset(p.wait(e.clock.Now()))
+	now := e.clock.Now()
+	e.schedule(p, now, p.wait(e.since(now)))
 	e.mu.Unlock()
 	e.stats.retransmissions.Add(1)
 	e.write(p.key.peer, p.data)
@@ -222,7 +335,7 @@ func (e *Endpoint) retransmit(p *outCon) bool {
 func (e *Endpoint) cancelCON(k exKey) {
 	e.mu.Lock()
 	if p, ok := e.pending[k]; ok {
-		p.timer.Stop()
+		e.unschedule(p)
 		delete(e.pending, k)
 	}
 	e.mu.Unlock()
