@@ -49,7 +49,7 @@ type Conn struct {
 	peerBlock atomic.Bool  // the peer indicated Block-Wise-Transfer (§5.3.2)
 	csm       chan struct{}
 	csmOnce   sync.Once
-	lastRead  atomic.Int64 // unix nanoseconds of the last frame read
+	lastRead  atomic.Int64 // unix nanoseconds of the last frame read, kept with Keepalive only
 	slots     chan struct{}
 	wg        *sync.WaitGroup // the owner's: handler and flush goroutines
 
@@ -214,6 +214,9 @@ func (c *Conn) readLoop() {
 	defer close(c.done)
 	var m coap.Message
 	ws := c.t.ws()
+	// Only keepalive reads the time of the last frame: without it, a
+	// frame spares reading the clock.
+	stamp := c.cfg.Keepalive > 0
 	for {
 		f, err := c.t.readFrame(c.cfg.MaxMessageSize)
 		if big := asOversize(err); big != nil {
@@ -232,7 +235,9 @@ func (c *Conn) readLoop() {
 			c.closeWith(fmt.Errorf("stream: read: %w", err))
 			return
 		}
-		c.lastRead.Store(time.Now().UnixNano())
+		if stamp {
+			c.lastRead.Store(time.Now().UnixNano())
+		}
 		c.st.received.Add(1)
 		if err := Decode(&m, f, ws); err != nil {
 			// §5.6: a message format error gets Abort.

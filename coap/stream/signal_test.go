@@ -353,6 +353,40 @@ func TestKeepalivePingsAndClosesOnlyTheUnresponsive(t *testing.T) {
 	waitFor(t, func() bool { return s.Stats().KeepaliveClosed == 1 })
 }
 
+// Keepalive measures quiet from the last frame of any kind: a peer whose
+// requests come more often than Keepalive gets no Ping (§5.4). The
+// connection's last frame is dated an hour back and its keepalive run by
+// hand after a request, so no clock decides the outcome.
+func TestKeepaliveCountsAnyFrameAsNotQuiet(t *testing.T) {
+	s, addr := serve(t, Config{Handler: echo, Keepalive: time.Hour})
+	p := dialRaw(t, addr)
+	p.send(csm(0))
+	p.readUntil(CSM)
+	s.mu.Lock()
+	var c *Conn
+	for c = range s.conns {
+	}
+	s.mu.Unlock()
+	old := time.Now().Add(-2 * time.Hour).UnixNano()
+	c.lastRead.Store(old)
+	p.send(get(1, "x"))
+	p.readUntil(coap.Content)
+	if c.lastRead.Load() == old {
+		t.Fatal("the request left the time of the last frame as it was")
+	}
+	c.keepalive()
+	if n := s.Stats().KeepalivePings; n != 0 {
+		t.Fatalf("%d Pings to a peer that just sent a request", n)
+	}
+	// Quiet for longer than Keepalive, it does get one.
+	c.lastRead.Store(old)
+	c.keepalive()
+	p.readUntil(Ping)
+	if n := s.Stats().KeepalivePings; n != 1 {
+		t.Fatalf("%d Pings to a quiet peer, want 1", n)
+	}
+}
+
 func TestConnectionsBeyondMaxConnsAreClosed(t *testing.T) {
 	s, addr := serve(t, Config{Handler: echo, MaxConns: 1})
 	p1 := dialRaw(t, addr)
