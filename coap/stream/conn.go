@@ -297,10 +297,16 @@ func (c *Conn) request(m *coap.Message) bool {
 		c.sendMsg(&coap.Message{Code: coap.NotImplemented, Token: m.Token}, nil, true)
 		return true
 	}
+	// A free slot, the usual case, is taken without a select of two
+	// cases.
 	select {
 	case c.slots <- struct{}{}:
-	case <-c.ctx.Done():
-		return false
+	default:
+		select {
+		case c.slots <- struct{}{}:
+		case <-c.ctx.Done():
+			return false
+		}
 	}
 	c.st.requests.Add(1)
 	w := &writer{c: c, tokLen: uint8(len(m.Token))}
