@@ -213,65 +213,82 @@ func (c *Conn) readLoop() {
 	}
 	defer close(c.done)
 	var m coap.Message
-	ws := c.t.ws()
-	// Only keepalive reads the time of the last frame: without it, a
-	// frame spares reading the clock.
-	stamp := c.cfg.Keepalive > 0
+	if st, ok := c.t.(*streamTransport); ok && st.raw != nil {
+		c.readRaw(st, &m)
+		return
+	}
 	for {
 		f, err := c.t.readFrame(c.cfg.MaxMessageSize)
-		if big := asOversize(err); big != nil {
-			c.st.oversize.Add(1)
-			if big.fatal || !big.code.IsRequest() {
-				c.abort(fmt.Sprintf("message of %d bytes over Max-Message-Size %d", big.size, c.cfg.MaxMessageSize), 0)
-				return
-			}
-			// RFC 7252 §5.9.2.9 with Size1 (RFC 7959 §4): what fits.
-			resp := &coap.Message{Code: coap.RequestEntityTooLarge, Token: big.token}
-			resp.Options = resp.Options.SetUint(coap.Size1, uint32(c.cfg.MaxMessageSize))
-			c.sendMsg(resp, nil, true)
-			continue
-		}
-		if err != nil {
-			c.closeWith(fmt.Errorf("stream: read: %w", err))
+		if !c.frame(&m, f, err) {
 			return
-		}
-		if stamp {
-			c.lastRead.Store(time.Now().UnixNano())
-		}
-		c.st.received.Add(1)
-		if err := Decode(&m, f, ws); err != nil {
-			// §5.6: a message format error gets Abort.
-			c.st.malformed.Add(1)
-			c.abort("malformed message: "+err.Error(), 0)
-			return
-		}
-		select {
-		case <-c.csm:
-		default:
-			if m.Code != CSM && m.Code != coap.Empty {
-				// §3.3: the CSM must come first.
-				c.abort("expected CSM first", 0)
-				return
-			}
-		}
-		switch {
-		case m.Code == coap.Empty:
-			// §3.4: always allowed, always ignored.
-		case IsSignal(m.Code):
-			if !c.signal(&m) {
-				return
-			}
-		case m.Code.IsRequest():
-			if !c.request(&m) {
-				return
-			}
-		case m.Code.IsResponse():
-			c.response(&m)
-		default:
-			// Classes 1 and 6 are reserved (RFC 7252 §12.1).
-			c.st.malformed.Add(1)
 		}
 	}
+}
+
+// readRaw is readLoop on a plain TCP connection: its frames are served
+// within the read of the descriptor (streamTransport.serveFrames).
+func (c *Conn) readRaw(t *streamTransport, m *coap.Message) {
+	t.serveFrames(c.cfg.MaxMessageSize, func(f []byte, err error) bool { return c.frame(m, f, err) })
+}
+
+// frame serves one frame read (or the error of reading it), decoded into
+// m; false when the connection is over.
+func (c *Conn) frame(m *coap.Message, f []byte, err error) bool {
+	if big := asOversize(err); big != nil {
+		c.st.oversize.Add(1)
+		if big.fatal || !big.code.IsRequest() {
+			c.abort(fmt.Sprintf("message of %d bytes over Max-Message-Size %d", big.size, c.cfg.MaxMessageSize), 0)
+			return false
+		}
+		// RFC 7252 §5.9.2.9 with Size1 (RFC 7959 §4): what fits.
+		resp := &coap.Message{Code: coap.RequestEntityTooLarge, Token: big.token}
+		resp.Options = resp.Options.SetUint(coap.Size1, uint32(c.cfg.MaxMessageSize))
+		c.sendMsg(resp, nil, true)
+		return true
+	}
+	if err != nil {
+		c.closeWith(fmt.Errorf("stream: read: %w", err))
+		return false
+	}
+	// Only keepalive reads the time of the last frame: without it, a
+	// frame spares reading the clock.
+	if c.cfg.Keepalive > 0 {
+		c.lastRead.Store(time.Now().UnixNano())
+	}
+	c.st.received.Add(1)
+	if err := Decode(m, f, c.t.ws()); err != nil {
+		// §5.6: a message format error gets Abort.
+		c.st.malformed.Add(1)
+		c.abort("malformed message: "+err.Error(), 0)
+		return false
+	}
+	select {
+	case <-c.csm:
+	default:
+		if m.Code != CSM && m.Code != coap.Empty {
+			// §3.3: the CSM must come first.
+			c.abort("expected CSM first", 0)
+			return false
+		}
+	}
+	switch {
+	case m.Code == coap.Empty:
+		// §3.4: always allowed, always ignored.
+	case IsSignal(m.Code):
+		if !c.signal(m) {
+			return false
+		}
+	case m.Code.IsRequest():
+		if !c.request(m) {
+			return false
+		}
+	case m.Code.IsResponse():
+		c.response(m)
+	default:
+		// Classes 1 and 6 are reserved (RFC 7252 §12.1).
+		c.st.malformed.Add(1)
+	}
+	return true
 }
 
 // asOversize is err as an *oversize, nil for nil: errors.As on a

@@ -8,6 +8,9 @@ import (
 	"net"
 	"sync/atomic"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/opaque-edge/gatewayd/coap"
 	"github.com/opaque-edge/gatewayd/internal/testutil"
@@ -119,16 +122,21 @@ func TestInlineRequestAnsweredInItsStartIsEnded(t *testing.T) {
 	}
 }
 
-// The TCP reader that waits for readability without reading (rawRead)
-// still takes frames split anywhere and joined in any way, and tells a
-// clean end from one in the middle of a frame.
+// The TCP reader that waits for readability without reading still takes
+// frames split anywhere and joined in any way, and tells a clean end from
+// one in the middle of a frame: readFrame (rawRead), and serveFrames,
+// which serves frames within one read of the socket and waits without
+// another read once one has returned less than it had room for. The
+// writer holds its end open until every frame came, so that a reader
+// that waited with bytes unread would be stuck, not rescued by the end.
 func TestTCPReaderTakesFramesSplitAnywhere(t *testing.T) {
 	var stream []byte
 	var want [][]byte
-	for i := range 40 {
+	for i := range 60 {
 		m := get(byte(i), string(bytes.Repeat([]byte{'p'}, i*6)))
-		if i == 20 {
-			m.Payload = bytes.Repeat([]byte{'b'}, 2*readChunk) // over a chunk
+		if i == 45 || i == 59 {
+			// Over a chunk, after more than a chunk of small frames.
+			m.Payload = bytes.Repeat([]byte{'b'}, 2*readChunk)
 		}
 		b, err := AppendFrame(nil, m, false)
 		if err != nil {
@@ -137,48 +145,114 @@ func TestTCPReaderTakesFramesSplitAnywhere(t *testing.T) {
 		stream = append(stream, b...)
 		want = append(want, b)
 	}
+	if len(stream) < 3*readChunk {
+		t.Fatalf("a stream of %d bytes fills no chunk", len(stream))
+	}
+	readers := map[string]func(tr *streamTransport, each func([]byte, error) bool){
+		"readFrame": func(tr *streamTransport, each func([]byte, error) bool) {
+			for each(tr.readFrame(1 << 20)) {
+			}
+		},
+		"serveFrames": func(tr *streamTransport, each func([]byte, error) bool) {
+			tr.serveFrames(1<<20, each)
+		},
+	}
 	for _, cut := range []struct {
 		name  string
 		sizes []int // write sizes, cycled
 		tail  []byte
 		end   error
+		// before: all is in the socket before the reader starts, so
+		// that no readiness comes after its first read
+		before bool
 	}{
-		{"byte by byte", []int{1}, nil, io.EOF},
-		{"odd pieces", []int{3, 7, 1, 250}, nil, io.EOF},
-		{"all at once", []int{len(stream)}, nil, io.EOF},
-		{"cut in a frame", []int{5}, want[3][:4], io.ErrUnexpectedEOF},
+		{"byte by byte", []int{1}, nil, io.EOF, false},
+		{"odd pieces", []int{3, 7, 1, 250}, nil, io.EOF, false},
+		{"all at once", []int{len(stream)}, nil, io.EOF, false},
+		{"all there before", []int{len(stream)}, nil, io.EOF, true},
+		{"cut in a frame", []int{5}, want[3][:4], io.ErrUnexpectedEOF, false},
 	} {
-		t.Run(cut.name, func(t *testing.T) {
-			rd, wr := tcpPair(t)
-			tr := newStreamTransport(rd)
-			if tr.raw == nil {
-				t.Fatal("a TCP connection's reader does not take the raw path")
-			}
-			data := append(append([]byte(nil), stream...), cut.tail...)
-			go func() {
-				for i := 0; len(data) > 0; i++ {
-					n := min(cut.sizes[i%len(cut.sizes)], len(data))
-					if _, err := wr.Write(data[:n]); err != nil {
-						return
+		for name, read := range readers {
+			t.Run(cut.name+"/"+name, func(t *testing.T) {
+				rd, wr := tcpPair(t)
+				tr := newStreamTransport(rd)
+				if tr.raw == nil {
+					t.Fatal("a TCP connection's reader does not take the raw path")
+				}
+				data := append(append([]byte(nil), stream...), cut.tail...)
+				gotAll, readerDone, writerDone := make(chan struct{}), make(chan struct{}), make(chan struct{})
+				if cut.before {
+					if _, err := wr.Write(data); err != nil {
+						t.Fatal(err)
 					}
-					data = data[n:]
+					data = nil
+					waitFor(t, func() bool { return unread(t, rd) == len(stream) })
 				}
-				wr.Close()
-			}()
-			for i, w := range want {
-				f, err := tr.readFrame(1 << 20)
-				if err != nil || !bytes.Equal(f, w) {
-					t.Fatalf("frame %d: %v, %d bytes, want %d", i, err, len(f), len(w))
+				go func() {
+					defer close(writerDone)
+					for i := 0; len(data) > 0; i++ {
+						n := min(cut.sizes[i%len(cut.sizes)], len(data))
+						if _, err := wr.Write(data[:n]); err != nil {
+							return
+						}
+						data = data[n:]
+					}
+					select {
+					case <-gotAll:
+					case <-readerDone:
+					case <-time.After(15 * time.Second):
+						t.Error("the reader waits with frames unread")
+					}
+					wr.Close()
+				}()
+				var got int
+				var end error
+				read(tr, func(f []byte, err error) bool {
+					if err != nil {
+						end = err
+						return false
+					}
+					if got == len(want) || !bytes.Equal(f, want[got]) {
+						t.Errorf("frame %d: %d bytes, not the one sent", got, len(f))
+						return false
+					}
+					if got++; got == len(want) {
+						close(gotAll)
+					}
+					return true
+				})
+				close(readerDone)
+				<-writerDone
+				if got != len(want) {
+					t.Fatalf("%d of %d frames, then %v", got, len(want), end)
 				}
-			}
-			if _, err := tr.readFrame(1 << 20); !errors.Is(err, cut.end) {
-				t.Fatalf("at the end: %v, want %v", err, cut.end)
-			}
-			if tr.buf != nil && cut.end == io.EOF {
-				t.Fatal("a reader at its end still holds a chunk")
-			}
-		})
+				if !errors.Is(end, cut.end) {
+					t.Fatalf("at the end: %v, want %v", end, cut.end)
+				}
+				if tr.buf != nil && cut.end == io.EOF {
+					t.Fatal("a reader at its end still holds a chunk")
+				}
+			})
+		}
 	}
+}
+
+// unread is how many bytes c's socket holds unread (SIOCINQ).
+func unread(t *testing.T, c *net.TCPConn) int {
+	t.Helper()
+	raw, err := c.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	var ierr error
+	if err := raw.Control(func(fd uintptr) { n, ierr = unix.IoctlGetInt(int(fd), unix.SIOCINQ) }); err != nil {
+		t.Fatal(err)
+	}
+	if ierr != nil {
+		t.Fatal(ierr)
+	}
+	return n
 }
 
 // tcpPair is the two ends of a loopback TCP connection.

@@ -55,8 +55,9 @@ func (e *oversize) Error() string { return ErrTooLarge.Error() }
 func (e *oversize) Unwrap() error { return ErrTooLarge }
 
 // readChunk is the size of the buffer a byte stream is read into while
-// frames arrive. An idle connection holds none: it waits in a read of a
-// few bytes (idleRead), so that thousands of idle clients cost little.
+// frames arrive. An idle connection holds none: it waits for readability
+// (plain TCP) or in a read of a few bytes (idleRead), so that thousands
+// of idle clients cost little.
 const (
 	readChunk = 4096
 	idleRead  = 16
@@ -73,8 +74,9 @@ type streamTransport struct {
 	r, w int     // unread bytes are (*buf)[r:w]
 
 	// A plain TCP connection waits idle for readability without reading
-	// (rawRead), and then reads what came into a chunk at once: one read
-	// for a frame that came whole, where the idle array takes two.
+	// (serveFrames; rawRead for readFrame), and then reads what came into
+	// a chunk at once: one read for a frame that came whole, where the
+	// idle array takes two.
 	raw    syscall.RawConn
 	rawFn  func(fd uintptr) bool // rawRead, bound once
 	rawN   int
@@ -85,6 +87,18 @@ type streamTransport struct {
 	tryB   []byte
 	tryN   int
 	tryErr error
+
+	// nextFrame's: whether the socket may hold more bytes than the last
+	// read returned (it filled what it was given).
+	more bool
+
+	// rawServe runs the reader's frames within a read of the descriptor,
+	// and Close would wait for that read to end: a close meanwhile, from
+	// the reader itself too, shuts the socket down and leaves the Close
+	// to rawServe.
+	closeMu  sync.Mutex
+	serving  bool // guarded by closeMu: in rawServe
+	closeDue bool // guarded by closeMu: close was called while serving
 }
 
 func newStreamTransport(c net.Conn) *streamTransport {
@@ -99,7 +113,166 @@ func newStreamTransport(c net.Conn) *streamTransport {
 
 func (t *streamTransport) ws() bool { return false }
 
-func (t *streamTransport) close() error { return t.c.Close() }
+func (t *streamTransport) close() error {
+	t.closeMu.Lock()
+	if t.serving {
+		t.closeDue = true
+		t.closeMu.Unlock()
+		// Wakes the reader if it waits, and fails what is written next.
+		t.raw.Control(func(fd uintptr) { syscall.Shutdown(int(fd), syscall.SHUT_RDWR) })
+		return nil
+	}
+	t.closeMu.Unlock()
+	return t.c.Close()
+}
+
+// rawServe calls serve within one read of the descriptor (RawConn.Read):
+// serve reads it, serves what came, and returns false to wait for
+// readability, true when done. Within one read the poller's readiness is
+// not reset, so a wait after a read that returned less than it was
+// given, which emptied the socket, misses nothing: bytes that came since
+// made it readable again. A new read resets it, and must read before it
+// waits.
+func (t *streamTransport) rawServe(serve func(fd uintptr) bool) error {
+	t.closeMu.Lock()
+	if t.closeDue {
+		t.closeMu.Unlock()
+		return net.ErrClosed
+	}
+	t.serving = true
+	t.closeMu.Unlock()
+	err := t.raw.Read(serve)
+	t.closeMu.Lock()
+	t.serving = false
+	due := t.closeDue
+	t.closeMu.Unlock()
+	if due {
+		t.c.Close()
+		if err == nil {
+			err = net.ErrClosed
+		}
+	}
+	return err
+}
+
+// serveFrames hands each frame read to each, and then the error that
+// ends reading, until each returns false. The frames are served within
+// the read of the descriptor (rawServe), which then waits for readability
+// without another read when the last one found no more bytes than it
+// returned; a frame that does not fit a chunk, or is over limit, takes
+// readFrame.
+func (t *streamTransport) serveFrames(limit int, each func(f []byte, err error) bool) {
+	var stop, slow bool
+	serve := func(fd uintptr) bool {
+		t.more = true // the first call, or after a wait: read first
+		for {
+			f, err := t.nextFrame(int(fd), limit)
+			switch err {
+			case errWait:
+				return false
+			case errSlow:
+				slow = true
+				return true
+			}
+			if !each(f, err) {
+				stop = true
+				return true
+			}
+		}
+	}
+	for {
+		stop, slow = false, false
+		err := t.rawServe(serve)
+		switch {
+		case stop:
+			return
+		case err != nil:
+			each(nil, err)
+			return
+		case slow:
+			if !each(t.readFrame(limit)) {
+				return
+			}
+		}
+	}
+}
+
+// errWait and errSlow are nextFrame's: wait for readability; the next
+// frame needs readFrame.
+var (
+	errWait = errors.New("stream: wait for readability")
+	errSlow = errors.New("stream: frame for readFrame")
+)
+
+// nextFrame is readFrame within rawServe, on the descriptor fd, for
+// frames that fit a chunk and limit; errSlow for the next frame if it
+// does not, which readFrame then reads. It reads fd only when the
+// buffered bytes hold no whole frame and the socket may hold more (more),
+// and errWait once a read found nothing or returned less than it was
+// given. Waiting, it holds no chunk unless part of a frame came.
+func (t *streamTransport) nextFrame(fd, limit int) ([]byte, error) {
+	t.big = nil
+	for {
+		if t.buf != nil && t.r < t.w {
+			b := (*t.buf)[t.r:t.w]
+			_, size, err := FrameSize(b)
+			switch {
+			case errors.Is(err, ErrShort):
+			case err != nil, size > limit, size > readChunk:
+				return nil, errSlow
+			case size <= len(b):
+				t.r += size
+				return b[:size:size], nil
+			}
+		}
+		if !t.more {
+			if t.buf != nil && t.r == t.w {
+				chunks.Put(t.buf)
+				t.buf = nil
+			}
+			return nil, errWait
+		}
+		if err := t.readInto(fd); err != nil && err != errWait {
+			if t.r == t.w {
+				chunks.Put(t.buf)
+				t.buf = nil
+			}
+			return nil, err
+		}
+	}
+}
+
+// readInto is one read of fd into the chunk, after the bytes buffered;
+// errWait when there was nothing to read.
+func (t *streamTransport) readInto(fd int) error {
+	if t.buf == nil {
+		t.buf = chunks.Get().(*[]byte)
+		t.r, t.w = 0, 0
+	} else if t.r > 0 {
+		t.w = copy(*t.buf, (*t.buf)[t.r:t.w])
+		t.r = 0
+	}
+	room := (*t.buf)[t.w:]
+	n, err := syscall.Read(fd, room)
+	for err == syscall.EINTR {
+		n, err = syscall.Read(fd, room)
+	}
+	switch {
+	case err == syscall.EAGAIN:
+		t.more = false
+		return errWait
+	case err != nil:
+		return os.NewSyscallError("read", err)
+	case n == 0:
+		if t.w > t.r {
+			return io.ErrUnexpectedEOF
+		}
+		return io.EOF
+	}
+	t.w += n
+	t.more = n == len(room)
+	return nil
+}
 
 // fill reads more bytes. With nothing buffered it gives the chunk back
 // and waits with only the idle array; once bytes come, they go into a
