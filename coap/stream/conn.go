@@ -41,6 +41,8 @@ type Conn struct {
 	log       *slog.Logger
 	handlerCx context.Context // what handlers run under: the server's
 	runner    *coap.Runner    // the reader's, for Config.Inline: made at its first such request
+	dec       coap.Message    // the reader's: the frame being served, decoded
+	deep      bool            // the reader's: it has served a request inline (inRead)
 
 	ctx    context.Context // ended when the connection closes
 	cancel context.CancelFunc
@@ -212,28 +214,37 @@ func (c *Conn) readLoop() {
 		defer c.onEnd()
 	}
 	defer close(c.done)
-	var m coap.Message
 	if st, ok := c.t.(*streamTransport); ok && st.raw != nil {
-		c.readRaw(st, &m)
+		// Plain TCP: the frames are served within the read of the
+		// descriptor.
+		st.serveFrames(c.cfg.MaxMessageSize, c)
 		return
 	}
-	for {
-		f, err := c.t.readFrame(c.cfg.MaxMessageSize)
-		if !c.frame(&m, f, err) {
-			return
-		}
+	for c.serveFrame(c.t.readFrame(c.cfg.MaxMessageSize)) {
 	}
 }
 
-// readRaw is readLoop on a plain TCP connection: its frames are served
-// within the read of the descriptor (streamTransport.serveFrames).
-func (c *Conn) readRaw(t *streamTransport, m *coap.Message) {
-	t.serveFrames(c.cfg.MaxMessageSize, func(f []byte, err error) bool { return c.frame(m, f, err) })
+// inRead reports whether a frame read over plain TCP is served within the
+// read of the socket (streamTransport.serveFrames), on top of the read's
+// calls: a response or an empty message, and anything once the reader has
+// served a request inline, whose way through the handler grew its stack
+// anyway. Until then requests and signals are served after the read
+// returns, so that the reader of a connection that never forwards keeps
+// the smallest stack: Go shrinks a stack only while a quarter of it is
+// unused, which a reader waiting in a read never leaves of the smallest
+// sizes, and each idle connection would keep a larger one.
+func (c *Conn) inRead(f []byte) bool {
+	if c.deep {
+		return true
+	}
+	code := coap.Code(f[HeaderLen(f[0])-1])
+	return code.IsResponse() || code == coap.Empty
 }
 
-// frame serves one frame read (or the error of reading it), decoded into
-// m; false when the connection is over.
-func (c *Conn) frame(m *coap.Message, f []byte, err error) bool {
+// serveFrame serves one frame read, or the error of reading it; false
+// when the connection is over.
+func (c *Conn) serveFrame(f []byte, err error) bool {
+	m := &c.dec
 	if big := asOversize(err); big != nil {
 		c.st.oversize.Add(1)
 		if big.fatal || !big.code.IsRequest() {
@@ -333,6 +344,7 @@ func (c *Conn) request(m *coap.Message) bool {
 	c.inflight++
 	c.mu.Unlock()
 	if c.cfg.Inline != nil && c.cfg.Inline(req) {
+		c.deep = true
 		c.st.inline.Add(1)
 		c.serveInline(w, req)
 		return true

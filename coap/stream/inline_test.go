@@ -6,6 +6,8 @@ import (
 	"errors"
 	"io"
 	"net"
+	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -154,7 +156,10 @@ func TestTCPReaderTakesFramesSplitAnywhere(t *testing.T) {
 			}
 		},
 		"serveFrames": func(tr *streamTransport, each func([]byte, error) bool) {
-			tr.serveFrames(1<<20, each)
+			tr.serveFrames(1<<20, frameFunc{fn: each})
+		},
+		"serveFrames after the read": func(tr *streamTransport, each func([]byte, error) bool) {
+			tr.serveFrames(1<<20, frameFunc{fn: each, after: true})
 		},
 	}
 	for _, cut := range []struct {
@@ -236,6 +241,61 @@ func TestTCPReaderTakesFramesSplitAnywhere(t *testing.T) {
 		}
 	}
 }
+
+// A connection's requests and signals are served within the read of the
+// socket only once one of its requests was served inline (Conn.inRead):
+// until then after the read, low on the reader's stack, so that the
+// reader of a connection that never forwards keeps the smallest stack (an
+// idle connection costs 2 KiB less). Inline, which runs on the reader,
+// looks at its own stack.
+func TestRequestsAreServedWithinTheReadOnceOneWasInline(t *testing.T) {
+	within := make(chan bool, 8)
+	inline := func(r *coap.Request) bool {
+		within <- onStack("stream.(*streamTransport).serveRaw")
+		p, _ := r.Msg.Options.Get(coap.URIPath)
+		return string(p) == "fwd"
+	}
+	_, addr := serve(t, Config{Handler: echo, Inline: inline})
+	p := dialRaw(t, addr)
+	p.send(csm(0))
+	p.readUntil(CSM)
+	for i, path := range []string{"a", "fwd", "b", "fwd"} {
+		p.send(get(byte(i), path))
+		if r := p.readUntil(coap.Content); string(r.Payload) != "echo "+path {
+			t.Fatalf("request %d: %q", i, r.Payload)
+		}
+	}
+	for i, want := range []bool{false, false, true, true} {
+		if got := <-within; got != want {
+			t.Errorf("request %d served within the read: %v, want %v", i, got, want)
+		}
+	}
+}
+
+// onStack reports whether the caller's stack holds the function named.
+func onStack(fn string) bool {
+	pc := make([]uintptr, 64)
+	frames := runtime.CallersFrames(pc[:runtime.Callers(2, pc)])
+	for {
+		f, more := frames.Next()
+		if strings.HasSuffix(f.Function, fn) {
+			return true
+		}
+		if !more {
+			return false
+		}
+	}
+}
+
+// frameFunc serves frames with a function, within the read of the socket
+// or, with after, once it has returned.
+type frameFunc struct {
+	fn    func(f []byte, err error) bool
+	after bool
+}
+
+func (ff frameFunc) serveFrame(f []byte, err error) bool { return ff.fn(f, err) }
+func (ff frameFunc) inRead([]byte) bool                  { return !ff.after }
 
 // unread is how many bytes c's socket holds unread (SIOCINQ).
 func unread(t *testing.T, c *net.TCPConn) int {

@@ -82,16 +82,21 @@ type streamTransport struct {
 	tryN   int
 	tryErr error
 
-	// nextFrame's: whether the socket may hold more bytes than the last
-	// read returned (it filled what it was given).
-	more bool
+	// serveFrames' and nextFrame's, the reader's: more is whether the
+	// socket may hold more bytes than the last read returned (it filled
+	// what it was given); pending a frame to serve after the read.
+	srv              frameServer
+	serveFn          func(fd uintptr) bool // serveRaw, bound once
+	limit            int
+	more, stop, slow bool
+	pending          []byte
 
-	// rawServe runs the reader's frames within a read of the descriptor,
-	// and Close would wait for that read to end: a close meanwhile, from
-	// the reader itself too, shuts the socket down and leaves the Close
-	// to rawServe.
+	// serveFrames serves the reader's frames within a read of the
+	// descriptor, and Close would wait for that read to end: a close
+	// meanwhile, from the reader itself too, shuts the socket down and
+	// leaves the Close to serveFrames.
 	closeMu  sync.Mutex
-	serving  bool // guarded by closeMu: in rawServe
+	serving  bool // guarded by closeMu: in serveFrames' read
 	closeDue bool // guarded by closeMu: close was called while serving
 }
 
@@ -120,73 +125,93 @@ func (t *streamTransport) close() error {
 	return t.c.Close()
 }
 
-// rawServe calls serve within one read of the descriptor (RawConn.Read):
-// serve reads it, serves what came, and returns false to wait for
-// readability, true when done. Within one read the poller's readiness is
-// not reset, so a wait after a read that returned less than it was
-// given, which emptied the socket, misses nothing: bytes that came since
-// made it readable again. A new read resets it, and must read before it
-// waits.
-func (t *streamTransport) rawServe(serve func(fd uintptr) bool) error {
-	t.closeMu.Lock()
-	if t.closeDue {
-		t.closeMu.Unlock()
-		return net.ErrClosed
-	}
-	t.serving = true
-	t.closeMu.Unlock()
-	err := t.raw.Read(serve)
-	t.closeMu.Lock()
-	t.serving = false
-	due := t.closeDue
-	t.closeMu.Unlock()
-	if due {
-		t.c.Close()
-		if err == nil {
-			err = net.ErrClosed
-		}
-	}
-	return err
+// frameServer is what serveFrames hands frames to: the connection.
+type frameServer interface {
+	// serveFrame serves a frame read, or the error that ends reading;
+	// false when the connection is over.
+	serveFrame(f []byte, err error) bool
+	// inRead reports whether a frame may be served within the read of
+	// the descriptor, on top of its calls; if not, it is served once
+	// the read has returned, and the next read reads before it waits.
+	inRead(f []byte) bool
 }
 
-// serveFrames hands each frame read to each, and then the error that
-// ends reading, until each returns false. The frames are served within
-// the read of the descriptor (rawServe), which then waits for readability
-// without another read when the last one found no more bytes than it
-// returned; a frame that does not fit a chunk, or is over limit, takes
-// readFrame.
-func (t *streamTransport) serveFrames(limit int, each func(f []byte, err error) bool) {
-	var stop, slow bool
-	serve := func(fd uintptr) bool {
-		t.more = true // the first call, or after a wait: read first
-		for {
-			f, err := t.nextFrame(int(fd), limit)
-			switch err {
-			case errWait:
-				return false
-			case errSlow:
-				slow = true
-				return true
+// serveFrames hands srv each frame read, and then the error that ends
+// reading, until srv returns false. The frames are served within one
+// read of the descriptor (RawConn.Read, serveRaw), which then waits for
+// readability without another read when the last one found no more bytes
+// than it returned: within one read the poller's readiness is not reset,
+// so a wait after a read that emptied the socket misses nothing, as bytes
+// that came since made it readable again. A new read resets it, and must
+// read before it waits. A frame that does not fit a chunk, or is over
+// limit, takes readFrame; one that srv does not take within the read
+// (inRead) is served after it.
+func (t *streamTransport) serveFrames(limit int, srv frameServer) {
+	t.srv, t.limit = srv, limit
+	if t.serveFn == nil {
+		t.serveFn = t.serveRaw
+	}
+	for {
+		t.stop, t.slow = false, false
+		t.closeMu.Lock()
+		if t.closeDue {
+			t.closeMu.Unlock()
+			srv.serveFrame(nil, net.ErrClosed)
+			return
+		}
+		t.serving = true
+		t.closeMu.Unlock()
+		err := t.raw.Read(t.serveFn)
+		t.closeMu.Lock()
+		t.serving = false
+		due := t.closeDue
+		t.closeMu.Unlock()
+		if due {
+			t.c.Close()
+		}
+		switch {
+		case t.stop:
+			return
+		case err != nil:
+			srv.serveFrame(nil, err)
+			return
+		case due:
+			srv.serveFrame(nil, net.ErrClosed)
+			return
+		case t.pending != nil:
+			f := t.pending
+			t.pending = nil
+			if !srv.serveFrame(f, nil) {
+				return
 			}
-			if !each(f, err) {
-				stop = true
-				return true
+		case t.slow:
+			if !srv.serveFrame(t.readFrame(limit)) {
+				return
 			}
 		}
 	}
+}
+
+// serveRaw is serveFrames' call within the read of fd: it reads, serves
+// what came, and returns false to wait for readability, true when done.
+func (t *streamTransport) serveRaw(fd uintptr) bool {
+	t.more = true // the first call, or after a wait: read first
 	for {
-		stop, slow = false, false
-		err := t.rawServe(serve)
-		switch {
-		case stop:
-			return
-		case err != nil:
-			each(nil, err)
-			return
-		case slow:
-			if !each(t.readFrame(limit)) {
-				return
-			}
+		f, err := t.nextFrame(int(fd), t.limit)
+		switch err {
+		case errWait:
+			return false
+		case errSlow:
+			t.slow = true
+			return true
+		}
+		if err == nil && !t.srv.inRead(f) {
+			t.pending = f
+			return true
+		}
+		if !t.srv.serveFrame(f, err) {
+			t.stop = true
+			return true
 		}
 	}
 }
@@ -198,7 +223,7 @@ var (
 	errSlow = errors.New("stream: frame for readFrame")
 )
 
-// nextFrame is readFrame within rawServe, on the descriptor fd, for
+// nextFrame is readFrame within serveRaw, on the descriptor fd, for
 // frames that fit a chunk and limit; errSlow for the next frame if it
 // does not, which readFrame then reads. It reads fd only when the
 // buffered bytes hold no whole frame and the socket may hold more (more),
