@@ -59,10 +59,14 @@ func idle(ctx context.Context, args []string) error {
 	addr := fs.String("addr", "127.0.0.1:5683", "proxy TCP address")
 	over := fs.String("over", "tcp", "tcp or ws")
 	n := fs.Int("n", 1000, "connections")
+	target := fs.String("target", "", "Proxy-Uri of the request each connection makes; default: the proxy's /.well-known/core")
 	fs.Parse(args)
 	cl := stream.NewClient(stream.Config{})
 	defer cl.Close()
 	wk := &coap.Message{Code: coap.GET, Options: coap.Options(nil).Insert(coap.URIPath, []byte(".well-known")).Insert(coap.URIPath, []byte("core"))}
+	if *target != "" {
+		wk = &coap.Message{Code: coap.GET, Options: coap.Options(nil).Insert(coap.ProxyURI, []byte(*target))}
+	}
 	for i := range *n {
 		c, err := dialStream(ctx, cl, *over, *addr)
 		if err != nil {
