@@ -210,17 +210,26 @@ func (c *Conn) takeWriter(grace time.Duration) bool {
 }
 
 func (c *Conn) readLoop() {
-	if c.onEnd != nil {
-		defer c.onEnd()
-	}
-	defer close(c.done)
 	if st, ok := c.t.(*streamTransport); ok && st.raw != nil {
 		// Plain TCP: the frames are served within the read of the
 		// descriptor.
-		st.serveFrames(c.cfg.MaxMessageSize, c)
-		return
+		if st.serveFrames(c.cfg.MaxMessageSize, c) {
+			// The reader rests: it goes on as a fresh goroutine, with
+			// Go's smallest stack, and this one's grown stack is freed.
+			// Go shrinks a waiting goroutine's stack only by halves and
+			// only while three quarters of it are unused, which a reader
+			// waiting in a read never leaves of the smallest sizes.
+			c.deep = false
+			go c.readLoop()
+			return
+		}
+	} else {
+		for c.serveFrame(c.t.readFrame(c.cfg.MaxMessageSize)) {
+		}
 	}
-	for c.serveFrame(c.t.readFrame(c.cfg.MaxMessageSize)) {
+	close(c.done)
+	if c.onEnd != nil {
+		c.onEnd()
 	}
 }
 
@@ -345,6 +354,9 @@ func (c *Conn) request(m *coap.Message) bool {
 	c.mu.Unlock()
 	if c.cfg.Inline != nil && c.cfg.Inline(req) {
 		c.deep = true
+		if st, ok := c.t.(*streamTransport); ok && st.raw != nil && !st.resting {
+			st.restIn(c.cfg.rest)
+		}
 		c.st.inline.Add(1)
 		c.serveInline(w, req)
 		return true

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -255,7 +257,9 @@ func TestRequestsAreServedWithinTheReadOnceOneWasInline(t *testing.T) {
 		p, _ := r.Msg.Options.Get(coap.URIPath)
 		return string(p) == "fwd"
 	}
-	_, addr := serve(t, Config{Handler: echo, Inline: inline})
+	// The reader does not rest (TestTCPReaderRestsOnAFreshGoroutine)
+	// between these requests, however slow the machine.
+	_, addr := serve(t, Config{Handler: echo, Inline: inline, rest: time.Hour})
 	p := dialRaw(t, addr)
 	p.send(csm(0))
 	p.readUntil(CSM)
@@ -270,6 +274,76 @@ func TestRequestsAreServedWithinTheReadOnceOneWasInline(t *testing.T) {
 			t.Errorf("request %d served within the read: %v, want %v", i, got, want)
 		}
 	}
+}
+
+// A TCP reader that served a request inline, and so grew its stack, rests
+// once it has waited for the socket past Config.rest: the goroutine that
+// ran the chain ends, freeing its stack, and a fresh one serves the
+// connection, inline again and then after the read, as a new reader does.
+func TestTCPReaderRestsOnAFreshGoroutine(t *testing.T) {
+	ran := make(chan int64, 8)
+	within := make(chan bool, 8)
+	h := coap.HandlerFunc(func(ctx context.Context, w coap.ResponseWriter, r *coap.Request) error {
+		ran <- goroutineID()
+		within <- onStack("stream.(*streamTransport).serveRaw")
+		return echo.ServeCoAP(ctx, w, r)
+	})
+	_, addr := serve(t, Config{Handler: h, Inline: inlineFwd, rest: time.Millisecond})
+	p := dialRaw(t, addr)
+	p.send(csm(0))
+	p.readUntil(CSM)
+	var readers []int64
+	for i, path := range []string{"fwd", "fwd"} {
+		p.send(get(byte(i), path))
+		if r := p.readUntil(coap.Content); string(r.Payload) != "echo "+path {
+			t.Fatalf("request %d: %q", i, r.Payload)
+		}
+		g := <-ran
+		readers = append(readers, g)
+		deadline := time.Now().Add(10 * time.Second)
+		for alive(g) {
+			if time.Now().After(deadline) {
+				t.Fatalf("request %d: the reader that served it inline (goroutine %d) still runs", i, g)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	if readers[0] == readers[1] {
+		t.Fatalf("both requests served by goroutine %d", readers[0])
+	}
+	// Each request came to a rested reader, which serves the first
+	// request after the read, as the first reader did.
+	for i := range readers {
+		if <-within {
+			t.Errorf("request %d served within the read of a fresh reader", i)
+		}
+	}
+	p.send(get(2, "b"))
+	if r := p.readUntil(coap.Content); string(r.Payload) != "echo b" {
+		t.Fatalf("after resting: %q", r.Payload)
+	}
+}
+
+// goroutineID is the caller's goroutine's number, from its stack's header.
+func goroutineID() int64 {
+	b := make([]byte, 64)
+	b = b[:runtime.Stack(b, false)]
+	f := strings.Fields(string(b))
+	id, _ := strconv.ParseInt(f[1], 10, 64)
+	return id
+}
+
+// alive reports whether goroutine id exists.
+func alive(id int64) bool {
+	b := make([]byte, 1<<20)
+	for n := runtime.Stack(b, true); ; n = runtime.Stack(b, true) {
+		if n < len(b) {
+			b = b[:n]
+			break
+		}
+		b = make([]byte, 2*len(b))
+	}
+	return bytes.Contains(b, []byte(fmt.Sprintf("goroutine %d [", id)))
 }
 
 // onStack reports whether the caller's stack holds the function named.

@@ -70,7 +70,17 @@ type Config struct {
 	// anywhere cannot use a browser on the network as a client.
 	WSOrigins []string
 	Logger    *slog.Logger
+
+	// rest is how long after it first serves a request inline a plain
+	// TCP reader hands its wait to a fresh goroutine (Conn.readLoop);
+	// default restAfter, shorter in tests.
+	rest time.Duration
 }
+
+// restAfter is how long a TCP reader that runs the chain keeps the stack
+// it grew there before waiting on a fresh one: a busy connection starts a
+// goroutine once a second, an idle one gives the grown stack back.
+const restAfter = time.Second
 
 func (c Config) withDefaults() Config {
 	if c.MaxMessageSize <= 0 {
@@ -93,6 +103,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.rest <= 0 {
+		c.rest = restAfter
 	}
 	return c
 }

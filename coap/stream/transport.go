@@ -7,6 +7,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/opaque-edge/gatewayd/coap"
 )
@@ -90,6 +91,7 @@ type streamTransport struct {
 	limit            int
 	more, stop, slow bool
 	pending          []byte
+	resting          bool // a read deadline is set for the reader to rest (restIn)
 
 	// serveFrames serves the reader's frames within a read of the
 	// descriptor, and Close would wait for that read to end: a close
@@ -136,8 +138,20 @@ type frameServer interface {
 	inRead(f []byte) bool
 }
 
+// restIn has serveFrames return, to rest, at its first wait for
+// readability after d: the reader calls it within the read, once a
+// request has grown its stack. A read deadline does it, so that neither
+// a frame nor a wait reads the clock.
+func (t *streamTransport) restIn(d time.Duration) {
+	if t.c.SetReadDeadline(time.Now().Add(d)) == nil {
+		t.resting = true
+	}
+}
+
 // serveFrames hands srv each frame read, and then the error that ends
-// reading, until srv returns false. The frames are served within one
+// reading, until srv returns false, or returns true when the reader is to
+// rest (restIn): the socket was empty and waited for, and a fresh
+// goroutine is to call serveFrames again. The frames are served within one
 // read of the descriptor (RawConn.Read, serveRaw), which then waits for
 // readability without another read when the last one found no more bytes
 // than it returned: within one read the poller's readiness is not reset,
@@ -146,7 +160,7 @@ type frameServer interface {
 // read before it waits. A frame that does not fit a chunk, or is over
 // limit, takes readFrame; one that srv does not take within the read
 // (inRead) is served after it.
-func (t *streamTransport) serveFrames(limit int, srv frameServer) {
+func (t *streamTransport) serveFrames(limit int, srv frameServer) bool {
 	t.srv, t.limit = srv, limit
 	if t.serveFn == nil {
 		t.serveFn = t.serveRaw
@@ -157,7 +171,7 @@ func (t *streamTransport) serveFrames(limit int, srv frameServer) {
 		if t.closeDue {
 			t.closeMu.Unlock()
 			srv.serveFrame(nil, net.ErrClosed)
-			return
+			return false
 		}
 		t.serving = true
 		t.closeMu.Unlock()
@@ -169,24 +183,34 @@ func (t *streamTransport) serveFrames(limit int, srv frameServer) {
 		if due {
 			t.c.Close()
 		}
+		rest := false
+		if t.resting {
+			// Whatever ended the read, the deadline must not end the
+			// next one, nor readFrame's.
+			t.resting = false
+			t.c.SetReadDeadline(time.Time{})
+			rest = errors.Is(err, os.ErrDeadlineExceeded)
+		}
 		switch {
 		case t.stop:
-			return
+			return false
+		case rest && !due:
+			return true
 		case err != nil:
 			srv.serveFrame(nil, err)
-			return
+			return false
 		case due:
 			srv.serveFrame(nil, net.ErrClosed)
-			return
+			return false
 		case t.pending != nil:
 			f := t.pending
 			t.pending = nil
 			if !srv.serveFrame(f, nil) {
-				return
+				return false
 			}
 		case t.slow:
 			if !srv.serveFrame(t.readFrame(limit)) {
-				return
+				return false
 			}
 		}
 	}
