@@ -71,12 +71,7 @@ for kind in $kinds; do
 	base=$(snap)
 	target=()
 	[ "$kind" = forward ] && target=(-target coap://$fwd/bench)
-	"$bin/coapbench" idle -addr $gw -n "$nidle" "${target[@]}" >"$bin/idle.out" &
-	idlepid=$!
-	until grep -q ready "$bin/idle.out" 2>/dev/null; do
-		kill -0 $idlepid 2>/dev/null || { echo "idle client failed"; exit 1; }
-		sleep 0.5
-	done
+	open_idle $gw "$nidle" "${target[@]}"
 	sleep 3
 	open=$(snap)
 	gc

@@ -52,13 +52,7 @@ done
 rss() { awk '/^VmRSS/ {print $2}' /proc/$1/status; }
 sleep 2
 before=$(rss $gwpid)
-fifo=$bin/idle.out
-"$bin/coapbench" idle -addr $gw -n "$nidle" >"$fifo" &
-idlepid=$!
-until grep -q ready "$fifo" 2>/dev/null; do
-	kill -0 $idlepid 2>/dev/null || { echo "idle client failed"; exit 1; }
-	sleep 0.5
-done
+open_idle $gw "$nidle"
 sleep 3
 after=$(rss $gwpid)
 echo "idle tcp: $nidle connections, gatewayd RSS $before KiB -> $after KiB: $(( (after - before) * 1024 / nidle )) B per connection"
