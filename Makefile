@@ -32,6 +32,9 @@ test:
 	$(GO) test -race -count=1 -timeout 30m ./...
 	# Allocation counts mean nothing under -race: assert them in a pass without it.
 	$(GO) test -count=1 -run 'NotAllocate' ./...
+	# The message layers make raw system calls only without -race
+	# (coap/stream/sys_linux.go): their tests run once in that build too.
+	$(GO) test -count=1 ./coap/...
 
 bench:
 	./bench/proxy.sh

@@ -96,7 +96,10 @@ func (r *mmsgBatch) recvmmsg(fd uintptr) bool {
 		r.hs[i].Hdr.Flags = 0
 		r.hs[i].Len = 0
 	}
-	n, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hs[0])), uintptr(len(r.hs)), unix.MSG_DONTWAIT, 0, 0)
+	// A raw call, which keeps the goroutine's P: MSG_DONTWAIT never
+	// blocks, and the runtime's sysmon has no P in a system call to take
+	// back and hand to another thread (see rawSender.sendto).
+	n, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&r.hs[0])), uintptr(len(r.hs)), unix.MSG_DONTWAIT, 0, 0)
 	if e == unix.EAGAIN || e == unix.EWOULDBLOCK {
 		if r.deep {
 			r.release()
@@ -276,7 +279,13 @@ func (r *rawSender) sendto(b []byte, to netip.AddrPort) (sent bool, err error) {
 	}
 	retried := false
 	for {
-		_, _, e := unix.Syscall6(unix.SYS_SENDTO, uintptr(r.fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)),
+		// A raw call keeps the goroutine's P. With the runtime's
+		// Syscall6, sysmon takes a P that stays a tick in a system
+		// call back and hands it to another thread; a loopback send
+		// also runs its receiver's end, long enough that under load it
+		// did so thousands of times a second, each a thread to wake.
+		// Raw suits only calls that never block: MSG_DONTWAIT.
+		_, _, e := unix.RawSyscall6(unix.SYS_SENDTO, uintptr(r.fd), uintptr(unsafe.Pointer(unsafe.SliceData(b))), uintptr(len(b)),
 			unix.MSG_DONTWAIT, uintptr(unsafe.Pointer(&sa)), salen)
 		switch {
 		case e == 0:

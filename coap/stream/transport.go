@@ -296,9 +296,9 @@ func (t *streamTransport) readInto(fd int) error {
 		t.r = 0
 	}
 	room := (*t.buf)[t.w:]
-	n, err := syscall.Read(fd, room)
+	n, err := sysRead(fd, room)
 	for err == syscall.EINTR {
-		n, err = syscall.Read(fd, room)
+		n, err = sysRead(fd, room)
 	}
 	switch {
 	case err == syscall.EAGAIN:
@@ -379,9 +379,9 @@ func (t *streamTransport) fillRaw() error {
 // else the read returned, for fillRaw to give back.
 func (t *streamTransport) rawRead(fd uintptr) bool {
 	b := chunks.Get().(*[]byte)
-	n, err := syscall.Read(int(fd), *b)
+	n, err := sysRead(int(fd), *b)
 	for err == syscall.EINTR {
-		n, err = syscall.Read(int(fd), *b)
+		n, err = sysRead(int(fd), *b)
 	}
 	if err == syscall.EAGAIN {
 		chunks.Put(b)
@@ -411,9 +411,9 @@ func (t *streamTransport) tryWrite(b []byte) (int, error) {
 
 // rawWrite is one write of the descriptor; it never asks to wait.
 func (t *streamTransport) rawWrite(fd uintptr) bool {
-	n, err := syscall.Write(int(fd), t.tryB)
+	n, err := sysWrite(int(fd), t.tryB)
 	for err == syscall.EINTR {
-		n, err = syscall.Write(int(fd), t.tryB)
+		n, err = sysWrite(int(fd), t.tryB)
 	}
 	t.tryN, t.tryErr = max(n, 0), err
 	return true
