@@ -27,12 +27,23 @@ import (
 
 func freePort(t *testing.T) int {
 	t.Helper()
-	c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
+	return freePorts(t, 1)[0]
+}
+
+// freePorts is n different UDP ports that no socket holds now: each is
+// held until all are found, so that two in one test never coincide.
+func freePorts(t *testing.T, n int) []int {
+	t.Helper()
+	ports := make([]int, n)
+	for i := range ports {
+		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		ports[i] = c.LocalAddr().(*net.UDPAddr).Port
 	}
-	defer c.Close()
-	return c.LocalAddr().(*net.UDPAddr).Port
+	return ports
 }
 
 // freeTCPPort is a TCP port that no socket holds now, for a listener
@@ -41,12 +52,22 @@ func freePort(t *testing.T) int {
 // asked the address it bound (instance.adminAddr), port 0 is better.
 func freeTCPPort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	return freeTCPPorts(t, 1)[0]
+}
+
+// freeTCPPorts is n different such ports, as freePorts is for UDP.
+func freeTCPPorts(t *testing.T, n int) []int {
+	t.Helper()
+	ports := make([]int, n)
+	for i := range ports {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		ports[i] = l.Addr().(*net.TCPAddr).Port
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return ports
 }
 
 func writeFile(t *testing.T, name, content string) string {
@@ -205,14 +226,14 @@ func blockRequests(log, method, option string) int {
 }
 
 func TestLibcoapClientSeesProxyErrors(t *testing.T) {
-	proxy := freePort(t)
 	// Nothing listens on closed: ICMP port unreachable. silent reads
 	// nothing and answers nothing.
-	closed := freePort(t)
 	silent, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
+	ports := freePorts(t, 2)
+	proxy, closed := ports[0], ports[1]
 	defer silent.Close()
 	startGatewayd(t, fmt.Sprintf("[proxy]\nlisten = [\"udp://127.0.0.1:%d\"]\ntimeout = \"1s\"\n", proxy))
 	P := fmt.Sprintf("coap://127.0.0.1:%d", proxy)
@@ -242,7 +263,8 @@ func TestLibcoapClientSeesProxyErrors(t *testing.T) {
 
 func TestDTLSListenerWithPSK(t *testing.T) {
 	origin := startCoapServer(t)
-	udp, dtls := freePort(t), freePort(t)
+	ports := freePorts(t, 2)
+	udp, dtls := ports[0], ports[1]
 	keys := writeFile(t, "psk", "# identity:key\nsensor-client:s3cret-key-0123\n")
 	startGatewayd(t, fmt.Sprintf(`
 [proxy]
@@ -302,7 +324,8 @@ func TestDTLSListenerWithCertificates(t *testing.T) {
 	origin := startCoapServer(t)
 	pki := testPKI(t)
 	pkiFile := func(name string) string { return filepath.Join(pki, name) }
-	udp, dtls := freePort(t), freePort(t)
+	ports := freePorts(t, 2)
+	udp, dtls := ports[0], ports[1]
 	keys := writeFile(t, "psk", "sensor-psk:s3cret-key-0123\n")
 	startGatewayd(t, fmt.Sprintf(`
 [proxy]

@@ -114,7 +114,8 @@ type wsRun struct {
 func TestBrowserWebSocketGetsResourceThroughGatewayd(t *testing.T) {
 	origin := startCoapServer(t)
 	pki := testpeer.NewPKI(t)
-	udp, ws, wss := freePort(t), freeTCPPort(t), freeTCPPort(t)
+	stream := freeTCPPorts(t, 2)
+	udp, ws, wss := freePort(t), stream[0], stream[1]
 	startGatewayd(t, fmt.Sprintf(`
 [proxy]
 listen = ["udp://127.0.0.1:%d", "ws://127.0.0.1:%d", "wss://127.0.0.1:%d"]
