@@ -14,22 +14,24 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-6}
 over=${2:-tcp}
-shift 2 || shift $#
+shift $(($# < 2 ? $# : 2))
 [ $# -gt 0 ] || set -- HEAD
 case $over in tcp | udp) ;; *) echo "transport $over: tcp or udp" >&2; exit 2 ;; esac
 command -v coap-server-notls >/dev/null || ./scripts/test-deps.sh
 source bench/common.sh
 go build -o "$bin/coapbench" ./bench/coapbench
 
-# One binary per commit, built from a clean tree of it.
-names=()
+# One binary per commit, built from a clean tree of it (git archive),
+# which HEAD and HEAD,1 share.
+declare -A exe
 for spec in "$@"; do
-	rev=${spec%%,*}
-	name=$(echo "$spec" | tr ',/' '-_')
-	git worktree add -q --detach "$bin/src" "$rev"
-	(cd "$bin/src" && CGO_ENABLED=0 go build -trimpath -o "$bin/gw-$name" ./cmd/gatewayd)
-	git worktree remove --force "$bin/src"
-	names+=("$spec")
+	c=$(git rev-parse --short "${spec%%,*}^{commit}")
+	if [ ! -x "$bin/gw-$c" ]; then
+		mkdir "$bin/src-$c"
+		git archive "$c" | tar -x -C "$bin/src-$c"
+		(cd "$bin/src-$c" && CGO_ENABLED=0 go build -trimpath -o "$bin/gw-$c" ./cmd/gatewayd)
+	fi
+	exe[$spec]=$bin/gw-$c
 done
 
 origin=127.0.0.1:5829
@@ -69,11 +71,10 @@ PY
 
 echo "== $over, $rounds rounds, 16 clients, 5 s a load, $(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg), $(go version | cut -d' ' -f3), $(date -u +%FT%TZ)"
 for r in $(seq "$rounds"); do
-	for spec in "${names[@]}"; do
-		name=$(echo "$spec" | tr ',/' '-_')
-		procs=""
+	for spec in "$@"; do
+		procs=$(nproc)
 		[ "$spec" != "${spec#*,}" ] && procs=${spec#*,}
-		GOMAXPROCS=${procs:-$(nproc)} "$bin/gw-$name" -config "$bin/gw.toml" -log-level warn &
+		GOMAXPROCS=$procs "${exe[$spec]}" -config "$bin/gw.toml" -log-level warn &
 		pid=$!
 		until [ "$(ss -Htuln "sport = :${gw##*:}" | wc -l)" -ge 2 ]; do
 			kill -0 $pid || { echo "gatewayd $spec did not start" >&2; exit 1; }
