@@ -9,8 +9,10 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -27,23 +29,7 @@ import (
 
 func freePort(t *testing.T) int {
 	t.Helper()
-	return freePorts(t, 1)[0]
-}
-
-// freePorts is n different UDP ports that no socket holds now: each is
-// held until all are found, so that two in one test never coincide.
-func freePorts(t *testing.T, n int) []int {
-	t.Helper()
-	ports := make([]int, n)
-	for i := range ports {
-		c, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		ports[i] = c.LocalAddr().(*net.UDPAddr).Port
-	}
-	return ports
+	return freePorts(t, "udp", 1)[0]
 }
 
 // freeTCPPort is a TCP port that no socket holds now, for a listener
@@ -52,20 +38,33 @@ func freePorts(t *testing.T, n int) []int {
 // asked the address it bound (instance.adminAddr), port 0 is better.
 func freeTCPPort(t *testing.T) int {
 	t.Helper()
-	return freeTCPPorts(t, 1)[0]
+	return freePorts(t, "tcp", 1)[0]
 }
 
-// freeTCPPorts is n different such ports, as freePorts is for UDP.
-func freeTCPPorts(t *testing.T, n int) []int {
+// freePorts is n different ports of network ("udp" or "tcp") on
+// 127.0.0.1 that no socket holds now: each is held until all are found,
+// so that two in one test never coincide.
+func freePorts(t *testing.T, network string, n int) []int {
 	t.Helper()
 	ports := make([]int, n)
 	for i := range ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
+		var c io.Closer
+		var addr net.Addr
+		if network == "udp" {
+			pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, addr = pc, pc.LocalAddr()
+		} else {
+			l, err := net.Listen(network, "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, addr = l, l.Addr()
 		}
-		defer l.Close()
-		ports[i] = l.Addr().(*net.TCPAddr).Port
+		defer c.Close()
+		ports[i] = int(netip.MustParseAddrPort(addr.String()).Port())
 	}
 	return ports
 }
@@ -232,7 +231,7 @@ func TestLibcoapClientSeesProxyErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ports := freePorts(t, 2)
+	ports := freePorts(t, "udp", 2)
 	proxy, closed := ports[0], ports[1]
 	defer silent.Close()
 	startGatewayd(t, fmt.Sprintf("[proxy]\nlisten = [\"udp://127.0.0.1:%d\"]\ntimeout = \"1s\"\n", proxy))
@@ -263,7 +262,7 @@ func TestLibcoapClientSeesProxyErrors(t *testing.T) {
 
 func TestDTLSListenerWithPSK(t *testing.T) {
 	origin := startCoapServer(t)
-	ports := freePorts(t, 2)
+	ports := freePorts(t, "udp", 2)
 	udp, dtls := ports[0], ports[1]
 	keys := writeFile(t, "psk", "# identity:key\nsensor-client:s3cret-key-0123\n")
 	startGatewayd(t, fmt.Sprintf(`
@@ -324,7 +323,7 @@ func TestDTLSListenerWithCertificates(t *testing.T) {
 	origin := startCoapServer(t)
 	pki := testPKI(t)
 	pkiFile := func(name string) string { return filepath.Join(pki, name) }
-	ports := freePorts(t, 2)
+	ports := freePorts(t, "udp", 2)
 	udp, dtls := ports[0], ports[1]
 	keys := writeFile(t, "psk", "sensor-psk:s3cret-key-0123\n")
 	startGatewayd(t, fmt.Sprintf(`

@@ -114,7 +114,7 @@ type wsRun struct {
 func TestBrowserWebSocketGetsResourceThroughGatewayd(t *testing.T) {
 	origin := startCoapServer(t)
 	pki := testpeer.NewPKI(t)
-	stream := freeTCPPorts(t, 2)
+	stream := freePorts(t, "tcp", 2)
 	udp, ws, wss := freePort(t), stream[0], stream[1]
 	startGatewayd(t, fmt.Sprintf(`
 [proxy]
