@@ -149,7 +149,12 @@ func TestGoDeliversResponseTimeoutAndClose(t *testing.T) {
 		if to != addr {
 			clk.Advance(timeout) // no answer comes: the deadline
 		}
-		r := <-ch
+		var r result
+		select {
+		case r = <-ch:
+		case <-time.After(10 * time.Second): // a failure, not a pace: the callback is due at once
+			t.Fatalf("Go to %v: no callback after the deadline of %v", to, timeout)
+		}
 		select {
 		case extra := <-ch:
 			t.Fatalf("done called twice: %v then %v", r, extra)
